@@ -1,0 +1,1 @@
+//! CRIU action script: locks a backend at checkpoint, repoints and unlocks it at restore.
