@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/p4/config/v1/p4info.proto",
     "proto/p4/v1/p4runtime.proto",
     "proto/p4lb/v1/controller.proto",
+    "proto/p4lb/v1/switch.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
