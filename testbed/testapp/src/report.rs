@@ -1,0 +1,230 @@
+//! The client's report: one entry per connection plus totals, as JSON (for
+//! programs) and as a short human summary.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnState {
+    /// Not connected yet.
+    Connecting,
+    /// Established and streaming.
+    Open,
+    /// The client closed it at the end of the run.
+    Done,
+    /// Reset by the peer (RST) or broken pipe.
+    Reset,
+    /// The peer closed it (EOF) while the client still expected replies.
+    ClosedByPeer,
+    /// Could not connect.
+    ConnectFailed,
+    /// Any other error (timeout, protocol desync, ...).
+    Failed,
+}
+
+/// Figures of one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnReport {
+    pub id: usize,
+    pub local: String,
+    pub remote: String,
+    pub state: ConnState,
+    pub error: Option<String>,
+    pub requests_sent: u64,
+    /// Replies received in order (or late) with an intact payload.
+    pub requests_done: u64,
+    pub resets: u64,
+    pub lost_bytes: u64,
+    pub duplicated_bytes: u64,
+    pub out_of_order_bytes: u64,
+    pub missing_replies: u64,
+    pub corrupt_replies: u64,
+    pub server_count_mismatches: u64,
+    pub state_regressions: u64,
+    pub longest_stall_ms: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl ConnReport {
+    /// An empty report for connection `id`.
+    pub fn new(id: usize) -> Self {
+        ConnReport {
+            id,
+            local: String::new(),
+            remote: String::new(),
+            state: ConnState::Connecting,
+            error: None,
+            requests_sent: 0,
+            requests_done: 0,
+            resets: 0,
+            lost_bytes: 0,
+            duplicated_bytes: 0,
+            out_of_order_bytes: 0,
+            missing_replies: 0,
+            corrupt_replies: 0,
+            server_count_mismatches: 0,
+            state_regressions: 0,
+            longest_stall_ms: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
+    /// True when nothing went wrong on this connection.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self.state,
+            ConnState::Open | ConnState::Done | ConnState::Connecting
+        ) && self.resets == 0
+            && self.lost_bytes == 0
+            && self.duplicated_bytes == 0
+            && self.out_of_order_bytes == 0
+            && self.corrupt_replies == 0
+            && self.server_count_mismatches == 0
+            && self.state_regressions == 0
+    }
+}
+
+/// Sums over all connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub connections: u64,
+    pub clean: u64,
+    pub open: u64,
+    pub reset: u64,
+    pub failed: u64,
+    pub requests_sent: u64,
+    pub requests_done: u64,
+    pub resets: u64,
+    pub lost_bytes: u64,
+    pub duplicated_bytes: u64,
+    pub out_of_order_bytes: u64,
+    pub corrupt_replies: u64,
+    pub server_count_mismatches: u64,
+    pub state_regressions: u64,
+    pub longest_stall_ms: u64,
+}
+
+/// A whole report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// False for an interim report (SIGUSR1), true for the one at exit.
+    pub r#final: bool,
+    pub elapsed_ms: u64,
+    pub totals: Totals,
+    pub connections: Vec<ConnReport>,
+}
+
+impl Report {
+    /// Builds a report and its totals from per-connection figures.
+    pub fn new(is_final: bool, elapsed_ms: u64, connections: Vec<ConnReport>) -> Self {
+        let mut t = Totals::default();
+        for c in &connections {
+            t.connections += 1;
+            t.clean += u64::from(c.is_clean());
+            match c.state {
+                ConnState::Open | ConnState::Done => t.open += 1,
+                ConnState::Reset => t.reset += 1,
+                ConnState::ClosedByPeer | ConnState::ConnectFailed | ConnState::Failed => {
+                    t.failed += 1
+                }
+                ConnState::Connecting => {}
+            }
+            t.requests_sent += c.requests_sent;
+            t.requests_done += c.requests_done;
+            t.resets += c.resets;
+            t.lost_bytes += c.lost_bytes;
+            t.duplicated_bytes += c.duplicated_bytes;
+            t.out_of_order_bytes += c.out_of_order_bytes;
+            t.corrupt_replies += c.corrupt_replies;
+            t.server_count_mismatches += c.server_count_mismatches;
+            t.state_regressions += c.state_regressions;
+            t.longest_stall_ms = t.longest_stall_ms.max(c.longest_stall_ms);
+        }
+        Report {
+            r#final: is_final,
+            elapsed_ms,
+            totals: t,
+            connections,
+        }
+    }
+
+    /// A few lines for people.
+    pub fn human(&self) -> String {
+        let t = &self.totals;
+        let mut s = format!(
+            "{} report after {:.1}s: {}/{} connections clean, {} reset, {} failed\n\
+             requests: {} sent, {} done; bytes lost {}, duplicated {}, out of order {}; \
+             corrupt replies {}; longest stall {} ms\n",
+            if self.r#final { "final" } else { "interim" },
+            self.elapsed_ms as f64 / 1000.0,
+            t.clean,
+            t.connections,
+            t.reset,
+            t.failed,
+            t.requests_sent,
+            t.requests_done,
+            t.lost_bytes,
+            t.duplicated_bytes,
+            t.out_of_order_bytes,
+            t.corrupt_replies,
+            t.longest_stall_ms,
+        );
+        for c in self.connections.iter().filter(|c| !c.is_clean()) {
+            s.push_str(&format!(
+                "  conn {} {} -> {}: {:?}{}\n",
+                c.id,
+                c.local,
+                c.remote,
+                c.state,
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_connections() {
+        let mut a = ConnReport::new(0);
+        a.state = ConnState::Done;
+        a.requests_sent = 10;
+        a.requests_done = 10;
+        a.longest_stall_ms = 5;
+        let mut b = ConnReport::new(1);
+        b.state = ConnState::Reset;
+        b.resets = 1;
+        b.requests_sent = 4;
+        b.requests_done = 3;
+        b.longest_stall_ms = 900;
+        let r = Report::new(true, 1500, vec![a, b]);
+        assert_eq!(r.totals.connections, 2);
+        assert_eq!(r.totals.clean, 1);
+        assert_eq!(r.totals.open, 1);
+        assert_eq!(r.totals.reset, 1);
+        assert_eq!(r.totals.requests_sent, 14);
+        assert_eq!(r.totals.requests_done, 13);
+        assert_eq!(r.totals.longest_stall_ms, 900);
+        let h = r.human();
+        assert!(h.contains("1/2 connections clean"), "{h}");
+        assert!(h.contains("conn 1"), "{h}");
+    }
+
+    #[test]
+    fn json_roundtrip() {
+        let r = Report::new(false, 3, vec![ConnReport::new(0)]);
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(j.contains("\"final\":false"), "{j}");
+        let back: Report = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, r);
+    }
+}
