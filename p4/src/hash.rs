@@ -1,0 +1,191 @@
+//! The hashes p4lb.p4 computes with v1model `hash()`, bit-exact with BMv2.
+//!
+//! v1model `hash(result, HashAlgorithm.crc16, base, { fields }, max)` on BMv2 packs the
+//! fields MSB-first into a byte string (each field in network byte order, no padding between
+//! fields; every field list here is a whole number of bytes), computes BMv2's `crc16` over it
+//! and stores `base + crc % max` (BMv2 treats `max == 0` as 1).
+//!
+//! BMv2's `crc16` is CRC-16/ARC: polynomial 0x8005, initial value 0, input and output
+//! reflected, final XOR 0 (check value over "123456789" = 0xBB3D).
+
+use std::net::Ipv4Addr;
+
+/// A flow as the hash sees it: (src, dst, protocol, src port, dst port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: Ipv4Addr,
+    pub dst_addr: Ipv4Addr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl FlowKey {
+    /// The 13 bytes BMv2 hashes for `{ src, dst, protocol, sport, dport }`.
+    pub fn to_bytes(&self) -> [u8; 13] {
+        let mut b = [0u8; 13];
+        b[0..4].copy_from_slice(&self.src_addr.octets());
+        b[4..8].copy_from_slice(&self.dst_addr.octets());
+        b[8] = self.protocol;
+        b[9..11].copy_from_slice(&self.src_port.to_be_bytes());
+        b[11..13].copy_from_slice(&self.dst_port.to_be_bytes());
+        b
+    }
+
+    /// The same flow seen from the other side (addresses and ports swapped).
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            protocol: self.protocol,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+        }
+    }
+}
+
+/// CRC-16/ARC, as BMv2's `crc16` hash (table-less, bit by bit on the reflected polynomial).
+pub fn crc16(data: &[u8]) -> u16 {
+    const POLY_REFLECTED: u16 = 0xA001; // 0x8005 bit-reversed
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ POLY_REFLECTED
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// CRC-32/ISO-HDLC, as BMv2's `crc32` hash (the zlib/Ethernet CRC; check value 0xCBF43926).
+/// p4lb.p4 does not use it; it is here so a software target can offer the same algorithm.
+pub fn crc32(data: &[u8]) -> u32 {
+    const POLY_REFLECTED: u32 = 0xEDB8_8320; // 0x04C11DB7 bit-reversed
+    let mut crc: u32 = 0xFFFF_FFFF;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ POLY_REFLECTED
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc ^ 0xFFFF_FFFF
+}
+
+/// `meta.slot` for a VIP packet: `crc16(client 5-tuple, dst = VIP) % slot_count`.
+/// `None` when `slot_count` is 0 (the pipeline then drops with `no_backend`).
+pub fn maglev_slot(flow: &FlowKey, slot_count: u16) -> Option<u16> {
+    if slot_count == 0 {
+        return None;
+    }
+    Some(crc16(&flow.to_bytes()) % slot_count)
+}
+
+/// Index into `transit_marks` for the connection between `client` and a backend, given as the
+/// client → backend flow after DNAT (src = client, dst = backend ip, dport = target port).
+/// A reply (backend → client) uses the index of `reply.reversed()`.
+pub fn transit_index(client_to_backend: &FlowKey) -> u32 {
+    // hash(..., 32w0, {...}, 65536): crc16 % 65536 is the crc itself.
+    u32::from(crc16(&client_to_backend.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_matches_the_arc_check_value() {
+        assert_eq!(crc16(b"123456789"), 0xBB3D);
+        assert_eq!(crc16(b""), 0);
+    }
+
+    #[test]
+    fn crc32_matches_the_iso_hdlc_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    /// BMv2's table-driven form, transcribed as an independent check of the bitwise one.
+    fn crc16_bmv2_table_form(data: &[u8]) -> u16 {
+        fn reflect(mut v: u32, bits: u32) -> u32 {
+            let mut r = 0;
+            for b in 0..bits {
+                if v & 1 != 0 {
+                    r |= 1 << (bits - 1 - b);
+                }
+                v >>= 1;
+            }
+            r
+        }
+        let table: Vec<u16> = (0u32..256)
+            .map(|i| {
+                let mut rem = (i << 8) as u16;
+                for _ in 0..8 {
+                    rem = if rem & 0x8000 != 0 {
+                        (rem << 1) ^ 0x8005
+                    } else {
+                        rem << 1
+                    };
+                }
+                rem
+            })
+            .collect();
+        let mut remainder: u16 = 0;
+        for &byte in data {
+            let idx = (reflect(u32::from(byte), 8) as u16 ^ (remainder >> 8)) as usize;
+            remainder = table[idx] ^ (remainder << 8);
+        }
+        reflect(u32::from(remainder), 16) as u16
+    }
+
+    #[test]
+    fn bitwise_crc16_equals_bmv2_table_form() {
+        let mut data = Vec::new();
+        for i in 0u32..300 {
+            data.push((i.wrapping_mul(37) ^ 0x5a) as u8);
+            assert_eq!(
+                crc16(&data),
+                crc16_bmv2_table_form(&data),
+                "len {}",
+                data.len()
+            );
+        }
+    }
+
+    #[test]
+    fn flow_bytes_are_network_order_concatenation() {
+        let f = FlowKey {
+            src_addr: Ipv4Addr::new(10, 0, 0, 1),
+            dst_addr: Ipv4Addr::new(10, 96, 0, 10),
+            protocol: 6,
+            src_port: 0x1234,
+            dst_port: 80,
+        };
+        assert_eq!(
+            f.to_bytes(),
+            [10, 0, 0, 1, 10, 96, 0, 10, 6, 0x12, 0x34, 0x00, 0x50]
+        );
+        assert_eq!(f.reversed().reversed(), f);
+    }
+
+    #[test]
+    fn slot_is_crc_mod_count_and_zero_count_is_none() {
+        let f = FlowKey {
+            src_addr: Ipv4Addr::new(192, 168, 1, 2),
+            dst_addr: Ipv4Addr::new(10, 96, 0, 1),
+            protocol: 17,
+            src_port: 40000,
+            dst_port: 53,
+        };
+        let crc = crc16(&f.to_bytes());
+        assert_eq!(maglev_slot(&f, 1021), Some(crc % 1021));
+        assert_eq!(maglev_slot(&f, 0), None);
+        assert_eq!(transit_index(&f), u32::from(crc));
+    }
+}
