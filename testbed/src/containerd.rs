@@ -1,0 +1,46 @@
+//! Running containerd (CRI) inside a testbed.
+
+use std::path::PathBuf;
+
+use crate::cri::Cri;
+use crate::error::{Error, Result};
+use crate::session::Testbed;
+
+/// containerd's socket inside the testbed.
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
+/// containerd's log inside the testbed.
+pub const LOG: &str = "/tmp/containerd.log";
+
+/// Starts containerd with /etc/containerd/config.toml and waits until its CRI
+/// service answers. Returns the socket's host path.
+pub fn start(tb: &Testbed) -> Result<PathBuf> {
+    tb.sh(&format!(
+        "setsid containerd --config /etc/containerd/config.toml >{LOG} 2>&1 &"
+    ))?;
+    let socket = tb.host_path(SOCKET);
+    let mut last = String::new();
+    let ok = crate::wait::until(30, "containerd's CRI socket", || {
+        if !socket.exists() {
+            return false;
+        }
+        match Cri::connect(&socket).and_then(|mut c| c.version()) {
+            Ok(_) => true,
+            Err(e) => {
+                last = e.to_string();
+                false
+            }
+        }
+    });
+    if let Err(e) = ok {
+        let log = tb.sh(&format!("tail -n 30 {LOG}")).unwrap_or_default();
+        return Err(Error::Testbed(format!(
+            "{e} (last error: {last}); containerd log:\n{log}"
+        )));
+    }
+    Ok(socket)
+}
+
+/// The tail of containerd's log (for failure messages).
+pub fn log_tail(tb: &Testbed, lines: usize) -> String {
+    tb.sh(&format!("tail -n {lines} {LOG}")).unwrap_or_default()
+}

@@ -1,0 +1,255 @@
+//! A minimal CRI (runtime.v1) client over containerd's Unix socket, with a
+//! blocking API for tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{Context, Error, Result};
+
+/// Generated CRI v1 messages and clients (see `proto/cri.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("runtime.v1");
+}
+
+use pb::image_service_client::ImageServiceClient;
+use pb::runtime_service_client::RuntimeServiceClient;
+
+/// A connected CRI client.
+pub struct Cri {
+    rt: tokio::runtime::Runtime,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+fn cri_err(call: &str) -> impl FnOnce(tonic::Status) -> Error + '_ {
+    move |s| Error::Cri {
+        call: call.to_string(),
+        message: format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+impl Cri {
+    /// Connects to the CRI socket at `socket` (a host path).
+    pub fn connect(socket: &Path) -> Result<Cri> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ctx(|| "creating a tokio runtime".into())?;
+        let path: PathBuf = socket.to_path_buf();
+        let channel = rt.block_on(async move {
+            Endpoint::from_static("http://cri.invalid")
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(120))
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { UnixStream::connect(path).await.map(TokioIo::new) }
+                }))
+                .await
+        });
+        let channel = channel.map_err(|e| Error::Cri {
+            call: "connect".into(),
+            message: format!("{}: {e}", socket.display()),
+        })?;
+        Ok(Cri {
+            rt,
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        })
+    }
+
+    /// Runtime name, version and CRI API version.
+    pub fn version(&mut self) -> Result<pb::VersionResponse> {
+        let req = pb::VersionRequest {
+            version: "v1".into(),
+        };
+        self.rt
+            .block_on(self.runtime.version(req))
+            .map(|r| r.into_inner())
+            .map_err(cri_err("Version"))
+    }
+
+    /// Runtime conditions (RuntimeReady, NetworkReady).
+    pub fn status(&mut self) -> Result<pb::StatusResponse> {
+        self.rt
+            .block_on(self.runtime.status(pb::StatusRequest { verbose: false }))
+            .map(|r| r.into_inner())
+            .map_err(cri_err("Status"))
+    }
+
+    /// Starts a pod sandbox; returns its id.
+    pub fn run_pod_sandbox(&mut self, config: pb::PodSandboxConfig) -> Result<String> {
+        let req = pb::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        };
+        self.rt
+            .block_on(self.runtime.run_pod_sandbox(req))
+            .map(|r| r.into_inner().pod_sandbox_id)
+            .map_err(cri_err("RunPodSandbox"))
+    }
+
+    /// Status of a pod sandbox (state, IP).
+    pub fn pod_sandbox_status(&mut self, id: &str) -> Result<pb::PodSandboxStatus> {
+        let req = pb::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        };
+        self.rt
+            .block_on(self.runtime.pod_sandbox_status(req))
+            .map_err(cri_err("PodSandboxStatus"))?
+            .into_inner()
+            .status
+            .ok_or_else(|| Error::Cri {
+                call: "PodSandboxStatus".into(),
+                message: "reply without status".into(),
+            })
+    }
+
+    /// Stops a pod sandbox (its containers and network).
+    pub fn stop_pod_sandbox(&mut self, id: &str) -> Result<()> {
+        let req = pb::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.rt
+            .block_on(self.runtime.stop_pod_sandbox(req))
+            .map(|_| ())
+            .map_err(cri_err("StopPodSandbox"))
+    }
+
+    /// Removes a stopped pod sandbox.
+    pub fn remove_pod_sandbox(&mut self, id: &str) -> Result<()> {
+        let req = pb::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.rt
+            .block_on(self.runtime.remove_pod_sandbox(req))
+            .map(|_| ())
+            .map_err(cri_err("RemovePodSandbox"))
+    }
+
+    /// Creates a container in a pod sandbox; returns its id.
+    pub fn create_container(
+        &mut self,
+        pod_sandbox_id: &str,
+        config: pb::ContainerConfig,
+        sandbox_config: pb::PodSandboxConfig,
+    ) -> Result<String> {
+        let req = pb::CreateContainerRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        self.rt
+            .block_on(self.runtime.create_container(req))
+            .map(|r| r.into_inner().container_id)
+            .map_err(cri_err("CreateContainer"))
+    }
+
+    /// Starts a created container.
+    pub fn start_container(&mut self, id: &str) -> Result<()> {
+        let req = pb::StartContainerRequest {
+            container_id: id.into(),
+        };
+        self.rt
+            .block_on(self.runtime.start_container(req))
+            .map(|_| ())
+            .map_err(cri_err("StartContainer"))
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `timeout` seconds).
+    pub fn stop_container(&mut self, id: &str, timeout: i64) -> Result<()> {
+        let req = pb::StopContainerRequest {
+            container_id: id.into(),
+            timeout,
+        };
+        self.rt
+            .block_on(self.runtime.stop_container(req))
+            .map(|_| ())
+            .map_err(cri_err("StopContainer"))
+    }
+
+    /// Removes a container.
+    pub fn remove_container(&mut self, id: &str) -> Result<()> {
+        let req = pb::RemoveContainerRequest {
+            container_id: id.into(),
+        };
+        self.rt
+            .block_on(self.runtime.remove_container(req))
+            .map(|_| ())
+            .map_err(cri_err("RemoveContainer"))
+    }
+
+    /// Status of a container.
+    pub fn container_status(&mut self, id: &str) -> Result<pb::ContainerStatus> {
+        let req = pb::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        self.rt
+            .block_on(self.runtime.container_status(req))
+            .map_err(cri_err("ContainerStatus"))?
+            .into_inner()
+            .status
+            .ok_or_else(|| Error::Cri {
+                call: "ContainerStatus".into(),
+                message: "reply without status".into(),
+            })
+    }
+
+    /// Checkpoints a container into the archive `location` (inside the testbed).
+    pub fn checkpoint_container(&mut self, id: &str, location: &str, timeout: i64) -> Result<()> {
+        let req = pb::CheckpointContainerRequest {
+            container_id: id.into(),
+            location: location.into(),
+            timeout,
+        };
+        self.rt
+            .block_on(self.runtime.checkpoint_container(req))
+            .map(|_| ())
+            .map_err(cri_err("CheckpointContainer"))
+    }
+
+    /// Images known to the runtime.
+    pub fn list_images(&mut self) -> Result<Vec<pb::Image>> {
+        self.rt
+            .block_on(
+                self.images
+                    .list_images(pb::ListImagesRequest { filter: None }),
+            )
+            .map(|r| r.into_inner().images)
+            .map_err(cri_err("ListImages"))
+    }
+}
+
+/// A pod sandbox config with the defaults the testbed uses: host PID/IPC
+/// namespaces off, pod network on (CNI).
+pub fn pod_config(name: &str, uid: &str) -> pb::PodSandboxConfig {
+    pb::PodSandboxConfig {
+        metadata: Some(pb::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: format!("/var/log/pods/{uid}"),
+        linux: Some(pb::LinuxPodSandboxConfig {
+            cgroup_parent: String::new(),
+            security_context: Some(pb::LinuxSandboxSecurityContext {
+                namespace_options: Some(pb::NamespaceOption {
+                    network: pb::NamespaceMode::Pod as i32,
+                    pid: pb::NamespaceMode::Container as i32,
+                    ipc: pb::NamespaceMode::Pod as i32,
+                    target_id: String::new(),
+                }),
+            }),
+            sysctls: Default::default(),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,363 @@
+//! The Podman checkpoint/restore scenario, same IP, no lock: the baseline
+//! p4lb improves on.
+//!
+//! A `p4lb-testapp server` container joins a network namespace wired by a
+//! [`Topology`]; a `p4lb-testapp client` in another namespace holds long-lived
+//! connections to it. The container is checkpointed (`--tcp-established
+//! --export`), removed, its namespace is recreated at the same path with the
+//! same address, and it is restored (`--import --tcp-established`). The
+//! client's reports before and after tell which connections survived.
+
+use std::time::{Duration, Instant};
+
+use p4lb_testapp::report::{ConnState, Report};
+
+use crate::error::{Error, Result};
+use crate::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
+use crate::paths;
+use crate::session::Testbed;
+use crate::topology::{topology, Topology};
+
+/// Settings of the scenario.
+#[derive(Debug, Clone)]
+pub struct BaselineOptions {
+    pub tries: usize,
+    pub conns: usize,
+    /// Requests per second per connection.
+    pub rate: f64,
+    /// Traffic before the checkpoint and after the restore.
+    pub settle: Duration,
+}
+
+impl Default for BaselineOptions {
+    fn default() -> Self {
+        BaselineOptions {
+            tries: 5,
+            conns: 20,
+            rate: 20.0,
+            settle: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Outcome of one checkpoint/restore.
+#[derive(Debug, Clone)]
+pub struct TryResult {
+    pub conns: u64,
+    /// Connections that were open before and completed requests after the restore.
+    pub survived: u64,
+    pub reset: u64,
+    pub failed: u64,
+    pub checkpoint_ms: u64,
+    pub restore_ms: u64,
+    pub longest_stall_ms: u64,
+    pub requests_before: u64,
+    pub requests_after: u64,
+}
+
+/// Outcome of all tries.
+#[derive(Debug, Clone)]
+pub struct BaselineResult {
+    pub tries: Vec<TryResult>,
+}
+
+impl BaselineResult {
+    /// Tries in which every connection survived.
+    pub fn tries_all_survived(&self) -> usize {
+        self.tries
+            .iter()
+            .filter(|t| t.conns > 0 && t.survived == t.conns)
+            .count()
+    }
+
+    /// Connections that survived, over all tries.
+    pub fn conns_survived(&self) -> (u64, u64) {
+        self.tries
+            .iter()
+            .fold((0, 0), |(s, n), t| (s + t.survived, n + t.conns))
+    }
+
+    /// A human summary.
+    pub fn summary(&self) -> String {
+        let (s, n) = self.conns_survived();
+        let mut out = format!(
+            "baseline (podman checkpoint/restore, same IP, no lock): {}/{} tries kept every \
+             connection; {s}/{n} connections survived\n",
+            self.tries_all_survived(),
+            self.tries.len()
+        );
+        for (i, t) in self.tries.iter().enumerate() {
+            out.push_str(&format!(
+                "  try {}: {}/{} survived, {} reset, {} failed; checkpoint {} ms, restore {} ms, \
+                 longest stall {} ms, requests {} before / {} after\n",
+                i + 1,
+                t.survived,
+                t.conns,
+                t.reset,
+                t.failed,
+                t.checkpoint_ms,
+                t.restore_ms,
+                t.longest_stall_ms,
+                t.requests_before,
+                t.requests_after
+            ));
+        }
+        out
+    }
+}
+
+fn reports(stdout: &str) -> Result<Vec<Report>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            serde_json::from_str::<Report>(l)
+                .map_err(|e| Error::Testbed(format!("bad client report {l:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Compares the interim report (before checkpoint) with the final one.
+pub fn judge(before: &Report, after: &Report) -> Result<(u64, u64)> {
+    if before.connections.len() != after.connections.len() {
+        return Err(Error::Testbed(format!(
+            "reports disagree on the number of connections ({} vs {})",
+            before.connections.len(),
+            after.connections.len()
+        )));
+    }
+    let mut survived = 0;
+    for (b, a) in before.connections.iter().zip(&after.connections) {
+        if b.state == ConnState::Open
+            && a.state == ConnState::Done
+            && a.requests_done > b.requests_done
+            && a.is_clean()
+        {
+            survived += 1;
+        }
+    }
+    Ok((
+        survived,
+        after.totals.requests_done - before.totals.requests_done,
+    ))
+}
+
+/// Runs the baseline scenario in `tb` (images must be built, see
+/// [`crate::images::build_podman_images`]).
+pub fn run_baseline(tb: &Testbed, opts: &BaselineOptions) -> Result<BaselineResult> {
+    let testapp = paths::inside_target(&paths::static_testapp())
+        .ok_or_else(|| Error::Testbed("static testapp outside the target dir".into()))?;
+    let testapp = testapp.display().to_string();
+    let topo = topology("mig")
+        .bridge(true)
+        .node("client", "10.77.0.1/24")
+        .node("pod", "10.77.0.2/24")
+        .build(tb)?;
+    let mut tries = Vec::new();
+    for i in 0..opts.tries {
+        let r = one_try(tb, &topo, &testapp, opts, i);
+        let _ = tb.run(&["podman", "rm", "-f", "-t", "0", &format!("p4lb-srv-{i}")]);
+        let _ = tb.sh(&format!("rm -f /tmp/p4lb-ckpt-{i}.tar"));
+        tries.push(r?);
+    }
+    drop(topo);
+    Ok(BaselineResult { tries })
+}
+
+fn one_try(
+    tb: &Testbed,
+    topo: &Topology<'_, Testbed>,
+    testapp: &str,
+    opts: &BaselineOptions,
+    i: usize,
+) -> Result<TryResult> {
+    let pod = topo.node("pod")?.clone();
+    let name = format!("p4lb-srv-{i}");
+    let archive = format!("/tmp/p4lb-ckpt-{i}.tar");
+    tb.run(&[
+        "podman",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &format!("ns:{}", pod.netns_path()),
+        TEST_IMAGE,
+        TESTAPP_IN_IMAGE,
+        "server",
+        "--listen",
+        "0.0.0.0:7000",
+        "--stateful",
+    ])?;
+    crate::wait::until(20, "the server container to listen", || {
+        tb.run(&["podman", "logs", &name])
+            .map(|l| l.contains("listening"))
+            .unwrap_or(false)
+            || tb
+                .output(&["podman", "logs", &name])
+                .map(|o| String::from_utf8_lossy(&o.stderr).contains("listening"))
+                .unwrap_or(false)
+    })?;
+
+    let pidfile = format!("/tmp/p4lb-client-{i}.pid");
+    let client_cmd = format!(
+        "echo $$ > {pidfile}; exec ip netns exec {ns} {testapp} client --target {ip}:7000 \
+         --conns {conns} --rate {rate}",
+        ns = topo.node("client")?.netns,
+        ip = pod.ip,
+        conns = opts.conns,
+        rate = opts.rate,
+    );
+    let client = tb.spawn(&["/bin/sh", "-c", &client_cmd])?;
+    let client_guard = KillOnDrop {
+        tb,
+        pidfile: pidfile.clone(),
+    };
+    std::thread::sleep(opts.settle);
+    tb.sh(&format!("kill -USR1 $(cat {pidfile})"))?;
+    // Let the interim report reach stdout before the checkpoint.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let t = Instant::now();
+    tb.run(&[
+        "podman",
+        "container",
+        "checkpoint",
+        "--tcp-established",
+        "--export",
+        &archive,
+        &name,
+    ])?;
+    let checkpoint_ms = t.elapsed().as_millis() as u64;
+    tb.run(&["podman", "rm", "-f", &name])?;
+
+    // Same path, same address, no lock: what a plain restore elsewhere does.
+    let t = Instant::now();
+    topo.recreate_node("pod", true)?;
+    tb.run(&[
+        "podman",
+        "container",
+        "restore",
+        "--import",
+        &archive,
+        "--tcp-established",
+    ])?;
+    let restore_ms = t.elapsed().as_millis() as u64;
+    let state = tb.run(&["podman", "inspect", "-f", "{{.State.Status}}", &name])?;
+    if state.trim() != "running" {
+        return Err(Error::Testbed(format!(
+            "restored container {name} is {:?}, not running",
+            state.trim()
+        )));
+    }
+    std::thread::sleep(opts.settle);
+    tb.sh(&format!("kill -TERM $(cat {pidfile})"))?;
+    drop(client_guard);
+    let out = client
+        .wait_with_output()
+        .map_err(|e| Error::Testbed(format!("waiting for the client: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reps = reports(&stdout)?;
+    let (before, after) = match (
+        reps.iter().find(|r| !r.r#final),
+        reps.iter().find(|r| r.r#final),
+    ) {
+        (Some(b), Some(a)) => (b, a),
+        _ => {
+            return Err(Error::Testbed(format!(
+                "the client printed no interim/final report pair; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    let (survived, requests_after) = judge(before, after)?;
+    Ok(TryResult {
+        conns: after.totals.connections,
+        survived,
+        reset: after.totals.reset,
+        failed: after.totals.failed,
+        checkpoint_ms,
+        restore_ms,
+        longest_stall_ms: after.totals.longest_stall_ms,
+        requests_before: before.totals.requests_done,
+        requests_after,
+    })
+}
+
+/// Stops the client (by its pid file inside the testbed) if a step fails.
+struct KillOnDrop<'a> {
+    tb: &'a Testbed,
+    pidfile: String,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.tb.sh(&format!(
+            "[ -f {p} ] && kill -TERM $(cat {p}) 2>/dev/null; rm -f {p}",
+            p = self.pidfile
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p4lb_testapp::report::ConnReport;
+
+    fn conn(id: usize, state: ConnState, done: u64) -> ConnReport {
+        let mut c = ConnReport::new(id);
+        c.state = state;
+        c.requests_done = done;
+        c
+    }
+
+    #[test]
+    fn judge_counts_connections_that_kept_going() {
+        let before = Report::new(
+            false,
+            1,
+            vec![
+                conn(0, ConnState::Open, 5),
+                conn(1, ConnState::Open, 5),
+                conn(2, ConnState::Open, 5),
+            ],
+        );
+        let mut reset = conn(1, ConnState::Reset, 5);
+        reset.resets = 1;
+        let after = Report::new(
+            true,
+            2,
+            vec![
+                conn(0, ConnState::Done, 9),
+                reset,
+                conn(2, ConnState::Done, 5),
+            ],
+        );
+        let (survived, extra) = judge(&before, &after).unwrap();
+        assert_eq!(survived, 1);
+        assert_eq!(extra, 4);
+        let short = Report::new(true, 2, vec![]);
+        assert!(judge(&before, &short).is_err());
+    }
+
+    #[test]
+    fn summary_counts_tries() {
+        let t = |s| TryResult {
+            conns: 2,
+            survived: s,
+            reset: 2 - s,
+            failed: 0,
+            checkpoint_ms: 1,
+            restore_ms: 1,
+            longest_stall_ms: 1,
+            requests_before: 1,
+            requests_after: 1,
+        };
+        let r = BaselineResult {
+            tries: vec![t(2), t(0), t(1)],
+        };
+        assert_eq!(r.tries_all_survived(), 1);
+        assert_eq!(r.conns_survived(), (3, 6));
+        assert!(r.summary().contains("1/3 tries"));
+    }
+}
