@@ -1,0 +1,90 @@
+//! Turning transmit checksum offload off (`ethtool -K dev tx off`) with the
+//! `SIOCETHTOOL` ioctl.
+//!
+//! Why: a veth with tx checksum offload on hands frames to its peer with
+//! `CHECKSUM_PARTIAL` — the TCP/UDP checksum field holds only the pseudo-header sum and
+//! the real checksum is "to be filled in by hardware" that never exists on a veth. The
+//! kernel is fine with that between two kernel stacks, but p4lb's software switch reads
+//! raw frames from the host end (AF_PACKET) and forwards them after rewriting addresses:
+//! it needs the real checksum in the frame, both to update it incrementally and so the
+//! receiving pod does not drop the packet. So both ends transmit complete checksums.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+use crate::cni::error::{CniError, Code};
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// A datagram socket to address ethtool requests to (in the namespace it was made in).
+pub struct Ethtool {
+    sock: OwnedFd,
+}
+
+impl Ethtool {
+    /// Creates the socket in the calling thread's current network namespace.
+    pub fn new() -> Result<Self, CniError> {
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| CniError::new(Code::Netlink, "ethtool socket").details(e.to_string()))?;
+        Ok(Ethtool { sock })
+    }
+
+    fn request(&self, ifname: &str, value: &mut EthtoolValue) -> Result<(), CniError> {
+        // SAFETY: ifreq is plain data; zeroed is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        let name = ifname.as_bytes();
+        if name.len() >= ifr.ifr_name.len() {
+            return Err(CniError::new(Code::Netlink, "interface name too long").details(ifname));
+        }
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(name) {
+            *dst = *src as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (value as *mut EthtoolValue).cast();
+        // SAFETY: SIOCETHTOOL reads/writes the EthtoolValue `ifr` points to, which
+        // outlives the call.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), SIOCETHTOOL as _, &mut ifr) };
+        if rc < 0 {
+            return Err(
+                CniError::new(Code::Netlink, "SIOCETHTOOL failed").details(format!(
+                    "{ifname} cmd {:#x}: {}",
+                    value.cmd,
+                    std::io::Error::last_os_error()
+                )),
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets transmit checksum offload on or off.
+    pub fn set_tx_checksum(&self, ifname: &str, on: bool) -> Result<(), CniError> {
+        let mut v = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: on as u32,
+        };
+        self.request(ifname, &mut v)
+    }
+
+    /// Reads transmit checksum offload.
+    pub fn tx_checksum(&self, ifname: &str) -> Result<bool, CniError> {
+        let mut v = EthtoolValue {
+            cmd: ETHTOOL_GTXCSUM,
+            data: 0,
+        };
+        self.request(ifname, &mut v)?;
+        Ok(v.data != 0)
+    }
+}

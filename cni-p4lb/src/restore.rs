@@ -1,0 +1,181 @@
+//! What happens at restore: telling a restore from a fresh start.
+//!
+//! A restored container must not see a single client packet before CRIU has rebuilt
+//! its sockets (the kernel would answer with RST), so its endpoint is registered
+//! *locked* and the controller unlocks it when the restore is done. The runtime tells
+//! us it is restoring in one of these ways, checked in order:
+//!
+//! 1. Podman (CNI mode) passes the container's previous address in `CNI_ARGS`:
+//!    `IP=<old ip>;MAC=<old mac>`. Both keys present means restore; `IP=` alone is a
+//!    static address request (`podman run --ip`) and is left to IPAM.
+//! 2. `CNI_ARGS` `P4LB_RESTORE_FROM=<old ip>` (and optionally `P4LB_RESTORE_FROM_MAC`),
+//!    for runtimes that let the user set CNI_ARGS.
+//! 3. CRI (containerd, CRI-O): the pod annotation `p4lb.io/restore-from: <old ip>`
+//!    (optionally `p4lb.io/restore-from-mac`), which reaches the plugin as
+//!    `runtimeConfig["io.kubernetes.cri.pod-annotations"]` when the plugin's
+//!    configuration declares the capability `"io.kubernetes.cri.pod-annotations": true`.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Map, Value};
+
+use crate::cni::args::CniArgs;
+use crate::cni::error::{CniError, Code};
+use crate::net::link::parse_mac;
+
+pub const ANNOTATIONS_KEY: &str = "io.kubernetes.cri.pod-annotations";
+pub const ANNOTATION_RESTORE_FROM: &str = "p4lb.io/restore-from";
+pub const ANNOTATION_RESTORE_FROM_MAC: &str = "p4lb.io/restore-from-mac";
+
+/// Where the restore hint came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HintSource {
+    PodmanArgs,
+    P4lbArgs,
+    PodAnnotation,
+}
+
+/// A restore: the container's address before the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreHint {
+    pub old_ip: Ipv4Addr,
+    pub old_mac: Option<String>,
+    pub source: HintSource,
+}
+
+fn bad(what: &str, value: &str, code: Code) -> CniError {
+    CniError::new(code, format!("invalid restore hint {what}")).details(format!("{what}={value:?}"))
+}
+
+fn hint(
+    ip: &str,
+    mac: Option<&str>,
+    source: HintSource,
+    names: (&str, &str),
+    code: Code,
+) -> Result<RestoreHint, CniError> {
+    let old_ip: Ipv4Addr = ip.parse().map_err(|_| bad(names.0, ip, code))?;
+    let old_mac = match mac.filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => {
+            let parsed = parse_mac(m).ok_or_else(|| bad(names.1, m, code))?;
+            Some(crate::net::link::mac_to_string(&parsed))
+        }
+    };
+    Ok(RestoreHint {
+        old_ip,
+        old_mac,
+        source,
+    })
+}
+
+/// The pod annotations the runtime passed, if any.
+pub fn pod_annotations(runtime_config: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    runtime_config.get(ANNOTATIONS_KEY)?.as_object()
+}
+
+/// Finds a restore hint. Malformed hints are errors (4 for CNI_ARGS, 7 for
+/// annotations), never silently a fresh start.
+pub fn detect(
+    args: &CniArgs,
+    runtime_config: &Map<String, Value>,
+) -> Result<Option<RestoreHint>, CniError> {
+    if let (Some(ip), Some(mac)) = (args.get("IP"), args.get("MAC")) {
+        // Podman may pass several addresses ("IP=10.0.0.5,fd00::5"); the IPv4 one counts.
+        let v4 = ip
+            .split(',')
+            .find(|a| a.parse::<Ipv4Addr>().is_ok())
+            .unwrap_or(ip);
+        return hint(
+            v4,
+            Some(mac),
+            HintSource::PodmanArgs,
+            ("IP", "MAC"),
+            Code::InvalidEnvironment,
+        )
+        .map(Some);
+    }
+    if let Some(ip) = args.get("P4LB_RESTORE_FROM") {
+        return hint(
+            ip,
+            args.get("P4LB_RESTORE_FROM_MAC"),
+            HintSource::P4lbArgs,
+            ("P4LB_RESTORE_FROM", "P4LB_RESTORE_FROM_MAC"),
+            Code::InvalidEnvironment,
+        )
+        .map(Some);
+    }
+    if let Some(ann) = pod_annotations(runtime_config) {
+        if let Some(ip) = ann.get(ANNOTATION_RESTORE_FROM).and_then(Value::as_str) {
+            if !ip.is_empty() {
+                let mac = ann.get(ANNOTATION_RESTORE_FROM_MAC).and_then(Value::as_str);
+                return hint(
+                    ip,
+                    mac,
+                    HintSource::PodAnnotation,
+                    (ANNOTATION_RESTORE_FROM, ANNOTATION_RESTORE_FROM_MAC),
+                    Code::InvalidNetworkConfig,
+                )
+                .map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KNOWN: &[&str] = &["IP", "MAC", "P4LB_RESTORE_FROM", "P4LB_RESTORE_FROM_MAC"];
+
+    fn args(s: &str) -> CniArgs {
+        CniArgs::parse(s, KNOWN).unwrap()
+    }
+
+    #[test]
+    fn podman_restore() {
+        let h = detect(&args("IP=10.88.0.5;MAC=02:AA:00:00:00:01"), &Map::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.old_ip, Ipv4Addr::new(10, 88, 0, 5));
+        assert_eq!(h.old_mac.as_deref(), Some("02:aa:00:00:00:01"));
+        assert_eq!(h.source, HintSource::PodmanArgs);
+        // a static IP request is not a restore
+        assert!(detect(&args("IP=10.88.0.5"), &Map::new())
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            detect(&args("IP=x;MAC=02:aa:00:00:00:01"), &Map::new())
+                .unwrap_err()
+                .code,
+            4
+        );
+    }
+
+    #[test]
+    fn annotation_restore() {
+        let rc = json!({ANNOTATIONS_KEY: {"p4lb.io/restore-from": "10.1.0.9", "other": "x"}});
+        let h = detect(&args(""), rc.as_object().unwrap()).unwrap().unwrap();
+        assert_eq!(h.source, HintSource::PodAnnotation);
+        assert!(h.old_mac.is_none());
+        let rc = json!({ANNOTATIONS_KEY: {"p4lb.io/restore-from": "nope"}});
+        assert_eq!(
+            detect(&args(""), rc.as_object().unwrap()).unwrap_err().code,
+            7
+        );
+        let rc = json!({ANNOTATIONS_KEY: {"unrelated": "1"}});
+        assert!(detect(&args(""), rc.as_object().unwrap())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn p4lb_args() {
+        let h = detect(&args("P4LB_RESTORE_FROM=10.1.0.7"), &Map::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.source, HintSource::P4lbArgs);
+    }
+}
