@@ -1,1 +1,38 @@
-//! The p4lb controller: owns endpoint/service/migration state and keeps the switch programmed.
+//! The p4lb controller: owns endpoint, service and migration state, persists it
+//! atomically, and keeps a P4Runtime switch programmed to match it.
+//!
+//! Where to look:
+//! - [`endpoints`], [`services`], [`migration`]: what each API call does to the state
+//!   (restore and repointing of a migrated backend live in [`migration`]).
+//! - [`desired`]: the table entries a state implies (pure function).
+//! - [`maglev`]: the slot tables of services.
+//! - [`switch`]: the P4Runtime session, table programming with diffs, port attachment
+//!   (software switch over gRPC, BMv2 over Thrift).
+//! - [`conn`]: connection learning from digests and idle timeouts.
+//! - [`store`]: crash-safe persistence.
+//! - [`api`]: the gRPC API served on the Unix socket.
+
+pub mod addr;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod controller;
+pub mod desired;
+pub mod embedded;
+pub mod endpoints;
+pub mod error;
+pub mod identity;
+pub mod maglev;
+pub mod metrics;
+pub mod migration;
+pub mod pipeline;
+pub mod server;
+pub mod services;
+pub mod state;
+pub mod store;
+pub mod switch;
+
+pub use config::Config;
+pub use controller::Controller;
+pub use error::{Error, Result};

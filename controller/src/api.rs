@@ -1,0 +1,315 @@
+//! The gRPC API (p4lb.v1.Controller): caller checks, then the calls of
+//! [`crate::endpoints`], [`crate::services`] and [`crate::migration`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use p4lb_proto::api::{self, controller_server};
+
+use crate::controller::Controller;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::pipeline as p;
+
+/// Who may call: root, or members of the configured socket group.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    pub group: Option<u32>,
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct Api {
+    ctl: Arc<Controller>,
+    access: Access,
+}
+
+impl Api {
+    pub fn new(ctl: Arc<Controller>, access: Access) -> Api {
+        Api { ctl, access }
+    }
+
+    pub fn into_server(self) -> controller_server::ControllerServer<Api> {
+        controller_server::ControllerServer::new(self)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>, call: &str) -> Result<(), Status> {
+        Metrics::inc(&self.ctl.metrics.api_calls);
+        let info = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>();
+        let Some(cred) = info.and_then(|i| i.peer_cred) else {
+            // TCP (explicitly configured) or an in-process transport.
+            tracing::debug!(call, "API call without peer credentials");
+            return Ok(());
+        };
+        tracing::debug!(call, uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "API call");
+        let allowed = cred.uid() == 0 || self.access.group.is_some();
+        if !allowed {
+            Metrics::inc(&self.ctl.metrics.api_errors);
+            tracing::warn!(call, uid = cred.uid(), pid = ?cred.pid(), "refused API call from non-root caller");
+            return Err(Status::permission_denied(format!(
+                "uid {} may not use the p4lb controller API (root only)",
+                cred.uid()
+            )));
+        }
+        Ok(())
+    }
+
+    fn reply<T>(&self, call: &str, r: Result<T>) -> Result<Response<T>, Status> {
+        match r {
+            Ok(v) => Ok(Response::new(v)),
+            Err(e) => {
+                Metrics::inc(&self.ctl.metrics.api_errors);
+                tracing::info!(call, error = %e, "API call refused");
+                Err(e.into())
+            }
+        }
+    }
+
+    fn endpoint_api(&self, e: &crate::state::EndpointRec) -> api::Endpoint {
+        let mut a = e.to_api();
+        a.router_mac = self.ctl.cfg.switch.router_mac.to_ascii_lowercase();
+        a
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<api::Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl controller_server::Controller for Api {
+    async fn register_endpoint(
+        &self,
+        req: Request<api::RegisterEndpointRequest>,
+    ) -> Result<Response<api::Endpoint>, Status> {
+        self.authorize(&req, "RegisterEndpoint")?;
+        let r = self.ctl.register_endpoint(req.into_inner()).await;
+        self.reply("RegisterEndpoint", r.map(|e| self.endpoint_api(&e)))
+    }
+
+    async fn deregister_endpoint(
+        &self,
+        req: Request<api::DeregisterEndpointRequest>,
+    ) -> Result<Response<api::DeregisterEndpointResponse>, Status> {
+        self.authorize(&req, "DeregisterEndpoint")?;
+        let r = req.into_inner();
+        let out = self
+            .ctl
+            .deregister_endpoint(&r.container_id, &r.ifname)
+            .await
+            .map(|existed| api::DeregisterEndpointResponse { existed });
+        self.reply("DeregisterEndpoint", out)
+    }
+
+    async fn get_endpoint(
+        &self,
+        req: Request<api::GetEndpointRequest>,
+    ) -> Result<Response<api::Endpoint>, Status> {
+        self.authorize(&req, "GetEndpoint")?;
+        let r = self.ctl.get_endpoint(req.into_inner()).await;
+        self.reply("GetEndpoint", r.map(|e| self.endpoint_api(&e)))
+    }
+
+    async fn list_endpoints(
+        &self,
+        req: Request<api::ListEndpointsRequest>,
+    ) -> Result<Response<api::ListEndpointsResponse>, Status> {
+        self.authorize(&req, "ListEndpoints")?;
+        let g = self.ctl.inner.lock().await;
+        let endpoints = g
+            .state
+            .endpoints
+            .values()
+            .map(|e| self.endpoint_api(e))
+            .collect();
+        Ok(Response::new(api::ListEndpointsResponse { endpoints }))
+    }
+
+    async fn update_endpoint_metadata(
+        &self,
+        req: Request<api::UpdateEndpointMetadataRequest>,
+    ) -> Result<Response<api::Endpoint>, Status> {
+        self.authorize(&req, "UpdateEndpointMetadata")?;
+        let r = self.ctl.update_metadata(req.into_inner()).await;
+        self.reply("UpdateEndpointMetadata", r.map(|e| self.endpoint_api(&e)))
+    }
+
+    async fn garbage_collect(
+        &self,
+        req: Request<api::GarbageCollectRequest>,
+    ) -> Result<Response<api::GarbageCollectResponse>, Status> {
+        self.authorize(&req, "GarbageCollect")?;
+        let r = self
+            .ctl
+            .garbage_collect(req.into_inner())
+            .await
+            .map(|removed_keys| api::GarbageCollectResponse { removed_keys });
+        self.reply("GarbageCollect", r)
+    }
+
+    async fn add_service(
+        &self,
+        req: Request<api::AddServiceRequest>,
+    ) -> Result<Response<api::Service>, Status> {
+        self.authorize(&req, "AddService")?;
+        let r = self.ctl.add_service(req.into_inner()).await;
+        self.reply("AddService", r.map(|s| s.to_api()))
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<api::RemoveServiceRequest>,
+    ) -> Result<Response<api::RemoveServiceResponse>, Status> {
+        self.authorize(&req, "RemoveService")?;
+        let r = self
+            .ctl
+            .remove_service(&req.into_inner().name)
+            .await
+            .map(|_| api::RemoveServiceResponse {});
+        self.reply("RemoveService", r)
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<api::ListServicesRequest>,
+    ) -> Result<Response<api::ListServicesResponse>, Status> {
+        self.authorize(&req, "ListServices")?;
+        let g = self.ctl.inner.lock().await;
+        let services = g.state.services.values().map(|s| s.to_api()).collect();
+        Ok(Response::new(api::ListServicesResponse { services }))
+    }
+
+    async fn migration_event(
+        &self,
+        req: Request<api::MigrationEventRequest>,
+    ) -> Result<Response<api::Migration>, Status> {
+        self.authorize(&req, "MigrationEvent")?;
+        let r = self.ctl.migration_event(req.into_inner()).await;
+        self.reply("MigrationEvent", r.map(|m| m.to_api()))
+    }
+
+    async fn list_migrations(
+        &self,
+        req: Request<api::ListMigrationsRequest>,
+    ) -> Result<Response<api::ListMigrationsResponse>, Status> {
+        self.authorize(&req, "ListMigrations")?;
+        let g = self.ctl.inner.lock().await;
+        let migrations = g.state.migrations.iter().map(|m| m.to_api()).collect();
+        Ok(Response::new(api::ListMigrationsResponse { migrations }))
+    }
+
+    async fn get_migration(
+        &self,
+        req: Request<api::GetMigrationRequest>,
+    ) -> Result<Response<api::Migration>, Status> {
+        self.authorize(&req, "GetMigration")?;
+        let id = req.into_inner().id;
+        let g = self.ctl.inner.lock().await;
+        let r = g
+            .state
+            .migrations
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.to_api())
+            .ok_or_else(|| Error::not_found(format!("no migration {id}")));
+        drop(g);
+        self.reply("GetMigration", r)
+    }
+
+    async fn status(
+        &self,
+        req: Request<api::StatusRequest>,
+    ) -> Result<Response<api::StatusResponse>, Status> {
+        self.authorize(&req, "Status")?;
+        let gauges = self.ctl.gauges().await;
+        let connected = self.ctl.link.is_connected();
+        Ok(Response::new(api::StatusResponse {
+            ready: gauges.switch_connected,
+            switch_connected: connected,
+            switch_address: self.ctl.link.address().to_string(),
+            switch_kind: self.ctl.cfg.switch.kind.as_str().to_string(),
+            endpoints: gauges.endpoints as u32,
+            services: gauges.services as u32,
+            active_migrations: gauges.active_migrations as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            table_entries: (gauges.table_entries + 2 * gauges.conn_entries) as u64,
+            message: if gauges.switch_connected {
+                String::from("switch programmed")
+            } else if connected {
+                String::from("switch connected, reconciling")
+            } else {
+                String::from("switch not connected; state is kept and pushed on connect")
+            },
+        }))
+    }
+
+    async fn dump_tables(
+        &self,
+        req: Request<api::DumpTablesRequest>,
+    ) -> Result<Response<api::DumpTablesResponse>, Status> {
+        self.authorize(&req, "DumpTables")?;
+        let want = req.into_inner().table;
+        let r = self.ctl.dump_tables(&want).await;
+        self.reply("DumpTables", r.map(|rows| api::DumpTablesResponse { rows }))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<api::MetricsRequest>,
+    ) -> Result<Response<api::MetricsResponse>, Status> {
+        self.authorize(&req, "Metrics")?;
+        let g = self.ctl.gauges().await;
+        Ok(Response::new(api::MetricsResponse {
+            prometheus_text: self.ctl.metrics.render(g),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<api::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.authorize(&req, "Watch")?;
+        let rx = self.ctl.events.subscribe();
+        let s = tokio_stream::wrappers::BroadcastStream::new(rx);
+        let s = futures::StreamExt::filter_map(s, |r| async move { r.ok().map(Ok) });
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+impl Controller {
+    /// Reads tables back from the switch as readable rows (`table` = full or short
+    /// name; empty = all).
+    pub async fn dump_tables(&self, table: &str) -> Result<Vec<api::TableRow>> {
+        let tables: Vec<(u32, &str)> = p::table::ALL
+            .iter()
+            .filter(|(_, n)| table.is_empty() || *n == table || n.rsplit('.').next() == Some(table))
+            .copied()
+            .collect();
+        if tables.is_empty() {
+            return Err(Error::not_found(format!("no table {table}")));
+        }
+        let mut rows = Vec::new();
+        for (id, name) in tables {
+            let mut entries = self.link.read_table(id, false).await?;
+            for e in &mut entries {
+                p::canonicalize(e);
+            }
+            let mut r: Vec<api::TableRow> = entries
+                .iter()
+                .map(|e| api::TableRow {
+                    table: name.to_string(),
+                    r#match: p::format_match(e),
+                    action: p::format_action(e),
+                })
+                .collect();
+            r.sort_by(|a, b| a.r#match.cmp(&b.r#match));
+            rows.extend(r);
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,307 @@
+//! The controller's configuration: one TOML file (default /etc/p4lb/controller.toml,
+//! optional) whose every field has a default; command-line flags override it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/p4lb/controller.toml";
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/p4lb/controller.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/p4lb";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the persisted state lives.
+    pub state_dir: PathBuf,
+    pub api: ApiConfig,
+    pub switch: SwitchConfig,
+    pub ports: PortsConfig,
+    pub conn: ConnConfig,
+    pub metrics: MetricsConfig,
+    pub identity: IdentityConfig,
+    /// Slot count of new services' Maglev tables (prime).
+    pub maglev_slots: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket path of the API (mode 0600, or 0660 with `group`).
+    pub socket: PathBuf,
+    /// Group allowed to use the socket (name or numeric gid); empty = root only.
+    pub group: String,
+    /// Optional TCP listen address ("127.0.0.1:50061"); empty = none.
+    pub tcp: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchKind {
+    /// p4lb's own software target.
+    Software,
+    /// BMv2 simple_switch_grpc.
+    Bmv2,
+}
+
+impl SwitchKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SwitchKind::Software => "software",
+            SwitchKind::Bmv2 => "bmv2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwitchConfig {
+    pub kind: SwitchKind,
+    /// P4Runtime address ("127.0.0.1:9559" or "unix:/path"). Empty with kind
+    /// "software": start the software switch inside the controller process.
+    pub address: String,
+    pub device_id: u64,
+    /// Election id (low 64 bits) used for primary arbitration.
+    pub election_id: u64,
+    /// P4Info in protobuf text format. Empty = the installed default.
+    pub p4info: PathBuf,
+    /// BMv2 JSON (p4c output) pushed as the device config for kind "bmv2".
+    pub bmv2_json: PathBuf,
+    /// BMv2 Thrift runtime address for port management.
+    pub thrift: String,
+    /// MAC address of the switch's router (ARP replies and source MAC).
+    pub router_mac: String,
+    /// Answer every ARP request with the router MAC (0.0.0.0/0 in arp_proxy).
+    pub arp_proxy_all: bool,
+    /// Upper bound of the reconnect backoff, in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Entries per P4Runtime Write request.
+    pub write_batch: usize,
+    /// Interfaces for the embedded software switch's own listener (unix socket path
+    /// under the state directory when empty).
+    pub embedded_listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortsConfig {
+    /// First and last data-plane port number the controller assigns to endpoints.
+    pub first: u32,
+    pub last: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnConfig {
+    /// Idle timeout of learned connections (0 = never expire).
+    pub idle_timeout_ms: u64,
+    /// Interval of the controller-driven idle sweep (0 = off).
+    pub sweep_interval_ms: u64,
+    /// max_timeout of the conn_learn digest, in microseconds.
+    pub digest_max_timeout_us: u64,
+    /// max_list_size of the conn_learn digest.
+    pub digest_max_list_size: i32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Optional HTTP listen address for Prometheus scraping; empty = off.
+    pub http: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Also require the endpoint's address to be configured in the caller's netns.
+    pub check_addresses: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            api: ApiConfig::default(),
+            switch: SwitchConfig::default(),
+            ports: PortsConfig::default(),
+            conn: ConnConfig::default(),
+            metrics: MetricsConfig::default(),
+            identity: IdentityConfig::default(),
+            maglev_slots: crate::maglev::DEFAULT_SLOTS,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            group: String::new(),
+            tcp: String::new(),
+        }
+    }
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            kind: SwitchKind::Software,
+            address: String::new(),
+            device_id: 0,
+            election_id: 1,
+            p4info: PathBuf::new(),
+            bmv2_json: PathBuf::new(),
+            thrift: String::from("127.0.0.1:9090"),
+            router_mac: String::from("02:70:34:6c:62:01"),
+            arp_proxy_all: true,
+            reconnect_max_ms: 250,
+            write_batch: 2048,
+            embedded_listen: String::new(),
+        }
+    }
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            first: 1,
+            last: 254,
+        }
+    }
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            idle_timeout_ms: 300_000,
+            sweep_interval_ms: 30_000,
+            digest_max_timeout_us: 500,
+            digest_max_list_size: 256,
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            check_addresses: true,
+        }
+    }
+}
+
+/// Errors of loading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path`; a missing file at the default location gives the defaults.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: String::from("<text>"),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that TOML types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::maglev::is_prime(u32::from(self.maglev_slots)) {
+            return Err(ConfigError::Invalid(format!(
+                "maglev_slots = {} is not a prime",
+                self.maglev_slots
+            )));
+        }
+        if self.ports.first == 0 || self.ports.first > self.ports.last || self.ports.last > 510 {
+            return Err(ConfigError::Invalid(format!(
+                "ports: first = {}, last = {} must satisfy 1 <= first <= last <= 510",
+                self.ports.first, self.ports.last
+            )));
+        }
+        crate::addr::parse_mac("switch.router_mac", &self.switch.router_mac)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.switch.write_batch == 0 {
+            return Err(ConfigError::Invalid(String::from(
+                "switch.write_batch must be at least 1",
+            )));
+        }
+        Ok(())
+    }
+
+    /// The P4Info file to use: configured, or the installed copy; None = the copy
+    /// compiled into the binary.
+    pub fn p4info_path(&self) -> Option<PathBuf> {
+        if !self.switch.p4info.as_os_str().is_empty() {
+            return Some(self.switch.p4info.clone());
+        }
+        let installed = PathBuf::from("/usr/share/p4lb/p4lb.p4info.txtpb");
+        installed.exists().then_some(installed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.api.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.switch.kind, SwitchKind::Software);
+        let c = Config::parse(
+            "state_dir = \"/tmp/x\"\n[switch]\nkind = \"bmv2\"\naddress = \"127.0.0.1:9559\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.switch.kind, SwitchKind::Bmv2);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Config::parse("maglev_slots = 1000").is_err());
+        assert!(Config::parse("[switch]\nrouter_mac = \"nope\"").is_err());
+        assert!(Config::parse("unknown = 1").is_err());
+        assert!(Config::parse("[ports]\nfirst = 0").is_err());
+    }
+}

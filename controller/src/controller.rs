@@ -1,0 +1,585 @@
+//! The controller core: the state behind one lock, the commit path (switch write,
+//! then durable save, then reply), and the task that reacts to the switch
+//! (reconcile on every new session, digests, idle timeouts).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, Mutex};
+
+use p4lb_proto::api;
+use p4lb_proto::p4runtime::{update::Type, DigestList, IdleTimeoutNotification};
+
+use crate::config::{Config, SwitchKind};
+use crate::conn::{self, ConnTable};
+use crate::desired::{desired, Shape};
+use crate::embedded::EmbeddedSwitch;
+use crate::error::{Error, Result};
+use crate::metrics::{Gauges, Metrics};
+use crate::pipeline::{self as p, FiveTuple};
+use crate::state::{now_ms, State};
+use crate::store::Store;
+use crate::switch::p4info;
+use crate::switch::ports::PortManager;
+use crate::switch::programmer::{table_update, Programmer};
+use crate::switch::session::{Link, SwitchEvent, Target};
+
+/// Everything guarded by the controller lock.
+pub struct Inner {
+    pub state: State,
+    pub prog: Programmer,
+    pub conns: ConnTable,
+    /// The switch holds what `state` implies (set after each reconciliation).
+    pub synced: bool,
+}
+
+/// A prepared change of the state, with its side effects on the switch.
+pub struct Change {
+    pub state: State,
+    /// Ports to attach before the tables are written.
+    pub port_adds: Vec<(u32, String)>,
+    /// Ports to detach after the tables are written.
+    pub port_removes: Vec<u32>,
+    /// Learned connections to remove (by backend id / service id).
+    pub drop_backends: Vec<u16>,
+    pub drop_services: Vec<u16>,
+    /// Refuse (UNAVAILABLE, nothing changed) when the switch cannot be written.
+    pub require_switch: bool,
+}
+
+impl Change {
+    pub fn new(state: State) -> Change {
+        Change {
+            state,
+            port_adds: Vec::new(),
+            port_removes: Vec::new(),
+            drop_backends: Vec::new(),
+            drop_services: Vec::new(),
+            require_switch: false,
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// The switch acknowledged the entries (false: pushed at reconnection).
+    pub written: bool,
+    /// When the switch acknowledged the table write.
+    pub acked_at: Instant,
+}
+
+pub struct Controller {
+    pub cfg: Config,
+    pub shape: Shape,
+    pub store: Store,
+    pub link: Arc<Link>,
+    pub ports: PortManager,
+    pub metrics: Metrics,
+    pub events: broadcast::Sender<api::Event>,
+    pub inner: Mutex<Inner>,
+    pub digest_id: u32,
+    pub idle_timeout_ns: i64,
+    _embedded: Option<EmbeddedSwitch>,
+}
+
+impl Controller {
+    /// Loads the persisted state, starts the switch session (and the embedded
+    /// software switch when no address is configured) and the reconciler.
+    pub async fn start(cfg: Config) -> anyhow::Result<Arc<Controller>> {
+        use anyhow::Context;
+        cfg.validate()?;
+        let store = Store::open(&cfg.state_dir)?;
+        let state = store.load().context("loading persisted state")?;
+        let (info, ids) = match cfg.p4info_path() {
+            Some(path) => p4info::load(&path)?,
+            None => p4info::load_text(p4lb_p4::P4INFO_TXTPB, "built-in P4Info")?,
+        };
+        let device_config = match cfg.switch.kind {
+            SwitchKind::Bmv2 => {
+                let path = if cfg.switch.bmv2_json.as_os_str().is_empty() {
+                    std::env::var_os(p4lb_p4::bmv2::BMV2_JSON_ENV)
+                        .map(std::path::PathBuf::from)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "switch.bmv2_json is required for kind = \"bmv2\" (or set {})",
+                                p4lb_p4::bmv2::BMV2_JSON_ENV
+                            )
+                        })?
+                } else {
+                    cfg.switch.bmv2_json.clone()
+                };
+                std::fs::read(&path)
+                    .with_context(|| format!("reading BMv2 JSON {}", path.display()))?
+            }
+            SwitchKind::Software => Vec::new(),
+        };
+        let mut embedded = None;
+        let address = if cfg.switch.address.is_empty() && cfg.switch.kind == SwitchKind::Software {
+            let e = EmbeddedSwitch::start(&cfg).await?;
+            let a = e.address.clone();
+            embedded = Some(e);
+            a
+        } else {
+            cfg.switch.address.clone()
+        };
+        if address.is_empty() {
+            anyhow::bail!("switch.address is required for kind = \"bmv2\"");
+        }
+        let router_mac = crate::addr::parse_mac("switch.router_mac", &cfg.switch.router_mac)?;
+        let target = Target {
+            address: address.clone(),
+            device_id: cfg.switch.device_id,
+            election_id: cfg.switch.election_id,
+            pipeline: p4info::pipeline_config(info, device_config),
+            digest_id: ids.conn_learn_digest,
+            digest_config: p4lb_proto::p4runtime::digest_entry::Config {
+                max_timeout_ns: (cfg.conn.digest_max_timeout_us * 1000) as i64,
+                max_list_size: cfg.conn.digest_max_list_size,
+                ack_timeout_ns: 1_000_000_000,
+            },
+            reconnect_max: Duration::from_millis(cfg.switch.reconnect_max_ms),
+        };
+        let (link, rx) = Link::spawn(target);
+        let ports = match cfg.switch.kind {
+            SwitchKind::Software => PortManager::Software(link.clone()),
+            SwitchKind::Bmv2 => PortManager::bmv2(&cfg.switch.thrift),
+        };
+        let (events, _) = broadcast::channel(1024);
+        let ctl = Arc::new(Controller {
+            shape: Shape {
+                router_mac: crate::addr::mac_u64(&router_mac),
+                arp_proxy_all: cfg.switch.arp_proxy_all,
+            },
+            store,
+            link,
+            ports,
+            metrics: Metrics::default(),
+            events,
+            inner: Mutex::new(Inner {
+                state,
+                prog: Programmer::new(cfg.switch.write_batch),
+                conns: ConnTable::default(),
+                synced: false,
+            }),
+            digest_id: ids.conn_learn_digest,
+            idle_timeout_ns: (cfg.conn.idle_timeout_ms as i64) * 1_000_000,
+            cfg,
+            _embedded: embedded,
+        });
+        tokio::spawn(event_loop(Arc::downgrade(&ctl), rx));
+        if ctl.cfg.conn.sweep_interval_ms > 0 && ctl.cfg.conn.idle_timeout_ms > 0 {
+            tokio::spawn(sweep_loop(
+                Arc::downgrade(&ctl),
+                Duration::from_millis(ctl.cfg.conn.sweep_interval_ms),
+            ));
+        }
+        tracing::info!(switch = %address, kind = ctl.cfg.switch.kind.as_str(), "controller started");
+        Ok(ctl)
+    }
+
+    /// Publishes an event to Watch subscribers.
+    pub fn emit(&self, kind: &str, action: &str, key: &str, detail: String) {
+        let _ = self.events.send(api::Event {
+            unix_ms: now_ms(),
+            kind: kind.to_string(),
+            action: action.to_string(),
+            key: key.to_string(),
+            detail,
+        });
+    }
+
+    /// Waits until the switch is programmed (tests, benchmarks, startup).
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.lock().await.synced && self.link.is_connected() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Applies a change: ports, table writes, durable save, then the new state is
+    /// current. Any failure before the save leaves state and switch as they were.
+    pub async fn commit(&self, g: &mut Inner, change: Change) -> Result<Committed> {
+        let writable = self.link.is_connected() && g.synced;
+        if !writable {
+            if change.require_switch {
+                return Err(Error::Unavailable(format!(
+                    "the switch at {} is not connected",
+                    self.link.address()
+                )));
+            }
+            self.store.save(&change.state)?;
+            self.finish(g, change, false).await;
+            tracing::warn!(
+                "switch not connected: the change is saved and will be pushed when it connects"
+            );
+            return Ok(Committed {
+                written: false,
+                acked_at: Instant::now(),
+            });
+        }
+        let mut attached = Vec::new();
+        for (port, iface) in &change.port_adds {
+            if let Err(e) = self.ports.add(*port, iface).await {
+                self.detach_all(&attached).await;
+                return Err(e);
+            }
+            attached.push(*port);
+        }
+        let want = desired(&change.state, self.shape);
+        let mut written = true;
+        if let Err(e) = g.prog.apply(&self.link, &want).await {
+            if matches!(e, Error::Unavailable(_)) && !change.require_switch {
+                // Lost the switch mid-way; reconciliation finishes the job.
+                written = false;
+                g.synced = false;
+            } else {
+                self.detach_all(&attached).await;
+                let old = desired(&g.state, self.shape);
+                if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                    tracing::warn!(error = %e2, "restoring previous entries after a failed write");
+                }
+                return Err(e);
+            }
+        }
+        let acked_at = Instant::now();
+        if let Err(e) = self.store.save(&change.state) {
+            let old = desired(&g.state, self.shape);
+            if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                tracing::warn!(error = %e2, "restoring previous entries after a failed save");
+            }
+            self.detach_all(&attached).await;
+            return Err(e);
+        }
+        self.finish(g, change, written).await;
+        Ok(Committed { written, acked_at })
+    }
+
+    async fn finish(&self, g: &mut Inner, change: Change, write: bool) {
+        let drop_b: HashSet<u16> = change.drop_backends.iter().copied().collect();
+        let drop_s: HashSet<u16> = change.drop_services.iter().copied().collect();
+        let drained = g
+            .conns
+            .drain_where(|c| drop_b.contains(&c.backend_id) || drop_s.contains(&c.service_id));
+        if write && !drained.is_empty() {
+            let ups: Vec<_> = drained
+                .iter()
+                .flat_map(|(t, c)| ConnTable::deletes(t, c))
+                .collect();
+            if let Err(f) = self.link.write(ups).await {
+                if !f.only(5) {
+                    tracing::warn!(error = %f.summary(), "deleting connections of removed backends");
+                }
+            }
+        }
+        if write {
+            for port in &change.port_removes {
+                if let Err(e) = self.ports.remove(*port).await {
+                    tracing::warn!(port, error = %e, "detaching switch port");
+                }
+            }
+        }
+        g.state = change.state;
+    }
+
+    async fn detach_all(&self, ports: &[u32]) {
+        for p in ports {
+            if let Err(e) = self.ports.remove(*p).await {
+                tracing::warn!(port = p, error = %e, "rolling back a port attachment");
+            }
+        }
+    }
+
+    /// Brings the switch to the state: ports, state-derived tables, learned
+    /// connections. `fresh`: the pipeline was just pushed (the switch is empty).
+    pub async fn reconcile(&self, fresh: bool) -> Result<()> {
+        let started = Instant::now();
+        let mut g = self.inner.lock().await;
+        g.synced = false;
+        self.reconcile_ports(&g.state).await?;
+        if fresh {
+            g.prog.clear();
+        } else {
+            g.prog.resync(&self.link).await?;
+        }
+        let want = desired(&g.state, self.shape);
+        let static_writes = g.prog.apply(&self.link, &want).await?;
+        let conn_writes = self.reconcile_conns(&mut g, fresh).await?;
+        g.synced = true;
+        Metrics::inc(&self.metrics.reconciles);
+        tracing::info!(
+            fresh,
+            static_writes,
+            conn_writes,
+            entries = g.prog.len(),
+            connections = g.conns.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "switch reconciled"
+        );
+        drop(g);
+        self.emit(
+            "switch",
+            "reconciled",
+            self.link.address(),
+            format!("fresh={fresh}"),
+        );
+        Ok(())
+    }
+
+    async fn reconcile_ports(&self, state: &State) -> Result<()> {
+        let want: BTreeMap<u32, String> = state
+            .endpoints
+            .values()
+            .filter(|e| !e.host_ifname.is_empty())
+            .map(|e| (e.switch_port, e.host_ifname.clone()))
+            .collect();
+        let have = self.ports.list().await?;
+        let (first, last) = (self.cfg.ports.first, self.cfg.ports.last);
+        for (port, iface) in &have {
+            let owned = (first..=last).contains(port);
+            if owned && want.get(port) != Some(iface) {
+                self.ports.remove(*port).await?;
+            }
+        }
+        for (port, iface) in &want {
+            if have.get(port) != Some(iface) {
+                if let Err(e) = self.ports.add(*port, iface).await {
+                    tracing::warn!(port, iface = %iface, error = %e, "re-attaching an endpoint's port");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile_conns(&self, g: &mut Inner, fresh: bool) -> Result<usize> {
+        let (have_fwd, have_rev): (HashSet<FiveTuple>, HashSet<FiveTuple>) = if fresh {
+            (HashSet::new(), HashSet::new())
+        } else {
+            let fwd = self.link.read_table(p::table::CONN_TABLE, false).await?;
+            let rev = self.link.read_table(p::table::CONN_REVERSE, false).await?;
+            let (adopted, _) = conn::adopt(&g.state, &fwd);
+            for (t, c) in adopted {
+                g.conns.map.insert(t, c);
+            }
+            (
+                fwd.iter()
+                    .filter_map(|e| FiveTuple::from_matches(&e.r#match))
+                    .collect(),
+                rev.iter()
+                    .filter_map(|e| FiveTuple::from_matches(&e.r#match))
+                    .collect(),
+            )
+        };
+        // Drop what no longer resolves (backend or service gone).
+        let state = &g.state;
+        g.conns.map.retain(|t, c| {
+            conn::resolve(
+                state,
+                &conn::Learned {
+                    tuple: *t,
+                    service_id: c.service_id,
+                    backend_id: c.backend_id,
+                },
+            )
+            .is_some()
+        });
+        let want_fwd: HashSet<FiveTuple> = g.conns.map.keys().copied().collect();
+        let want_rev: HashSet<FiveTuple> = g.conns.map.values().map(|c| c.reverse).collect();
+        let mut ups = Vec::new();
+        for t in have_fwd.difference(&want_fwd) {
+            ups.push(table_update(Type::Delete, p::conn_key(t)));
+        }
+        for t in have_rev.difference(&want_rev) {
+            ups.push(table_update(Type::Delete, p::conn_reverse_key(t)));
+        }
+        for (t, c) in &g.conns.map {
+            if !have_fwd.contains(t) {
+                ups.push(table_update(
+                    Type::Insert,
+                    p::conn_pin(t, c.backend_id, self.idle_timeout_ns),
+                ));
+            }
+            if !have_rev.contains(&c.reverse) {
+                ups.push(table_update(
+                    Type::Insert,
+                    p::conn_reverse(&c.reverse, c.vip, c.vport, c.service_id),
+                ));
+            }
+        }
+        let n = ups.len();
+        for chunk in ups.chunks(self.cfg.switch.write_batch) {
+            self.link.write(chunk.to_vec()).await.map_err(Error::from)?;
+        }
+        Ok(n)
+    }
+
+    /// Installs the connections of a digest list (one batch) and acknowledges it.
+    pub async fn on_digest(&self, d: DigestList) {
+        Metrics::inc(&self.metrics.digest_lists);
+        let mut g = self.inner.lock().await;
+        let mut ups = Vec::new();
+        let mut new: Vec<(FiveTuple, conn::ConnRec)> = Vec::new();
+        let mut seen = HashSet::new();
+        for data in &d.data {
+            let Some(l) = conn::parse_learned(data) else {
+                tracing::warn!("malformed conn_learn digest member");
+                continue;
+            };
+            if g.conns.map.contains_key(&l.tuple) || !seen.insert(l.tuple) {
+                continue;
+            }
+            let Some(c) = conn::resolve(&g.state, &l) else {
+                tracing::debug!(?l, "digest for an unknown service or backend");
+                continue;
+            };
+            ups.extend(ConnTable::inserts(&l.tuple, &c, self.idle_timeout_ns));
+            new.push((l.tuple, c));
+        }
+        if !ups.is_empty() {
+            match self.link.write(ups).await {
+                Ok(()) => {
+                    for (t, c) in new.drain(..) {
+                        g.conns.map.insert(t, c);
+                        Metrics::inc(&self.metrics.conns_learned);
+                    }
+                }
+                Err(f) if !f.codes.is_empty() => {
+                    for (i, (t, c)) in new.drain(..).enumerate() {
+                        let ok = |k: Option<&i32>| matches!(k, Some(0) | Some(6) | None);
+                        if ok(f.codes.get(2 * i)) && ok(f.codes.get(2 * i + 1)) {
+                            g.conns.map.insert(t, c);
+                            Metrics::inc(&self.metrics.conns_learned);
+                        }
+                    }
+                    if !f.only(6) {
+                        tracing::warn!(error = %f.summary(), "installing learned connections");
+                    }
+                }
+                Err(f) => tracing::warn!(error = %f.summary(), "installing learned connections"),
+            }
+        }
+        drop(g);
+        self.link.ack_digest(d.digest_id, d.list_id).await;
+    }
+
+    /// Removes connections the switch reports idle.
+    pub async fn on_idle(&self, n: IdleTimeoutNotification) {
+        let tuples: Vec<FiveTuple> = n
+            .table_entry
+            .iter()
+            .filter(|e| e.table_id == p::table::CONN_TABLE)
+            .filter_map(|e| FiveTuple::from_matches(&e.r#match))
+            .collect();
+        self.expire(&tuples).await;
+    }
+
+    async fn expire(&self, tuples: &[FiveTuple]) {
+        if tuples.is_empty() {
+            return;
+        }
+        let mut g = self.inner.lock().await;
+        let mut ups = Vec::new();
+        for t in tuples {
+            match g.conns.map.remove(t) {
+                Some(c) => ups.extend(ConnTable::deletes(t, &c)),
+                None => ups.push(table_update(Type::Delete, p::conn_key(t))),
+            }
+        }
+        let n = tuples.len();
+        if let Err(f) = self.link.write(ups).await {
+            if !f.only(5) {
+                tracing::warn!(error = %f.summary(), "removing idle connections");
+            }
+        }
+        for _ in 0..n {
+            Metrics::inc(&self.metrics.conns_expired);
+        }
+    }
+
+    /// One controller-driven idle sweep (fallback for targets without
+    /// notifications): removes conn_table entries idle longer than the timeout.
+    pub async fn sweep(&self) -> Result<usize> {
+        if self.idle_timeout_ns <= 0 || !self.link.is_connected() {
+            return Ok(0);
+        }
+        let entries = self.link.read_table(p::table::CONN_TABLE, true).await?;
+        let idle: Vec<FiveTuple> = entries
+            .iter()
+            .filter(|e| {
+                e.time_since_last_hit
+                    .as_ref()
+                    .map(|t| t.elapsed_ns >= self.idle_timeout_ns)
+                    .unwrap_or(false)
+            })
+            .filter_map(|e| FiveTuple::from_matches(&e.r#match))
+            .collect();
+        self.expire(&idle).await;
+        Ok(idle.len())
+    }
+
+    /// Sampled gauges for metrics and status.
+    pub async fn gauges(&self) -> Gauges {
+        let g = self.inner.lock().await;
+        use std::sync::atomic::Ordering::Relaxed;
+        Gauges {
+            switch_connected: self.link.is_connected() && g.synced,
+            endpoints: g.state.endpoints.len(),
+            services: g.state.services.len(),
+            active_migrations: g.state.migrations.iter().filter(|m| m.active()).count(),
+            table_entries: g.prog.len(),
+            conn_entries: g.conns.len(),
+            switch_writes: self.link.writes.load(Relaxed),
+            switch_updates: self.link.updates.load(Relaxed),
+            switch_sessions: self.link.reconnects.load(Relaxed),
+        }
+    }
+}
+
+async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<SwitchEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let Some(ctl) = ctl.upgrade() else { return };
+        match ev {
+            SwitchEvent::Up { generation, fresh } => {
+                let mut delay = Duration::from_millis(20);
+                for attempt in 1..=6 {
+                    match ctl.reconcile(fresh && attempt == 1).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(generation, attempt, error = %e, "reconciling the switch");
+                            if !ctl.link.is_connected() {
+                                break;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                    }
+                }
+            }
+            SwitchEvent::Down { .. } => {
+                ctl.inner.lock().await.synced = false;
+                ctl.emit("switch", "disconnected", ctl.link.address(), String::new());
+            }
+            SwitchEvent::Digest(d) => ctl.on_digest(d).await,
+            SwitchEvent::Idle(n) => ctl.on_idle(n).await,
+        }
+    }
+}
+
+async fn sweep_loop(ctl: std::sync::Weak<Controller>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(ctl) = ctl.upgrade() else { return };
+        if let Err(e) = ctl.sweep().await {
+            tracing::debug!(error = %e, "idle sweep");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Endpoint calls: register (plain, or locked for a restore), deregister, metadata
+//! updates, garbage collection. Each validates fully before anything changes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use p4lb_proto::api;
+
+use crate::addr::{parse_ipv4, parse_mac, parse_opt_ipv4};
+use crate::controller::{Change, Controller};
+use crate::error::{Error, Result};
+use crate::identity;
+use crate::services::refresh_services;
+use crate::state::{now_ms, EndpointRec, EndpointState, State};
+
+/// The stable key of an endpoint.
+pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}/{ifname}")
+}
+
+fn check_name(field: &str, v: &str, max: usize) -> Result<()> {
+    if v.is_empty() {
+        return Err(Error::invalid(format!("{field} is required")));
+    }
+    if v.len() > max || v.contains('/') || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(format!(
+            "{field} {v:?} is not valid (at most {max} characters, no '/', spaces or control characters)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 253 || v.len() > 1024 || k.contains(['=', ',']) {
+            return Err(Error::invalid(format!(
+                "label {k:?}={v:?} is not valid (non-empty key without '=' or ',')"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Which endpoint, if any, already uses `ip` (as address or migrated address).
+fn ip_owner(state: &State, ip: Ipv4Addr) -> Option<&EndpointRec> {
+    state.endpoint_by_ip(ip)
+}
+
+impl Controller {
+    /// RegisterEndpoint.
+    pub async fn register_endpoint(&self, r: api::RegisterEndpointRequest) -> Result<EndpointRec> {
+        check_name("container_id", &r.container_id, 256)?;
+        check_name("ifname", &r.ifname, 15)?;
+        let ip = parse_ipv4("ip", &r.ip)?;
+        let prefix_len = match r.prefix_len {
+            0 => 32,
+            n @ 1..=32 => n,
+            n => return Err(Error::invalid(format!("prefix_len {n} is not in 1..=32"))),
+        };
+        let mac = parse_mac("mac", &r.mac)?;
+        if mac[0] & 1 == 1 || mac == [0; 6] {
+            return Err(Error::invalid(format!(
+                "mac {} is not a unicast address",
+                r.mac
+            )));
+        }
+        let gateway = parse_opt_ipv4("gateway", &r.gateway)?;
+        let restore_of_ip = parse_opt_ipv4("restore_of_ip", &r.restore_of_ip)?;
+        if !r.restore_of_mac.is_empty() {
+            parse_mac("restore_of_mac", &r.restore_of_mac)?;
+        }
+        if !r.host_ifname.is_empty() {
+            check_name("host_ifname", &r.host_ifname, 15)?;
+        }
+        let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
+        check_labels(&labels)?;
+        let netns_inode = if r.netns_path.is_empty() {
+            0
+        } else {
+            let p = Path::new(&r.netns_path);
+            if !p.is_absolute() {
+                return Err(Error::invalid(format!(
+                    "netns_path {:?} must be absolute",
+                    r.netns_path
+                )));
+            }
+            identity::netns_inode(p)
+                .map_err(|e| Error::invalid(format!("netns_path {}: {e}", r.netns_path)))?
+        };
+        let key = endpoint_key(&r.container_id, &r.ifname);
+
+        let mut g = self.inner.lock().await;
+        let mut st = g.state.clone();
+        // A container restored under its old id replaces the record its
+        // checkpoint left behind and inherits its backend.
+        let inherited = match st.endpoints.get(&key) {
+            Some(e) if e.detached => st.endpoints.remove(&key),
+            Some(_) => {
+                return Err(Error::exists(format!(
+                    "endpoint {key} is already registered"
+                )))
+            }
+            None => None,
+        };
+        let locked = r.locked || restore_of_ip.is_some() || inherited.is_some();
+        if st.services.values().any(|s| s.vip == ip) {
+            return Err(Error::exists(format!("{ip} is a service VIP")));
+        }
+        if let Some(other) = ip_owner(&st, ip) {
+            // A restore may register the address its checkpointed source still holds,
+            // locked, while that source is locked by a migration.
+            let source_locked = other.locked
+                && st
+                    .migrations
+                    .iter()
+                    .any(|m| m.active() && m.source_key == other.key);
+            if !(locked && source_locked) {
+                return Err(Error::exists(format!(
+                    "{ip} is already used by endpoint {}",
+                    other.key
+                )));
+            }
+        }
+        if !r.host_ifname.is_empty() {
+            if let Some(other) = st
+                .endpoints
+                .values()
+                .find(|e| e.host_ifname == r.host_ifname)
+            {
+                return Err(Error::exists(format!(
+                    "host interface {} is already attached for endpoint {}",
+                    r.host_ifname, other.key
+                )));
+            }
+        }
+        let port = st
+            .free_port(self.cfg.ports.first, self.cfg.ports.last)
+            .ok_or_else(|| Error::precondition("no free switch port"))?;
+        let backend_id = match &inherited {
+            Some(old) => old.backend_id,
+            None => st
+                .free_backend_id()
+                .ok_or_else(|| Error::precondition("no free backend id"))?,
+        };
+        let mut rec = EndpointRec {
+            key: key.clone(),
+            container_id: r.container_id,
+            ifname: r.ifname,
+            netns_path: r.netns_path,
+            netns_inode,
+            ip,
+            prefix_len,
+            mac,
+            gateway,
+            host_ifname: r.host_ifname.clone(),
+            switch_port: port,
+            backend_id,
+            backend_ip: ip,
+            locked,
+            state: if locked {
+                EndpointState::Restoring
+            } else {
+                EndpointState::Ready
+            },
+            labels,
+            network: r.network,
+            migrated_ips: Vec::new(),
+            restore_of_ip,
+            created_unix_ms: now_ms(),
+            detached: false,
+        };
+        if let Some(old) = inherited {
+            rec.backend_ip = old.backend_ip;
+            for a in std::iter::once(old.ip).chain(old.migrated_ips) {
+                if a != rec.ip && !rec.migrated_ips.contains(&a) {
+                    rec.migrated_ips.push(a);
+                }
+            }
+            for (k, v) in old.labels {
+                rec.labels.entry(k).or_insert(v);
+            }
+        }
+        st.endpoints.insert(key.clone(), rec.clone());
+        refresh_services(&mut st);
+        let mut change = Change::new(st);
+        if !r.host_ifname.is_empty() {
+            change.port_adds.push((port, r.host_ifname));
+        }
+        self.commit(&mut g, change).await?;
+        drop(g);
+        tracing::info!(key = %key, %ip, port, backend_id, locked = rec.locked, "endpoint registered");
+        self.emit("endpoint", "added", &key, format!("ip={ip} port={port}"));
+        Ok(rec)
+    }
+
+    /// DeregisterEndpoint: removes routes, backend row, port, and its connections.
+    pub async fn deregister_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool> {
+        check_name("container_id", container_id, 256)?;
+        check_name("ifname", ifname, 15)?;
+        let key = endpoint_key(container_id, ifname);
+        let mut g = self.inner.lock().await;
+        let mut st = g.state.clone();
+        let Some(rec) = st.endpoints.remove(&key) else {
+            return Ok(false);
+        };
+        if rec.detached {
+            return Ok(false);
+        }
+        let migrating = rec.active()
+            && st
+                .migrations
+                .iter()
+                .any(|m| m.active() && m.source_key == key);
+        if migrating {
+            // The checkpointed container's network goes away before its restore:
+            // keep the (locked) backend and its connections for the target.
+            let mut kept = rec.clone();
+            kept.detached = true;
+            kept.host_ifname.clear();
+            kept.netns_inode = 0;
+            st.endpoints.insert(key.clone(), kept);
+        } else {
+            for svc in st.services.values_mut() {
+                svc.backends.retain(|b| b != &key);
+            }
+        }
+        refresh_services(&mut st);
+        let mut change = Change::new(st);
+        if !rec.host_ifname.is_empty() {
+            change.port_removes.push(rec.switch_port);
+        }
+        if rec.backend_id != 0 && !migrating {
+            change.drop_backends.push(rec.backend_id);
+        }
+        self.commit(&mut g, change).await?;
+        drop(g);
+        tracing::info!(key = %key, "endpoint deregistered");
+        self.emit("endpoint", "removed", &key, String::new());
+        Ok(true)
+    }
+
+    /// GarbageCollect: removes endpoints of `network` not among the valid ones.
+    pub async fn garbage_collect(&self, r: api::GarbageCollectRequest) -> Result<Vec<String>> {
+        if r.network.is_empty() {
+            return Err(Error::invalid("network is required"));
+        }
+        let valid: std::collections::HashSet<String> = r
+            .valid_attachments
+            .iter()
+            .map(|a| endpoint_key(&a.container_id, &a.ifname))
+            .collect();
+        let mut g = self.inner.lock().await;
+        let mut st = g.state.clone();
+        let gone: Vec<EndpointRec> = st
+            .endpoints
+            .values()
+            .filter(|e| e.network == r.network && !valid.contains(&e.key))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut change_ports = Vec::new();
+        let mut drop_backends = Vec::new();
+        for e in &gone {
+            st.endpoints.remove(&e.key);
+            for svc in st.services.values_mut() {
+                svc.backends.retain(|b| b != &e.key);
+            }
+            if !e.host_ifname.is_empty() {
+                change_ports.push(e.switch_port);
+            }
+            if e.backend_id != 0 {
+                drop_backends.push(e.backend_id);
+            }
+        }
+        refresh_services(&mut st);
+        let mut change = Change::new(st);
+        change.port_removes = change_ports;
+        change.drop_backends = drop_backends;
+        self.commit(&mut g, change).await?;
+        drop(g);
+        let keys: Vec<String> = gone.into_iter().map(|e| e.key).collect();
+        for k in &keys {
+            self.emit("endpoint", "removed", k, String::from("garbage collected"));
+        }
+        tracing::info!(network = %r.network, removed = keys.len(), "garbage collected endpoints");
+        Ok(keys)
+    }
+
+    /// UpdateEndpointMetadata: merges labels (an empty value removes a label);
+    /// the caller must prove it is the endpoint.
+    pub async fn update_metadata(
+        &self,
+        r: api::UpdateEndpointMetadataRequest,
+    ) -> Result<EndpointRec> {
+        if r.key.is_empty() {
+            return Err(Error::invalid("key is required"));
+        }
+        let ns = identity::resolve(r.identity.as_ref(), self.cfg.identity.check_addresses)?;
+        let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
+        check_labels(&labels)?;
+        let mut g = self.inner.lock().await;
+        let mut st = g.state.clone();
+        let ep = st
+            .endpoints
+            .get_mut(&r.key)
+            .ok_or_else(|| Error::not_found(format!("no endpoint {}", r.key)))?;
+        identity::verify(
+            &ns,
+            ep.netns_inode,
+            ep.ip,
+            &format!("endpoint {}", ep.key),
+            self.cfg.identity.check_addresses,
+        )?;
+        for (k, v) in labels {
+            if v.is_empty() {
+                ep.labels.remove(&k);
+            } else {
+                ep.labels.insert(k, v);
+            }
+        }
+        let rec = ep.clone();
+        refresh_services(&mut st);
+        self.commit(&mut g, Change::new(st)).await?;
+        drop(g);
+        self.emit("endpoint", "updated", &rec.key, String::from("labels"));
+        Ok(rec)
+    }
+
+    /// GetEndpoint by key, address or identity.
+    pub async fn get_endpoint(&self, r: api::GetEndpointRequest) -> Result<EndpointRec> {
+        if !r.key.is_empty() {
+            let g = self.inner.lock().await;
+            return g
+                .state
+                .endpoints
+                .get(&r.key)
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("no endpoint {}", r.key)));
+        }
+        if !r.ip.is_empty() {
+            let ip = parse_ipv4("ip", &r.ip)?;
+            let g = self.inner.lock().await;
+            return g
+                .state
+                .endpoint_by_ip(ip)
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("no endpoint has {ip}")));
+        }
+        if r.identity.is_some() {
+            let ns = identity::resolve(r.identity.as_ref(), false)?;
+            let g = self.inner.lock().await;
+            return g
+                .state
+                .endpoints
+                .values()
+                .find(|e| e.netns_inode == ns.inode && e.active())
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("no endpoint in {}", ns.described)));
+        }
+        Err(Error::invalid("give a key, an ip or an identity"))
+    }
+}

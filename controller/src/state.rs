@@ -1,0 +1,304 @@
+//! The controller's persisted model: endpoints, services, migrations. Everything
+//! the switch holds (except learned connections) is derived from this.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use p4lb_proto::api;
+
+/// Current schema version of the persisted state.
+pub const STATE_VERSION: u32 = 1;
+/// Finished migrations kept for inspection.
+pub const MIGRATION_HISTORY: usize = 1000;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub endpoints: BTreeMap<String, EndpointRec>,
+    pub services: BTreeMap<String, ServiceRec>,
+    pub migrations: Vec<MigrationRec>,
+    pub next_migration: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    Ready,
+    Locked,
+    /// Registered locked for a restore; waits for the migration to unlock it.
+    Restoring,
+    /// The container moved away; the record stays until the runtime deletes it.
+    Migrated,
+}
+
+impl EndpointState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndpointState::Ready => "ready",
+            EndpointState::Locked => "locked",
+            EndpointState::Restoring => "restoring",
+            EndpointState::Migrated => "migrated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRec {
+    pub key: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns_path: String,
+    pub netns_inode: u64,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u32,
+    pub mac: [u8; 6],
+    pub gateway: Option<Ipv4Addr>,
+    pub host_ifname: String,
+    pub switch_port: u32,
+    /// 0 when the endpoint has handed its backend to a migration target.
+    pub backend_id: u16,
+    /// The address the backend row DNATs to. Equals `ip`, except for a migration
+    /// target, which serves under the address that moved with the container.
+    pub backend_ip: Ipv4Addr,
+    pub locked: bool,
+    pub state: EndpointState,
+    pub labels: BTreeMap<String, String>,
+    pub network: String,
+    pub migrated_ips: Vec<Ipv4Addr>,
+    pub restore_of_ip: Option<Ipv4Addr>,
+    pub created_unix_ms: i64,
+    /// The runtime deleted this endpoint while it was the locked source of a
+    /// migration: kept (locked, without a port) until the migration ends.
+    #[serde(default)]
+    pub detached: bool,
+}
+
+impl EndpointRec {
+    /// Whether the endpoint carries traffic (is selectable and routed).
+    pub fn active(&self) -> bool {
+        self.state != EndpointState::Migrated
+    }
+
+    /// Every address routed to this endpoint.
+    pub fn routed_ips(&self) -> Vec<Ipv4Addr> {
+        if !self.active() {
+            return Vec::new();
+        }
+        let mut v = vec![self.ip];
+        v.extend(self.migrated_ips.iter().copied().filter(|a| *a != self.ip));
+        v
+    }
+
+    pub fn to_api(&self) -> api::Endpoint {
+        api::Endpoint {
+            key: self.key.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+            netns_path: self.netns_path.clone(),
+            netns_inode: self.netns_inode,
+            ip: self.ip.to_string(),
+            prefix_len: self.prefix_len,
+            mac: crate::addr::format_mac(&self.mac),
+            gateway: self.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            host_ifname: self.host_ifname.clone(),
+            switch_port: self.switch_port,
+            backend_id: u32::from(self.backend_id),
+            locked: self.locked,
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            network: self.network.clone(),
+            migrated_ips: self.migrated_ips.iter().map(|a| a.to_string()).collect(),
+            state: self.state.as_str().to_string(),
+            created_unix_ms: self.created_unix_ms,
+            router_mac: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRec {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub protocol: u8,
+    pub port: u16,
+    pub target_port: u16,
+    pub backends: Vec<String>,
+    pub selector: String,
+    pub name_pattern: String,
+    pub service_id: u16,
+    pub slot_count: u16,
+    /// Endpoint keys currently selected.
+    pub resolved: Vec<String>,
+    /// The Maglev table: backend id per slot (0 = none).
+    pub slots: Vec<u16>,
+}
+
+impl ServiceRec {
+    pub fn effective_target_port(&self) -> u16 {
+        if self.target_port == 0 {
+            self.port
+        } else {
+            self.target_port
+        }
+    }
+
+    pub fn protocol_name(&self) -> &'static str {
+        match self.protocol {
+            6 => "tcp",
+            17 => "udp",
+            _ => "?",
+        }
+    }
+
+    pub fn to_api(&self) -> api::Service {
+        api::Service {
+            name: self.name.clone(),
+            vip: self.vip.to_string(),
+            protocol: self.protocol_name().to_string(),
+            port: u32::from(self.port),
+            target_port: u32::from(self.target_port),
+            backends: self.backends.clone(),
+            selector: self.selector.clone(),
+            name_pattern: self.name_pattern.clone(),
+            service_id: u32::from(self.service_id),
+            resolved_backends: self.resolved.clone(),
+            slot_count: u32::from(self.slot_count),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRec {
+    pub id: String,
+    pub source_key: String,
+    pub target_key: String,
+    pub source_ip: Option<Ipv4Addr>,
+    pub target_ip: Option<Ipv4Addr>,
+    /// "locked", "checkpointed", "restoring", "restored", "done", "aborted".
+    pub state: String,
+    pub backend_id: u16,
+    pub locked_unix_us: i64,
+    pub checkpointed_unix_us: i64,
+    pub restore_started_unix_us: i64,
+    pub restored_unix_us: i64,
+    pub unlocked_unix_us: i64,
+    pub switchover_us: i64,
+    pub stall_us: i64,
+    pub connections_carried: u32,
+    pub leave_running: bool,
+    pub error: String,
+    pub image_dir: String,
+}
+
+impl MigrationRec {
+    pub fn active(&self) -> bool {
+        !matches!(self.state.as_str(), "done" | "aborted")
+    }
+
+    pub fn to_api(&self) -> api::Migration {
+        api::Migration {
+            id: self.id.clone(),
+            source_key: self.source_key.clone(),
+            target_key: self.target_key.clone(),
+            source_ip: self.source_ip.map(|a| a.to_string()).unwrap_or_default(),
+            target_ip: self.target_ip.map(|a| a.to_string()).unwrap_or_default(),
+            state: self.state.clone(),
+            locked_unix_us: self.locked_unix_us,
+            checkpointed_unix_us: self.checkpointed_unix_us,
+            restore_started_unix_us: self.restore_started_unix_us,
+            restored_unix_us: self.restored_unix_us,
+            unlocked_unix_us: self.unlocked_unix_us,
+            switchover_us: self.switchover_us,
+            stall_us: self.stall_us,
+            connections_carried: self.connections_carried,
+            leave_running: self.leave_running,
+            error: self.error.clone(),
+            image_dir: self.image_dir.clone(),
+        }
+    }
+}
+
+impl State {
+    pub fn new() -> State {
+        State {
+            version: STATE_VERSION,
+            ..Default::default()
+        }
+    }
+
+    /// The endpoint using `ip` as its address or as a migrated address.
+    pub fn endpoint_by_ip(&self, ip: Ipv4Addr) -> Option<&EndpointRec> {
+        self.endpoints
+            .values()
+            .filter(|e| e.active())
+            .find(|e| e.ip == ip || e.migrated_ips.contains(&ip))
+    }
+
+    pub fn endpoint_by_backend(&self, backend_id: u16) -> Option<&EndpointRec> {
+        if backend_id == 0 {
+            return None;
+        }
+        self.endpoints.values().find(|e| e.backend_id == backend_id)
+    }
+
+    pub fn service_by_id(&self, service_id: u16) -> Option<&ServiceRec> {
+        self.services.values().find(|s| s.service_id == service_id)
+    }
+
+    /// Smallest free data-plane port in `first..=last`.
+    pub fn free_port(&self, first: u32, last: u32) -> Option<u32> {
+        let used: BTreeSet<u32> = self.endpoints.values().map(|e| e.switch_port).collect();
+        (first..=last).find(|p| !used.contains(p))
+    }
+
+    /// Smallest free backend id (1..=4095).
+    pub fn free_backend_id(&self) -> Option<u16> {
+        let used: BTreeSet<u16> = self.endpoints.values().map(|e| e.backend_id).collect();
+        (1..=4095u16).find(|b| !used.contains(b))
+    }
+
+    /// Smallest free service id (1..=1023).
+    pub fn free_service_id(&self) -> Option<u16> {
+        let used: BTreeSet<u16> = self.services.values().map(|s| s.service_id).collect();
+        (1..=1023u16).find(|s| !used.contains(s))
+    }
+
+    pub fn migration_mut(&mut self, id: &str) -> Option<&mut MigrationRec> {
+        self.migrations.iter_mut().find(|m| m.id == id)
+    }
+
+    /// Drops the oldest finished migrations beyond the history limit.
+    pub fn trim_migrations(&mut self) {
+        let finished = self.migrations.iter().filter(|m| !m.active()).count();
+        if finished <= MIGRATION_HISTORY {
+            return;
+        }
+        let mut excess = finished - MIGRATION_HISTORY;
+        self.migrations.retain(|m| {
+            if excess > 0 && !m.active() {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,9 @@
+//! Everything that talks to the switch: the P4Runtime session ([`session`]), table
+//! programming by diff ([`programmer`]), the pipeline config ([`p4info`]) and port
+//! attachment ([`ports`], with BMv2's Thrift encoding in [`thrift`]).
+
+pub mod p4info;
+pub mod ports;
+pub mod programmer;
+pub mod session;
+pub mod thrift;
