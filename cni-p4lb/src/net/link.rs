@@ -158,7 +158,6 @@ impl Netlink {
         }
         let mut msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
-            .alias(alias.to_string())
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
         if let Some(m) = mtu {
             msg = msg.mtu(m);
@@ -175,7 +174,27 @@ impl Netlink {
                 } else {
                     netlink(format!("creating veth {host} <-> {peer}"), e)
                 }
-            })
+            })?;
+        // The kernel applies IFLA_IFALIAS only when changing a link, not when creating
+        // one: set it now. On failure the caller's rollback removes the pair.
+        let link = self.link(host).await?.ok_or_else(|| {
+            CniError::new(Code::Netlink, "veth vanished after creation").details(host.to_string())
+        })?;
+        if let Err(e) = self
+            .handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(link.index)
+                    .alias(alias.to_string())
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            let _ = self.handle.link().del(link.index).execute().await;
+            return Err(netlink(format!("setting alias on {host}"), e));
+        }
+        Ok(())
     }
 
     /// Deletes the link called `name`; `Ok(false)` when there was none.

@@ -1,0 +1,418 @@
+//! Test harness: runs the built `p4lb` binary exactly as a runtime does (CNI_* variables
+//! and the configuration on stdin) against real network namespaces, host-local IPAM
+//! with a per-test data directory, and a controller on a per-test Unix socket.
+
+#![allow(dead_code)]
+
+pub mod fake_controller;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+pub const PLUGIN: &str = env!("CARGO_BIN_EXE_p4lb");
+pub const SYSTEM_CNI_DIR: &str = "/usr/lib/cni";
+pub const ROUTER_MAC: &str = "02:00:00:00:00:fe";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100000,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests create network namespaces and veths: run them as root"
+    );
+}
+
+/// Debian's reference plugins (containernetworking-plugins) are needed for IPAM,
+/// chaining and the benchmark's baseline.
+pub fn require_system_plugins(names: &[&str]) {
+    for n in names {
+        let p = Path::new(SYSTEM_CNI_DIR).join(n);
+        assert!(
+            p.is_file(),
+            "{} missing: apt-get install containernetworking-plugins",
+            p.display()
+        );
+    }
+}
+
+/// A network namespace at /run/netns/<name>, deleted on drop.
+pub struct Netns {
+    pub name: String,
+    pub path: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let name = unique("p4t");
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        Netns {
+            path: format!("/run/netns/{name}"),
+            name,
+        }
+    }
+
+    /// Runs a command inside the namespace, returns stdout.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn delete(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// What a plugin run produced.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / stderr {:?}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: {} / {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    /// Asserts a CNI error with `code`, in the spec's shape.
+    #[track_caller]
+    pub fn err(&self, code: u64) -> Value {
+        assert_ne!(
+            self.code, 0,
+            "expected failure, got success: {}",
+            self.stdout
+        );
+        let v = self.json();
+        assert_eq!(v["code"], json!(code), "wrong code: {v} / {}", self.stderr);
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "no msg: {v}"
+        );
+        assert!(v["cniVersion"].as_str().is_some(), "no cniVersion: {v}");
+        v
+    }
+}
+
+/// Runs any CNI plugin binary.
+pub fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Out {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Which controller the test talks to.
+pub enum ControllerKind {
+    Fake {
+        state: Arc<Mutex<fake_controller::State>>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Absent,
+}
+
+/// One test's world: a network name, a socket, IPAM data, a CNI_PATH.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub network: String,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub cni_path: PathBuf,
+    pub controller: ControllerKind,
+    pub subnet: String,
+}
+
+impl World {
+    /// A world with a running controller.
+    pub fn new() -> Self {
+        let mut w = Self::without_controller();
+        w.start_controller();
+        w
+    }
+
+    /// A world whose controller socket nobody listens on.
+    pub fn without_controller() -> Self {
+        require_root();
+        require_system_plugins(&["host-local"]);
+        let dir = tempfile::tempdir().unwrap();
+        let cni_path = dir.path().join("bin");
+        std::fs::create_dir(&cni_path).unwrap();
+        for p in ["host-local", "portmap", "tuning", "bridge"] {
+            let src = Path::new(SYSTEM_CNI_DIR).join(p);
+            if src.is_file() {
+                std::os::unix::fs::symlink(&src, cni_path.join(p)).unwrap();
+            }
+        }
+        // An IPAM plugin that always fails with "try again later".
+        let fail = cni_path.join("fail-ipam");
+        std::fs::write(
+            &fail,
+            "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"pool busy\",\"details\":\"test IPAM\"}'\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fail, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let subnet = format!("10.{}.{}.0/24", 100 + (std::process::id() % 50), n % 250);
+        World {
+            network: unique("p4net"),
+            socket: dir.path().join("controller.sock"),
+            data_dir: dir.path().join("ipam"),
+            cni_path,
+            controller: ControllerKind::Absent,
+            subnet,
+            dir,
+        }
+    }
+
+    pub fn start_controller(&mut self) {
+        let (state, thread, stop) = fake_controller::serve(&self.socket, ROUTER_MAC);
+        self.controller = ControllerKind::Fake {
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+    }
+
+    pub fn stop_controller(&mut self) {
+        if let ControllerKind::Fake { stop, thread, .. } = &mut self.controller {
+            if let Some(s) = stop.take() {
+                let _ = s.send(());
+            }
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        self.controller = ControllerKind::Absent;
+    }
+
+    pub fn fake(&self) -> Arc<Mutex<fake_controller::State>> {
+        match &self.controller {
+            ControllerKind::Fake { state, .. } => state.clone(),
+            ControllerKind::Absent => panic!("no controller running"),
+        }
+    }
+
+    pub fn gateway(&self) -> String {
+        self.subnet.replace(".0/24", ".1")
+    }
+
+    /// The network configuration for `version`, IPAM host-local.
+    pub fn conf(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "name": self.network,
+            "type": "p4lb",
+            "controllerSocket": self.socket,
+            "controllerTimeoutMs": 3000,
+            "switch": "sw0",
+            "ipam": {
+                "type": "host-local",
+                "subnet": self.subnet,
+                "gateway": self.gateway(),
+                "dataDir": self.data_dir,
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        })
+    }
+
+    pub fn env(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        args: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", cid.to_string()),
+            ("CNI_NETNS", netns.to_string()),
+            ("CNI_IFNAME", ifname.to_string()),
+            ("CNI_ARGS", args.to_string()),
+            ("CNI_PATH", self.cni_path.display().to_string()),
+        ]
+    }
+
+    /// Runs p4lb.
+    pub fn p4lb(&self, command: &str, cid: &str, netns: &str, args: &str, conf: &Value) -> Out {
+        run_plugin(
+            Path::new(PLUGIN),
+            &self.env(command, cid, netns, "eth0", args),
+            conf.to_string().as_bytes(),
+        )
+    }
+
+    /// Runs a plugin from the system directory with this world's environment.
+    pub fn system(&self, plugin: &str, command: &str, cid: &str, netns: &str, conf: &Value) -> Out {
+        run_plugin(
+            &Path::new(SYSTEM_CNI_DIR).join(plugin),
+            &self.env(command, cid, netns, "eth0", ""),
+            conf.to_string().as_bytes(),
+        )
+    }
+
+    /// Host links whose alias names an attachment of this network.
+    pub fn host_links(&self) -> Vec<String> {
+        let prefix = format!("p4lb:{}:", self.network);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
+            let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
+            if alias.trim().starts_with(&prefix) {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out
+    }
+
+    /// Addresses host-local holds for this network.
+    pub fn leases(&self) -> Vec<String> {
+        let dir = self.data_dir.join(&self.network);
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+
+    /// Endpoints of this network, as the controller reports them over its API.
+    pub fn endpoints(&self) -> Vec<p4lb_proto::api::Endpoint> {
+        let socket = self.socket.clone();
+        let network = self.network.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let channel = tonic::transport::Endpoint::from_static("http://x")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let s = socket.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(s).await?,
+                        ))
+                    }
+                }))
+                .await
+                .expect("controller reachable");
+            let mut c = p4lb_proto::api::controller_client::ControllerClient::new(channel);
+            c.list_endpoints(p4lb_proto::api::ListEndpointsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .endpoints
+                .into_iter()
+                .filter(|e| e.network == network)
+                .collect()
+        })
+    }
+
+    /// Nothing of this network is left: no veth, no lease, no endpoint.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        assert_eq!(self.host_links(), Vec::<String>::new(), "leaked host veths");
+        assert_eq!(self.leases(), Vec::<String>::new(), "leaked IPAM leases");
+        if !matches!(self.controller, ControllerKind::Absent) {
+            let eps: Vec<String> = self.endpoints().into_iter().map(|e| e.key).collect();
+            assert_eq!(eps, Vec::<String>::new(), "leaked controller endpoints");
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Best-effort cleanup of anything a failed test left on the host.
+        for l in self.host_links() {
+            let _ = Command::new("ip").args(["link", "del", &l]).status();
+        }
+        self.stop_controller();
+    }
+}
+
+/// The container interface's IPv4 addresses (CIDR) inside `ns`.
+pub fn pod_addrs(ns: &Netns, ifname: &str) -> Vec<String> {
+    let out = ns.exec(&["ip", "-j", "-4", "addr", "show", "dev", ifname]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(json!([]));
+    let mut addrs = Vec::new();
+    for l in v.as_array().cloned().unwrap_or_default() {
+        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
+            addrs.push(format!(
+                "{}/{}",
+                a["local"].as_str().unwrap_or(""),
+                a["prefixlen"]
+            ));
+        }
+    }
+    addrs
+}
+
+pub fn pod_links(ns: &Netns) -> Vec<String> {
+    let out = ns.exec(&["ip", "-j", "link", "show"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(json!([]));
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
+}
