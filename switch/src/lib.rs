@@ -1,1 +1,20 @@
 //! p4lb's software P4Runtime target: executes the p4lb.p4 pipeline between Linux interfaces.
+//!
+//! - [`program`]: the pipeline contract and binding a P4Info to it by name.
+//! - [`pipeline`]: the packet processing, one file per table/stage.
+//! - [`tables`], [`state`]: table storage, counters, the transit register.
+//! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
+//!   digests, idle timeout).
+//! - [`ports`]: AF_PACKET ports and the data-plane thread; [`server`]: [`serve`].
+
+pub mod bytes;
+pub mod pipeline;
+pub mod ports;
+pub mod ports_service;
+pub mod program;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod tables;
+
+pub use server::{serve, GrpcAddr, ServeError, SwitchConfig, SwitchHandle};

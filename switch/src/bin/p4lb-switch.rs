@@ -1,0 +1,77 @@
+//! `p4lb-switch`: p4lb's software P4Runtime target, with simple_switch_grpc-like flags.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use p4lb_switch::{serve, GrpcAddr, SwitchConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p4lb-switch",
+    version,
+    about = "p4lb's software P4Runtime switch"
+)]
+struct Args {
+    /// gRPC (P4Runtime + SwitchPorts) address: HOST:PORT or unix:/path.
+    #[arg(long, default_value = "127.0.0.1:9559")]
+    grpc_addr: String,
+    /// P4Runtime device id.
+    #[arg(long, default_value_t = 0)]
+    device_id: u64,
+    /// Attach a port: PORT@IFACE (repeatable), as simple_switch's -i.
+    #[arg(short = 'i', long = "interface", value_name = "PORT@IFACE")]
+    interfaces: Vec<String>,
+    /// CPU port number (accepted for compatibility; the p4lb program does not use it).
+    #[arg(long)]
+    cpu_port: Option<u32>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info, debug, p4lb_switch=trace.
+    #[arg(long, default_value = "info", env = "P4LB_SWITCH_LOG")]
+    log_level: String,
+}
+
+fn parse_iface(s: &str) -> Result<(u32, String)> {
+    let Some((port, iface)) = s.split_once('@') else {
+        bail!("interface `{s}` must be PORT@IFACE");
+    };
+    let port: u32 = port
+        .parse()
+        .with_context(|| format!("bad port number in `{s}`"))?;
+    if iface.is_empty() {
+        bail!("interface `{s}` has an empty interface name");
+    }
+    Ok((port, iface.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .with_context(|| format!("invalid log level `{}`", args.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let grpc_addr: GrpcAddr = args.grpc_addr.parse().map_err(anyhow::Error::msg)?;
+    let ports = args
+        .interfaces
+        .iter()
+        .map(|s| parse_iface(s))
+        .collect::<Result<Vec<_>>>()?;
+    let handle = serve(SwitchConfig {
+        grpc_addr,
+        device_id: args.device_id,
+        ports,
+        cpu_port: args.cpu_port,
+    })
+    .await
+    .context("starting the switch")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}

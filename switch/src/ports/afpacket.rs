@@ -1,0 +1,264 @@
+//! One switch port = one AF_PACKET socket bound to a Linux interface (SOCK_RAW, ETH_P_ALL,
+//! promiscuous, PACKET_IGNORE_OUTGOING so the switch never reads back what it sent).
+//!
+//! Offloads: the socket uses PACKET_VNET_HDR, so every frame comes with a virtio-net header
+//! telling whether its TCP/UDP checksum is still partial (`NEEDS_CSUM`, the usual case for
+//! traffic of a local stack behind a veth) and whether it is a GSO super-frame larger than
+//! the MTU. Both are forwarded as they are: the header goes back out with the frame, so the
+//! kernel completes the checksum or segments the frame on the way out, exactly like it does
+//! for a Linux bridge. Interfaces therefore need no `ethtool -K ... off`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub const VNET_HDR_LEN: usize = 10;
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+pub const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+/// Largest frame accepted (a GSO super-frame can be 64 KiB plus headers).
+pub const MAX_FRAME: usize = 65536 + 128;
+
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_MR_PROMISC: libc::c_int = 1;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// The virtio-net header (host byte order, as AF_PACKET uses it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8]) -> VnetHdr {
+        if b.len() < VNET_HDR_LEN {
+            return VnetHdr::default();
+        }
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    pub fn write(&self, b: &mut [u8]) {
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    }
+
+    pub fn needs_csum(&self) -> bool {
+        self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+    }
+}
+
+#[derive(Debug)]
+pub struct PortSocket {
+    fd: OwnedFd,
+    pub ifindex: i32,
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn setopt(fd: RawFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: passing a pointer to a live c_int and its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &val as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn ifindex(iface: &str) -> io::Result<i32> {
+    let name = CString::new(iface)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name contains NUL"))?;
+    // SAFETY: name is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(idx as i32)
+}
+
+impl PortSocket {
+    pub fn open(iface: &str) -> io::Result<PortSocket> {
+        let ifindex = ifindex(iface)?;
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto),
+            )
+        })?;
+        // SAFETY: raw is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        setopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+        setopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        let _ = setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20)
+            .or_else(|_| setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20));
+        let _ = setopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
+            .or_else(|_| setopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20));
+        // SAFETY: zeroed sockaddr_ll is a valid value; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is a valid sockaddr_ll of the given size.
+        check(unsafe {
+            libc::bind(
+                raw,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: zeroed packet_mreq is valid; fields set below.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = ifindex;
+        mreq.mr_type = PACKET_MR_PROMISC as u16;
+        // SAFETY: mreq is a valid packet_mreq.
+        check(unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                PACKET_ADD_MEMBERSHIP,
+                &mreq as *const libc::packet_mreq as *const libc::c_void,
+                std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        })?;
+        Ok(PortSocket { fd, ifindex })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends one frame with its virtio-net header; `Ok(false)` when the socket is full.
+    pub fn send(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<bool> {
+        let mut iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: VNET_HDR_LEN,
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: zeroed msghdr is valid; iov points at live buffers for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 2;
+        // SAFETY: msg is fully initialised and its buffers outlive the call.
+        let r = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+}
+
+/// Receive buffers for `recvmmsg` with a virtio-net header per frame.
+pub struct RxBatch {
+    pub hdrs: Vec<[u8; VNET_HDR_LEN]>,
+    pub bufs: Vec<Vec<u8>>,
+    pub lens: Vec<usize>,
+    iovs: Vec<[libc::iovec; 2]>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// The raw pointers inside only ever point into the batch's own buffers.
+unsafe impl Send for RxBatch {}
+
+impl RxBatch {
+    pub fn new(n: usize) -> RxBatch {
+        let mut b = RxBatch {
+            hdrs: vec![[0u8; VNET_HDR_LEN]; n],
+            bufs: (0..n).map(|_| vec![0u8; MAX_FRAME]).collect(),
+            lens: vec![0; n],
+            iovs: Vec::with_capacity(n),
+            // SAFETY: zeroed mmsghdr is a valid value.
+            msgs: (0..n).map(|_| unsafe { std::mem::zeroed() }).collect(),
+        };
+        for i in 0..n {
+            b.iovs.push([
+                libc::iovec {
+                    iov_base: b.hdrs[i].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: VNET_HDR_LEN,
+                },
+                libc::iovec {
+                    iov_base: b.bufs[i].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: MAX_FRAME,
+                },
+            ]);
+        }
+        b
+    }
+
+    /// Receives up to the batch size without blocking; returns how many frames arrived.
+    pub fn recv(&mut self, sock: &PortSocket) -> io::Result<usize> {
+        let n = self.msgs.len();
+        for i in 0..n {
+            // SAFETY: zeroed mmsghdr is valid; iov pointers refer to self's buffers, which
+            // live (and do not move: Vec heap storage) as long as self.
+            self.msgs[i] = unsafe { std::mem::zeroed() };
+            self.msgs[i].msg_hdr.msg_iov = self.iovs[i].as_mut_ptr();
+            self.msgs[i].msg_hdr.msg_iovlen = 2;
+        }
+        // SAFETY: msgs holds n initialised headers pointing into live buffers.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.fd(),
+                self.msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        let r = r as usize;
+        for i in 0..r {
+            let total = self.msgs[i].msg_len as usize;
+            self.lens[i] = total.saturating_sub(VNET_HDR_LEN);
+            if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                // Larger than MAX_FRAME: mark as unusable.
+                self.lens[i] = usize::MAX;
+            }
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,376 @@
+//! Switch ports and the data-plane thread.
+//!
+//! One thread owns every port socket and runs the pipeline: it waits in epoll for readable
+//! ports, drains each with `recvmmsg` in batches, runs [`crate::pipeline::process`] on every
+//! frame in place and sends it out of its egress port. Ports are attached and detached at
+//! run time through [`PortManager`] (a command queue plus an eventfd wakes the thread).
+
+pub mod afpacket;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use crate::pipeline::{self, Verdict};
+use crate::runtime::DataplaneSlot;
+use afpacket::{PortSocket, RxBatch, VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VNET_HDR_LEN};
+
+/// Largest port number a port may use (9-bit ports; 511 is the drop port).
+pub const MAX_PORT: u32 = 510;
+/// Frames received per `recvmmsg`.
+const BATCH: usize = 64;
+/// Frames taken from one port before looking at the others.
+const FAIR_SHARE: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port {0} is already attached")]
+    PortInUse(u32),
+    #[error("interface {0} is already attached as port {1}")]
+    IfaceInUse(String, u32),
+    #[error("port {0} is out of range (1..={MAX_PORT})")]
+    BadPort(u32),
+    #[error("port {0} is not attached")]
+    NoSuchPort(u32),
+    #[error("cannot open interface {iface}: {source}")]
+    Open { iface: String, source: io::Error },
+    #[error("data-plane thread is gone")]
+    Stopped,
+}
+
+#[derive(Debug, Default)]
+pub struct PortStats {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub drops: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Port {
+    pub num: u32,
+    pub iface: String,
+    pub sock: PortSocket,
+    pub stats: PortStats,
+}
+
+/// A snapshot of one port for ListPorts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub port: u32,
+    pub iface: String,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+}
+
+impl Port {
+    fn info(&self) -> PortInfo {
+        let s = &self.stats;
+        PortInfo {
+            port: self.num,
+            iface: self.iface.clone(),
+            rx_packets: s.rx_packets.load(Ordering::Relaxed),
+            tx_packets: s.tx_packets.load(Ordering::Relaxed),
+            rx_bytes: s.rx_bytes.load(Ordering::Relaxed),
+            tx_bytes: s.tx_bytes.load(Ordering::Relaxed),
+            drops: s.drops.load(Ordering::Relaxed),
+        }
+    }
+}
+
+enum Cmd {
+    Add(Arc<Port>),
+    Remove(u32),
+}
+
+/// Owns the data-plane thread and the set of ports.
+pub struct PortManager {
+    ports: Mutex<BTreeMap<u32, Arc<Port>>>,
+    tx: Mutex<mpsc::Sender<Cmd>>,
+    wake: RawFd,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PortManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortManager")
+            .field("ports", &self.ports.lock().len())
+            .finish()
+    }
+}
+
+fn wake(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a live u64 to our eventfd.
+    unsafe {
+        libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
+    }
+}
+
+impl PortManager {
+    pub fn start(slot: Arc<DataplaneSlot>) -> io::Result<PortManager> {
+        // SAFETY: plain eventfd(2) call.
+        let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake_fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: plain epoll_create1(2) call.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: u64::MAX,
+        };
+        // SAFETY: registering a valid fd with a valid epoll instance.
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, wake_fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("p4lb-dataplane".into())
+            .spawn(move || {
+                let mut dp = DataPlaneLoop {
+                    ep,
+                    wake_fd,
+                    rx,
+                    ports: HashMap::new(),
+                    slot,
+                    stop: stop2,
+                };
+                dp.run();
+                // SAFETY: closing descriptors this thread owns.
+                unsafe {
+                    libc::close(ep);
+                }
+            })?;
+        Ok(PortManager {
+            ports: Mutex::new(BTreeMap::new()),
+            tx: Mutex::new(tx),
+            wake: wake_fd,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn add(&self, port: u32, iface: &str) -> Result<PortInfo, PortError> {
+        if port == 0 || port > MAX_PORT {
+            return Err(PortError::BadPort(port));
+        }
+        let mut ports = self.ports.lock();
+        if ports.contains_key(&port) {
+            return Err(PortError::PortInUse(port));
+        }
+        if let Some(p) = ports.values().find(|p| p.iface == iface) {
+            return Err(PortError::IfaceInUse(iface.to_string(), p.num));
+        }
+        let sock = PortSocket::open(iface).map_err(|source| PortError::Open {
+            iface: iface.to_string(),
+            source,
+        })?;
+        let p = Arc::new(Port {
+            num: port,
+            iface: iface.to_string(),
+            sock,
+            stats: PortStats::default(),
+        });
+        self.tx
+            .lock()
+            .send(Cmd::Add(p.clone()))
+            .map_err(|_| PortError::Stopped)?;
+        wake(self.wake);
+        ports.insert(port, p.clone());
+        tracing::info!(port, iface, "port attached");
+        Ok(p.info())
+    }
+
+    pub fn remove(&self, port: u32) -> Result<(), PortError> {
+        let mut ports = self.ports.lock();
+        if ports.remove(&port).is_none() {
+            return Err(PortError::NoSuchPort(port));
+        }
+        self.tx
+            .lock()
+            .send(Cmd::Remove(port))
+            .map_err(|_| PortError::Stopped)?;
+        wake(self.wake);
+        tracing::info!(port, "port detached");
+        Ok(())
+    }
+
+    pub fn list(&self) -> Vec<PortInfo> {
+        self.ports.lock().values().map(|p| p.info()).collect()
+    }
+
+    /// Stops the data-plane thread (ports are closed with it).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        wake(self.wake);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PortManager {
+    fn drop(&mut self) {
+        self.shutdown();
+        // SAFETY: closing our eventfd once, after the thread is gone.
+        unsafe {
+            libc::close(self.wake);
+        }
+    }
+}
+
+struct DataPlaneLoop {
+    ep: RawFd,
+    wake_fd: RawFd,
+    rx: mpsc::Receiver<Cmd>,
+    ports: HashMap<u32, Arc<Port>>,
+    slot: Arc<DataplaneSlot>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DataPlaneLoop {
+    fn commands(&mut self) {
+        let mut buf = 0u64;
+        // SAFETY: reading 8 bytes into a live u64 from our nonblocking eventfd.
+        unsafe {
+            libc::read(self.wake_fd, &mut buf as *mut u64 as *mut libc::c_void, 8);
+        }
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Cmd::Add(p) => {
+                    let mut ev = libc::epoll_event {
+                        events: libc::EPOLLIN as u32,
+                        u64: u64::from(p.num),
+                    };
+                    // SAFETY: registering the port's live socket.
+                    if unsafe {
+                        libc::epoll_ctl(self.ep, libc::EPOLL_CTL_ADD, p.sock.fd(), &mut ev)
+                    } < 0
+                    {
+                        tracing::error!(port = p.num, error = %io::Error::last_os_error(), "epoll_ctl failed");
+                        continue;
+                    }
+                    self.ports.insert(p.num, p);
+                }
+                Cmd::Remove(n) => {
+                    if let Some(p) = self.ports.remove(&n) {
+                        // SAFETY: deregistering a socket we registered.
+                        unsafe {
+                            libc::epoll_ctl(
+                                self.ep,
+                                libc::EPOLL_CTL_DEL,
+                                p.sock.fd(),
+                                std::ptr::null_mut(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut batch = RxBatch::new(BATCH);
+        while !self.stop.load(Ordering::Relaxed) {
+            // SAFETY: events has room for events.len() entries.
+            let n =
+                unsafe { libc::epoll_wait(self.ep, events.as_mut_ptr(), events.len() as i32, 200) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "epoll_wait failed");
+                }
+                continue;
+            }
+            let ready: Vec<u64> = events[..n as usize].iter().map(|e| e.u64).collect();
+            for key in ready {
+                if key == u64::MAX {
+                    self.commands();
+                    continue;
+                }
+                let Some(port) = self.ports.get(&(key as u32)).cloned() else {
+                    continue;
+                };
+                self.drain(&port, &mut batch);
+            }
+        }
+    }
+
+    fn drain(&self, port: &Port, batch: &mut RxBatch) {
+        let dp = self.slot.get();
+        let mut taken = 0;
+        while taken < FAIR_SHARE {
+            let n = match batch.recv(&port.sock) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(port = port.num, error = %e, "receive failed");
+                    return;
+                }
+            };
+            taken += n;
+            for i in 0..n {
+                let len = batch.lens[i];
+                if len == usize::MAX {
+                    port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                port.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                port.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                let Some(dp) = dp.as_ref() else {
+                    port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let mut hdr = VnetHdr::parse(&batch.hdrs[i]);
+                let frame = &mut batch.bufs[i][..len];
+                match pipeline::process(dp, frame, port.num as u16, hdr.needs_csum()) {
+                    Verdict::Drop => {
+                        port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Verdict::Forward(out) => {
+                        let Some(op) = self.ports.get(&u32::from(out)) else {
+                            port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        };
+                        hdr.flags &= !VIRTIO_NET_HDR_F_DATA_VALID;
+                        let mut hb = [0u8; VNET_HDR_LEN];
+                        hdr.write(&mut hb);
+                        match op.sock.send(&hb, frame) {
+                            Ok(true) => {
+                                op.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+                                op.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                            }
+                            Ok(false) => {
+                                op.stats.drops.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                op.stats.drops.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(port = out, error = %e, "send failed");
+                            }
+                        }
+                    }
+                }
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+}

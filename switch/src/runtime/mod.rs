@@ -1,0 +1,14 @@
+//! The P4Runtime server: arbitration, pipeline config, Write/Read, digests, idle timeout.
+
+pub mod arbitration;
+pub mod device;
+pub mod digest;
+pub mod entry;
+pub mod idle;
+pub mod read;
+pub mod service;
+pub mod status;
+pub mod write;
+
+pub use device::{DataplaneSlot, Device};
+pub use service::P4RuntimeService;

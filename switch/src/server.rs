@@ -1,0 +1,200 @@
+//! Running the switch: the gRPC server (P4Runtime + SwitchPorts) and the data plane, either
+//! from the `p4lb-switch` binary or embedded in another process ([`serve`]).
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use p4lb_proto::api::switch_ports_server::SwitchPortsServer;
+use p4lb_proto::p4runtime::p4_runtime_server::P4RuntimeServer;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::ports::{PortError, PortManager};
+use crate::ports_service::SwitchPortsService;
+use crate::runtime::{DataplaneSlot, Device, P4RuntimeService};
+
+/// Where the gRPC server listens: `HOST:PORT` or `unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for GrpcAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            let p = p.trim_start_matches("//");
+            if p.is_empty() {
+                return Err("unix: address needs a path".into());
+            }
+            return Ok(GrpcAddr::Unix(PathBuf::from(p)));
+        }
+        s.parse::<SocketAddr>()
+            .map(GrpcAddr::Tcp)
+            .map_err(|e| format!("invalid gRPC address `{s}` (HOST:PORT or unix:/path): {e}"))
+    }
+}
+
+impl std::fmt::Display for GrpcAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrpcAddr::Tcp(a) => write!(f, "{a}"),
+            GrpcAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    pub grpc_addr: GrpcAddr,
+    pub device_id: u64,
+    /// (port number, interface) attached at start.
+    pub ports: Vec<(u32, String)>,
+    /// Accepted for command-line compatibility with simple_switch_grpc; the p4lb program
+    /// never sends to or receives from the CPU port.
+    pub cpu_port: Option<u32>,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            grpc_addr: GrpcAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9559))),
+            device_id: 0,
+            ports: Vec::new(),
+            cpu_port: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the data plane: {0}")]
+    Dataplane(std::io::Error),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// A running switch.
+#[derive(Debug)]
+pub struct SwitchHandle {
+    /// The address actually bound (a TCP port 0 request is resolved).
+    pub addr: GrpcAddr,
+    pub device: Arc<Device>,
+    pub ports: Arc<PortManager>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl SwitchHandle {
+    /// URI a tonic client can connect to (`http://HOST:PORT`; for Unix sockets use
+    /// [`GrpcAddr::Unix`] with a custom connector).
+    pub fn endpoint(&self) -> String {
+        match &self.addr {
+            GrpcAddr::Tcp(a) => format!("http://{a}"),
+            GrpcAddr::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// Stops serving and the data plane.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let ports = self.ports.clone();
+        let _ = tokio::task::spawn_blocking(move || ports.shutdown()).await;
+        if let GrpcAddr::Unix(p) = &self.addr {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Waits until the server stops (error or shutdown).
+    pub async fn wait(mut self) -> Result<(), tonic::transport::Error> {
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the switch inside the current tokio runtime.
+pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
+    let slot = Arc::new(DataplaneSlot::default());
+    let device = Arc::new(Device::new(config.device_id, slot.clone()));
+    let ports = Arc::new(PortManager::start(slot).map_err(ServeError::Dataplane)?);
+    for (num, iface) in &config.ports {
+        ports.add(*num, iface)?;
+    }
+    let p4rt = P4RuntimeServer::new(P4RuntimeService {
+        device: device.clone(),
+    })
+    .max_decoding_message_size(256 << 20)
+    .max_encoding_message_size(256 << 20);
+    let sp = SwitchPortsServer::new(SwitchPortsService {
+        ports: ports.clone(),
+    });
+    let router = tonic::transport::Server::builder()
+        .add_service(p4rt)
+        .add_service(sp);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+    let (addr, task) = match &config.grpc_addr {
+        GrpcAddr::Tcp(a) => {
+            let l =
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: a.to_string(),
+                        source,
+                    })?;
+            let bound = l.local_addr().map_err(|source| ServeError::Listen {
+                addr: a.to_string(),
+                source,
+            })?;
+            let inc = TcpListenerStream::new(l);
+            (
+                GrpcAddr::Tcp(bound),
+                tokio::spawn(router.serve_with_incoming_shutdown(inc, stop)),
+            )
+        }
+        GrpcAddr::Unix(p) => {
+            let listen_err = |source| ServeError::Listen {
+                addr: format!("unix:{}", p.display()),
+                source,
+            };
+            if p.exists() {
+                std::fs::remove_file(p).map_err(listen_err)?;
+            }
+            let l = tokio::net::UnixListener::bind(p).map_err(listen_err)?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))
+                .map_err(listen_err)?;
+            let inc = UnixListenerStream::new(l);
+            (
+                GrpcAddr::Unix(p.clone()),
+                tokio::spawn(router.serve_with_incoming_shutdown(inc, stop)),
+            )
+        }
+    };
+    tracing::info!(addr = %addr, device_id = config.device_id, "p4lb-switch serving P4Runtime");
+    Ok(SwitchHandle {
+        addr,
+        device,
+        ports,
+        shutdown: Some(stop_tx),
+        task: Some(task),
+    })
+}
