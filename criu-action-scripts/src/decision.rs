@@ -1,0 +1,238 @@
+//! What to do at each CRIU action, given what earlier actions of the same CRIU
+//! run recorded. Pure logic: the handlers in `dump.rs` and `restore.rs` carry
+//! the steps out.
+
+use crate::action::CriuAction;
+use crate::config::{CheckpointMode, CHECKPOINT_LABEL};
+use crate::run_state::{RunSide, RunState};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do (with the reason, for the log).
+    Nothing(&'static str),
+    // Dump side.
+    /// pre-dump: find the endpoint of CRTOOLS_INIT_PID, start the run state.
+    Identify,
+    /// network-lock: LOCK at the controller, write the record.
+    Lock,
+    /// post-dump: CHECKPOINTED (LOCK first when no network-lock ran: a task that
+    /// shares CRIU's network namespace).
+    Checkpointed { lock_first: bool },
+    /// network-unlock after a successful dump of a task that keeps running.
+    LeaveRunning { mode: CheckpointMode },
+    /// network-unlock after a failed dump: unlock the source.
+    Abort,
+    // Restore side.
+    /// pre-restore: read the record from the images.
+    ReadRecord,
+    /// setup-namespaces: RESTORE_STARTED, then the addresses into the target netns.
+    RestoreStarted,
+    /// post-restore: RESTORED_AT (the controller repoints the backend).
+    /// `start_first` when no setup-namespaces ran (no namespaces restored).
+    RestoredAt { start_first: bool },
+    /// network-unlock on the restore side: UNLOCK.
+    Unlock,
+    /// post-resume: forget the run state.
+    Finish,
+}
+
+/// The checkpoint mode an endpoint label asks for (None when absent or invalid).
+pub fn mode_from_label(
+    labels: &std::collections::HashMap<String, String>,
+) -> Option<CheckpointMode> {
+    labels.get(CHECKPOINT_LABEL).and_then(|v| v.parse().ok())
+}
+
+pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
+    use CriuAction as A;
+    let managed = st.is_some_and(|s| s.managed);
+    match action {
+        A::PreDump => Step::Identify,
+        A::NetworkLock => match st {
+            // pre-dump always runs first; without its state, identify now.
+            None => Step::Lock,
+            Some(s) if s.side != RunSide::Dump => Step::Nothing("network-lock outside a dump"),
+            Some(s) if !s.managed => Step::Nothing("not a p4lb endpoint"),
+            Some(s) if s.locked => Step::Nothing("already locked"),
+            Some(_) => Step::Lock,
+        },
+        A::PostDump => match st {
+            Some(s) if s.side == RunSide::Dump && s.managed && !s.checkpointed => {
+                Step::Checkpointed {
+                    lock_first: !s.locked,
+                }
+            }
+            Some(s) if s.managed && s.checkpointed => Step::Nothing("already checkpointed"),
+            _ => Step::Nothing("not a p4lb endpoint"),
+        },
+        A::NetworkUnlock => match st {
+            None => Step::Nothing("no state for this CRIU run"),
+            Some(s) if !s.managed => Step::Nothing("not a p4lb endpoint"),
+            Some(s) => match s.side {
+                RunSide::Dump if s.checkpointed => Step::LeaveRunning { mode: s.mode },
+                RunSide::Dump if s.locked => Step::Abort,
+                RunSide::Dump => Step::Nothing("dump failed before the lock"),
+                RunSide::Restore if s.unlocked => Step::Nothing("already unlocked"),
+                RunSide::Restore if s.restore_started => Step::Unlock,
+                RunSide::Restore => Step::Nothing("restore never started"),
+            },
+        },
+        A::PreRestore => Step::ReadRecord,
+        A::SetupNamespaces => match st {
+            None => Step::RestoreStarted,
+            Some(s) if s.side == RunSide::Restore && s.managed && !s.restore_started => {
+                Step::RestoreStarted
+            }
+            Some(s) if s.managed && s.restore_started => Step::Nothing("already started"),
+            _ => Step::Nothing("no p4lb record in the images"),
+        },
+        A::PostRestore => match st {
+            Some(s) if s.side == RunSide::Restore && managed && !s.restored => Step::RestoredAt {
+                start_first: !s.restore_started,
+            },
+            Some(s) if s.managed && s.restored => Step::Nothing("already restored"),
+            _ => Step::Nothing("no p4lb record in the images"),
+        },
+        A::PostResume => Step::Finish,
+        A::PostSetupNamespaces | A::PreResume => Step::Nothing("no p4lb work at this action"),
+        A::Other => Step::Nothing("action not used by p4lb"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(locked: bool, checkpointed: bool, mode: CheckpointMode) -> RunState {
+        let mut s = RunState::unmanaged(RunSide::Dump);
+        s.managed = true;
+        s.locked = locked;
+        s.checkpointed = checkpointed;
+        s.mode = mode;
+        s
+    }
+
+    fn restore(started: bool, restored: bool, unlocked: bool) -> RunState {
+        let mut s = RunState::unmanaged(RunSide::Restore);
+        s.managed = true;
+        s.restore_started = started;
+        s.restored = restored;
+        s.unlocked = unlocked;
+        s
+    }
+
+    #[test]
+    fn dump_sequence_stopping_the_task() {
+        use CheckpointMode::Migrate as M;
+        assert_eq!(decide(CriuAction::PreDump, None), Step::Identify);
+        assert_eq!(
+            decide(CriuAction::NetworkLock, Some(&dump(false, false, M))),
+            Step::Lock
+        );
+        assert_eq!(
+            decide(CriuAction::PostDump, Some(&dump(true, false, M))),
+            Step::Checkpointed { lock_first: false }
+        );
+    }
+
+    #[test]
+    fn dump_without_network_lock_locks_at_post_dump() {
+        let s = dump(false, false, CheckpointMode::Migrate);
+        assert_eq!(
+            decide(CriuAction::PostDump, Some(&s)),
+            Step::Checkpointed { lock_first: true }
+        );
+    }
+
+    #[test]
+    fn leave_running_follows_the_mode() {
+        for m in [CheckpointMode::Snapshot, CheckpointMode::Migrate] {
+            assert_eq!(
+                decide(CriuAction::NetworkUnlock, Some(&dump(true, true, m))),
+                Step::LeaveRunning { mode: m }
+            );
+        }
+    }
+
+    #[test]
+    fn failed_dump_aborts_only_when_locked() {
+        let m = CheckpointMode::Migrate;
+        assert_eq!(
+            decide(CriuAction::NetworkUnlock, Some(&dump(true, false, m))),
+            Step::Abort
+        );
+        assert!(matches!(
+            decide(CriuAction::NetworkUnlock, Some(&dump(false, false, m))),
+            Step::Nothing(_)
+        ));
+    }
+
+    #[test]
+    fn unmanaged_runs_do_nothing() {
+        let d = RunState::unmanaged(RunSide::Dump);
+        let r = RunState::unmanaged(RunSide::Restore);
+        for a in [
+            CriuAction::NetworkLock,
+            CriuAction::PostDump,
+            CriuAction::NetworkUnlock,
+        ] {
+            assert!(matches!(decide(a, Some(&d)), Step::Nothing(_)), "{a}");
+        }
+        for a in [
+            CriuAction::SetupNamespaces,
+            CriuAction::PostRestore,
+            CriuAction::NetworkUnlock,
+        ] {
+            assert!(matches!(decide(a, Some(&r)), Step::Nothing(_)), "{a}");
+        }
+        assert!(matches!(
+            decide(CriuAction::NetworkUnlock, None),
+            Step::Nothing(_)
+        ));
+    }
+
+    #[test]
+    fn restore_sequence() {
+        assert_eq!(decide(CriuAction::PreRestore, None), Step::ReadRecord);
+        assert_eq!(
+            decide(
+                CriuAction::SetupNamespaces,
+                Some(&restore(false, false, false))
+            ),
+            Step::RestoreStarted
+        );
+        assert_eq!(
+            decide(CriuAction::PostRestore, Some(&restore(true, false, false))),
+            Step::RestoredAt { start_first: false }
+        );
+        assert_eq!(
+            decide(CriuAction::NetworkUnlock, Some(&restore(true, true, false))),
+            Step::Unlock
+        );
+        assert!(matches!(
+            decide(CriuAction::NetworkUnlock, Some(&restore(true, true, true))),
+            Step::Nothing(_)
+        ));
+        assert_eq!(decide(CriuAction::PostResume, None), Step::Finish);
+    }
+
+    #[test]
+    fn restore_without_namespaces_starts_at_post_restore() {
+        assert_eq!(
+            decide(CriuAction::PostRestore, Some(&restore(false, false, false))),
+            Step::RestoredAt { start_first: true }
+        );
+    }
+
+    #[test]
+    fn labels_select_the_mode() {
+        let mut l = std::collections::HashMap::new();
+        assert_eq!(mode_from_label(&l), None);
+        l.insert(CHECKPOINT_LABEL.to_string(), "migrate".to_string());
+        assert_eq!(mode_from_label(&l), Some(CheckpointMode::Migrate));
+        l.insert(CHECKPOINT_LABEL.to_string(), "snapshot".to_string());
+        assert_eq!(mode_from_label(&l), Some(CheckpointMode::Snapshot));
+        l.insert(CHECKPOINT_LABEL.to_string(), "bogus".to_string());
+        assert_eq!(mode_from_label(&l), None);
+    }
+}

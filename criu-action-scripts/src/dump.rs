@@ -1,0 +1,211 @@
+//! What happens at checkpoint: identify the endpoint, lock it at the switch,
+//! record the migration in the images, report CHECKPOINTED; for a checkpoint that
+//! leaves the task running, either unlock (snapshot) or keep it locked (migration).
+
+use std::net::Ipv4Addr;
+
+use p4lb_proto::api::{Endpoint, MigrationPhase};
+
+use crate::config::CheckpointMode;
+use crate::decision::mode_from_label;
+use crate::error::ActionError;
+use crate::record::{MigrationRecord, RecordState, SourceEndpoint, RECORD_VERSION};
+use crate::run_state::{RunSide, RunState};
+use crate::runner::Run;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn source_of(ep: &Endpoint) -> Result<(SourceEndpoint, Vec<Ipv4Addr>), ActionError> {
+    let bad = |what: &str, v: &str| {
+        ActionError::Input(format!(
+            "controller returned endpoint {} with an invalid {what} {v:?}",
+            ep.key
+        ))
+    };
+    let ip: Ipv4Addr = ep.ip.parse().map_err(|_| bad("ip", &ep.ip))?;
+    let mut addresses = vec![ip];
+    for m in &ep.migrated_ips {
+        let a: Ipv4Addr = m.parse().map_err(|_| bad("migrated ip", m))?;
+        if !addresses.contains(&a) {
+            addresses.push(a);
+        }
+    }
+    Ok((
+        SourceEndpoint {
+            key: ep.key.clone(),
+            container_id: ep.container_id.clone(),
+            ifname: ep.ifname.clone(),
+            ip,
+            prefix_len: ep.prefix_len,
+            mac: ep.mac.clone(),
+            netns_inode: ep.netns_inode,
+            network: ep.network.clone(),
+        },
+        addresses,
+    ))
+}
+
+/// pre-dump: which endpoint (if any) is being checkpointed.
+pub async fn identify(run: &mut Run<'_>) -> Result<String, ActionError> {
+    let st = identify_state(run).await?;
+    run.save(&st)?;
+    Ok(if st.managed {
+        format!(
+            "checkpoint of endpoint {} (mode {:?})",
+            st.endpoint_key, st.mode
+        )
+    } else {
+        "not a p4lb endpoint".into()
+    })
+}
+
+async fn identify_state(run: &mut Run<'_>) -> Result<RunState, ActionError> {
+    let pid = run.init_pid()?;
+    let ep = run.controller().await?.endpoint_of_pid(pid).await?;
+    let Some(ep) = ep else {
+        return Ok(RunState::unmanaged(RunSide::Dump));
+    };
+    let (source, addresses) = source_of(&ep)?;
+    let mut st = RunState::unmanaged(RunSide::Dump);
+    st.managed = true;
+    st.endpoint_key = ep.key.clone();
+    // Used only if the task keeps running after the dump.
+    st.mode = mode_from_label(&ep.labels).unwrap_or(run.cfg.leave_running_default);
+    st.source = Some(source);
+    st.addresses = addresses;
+    Ok(st)
+}
+
+fn record_of(
+    st: &RunState,
+    state: RecordState,
+    controller_state: &str,
+) -> Result<MigrationRecord, ActionError> {
+    let source = st
+        .source
+        .clone()
+        .ok_or_else(|| ActionError::Input("run state has no source endpoint".into()))?;
+    Ok(MigrationRecord {
+        version: RECORD_VERSION,
+        migration_id: st.migration_id.clone(),
+        // A dump that stops the task is always a migration; see leave_running().
+        mode: CheckpointMode::Migrate,
+        state,
+        source,
+        addresses: st.addresses.clone(),
+        leave_running: false,
+        controller_state: controller_state.to_owned(),
+        created_unix_ms: now_ms(),
+    })
+}
+
+/// network-lock: LOCK, then the record into the image directory.
+pub async fn lock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
+    let mut st = match st {
+        Some(s) => s,
+        None => identify_state(run).await?,
+    };
+    if !st.managed {
+        run.save(&st)?;
+        return Ok("not a p4lb endpoint".into());
+    }
+    let m = run.event(MigrationPhase::Lock, "", "", false).await?;
+    if m.id.is_empty() {
+        return Err(ActionError::Input(
+            "controller answered LOCK without a migration id".into(),
+        ));
+    }
+    st.migration_id = m.id.clone();
+    st.locked = true;
+    // Save first: if writing the record fails, network-unlock still knows to ABORT.
+    run.save(&st)?;
+    let dir = run.image_dir()?;
+    let rec = record_of(&st, RecordState::Locked, &m.state)?;
+    let path = rec.write_to(&dir)?;
+    Ok(format!(
+        "locked endpoint {} (migration {}), record {}",
+        st.endpoint_key,
+        m.id,
+        path.display()
+    ))
+}
+
+/// post-dump: CHECKPOINTED.
+pub async fn checkpointed(
+    run: &mut Run<'_>,
+    st: Option<RunState>,
+    lock_first: bool,
+) -> Result<String, ActionError> {
+    if lock_first {
+        tracing::info!("no network-lock ran (task shares CRIU's network namespace): locking now");
+        lock(run, st).await?;
+    }
+    let mut st = run
+        .load()?
+        .ok_or_else(|| ActionError::Input("post-dump: run state vanished".into()))?;
+    let m = run
+        .event(
+            MigrationPhase::Checkpointed,
+            &st.migration_id.clone(),
+            "",
+            false,
+        )
+        .await?;
+    st.checkpointed = true;
+    run.save(&st)?;
+    let dir = run.image_dir()?;
+    let rec = record_of(&st, RecordState::Checkpointed, &m.state)?;
+    rec.write_to(&dir)?;
+    Ok(format!("checkpointed migration {}", st.migration_id))
+}
+
+/// network-unlock after a successful dump: the task keeps running.
+pub async fn leave_running(
+    run: &mut Run<'_>,
+    st: Option<RunState>,
+    mode: CheckpointMode,
+) -> Result<String, ActionError> {
+    let st = st.ok_or_else(|| ActionError::Input("network-unlock: no run state".into()))?;
+    let dir = run.image_dir()?;
+    let mut rec = match MigrationRecord::read_from(&dir)? {
+        Some(r) => r,
+        None => record_of(&st, RecordState::Checkpointed, "")?,
+    };
+    rec.leave_running = true;
+    rec.mode = mode;
+    rec.write_to(&dir)?;
+    let msg = match mode {
+        CheckpointMode::Snapshot => {
+            run.event(MigrationPhase::SnapshotDone, &st.migration_id, "", true)
+                .await?;
+            format!(
+                "snapshot of {} done: source unlocked (migration {})",
+                st.endpoint_key, st.migration_id
+            )
+        }
+        CheckpointMode::Migrate => format!(
+            "leave-running checkpoint of {} is a migration: the source stays locked until the \
+             restore unlocks the target (migration {})",
+            st.endpoint_key, st.migration_id
+        ),
+    };
+    run.state_file.remove();
+    Ok(msg)
+}
+
+/// network-unlock after a failed dump: unlock the source.
+pub async fn abort(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
+    let st = st.ok_or_else(|| ActionError::Input("network-unlock: no run state".into()))?;
+    run.event(MigrationPhase::Abort, &st.migration_id, "", false)
+        .await?;
+    run.state_file.remove();
+    Ok(format!(
+        "dump failed: migration {} aborted, {} unlocked",
+        st.migration_id, st.endpoint_key
+    ))
+}

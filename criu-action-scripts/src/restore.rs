@@ -1,0 +1,168 @@
+//! What happens at restore: read the record that came with the images, tell the
+//! controller the restore started in the target endpoint, move the container's
+//! addresses into the target network namespace (CRIU binds the restored sockets to
+//! them), report RESTORED_AT (the controller repoints the backend) and UNLOCK.
+
+use crate::config::CheckpointMode;
+use crate::error::ActionError;
+use crate::netns::ensure_addresses;
+use crate::record::{MigrationRecord, RecordState};
+use crate::run_state::{RunSide, RunState};
+use crate::runner::Run;
+use p4lb_proto::api::MigrationPhase;
+
+fn restore_state(run: &Run<'_>) -> Result<(RunState, String), ActionError> {
+    let Some(dir) = run.env.image_dir.clone() else {
+        return Ok((
+            RunState::unmanaged(RunSide::Restore),
+            "no image directory".into(),
+        ));
+    };
+    let Some(rec) = MigrationRecord::read_from(&dir)? else {
+        return Ok((
+            RunState::unmanaged(RunSide::Restore),
+            "no p4lb record in the images".into(),
+        ));
+    };
+    if rec.leave_running && rec.mode == CheckpointMode::Snapshot {
+        return Ok((
+            RunState::unmanaged(RunSide::Restore),
+            format!(
+                "images are a snapshot of {} (still running there): its addresses do not move",
+                rec.source.key
+            ),
+        ));
+    }
+    if rec.state != RecordState::Checkpointed {
+        return Err(ActionError::Input(format!(
+            "record of migration {} says the checkpoint never completed (state {:?})",
+            rec.migration_id, rec.state
+        )));
+    }
+    let mut st = RunState::unmanaged(RunSide::Restore);
+    st.managed = true;
+    st.migration_id = rec.migration_id.clone();
+    st.mode = rec.mode;
+    let msg = format!(
+        "restoring migration {} of {} ({})",
+        rec.migration_id, rec.source.key, rec.source.ip
+    );
+    st.record = Some(rec);
+    Ok((st, msg))
+}
+
+/// pre-restore: read the record.
+pub async fn read_record(run: &mut Run<'_>) -> Result<String, ActionError> {
+    let (st, msg) = restore_state(run)?;
+    run.save(&st)?;
+    Ok(msg)
+}
+
+/// setup-namespaces: RESTORE_STARTED and the addresses into the target.
+pub async fn restore_started(
+    run: &mut Run<'_>,
+    st: Option<RunState>,
+) -> Result<String, ActionError> {
+    let mut st = match st {
+        Some(s) => s,
+        None => restore_state(run)?.0,
+    };
+    let Some(rec) = st.record.clone().filter(|_| st.managed) else {
+        run.save(&st)?;
+        return Ok("no p4lb record in the images".into());
+    };
+    let pid = run.init_pid()?;
+    let target = run
+        .controller()
+        .await?
+        .endpoint_of_pid(pid)
+        .await?
+        .ok_or_else(|| {
+            ActionError::Input(format!(
+                "the restore target (network namespace of pid {pid}) is not a p4lb endpoint: \
+                 the CNI plugin registers it (locked) before the restore; migration {} cannot \
+                 continue",
+                rec.migration_id
+            ))
+        })?;
+    let source_ip = rec.source.ip.to_string();
+    let m = run
+        .event(
+            MigrationPhase::RestoreStarted,
+            &rec.migration_id,
+            &source_ip,
+            false,
+        )
+        .await?;
+    let ifname = if target.ifname.is_empty() {
+        rec.source.ifname.clone()
+    } else {
+        target.ifname.clone()
+    };
+    let change = ensure_addresses(pid, &ifname, &rec.addresses)?;
+    st.restore_started = true;
+    st.endpoint_key = target.key.clone();
+    run.save(&st)?;
+    Ok(format!(
+        "migration {} restoring into {} ({}): added {:?} on {ifname}, already present {:?}",
+        m.id, target.key, target.ip, change.added, change.already_present
+    ))
+}
+
+/// post-restore: RESTORED_AT.
+pub async fn restored_at(
+    run: &mut Run<'_>,
+    st: Option<RunState>,
+    start_first: bool,
+) -> Result<String, ActionError> {
+    if start_first {
+        tracing::info!("no setup-namespaces ran (no namespaces restored): starting now");
+        restore_started(run, st).await?;
+    }
+    let mut st = run
+        .load()?
+        .ok_or_else(|| ActionError::Input("post-restore: run state vanished".into()))?;
+    let source_ip = st
+        .record
+        .as_ref()
+        .map(|r| r.source.ip.to_string())
+        .unwrap_or_default();
+    let m = run
+        .event(
+            MigrationPhase::RestoredAt,
+            &st.migration_id.clone(),
+            &source_ip,
+            false,
+        )
+        .await?;
+    st.restored = true;
+    run.save(&st)?;
+    Ok(format!(
+        "migration {} restored at {} (switchover {} us)",
+        m.id, st.endpoint_key, m.switchover_us
+    ))
+}
+
+/// network-unlock on the restore side: UNLOCK.
+pub async fn unlock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
+    let mut st = st.ok_or_else(|| ActionError::Input("network-unlock: no run state".into()))?;
+    let source_ip = st
+        .record
+        .as_ref()
+        .map(|r| r.source.ip.to_string())
+        .unwrap_or_default();
+    let m = run
+        .event(
+            MigrationPhase::Unlock,
+            &st.migration_id.clone(),
+            &source_ip,
+            false,
+        )
+        .await?;
+    st.unlocked = true;
+    run.save(&st)?;
+    Ok(format!(
+        "migration {} unlocked at {} (stall {} us)",
+        m.id, st.endpoint_key, m.stall_us
+    ))
+}
