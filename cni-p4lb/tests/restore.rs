@@ -1,0 +1,107 @@
+//! What happens at restore: the endpoint is registered locked, with the old address.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn podman_restore_args_register_locked_with_new_ip() {
+    let w = World::new();
+    let ns = Netns::new();
+    let c = w.conf("1.0.0");
+    let old_ip = w.subnet.replace(".0/24", ".200");
+    let args = format!("IgnoreUnknown=1;IP={old_ip};MAC=02:11:22:33:44:55;K8S_POD_NAME=web");
+    let r = w.p4lb("ADD", "restored", &ns.path, &args, &c);
+    r.ok();
+    let r = r.json();
+    let new_ip = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_ip, old_ip, "IPAM did not get the old address");
+    let ep = &w.endpoints()[0];
+    assert!(ep.locked, "registered locked");
+    let reg = w.fake().lock().unwrap().registered.last().cloned().unwrap();
+    assert!(reg.locked);
+    assert_eq!(reg.restore_of_ip, old_ip);
+    assert_eq!(reg.restore_of_mac, "02:11:22:33:44:55");
+    // the old address is on the interface too, so restored sockets can bind it
+    let addrs = pod_addrs(&ns, "eth0");
+    assert!(addrs.contains(&format!("{old_ip}/32")), "{addrs:?}");
+    // DEL with the same CNI_ARGS releases the lease that was taken
+    w.p4lb("DEL", "restored", &ns.path, &args, &c).ok();
+    w.assert_clean();
+}
+
+#[test]
+fn static_ip_alone_is_not_a_restore() {
+    let w = World::new();
+    let ns = Netns::new();
+    let want = w.subnet.replace(".0/24", ".77");
+    let mut c = w.conf("1.0.0");
+    // host-local honours IP= only through args; CNI_ARGS IP= alone is a static request
+    c["ipam"]["type"] = json!("host-local");
+    let r = w.p4lb(
+        "ADD",
+        "static",
+        &ns.path,
+        &format!("IgnoreUnknown=1;IP={want}"),
+        &c,
+    );
+    r.ok();
+    assert_eq!(r.json()["ips"][0]["address"], json!(format!("{want}/24")));
+    assert!(!w.endpoints()[0].locked);
+    w.p4lb(
+        "DEL",
+        "static",
+        &ns.path,
+        &format!("IgnoreUnknown=1;IP={want}"),
+        &c,
+    )
+    .ok();
+    w.assert_clean();
+}
+
+#[test]
+fn cri_annotation_restore_and_lock_opt_out() {
+    let w = World::new();
+    let ns = Netns::new();
+    let old_ip = "10.250.0.9";
+    let mut c = w.conf("1.0.0");
+    c["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations": {
+        "p4lb.io/restore-from": old_ip,
+        "labels.p4lb.io/app": "web",
+    }});
+    w.p4lb("ADD", "cri", &ns.path, "", &c).ok();
+    let ep = &w.endpoints()[0];
+    assert!(ep.locked);
+    assert_eq!(ep.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(
+        w.fake()
+            .lock()
+            .unwrap()
+            .registered
+            .last()
+            .unwrap()
+            .restore_of_ip,
+        old_ip
+    );
+    w.p4lb("DEL", "cri", &ns.path, "", &c).ok();
+
+    // lockOnRestore=false: still a restore, registered unlocked
+    let ns2 = Netns::new();
+    c["lockOnRestore"] = json!(false);
+    w.p4lb("ADD", "cri2", &ns2.path, "", &c).ok();
+    assert!(!w.endpoints()[0].locked);
+    w.p4lb("DEL", "cri2", &ns2.path, "", &c).ok();
+    // a malformed annotation is refused, not taken for a fresh start
+    let ns3 = Netns::new();
+    c["runtimeConfig"]["io.kubernetes.cri.pod-annotations"]["p4lb.io/restore-from"] =
+        json!("bogus");
+    w.p4lb("ADD", "cri3", &ns3.path, "", &c).err(7);
+    w.assert_clean();
+}
