@@ -1,0 +1,68 @@
+//! One hook invocation: container state → endpoint labels at the controller.
+
+use std::time::Duration;
+
+use oci_spec::runtime::{ContainerState, State};
+use p4lb_criu_action::controller::{Controller, ControllerError};
+use p4lb_proto::api::{Identity, UpdateEndpointMetadataRequest};
+
+use crate::labels::from_annotations;
+use crate::state::{annotations, stage_of, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+}
+
+pub struct HookConfig {
+    pub socket: std::path::PathBuf,
+    pub connect_timeout: Duration,
+    pub call_timeout: Duration,
+}
+
+/// What the hook did, for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Skipped(String),
+    NotAnEndpoint,
+    Updated { key: String, labels: usize },
+}
+
+pub async fn handle(st: &State, cfg: &HookConfig) -> Result<Outcome, HookError> {
+    let stage = stage_of(st);
+    let pid = match (st.status(), st.pid()) {
+        (ContainerState::Stopped, _) => {
+            return Ok(Outcome::Skipped(format!(
+                "{stage}: container stopped (its endpoint goes with CNI DEL)"
+            )))
+        }
+        (_, Some(p)) if *p > 0 => *p as u32,
+        _ => return Ok(Outcome::Skipped(format!("{stage}: no container pid yet"))),
+    };
+    let ann = annotations(st)?;
+    let labels = from_annotations(st.id(), &ann);
+    for r in &labels.refused {
+        tracing::warn!(container = %st.id(), "annotation not used: {r}");
+    }
+    let c = Controller::connect(&cfg.socket, cfg.connect_timeout, cfg.call_timeout).await?;
+    let Some(ep) = c.endpoint_of_pid(pid).await? else {
+        return Ok(Outcome::NotAnEndpoint);
+    };
+    let n = labels.labels.len();
+    let req = UpdateEndpointMetadataRequest {
+        identity: Some(Identity {
+            pid,
+            netns_path: String::new(),
+        }),
+        key: ep.key.clone(),
+        labels: labels.labels.into_iter().collect(),
+    };
+    let ep = c.update_metadata(req).await?;
+    Ok(Outcome::Updated {
+        key: ep.key,
+        labels: n,
+    })
+}
