@@ -1,1 +1,170 @@
-fn main() {}
+//! ADD/DEL latency of `p4lb` against Debian's reference `bridge` plugin, measured in
+//! the same run on the same host: sequential, and 50 at once. Prints p50/p99 and the
+//! p4lb/bridge ratio. Run as root: `cargo bench -p cni-p4lb --bench add_del`.
+//!
+//! Both plugins use host-local IPAM with their own data directory. p4lb talks to a
+//! controller on a Unix socket (see `World::new`); bridge sets up a Linux bridge.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SEQUENTIAL: usize = 40;
+const PARALLEL: usize = 50;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[idx]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Figures {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+}
+
+fn bridge_conf(w: &World) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": format!("{}b", w.network),
+        "type": "bridge",
+        "bridge": "p4lbbench0",
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "subnet": "10.254.0.0/16",
+            "dataDir": w.dir.path().join("bridge-ipam"),
+            "routes": [{"dst": "0.0.0.0/0"}],
+        },
+    })
+}
+
+fn run_one(w: &World, plugin: &str, cmd: &str, cid: &str, ns: &Netns, conf: &Value) -> Duration {
+    let t = Instant::now();
+    let out = if plugin == "p4lb" {
+        w.p4lb(cmd, cid, &ns.path, "", conf)
+    } else {
+        w.system(plugin, cmd, cid, &ns.path, conf)
+    };
+    let d = t.elapsed();
+    out.ok();
+    d
+}
+
+fn sequential(w: &World, plugin: &str, conf: &Value) -> Figures {
+    let mut f = Figures {
+        add: Vec::new(),
+        del: Vec::new(),
+    };
+    for i in 0..SEQUENTIAL {
+        let ns = Netns::new();
+        let cid = format!("seq{plugin}{i}");
+        f.add.push(run_one(w, plugin, "ADD", &cid, &ns, conf));
+        f.del.push(run_one(w, plugin, "DEL", &cid, &ns, conf));
+    }
+    f
+}
+
+fn parallel(w: &World, plugin: &str, conf: &Value) -> (Figures, Duration, Duration) {
+    let nss: Vec<Netns> = (0..PARALLEL).map(|_| Netns::new()).collect();
+    let go = |cmd: &str| -> (Vec<Duration>, Duration) {
+        let t = Instant::now();
+        let v = std::thread::scope(|s| {
+            let hs: Vec<_> = nss
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| {
+                    let cid = format!("par{plugin}{i}");
+                    s.spawn(move || run_one(w, plugin, cmd, &cid, ns, conf))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        (v, t.elapsed())
+    };
+    let (add, add_wall) = go("ADD");
+    let (del, del_wall) = go("DEL");
+    (Figures { add, del }, add_wall, del_wall)
+}
+
+fn main() {
+    require_root();
+    require_system_plugins(&["bridge", "host-local"]);
+    let w = World::new();
+    let p4 = w.conf("1.0.0");
+    let br = bridge_conf(&w);
+
+    // warm-up (page cache, first bridge creation)
+    for (plugin, conf) in [("p4lb", &p4), ("bridge", &br)] {
+        let ns = Netns::new();
+        run_one(&w, plugin, "ADD", "warm", &ns, conf);
+        run_one(&w, plugin, "DEL", "warm", &ns, conf);
+    }
+
+    println!("controller: {}", w.controller_description());
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9}",
+        "case", "p50 ms", "p99 ms", "max ms", "n"
+    );
+    let mut table: Vec<(String, f64, f64)> = Vec::new();
+    let mut report = |name: String, mut v: Vec<Duration>| {
+        let n = v.len();
+        let p50 = pct(&mut v, 0.5);
+        let p99 = pct(&mut v, 0.99);
+        let max = *v.last().unwrap();
+        println!(
+            "{name:<28} {:>9.2} {:>9.2} {:>9.2} {n:>9}",
+            ms(p50),
+            ms(p99),
+            ms(max)
+        );
+        table.push((name, ms(p50), ms(p99)));
+    };
+    let mut walls = Vec::new();
+    for plugin in ["p4lb", "bridge"] {
+        let conf = if plugin == "p4lb" { &p4 } else { &br };
+        let s = sequential(&w, plugin, conf);
+        report(format!("{plugin} ADD sequential"), s.add);
+        report(format!("{plugin} DEL sequential"), s.del);
+        let (p, aw, dw) = parallel(&w, plugin, conf);
+        report(format!("{plugin} ADD {PARALLEL} parallel"), p.add);
+        report(format!("{plugin} DEL {PARALLEL} parallel"), p.del);
+        walls.push((plugin, aw, dw));
+    }
+    for (plugin, aw, dw) in &walls {
+        println!(
+            "{plugin}: {PARALLEL} parallel ADD wall {:.1} ms, DEL wall {:.1} ms",
+            ms(*aw),
+            ms(*dw)
+        );
+    }
+    println!("\nratio p4lb / bridge (p50, p99):");
+    for case in [
+        "ADD sequential",
+        "DEL sequential",
+        &format!("ADD {PARALLEL} parallel"),
+        &format!("DEL {PARALLEL} parallel"),
+    ] {
+        let a = table
+            .iter()
+            .find(|(n, ..)| *n == format!("p4lb {case}"))
+            .unwrap();
+        let b = table
+            .iter()
+            .find(|(n, ..)| *n == format!("bridge {case}"))
+            .unwrap();
+        println!("  {case:<22} {:>6.2}x {:>6.2}x", a.1 / b.1, a.2 / b.2);
+    }
+    w.assert_clean();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "p4lbbench0"])
+        .status();
+}

@@ -7,8 +7,7 @@ use common::*;
 #[test]
 fn hundred_parallel_add_then_del() {
     let w = World::new();
-    let mut c = w.conf("1.0.0");
-    c["ipam"]["subnet"] = serde_json::json!(w.subnet.replace(".0/24", ".0/24"));
+    let c = w.conf("1.0.0");
     let nss: Vec<Netns> = (0..100).map(|_| Netns::new()).collect();
     let results: Vec<Out> = std::thread::scope(|s| {
         let hs: Vec<_> = nss

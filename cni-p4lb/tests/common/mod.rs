@@ -244,6 +244,14 @@ impl World {
         self.controller = ControllerKind::Absent;
     }
 
+    /// Which controller serves the socket, for reports.
+    pub fn controller_description(&self) -> &'static str {
+        match self.controller {
+            ControllerKind::Fake { .. } => "in-test fake of the p4lb controller API",
+            ControllerKind::Absent => "none",
+        }
+    }
+
     pub fn fake(&self) -> Arc<Mutex<fake_controller::State>> {
         match &self.controller {
             ControllerKind::Fake { state, .. } => state.clone(),
