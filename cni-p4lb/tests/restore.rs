@@ -25,10 +25,8 @@ fn podman_restore_args_register_locked_with_new_ip() {
     assert_ne!(new_ip, old_ip, "IPAM did not get the old address");
     let ep = &w.endpoints()[0];
     assert!(ep.locked, "registered locked");
-    let reg = w.fake().lock().unwrap().registered.last().cloned().unwrap();
-    assert!(reg.locked);
-    assert_eq!(reg.restore_of_ip, old_ip);
-    assert_eq!(reg.restore_of_mac, "02:11:22:33:44:55");
+    assert_eq!(ep.state, "restoring");
+    assert_eq!(ep.ip, new_ip);
     // the old address is on the interface too, so restored sockets can bind it
     let addrs = pod_addrs(&ns, "eth0");
     assert!(addrs.contains(&format!("{old_ip}/32")), "{addrs:?}");
@@ -80,16 +78,7 @@ fn cri_annotation_restore_and_lock_opt_out() {
     let ep = &w.endpoints()[0];
     assert!(ep.locked);
     assert_eq!(ep.labels.get("app").map(String::as_str), Some("web"));
-    assert_eq!(
-        w.fake()
-            .lock()
-            .unwrap()
-            .registered
-            .last()
-            .unwrap()
-            .restore_of_ip,
-        old_ip
-    );
+    assert_eq!(ep.state, "restoring");
     w.p4lb("DEL", "cri", &ns.path, "", &c).ok();
 
     // lockOnRestore=false: still a restore, registered unlocked
@@ -103,5 +92,26 @@ fn cri_annotation_restore_and_lock_opt_out() {
     c["runtimeConfig"]["io.kubernetes.cri.pod-annotations"]["p4lb.io/restore-from"] =
         json!("bogus");
     w.p4lb("ADD", "cri3", &ns3.path, "", &c).err(7);
+    w.assert_clean();
+}
+
+/// The Endpoint message does not echo restore_of_ip/restore_of_mac, so the exact
+/// request is checked against the in-test fake of the API.
+#[test]
+fn restore_hints_reach_the_controller_api() {
+    let mut w = World::without_controller();
+    w.start_fake_controller();
+    let ns = Netns::new();
+    let c = w.conf("1.0.0");
+    let old_ip = w.subnet.replace(".0/24", ".201");
+    let args = format!("IP={old_ip};MAC=02:11:22:33:44:56");
+    w.p4lb("ADD", "wire", &ns.path, &args, &c).ok();
+    let reg = w.fake().lock().unwrap().registered.last().cloned().unwrap();
+    assert!(reg.locked);
+    assert_eq!(reg.restore_of_ip, old_ip);
+    assert_eq!(reg.restore_of_mac, "02:11:22:33:44:56");
+    assert_eq!(reg.network, w.network);
+    assert_eq!(reg.container_id, "wire");
+    w.p4lb("DEL", "wire", &ns.path, &args, &c).ok();
     w.assert_clean();
 }

@@ -182,7 +182,7 @@ fn check_detects_drift() {
     w.p4lb("CHECK", "drift", &ns.path, "", &conf).err(7);
 
     // the controller forgot the endpoint
-    w.fake().lock().unwrap().endpoints.clear();
+    w.deregister("drift");
     let e = w.p4lb("CHECK", "drift", &ns.path, "", &prev).err(103);
     assert!(e["msg"].as_str().unwrap().contains("controller"), "{e}");
 
@@ -233,16 +233,16 @@ fn status_reflects_controller_and_switch() {
     ];
     let run = |c: &Value| run_plugin(std::path::Path::new(PLUGIN), &env, c.to_string().as_bytes());
     run(&conf).ok();
-    w.fake().lock().unwrap().switch_connected = false;
-    let e = run(&conf).err(50);
-    assert!(e["details"].as_str().unwrap().contains("switch"), "{e}");
-    w.fake().lock().unwrap().switch_connected = true;
-    w.fake().lock().unwrap().ready = false;
-    run(&conf).err(50);
-    w.stop_controller();
-    run(&conf).err(50);
     // STATUS needs a 1.1.0 configuration
     run(&w.conf("1.0.0")).err(1);
+    // controller gone
+    w.stop_controller();
+    let e = run(&conf).err(50);
+    assert!(e["details"].as_str().unwrap().contains("controller"), "{e}");
+    // controller up, switch unreachable
+    w.start_controller_without_switch();
+    let e = run(&conf).err(50);
+    assert!(e["details"].as_str().unwrap().contains("switch"), "{e}");
 }
 
 #[test]

@@ -216,7 +216,10 @@ async fn attach(
     // 5. The controller.
     let container_mac = pod_link.mac.map(|m| mac_to_string(&m)).unwrap_or_default();
     let args = inv.args()?;
-    let locked = hint.is_some() && inv.p4.lock_on_restore;
+    // The controller locks every endpoint it is given restore hints for, so with
+    // lockOnRestore=false the restore is registered as a plain new endpoint.
+    let hint_sent = hint.filter(|_| inv.p4.lock_on_restore);
+    let locked = hint_sent.is_some();
     let req = RegisterEndpointRequest {
         container_id: inv.env.container_id.clone(),
         ifname: ifname.clone(),
@@ -229,8 +232,10 @@ async fn attach(
         labels: inv.labels(&args),
         network: inv.conf.name.clone(),
         locked,
-        restore_of_ip: hint.map(|h| h.old_ip.to_string()).unwrap_or_default(),
-        restore_of_mac: hint.and_then(|h| h.old_mac.clone()).unwrap_or_default(),
+        restore_of_ip: hint_sent.map(|h| h.old_ip.to_string()).unwrap_or_default(),
+        restore_of_mac: hint_sent
+            .and_then(|h| h.old_mac.clone())
+            .unwrap_or_default(),
     };
     let c = controller
         .insert(Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout).await?);

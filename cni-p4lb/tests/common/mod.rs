@@ -160,12 +160,110 @@ pub fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Out {
 
 /// Which controller the test talks to.
 pub enum ControllerKind {
+    /// p4lb-controller itself, in this process, with its embedded software switch.
+    Real {
+        stop: tokio::sync::watch::Sender<bool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    /// The in-test fake (fake_controller.rs): only where the real controller cannot
+    /// be put in the state a test needs.
     Fake {
         state: Arc<Mutex<fake_controller::State>>,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         thread: Option<std::thread::JoinHandle<()>>,
     },
     Absent,
+}
+
+/// The real controller's configuration for a world.
+fn controller_config(
+    state_dir: &Path,
+    socket: &Path,
+    switch_address: Option<&str>,
+) -> p4lb_controller::config::Config {
+    let mut cfg = p4lb_controller::config::Config::default();
+    cfg.state_dir = state_dir.to_path_buf();
+    cfg.api.socket = socket.to_path_buf();
+    cfg.switch.router_mac = ROUTER_MAC.to_string();
+    if let Some(a) = switch_address {
+        cfg.switch.address = a.to_string();
+    }
+    cfg
+}
+
+/// Starts p4lb-controller on a thread of its own; returns once its API answers.
+fn start_real(cfg: p4lb_controller::config::Config, wait_ready: bool) -> ControllerKind {
+    let socket = cfg.api.socket.clone();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let ctl = p4lb_controller::Controller::start(cfg)
+                .await
+                .expect("controller starts");
+            let r = p4lb_controller::server::serve(ctl.clone(), rx).await;
+            ctl.shutdown().await;
+            r.expect("controller API served");
+        });
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p4lb-controller did not become ready"
+        );
+        if socket.exists() {
+            if let Some(s) = status_of(&socket) {
+                if !wait_ready || (s.ready && s.switch_connected) {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ControllerKind::Real {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn client_on(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+) -> Option<p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel>> {
+    let socket = socket.to_path_buf();
+    rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_static("http://x")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let s = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(s).await?,
+                    ))
+                }
+            }))
+            .await
+            .ok()?;
+        Some(p4lb_proto::api::controller_client::ControllerClient::new(
+            channel,
+        ))
+    })
+}
+
+/// The controller's Status, or None when it does not answer.
+pub fn status_of(socket: &Path) -> Option<p4lb_proto::api::StatusResponse> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = client_on(&rt, socket)?;
+    rt.block_on(c.status(p4lb_proto::api::StatusRequest {}))
+        .ok()
+        .map(|r| r.into_inner())
 }
 
 /// One test's world: a network name, a socket, IPAM data, a CNI_PATH.
@@ -222,7 +320,22 @@ impl World {
         }
     }
 
+    /// Starts the real controller (state kept in this world's directory, so a
+    /// restart remembers endpoints).
     pub fn start_controller(&mut self) {
+        let cfg = controller_config(&self.dir.path().join("state"), &self.socket, None);
+        self.controller = start_real(cfg, true);
+    }
+
+    /// Starts the real controller pointed at a switch that does not exist.
+    pub fn start_controller_without_switch(&mut self) {
+        let missing = format!("unix:{}", self.dir.path().join("no-switch.sock").display());
+        let cfg = controller_config(&self.dir.path().join("state"), &self.socket, Some(&missing));
+        self.controller = start_real(cfg, false);
+    }
+
+    /// Starts the in-test fake instead.
+    pub fn start_fake_controller(&mut self) {
         let (state, thread, stop) = fake_controller::serve(&self.socket, ROUTER_MAC);
         self.controller = ControllerKind::Fake {
             state,
@@ -232,21 +345,49 @@ impl World {
     }
 
     pub fn stop_controller(&mut self) {
-        if let ControllerKind::Fake { stop, thread, .. } = &mut self.controller {
-            if let Some(s) = stop.take() {
-                let _ = s.send(());
+        match &mut self.controller {
+            ControllerKind::Fake { stop, thread, .. } => {
+                if let Some(s) = stop.take() {
+                    let _ = s.send(());
+                }
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
             }
-            if let Some(t) = thread.take() {
-                let _ = t.join();
+            ControllerKind::Real { stop, thread } => {
+                let _ = stop.send(true);
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
             }
+            ControllerKind::Absent => {}
         }
         let _ = std::fs::remove_file(&self.socket);
         self.controller = ControllerKind::Absent;
     }
 
+    /// Removes an endpoint behind the plugin's back (over the API).
+    pub fn deregister(&self, container_id: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut c = client_on(&rt, &self.socket).expect("controller reachable");
+        rt.block_on(
+            c.deregister_endpoint(p4lb_proto::api::DeregisterEndpointRequest {
+                container_id: container_id.to_string(),
+                ifname: "eth0".to_string(),
+            }),
+        )
+        .unwrap();
+    }
+
     /// Which controller serves the socket, for reports.
     pub fn controller_description(&self) -> &'static str {
         match self.controller {
+            ControllerKind::Real { .. } => {
+                "p4lb-controller (in process) with its embedded software switch"
+            }
             ControllerKind::Fake { .. } => "in-test fake of the p4lb controller API",
             ControllerKind::Absent => "none",
         }
@@ -255,7 +396,7 @@ impl World {
     pub fn fake(&self) -> Arc<Mutex<fake_controller::State>> {
         match &self.controller {
             ControllerKind::Fake { state, .. } => state.clone(),
-            ControllerKind::Absent => panic!("no controller running"),
+            _ => panic!("not the fake controller"),
         }
     }
 
@@ -345,34 +486,18 @@ impl World {
 
     /// Endpoints of this network, as the controller reports them over its API.
     pub fn endpoints(&self) -> Vec<p4lb_proto::api::Endpoint> {
-        let socket = self.socket.clone();
-        let network = self.network.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_static("http://x")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let s = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(s).await?,
-                        ))
-                    }
-                }))
-                .await
-                .expect("controller reachable");
-            let mut c = p4lb_proto::api::controller_client::ControllerClient::new(channel);
-            c.list_endpoints(p4lb_proto::api::ListEndpointsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .endpoints
-                .into_iter()
-                .filter(|e| e.network == network)
-                .collect()
-        })
+        let mut c = client_on(&rt, &self.socket).expect("controller reachable");
+        rt.block_on(c.list_endpoints(p4lb_proto::api::ListEndpointsRequest {}))
+            .unwrap()
+            .into_inner()
+            .endpoints
+            .into_iter()
+            .filter(|e| e.network == self.network)
+            .collect()
     }
 
     /// Nothing of this network is left: no veth, no lease, no endpoint.
