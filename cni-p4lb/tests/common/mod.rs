@@ -181,8 +181,10 @@ fn controller_config(
     socket: &Path,
     switch_address: Option<&str>,
 ) -> p4lb_controller::config::Config {
-    let mut cfg = p4lb_controller::config::Config::default();
-    cfg.state_dir = state_dir.to_path_buf();
+    let mut cfg = p4lb_controller::config::Config {
+        state_dir: state_dir.to_path_buf(),
+        ..Default::default()
+    };
     cfg.api.socket = socket.to_path_buf();
     cfg.switch.router_mac = ROUTER_MAC.to_string();
     if let Some(a) = switch_address {
