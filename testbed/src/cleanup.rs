@@ -57,6 +57,7 @@ pub fn remove_dead_sessions() -> usize {
             .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(120))
             .unwrap_or(false);
         if live_holder(&p).is_none() && !(young && !p.join("holder.pid").exists()) {
+            crate::cgroups::remove_session_leaf(&e.file_name().to_string_lossy());
             if std::fs::remove_dir_all(&p).is_ok() {
                 n += 1;
             }
@@ -112,12 +113,14 @@ pub fn cleanup(prefix: &str) -> CleanupReport {
                 stop_holder(pid);
                 r.sessions_stopped += 1;
             }
+            crate::cgroups::remove_session_leaf(&e.file_name().to_string_lossy());
             match std::fs::remove_dir_all(&p) {
                 Ok(()) => r.session_dirs_removed += 1,
                 Err(err) => r.errors.push(format!("removing {}: {err}", p.display())),
             }
         }
     }
+    crate::cgroups::prune_empty(Duration::from_secs(10));
     if let Ok(list) = ip(&["netns", "list"]) {
         for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
             if ns.starts_with(prefix) {

@@ -214,6 +214,21 @@ impl Cri {
             .map_err(cri_err("CheckpointContainer"))
     }
 
+    /// Pulls `image` (from a registry); returns the image reference.
+    pub fn pull_image(&mut self, image: &str) -> Result<String> {
+        let req = pb::PullImageRequest {
+            image: Some(pb::ImageSpec {
+                image: image.into(),
+                annotations: Default::default(),
+            }),
+            sandbox_config: None,
+        };
+        self.rt
+            .block_on(self.images.pull_image(req))
+            .map(|r| r.into_inner().image_ref)
+            .map_err(cri_err("PullImage"))
+    }
+
     /// Images known to the runtime.
     pub fn list_images(&mut self) -> Result<Vec<pb::Image>> {
         self.rt

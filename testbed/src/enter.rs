@@ -183,6 +183,13 @@ fn bind(src: &Path, target: &Path, recursive: bool) -> Result<()> {
 /// The testbed's init: sets up the mounts, pivots, then reaps until told to stop.
 fn init(cfg: &HoldConfig, ready: OwnedFd) -> Result<i32> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PDEATHSIG)".into())?;
+    let name = cfg
+        .session
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "session".into());
+    crate::cgroups::enter_session_leaf(&name)
+        .ctx(|| format!("moving the testbed into its cgroup2 group {name}"))?;
     do_mount(
         None,
         Path::new("/"),

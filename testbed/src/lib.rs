@@ -10,6 +10,7 @@
 //! - [`migration`]: the Podman checkpoint/restore scenario (baseline),
 //! - [`preflight`] and [`cleanup`]: clear errors for a bad host, leftover removal.
 
+pub mod cgroups;
 pub mod cleanup;
 pub mod containerd;
 pub mod cri;

@@ -130,14 +130,17 @@ fn demo(baseline: bool, tries: usize) -> Result<()> {
     );
     println!("commands: p4lb-testbed run [--images] [--containerd] [CMD...]; p4lb-testbed cleanup");
     if baseline {
-        let r = migration::run_baseline(
-            &tb,
-            &migration::BaselineOptions {
-                tries,
-                ..Default::default()
-            },
-        )?;
-        print!("{}", r.summary());
+        for gap_ms in [0, 1500] {
+            let r = migration::run_baseline(
+                &tb,
+                &migration::BaselineOptions {
+                    tries,
+                    ip_up_before_restore: std::time::Duration::from_millis(gap_ms),
+                    ..Default::default()
+                },
+            )?;
+            print!("{}", r.summary());
+        }
     } else {
         println!("live migration demo: not part of the testbed yet (run with --baseline for the no-lock baseline)");
     }

@@ -27,6 +27,9 @@ pub struct BaselineOptions {
     pub rate: f64,
     /// Traffic before the checkpoint and after the restore.
     pub settle: Duration,
+    /// How long the address is up in the recreated namespace before the
+    /// restore starts (real orchestration wires the new pod first).
+    pub ip_up_before_restore: Duration,
 }
 
 impl Default for BaselineOptions {
@@ -36,6 +39,7 @@ impl Default for BaselineOptions {
             conns: 20,
             rate: 20.0,
             settle: Duration::from_millis(1500),
+            ip_up_before_restore: Duration::ZERO,
         }
     }
 }
@@ -58,6 +62,7 @@ pub struct TryResult {
 /// Outcome of all tries.
 #[derive(Debug, Clone)]
 pub struct BaselineResult {
+    pub ip_up_before_restore: Duration,
     pub tries: Vec<TryResult>,
 }
 
@@ -81,8 +86,9 @@ impl BaselineResult {
     pub fn summary(&self) -> String {
         let (s, n) = self.conns_survived();
         let mut out = format!(
-            "baseline (podman checkpoint/restore, same IP, no lock): {}/{} tries kept every \
-             connection; {s}/{n} connections survived\n",
+            "baseline (podman checkpoint/restore, same IP, no lock, address up {} ms before \
+             restore): {}/{} tries kept every connection; {s}/{n} connections survived\n",
+            self.ip_up_before_restore.as_millis(),
             self.tries_all_survived(),
             self.tries.len()
         );
@@ -161,7 +167,10 @@ pub fn run_baseline(tb: &Testbed, opts: &BaselineOptions) -> Result<BaselineResu
         tries.push(r?);
     }
     drop(topo);
-    Ok(BaselineResult { tries })
+    Ok(BaselineResult {
+        ip_up_before_restore: opts.ip_up_before_restore,
+        tries,
+    })
 }
 
 fn one_try(
@@ -234,6 +243,7 @@ fn one_try(
     // Same path, same address, no lock: what a plain restore elsewhere does.
     let t = Instant::now();
     topo.recreate_node("pod", true)?;
+    std::thread::sleep(opts.ip_up_before_restore);
     tb.run(&[
         "podman",
         "container",
@@ -251,7 +261,8 @@ fn one_try(
         )));
     }
     std::thread::sleep(opts.settle);
-    tb.sh(&format!("kill -TERM $(cat {pidfile})"))?;
+    // The client exits by itself when every connection has ended.
+    tb.sh(&format!("kill -TERM $(cat {pidfile}) 2>/dev/null || true"))?;
     drop(client_guard);
     let out = client
         .wait_with_output()
@@ -354,6 +365,7 @@ mod tests {
             requests_after: 1,
         };
         let r = BaselineResult {
+            ip_up_before_restore: Duration::ZERO,
             tries: vec![t(2), t(0), t(1)],
         };
         assert_eq!(r.tries_all_survived(), 1);

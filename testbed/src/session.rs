@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,11 +122,21 @@ impl Testbed {
             hostname: "p4lb-testbed".into(),
         };
         let started = Instant::now();
-        let mut holder = Command::new(&helper)
-            .args(hold_args(&cfg))
+        let mut cmd = Command::new(&helper);
+        cmd.args(hold_args(&cfg))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // If this process dies without tearing down, the testbed dies with it
+        // (PDEATHSIG follows the spawning thread: keep a Testbed in the thread
+        // that started it).
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                Ok(())
+            });
+        }
+        let mut holder = cmd
             .spawn()
             .ctx(|| format!("starting {} hold", helper.display()))?;
         let stdout = holder
@@ -274,6 +285,8 @@ impl Testbed {
                 }
             }
         }
+        crate::cgroups::remove_session_leaf(&self.name);
+        crate::cgroups::prune_empty(Duration::from_secs(60));
         std::fs::remove_dir_all(&self.session)
             .ctx(|| format!("removing session {}", self.session.display()))
     }

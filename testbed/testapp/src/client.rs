@@ -126,11 +126,11 @@ async fn connection(
         r = connect => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                lock(tracker).on_end(ConnState::ConnectFailed, Some(format!("connect: {e}")));
+                lock(tracker).on_end(ConnState::ConnectFailed, Some(format!("connect: {e}")), Instant::now());
                 return;
             }
             Err(_) => {
-                lock(tracker).on_end(ConnState::ConnectFailed, Some("connect: timed out".into()));
+                lock(tracker).on_end(ConnState::ConnectFailed, Some("connect: timed out".into()), Instant::now());
                 return;
             }
         }
@@ -151,11 +151,11 @@ async fn connection(
         match step {
             Step::Continue => {}
             Step::Stop => {
-                lock(tracker).on_end(ConnState::Done, None);
+                lock(tracker).on_end(ConnState::Done, None, Instant::now());
                 return;
             }
             Step::End(state, msg) => {
-                lock(tracker).on_end(state, Some(msg));
+                lock(tracker).on_end(state, Some(msg), Instant::now());
                 return;
             }
         }
@@ -165,7 +165,7 @@ async fn connection(
             if next_send > now {
                 tokio::select! {
                     _ = stop.changed() => {
-                        lock(tracker).on_end(ConnState::Done, None);
+                        lock(tracker).on_end(ConnState::Done, None, Instant::now());
                         return;
                     }
                     _ = tokio::time::sleep(next_send - now) => {}

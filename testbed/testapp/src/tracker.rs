@@ -136,8 +136,12 @@ impl Tracker {
         self.last_progress = now;
     }
 
-    /// Records how the connection ended.
-    pub fn on_end(&mut self, state: ConnState, error: Option<String>) {
+    /// Records how the connection ended at `now` (a wait for a reply up to
+    /// then counts as a stall).
+    pub fn on_end(&mut self, state: ConnState, error: Option<String>, now: Instant) {
+        if self.report.state == ConnState::Open && self.outstanding() > 0 {
+            self.progress(now);
+        }
         if state == ConnState::Reset {
             self.report.resets += 1;
         }
@@ -280,11 +284,15 @@ mod tests {
             t.report(t0 + Duration::from_millis(700)).longest_stall_ms,
             700
         );
-        t.on_end(ConnState::Reset, Some("connection reset by peer".into()));
+        t.on_end(
+            ConnState::Reset,
+            Some("connection reset by peer".into()),
+            t0 + Duration::from_millis(800),
+        );
         let r = t.report(t0 + Duration::from_millis(900));
         assert_eq!(r.resets, 1);
         assert_eq!(r.state, ConnState::Reset);
-        // A closed connection no longer accumulates stall time.
-        assert_eq!(r.longest_stall_ms, 0);
+        // The wait until the reset counts; a closed connection stops accumulating.
+        assert_eq!(r.longest_stall_ms, 800);
     }
 }

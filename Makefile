@@ -1,0 +1,78 @@
+# p4lb: `make test` runs every test, `make demo` the main job.
+# Both run as root on a Debian-like host and install missing host tools themselves.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+CARGO ?= cargo
+STATIC_TARGET := x86_64-unknown-linux-gnu
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+FIGURES := $(TARGET_DIR)/tmp/p4lb-figures.txt
+TEST_LOG := $(TARGET_DIR)/tmp/p4lb-test.log
+
+# tool:debian-package pairs the host needs (the testbed brings everything else).
+HOST_TOOLS := debootstrap:debootstrap ip:iproute2 nsenter:util-linux unshare:util-linux \
+	setpriv:util-linux chroot:coreutils mount:mount
+
+.PHONY: test demo baseline prereqs build static-testapp cleanup lint
+
+## Host prerequisites: apt-get only what is missing.
+prereqs:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "error: make test/demo must run as root (the testbed uses namespaces, mounts and pivot_root); use sudo" >&2; exit 1; fi
+	@missing=""; \
+	for pair in $(HOST_TOOLS); do \
+		tool=$${pair%%:*}; pkg=$${pair#*:}; \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v "$$tool" >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing host prerequisites:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found (install Rust stable)" >&2; exit 1; }
+
+build: prereqs
+	$(CARGO) build --workspace --all-targets
+
+## The static test application the testbed's images contain.
+static-testapp:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp --target $(STATIC_TARGET)
+
+## Every test: unit and integration tests of all crates, including the
+## rootfs-based ones (they serialize themselves with a lock).
+test: build static-testapp
+	@mkdir -p $(dir $(FIGURES)); : > $(FIGURES)
+	@start=$$(date +%s); status=0; \
+	$(CARGO) test --workspace 2>&1 | tee $(TEST_LOG) || status=$$?; \
+	end=$$(date +%s); \
+	echo; echo "==================== p4lb test summary ===================="; \
+	awk '/^test result:/ { for (i = 1; i <= NF; i++) { \
+		if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; \
+		if ($$(i+1) ~ /^ignored/) ig += $$i; } } \
+		END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, ig }' $(TEST_LOG); \
+	skips=$$(grep -c '^SKIPPED:' $(TEST_LOG) || true); echo "loud skips (SKIPPED:): $$skips"; \
+	grep '^SKIPPED:' $(TEST_LOG) || true; \
+	grep -E '^test .* FAILED$$|^failures:$$' $(TEST_LOG) | sort -u || true; \
+	if [ -s $(FIGURES) ]; then echo "--- figures measured ---"; cat $(FIGURES); fi; \
+	echo "time: $$((end - start)) s; full log: $(TEST_LOG)"; \
+	if [ $$status -eq 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL (cargo test exit $$status)"; fi; \
+	exit $$status
+
+## The main job. For now: build the testbed and show what it can do.
+demo: prereqs static-testapp
+	$(CARGO) build -p p4lb-testbed
+	$(TARGET_DIR)/debug/p4lb-testbed demo
+
+## The no-lock checkpoint/restore baseline (podman, same IP).
+baseline: prereqs static-testapp
+	$(CARGO) build -p p4lb-testbed
+	$(TARGET_DIR)/debug/p4lb-testbed demo --baseline
+
+## Remove what crashed runs left (sessions, host netns and links by prefix).
+cleanup:
+	$(CARGO) build -p p4lb-testbed
+	$(TARGET_DIR)/debug/p4lb-testbed cleanup
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

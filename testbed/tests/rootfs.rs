@@ -1,0 +1,439 @@
+//! Tests on the real rootfs: they need root, debootstrap (first run) and the
+//! Debian registry (first run). Without them they FAIL with what is missing;
+//! they never pass silently. They share the rootfs and are serialized (an
+//! in-process mutex plus a file lock across processes).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use p4lb_testbed::cri::{self, Cri};
+use p4lb_testbed::migration::{self, BaselineOptions};
+use p4lb_testbed::spec::RootfsSpec;
+use p4lb_testbed::{
+    containerd, images, paths, preflight, rootfs, topology, Host, Testbed, TestbedOptions,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Serial {
+    _lock: Flock<File>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = preflight::require_root() {
+        panic!("FAILED: {e}");
+    }
+    std::fs::create_dir_all(paths::cache_root()).unwrap();
+    let f = File::create(paths::cache_root().join(".tests.lock")).unwrap();
+    let lock = Flock::lock(f, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock: {e}"));
+    Serial {
+        _lock: lock,
+        _guard: guard,
+    }
+}
+
+/// Prints a measured figure and appends it to `<target>/tmp/p4lb-figures.txt`
+/// (`make test` shows that file in its summary).
+fn record(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("p4lb-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn helper() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_p4lb-testbed"))
+}
+
+fn start() -> Testbed {
+    let opts = TestbedOptions {
+        helper: Some(helper()),
+        ..Default::default()
+    };
+    Testbed::start(opts).unwrap_or_else(|e| panic!("FAILED: the testbed is not available: {e}"))
+}
+
+fn start_with_images() -> Testbed {
+    let tb = start();
+    images::build_podman_images(&tb).unwrap_or_else(|e| panic!("building images: {e}"));
+    tb
+}
+
+#[test]
+fn rootfs_is_built_once_then_reused() {
+    let _s = serial();
+    let spec = RootfsSpec::default();
+    let first = rootfs::ensure(&spec).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    record(&format!(
+        "rootfs {}: {} in {:.1} s",
+        first.hash,
+        if first.built { "built" } else { "reused" },
+        first.elapsed.as_secs_f64()
+    ));
+    let second = rootfs::ensure(&spec).unwrap();
+    record(&format!(
+        "rootfs {}: reused in {:.1} ms",
+        second.hash,
+        second.elapsed.as_secs_f64() * 1000.0
+    ));
+    assert!(!second.built, "the second call must reuse the cache");
+    assert_eq!(first.path, second.path);
+    assert!(second.elapsed < Duration::from_secs(1));
+    assert!(first.path.starts_with(paths::cache_root()));
+    assert!(first.path.ends_with(spec.hash()));
+    let pkgs = std::fs::read_to_string(first.path.join("etc/p4lb-testbed.packages")).unwrap();
+    let criu = pkgs
+        .lines()
+        .find_map(|l| l.strip_prefix("criu "))
+        .expect("criu installed");
+    assert!(criu.starts_with("4.2"), "criu {criu} (need 4.2.x)");
+    for p in [
+        "libcriu2 ",
+        "podman ",
+        "containerd ",
+        "docker-registry ",
+        "busybox-static ",
+    ] {
+        assert!(pkgs.lines().any(|l| l.starts_with(p)), "{p}missing");
+    }
+}
+
+#[test]
+fn criu_check_looks_good() {
+    let _s = serial();
+    let tb = start();
+    let out = tb.output(&["criu", "check"]).unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    record(&format!("criu check: {}", text.trim()));
+    assert!(text.contains("Looks good"), "criu check said: {text}");
+    // pivot_root, not chroot: the old root is gone and / is the session's overlay.
+    let mounts = tb.run(&["cat", "/proc/self/mountinfo"]).unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap();
+    assert!(root.contains("overlay"), "{root}");
+    assert!(!mounts.contains("/oldroot"));
+    assert!(!tb.sh("mountpoint -q /sys/fs/cgroup/unified").is_ok());
+    let host = tb.run(&["hostname"]).unwrap();
+    assert_eq!(host.trim(), "p4lb-testbed");
+    // The network namespace is the testbed's own: only loopback.
+    let links = tb.run(&["ip", "-o", "link"]).unwrap();
+    assert_eq!(links.lines().count(), 1, "{links}");
+}
+
+#[test]
+fn podman_runs_a_locally_built_image() {
+    let _s = serial();
+    let tb = start_with_images();
+    let out = tb
+        .run(&[
+            "podman",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            images::TEST_IMAGE,
+            "sh",
+            "-c",
+            "echo hello-$((6*7))",
+        ])
+        .unwrap();
+    assert_eq!(out.trim(), "hello-42");
+    let out = tb
+        .run(&[
+            "podman",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            images::TEST_IMAGE,
+            images::TESTAPP_IN_IMAGE,
+            "--version",
+        ])
+        .unwrap();
+    assert!(out.contains("p4lb-testapp"), "{out}");
+}
+
+#[test]
+fn podman_checkpoint_restore_same_ip_baseline() {
+    let _s = serial();
+    let tb = start_with_images();
+    for gap in [Duration::ZERO, Duration::from_millis(1500)] {
+        let opts = BaselineOptions {
+            tries: 5,
+            ip_up_before_restore: gap,
+            ..Default::default()
+        };
+        let r = migration::run_baseline(&tb, &opts).unwrap_or_else(|e| panic!("baseline: {e}"));
+        record(r.summary().trim_end());
+        assert_eq!(r.tries.len(), opts.tries);
+        for t in &r.tries {
+            assert_eq!(t.conns, opts.conns as u64);
+            assert!(t.survived + t.reset + t.failed <= t.conns, "{t:?}");
+            assert!(
+                t.requests_before >= opts.conns as u64,
+                "no traffic before: {t:?}"
+            );
+            assert!(t.checkpoint_ms > 0 && t.restore_ms > 0);
+        }
+    }
+}
+
+#[test]
+fn containerd_runs_a_pod_sandbox_with_the_bridge_plugin() {
+    let _s = serial();
+    let tb = start_with_images();
+    let socket = containerd::start(&tb).unwrap_or_else(|e| panic!("containerd: {e}"));
+    images::load_into_containerd(&tb).unwrap();
+    let mut c = Cri::connect(&socket).unwrap();
+    let v = c.version().unwrap();
+    record(&format!(
+        "CRI: {} {} (API {})",
+        v.runtime_name, v.runtime_version, v.runtime_api_version
+    ));
+    assert_eq!(v.runtime_name, "containerd");
+    assert!(v.runtime_version.starts_with('2'), "{}", v.runtime_version);
+    let listed = c.list_images().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|i| i.repo_tags.iter().any(|t| t == images::PAUSE_IMAGE)),
+        "pause image not in containerd: {listed:?}"
+    );
+
+    let cfg = cri::pod_config("p4lb-pod", "uid-p4lb-pod-1");
+    let id = c
+        .run_pod_sandbox(cfg.clone())
+        .unwrap_or_else(|e| panic!("{e}\n{}", containerd::log_tail(&tb, 40)));
+    let st = c.pod_sandbox_status(&id).unwrap();
+    assert_eq!(st.state, cri::pb::PodSandboxState::SandboxReady as i32);
+    let ip = st
+        .network
+        .as_ref()
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    record(&format!("CRI pod sandbox via bridge CNI: ip {ip}"));
+    assert!(
+        ip.starts_with("10.99.0."),
+        "bridge IPAM address expected, got {ip:?}"
+    );
+    // The bridge plugin's gateway lives in the testbed's own namespace.
+    tb.run(&["ping", "-c", "1", "-W", "5", &ip]).unwrap();
+
+    let ctr = c
+        .create_container(
+            &id,
+            cri::pb::ContainerConfig {
+                metadata: Some(cri::pb::ContainerMetadata {
+                    name: "server".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::pb::ImageSpec {
+                    image: images::TEST_IMAGE.into(),
+                    annotations: Default::default(),
+                }),
+                command: vec![images::TESTAPP_IN_IMAGE.into()],
+                args: vec!["server".into(), "--listen".into(), "0.0.0.0:7000".into()],
+                log_path: "server.log".into(),
+                ..Default::default()
+            },
+            cfg,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", containerd::log_tail(&tb, 40)));
+    c.start_container(&ctr).unwrap();
+    let s = c.container_status(&ctr).unwrap();
+    assert_eq!(s.state, cri::pb::ContainerState::ContainerRunning as i32);
+    let testapp = paths::inside_target(&paths::static_testapp()).unwrap();
+    let mut report = String::new();
+    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
+        match tb.run(&[
+            testapp.to_str().unwrap(),
+            "client",
+            "--target",
+            &format!("{ip}:7000"),
+            "--conns",
+            "4",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--strict",
+        ]) {
+            Ok(r) => {
+                report = r;
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .unwrap();
+    let r: p4lb_testapp::report::Report = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(r.totals.clean, 4, "{}", r.human());
+    assert!(r.totals.requests_done > 20);
+
+    c.stop_container(&ctr, 5).unwrap();
+    c.remove_container(&ctr).unwrap();
+    c.stop_pod_sandbox(&id).unwrap();
+    c.remove_pod_sandbox(&id).unwrap();
+}
+
+#[test]
+fn local_registry_serves_images_to_containerd() {
+    let _s = serial();
+    let tb = start_with_images();
+    images::start_registry(&tb).unwrap_or_else(|e| panic!("registry: {e}"));
+    let remote = images::push_to_registry(&tb, images::TEST_IMAGE).unwrap();
+    assert_eq!(remote, "127.0.0.1:5000/p4lb/testimg:latest");
+    let socket = containerd::start(&tb).unwrap();
+    let mut c = Cri::connect(&socket).unwrap();
+    let image_ref = c
+        .pull_image(&remote)
+        .unwrap_or_else(|e| panic!("{e}\n{}", containerd::log_tail(&tb, 40)));
+    println!("pulled {remote} as {image_ref}");
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    assert!(c
+        .list_images()
+        .unwrap()
+        .iter()
+        .any(|i| i.repo_tags.iter().any(|t| t == &remote)));
+}
+
+#[test]
+fn topology_inside_the_testbed_connects_and_tears_down() {
+    let _s = serial();
+    let tb = start();
+    {
+        let topo = topology("t1")
+            .bridge(true)
+            .node("a", "10.66.0.1/24")
+            .node("b", "10.66.0.2/24")
+            .build(&tb)
+            .unwrap();
+        let b = topo.node("b").unwrap();
+        assert_eq!(b.netns_path(), "/run/netns/t1-b");
+        topo.exec("a", &["ping", "-c", "1", "-W", "5", &b.ip])
+            .unwrap();
+        // Addresses exist only inside the node namespaces.
+        let outer = tb.run(&["ip", "-o", "addr"]).unwrap();
+        assert!(!outer.contains("10.66.0."), "{outer}");
+        // Recreating keeps the path, address and MAC.
+        topo.recreate_node("b", true).unwrap();
+        let mac = topo
+            .exec("b", &["cat", "/sys/class/net/eth0/address"])
+            .unwrap();
+        assert_eq!(mac.trim(), b.mac);
+        topo.exec("a", &["ping", "-c", "1", "-W", "5", &b.ip])
+            .unwrap();
+    }
+    let left = tb.run(&["ip", "netns", "list"]).unwrap();
+    assert!(!left.contains("t1-"), "namespaces left: {left}");
+}
+
+#[test]
+fn host_topology_is_removed_even_when_a_test_panics() {
+    let _s = serial();
+    preflight::require_enter().unwrap_or_else(|e| panic!("FAILED: {e}"));
+    let prefix = format!("p4lbtb-h{}", std::process::id() % 10000);
+    let p = prefix.clone();
+    let result = std::panic::catch_unwind(move || {
+        let topo = topology(&p)
+            .bridge(true)
+            .node("x", "10.55.0.1/24")
+            .node("y", "10.55.0.2/24")
+            .build(&Host)
+            .unwrap();
+        topo.exec("x", &["ping", "-c", "1", "-W", "5", "10.55.0.2"])
+            .unwrap();
+        panic!("deliberate panic with the topology alive");
+    });
+    assert!(result.is_err());
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(!list.contains(&prefix), "left behind: {list}");
+}
+
+#[test]
+fn cleanup_command_removes_leftover_sessions_and_namespaces() {
+    let _s = serial();
+    let opts = TestbedOptions {
+        helper: Some(helper()),
+        prefix: "p4lbtb-leak".into(),
+        ..Default::default()
+    };
+    let tb = Testbed::start(opts).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    let init = tb.init_pid();
+    tb.sh("sleep 600 >/dev/null 2>&1 &").unwrap();
+    let session = paths::sessions_dir().join(tb.name());
+    // Simulate a crashed test: nothing tears the session down.
+    std::mem::forget(tb);
+    let host_ns = "p4lbtb-leak-ns";
+    let st = Command::new("ip")
+        .args(["netns", "add", host_ns])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(session.exists());
+
+    let out = Command::new(helper())
+        .args(["cleanup", "--prefix", "p4lbtb-leak"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 sessions stopped"), "{stdout}");
+    assert!(!session.exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{init}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{init}")).exists(),
+        "init {init} still alive"
+    );
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(host_ns));
+}
+
+#[test]
+fn non_root_gets_a_clear_error() {
+    let _s = serial();
+    if preflight::require_tool("setpriv", "util-linux").is_err() {
+        panic!("FAILED: setpriv (util-linux) is needed for this test");
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(helper())
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("must run as root"), "{stderr}");
+}
