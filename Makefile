@@ -12,7 +12,7 @@ TEST_LOG := $(TARGET_DIR)/tmp/p4lb-test.log
 
 # tool:debian-package pairs the host needs (the testbed brings everything else).
 HOST_TOOLS := debootstrap:debootstrap ip:iproute2 nsenter:util-linux unshare:util-linux \
-	setpriv:util-linux chroot:coreutils mount:mount
+	setpriv:util-linux chroot:coreutils mount:mount ping:iputils-ping
 
 .PHONY: test demo baseline prereqs build static-testapp cleanup lint
 

@@ -56,7 +56,8 @@ pub fn remove_dead_sessions() -> usize {
             .and_then(|m| m.modified())
             .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(120))
             .unwrap_or(false);
-        if live_holder(&p).is_none() && !(young && !p.join("holder.pid").exists()) {
+        let being_set_up = young && !p.join("holder.pid").exists();
+        if !being_set_up && live_holder(&p).is_none() {
             crate::cgroups::remove_session_leaf(&e.file_name().to_string_lossy());
             if std::fs::remove_dir_all(&p).is_ok() {
                 n += 1;

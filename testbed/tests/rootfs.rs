@@ -130,7 +130,7 @@ fn criu_check_looks_good() {
         .unwrap();
     assert!(root.contains("overlay"), "{root}");
     assert!(!mounts.contains("/oldroot"));
-    assert!(!tb.sh("mountpoint -q /sys/fs/cgroup/unified").is_ok());
+    assert!(tb.sh("mountpoint -q /sys/fs/cgroup/unified").is_err());
     let host = tb.run(&["hostname"]).unwrap();
     assert_eq!(host.trim(), "p4lb-testbed");
     // The network namespace is the testbed's own: only loopback.
@@ -235,7 +235,8 @@ fn containerd_runs_a_pod_sandbox_with_the_bridge_plugin() {
         "bridge IPAM address expected, got {ip:?}"
     );
     // The bridge plugin's gateway lives in the testbed's own namespace.
-    tb.run(&["ping", "-c", "1", "-W", "5", &ip]).unwrap();
+    tb.run(&["busybox", "ping", "-c", "1", "-W", "5", &ip])
+        .unwrap();
 
     let ctr = c
         .create_container(
@@ -328,7 +329,7 @@ fn topology_inside_the_testbed_connects_and_tears_down() {
             .unwrap();
         let b = topo.node("b").unwrap();
         assert_eq!(b.netns_path(), "/run/netns/t1-b");
-        topo.exec("a", &["ping", "-c", "1", "-W", "5", &b.ip])
+        topo.exec("a", &["busybox", "ping", "-c", "1", "-W", "5", &b.ip])
             .unwrap();
         // Addresses exist only inside the node namespaces.
         let outer = tb.run(&["ip", "-o", "addr"]).unwrap();
@@ -339,7 +340,7 @@ fn topology_inside_the_testbed_connects_and_tears_down() {
             .exec("b", &["cat", "/sys/class/net/eth0/address"])
             .unwrap();
         assert_eq!(mac.trim(), b.mac);
-        topo.exec("a", &["ping", "-c", "1", "-W", "5", &b.ip])
+        topo.exec("a", &["busybox", "ping", "-c", "1", "-W", "5", &b.ip])
             .unwrap();
     }
     let left = tb.run(&["ip", "netns", "list"]).unwrap();
@@ -359,7 +360,7 @@ fn host_topology_is_removed_even_when_a_test_panics() {
             .node("y", "10.55.0.2/24")
             .build(&Host)
             .unwrap();
-        topo.exec("x", &["ping", "-c", "1", "-W", "5", "10.55.0.2"])
+        topo.exec("x", &["busybox", "ping", "-c", "1", "-W", "5", "10.55.0.2"])
             .unwrap();
         panic!("deliberate panic with the topology alive");
     });
