@@ -36,7 +36,9 @@ fn checkpoint(w: &World, name: &str, archive: &str) -> (bool, String) {
 
 /// The record the action script wrote into the images, read back from the archive.
 fn record_in(w: &World, archive: &str) -> Value {
-    let j = w.sh(&format!("tar -xOf {archive} checkpoint/p4lb-migration.json"));
+    let j = w.sh(&format!(
+        "tar -xOf {archive} checkpoint/p4lb-migration.json"
+    ));
     serde_json::from_str(&j).unwrap_or_else(|e| panic!("record {j:?}: {e}"))
 }
 
@@ -96,11 +98,12 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
     // The OCI hook labelled the endpoint from the container's annotations.
     let ep = w.endpoint("srv0/eth0");
     assert_eq!(ep["labels"]["p4lb.io/tier"], "gold", "hook labels: {ep}");
-    assert!(ep["labels"]["container.id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(ep["labels"]["container.id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
 
-    let client = w
-        .tb
-        .spawn(&[
+    let client =
+        w.tb.spawn(&[
             "/bin/sh",
             "-c",
             &format!(
@@ -121,7 +124,10 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
         let new_id = format!("srv{i}");
         let m = migrate(&w, "web", &ids[i - 1], &new_id, i);
         assert_eq!(&m.old_ip, history.last().unwrap());
-        assert_ne!(m.new_ip, m.old_ip, "migration {i} did not get a new address");
+        assert_ne!(
+            m.new_ip, m.old_ip,
+            "migration {i} did not get a new address"
+        );
         history.push(m.new_ip.clone());
         // Every address the container ever had is configured in the target.
         let addrs = w.addrs_in("srv");
@@ -173,9 +179,19 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
         assert_eq!(v["state"], "done", "{v}");
     }
     assert_eq!(after.totals.connections, conns as u64);
-    assert_eq!(after.totals.reset, 0, "resets: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        after.totals.reset,
+        0,
+        "resets: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(after.totals.failed, 0);
-    assert_eq!(survived, conns as u64, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        survived,
+        conns as u64,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -41,8 +41,7 @@ pub fn serial() -> Serial {
     }
     std::fs::create_dir_all(paths::cache_root()).unwrap();
     let f = File::create(paths::cache_root().join(".tests.lock")).unwrap();
-    let lock =
-        Flock::lock(f, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock: {e}"));
+    let lock = Flock::lock(f, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock: {e}"));
     Serial {
         _lock: lock,
         _guard: guard,
@@ -85,8 +84,8 @@ impl World {
             helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_p4lb-testbed"))),
             ..Default::default()
         };
-        let testapp = testapp::ensure_static()
-            .unwrap_or_else(|e| panic!("FAILED: static testapp: {e}"));
+        let testapp =
+            testapp::ensure_static().unwrap_or_else(|e| panic!("FAILED: static testapp: {e}"));
         let w = World {
             controller: inside(bin("p4lb-controller")),
             ctl: inside(bin("p4lbctl")),
@@ -150,11 +149,9 @@ impl World {
     }
 
     pub fn stop_controller(&self) {
-        self.sh(
-            "kill -TERM $(cat /tmp/controller.pid); \
+        self.sh("kill -TERM $(cat /tmp/controller.pid); \
              for i in $(seq 50); do kill -0 $(cat /tmp/controller.pid) 2>/dev/null || exit 0; \
-             sleep 0.1; done; kill -KILL $(cat /tmp/controller.pid)",
-        );
+             sleep 0.1; done; kill -KILL $(cat /tmp/controller.pid)");
     }
 
     /// Runs a shell script inside; panics with its output when it fails.
@@ -256,7 +253,8 @@ impl World {
             images::TESTAPP_IN_IMAGE
         ));
         p4lb_testbed::wait::until(20, "the server container to listen", || {
-            self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening")).0
+            self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
+                .0
         })
         .unwrap_or_else(|e| panic!("{e}"));
     }
