@@ -49,8 +49,7 @@ pub fn load_into_containerd(tb: &Testbed) -> Result<()> {
     for image in [PAUSE_IMAGE, TEST_IMAGE] {
         tb.sh(&format!(
             "set -e; f=$(mktemp /tmp/p4lb-oci.XXXXXX); \
-             podman save --format oci-archive -o $f {image} >/dev/null 2>&1 || \
-             {{ podman save --format oci-archive -o $f {image}; exit 1; }}; \
+             podman save --quiet --format oci-archive -o $f {image}; \
              ctr -n k8s.io images import --index-name {image} $f >/dev/null; rm -f $f"
         ))?;
     }

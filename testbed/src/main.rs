@@ -164,14 +164,13 @@ fn run(images_first: bool, with_containerd: bool, command: Vec<String>) -> Resul
     } else {
         command
     };
-    let mut cmd = tb.command(&command);
-    let status = if command.len() == 1 && command[0].ends_with("sh") {
-        // Interactive: keep the terminal.
-        cmd.stdin(std::process::Stdio::inherit()).status()
+    let interactive = command.len() == 1 && command[0].ends_with("sh");
+    let mut cmd = if interactive {
+        tb.interactive_command(&command)
     } else {
-        cmd.status()
-    }
-    .context("running the command in the testbed")?;
+        tb.command(&command)
+    };
+    let status = cmd.status().context("running the command in the testbed")?;
     tb.stop()?;
     Ok(status.code().unwrap_or(1))
 }

@@ -210,8 +210,19 @@ impl Testbed {
     }
 
     /// A command that runs `args` inside the testbed with a clean environment
-    /// and standard input from the testbed's own /dev/null.
+    /// and standard input from the testbed's own /dev/null (CRIU rejects
+    /// descriptors that point outside the testbed's mounts).
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = self.interactive_command(&[] as &[&str]);
+        c.args(["/bin/sh", "-c", "exec \"$@\" </dev/null", "p4lb"])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Like [`Testbed::command`] but keeps the caller's standard input (for
+    /// an interactive shell).
+    pub fn interactive_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--target={}", self.init_pid))
             .args(["--mount", "--net", "--pid", "--uts", "--ipc", "--"])
@@ -223,9 +234,7 @@ impl Testbed {
                 "TERM=dumb",
                 "PODMAN_IGNORE_CGROUPSV1_WARNING=1",
             ])
-            .args(["/bin/sh", "-c", "exec \"$@\" </dev/null", "p4lb"])
-            .args(args)
-            .stdin(Stdio::null());
+            .args(args);
         c
     }
 
