@@ -2,8 +2,10 @@
 //! the same run on the same host: sequential, and 50 at once. Prints p50/p99 and the
 //! p4lb/bridge ratio. Run as root: `cargo bench -p cni-p4lb --bench add_del`.
 //!
-//! Both plugins use host-local IPAM with their own data directory. p4lb talks to a
-//! controller on a Unix socket (see `World::new`); bridge sets up a Linux bridge.
+//! Both plugins use host-local IPAM with their own data directory; bridge sets up a
+//! Linux bridge. p4lb is measured twice: against p4lb-controller with its embedded
+//! software switch (the real cost of attaching a pod), and against the in-test fake of
+//! the controller API (the plugin's own cost, the controller's work taken out).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -49,7 +51,7 @@ fn bridge_conf(w: &World) -> Value {
 
 fn run_one(w: &World, plugin: &str, cmd: &str, cid: &str, ns: &Netns, conf: &Value) -> Duration {
     let t = Instant::now();
-    let out = if plugin == "p4lb" {
+    let out = if plugin.starts_with("p4lb") {
         w.p4lb(cmd, cid, &ns.path, "", conf)
     } else {
         w.system(plugin, cmd, cid, &ns.path, conf)
@@ -66,7 +68,7 @@ fn sequential(w: &World, plugin: &str, conf: &Value) -> Figures {
     };
     for i in 0..SEQUENTIAL {
         let ns = Netns::new();
-        let cid = format!("seq{plugin}{i}");
+        let cid = format!("seq{}{i}", plugin.replace('/', ""));
         f.add.push(run_one(w, plugin, "ADD", &cid, &ns, conf));
         f.del.push(run_one(w, plugin, "DEL", &cid, &ns, conf));
     }
@@ -82,7 +84,7 @@ fn parallel(w: &World, plugin: &str, conf: &Value) -> (Figures, Duration, Durati
                 .iter()
                 .enumerate()
                 .map(|(i, ns)| {
-                    let cid = format!("par{plugin}{i}");
+                    let cid = format!("par{}{i}", plugin.replace('/', ""));
                     s.spawn(move || run_one(w, plugin, cmd, &cid, ns, conf))
                 })
                 .collect();
@@ -99,19 +101,28 @@ fn main() {
     require_root();
     require_system_plugins(&["bridge", "host-local"]);
     let w = World::new();
+    let mut wf = World::without_controller();
+    wf.start_fake_controller();
     let p4 = w.conf("1.0.0");
+    let p4f = wf.conf("1.0.0");
     let br = bridge_conf(&w);
+    let cases: [(&str, &World, &Value); 3] = [
+        ("p4lb", &w, &p4),
+        ("p4lb/fakectl", &wf, &p4f),
+        ("bridge", &w, &br),
+    ];
 
     // warm-up (page cache, first bridge creation)
-    for (plugin, conf) in [("p4lb", &p4), ("bridge", &br)] {
+    for (plugin, world, conf) in cases {
         let ns = Netns::new();
-        run_one(&w, plugin, "ADD", "warm", &ns, conf);
-        run_one(&w, plugin, "DEL", "warm", &ns, conf);
+        run_one(world, plugin, "ADD", "warm", &ns, conf);
+        run_one(world, plugin, "DEL", "warm", &ns, conf);
     }
 
-    println!("controller: {}", w.controller_description());
+    println!("p4lb:         {}", w.controller_description());
+    println!("p4lb/fakectl: {}", wf.controller_description());
     println!(
-        "{:<28} {:>9} {:>9} {:>9} {:>9}",
+        "{:<32} {:>9} {:>9} {:>9} {:>5}",
         "case", "p50 ms", "p99 ms", "max ms", "n"
     );
     let mut table: Vec<(String, f64, f64)> = Vec::new();
@@ -121,7 +132,7 @@ fn main() {
         let p99 = pct(&mut v, 0.99);
         let max = *v.last().unwrap();
         println!(
-            "{name:<28} {:>9.2} {:>9.2} {:>9.2} {n:>9}",
+            "{name:<32} {:>9.2} {:>9.2} {:>9.2} {n:>5}",
             ms(p50),
             ms(p99),
             ms(max)
@@ -129,12 +140,11 @@ fn main() {
         table.push((name, ms(p50), ms(p99)));
     };
     let mut walls = Vec::new();
-    for plugin in ["p4lb", "bridge"] {
-        let conf = if plugin == "p4lb" { &p4 } else { &br };
-        let s = sequential(&w, plugin, conf);
+    for (plugin, world, conf) in cases {
+        let s = sequential(world, plugin, conf);
         report(format!("{plugin} ADD sequential"), s.add);
         report(format!("{plugin} DEL sequential"), s.del);
-        let (p, aw, dw) = parallel(&w, plugin, conf);
+        let (p, aw, dw) = parallel(world, plugin, conf);
         report(format!("{plugin} ADD {PARALLEL} parallel"), p.add);
         report(format!("{plugin} DEL {PARALLEL} parallel"), p.del);
         walls.push((plugin, aw, dw));
@@ -146,23 +156,26 @@ fn main() {
             ms(*dw)
         );
     }
-    println!("\nratio p4lb / bridge (p50, p99):");
-    for case in [
-        "ADD sequential",
-        "DEL sequential",
-        &format!("ADD {PARALLEL} parallel"),
-        &format!("DEL {PARALLEL} parallel"),
-    ] {
-        let a = table
-            .iter()
-            .find(|(n, ..)| *n == format!("p4lb {case}"))
-            .unwrap();
-        let b = table
-            .iter()
-            .find(|(n, ..)| *n == format!("bridge {case}"))
-            .unwrap();
-        println!("  {case:<22} {:>6.2}x {:>6.2}x", a.1 / b.1, a.2 / b.2);
+    for p4 in ["p4lb", "p4lb/fakectl"] {
+        println!("\nratio {p4} / bridge (p50, p99):");
+        for case in [
+            "ADD sequential",
+            "DEL sequential",
+            &format!("ADD {PARALLEL} parallel"),
+            &format!("DEL {PARALLEL} parallel"),
+        ] {
+            let a = table
+                .iter()
+                .find(|(n, ..)| *n == format!("{p4} {case}"))
+                .unwrap();
+            let b = table
+                .iter()
+                .find(|(n, ..)| *n == format!("bridge {case}"))
+                .unwrap();
+            println!("  {case:<22} {:>6.2}x {:>6.2}x", a.1 / b.1, a.2 / b.2);
+        }
     }
+    wf.assert_clean();
     w.assert_clean();
     let _ = std::process::Command::new("ip")
         .args(["link", "del", "p4lbbench0"])

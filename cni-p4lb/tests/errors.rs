@@ -101,7 +101,9 @@ fn unknown_version() {
         ("CNI_COMMAND", "GC".to_string()),
         ("CNI_PATH", w.cni_path.display().to_string()),
     ];
-    raw(&w, env, &w.conf("1.0.0").to_string()).err(1);
+    raw(&w, env.clone(), &w.conf("1.0.0").to_string()).err(1);
+    // GC without the list of valid attachments is refused, not taken as "none valid"
+    raw(&w, env, &w.conf("1.1.0").to_string()).err(7);
     w.assert_clean();
 }
 

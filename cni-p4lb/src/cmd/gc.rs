@@ -18,11 +18,15 @@ use crate::cni::error::{CniError, Code};
 use crate::controller::Controller;
 
 pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
-    let valid: HashSet<(String, String)> = inv
-        .conf
-        .valid_attachments
-        .clone()
-        .unwrap_or_default()
+    // Without the list everything of the network would look stale: refuse instead.
+    let listed = inv.conf.valid_attachments.clone().ok_or_else(|| {
+        CniError::new(
+            Code::InvalidNetworkConfig,
+            "GC needs cni.dev/valid-attachments",
+        )
+        .details("an empty list means \"nothing is valid\"; an absent one is refused")
+    })?;
+    let valid: HashSet<(String, String)> = listed
         .into_iter()
         .map(|a| (a.container_id, a.ifname))
         .collect();
