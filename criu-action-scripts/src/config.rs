@@ -71,6 +71,9 @@ impl FromStr for CheckpointMode {
 /// Endpoint label that selects the checkpoint mode (set from the container
 /// annotation of the same name by the OCI hook, or with `p4lbctl`).
 pub const CHECKPOINT_LABEL: &str = "p4lb.io/checkpoint";
+/// The same, as the CNI plugin names it when it comes from the CRI pod annotation
+/// `labels.p4lb.io/checkpoint`.
+pub const CHECKPOINT_LABEL_SHORT: &str = "checkpoint";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

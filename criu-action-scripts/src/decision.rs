@@ -3,7 +3,7 @@
 //! the steps out.
 
 use crate::action::CriuAction;
-use crate::config::{CheckpointMode, CHECKPOINT_LABEL};
+use crate::config::{CheckpointMode, CHECKPOINT_LABEL, CHECKPOINT_LABEL_SHORT};
 use crate::run_state::{RunSide, RunState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +36,16 @@ pub enum Step {
     Finish,
 }
 
-/// The checkpoint mode an endpoint label asks for (None when absent or invalid).
+/// The checkpoint mode an endpoint label asks for (None when absent or invalid):
+/// `p4lb.io/checkpoint` (OCI hook, operator), else `checkpoint` (what the CNI
+/// plugin makes of the CRI pod annotation `labels.p4lb.io/checkpoint`).
 pub fn mode_from_label(
     labels: &std::collections::HashMap<String, String>,
 ) -> Option<CheckpointMode> {
-    labels.get(CHECKPOINT_LABEL).and_then(|v| v.parse().ok())
+    [CHECKPOINT_LABEL, CHECKPOINT_LABEL_SHORT]
+        .iter()
+        .find_map(|k| labels.get(*k))
+        .and_then(|v| v.parse().ok())
 }
 
 pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
@@ -234,5 +239,10 @@ mod tests {
         assert_eq!(mode_from_label(&l), Some(CheckpointMode::Snapshot));
         l.insert(CHECKPOINT_LABEL.to_string(), "bogus".to_string());
         assert_eq!(mode_from_label(&l), None);
+        let mut l = std::collections::HashMap::new();
+        l.insert("checkpoint".to_string(), "migrate".to_string());
+        assert_eq!(mode_from_label(&l), Some(CheckpointMode::Migrate));
+        l.insert(CHECKPOINT_LABEL.to_string(), "snapshot".to_string());
+        assert_eq!(mode_from_label(&l), Some(CheckpointMode::Snapshot));
     }
 }

@@ -163,23 +163,35 @@ impl StateFile {
     }
 }
 
-/// Removes state files of runs that ended long ago without cleaning up.
+/// Removes state files of CRIU runs that are over: the CRIU process named in the
+/// file name (`<pid>-<start ticks>.json`) is gone or is another process now. A
+/// dump that stops the task ends with `post-dump`, after which no action runs,
+/// so its file is removed here by a later run. Files that do not look like ours
+/// are removed only when older than a day.
 pub fn remove_stale(state_dir: &Path) {
     let Ok(rd) = std::fs::read_dir(state_dir) else {
         return;
     };
     let now = SystemTime::now();
     for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let run_over = parse_state_name(&name)
+            .map(|(pid, start)| process_start_ticks(pid) != Some(start) || start == 0);
         let old = e
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > STALE_AFTER);
-        if old {
+        if run_over.unwrap_or(old) {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+fn parse_state_name(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.strip_suffix(".json")?.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 /// Field 22 of /proc/PID/stat (start time in clock ticks).
@@ -251,6 +263,29 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         sf.remove();
         assert_eq!(sf.load().unwrap(), None);
+    }
+
+    #[test]
+    fn files_of_finished_runs_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let live = StateFile::for_run(d.path(), std::process::id());
+        let st = RunState::unmanaged(RunSide::Dump);
+        live.save(&st).unwrap();
+        // A run whose CRIU process is gone (pid 0 never names a process).
+        let gone = d.path().join("0-12345.json");
+        std::fs::write(&gone, b"{}").unwrap();
+        // A reused pid: ours, with another start time.
+        let reused = d.path().join(format!("{}-1.json", std::process::id()));
+        std::fs::write(&reused, b"{}").unwrap();
+        let foreign = d.path().join("notes.txt");
+        std::fs::write(&foreign, b"x").unwrap();
+        remove_stale(d.path());
+        assert!(live.path().exists());
+        assert!(!gone.exists());
+        assert!(!reused.exists());
+        assert!(foreign.exists(), "young foreign files are kept");
+        assert_eq!(parse_state_name("12-34.json"), Some((12, 34)));
+        assert_eq!(parse_state_name("12-34.tmp7"), None);
     }
 
     #[test]
