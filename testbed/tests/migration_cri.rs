@@ -1,0 +1,193 @@
+//! End to end, containerd's CRI path: `CheckpointContainer` leaves the container
+//! running (CRIU runs `network-unlock` right after `post-dump`). Without a
+//! `checkpoint` label it is a snapshot: the backend is locked only while CRIU
+//! dumps and its clients keep their connections. With the pod annotation
+//! `labels.p4lb.io/checkpoint: migrate` it is a migration: the source stays
+//! locked after the checkpoint and the images carry a migrate record.
+
+mod migration_common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use migration_common::*;
+use p4lb_testapp::report::Report;
+use p4lb_testbed::cri::{self, Cri};
+use p4lb_testbed::migration::judge;
+use p4lb_testbed::{containerd, images};
+use serde_json::Value;
+
+fn use_p4lb_cni_for_containerd(w: &World) {
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
+    );
+    w.sh(&format!(
+        "rm -f /etc/cni/net.d/*; mkdir -p /opt/cni/bin; cp {} /opt/cni/bin/p4lb; \
+         cat > /etc/cni/net.d/10-p4lb.conflist <<'EOF'\n{conf}\nEOF\n",
+        w.cni
+    ));
+}
+
+fn pod(c: &mut Cri, name: &str, annotations: &[(&str, &str)]) -> (String, String, String) {
+    let mut cfg = cri::pod_config(name, &format!("uid-{name}"));
+    cfg.annotations = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<HashMap<_, _>>();
+    let id = c
+        .run_pod_sandbox(cfg.clone())
+        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"));
+    let ip = c
+        .pod_sandbox_status(&id)
+        .unwrap()
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    let ctr = c
+        .create_container(
+            &id,
+            cri::pb::ContainerConfig {
+                metadata: Some(cri::pb::ContainerMetadata {
+                    name: "server".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::pb::ImageSpec {
+                    image: images::TEST_IMAGE.into(),
+                    annotations: Default::default(),
+                }),
+                command: vec![images::TESTAPP_IN_IMAGE.into()],
+                args: vec![
+                    "server".into(),
+                    "--listen".into(),
+                    format!("0.0.0.0:{PORT}"),
+                    "--stateful".into(),
+                ],
+                log_path: "server.log".into(),
+                ..Default::default()
+            },
+            cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
+    c.start_container(&ctr).unwrap();
+    (id, ctr, ip)
+}
+
+fn migration_of(w: &World, key: &str) -> Value {
+    w.migrations()
+        .into_iter()
+        .rev()
+        .find(|m| m["source_key"] == key)
+        .unwrap_or_else(|| panic!("no migration of {key}\n{}", w.diag()))
+}
+
+#[test]
+fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
+    let _s = serial();
+    let w = World::start();
+    use_p4lb_cni_for_containerd(&w);
+    let socket = containerd::start(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
+    images::load_into_containerd(&w.tb).unwrap();
+    let mut c = Cri::connect(&socket).unwrap();
+    w.pod_netns("cli", "cli", "clients", "");
+    w.add_service();
+
+    // Snapshot: clients keep their connections, the backend is unlocked again.
+    let (sb, ctr, ip) = pod(&mut c, "web-snap", &[]);
+    let key = format!("{sb}/eth0");
+    assert_eq!(w.endpoint(&key)["ip"], ip.as_str());
+    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
+        w.try_sh(&format!(
+            "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
+            w.testapp
+        ))
+        .0
+    })
+    .unwrap();
+    let client =
+        w.tb.spawn(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "echo $$ > /tmp/client.pid; exec ip netns exec cli {} client --target {VIP}:{PORT} \
+                 --conns 50 --rate 10",
+                w.testapp
+            ),
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    w.sh("kill -USR1 $(cat /tmp/client.pid)");
+    std::thread::sleep(Duration::from_millis(300));
+    c.checkpoint_container(&ctr, "/tmp/cri-snap.tar", 60)
+        .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
+    let st = c.container_status(&ctr).unwrap();
+    assert_eq!(
+        st.state,
+        cri::pb::ContainerState::ContainerRunning as i32,
+        "leave-running checkpoint stopped the container"
+    );
+    // LOCK cannot know the task keeps running; SNAPSHOT_DONE ends the migration.
+    let m = migration_of(&w, &key);
+    assert_eq!(m["state"], "done", "{m}");
+    assert!(m["error"].as_str().unwrap_or("").is_empty(), "{m}");
+    let ep = w.endpoint(&key);
+    assert_eq!(ep["locked"], false, "{ep}");
+    std::thread::sleep(Duration::from_secs(2));
+    w.sh("kill -TERM $(cat /tmp/client.pid)");
+    let out = client.wait_with_output().unwrap();
+    let reps: Vec<Report> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let before = reps.iter().find(|r| !r.r#final).expect("interim report");
+    let after = reps.iter().find(|r| r.r#final).expect("final report");
+    let (survived, more) = judge(before, after).unwrap();
+    println!(
+        "CRI snapshot checkpoint: {survived}/50 connections kept, {} reset, {more} requests \
+         after; lock held {:.1} ms",
+        after.totals.reset,
+        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    assert_eq!(after.totals.reset, 0);
+    assert_eq!(survived, 50);
+    let rec = w.sh(
+        "f=$(tar -tf /tmp/cri-snap.tar | grep 'p4lb-migration.json$' | head -1); \
+         tar -xOf /tmp/cri-snap.tar \"$f\"",
+    );
+    let rec: Value = serde_json::from_str(&rec).unwrap_or_else(|e| panic!("record {rec}: {e}"));
+    assert_eq!(rec["mode"], "snapshot", "{rec}");
+    assert_eq!(rec["leave_running"], true, "{rec}");
+    c.stop_container(&ctr, 5).unwrap();
+    c.remove_container(&ctr).unwrap();
+    c.stop_pod_sandbox(&sb).unwrap();
+    c.remove_pod_sandbox(&sb).unwrap();
+
+    // Migration: the source stays locked after the checkpoint.
+    let (sb, ctr, _ip) = pod(
+        &mut c,
+        "web-mig",
+        &[("labels.p4lb.io/checkpoint", "migrate")],
+    );
+    let key = format!("{sb}/eth0");
+    let ep = w.endpoint(&key);
+    assert_eq!(ep["labels"]["checkpoint"], "migrate", "{ep}");
+    std::thread::sleep(Duration::from_secs(1));
+    c.checkpoint_container(&ctr, "/tmp/cri-mig.tar", 60)
+        .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
+    let m = migration_of(&w, &key);
+    assert_eq!(m["leave_running"], false, "LOCK does not know yet: {m}");
+    assert_eq!(m["state"], "checkpointed", "{m}");
+    let ep = w.endpoint(&key);
+    assert_eq!(ep["locked"], true, "{ep}");
+    let rec = w.sh(
+        "f=$(tar -tf /tmp/cri-mig.tar | grep 'p4lb-migration.json$' | head -1); \
+         tar -xOf /tmp/cri-mig.tar \"$f\"",
+    );
+    let rec: Value = serde_json::from_str(&rec).unwrap_or_else(|e| panic!("record {rec}: {e}"));
+    assert_eq!(rec["mode"], "migrate", "{rec}");
+    assert_eq!(rec["leave_running"], true, "{rec}");
+    println!(
+        "CRI migrate checkpoint: source {key} stays locked (migration {})",
+        m["id"]
+    );
+}
