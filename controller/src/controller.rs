@@ -81,7 +81,7 @@ pub struct Controller {
     pub inner: Mutex<Inner>,
     pub digest_id: u32,
     pub idle_timeout_ns: i64,
-    _embedded: Option<EmbeddedSwitch>,
+    embedded: Mutex<Option<EmbeddedSwitch>>,
 }
 
 impl Controller {
@@ -166,7 +166,7 @@ impl Controller {
             digest_id: ids.conn_learn_digest,
             idle_timeout_ns: (cfg.conn.idle_timeout_ms as i64) * 1_000_000,
             cfg,
-            _embedded: embedded,
+            embedded: Mutex::new(embedded),
         });
         tokio::spawn(event_loop(Arc::downgrade(&ctl), rx));
         if ctl.cfg.conn.sweep_interval_ms > 0 && ctl.cfg.conn.idle_timeout_ms > 0 {
@@ -177,6 +177,14 @@ impl Controller {
         }
         tracing::info!(switch = %address, kind = ctl.cfg.switch.kind.as_str(), "controller started");
         Ok(ctl)
+    }
+
+    /// Stops talking to the switch (and stops the embedded switch).
+    pub async fn shutdown(&self) {
+        self.link.close();
+        if let Some(mut e) = self.embedded.lock().await.take() {
+            e.shutdown().await;
+        }
     }
 
     /// Publishes an event to Watch subscribers.
@@ -548,7 +556,7 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
         match ev {
             SwitchEvent::Up { generation, fresh } => {
                 let mut delay = Duration::from_millis(20);
-                for attempt in 1..=6 {
+                for attempt in 1.. {
                     match ctl.reconcile(fresh && attempt == 1).await {
                         Ok(()) => break,
                         Err(e) => {
@@ -557,7 +565,7 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
                                 break;
                             }
                             tokio::time::sleep(delay).await;
-                            delay *= 2;
+                            delay = (delay * 2).min(Duration::from_secs(2));
                         }
                     }
                 }

@@ -2,23 +2,46 @@
 //! starts p4lb's software switch in its own process, listening on a Unix socket
 //! under the state directory, and talks to it over P4Runtime like to any switch.
 
+use anyhow::Context;
+
 use crate::config::Config;
 
 /// A software switch running inside the controller process.
 pub struct EmbeddedSwitch {
-    /// P4Runtime address ("unix:/path").
+    /// P4Runtime address ("unix:/path" or "host:port").
     pub address: String,
-    _task: tokio::task::JoinHandle<()>,
+    handle: Option<p4lb_switch::SwitchHandle>,
 }
 
 impl EmbeddedSwitch {
     pub async fn start(cfg: &Config) -> anyhow::Result<EmbeddedSwitch> {
-        let address = if cfg.switch.embedded_listen.is_empty() {
+        let listen = if cfg.switch.embedded_listen.is_empty() {
             format!("unix:{}", cfg.state_dir.join("switch.sock").display())
         } else {
             cfg.switch.embedded_listen.clone()
         };
-        let _ = address;
-        anyhow::bail!("the embedded software switch is not available in this build")
+        let grpc_addr: p4lb_switch::GrpcAddr = listen
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("switch.embedded_listen: {e}"))?;
+        let handle = p4lb_switch::serve(p4lb_switch::SwitchConfig {
+            grpc_addr,
+            device_id: cfg.switch.device_id,
+            ..Default::default()
+        })
+        .await
+        .context("starting the embedded software switch")?;
+        let address = handle.addr.to_string();
+        tracing::info!(%address, "embedded software switch started");
+        Ok(EmbeddedSwitch {
+            address,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops the embedded switch.
+    pub async fn shutdown(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
     }
 }

@@ -9,9 +9,10 @@
 //!   (so `conn_table` entries pinned to it follow with no change), the backend row
 //!   points at the target's port and MAC, and the source's address moves with the
 //!   container: it becomes a migrated address of the target, routed to the target.
-//!   The rows stay locked until UNLOCK.
-//! - UNLOCK (target, or source if nothing was restored): forward again. An UNLOCK
-//!   from a target that never sent RESTORED_AT repoints first.
+//!   The restored sockets exist, so the rows forward at once: this write is the
+//!   switchover.
+//! - UNLOCK (target, or source if nothing was restored): forward again and end the
+//!   migration. An UNLOCK from a target that never sent RESTORED_AT repoints first.
 //! - ABORT: unlock the source. SNAPSHOT_DONE: unlock the source of a checkpoint that
 //!   was not a migration (leave-running).
 //!
@@ -386,8 +387,9 @@ impl Controller {
             .ok_or_else(|| Error::not_found(format!("no endpoint {target_key}")))?;
         t.backend_id = backend_id;
         t.backend_ip = backend_ip;
-        t.locked = true;
-        t.state = EndpointState::Restoring;
+        // Its sockets exist now: forward to it at once.
+        t.locked = false;
+        t.state = EndpointState::Ready;
         for ip in moving {
             if ip != t.ip && !t.migrated_ips.contains(&ip) {
                 t.migrated_ips.push(ip);

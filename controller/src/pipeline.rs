@@ -213,12 +213,15 @@ impl FiveTuple {
     }
 }
 
+/// An arp_proxy entry; prefix length 0 (match everything) omits the field, as
+/// P4Runtime requires for a don't-care LPM match.
 pub fn arp_proxy(tpa: Ipv4Addr, prefix_len: i32, router_mac: u64) -> TableEntry {
-    entry(
-        table::ARP_PROXY,
-        vec![lpm(1, tpa, prefix_len)],
-        act(action::ARP_REPLY, &[router_mac]),
-    )
+    let m = if prefix_len == 0 {
+        Vec::new()
+    } else {
+        vec![lpm(1, tpa, prefix_len)]
+    };
+    entry(table::ARP_PROXY, m, act(action::ARP_REPLY, &[router_mac]))
 }
 
 pub fn vip_service(

@@ -116,6 +116,7 @@ pub struct Link {
     pub writes: AtomicU64,
     pub updates: AtomicU64,
     pub reconnects: AtomicU64,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Link {
@@ -129,10 +130,27 @@ impl Link {
             writes: AtomicU64::new(0),
             updates: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            task: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(link.clone(), tx));
+        let t = tokio::spawn(run(link.clone(), tx));
+        if let Ok(mut g) = link.task.lock() {
+            *g = Some(t);
+        }
         (link, rx)
+    }
+
+    /// Ends the session (closes the stream, stops reconnecting).
+    pub fn close(&self) {
+        if let Ok(mut g) = self.task.lock() {
+            if let Some(t) = g.take() {
+                t.abort();
+            }
+        }
+        if let Ok(mut g) = self.live.lock() {
+            *g = None;
+        }
+        self.connected.store(false, Ordering::SeqCst);
     }
 
     pub fn address(&self) -> &str {

@@ -1,0 +1,431 @@
+//! Connection learning from real packets and a full migration (LOCK → RESTORED_AT →
+//! UNLOCK) against p4lb's software switch, with identities checked against real
+//! network namespaces.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::packet::{send_frame, tcp_syn};
+use common::*;
+use p4lb_controller::pipeline as p;
+use p4lb_proto::api;
+
+const ROUTER: [u8; 6] = [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x64];
+
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str, addrs: &[&str]) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        assert!(Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap()
+            .success());
+        let ns = Netns(name.to_string());
+        assert!(Command::new("ip")
+            .args(["-n", name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        for a in addrs {
+            assert!(Command::new("ip")
+                .args(["-n", name, "addr", "add", &format!("{a}/32"), "dev", "lo"])
+                .status()
+                .unwrap()
+                .success());
+        }
+        ns
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+    fn id(&self) -> Option<api::Identity> {
+        Some(api::Identity {
+            pid: 0,
+            netns_path: self.path(),
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn conn_rows(
+    t: &std::collections::BTreeMap<&str, Vec<p4lb_proto::p4runtime::TableEntry>>,
+) -> Vec<(u16, u16)> {
+    // (client source port, pinned backend)
+    t["conn_table"]
+        .iter()
+        .map(|e| {
+            let ft = p::FiveTuple::from_matches(&e.r#match).unwrap();
+            (ft.sport, p::action_of(e).unwrap().1[0] as u16)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_connections_stay_pinned_and_follow_a_migration() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let client_if = Veth::new("p4m-cl");
+    let src_ns = Netns::new("p4lbt-src", &["10.88.2.21"]);
+    let dst_ns = Netns::new("p4lbt-dst", &["10.88.2.22", "10.88.2.21"]);
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+
+    let mut client = register_req(
+        "client",
+        "10.88.2.100",
+        "02:00:00:00:02:64",
+        &client_if.host,
+    );
+    client.labels.clear();
+    c.client.register_endpoint(client).await.unwrap();
+    let mut src = register_req("src", "10.88.2.21", "02:00:00:00:02:21", "");
+    src.netns_path = src_ns.path();
+    src.labels = [("app".to_string(), "mig".to_string())]
+        .into_iter()
+        .collect();
+    let src = c.client.register_endpoint(src).await.unwrap().into_inner();
+    let mut other = register_req("other", "10.88.2.31", "02:00:00:00:02:31", "");
+    other.labels = [("app".to_string(), "mig".to_string())]
+        .into_iter()
+        .collect();
+    let other = c
+        .client
+        .register_endpoint(other)
+        .await
+        .unwrap()
+        .into_inner();
+    c.client
+        .add_service(api::AddServiceRequest {
+            service: Some(api::Service {
+                name: "mig".into(),
+                vip: "10.96.2.1".into(),
+                port: 80,
+                selector: "app=mig".into(),
+                ..Default::default()
+            }),
+            replace: false,
+        })
+        .await
+        .unwrap();
+
+    // Client SYNs to the VIP: the switch digests them, the controller pins them.
+    for sport in 40000..40020u16 {
+        let f = tcp_syn(
+            ROUTER,
+            CLIENT_MAC,
+            Ipv4Addr::new(10, 88, 2, 100),
+            Ipv4Addr::new(10, 96, 2, 1),
+            sport,
+            80,
+        );
+        send_frame(&client_if.peer, &f);
+    }
+    let learned = eventually(Duration::from_secs(5), || {
+        let s = ssock.clone();
+        async move {
+            let t = read_all(&s).await;
+            t["conn_table"].len() == 20 && t["conn_reverse"].len() == 20
+        }
+    })
+    .await;
+    let t = read_all(&ssock).await;
+    assert!(
+        learned,
+        "connections not learned: {:?}",
+        rows(&t["conn_table"])
+    );
+    let pins = conn_rows(&t);
+    let on_src: Vec<u16> = pins
+        .iter()
+        .filter(|(_, b)| u32::from(*b) == src.backend_id)
+        .map(|(s, _)| *s)
+        .collect();
+    let on_other = pins.len() - on_src.len();
+    assert!(
+        !on_src.is_empty() && on_other > 0,
+        "Maglev should spread 20 connections: {pins:?}"
+    );
+    let rev = rows(&t["conn_reverse"]);
+    let s0 = on_src[0];
+    assert!(
+        rev.contains(&format!(
+            "src_addr=10.88.2.21 dst_addr=10.88.2.100 protocol=6 l4_sport=80 l4_dport={s0} -> rewrite_src(vip=10.96.2.1, vport=80, service_id=1)"
+        )),
+        "{rev:?}"
+    );
+    // A digest repeated for a known connection is not installed twice.
+    send_frame(
+        &client_if.peer,
+        &tcp_syn(
+            ROUTER,
+            CLIENT_MAC,
+            Ipv4Addr::new(10, 88, 2, 100),
+            Ipv4Addr::new(10, 96, 2, 1),
+            s0,
+            80,
+        ),
+    );
+
+    // The other backend leaves: its connections go, src's stay pinned.
+    c.client
+        .deregister_endpoint(api::DeregisterEndpointRequest {
+            container_id: "other".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap();
+    let t = read_all(&ssock).await;
+    let pins_after = conn_rows(&t);
+    assert_eq!(pins_after.len(), on_src.len(), "{pins_after:?}");
+    assert!(pins_after
+        .iter()
+        .all(|(s, b)| on_src.contains(s) && u32::from(*b) == src.backend_id));
+    assert!(!pins_after
+        .iter()
+        .any(|(_, b)| u32::from(*b) == other.backend_id));
+
+    // LOCK from the source's network namespace.
+    let m = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Lock as i32,
+            identity: src_ns.id(),
+            image_dir: "/tmp/ckpt".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.state, "locked");
+    let t = read_all(&ssock).await;
+    assert_eq!(
+        rows(&t["backends"]),
+        vec![format!("backend_id={} -> backend_locked()", src.backend_id)]
+    );
+    assert!(
+        rows(&t["ipv4_routes"]).contains(&"dst_addr=10.88.2.21/32 -> route_locked()".to_string())
+    );
+    // The wrong namespace may not act for the migration.
+    let e = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Checkpointed as i32,
+            identity: dst_ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    c.client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Checkpointed as i32,
+            identity: src_ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The runtime deletes the checkpointed container: its backend is kept.
+    c.client
+        .deregister_endpoint(api::DeregisterEndpointRequest {
+            container_id: "src".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(conn_rows(&read_all(&ssock).await).len(), on_src.len());
+
+    // The restored container's network: registered with the restore hint → locked.
+    let tgt_if = Veth::new("p4m-tg");
+    let mut tgt = register_req("tgt", "10.88.2.22", "02:00:00:00:02:22", &tgt_if.host);
+    tgt.netns_path = dst_ns.path();
+    tgt.labels.clear();
+    tgt.restore_of_ip = "10.88.2.21".into();
+    let tgt = c.client.register_endpoint(tgt).await.unwrap().into_inner();
+    assert!(tgt.locked);
+    let t = read_all(&ssock).await;
+    assert!(
+        rows(&t["ipv4_routes"]).contains(&"dst_addr=10.88.2.22/32 -> route_locked()".to_string())
+    );
+    c.client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::RestoreStarted as i32,
+            identity: dst_ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let restored = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::RestoredAt as i32,
+            identity: dst_ns.id(),
+            source_ip: "10.88.2.21".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(restored.id, m.id);
+    assert_eq!(restored.state, "restored");
+    assert!(restored.switchover_us > 0);
+    assert_eq!(restored.connections_carried as usize, on_src.len());
+    println!(
+        "switchover {} us, {} connections carried",
+        restored.switchover_us, restored.connections_carried
+    );
+    let t = read_all(&ssock).await;
+    let port = tgt.switch_port;
+    assert_eq!(
+        rows(&t["backends"]),
+        vec![format!(
+            "backend_id={} -> backend_forward(ip=10.88.2.21, dmac=02:00:00:00:02:22, port={port})",
+            src.backend_id
+        )]
+    );
+    let routes = rows(&t["ipv4_routes"]);
+    assert!(
+        routes.contains(&format!(
+            "dst_addr=10.88.2.21/32 -> route_to_port(port={port}, dmac=02:00:00:00:02:22)"
+        )),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&format!(
+            "dst_addr=10.88.2.22/32 -> route_to_port(port={port}, dmac=02:00:00:00:02:22)"
+        )),
+        "{routes:?}"
+    );
+    // Connections are untouched: still pinned to the same backend id, now the target.
+    assert_eq!(conn_rows(&t).len(), on_src.len());
+    assert!(conn_rows(&t)
+        .iter()
+        .all(|(_, b)| u32::from(*b) == src.backend_id));
+    let done = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Unlock as i32,
+            identity: dst_ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state, "done");
+    assert!(done.stall_us >= restored.switchover_us);
+    let eps = c
+        .client
+        .list_endpoints(api::ListEndpointsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints;
+    let keys: Vec<&str> = eps.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, vec!["client/eth0", "tgt/eth0"]);
+    let t_ep = eps.iter().find(|e| e.key == "tgt/eth0").unwrap();
+    assert_eq!(t_ep.migrated_ips, vec!["10.88.2.21".to_string()]);
+    assert_eq!(t_ep.backend_id, src.backend_id);
+    assert_eq!(t_ep.labels.get("app").map(String::as_str), Some("mig"));
+    let svc = &c
+        .client
+        .list_services(api::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services[0];
+    assert_eq!(svc.resolved_backends, vec!["tgt/eth0".to_string()]);
+    let all = c
+        .client
+        .list_migrations(api::ListMigrationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .migrations;
+    assert_eq!(all.len(), 1);
+    c.stop().await;
+    sw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_removed() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let client_if = Veth::new("p4i-cl");
+    let mut cfg = config(&dir, &ssock);
+    cfg.conn.idle_timeout_ms = 300;
+    let mut c = Ctl::start(cfg).await;
+    let mut client = register_req(
+        "client",
+        "10.88.3.100",
+        "02:00:00:00:02:64",
+        &client_if.host,
+    );
+    client.labels.clear();
+    c.client.register_endpoint(client).await.unwrap();
+    c.client
+        .register_endpoint(register_req("b", "10.88.3.2", "02:00:00:00:03:02", ""))
+        .await
+        .unwrap();
+    c.client
+        .add_service(api::AddServiceRequest {
+            service: Some(api::Service {
+                name: "i".into(),
+                vip: "10.96.3.1".into(),
+                port: 80,
+                selector: "app=web".into(),
+                ..Default::default()
+            }),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    send_frame(
+        &client_if.peer,
+        &tcp_syn(
+            ROUTER,
+            CLIENT_MAC,
+            Ipv4Addr::new(10, 88, 3, 100),
+            Ipv4Addr::new(10, 96, 3, 1),
+            40100,
+            80,
+        ),
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let s = ssock.clone();
+            async move { read_all(&s).await["conn_table"].len() == 1 }
+        })
+        .await,
+        "not learned"
+    );
+    let t = read_all(&ssock).await;
+    assert_eq!(t["conn_reverse"].len(), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = ssock.clone();
+            async move {
+                let t = read_all(&s).await;
+                t["conn_table"].is_empty() && t["conn_reverse"].is_empty()
+            }
+        })
+        .await,
+        "idle connection was not removed"
+    );
+    c.stop().await;
+    sw.shutdown().await;
+}
