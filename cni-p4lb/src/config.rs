@@ -92,7 +92,7 @@ impl P4lbConf {
                 Some(parse_mac(m).ok_or_else(|| invalid("routerMac", m, "not a MAC address"))?)
             }
         };
-        let timeout = wire.controller_timeout_ms.unwrap_or(5000);
+        let timeout = wire.controller_timeout_ms.unwrap_or(10_000);
         if timeout == 0 {
             return Err(invalid("controllerTimeoutMs", 0, "must be positive"));
         }

@@ -7,7 +7,9 @@ use common::*;
 #[test]
 fn hundred_parallel_add_then_del() {
     let w = World::new();
-    let c = w.conf("1.0.0");
+    let mut c = w.conf("1.0.0");
+    // The controller commits registrations one at a time; 100 at once queue up.
+    c["controllerTimeoutMs"] = serde_json::json!(60_000);
     let nss: Vec<Netns> = (0..100).map(|_| Netns::new()).collect();
     let results: Vec<Out> = std::thread::scope(|s| {
         let hs: Vec<_> = nss

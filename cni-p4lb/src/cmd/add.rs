@@ -239,8 +239,10 @@ async fn attach(
     };
     let c = controller
         .insert(Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout).await?);
-    let endpoint = c.register(req).await?;
+    // Marked before the call: a registration that times out here may still be
+    // committed by the controller, and the rollback's deregistration covers that.
     undo.endpoint = true;
+    let endpoint = c.register(req).await?;
 
     // 6. The gateway's MAC, when known: pinned so the pod never waits for ARP.
     let router_mac = parse_mac(&endpoint.router_mac).or(inv.p4.router_mac);
