@@ -110,8 +110,15 @@ impl SwitchHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
+        if let Some(mut t) = self.task.take() {
+            // Graceful shutdown waits for open streams (a controller's StreamChannel never
+            // ends by itself): give them a moment, then stop serving regardless.
+            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
         }
         let ports = self.ports.clone();
         let _ = tokio::task::spawn_blocking(move || ports.shutdown()).await;

@@ -42,12 +42,8 @@ impl<'a> Packet<'a> {
             if is_udp && c == 0 {
                 return; // no UDP checksum: stays 0
             }
-            let n = update32(c, old, new);
-            if is_udp && n == 0 {
-                0xffff
-            } else {
-                n
-            }
+            // Like BMv2's recomputation, a result of 0 is written as 0 (no 0xFFFF).
+            update32(c, old, new)
         };
         self.frame[off..off + 2].copy_from_slice(&n.to_be_bytes());
     }
@@ -65,10 +61,7 @@ impl<'a> Packet<'a> {
         if is_udp && c == 0 {
             return;
         }
-        let mut n = update16(c, old, new);
-        if is_udp && n == 0 {
-            n = 0xffff;
-        }
+        let n = update16(c, old, new);
         self.frame[off..off + 2].copy_from_slice(&n.to_be_bytes());
     }
 

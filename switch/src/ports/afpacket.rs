@@ -157,32 +157,64 @@ impl PortSocket {
         self.fd.as_raw_fd()
     }
 
-    /// Sends one frame with its virtio-net header; `Ok(false)` when the socket is full.
-    pub fn send(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<bool> {
-        let mut iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: VNET_HDR_LEN,
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: zeroed msghdr is valid; iov points at live buffers for the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = 2;
-        // SAFETY: msg is fully initialised and its buffers outlive the call.
-        let r = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(false);
-            }
-            return Err(e);
+    /// Sends frames (each with its virtio-net header) with one `sendmmsg`; returns how many
+    /// the kernel took (the rest did not fit in the socket buffer).
+    pub fn send_batch(&self, frames: &[(&[u8; VNET_HDR_LEN], &[u8])]) -> io::Result<usize> {
+        if frames.is_empty() {
+            return Ok(0);
         }
-        Ok(true)
+        let mut iovs: Vec<[libc::iovec; 2]> = frames
+            .iter()
+            .map(|(h, f)| {
+                [
+                    libc::iovec {
+                        iov_base: h.as_ptr() as *mut libc::c_void,
+                        iov_len: VNET_HDR_LEN,
+                    },
+                    libc::iovec {
+                        iov_base: f.as_ptr() as *mut libc::c_void,
+                        iov_len: f.len(),
+                    },
+                ]
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: zeroed mmsghdr is valid; iov lives until after the call.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = iov.as_mut_ptr();
+                m.msg_hdr.msg_iovlen = 2;
+                m
+            })
+            .collect();
+        let mut sent = 0usize;
+        while sent < msgs.len() {
+            // SAFETY: msgs[sent..] are initialised and point at live buffers.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    (msgs.len() - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                if sent == 0 {
+                    return Err(e);
+                }
+                break;
+            }
+            if r == 0 {
+                break;
+            }
+            sent += r as usize;
+        }
+        Ok(sent)
     }
 }
 

@@ -285,6 +285,48 @@ impl DataPlaneLoop {
         }
     }
 
+    /// Sends the frames in `out` (grouped per egress port, one `sendmmsg` per port).
+    fn transmit(&self, ingress: &Port, batch: &RxBatch, out: &mut [(u32, usize)]) {
+        out.sort_by_key(|(p, _)| *p);
+        let mut start = 0;
+        while start < out.len() {
+            let egress = out[start].0;
+            let end = start
+                + out[start..]
+                    .iter()
+                    .take_while(|(p, _)| *p == egress)
+                    .count();
+            let group = &out[start..end];
+            start = end;
+            let Some(op) = self.ports.get(&egress) else {
+                ingress
+                    .stats
+                    .drops
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                continue;
+            };
+            let frames: Vec<(&[u8; VNET_HDR_LEN], &[u8])> = group
+                .iter()
+                .map(|(_, i)| (&batch.hdrs[*i], &batch.bufs[*i][..batch.lens[*i]]))
+                .collect();
+            let sent = match op.sock.send_batch(&frames) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(port = egress, error = %e, "send failed");
+                    0
+                }
+            };
+            let bytes: usize = frames[..sent].iter().map(|(_, f)| f.len()).sum();
+            op.stats
+                .tx_packets
+                .fetch_add(sent as u64, Ordering::Relaxed);
+            op.stats.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            op.stats
+                .drops
+                .fetch_add((frames.len() - sent) as u64, Ordering::Relaxed);
+        }
+    }
+
     fn run(&mut self) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut batch = RxBatch::new(BATCH);
@@ -326,6 +368,8 @@ impl DataPlaneLoop {
                 }
             };
             taken += n;
+            // (egress port, frame index) of every frame that leaves.
+            let mut out: Vec<(u32, usize)> = Vec::with_capacity(n);
             for i in 0..n {
                 let len = batch.lens[i];
                 if len == usize::MAX {
@@ -344,30 +388,14 @@ impl DataPlaneLoop {
                     Verdict::Drop => {
                         port.stats.drops.fetch_add(1, Ordering::Relaxed);
                     }
-                    Verdict::Forward(out) => {
-                        let Some(op) = self.ports.get(&u32::from(out)) else {
-                            port.stats.drops.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
+                    Verdict::Forward(egress) => {
                         hdr.flags &= !VIRTIO_NET_HDR_F_DATA_VALID;
-                        let mut hb = [0u8; VNET_HDR_LEN];
-                        hdr.write(&mut hb);
-                        match op.sock.send(&hb, frame) {
-                            Ok(true) => {
-                                op.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
-                                op.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                            }
-                            Ok(false) => {
-                                op.stats.drops.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                op.stats.drops.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(port = out, error = %e, "send failed");
-                            }
-                        }
+                        hdr.write(&mut batch.hdrs[i]);
+                        out.push((u32::from(egress), i));
                     }
                 }
             }
+            self.transmit(port, batch, &mut out);
             if n < BATCH {
                 return;
             }
