@@ -32,18 +32,26 @@ prereqs:
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found (install Rust stable)" >&2; exit 1; }
 
 build: prereqs
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --workspace --bins
 
 ## The static test application the testbed's images contain.
 static-testapp:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp --target $(STATIC_TARGET)
 
 ## Every test: unit and integration tests of all crates, including the
-## rootfs-based ones (they serialize themselves with a lock).
-test: build static-testapp
-	@mkdir -p $(dir $(FIGURES)); : > $(FIGURES)
-	@start=$$(date +%s); status=0; \
-	$(CARGO) test --workspace 2>&1 | tee $(TEST_LOG) || status=$$?; \
+## rootfs-based ones (they serialize themselves with a lock). The summary is
+## printed whatever fails.
+test: prereqs
+	@mkdir -p $(dir $(FIGURES)); : > $(FIGURES); : > $(TEST_LOG)
+	@start=$$(date +%s); status=0; stage=""; \
+	{ $(CARGO) build --workspace --bins 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="build"; }; \
+	if [ $$status -eq 0 ]; then \
+		{ RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp \
+			--target $(STATIC_TARGET) 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="static testapp build"; }; \
+	fi; \
+	if [ $$status -eq 0 ]; then \
+		{ $(CARGO) test --workspace --no-fail-fast 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="cargo test"; }; \
+	fi; \
 	end=$$(date +%s); \
 	echo; echo "==================== p4lb test summary ===================="; \
 	awk '/^test result:/ { for (i = 1; i <= NF; i++) { \
@@ -52,10 +60,12 @@ test: build static-testapp
 		END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, ig }' $(TEST_LOG); \
 	skips=$$(grep -c '^SKIPPED:' $(TEST_LOG) || true); echo "loud skips (SKIPPED:): $$skips"; \
 	grep '^SKIPPED:' $(TEST_LOG) || true; \
-	grep -E '^test .* FAILED$$|^failures:$$' $(TEST_LOG) | sort -u || true; \
+	awk '/^failures:$$/ { f = 1; next } f && /^    [A-Za-z0-9_:]+$$/ { print "FAILED: " $$1 } \
+		/^test result:/ { f = 0 }' $(TEST_LOG) | sort -u; \
+	grep -E '^error(\[E[0-9]+\])?:' $(TEST_LOG) | sort -u | head -20 || true; \
 	if [ -s $(FIGURES) ]; then echo "--- figures measured ---"; cat $(FIGURES); fi; \
 	echo "time: $$((end - start)) s; full log: $(TEST_LOG)"; \
-	if [ $$status -eq 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL (cargo test exit $$status)"; fi; \
+	if [ $$status -eq 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL ($$stage exited $$status)"; fi; \
 	exit $$status
 
 ## The main job. For now: build the testbed and show what it can do.
