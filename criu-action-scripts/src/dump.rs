@@ -188,11 +188,23 @@ pub async fn leave_running(
                 st.endpoint_key, st.migration_id
             )
         }
-        CheckpointMode::Migrate => format!(
-            "leave-running checkpoint of {} is a migration: the source stays locked until the \
-             restore unlocks the target (migration {})",
-            st.endpoint_key, st.migration_id
-        ),
+        CheckpointMode::Migrate => {
+            // The switch drops traffic to the source; its own packets (e.g. the
+            // FIN/RST of its sockets when it is removed) must not leave either.
+            let ifname = st
+                .source
+                .as_ref()
+                .map(|s| s.ifname.clone())
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| "eth0".into());
+            let pid = run.init_pid()?;
+            crate::netns::isolate(pid, &ifname)?;
+            format!(
+                "leave-running checkpoint of {} is a migration: the source stays locked and its \
+                 {ifname} is down until it is removed (migration {})",
+                st.endpoint_key, st.migration_id
+            )
+        }
     };
     run.state_file.remove();
     Ok(msg)

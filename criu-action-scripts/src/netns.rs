@@ -146,6 +146,69 @@ async fn local_ipv4(handle: &rtnetlink::Handle) -> Result<Vec<Ipv4Addr>, rtnetli
     Ok(out)
 }
 
+/// Takes `ifname` down in the network namespace of `pid`: the source of a
+/// leave-running migration keeps running, and must neither answer nor send
+/// anything (not even the FIN/RST of its sockets when it is removed later) while
+/// its restored copy carries the same connections.
+pub fn isolate(pid: u32, ifname: &str) -> Result<(), NetnsError> {
+    let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let ifname = ifname.to_owned();
+    std::thread::spawn(move || -> Result<(), NetnsError> {
+        let f = std::fs::File::open(&path).map_err(|e| NetnsError::Open {
+            path: path.clone(),
+            source: e,
+        })?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            NetnsError::Setns {
+                path: path.clone(),
+                source: e,
+            }
+        })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| NetnsError::Thread(e.to_string()))?;
+        rt.block_on(async {
+            let nl = |e: &dyn std::fmt::Display| NetnsError::Netlink {
+                path: path.clone(),
+                detail: e.to_string(),
+            };
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| nl(&e))?;
+            let t = tokio::spawn(conn);
+            let r = async {
+                let link = handle
+                    .link()
+                    .get()
+                    .match_name(ifname.clone())
+                    .execute()
+                    .try_next()
+                    .await;
+                let index = match link {
+                    Ok(Some(l)) => l.header.index,
+                    Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
+                        return Err(NetnsError::NoInterface {
+                            path: path.clone(),
+                            ifname: ifname.clone(),
+                        })
+                    }
+                    Err(e) => return Err(nl(&e)),
+                };
+                handle
+                    .link()
+                    .set(rtnetlink::LinkUnspec::new_with_index(index).down().build())
+                    .execute()
+                    .await
+                    .map_err(|e| nl(&format!("setting {ifname} down: {e}")))
+            }
+            .await;
+            t.abort();
+            r
+        })
+    })
+    .join()
+    .map_err(|_| NetnsError::Thread("panicked".into()))?
+}
+
 /// IPv4 addresses configured in the namespace of `pid` (for checks and tests).
 pub fn addresses_of(pid: u32) -> Result<Vec<Ipv4Addr>, NetnsError> {
     let path = PathBuf::from(format!("/proc/{pid}/ns/net"));

@@ -517,6 +517,14 @@ fn leave_running_checkpoints_follow_the_checkpoint_label() {
         let rec = w.record();
         assert_eq!(rec["mode"], want_mode, "{labels:?}");
         assert_eq!(rec["leave_running"], true);
+        // A migrated source stops answering and sending: its interface is down.
+        let up = Command::new("nsenter")
+            .arg(format!("--net={}", src.path().display()))
+            .args(["ip", "-o", "link", "show", "eth0", "up"])
+            .output()
+            .unwrap();
+        let is_up = !String::from_utf8_lossy(&up.stdout).trim().is_empty();
+        assert_eq!(is_up, want_mode == "snapshot", "{labels:?}");
         // A snapshot's restore moves nothing and tells the controller nothing.
         if want_mode == "snapshot" {
             let dst = Netns::new("10.90.0.6/24");

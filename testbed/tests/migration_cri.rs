@@ -29,6 +29,17 @@ fn use_p4lb_cni_for_containerd(w: &World) {
 }
 
 fn pod(c: &mut Cri, name: &str, annotations: &[(&str, &str)]) -> (String, String, String) {
+    pod_from(c, name, annotations, images::TEST_IMAGE)
+}
+
+/// A pod sandbox with a server container from `image` (an image name, or a CRI
+/// checkpoint archive: containerd then restores the container from it).
+fn pod_from(
+    c: &mut Cri,
+    name: &str,
+    annotations: &[(&str, &str)],
+    image: &str,
+) -> (String, String, String) {
     let mut cfg = cri::pod_config(name, &format!("uid-{name}"));
     cfg.annotations = annotations
         .iter()
@@ -52,7 +63,7 @@ fn pod(c: &mut Cri, name: &str, annotations: &[(&str, &str)]) -> (String, String
                     attempt: 0,
                 }),
                 image: Some(cri::pb::ImageSpec {
-                    image: images::TEST_IMAGE.into(),
+                    image: image.into(),
                     annotations: Default::default(),
                 }),
                 command: vec![images::TESTAPP_IN_IMAGE.into()],
@@ -68,7 +79,8 @@ fn pod(c: &mut Cri, name: &str, annotations: &[(&str, &str)]) -> (String, String
             cfg,
         )
         .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
-    c.start_container(&ctr).unwrap();
+    c.start_container(&ctr)
+        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
     (id, ctr, ip)
 }
 
@@ -190,4 +202,92 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
         "CRI migrate checkpoint: source {key} stays locked (migration {})",
         m["id"]
     );
+}
+
+#[test]
+fn cri_migration_to_a_new_pod_keeps_every_connection() {
+    let _s = serial();
+    let w = World::start();
+    use_p4lb_cni_for_containerd(&w);
+    let socket = containerd::start(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
+    images::load_into_containerd(&w.tb).unwrap();
+    // containerd restores only images it can pull by name.
+    images::start_registry(&w.tb).unwrap_or_else(|e| panic!("registry: {e}"));
+    let remote = images::push_to_registry(&w.tb, images::TEST_IMAGE).unwrap();
+    let mut c = Cri::connect(&socket).unwrap();
+    c.pull_image(&remote).unwrap();
+    w.pod_netns("cli", "cli", "clients", "");
+    w.add_service();
+
+    let (src_sb, src_ctr, old_ip) = pod_from(
+        &mut c,
+        "web-a",
+        &[("labels.p4lb.io/checkpoint", "migrate")],
+        &remote,
+    );
+    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
+        w.try_sh(&format!(
+            "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
+            w.testapp
+        ))
+        .0
+    })
+    .unwrap();
+    let conns = 100;
+    let client = w
+        .tb
+        .spawn(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "echo $$ > /tmp/client.pid; exec ip netns exec cli {} client --target {VIP}:{PORT} \
+                 --conns {conns} --rate 5",
+                w.testapp
+            ),
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    w.sh("kill -USR1 $(cat /tmp/client.pid)");
+    std::thread::sleep(Duration::from_millis(300));
+
+    c.checkpoint_container(&src_ctr, "/tmp/cri-mig.tar", 60)
+        .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
+    // The target pod: a new sandbox, registered locked as a restore of old_ip.
+    let (dst_sb, _dst_ctr, new_ip) = pod_from(
+        &mut c,
+        "web-b",
+        &[("p4lb.io/restore-from", old_ip.as_str())],
+        "/tmp/cri-mig.tar",
+    );
+    assert_ne!(new_ip, old_ip);
+    let m = migration_of(&w, &format!("{src_sb}/eth0"));
+    assert_eq!(m["state"], "done", "{m}\n{}", w.diag());
+    assert_eq!(m["target_key"], format!("{dst_sb}/eth0"), "{m}");
+    // The source goes away as an orchestrator would remove it.
+    c.stop_container(&src_ctr, 5).unwrap();
+    c.remove_container(&src_ctr).unwrap();
+    c.stop_pod_sandbox(&src_sb).unwrap();
+    c.remove_pod_sandbox(&src_sb).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    w.sh("kill -TERM $(cat /tmp/client.pid)");
+    let out = client.wait_with_output().unwrap();
+    let reps: Vec<Report> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let before = reps.iter().find(|r| !r.r#final).expect("interim report");
+    let after = reps.iter().find(|r| r.r#final).expect("final report");
+    let (survived, more) = judge(before, after).unwrap();
+    println!(
+        "CRI migration {} -> {} ({old_ip} -> {new_ip}): {survived}/{conns} connections kept, {} \
+         reset, {more} requests after; switchover {:.1} ms, stall {:.1} ms",
+        m["source_key"],
+        m["target_key"],
+        after.totals.reset,
+        m["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    assert_eq!(after.totals.reset, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(survived, conns as u64);
 }
