@@ -234,9 +234,8 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
     })
     .unwrap();
     let conns = 100;
-    let client = w
-        .tb
-        .spawn(&[
+    let client =
+        w.tb.spawn(&[
             "/bin/sh",
             "-c",
             &format!(
@@ -288,6 +287,11 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
         m["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
         m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
     );
-    assert_eq!(after.totals.reset, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        after.totals.reset,
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(survived, conns as u64);
 }
