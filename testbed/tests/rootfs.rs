@@ -32,6 +32,7 @@ fn serial() -> Serial {
     std::fs::create_dir_all(paths::cache_root()).unwrap();
     let f = File::create(paths::cache_root().join(".tests.lock")).unwrap();
     let lock = Flock::lock(f, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock: {e}"));
+    first_rootfs();
     Serial {
         _lock: lock,
         _guard: guard,
@@ -51,6 +52,22 @@ fn record(line: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
+}
+
+/// Builds or reuses the rootfs once per test process and records how long
+/// that took (whichever test comes first pays for a build).
+fn first_rootfs() {
+    static FIRST: std::sync::Once = std::sync::Once::new();
+    FIRST.call_once(|| {
+        let r = rootfs::ensure(&RootfsSpec::default())
+            .unwrap_or_else(|e| panic!("FAILED: the rootfs is not available: {e}"));
+        record(&format!(
+            "rootfs {}: {} in {:.1} s",
+            r.hash,
+            if r.built { "built" } else { "reused" },
+            r.elapsed.as_secs_f64()
+        ));
+    });
 }
 
 fn helper() -> PathBuf {
@@ -76,12 +93,6 @@ fn rootfs_is_built_once_then_reused() {
     let _s = serial();
     let spec = RootfsSpec::default();
     let first = rootfs::ensure(&spec).unwrap_or_else(|e| panic!("FAILED: {e}"));
-    record(&format!(
-        "rootfs {}: {} in {:.1} s",
-        first.hash,
-        if first.built { "built" } else { "reused" },
-        first.elapsed.as_secs_f64()
-    ));
     let second = rootfs::ensure(&spec).unwrap();
     record(&format!(
         "rootfs {}: reused in {:.1} ms",
