@@ -343,3 +343,56 @@ impl<R: Runner> Drop for Topology<'_, R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records commands instead of running them.
+    struct Recorder(std::cell::RefCell<Vec<String>>);
+
+    impl Runner for Recorder {
+        fn command(&self, args: &[&str]) -> Command {
+            self.0.borrow_mut().push(args.join(" "));
+            let mut c = Command::new("true");
+            c.stdin(Stdio::null());
+            c
+        }
+    }
+
+    #[test]
+    fn bad_names_and_addresses_are_rejected_before_anything_runs() {
+        let r = Recorder(Default::default());
+        assert!(topology("bad name").build(&r).is_err());
+        assert!(r.0.borrow().is_empty());
+        let e = topology("ok").node("a", "10.0.0.1").build(&r).unwrap_err();
+        assert!(e.to_string().contains("needs a /prefix"), "{e}");
+    }
+
+    #[test]
+    fn nodes_get_ports_macs_and_addresses_inside_their_namespace() {
+        let r = Recorder(Default::default());
+        let mut t = topology("t")
+            .bridge(true)
+            .node("client", "10.77.0.1/24")
+            .node("pod", "10.77.0.2/24")
+            .build(&r)
+            .unwrap();
+        let pod = t.node("pod").unwrap().clone();
+        assert_eq!(pod.netns, "t-pod");
+        assert_eq!(pod.netns_path(), "/run/netns/t-pod");
+        assert_eq!(pod.switch_port, "port2");
+        assert_eq!(pod.mac, "02:4c:42:00:00:02");
+        assert_eq!(pod.ip, "10.77.0.2");
+        let cmds = r.0.borrow().clone();
+        assert!(cmds.contains(&"ip netns add t-sw".to_string()), "{cmds:?}");
+        assert!(cmds.contains(&"ip -n t-pod addr add 10.77.0.2/24 dev eth0".to_string()));
+        assert!(cmds.contains(&"ip -n t-sw link set port2 master br0".to_string()));
+        // No address is ever put outside the node namespaces.
+        assert!(cmds
+            .iter()
+            .filter(|c| c.contains(" addr add "))
+            .all(|c| c.starts_with("ip -n t-client") || c.starts_with("ip -n t-pod")));
+        t.teardown().unwrap();
+    }
+}
