@@ -20,7 +20,10 @@ struct Netns(String);
 
 impl Netns {
     fn new(name: &str, addrs: &[&str]) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
         assert!(Command::new("ip")
             .args(["netns", "add", name])
             .status()
@@ -209,8 +212,14 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
         .into_inner();
     assert_eq!(m.state, "locked");
     let t = read_all(&ssock).await;
+    let mine = |t: &std::collections::BTreeMap<&str, Vec<p4lb_proto::p4runtime::TableEntry>>| {
+        rows(&t["backends"])
+            .into_iter()
+            .filter(|r| r.starts_with(&format!("backend_id={} ", src.backend_id)))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        rows(&t["backends"]),
+        mine(&t),
         vec![format!("backend_id={} -> backend_locked()", src.backend_id)]
     );
     assert!(
@@ -290,12 +299,14 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
     let t = read_all(&ssock).await;
     let port = tgt.switch_port;
     assert_eq!(
-        rows(&t["backends"]),
+        mine(&t),
         vec![format!(
             "backend_id={} -> backend_forward(ip=10.88.2.21, dmac=02:00:00:00:02:22, port={port})",
             src.backend_id
         )]
     );
+    // The target's own backend id was released: the client's row and the moved one remain.
+    assert_eq!(t["backends"].len(), 2, "{:?}", rows(&t["backends"]));
     let routes = rows(&t["ipv4_routes"]);
     assert!(
         routes.contains(&format!(
@@ -367,7 +378,7 @@ async fn idle_connections_are_removed() {
     let sw = start_switch(&ssock).await;
     let client_if = Veth::new("p4i-cl");
     let mut cfg = config(&dir, &ssock);
-    cfg.conn.idle_timeout_ms = 300;
+    cfg.conn.idle_timeout_ms = 1000;
     let mut c = Ctl::start(cfg).await;
     let mut client = register_req(
         "client",
@@ -405,16 +416,18 @@ async fn idle_connections_are_removed() {
             80,
         ),
     );
+    let learned_at = std::time::Instant::now();
     assert!(
         eventually(Duration::from_secs(3), || {
             let s = ssock.clone();
-            async move { read_all(&s).await["conn_table"].len() == 1 }
+            async move {
+                let t = read_all(&s).await;
+                t["conn_table"].len() == 1 && t["conn_reverse"].len() == 1
+            }
         })
         .await,
         "not learned"
     );
-    let t = read_all(&ssock).await;
-    assert_eq!(t["conn_reverse"].len(), 1);
     assert!(
         eventually(Duration::from_secs(5), || {
             let s = ssock.clone();
@@ -425,6 +438,11 @@ async fn idle_connections_are_removed() {
         })
         .await,
         "idle connection was not removed"
+    );
+    let gone = learned_at.elapsed();
+    assert!(
+        gone >= Duration::from_millis(900),
+        "removed before its idle timeout: {gone:?}"
     );
     c.stop().await;
     sw.shutdown().await;

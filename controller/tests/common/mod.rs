@@ -82,12 +82,20 @@ impl Ctl {
 
 /// Reads every table of the switch directly over P4Runtime (as a second client).
 pub async fn read_all(switch_sock: &Path) -> BTreeMap<&'static str, Vec<TableEntry>> {
+    try_read_all(switch_sock)
+        .await
+        .expect("reading the switch tables")
+}
+
+/// Like [`read_all`], but an error (switch not up, no pipeline yet) is returned.
+pub async fn try_read_all(
+    switch_sock: &Path,
+) -> Result<BTreeMap<&'static str, Vec<TableEntry>>, String> {
     let ch = connect_channel(
         &format!("unix:{}", switch_sock.display()),
         Duration::from_secs(2),
     )
-    .await
-    .expect("connect switch");
+    .await?;
     let mut c = P4RuntimeClient::new(ch).max_decoding_message_size(256 << 20);
     let mut out = BTreeMap::new();
     for (id, name) in p::table::ALL {
@@ -103,10 +111,10 @@ pub async fn read_all(switch_sock: &Path) -> BTreeMap<&'static str, Vec<TableEnt
                 role: String::new(),
             })
             .await
-            .expect("read")
+            .map_err(|e| e.to_string())?
             .into_inner();
         let mut v = Vec::new();
-        while let Some(r) = s.message().await.expect("read stream") {
+        while let Some(r) = s.message().await.map_err(|e| e.to_string())? {
             for e in r.entities {
                 if let Some(entity::Entity::TableEntry(mut t)) = e.entity {
                     p::canonicalize(&mut t);
@@ -119,7 +127,7 @@ pub async fn read_all(switch_sock: &Path) -> BTreeMap<&'static str, Vec<TableEnt
         v.sort_by_key(|e| format!("{} {}", p::format_match(e), p::format_action(e)));
         out.insert(name.rsplit('.').next().unwrap_or(name), v);
     }
-    out
+    Ok(out)
 }
 
 /// Human-readable rows of one table.
