@@ -238,3 +238,20 @@ fn del_with_controller_down_keeps_lease_then_finishes() {
     w.p4lb("DEL", "dd", &ns.path, "", &c).ok();
     w.assert_clean();
 }
+
+#[test]
+fn check_with_controller_down_is_try_again_later() {
+    let mut w = World::new();
+    let ns = Netns::new();
+    let c = w.conf("1.0.0");
+    let r = w.p4lb("ADD", "ck", &ns.path, "", &c);
+    r.ok();
+    let mut prev = c.clone();
+    prev["prevResult"] = r.json();
+    w.stop_controller();
+    w.p4lb("CHECK", "ck", &ns.path, "", &prev).err(11);
+    w.start_controller();
+    w.p4lb("CHECK", "ck", &ns.path, "", &prev).ok();
+    w.p4lb("DEL", "ck", &ns.path, "", &prev).ok();
+    w.assert_clean();
+}

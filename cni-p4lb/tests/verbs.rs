@@ -298,3 +298,39 @@ fn gc_removes_attachments_not_listed() {
     w.p4lb("DEL", "gc1", &nss[1].path, "", &prev).ok();
     w.assert_clean();
 }
+
+#[test]
+fn runtime_config_mac_sets_the_pod_mac() {
+    let w = World::new();
+    let ns = Netns::new();
+    let mut c = w.conf("1.1.0");
+    c["runtimeConfig"] = json!({"mac": "02:42:0a:00:00:99"});
+    let r = w.p4lb("ADD", "mac", &ns.path, "", &c);
+    r.ok();
+    let r = r.json();
+    assert_eq!(r["interfaces"][1]["mac"], "02:42:0a:00:00:99");
+    assert!(ns
+        .exec(&["ip", "link", "show", "eth0"])
+        .contains("02:42:0a:00:00:99"));
+    assert_eq!(w.endpoints()[0].mac, "02:42:0a:00:00:99");
+    // 1.1.0 results carry the interface MTU
+    assert!(r["interfaces"][1]["mtu"].as_u64().is_some(), "{r}");
+    let mut bad = w.conf("1.1.0");
+    bad["runtimeConfig"] = json!({"mac": "not-a-mac"});
+    let ns2 = Netns::new();
+    w.p4lb("ADD", "mac2", &ns2.path, "", &bad).err(7);
+    w.p4lb("DEL", "mac", &ns.path, "", &c).ok();
+    w.assert_clean();
+}
+
+#[test]
+fn no_command_prints_about_and_succeeds() {
+    let out = run_plugin(std::path::Path::new(PLUGIN), &[], b"");
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("CNI protocol versions supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"),
+        "{}",
+        out.stderr
+    );
+}
