@@ -66,3 +66,43 @@ pub async fn handle(st: &State, cfg: &HookConfig) -> Result<Outcome, HookError> 
         labels: n,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::parse_state;
+
+    fn cfg(dir: &std::path::Path) -> HookConfig {
+        HookConfig {
+            socket: dir.join("none.sock"),
+            connect_timeout: Duration::from_millis(300),
+            call_timeout: Duration::from_millis(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn stopped_or_pidless_containers_need_no_controller() {
+        let d = tempfile::tempdir().unwrap();
+        for j in [
+            r#"{"ociVersion":"1.0.2","id":"c","status":"stopped","bundle":"/nonexistent"}"#,
+            r#"{"ociVersion":"1.0.2","id":"c","status":"creating","bundle":"/nonexistent"}"#,
+            r#"{"ociVersion":"1.0.2","id":"c","status":"running","pid":0,"bundle":"/x"}"#,
+        ] {
+            let st = parse_state(j.as_bytes()).unwrap();
+            let o = handle(&st, &cfg(d.path())).await.unwrap();
+            assert!(matches!(o, Outcome::Skipped(_)), "{j}: {o:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_controller_is_a_controller_error() {
+        let d = tempfile::tempdir().unwrap();
+        let j = format!(
+            r#"{{"ociVersion":"1.0.2","id":"c","status":"running","pid":{},"bundle":"/x","annotations":{{"a":"b"}}}}"#,
+            std::process::id()
+        );
+        let st = parse_state(j.as_bytes()).unwrap();
+        let r = handle(&st, &cfg(d.path())).await;
+        assert!(matches!(r, Err(HookError::Controller(_))), "{r:?}");
+    }
+}
