@@ -59,8 +59,10 @@ async fn main() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    let mut cfg = Config::default();
-    cfg.state_dir = dir.join("state");
+    let mut cfg = Config {
+        state_dir: dir.join("state"),
+        ..Default::default()
+    };
     cfg.api.socket = dir.join("api.sock");
     cfg.switch.address = format!("unix:{}", ssock.display());
     cfg.identity.check_addresses = false;

@@ -348,28 +348,33 @@ async fn run(link: Arc<Link>, events: mpsc::Sender<SwitchEvent>) {
                 }
                 let reason = loop {
                     match inbound.message().await {
-                        Ok(Some(msg)) => match msg.update {
-                            Some(stream_message_response::Update::Digest(d)) => {
-                                if events.send(SwitchEvent::Digest(d)).await.is_err() {
+                        Ok(Some(msg)) => {
+                            let ev = match msg.update {
+                                Some(stream_message_response::Update::Digest(d)) => {
+                                    Some(SwitchEvent::Digest(d))
+                                }
+                                Some(stream_message_response::Update::IdleTimeoutNotification(
+                                    n,
+                                )) => Some(SwitchEvent::Idle(n)),
+                                Some(stream_message_response::Update::Arbitration(a)) => {
+                                    let code = a.status.as_ref().map(|s| s.code).unwrap_or(0);
+                                    if code != 0 {
+                                        break format!("lost primary role (status {code})");
+                                    }
+                                    None
+                                }
+                                Some(stream_message_response::Update::Error(e)) => {
+                                    tracing::warn!(code = e.canonical_code, message = %e.message, "stream error from switch");
+                                    None
+                                }
+                                _ => None,
+                            };
+                            if let Some(ev) = ev {
+                                if events.send(ev).await.is_err() {
                                     return;
                                 }
                             }
-                            Some(stream_message_response::Update::IdleTimeoutNotification(n)) => {
-                                if events.send(SwitchEvent::Idle(n)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Some(stream_message_response::Update::Arbitration(a)) => {
-                                let code = a.status.as_ref().map(|s| s.code).unwrap_or(0);
-                                if code != 0 {
-                                    break format!("lost primary role (status {code})");
-                                }
-                            }
-                            Some(stream_message_response::Update::Error(e)) => {
-                                tracing::warn!(code = e.canonical_code, message = %e.message, "stream error from switch");
-                            }
-                            _ => {}
-                        },
+                        }
                         Ok(None) => break String::from("stream closed by the switch"),
                         Err(s) => break format!("stream error: {s}"),
                     }

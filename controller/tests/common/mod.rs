@@ -32,8 +32,10 @@ pub async fn start_switch(sock: &Path) -> p4lb_switch::SwitchHandle {
 }
 
 pub fn config(dir: &Path, switch_sock: &Path) -> Config {
-    let mut c = Config::default();
-    c.state_dir = dir.join("state");
+    let mut c = Config {
+        state_dir: dir.join("state"),
+        ..Default::default()
+    };
     c.api.socket = dir.join("api.sock");
     c.switch.address = format!("unix:{}", switch_sock.display());
     c.conn.idle_timeout_ms = 0;
