@@ -322,6 +322,9 @@ impl Controller {
         let conn_writes = self.reconcile_conns(&mut g, fresh).await?;
         g.synced = true;
         Metrics::inc(&self.metrics.reconciles);
+        if fresh {
+            Metrics::inc(&self.metrics.pipeline_pushes);
+        }
         tracing::info!(
             fresh,
             static_writes,

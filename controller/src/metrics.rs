@@ -15,6 +15,7 @@ pub struct Metrics {
     pub migrations_done: AtomicU64,
     pub migrations_aborted: AtomicU64,
     pub reconciles: AtomicU64,
+    pub pipeline_pushes: AtomicU64,
     pub last_switchover_us: AtomicU64,
 }
 

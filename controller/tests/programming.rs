@@ -33,6 +33,25 @@ async fn register_then_deregister() {
     assert_eq!(ep.switch_port, 1);
     assert_eq!(ep.backend_id, 1);
     assert_eq!(ep.router_mac, ROUTER);
+    let st = c
+        .client
+        .status(api::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        st.ready && st.switch_connected && st.endpoints == 1,
+        "{st:?}"
+    );
+    let m = c
+        .client
+        .metrics(api::MetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .prometheus_text;
+    assert!(m.contains("p4lb_controller_endpoints 1"), "{m}");
+    assert!(m.contains("p4lb_controller_switch_connected 1"), "{m}");
     let t = read_all(&ssock).await;
     assert_eq!(
         rows(&t["ipv4_routes"]),

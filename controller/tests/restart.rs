@@ -104,6 +104,83 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
         .into_inner()
         .endpoints;
     assert_eq!(eps.len(), 3, "acknowledged deregistration was lost");
+    // p4lbctl sees the same, as JSON.
+    let ctl = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+            .arg("--socket")
+            .arg(dir.join("api.sock"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("running p4lbctl");
+        assert!(
+            out.status.success(),
+            "p4lbctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("p4lbctl --json output")
+    };
+    assert_eq!(ctl(&["status"])["ready"], serde_json::Value::Bool(true));
+    assert_eq!(ctl(&["endpoints", "ls"]).as_array().unwrap().len(), 3);
+    let svcs = ctl(&["services", "ls"]);
+    assert_eq!(svcs[0]["resolved_backends"].as_array().unwrap().len(), 3);
+    let slots = ctl(&["switch", "tables", "maglev_slots"]);
+    assert_eq!(slots.as_array().unwrap().len(), 1021);
+    assert!(ctl(&["migrations", "ls"]).as_array().unwrap().is_empty());
+    // The restarted controller found its pipeline on the switch (cookie) and only
+    // diffed; it did not wipe the switch by pushing the pipeline again.
+    let metrics = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+        .arg("--socket")
+        .arg(dir.join("api.sock"))
+        .arg("metrics")
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("p4lb_controller_pipeline_pushes_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("p4lb_controller_reconciles_total 1"),
+        "{metrics}"
+    );
+    let added = ctl(&[
+        "services",
+        "add",
+        "extra",
+        "--vip",
+        "10.96.4.2",
+        "--port",
+        "53",
+        "--protocol",
+        "udp",
+        "--selector",
+        "app=web",
+    ]);
+    assert_eq!(added["protocol"], "udp");
+    ctl(&["services", "rm", "extra"]);
+    let bad = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+        .arg("--socket")
+        .arg(dir.join("api.sock"))
+        .args([
+            "services",
+            "add",
+            "bad",
+            "--vip",
+            "10.96.4.x",
+            "--port",
+            "53",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("InvalidArgument")
+            || String::from_utf8_lossy(&bad.stderr).contains("invalid"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
     // Still fully functional: a change after the restart is applied once.
     c.register_endpoint(register_req("k5", "10.88.4.5", "02:00:00:00:04:05", ""))
         .await
