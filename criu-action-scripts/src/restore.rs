@@ -3,7 +3,7 @@
 //! addresses into the target network namespace (CRIU binds the restored sockets to
 //! them), report RESTORED_AT (the controller repoints the backend) and UNLOCK.
 
-use crate::config::CheckpointMode;
+use crate::config::{CheckpointMode, Policy};
 use crate::error::ActionError;
 use crate::netns::ensure_addresses;
 use crate::record::{MigrationRecord, RecordState};
@@ -72,19 +72,37 @@ pub async fn restore_started(
         return Ok("no p4lb record in the images".into());
     };
     let pid = run.init_pid()?;
-    let target = run
-        .controller()
-        .await?
-        .endpoint_of_pid(pid)
-        .await?
-        .ok_or_else(|| {
-            ActionError::Input(format!(
-                "the restore target (network namespace of pid {pid}) is not a p4lb endpoint: \
-                 the CNI plugin registers it (locked) before the restore; migration {} cannot \
-                 continue",
-                rec.migration_id
-            ))
-        })?;
+    let target = async {
+        match run.controller().await {
+            Ok(c) => c.endpoint_of_pid(pid).await.map_err(ActionError::from),
+            Err(e) => Err(e),
+        }
+    }
+    .await;
+    let target = match target {
+        Ok(t) => t,
+        Err(e) if e.is_controller() && run.cfg.policy == Policy::IgnoreController => {
+            // The sockets must still bind: move the addresses, tell nobody.
+            let change = ensure_addresses(pid, &rec.source.ifname, &rec.addresses)?;
+            run.save(&st)?;
+            tracing::warn!(
+                "{e}; policy ignore-controller: addresses moved, the switch is not repointed"
+            );
+            return Ok(format!(
+                "controller unavailable: added {:?} on {}, already present {:?}",
+                change.added, rec.source.ifname, change.already_present
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let target = target.ok_or_else(|| {
+        ActionError::Input(format!(
+            "the restore target (network namespace of pid {pid}) is not a p4lb endpoint: \
+             the CNI plugin registers it (locked) before the restore; migration {} cannot \
+             continue",
+            rec.migration_id
+        ))
+    })?;
     let source_ip = rec.source.ip.to_string();
     let m = run
         .event(

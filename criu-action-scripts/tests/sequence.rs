@@ -660,3 +660,34 @@ fn odd_invocations() {
     let (code, err) = w.act(&c, "network-lock", None, &[("CRTOOLS_INIT_PID", "x")]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn restore_with_controller_down_and_ignore_policy_still_moves_the_addresses() {
+    let mut w = World::new();
+    let src = Netns::new("10.95.0.5/24");
+    w.add_endpoint(&src, "a/eth0", "10.95.0.5", &[], &[]);
+    let dump = Criu::new(&w.images());
+    for a in ["pre-dump", "network-lock", "post-dump"] {
+        w.ok(&dump, a, Some(src.pid()));
+    }
+    w.server = None;
+    let dst = Netns::new("10.95.0.6/24");
+    let restore = Criu::new(&w.images());
+    w.ok(&restore, "pre-restore", None);
+    // strict: the restore stops here
+    let (code, err) = w.act(&restore, "setup-namespaces", Some(dst.pid()), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!dst.addrs().contains(&"10.95.0.5".parse().unwrap()));
+    // ignore-controller: the sockets can still bind
+    let ignore = [("P4LB_ACTION_POLICY", "ignore-controller")];
+    for a in [
+        "setup-namespaces",
+        "post-restore",
+        "network-unlock",
+        "post-resume",
+    ] {
+        let (code, err) = w.act(&restore, a, Some(dst.pid()), &ignore);
+        assert_eq!(code, 0, "{a}: {err}");
+    }
+    assert!(dst.addrs().contains(&"10.95.0.5".parse().unwrap()));
+}
