@@ -58,6 +58,8 @@ pub struct SwitchConfig {
     /// Accepted for command-line compatibility with simple_switch_grpc; the p4lb program
     /// never sends to or receives from the CPU port.
     pub cpu_port: Option<u32>,
+    /// Scheduling priority (nice value) of the data-plane thread; `None` leaves it alone.
+    pub dataplane_nice: Option<i32>,
 }
 
 impl Default for SwitchConfig {
@@ -67,6 +69,7 @@ impl Default for SwitchConfig {
             device_id: 0,
             ports: Vec::new(),
             cpu_port: None,
+            dataplane_nice: None,
         }
     }
 }
@@ -140,7 +143,8 @@ impl SwitchHandle {
 pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     let slot = Arc::new(DataplaneSlot::default());
     let device = Arc::new(Device::new(config.device_id, slot.clone()));
-    let ports = Arc::new(PortManager::start(slot).map_err(ServeError::Dataplane)?);
+    let ports =
+        Arc::new(PortManager::start(slot, config.dataplane_nice).map_err(ServeError::Dataplane)?);
     for (num, iface) in &config.ports {
         ports.add(*num, iface)?;
     }

@@ -30,7 +30,9 @@ const QUIET: Duration = Duration::from_millis(400);
 
 fn root_or_skip(test: &str) -> bool {
     if !is_root() {
-        eprintln!("SKIPPED: {test} needs root (network namespaces, veth)");
+        support::target::loud(&format!(
+            "SKIPPED: {test} needs root (network namespaces, veth)"
+        ));
         return false;
     }
     true
@@ -422,4 +424,25 @@ async fn real_tcp_through_vip_with_offloads_on() {
     assert_eq!(ack, b"done");
     assert_eq!(got.len(), SIZE);
     assert!(got == expect, "payload corrupted through the switch");
+    // The client's stack handed the switch GSO super-frames (offloads on): more bytes per
+    // received frame on port 1 than an MTU-sized frame can hold.
+    let mut ports =
+        p4lb_proto::api::switch_ports_client::SwitchPortsClient::new(p4rt::channel(&t.addr).await);
+    let list = ports
+        .list_ports(p4lb_proto::api::ListPortsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let p1 = list
+        .ports
+        .iter()
+        .find(|p| p.port == 1)
+        .expect("port 1 listed");
+    assert!(p1.rx_packets > 0);
+    let avg = p1.rx_bytes / p1.rx_packets;
+    support::target::loud(&format!(
+        "real_tcp_through_vip_with_offloads_on: port 1 rx {} frames, {} bytes (avg {avg} bytes/frame)",
+        p1.rx_packets, p1.rx_bytes
+    ));
+    assert!(avg > 1514, "no GSO frames seen (avg {avg} bytes per frame)");
 }

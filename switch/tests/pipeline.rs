@@ -220,7 +220,7 @@ async fn maglev_slot_is_bmv2_crc16_and_spreads() {
             7,
         )
         .unwrap();
-        let want = if slot % 2 == 0 { 2 } else { 3 };
+        let want = if slot.is_multiple_of(2) { 2 } else { 3 };
         assert_eq!(
             v,
             Verdict::Forward(want),
@@ -334,9 +334,9 @@ async fn malformed_and_truncated_frames_are_dropped_and_counted() {
                 (x >> 16) as u8
             })
             .collect();
-        if len > 14 && x % 3 == 0 {
+        if len > 14 && x.is_multiple_of(3) {
             f[12] = 0x08;
-            f[13] = if x % 2 == 0 { 0x00 } else { 0x06 };
+            f[13] = if x.is_multiple_of(2) { 0x00 } else { 0x06 };
         }
         let _ = run(&fx.dp, &f, 1);
     }

@@ -23,6 +23,9 @@ struct Args {
     /// CPU port number (accepted for compatibility; the p4lb program does not use it).
     #[arg(long)]
     cpu_port: Option<u32>,
+    /// Nice value of the data-plane thread (e.g. -10 to favour packet processing).
+    #[arg(long, allow_hyphen_values = true)]
+    dataplane_nice: Option<i32>,
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, p4lb_switch=trace.
     #[arg(long, default_value = "info", env = "P4LB_SWITCH_LOG")]
     log_level: String,
@@ -62,6 +65,7 @@ async fn main() -> Result<()> {
         device_id: args.device_id,
         ports,
         cpu_port: args.cpu_port,
+        dataplane_nice: args.dataplane_nice,
     })
     .await
     .context("starting the switch")?;

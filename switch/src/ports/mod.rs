@@ -26,6 +26,8 @@ pub const MAX_PORT: u32 = 510;
 const BATCH: usize = 64;
 /// Frames taken from one port before looking at the others.
 const FAIR_SHARE: usize = 512;
+/// How long the data-plane thread keeps polling without sleeping after the last frame.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
@@ -118,7 +120,8 @@ fn wake(fd: RawFd) {
 }
 
 impl PortManager {
-    pub fn start(slot: Arc<DataplaneSlot>) -> io::Result<PortManager> {
+    /// Starts the data-plane thread; `nice` sets its scheduling priority (e.g. -10).
+    pub fn start(slot: Arc<DataplaneSlot>, nice: Option<i32>) -> io::Result<PortManager> {
         // SAFETY: plain eventfd(2) call.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if wake_fd < 0 {
@@ -150,6 +153,7 @@ impl PortManager {
                     ports: HashMap::new(),
                     slot,
                     stop: stop2,
+                    nice,
                 };
                 dp.run();
                 // SAFETY: closing descriptors this thread owns.
@@ -242,6 +246,7 @@ struct DataPlaneLoop {
     ports: HashMap<u32, Arc<Port>>,
     slot: Arc<DataplaneSlot>,
     stop: Arc<AtomicBool>,
+    nice: Option<i32>,
 }
 
 impl DataPlaneLoop {
@@ -328,12 +333,32 @@ impl DataPlaneLoop {
     }
 
     fn run(&mut self) {
+        if let Some(nice) = self.nice {
+            // SAFETY: setpriority on this thread's own tid.
+            let r = unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice)
+            };
+            if r != 0 {
+                tracing::warn!(nice, error = %io::Error::last_os_error(), "cannot set data-plane priority");
+            }
+        }
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut batch = RxBatch::new(BATCH);
+        let mut last_busy = std::time::Instant::now() - BUSY_POLL;
         while !self.stop.load(Ordering::Relaxed) {
+            // Busy-poll (timeout 0) while traffic flows, sleep in epoll once idle.
+            let timeout = if last_busy.elapsed() < BUSY_POLL {
+                0
+            } else {
+                200
+            };
             // SAFETY: events has room for events.len() entries.
-            let n =
-                unsafe { libc::epoll_wait(self.ep, events.as_mut_ptr(), events.len() as i32, 200) };
+            let n = unsafe {
+                libc::epoll_wait(self.ep, events.as_mut_ptr(), events.len() as i32, timeout)
+            };
+            if n > 0 {
+                last_busy = std::time::Instant::now();
+            }
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {

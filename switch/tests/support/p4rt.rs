@@ -341,6 +341,7 @@ pub fn conn_pin(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn conn_reverse(
     src: u32,
     dst: u32,

@@ -36,9 +36,15 @@ pub fn kinds(test: &str) -> Vec<Kind> {
                 Path::new(&p).display()
             )
         }
-        None => eprintln!("SKIPPED (BMv2): P4LB_P4_PREFIX not set [{test}]"),
+        None => loud(&format!("SKIPPED (BMv2): P4LB_P4_PREFIX not set [{test}]")),
     }
     v
+}
+
+/// Prints to the real stderr (not captured by the test harness) so skips are always seen.
+pub fn loud(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 pub fn repo_root() -> PathBuf {
