@@ -446,3 +446,83 @@ async fn real_tcp_through_vip_with_offloads_on() {
     ));
     assert!(avg > 1514, "no GSO frames seen (avg {avg} bytes per frame)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_attach_and_detach_at_run_time() {
+    if !root_or_skip("ports_attach_and_detach_at_run_time") {
+        return;
+    }
+    // p4lb-switch's SwitchPorts service (BMv2 does this over Thrift, not tested here).
+    use p4lb_proto::api;
+    let topo = Topology::create(2);
+    let t = Target::start(&Kind::P4lb, &topo);
+    let mut s = t.primary().await;
+    s.insert(vec![p4rt::route(B1, 32, 2, B1_MAC)]).await;
+    let mut ports = api::switch_ports_client::SwitchPortsClient::new(p4rt::channel(&t.addr).await);
+    let (h1, h2) = (topo.host(1), topo.host(2));
+    let f = Flow::udp(CLIENT, 1, B1, 9).frame(b"x");
+    h1.send(&f);
+    assert!(h2.expect(WAIT, is_ipv4_to(B1)).is_some());
+    ports
+        .remove_port(api::RemovePortRequest { port: 2 })
+        .await
+        .unwrap();
+    let e = ports
+        .remove_port(api::RemovePortRequest { port: 2 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    h1.send(&f);
+    assert!(
+        h2.expect(QUIET, is_ipv4_to(B1)).is_none(),
+        "detached port still sends"
+    );
+    let p = ports
+        .add_port(api::AddPortRequest {
+            port: 2,
+            iface: "sw2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((p.port, p.iface.as_str()), (2, "sw2"));
+    h1.send(&f);
+    assert!(
+        h2.expect(WAIT, is_ipv4_to(B1)).is_some(),
+        "re-attached port does not send"
+    );
+    let e = ports
+        .add_port(api::AddPortRequest {
+            port: 2,
+            iface: "sw2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = ports
+        .add_port(api::AddPortRequest {
+            port: 3,
+            iface: "nosuchif0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    let e = ports
+        .add_port(api::AddPortRequest {
+            port: 511,
+            iface: "lo".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let list = ports
+        .list_ports(api::ListPortsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(list.ports[0].rx_packets >= 3);
+}
