@@ -46,7 +46,13 @@ pub struct Change {
     pub drop_services: Vec<u16>,
     /// Refuse (UNAVAILABLE, nothing changed) when the switch cannot be written.
     pub require_switch: bool,
+    /// Runs after the switch acknowledged the write and before the durable save
+    /// (records timings in the same save).
+    pub on_ack: Option<OnAck>,
 }
+
+/// Callback of [`Change::on_ack`].
+pub type OnAck = Box<dyn FnOnce(&mut State, Instant) + Send>;
 
 impl Change {
     pub fn new(state: State) -> Change {
@@ -57,6 +63,7 @@ impl Change {
             drop_backends: Vec::new(),
             drop_services: Vec::new(),
             require_switch: false,
+            on_ack: None,
         }
     }
 }
@@ -214,7 +221,7 @@ impl Controller {
 
     /// Applies a change: ports, table writes, durable save, then the new state is
     /// current. Any failure before the save leaves state and switch as they were.
-    pub async fn commit(&self, g: &mut Inner, change: Change) -> Result<Committed> {
+    pub async fn commit(&self, g: &mut Inner, mut change: Change) -> Result<Committed> {
         let writable = self.link.is_connected() && g.synced;
         if !writable {
             if change.require_switch {
@@ -222,6 +229,10 @@ impl Controller {
                     "the switch at {} is not connected",
                     self.link.address()
                 )));
+            }
+            let now = Instant::now();
+            if let Some(f) = change.on_ack.take() {
+                f(&mut change.state, now);
             }
             self.store.save(&change.state)?;
             self.finish(g, change, false).await;
@@ -258,6 +269,9 @@ impl Controller {
             }
         }
         let acked_at = Instant::now();
+        if let Some(f) = change.on_ack.take() {
+            f(&mut change.state, acked_at);
+        }
         if let Err(e) = self.store.save(&change.state) {
             let old = desired(&g.state, self.shape);
             if let Err(e2) = g.prog.apply(&self.link, &old).await {

@@ -101,6 +101,12 @@ impl Metrics {
             c(&self.reconciles),
         );
         line(
+            "pipeline_pushes_total",
+            "counter",
+            "Reconciliations that had to push the pipeline (switch was empty).",
+            c(&self.pipeline_pushes),
+        );
+        line(
             "last_switchover_microseconds",
             "gauge",
             "Switchover latency of the last migration.",

@@ -289,24 +289,24 @@ impl Controller {
             MigrationPhase::Unspecified => unreachable!("filtered above"),
         };
         refresh_services(&mut st);
+        let switchover = phase == MigrationPhase::RestoredAt
+            || (phase == MigrationPhase::Unlock && st.migrations[idx].switchover_us == 0);
+        let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
         let mut change = Change::new(st);
         change.require_switch = require_switch;
-        let committed = self.commit(&mut g, change).await?;
-        if phase == MigrationPhase::RestoredAt
-            || (phase == MigrationPhase::Unlock && g.state.migrations[idx].switchover_us == 0)
-        {
-            let switchover = committed.acked_at.duration_since(received).as_micros() as i64;
-            let backend = g.state.migrations[idx].backend_id;
-            let carried = g.conns.count_backend(backend) as u32;
-            let m = &mut g.state.migrations[idx];
-            m.switchover_us = switchover;
-            m.connections_carried = carried;
-            self.metrics
-                .last_switchover_us
-                .store(switchover as u64, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = self.store.save(&g.state) {
-                tracing::warn!(error = %e, "saving migration timings");
-            }
+        if switchover {
+            change.on_ack = Some(Box::new(move |s: &mut State, acked: Instant| {
+                let m = &mut s.migrations[idx];
+                m.switchover_us = acked.duration_since(received).as_micros() as i64;
+                m.connections_carried = carried;
+            }));
+        }
+        self.commit(&mut g, change).await?;
+        if switchover {
+            self.metrics.last_switchover_us.store(
+                g.state.migrations[idx].switchover_us as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let rec = g.state.migrations[idx].clone();
         drop(g);
