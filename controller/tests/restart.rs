@@ -7,6 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::packet::{send_frame, tcp_syn};
 use common::*;
 use p4lb_proto::api;
 
@@ -87,9 +88,43 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
     })
     .await
     .unwrap();
+    // Learned connections: client SYNs to the VIP through a real port.
+    let client_if = Veth::new("p4r-cl");
+    let mut client = register_req(
+        "client",
+        "10.88.4.100",
+        "02:00:00:00:04:64",
+        &client_if.host,
+    );
+    client.labels.clear();
+    c.register_endpoint(client).await.unwrap();
+    for sport in 41000..41010u16 {
+        send_frame(
+            &client_if.peer,
+            &tcp_syn(
+                [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+                [0x02, 0, 0, 0, 0x04, 0x64],
+                std::net::Ipv4Addr::new(10, 88, 4, 100),
+                std::net::Ipv4Addr::new(10, 96, 4, 1),
+                sport,
+                443,
+            ),
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = ssock.clone();
+            async move {
+                let t = read_all(&s).await;
+                t["conn_table"].len() == 10 && t["conn_reverse"].len() == 10
+            }
+        })
+        .await,
+        "connections not learned"
+    );
     let before = read_all(&ssock).await;
     assert_eq!(before["maglev_slots"].len(), 1021);
-    assert_eq!(before["backends"].len(), 3);
+    assert_eq!(before["backends"].len(), 4);
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 
@@ -103,7 +138,7 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
         .unwrap()
         .into_inner()
         .endpoints;
-    assert_eq!(eps.len(), 3, "acknowledged deregistration was lost");
+    assert_eq!(eps.len(), 4, "acknowledged deregistration was lost");
     // p4lbctl sees the same, as JSON.
     let ctl = |args: &[&str]| -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
@@ -121,7 +156,7 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
         serde_json::from_slice(&out.stdout).expect("p4lbctl --json output")
     };
     assert_eq!(ctl(&["status"])["ready"], serde_json::Value::Bool(true));
-    assert_eq!(ctl(&["endpoints", "ls"]).as_array().unwrap().len(), 3);
+    assert_eq!(ctl(&["endpoints", "ls"]).as_array().unwrap().len(), 4);
     let svcs = ctl(&["services", "ls"]);
     assert_eq!(svcs[0]["resolved_backends"].as_array().unwrap().len(), 3);
     let slots = ctl(&["switch", "tables", "maglev_slots"]);
@@ -186,8 +221,17 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
         .await
         .unwrap();
     let t = read_all(&ssock).await;
-    assert_eq!(t["backends"].len(), 4);
+    assert_eq!(t["backends"].len(), 5);
     assert_eq!(t["maglev_slots"].len(), 1021);
+    assert_eq!(t["conn_table"].len(), 10, "connections survive the restart");
+    // The restarted controller adopted the connections: removing their service
+    // removes them from the switch.
+    c.remove_service(api::RemoveServiceRequest { name: "k".into() })
+        .await
+        .unwrap();
+    let t = read_all(&ssock).await;
+    assert!(t["conn_table"].is_empty() && t["conn_reverse"].is_empty());
+    assert!(t["maglev_slots"].is_empty());
     child.kill().unwrap();
     let _ = child.wait();
 
