@@ -252,10 +252,19 @@ impl Controller {
             .collect();
         let mut g = self.inner.lock().await;
         let mut st = g.state.clone();
+        // Sources of active migrations stay until their migration ends.
+        let migrating: std::collections::HashSet<String> = st
+            .migrations
+            .iter()
+            .filter(|m| m.active())
+            .map(|m| m.source_key.clone())
+            .collect();
         let gone: Vec<EndpointRec> = st
             .endpoints
             .values()
-            .filter(|e| e.network == r.network && !valid.contains(&e.key))
+            .filter(|e| {
+                e.network == r.network && !valid.contains(&e.key) && !migrating.contains(&e.key)
+            })
             .cloned()
             .collect();
         if gone.is_empty() {

@@ -547,3 +547,103 @@ async fn switch_restart_is_repushed_within_a_second() {
     sw.kill().unwrap();
     let _ = sw.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_and_metadata_updates() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    for (cid, ip, net) in [
+        ("g1", "10.88.5.1", "p4lb"),
+        ("g2", "10.88.5.2", "p4lb"),
+        ("g3", "10.88.5.3", "p4lb"),
+        ("o1", "10.88.6.1", "other"),
+    ] {
+        let mut r = register_req(cid, ip, "02:00:00:00:05:01", "");
+        r.network = net.into();
+        c.client.register_endpoint(r).await.unwrap();
+    }
+    let e = c
+        .client
+        .garbage_collect(api::GarbageCollectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let gc = c
+        .client
+        .garbage_collect(api::GarbageCollectRequest {
+            network: "p4lb".into(),
+            valid_attachments: vec![api::Attachment {
+                container_id: "g2".into(),
+                ifname: "eth0".into(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        gc.removed_keys,
+        vec!["g1/eth0".to_string(), "g3/eth0".to_string()]
+    );
+    let t = read_all(&ssock).await;
+    let routes = rows(&t["ipv4_routes"]);
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert!(routes
+        .iter()
+        .any(|r| r.starts_with("dst_addr=10.88.5.2/32")));
+    assert!(routes
+        .iter()
+        .any(|r| r.starts_with("dst_addr=10.88.6.1/32")));
+
+    // Metadata: the endpoint proves it is itself (its netns, its address) and a
+    // label selector picks it up.
+    let mut me = register_req("self", "127.0.0.1", "02:00:00:00:05:09", "");
+    me.netns_path = "/proc/self/ns/net".into();
+    me.labels.clear();
+    c.client.register_endpoint(me).await.unwrap();
+    let svc = c
+        .client
+        .add_service(api::AddServiceRequest {
+            service: Some(api::Service {
+                name: "meta".into(),
+                vip: "10.96.5.1".into(),
+                port: 80,
+                selector: "app=meta".into(),
+                ..Default::default()
+            }),
+            replace: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(svc.resolved_backends.is_empty());
+    assert!(read_all(&ssock).await["maglev_slots"].is_empty());
+    let ep = c
+        .client
+        .update_endpoint_metadata(api::UpdateEndpointMetadataRequest {
+            identity: Some(api::Identity {
+                pid: std::process::id(),
+                netns_path: String::new(),
+            }),
+            key: "self/eth0".into(),
+            labels: [("app".to_string(), "meta".to_string())]
+                .into_iter()
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ep.labels.get("app").map(String::as_str), Some("meta"));
+    let svc = &c
+        .client
+        .list_services(api::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services[0];
+    assert_eq!(svc.resolved_backends, vec!["self/eth0".to_string()]);
+    assert_eq!(read_all(&ssock).await["maglev_slots"].len(), 1021);
+    c.stop().await;
+    sw.shutdown().await;
+}
