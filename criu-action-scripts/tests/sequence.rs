@@ -691,3 +691,44 @@ fn restore_with_controller_down_and_ignore_policy_still_moves_the_addresses() {
     }
     assert!(dst.addrs().contains(&"10.95.0.5".parse().unwrap()));
 }
+
+/// CRIU reads /etc/criu/default.conf and then the runtime's file (runc.conf,
+/// crun.conf); packaging puts the action script in each, so CRIU runs it twice
+/// per action. Two runs must have the effect of one.
+#[test]
+fn every_action_twice_has_the_effect_of_once() {
+    let w = World::new();
+    let src = Netns::new("10.96.0.5/24");
+    w.add_endpoint(&src, "a/eth0", "10.96.0.5", &[], &[]);
+    let dump = Criu::new(&w.images());
+    for a in ["pre-dump", "network-lock", "post-dump"] {
+        w.ok(&dump, a, Some(src.pid()));
+        w.ok(&dump, a, Some(src.pid()));
+    }
+    assert_eq!(
+        w.server().calls(),
+        ["GetEndpoint", "GetEndpoint", "LOCK", "CHECKPOINTED"]
+    );
+    drop(dump);
+    let dst = Netns::new("10.96.0.6/24");
+    w.add_endpoint(&dst, "b/eth0", "10.96.0.6", &[], &[]);
+    let restore = Criu::new(&w.images());
+    for a in [
+        "pre-restore",
+        "setup-namespaces",
+        "post-setup-namespaces",
+        "post-restore",
+        "network-unlock",
+        "pre-resume",
+        "post-resume",
+    ] {
+        let pid = Some(dst.pid()).filter(|_| a != "pre-restore");
+        w.ok(&restore, a, pid);
+        w.ok(&restore, a, pid);
+    }
+    assert_eq!(
+        w.server().calls(),
+        ["GetEndpoint", "RESTORE_STARTED", "RESTORED_AT", "UNLOCK"]
+    );
+    assert!(dst.addrs().contains(&"10.96.0.5".parse().unwrap()));
+}
