@@ -137,6 +137,17 @@ impl Controller {
         let caller = endpoint_in(&st, &ns);
         let now = now_us();
         let mut require_switch = false;
+        let mut repointed = false;
+        if phase != MigrationPhase::Lock {
+            let i = self.find_migration(&st, &r, caller.as_deref())?;
+            let m = &st.migrations[i];
+            if !m.active() {
+                return Err(Error::precondition(format!(
+                    "migration {} is already {}",
+                    m.id, m.state
+                )));
+            }
+        }
         let idx = match phase {
             MigrationPhase::Lock => {
                 let key = caller.clone().ok_or_else(|| {
@@ -219,6 +230,7 @@ impl Controller {
                 self.verify_endpoint(&st, &ns, &key)?;
                 let i = self.find_migration(&st, &r, Some(&key))?;
                 self.repoint(&mut st, i, &key)?;
+                repointed = true;
                 st.migrations[i].restored_unix_us = now;
                 st.migrations[i].state = String::from("restored");
                 require_switch = true;
@@ -234,6 +246,7 @@ impl Controller {
                 if key != m.source_key && m.state != "restored" {
                     // Restore finished without a RESTORED_AT: repoint now.
                     self.repoint(&mut st, i, &key)?;
+                    repointed = true;
                     st.migrations[i].restored_unix_us = now;
                 } else if key != m.source_key && key != m.target_key {
                     return Err(Error::denied(format!(
@@ -289,8 +302,7 @@ impl Controller {
             MigrationPhase::Unspecified => unreachable!("filtered above"),
         };
         refresh_services(&mut st);
-        let switchover = phase == MigrationPhase::RestoredAt
-            || (phase == MigrationPhase::Unlock && st.migrations[idx].switchover_us == 0);
+        let switchover = repointed;
         let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
         let mut change = Change::new(st);
         change.require_switch = require_switch;

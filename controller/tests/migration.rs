@@ -447,3 +447,95 @@ async fn idle_connections_are_removed() {
     c.stop().await;
     sw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_abort_unlock_the_source() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let ns = Netns::new("p4lbt-snap", &["10.88.7.5"]);
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    let mut r = register_req("snap", "10.88.7.5", "02:00:00:00:07:05", "");
+    r.netns_path = ns.path();
+    let ep = c.client.register_endpoint(r).await.unwrap().into_inner();
+    let forward = format!(
+        "backend_id={} -> backend_forward(ip=10.88.7.5, dmac=02:00:00:00:07:05, port={})",
+        ep.backend_id, ep.switch_port
+    );
+    let locked = format!("backend_id={} -> backend_locked()", ep.backend_id);
+    assert_eq!(
+        rows(&read_all(&ssock).await["backends"]),
+        vec![forward.clone()]
+    );
+    let event = |phase: api::MigrationPhase, id: &str| api::MigrationEventRequest {
+        phase: phase as i32,
+        identity: ns.id(),
+        migration_id: id.to_string(),
+        leave_running: true,
+        ..Default::default()
+    };
+    // Leave-running checkpoint: LOCK, then SNAPSHOT_DONE unlocks.
+    let m = c
+        .client
+        .migration_event(event(api::MigrationPhase::Lock, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rows(&read_all(&ssock).await["backends"]),
+        vec![locked.clone()]
+    );
+    let e = c
+        .client
+        .migration_event(event(api::MigrationPhase::Lock, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    let done = c
+        .client
+        .migration_event(event(api::MigrationPhase::SnapshotDone, &m.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state, "done");
+    assert!(done.stall_us > 0 && done.leave_running);
+    let t = read_all(&ssock).await;
+    assert_eq!(rows(&t["backends"]), vec![forward.clone()]);
+    assert!(rows(&t["ipv4_routes"]).contains(&format!(
+        "dst_addr=10.88.7.5/32 -> route_to_port(port={}, dmac=02:00:00:00:07:05)",
+        ep.switch_port
+    )));
+    // A migration that fails: ABORT unlocks the source.
+    let m2 = c
+        .client
+        .migration_event(event(api::MigrationPhase::Lock, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(m2.id, m.id);
+    assert_eq!(rows(&read_all(&ssock).await["backends"]), vec![locked]);
+    let ab = c
+        .client
+        .migration_event(event(api::MigrationPhase::Abort, &m2.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ab.state, "aborted");
+    assert_eq!(rows(&read_all(&ssock).await["backends"]), vec![forward]);
+    let ms = c
+        .client
+        .list_migrations(api::ListMigrationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .migrations;
+    assert_eq!(ms.len(), 2);
+    let e = c
+        .client
+        .migration_event(event(api::MigrationPhase::Unlock, &m2.id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    c.stop().await;
+    sw.shutdown().await;
+}
