@@ -519,15 +519,17 @@ control P4lbIngress(inout headers_t hdr,
                              { hdr.ipv4.src_addr, hdr.ipv4.dst_addr, hdr.ipv4.protocol,
                                meta.l4_sport, meta.l4_dport },
                              meta.slot_count);
-                        if (maglev_slots.apply().hit && meta.backend_id != 0) {
-                            meta.learn.src_addr = hdr.ipv4.src_addr;
-                            meta.learn.dst_addr = hdr.ipv4.dst_addr;
-                            meta.learn.protocol = hdr.ipv4.protocol;
-                            meta.learn.src_port = meta.l4_sport;
-                            meta.learn.dst_port = meta.l4_dport;
-                            meta.learn.service_id = meta.service_id;
-                            meta.learn.backend_id = meta.backend_id;
-                            digest<conn_learn_t>(1, meta.learn);
+                        if (maglev_slots.apply().hit) {
+                            if (meta.backend_id != 0) {
+                                meta.learn.src_addr = hdr.ipv4.src_addr;
+                                meta.learn.dst_addr = hdr.ipv4.dst_addr;
+                                meta.learn.protocol = hdr.ipv4.protocol;
+                                meta.learn.src_port = meta.l4_sport;
+                                meta.learn.dst_port = meta.l4_dport;
+                                meta.learn.service_id = meta.service_id;
+                                meta.learn.backend_id = meta.backend_id;
+                                digest<conn_learn_t>(1, meta.learn);
+                            }
                         }
                     }
                 }
