@@ -138,6 +138,7 @@ impl Controller {
         let now = now_us();
         let mut require_switch = false;
         let mut repointed = false;
+        let mut drop_backend = None;
         if phase != MigrationPhase::Lock {
             let i = self.find_migration(&st, &r, caller.as_deref())?;
             let m = &st.migrations[i];
@@ -258,7 +259,7 @@ impl Controller {
                     e.locked = false;
                     e.state = EndpointState::Ready;
                 }
-                self.finish_migration(&mut st, i, now, "done");
+                drop_backend = self.finish_migration(&mut st, i, now, "done");
                 require_switch = true;
                 i
             }
@@ -295,7 +296,7 @@ impl Controller {
                 if phase == MigrationPhase::Abort {
                     st.migrations[i].error = String::from("aborted by caller");
                 }
-                self.finish_migration(&mut st, i, now, outcome);
+                drop_backend = self.finish_migration(&mut st, i, now, outcome);
                 require_switch = true;
                 i
             }
@@ -306,6 +307,7 @@ impl Controller {
         let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
         let mut change = Change::new(st);
         change.require_switch = require_switch;
+        change.drop_backends.extend(drop_backend);
         if switchover {
             change.on_ack = Some(Box::new(move |s: &mut State, acked: Instant| {
                 let m = &mut s.migrations[idx];
@@ -424,7 +426,9 @@ impl Controller {
         Ok(())
     }
 
-    fn finish_migration(&self, st: &mut State, i: usize, now: i64, outcome: &str) {
+    /// Ends migration `i`; returns the backend id whose connections must go (a
+    /// detached source that never handed its backend over).
+    fn finish_migration(&self, st: &mut State, i: usize, now: i64, outcome: &str) -> Option<u16> {
         let m = &mut st.migrations[i];
         m.unlocked_unix_us = now;
         m.stall_us = now - m.locked_unix_us;
@@ -433,7 +437,13 @@ impl Controller {
         // A source whose runtime already deleted it was kept only for this migration.
         let detached = st.endpoints.get(&src).map(|e| e.detached).unwrap_or(false);
         if detached {
-            st.endpoints.remove(&src);
+            if let Some(e) = st.endpoints.remove(&src) {
+                for svc in st.services.values_mut() {
+                    svc.backends.retain(|b| b != &src);
+                }
+                return (e.backend_id != 0).then_some(e.backend_id);
+            }
         }
+        None
     }
 }
