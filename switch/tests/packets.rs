@@ -526,3 +526,46 @@ async fn ports_attach_and_detach_at_run_time() {
     );
     assert!(list.ports[0].rx_packets >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_notification_after_traffic_stops() {
+    if !root_or_skip("idle_timeout_notification_after_traffic_stops") {
+        return;
+    }
+    for kind in kinds("idle_timeout_notification_after_traffic_stops") {
+        let topo = Topology::create(3);
+        let t = Target::start(&kind, &topo);
+        let mut s = t.primary().await;
+        program(&mut s, |_| 1).await;
+        let mut pin = p4rt::conn_pin(CLIENT, VIP, TCP, 40000, 80, 1);
+        pin.idle_timeout_ns = 1_000_000_000;
+        s.insert(vec![pin.clone()]).await;
+        let (h1, h2) = (topo.host(1), topo.host(2));
+        let c = Flow::tcp(CLIENT, 40000, VIP, 80).with(|f| f.tcp_flags = ACK);
+        // Traffic keeps the entry alive for ~1.5 s ...
+        for _ in 0..6 {
+            h1.send(&c.frame(b"keepalive"));
+            assert!(h2.expect(WAIT, is_ipv4_to(B1)).is_some(), "{}", kind.name());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let idle_since = std::time::Instant::now();
+        // ... then it goes idle and the primary hears about it.
+        let n = s
+            .next_matching(Duration::from_secs(6), |u| match u {
+                Resp::IdleTimeoutNotification(n) => Some(n),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|| panic!("{}: no idle timeout notification", kind.name()));
+        assert!(
+            idle_since.elapsed() >= Duration::from_millis(700),
+            "{}: notified while in use",
+            kind.name()
+        );
+        assert_eq!(n.table_entry.len(), 1, "{}", kind.name());
+        assert_eq!(n.table_entry[0].table_id, pin.table_id);
+        let mut got = n.table_entry[0].r#match.clone();
+        got.sort_by_key(|m| m.field_id);
+        assert_eq!(got, pin.r#match, "{}", kind.name());
+    }
+}
