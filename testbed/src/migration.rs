@@ -57,6 +57,8 @@ pub struct TryResult {
     pub longest_stall_ms: u64,
     pub requests_before: u64,
     pub requests_after: u64,
+    /// Why the restore failed, if it did.
+    pub restore_error: Option<String>,
 }
 
 /// Outcome of all tries.
@@ -67,6 +69,14 @@ pub struct BaselineResult {
 }
 
 impl BaselineResult {
+    /// Tries whose restore failed.
+    pub fn restores_failed(&self) -> usize {
+        self.tries
+            .iter()
+            .filter(|t| t.restore_error.is_some())
+            .count()
+    }
+
     /// Tries in which every connection survived.
     pub fn tries_all_survived(&self) -> usize {
         self.tries
@@ -87,10 +97,12 @@ impl BaselineResult {
         let (s, n) = self.conns_survived();
         let mut out = format!(
             "baseline (podman checkpoint/restore, same IP, no lock, address up {} ms before \
-             restore): {}/{} tries kept every connection; {s}/{n} connections survived\n",
+             restore): {}/{} tries kept every connection; {s}/{n} connections survived; \
+             {} restores failed\n",
             self.ip_up_before_restore.as_millis(),
             self.tries_all_survived(),
-            self.tries.len()
+            self.tries.len(),
+            self.restores_failed()
         );
         for (i, t) in self.tries.iter().enumerate() {
             out.push_str(&format!(
@@ -107,6 +119,12 @@ impl BaselineResult {
                 t.requests_before,
                 t.requests_after
             ));
+            if let Some(e) = &t.restore_error {
+                out.push_str(&format!(
+                    "    RESTORE FAILED: {}\n",
+                    e.lines().next().unwrap_or("")
+                ));
+            }
         }
         out
     }
@@ -236,7 +254,8 @@ fn one_try(
         "--export",
         &archive,
         &name,
-    ])?;
+    ])
+    .map_err(|e| with_criu_log(tb, e, "dump.log"))?;
     let checkpoint_ms = t.elapsed().as_millis() as u64;
     tb.run(&["podman", "rm", "-f", &name])?;
 
@@ -244,22 +263,31 @@ fn one_try(
     let t = Instant::now();
     topo.recreate_node("pod", true)?;
     std::thread::sleep(opts.ip_up_before_restore);
-    tb.run(&[
-        "podman",
-        "container",
-        "restore",
-        "--import",
-        &archive,
-        "--tcp-established",
-    ])?;
+    let restored = tb
+        .run(&[
+            "podman",
+            "container",
+            "restore",
+            "--import",
+            &archive,
+            "--tcp-established",
+        ])
+        .map_err(|e| with_criu_log(tb, e, "restore.log"));
     let restore_ms = t.elapsed().as_millis() as u64;
-    let state = tb.run(&["podman", "inspect", "-f", "{{.State.Status}}", &name])?;
-    if state.trim() != "running" {
-        return Err(Error::Testbed(format!(
-            "restored container {name} is {:?}, not running",
-            state.trim()
-        )));
-    }
+    // A failed restore is a result of the try (its connections are lost),
+    // reported with CRIU's error; the caller decides what it tolerates.
+    let restore_error = match restored {
+        Ok(_) => {
+            let state = tb.run(&["podman", "inspect", "-f", "{{.State.Status}}", &name])?;
+            (state.trim() != "running").then(|| {
+                format!(
+                    "restored container {name} is {:?}, not running",
+                    state.trim()
+                )
+            })
+        }
+        Err(e) => Some(e.to_string()),
+    };
     std::thread::sleep(opts.settle);
     // The client exits by itself when every connection has ended.
     tb.sh(&format!("kill -TERM $(cat {pidfile}) 2>/dev/null || true"))?;
@@ -292,7 +320,20 @@ fn one_try(
         longest_stall_ms: after.totals.longest_stall_ms,
         requests_before: before.totals.requests_done,
         requests_after,
+        restore_error,
     })
+}
+
+/// Adds the tail of the newest CRIU log (`dump.log` / `restore.log`) to a
+/// failed checkpoint or restore.
+fn with_criu_log(tb: &Testbed, e: Error, log: &str) -> Error {
+    let tail = tb
+        .sh(&format!(
+            "f=$(ls -t /var/lib/containers/storage/overlay-containers/*/userdata/{log} 2>/dev/null \
+             | head -n 1); [ -n \"$f\" ] && grep -E 'Error|Warn' \"$f\" | tail -n 15"
+        ))
+        .unwrap_or_default();
+    Error::Testbed(format!("{e}\nCRIU {log} (errors and warnings):\n{tail}"))
 }
 
 /// Stops the client (by its pid file inside the testbed) if a step fails.
@@ -363,6 +404,7 @@ mod tests {
             longest_stall_ms: 1,
             requests_before: 1,
             requests_after: 1,
+            restore_error: None,
         };
         let r = BaselineResult {
             ip_up_before_restore: Duration::ZERO,

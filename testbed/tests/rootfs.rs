@@ -195,6 +195,14 @@ fn podman_checkpoint_restore_same_ip_baseline() {
         let r = migration::run_baseline(&tb, &opts).unwrap_or_else(|e| panic!("baseline: {e}"));
         record(r.summary().trim_end());
         assert_eq!(r.tries.len(), opts.tries);
+        for t in r.tries.iter().filter_map(|t| t.restore_error.as_ref()) {
+            println!("restore failure: {t}");
+        }
+        assert!(
+            r.restores_failed() < r.tries.len(),
+            "no restore succeeded: {}",
+            r.summary()
+        );
         for t in &r.tries {
             assert_eq!(t.conns, opts.conns as u64);
             assert!(t.survived + t.reset + t.failed <= t.conns, "{t:?}");
