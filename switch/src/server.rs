@@ -60,6 +60,8 @@ pub struct SwitchConfig {
     pub cpu_port: Option<u32>,
     /// Scheduling priority (nice value) of the data-plane thread; `None` leaves it alone.
     pub dataplane_nice: Option<i32>,
+    /// Receive through PACKET_MMAP (TPACKET_V3) rings instead of `recvmmsg`.
+    pub rx_ring: bool,
 }
 
 impl Default for SwitchConfig {
@@ -70,6 +72,7 @@ impl Default for SwitchConfig {
             ports: Vec::new(),
             cpu_port: None,
             dataplane_nice: None,
+            rx_ring: false,
         }
     }
 }
@@ -143,8 +146,10 @@ impl SwitchHandle {
 pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     let slot = Arc::new(DataplaneSlot::default());
     let device = Arc::new(Device::new(config.device_id, slot.clone()));
-    let ports =
-        Arc::new(PortManager::start(slot, config.dataplane_nice).map_err(ServeError::Dataplane)?);
+    let ports = Arc::new(
+        PortManager::start(slot, config.dataplane_nice, config.rx_ring)
+            .map_err(ServeError::Dataplane)?,
+    );
     for (num, iface) in &config.ports {
         ports.add(*num, iface)?;
     }

@@ -43,6 +43,9 @@ struct Args {
     /// the scheduler's fairness). Not set: default priority.
     #[arg(long, allow_hyphen_values = true)]
     nice: Option<i32>,
+    /// Run the switch with PACKET_MMAP (TPACKET_V3) receive rings.
+    #[arg(long)]
+    rx_ring: bool,
 }
 
 const H1_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x01];
@@ -449,6 +452,7 @@ fn entry(
 fn start_switch(
     sw_ns: String,
     nice: Option<i32>,
+    rx_ring: bool,
 ) -> Result<(
     std::sync::mpsc::Sender<()>,
     std::thread::JoinHandle<Result<()>>,
@@ -466,6 +470,7 @@ fn start_switch(
                     grpc_addr: p4lb_switch::GrpcAddr::Tcp("127.0.0.1:0".parse()?),
                     ports: vec![(1, "sw1".into()), (2, "sw2".into())],
                     dataplane_nice: nice,
+                    rx_ring,
                     ..Default::default()
                 })
                 .await?;
@@ -562,7 +567,7 @@ fn main() -> Result<()> {
         n.kernel_routing(true)?;
         let k = measure(&n, &frame(size, SW1_MAC, DST), args.seconds, args.nice)?;
         n.kernel_routing(false)?;
-        let (stop, t) = start_switch(n.sw.clone(), args.nice)?;
+        let (stop, t) = start_switch(n.sw.clone(), args.nice, args.rx_ring)?;
         let r = measure(&n, &frame(size, ROUTER_MAC, DST), args.seconds, args.nice)?;
         let v = measure(&n, &frame(size, ROUTER_MAC, VIP), args.seconds, args.nice)?;
         let _ = stop.send(());

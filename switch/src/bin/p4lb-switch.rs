@@ -26,6 +26,9 @@ struct Args {
     /// Nice value of the data-plane thread (e.g. -10 to favour packet processing).
     #[arg(long, allow_hyphen_values = true)]
     dataplane_nice: Option<i32>,
+    /// Receive through PACKET_MMAP (TPACKET_V3) rings instead of recvmmsg.
+    #[arg(long)]
+    rx_ring: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, p4lb_switch=trace.
     #[arg(long, default_value = "info", env = "P4LB_SWITCH_LOG")]
     log_level: String,
@@ -66,6 +69,7 @@ async fn main() -> Result<()> {
         ports,
         cpu_port: args.cpu_port,
         dataplane_nice: args.dataplane_nice,
+        rx_ring: args.rx_ring,
     })
     .await
     .context("starting the switch")?;

@@ -64,10 +64,20 @@ impl VnetHdr {
     }
 }
 
-#[derive(Debug)]
 pub struct PortSocket {
     fd: OwnedFd,
     pub ifindex: i32,
+    /// Receive ring, when one could be set up (otherwise `recvmmsg` is used).
+    pub ring: Option<parking_lot::Mutex<RxRing>>,
+}
+
+impl std::fmt::Debug for PortSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortSocket")
+            .field("ifindex", &self.ifindex)
+            .field("ring", &self.ring.is_some())
+            .finish()
+    }
 }
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -104,7 +114,9 @@ pub fn ifindex(iface: &str) -> io::Result<i32> {
 }
 
 impl PortSocket {
-    pub fn open(iface: &str) -> io::Result<PortSocket> {
+    /// Opens the port's socket; `ring` asks for a TPACKET_V3 receive ring (falls back to
+    /// `recvmmsg` if the kernel refuses it).
+    pub fn open(iface: &str, ring: bool) -> io::Result<PortSocket> {
         let ifindex = ifindex(iface)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call.
@@ -119,6 +131,17 @@ impl PortSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         setopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
         setopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        let ring = if ring {
+            match RxRing::setup(raw) {
+                Ok(r) => Some(parking_lot::Mutex::new(r)),
+                Err(e) => {
+                    tracing::warn!(iface, error = %e, "no TPACKET_V3 ring, using recvmmsg");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let _ = setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20)
             .or_else(|_| setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20));
         let _ = setopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
@@ -150,7 +173,7 @@ impl PortSocket {
                 std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
             )
         })?;
-        Ok(PortSocket { fd, ifindex })
+        Ok(PortSocket { fd, ifindex, ring })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -292,5 +315,171 @@ impl RxBatch {
             }
         }
         Ok(r)
+    }
+}
+
+/// A TPACKET_V3 receive ring (PACKET_MMAP): the kernel writes frames into shared memory
+/// blocks, so receiving needs no copy and no system call per batch.
+pub struct RxRing {
+    map: *mut u8,
+    size: usize,
+    block_size: usize,
+    block_nr: usize,
+    cur: usize,
+}
+
+// The mapping is owned by the ring and only touched by the thread holding it.
+unsafe impl Send for RxRing {}
+
+const TPACKET_V3: libc::c_int = 2;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_RX_RING: libc::c_int = 5;
+const TP_STATUS_USER: u32 = 1;
+const RING_BLOCK_SIZE: usize = 1 << 20;
+const RING_BLOCK_NR: usize = 8;
+const RING_FRAME_SIZE: usize = 1 << 11;
+
+#[repr(C)]
+struct TpacketReq3 {
+    tp_block_size: libc::c_uint,
+    tp_block_nr: libc::c_uint,
+    tp_frame_size: libc::c_uint,
+    tp_frame_nr: libc::c_uint,
+    tp_retire_blk_tov: libc::c_uint,
+    tp_sizeof_priv: libc::c_uint,
+    tp_feature_req_word: libc::c_uint,
+}
+
+/// One frame found in the ring: its virtio-net header and the frame itself.
+pub struct RingFrame {
+    pub vnet: *mut u8,
+    pub frame: *mut u8,
+    pub len: usize,
+    /// The frame was cut short by the ring (larger than a ring block).
+    pub truncated: bool,
+}
+
+impl RxRing {
+    /// Sets up the ring on a socket that has PACKET_VNET_HDR but is not bound yet.
+    pub fn setup(fd: RawFd) -> io::Result<RxRing> {
+        setopt(fd, libc::SOL_PACKET, PACKET_VERSION, TPACKET_V3)?;
+        let req = TpacketReq3 {
+            tp_block_size: RING_BLOCK_SIZE as u32,
+            tp_block_nr: RING_BLOCK_NR as u32,
+            tp_frame_size: RING_FRAME_SIZE as u32,
+            tp_frame_nr: (RING_BLOCK_SIZE * RING_BLOCK_NR / RING_FRAME_SIZE) as u32,
+            tp_retire_blk_tov: 1,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        // SAFETY: req is a valid tpacket_req3 of the given size.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                &req as *const TpacketReq3 as *const libc::c_void,
+                std::mem::size_of::<TpacketReq3>() as libc::socklen_t,
+            )
+        })?;
+        let size = RING_BLOCK_SIZE * RING_BLOCK_NR;
+        // SAFETY: mapping the ring the kernel just allocated for fd.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RxRing {
+            map: map as *mut u8,
+            size,
+            block_size: RING_BLOCK_SIZE,
+            block_nr: RING_BLOCK_NR,
+            cur: 0,
+        })
+    }
+
+    fn block(&self, i: usize) -> *mut u8 {
+        // SAFETY: i < block_nr, inside the mapping.
+        unsafe { self.map.add(i * self.block_size) }
+    }
+
+    fn status(&self, b: *mut u8) -> *mut u32 {
+        // block_status is at offset 8 of tpacket_block_desc.
+        // SAFETY: inside the block header.
+        unsafe { b.add(8) as *mut u32 }
+    }
+
+    /// The frames of the next block the kernel handed over, if any. Call
+    /// [`RxRing::release`] once done with them.
+    pub fn next_block(&mut self, out: &mut Vec<RingFrame>) -> bool {
+        out.clear();
+        let b = self.block(self.cur);
+        // SAFETY: reading the block header inside the mapping; the kernel publishes the
+        // status with release semantics, matched by the acquire fence.
+        let st = unsafe { std::ptr::read_volatile(self.status(b)) };
+        if st & TP_STATUS_USER == 0 {
+            return false;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: header fields inside the block (num_pkts @12, offset_to_first_pkt @16).
+        let (num, first) = unsafe {
+            (
+                std::ptr::read_unaligned(b.add(12) as *const u32) as usize,
+                std::ptr::read_unaligned(b.add(16) as *const u32) as usize,
+            )
+        };
+        let mut off = first;
+        for _ in 0..num {
+            if off == 0 || off + 28 > self.block_size {
+                break;
+            }
+            // SAFETY: tpacket3_hdr fields inside the block.
+            unsafe {
+                let h = b.add(off);
+                let next = std::ptr::read_unaligned(h as *const u32) as usize;
+                let snaplen = std::ptr::read_unaligned(h.add(12) as *const u32) as usize;
+                let len = std::ptr::read_unaligned(h.add(16) as *const u32) as usize;
+                let mac = std::ptr::read_unaligned(h.add(24) as *const u16) as usize;
+                if mac >= VNET_HDR_LEN && off + mac + snaplen <= self.block_size {
+                    out.push(RingFrame {
+                        vnet: h.add(mac - VNET_HDR_LEN),
+                        frame: h.add(mac),
+                        len: snaplen,
+                        truncated: snaplen < len,
+                    });
+                }
+                if next == 0 {
+                    break;
+                }
+                off += next;
+            }
+        }
+        true
+    }
+
+    /// Gives the current block back to the kernel and moves on.
+    pub fn release(&mut self) {
+        let b = self.block(self.cur);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        // SAFETY: writing the block status inside the mapping.
+        unsafe { std::ptr::write_volatile(self.status(b), 0) };
+        self.cur = (self.cur + 1) % self.block_nr;
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping once.
+        unsafe {
+            libc::munmap(self.map as *mut libc::c_void, self.size);
+        }
     }
 }

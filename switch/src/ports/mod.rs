@@ -101,6 +101,7 @@ pub struct PortManager {
     wake: RawFd,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    rx_ring: bool,
 }
 
 impl std::fmt::Debug for PortManager {
@@ -121,7 +122,12 @@ fn wake(fd: RawFd) {
 
 impl PortManager {
     /// Starts the data-plane thread; `nice` sets its scheduling priority (e.g. -10).
-    pub fn start(slot: Arc<DataplaneSlot>, nice: Option<i32>) -> io::Result<PortManager> {
+    /// `rx_ring` makes ports receive through a TPACKET_V3 ring instead of `recvmmsg`.
+    pub fn start(
+        slot: Arc<DataplaneSlot>,
+        nice: Option<i32>,
+        rx_ring: bool,
+    ) -> io::Result<PortManager> {
         // SAFETY: plain eventfd(2) call.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if wake_fd < 0 {
@@ -167,6 +173,7 @@ impl PortManager {
             wake: wake_fd,
             stop,
             thread: Mutex::new(Some(thread)),
+            rx_ring,
         })
     }
 
@@ -181,7 +188,7 @@ impl PortManager {
         if let Some(p) = ports.values().find(|p| p.iface == iface) {
             return Err(PortError::IfaceInUse(iface.to_string(), p.num));
         }
-        let sock = PortSocket::open(iface).map_err(|source| PortError::Open {
+        let sock = PortSocket::open(iface, self.rx_ring).map_err(|source| PortError::Open {
             iface: iface.to_string(),
             source,
         })?;
@@ -291,15 +298,15 @@ impl DataPlaneLoop {
     }
 
     /// Sends the frames in `out` (grouped per egress port, one `sendmmsg` per port).
-    fn transmit(&self, ingress: &Port, batch: &RxBatch, out: &mut [(u32, usize)]) {
-        out.sort_by_key(|(p, _)| *p);
+    fn transmit(&self, ingress: &Port, out: &mut [(u32, [u8; VNET_HDR_LEN], &[u8])]) {
+        out.sort_by_key(|(p, _, _)| *p);
         let mut start = 0;
         while start < out.len() {
             let egress = out[start].0;
             let end = start
                 + out[start..]
                     .iter()
-                    .take_while(|(p, _)| *p == egress)
+                    .take_while(|(p, _, _)| *p == egress)
                     .count();
             let group = &out[start..end];
             start = end;
@@ -310,10 +317,8 @@ impl DataPlaneLoop {
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 continue;
             };
-            let frames: Vec<(&[u8; VNET_HDR_LEN], &[u8])> = group
-                .iter()
-                .map(|(_, i)| (&batch.hdrs[*i], &batch.bufs[*i][..batch.lens[*i]]))
-                .collect();
+            let frames: Vec<(&[u8; VNET_HDR_LEN], &[u8])> =
+                group.iter().map(|(_, h, f)| (h, *f)).collect();
             let sent = match op.sock.send_batch(&frames) {
                 Ok(n) => n,
                 Err(e) => {
@@ -332,6 +337,73 @@ impl DataPlaneLoop {
         }
     }
 
+    /// One frame through the pipeline; `Some((egress, header))` when it leaves.
+    fn forward_one(
+        &self,
+        dp: Option<&Arc<crate::state::Dataplane>>,
+        port: &Port,
+        vnet: &[u8],
+        frame: &mut [u8],
+    ) -> Option<(u32, [u8; VNET_HDR_LEN])> {
+        port.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+        port.stats
+            .rx_bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let Some(dp) = dp else {
+            port.stats.drops.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let mut hdr = VnetHdr::parse(vnet);
+        match pipeline::process(dp, frame, port.num as u16, hdr.needs_csum()) {
+            Verdict::Drop => {
+                port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Verdict::Forward(egress) => {
+                hdr.flags &= !VIRTIO_NET_HDR_F_DATA_VALID;
+                let mut hb = [0u8; VNET_HDR_LEN];
+                hdr.write(&mut hb);
+                Some((u32::from(egress), hb))
+            }
+        }
+    }
+
+    /// Drains a port's TPACKET_V3 ring block by block.
+    fn drain_ring(
+        &self,
+        port: &Port,
+        ring: &parking_lot::Mutex<afpacket::RxRing>,
+        frames: &mut Vec<afpacket::RingFrame>,
+    ) {
+        let dp = self.slot.get();
+        let mut ring = ring.lock();
+        let mut taken = 0;
+        while taken < FAIR_SHARE && ring.next_block(frames) {
+            let mut out: Vec<(u32, [u8; VNET_HDR_LEN], &[u8])> = Vec::with_capacity(frames.len());
+            for rf in frames.iter() {
+                taken += 1;
+                if rf.truncated {
+                    port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // SAFETY: the ring frame lies inside the mapped block, which the kernel does
+                // not touch until the block is released below.
+                let (vnet, frame) = unsafe {
+                    (
+                        std::slice::from_raw_parts(rf.vnet as *const u8, VNET_HDR_LEN),
+                        std::slice::from_raw_parts_mut(rf.frame, rf.len),
+                    )
+                };
+                if let Some((egress, hb)) = self.forward_one(dp.as_ref(), port, vnet, frame) {
+                    out.push((egress, hb, frame));
+                }
+            }
+            self.transmit(port, &mut out);
+            drop(out);
+            ring.release();
+        }
+    }
+
     fn run(&mut self) {
         if let Some(nice) = self.nice {
             // SAFETY: setpriority on this thread's own tid.
@@ -344,6 +416,7 @@ impl DataPlaneLoop {
         }
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut batch = RxBatch::new(BATCH);
+        let mut ring_frames = Vec::with_capacity(1024);
         let mut last_busy = std::time::Instant::now() - BUSY_POLL;
         while !self.stop.load(Ordering::Relaxed) {
             // Busy-poll (timeout 0) while traffic flows, sleep in epoll once idle.
@@ -375,7 +448,10 @@ impl DataPlaneLoop {
                 let Some(port) = self.ports.get(&(key as u32)).cloned() else {
                     continue;
                 };
-                self.drain(&port, &mut batch);
+                match port.sock.ring.as_ref() {
+                    Some(ring) => self.drain_ring(&port, ring, &mut ring_frames),
+                    None => self.drain(&port, &mut batch),
+                }
             }
         }
     }
@@ -393,34 +469,25 @@ impl DataPlaneLoop {
                 }
             };
             taken += n;
-            // (egress port, frame index) of every frame that leaves.
-            let mut out: Vec<(u32, usize)> = Vec::with_capacity(n);
+            let mut leaving: Vec<(u32, [u8; VNET_HDR_LEN], usize)> = Vec::with_capacity(n);
             for i in 0..n {
                 let len = batch.lens[i];
                 if len == usize::MAX {
                     port.stats.drops.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                port.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-                port.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                let Some(dp) = dp.as_ref() else {
-                    port.stats.drops.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let mut hdr = VnetHdr::parse(&batch.hdrs[i]);
-                let frame = &mut batch.bufs[i][..len];
-                match pipeline::process(dp, frame, port.num as u16, hdr.needs_csum()) {
-                    Verdict::Drop => {
-                        port.stats.drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Verdict::Forward(egress) => {
-                        hdr.flags &= !VIRTIO_NET_HDR_F_DATA_VALID;
-                        hdr.write(&mut batch.hdrs[i]);
-                        out.push((u32::from(egress), i));
-                    }
+                let vnet = batch.hdrs[i];
+                if let Some((egress, hb)) =
+                    self.forward_one(dp.as_ref(), port, &vnet, &mut batch.bufs[i][..len])
+                {
+                    leaving.push((egress, hb, i));
                 }
             }
-            self.transmit(port, batch, &mut out);
+            let mut out: Vec<(u32, [u8; VNET_HDR_LEN], &[u8])> = leaving
+                .iter()
+                .map(|(e, h, i)| (*e, *h, &batch.bufs[*i][..batch.lens[*i]]))
+                .collect();
+            self.transmit(port, &mut out);
             if n < BATCH {
                 return;
             }
