@@ -82,3 +82,20 @@ pub fn prune_empty(min_age: Duration) {
         }
     }
 }
+
+/// Removes the empty groups CRIU copied *below* a restored container's
+/// cgroup2 group (`libpod_parent/libpod-<id>/...`). Call it after each
+/// restore: every later dump copies them again, so they double per restore.
+pub fn prune_restore_copies(container_id: &str) {
+    let group = Path::new(UNIFIED)
+        .join("libpod_parent")
+        .join(format!("libpod-{container_id}"));
+    let Ok(entries) = std::fs::read_dir(&group) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            rmdir_empty_tree(&e.path(), Duration::ZERO);
+        }
+    }
+}

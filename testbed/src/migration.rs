@@ -278,6 +278,8 @@ fn one_try(
     // reported with CRIU's error; the caller decides what it tolerates.
     let restore_error = match restored {
         Ok(_) => {
+            let id = tb.run(&["podman", "inspect", "-f", "{{.Id}}", &name])?;
+            crate::cgroups::prune_restore_copies(id.trim());
             let state = tb.run(&["podman", "inspect", "-f", "{{.State.Status}}", &name])?;
             (state.trim() != "running").then(|| {
                 format!(
