@@ -6,7 +6,8 @@
  * P4Info IDs never depend on the compiler's name hashing (the one exception is the digest,
  * whose ID v1model cannot pin; see docs/pipeline.md).
  *
- * Compile: p4c-bm2-ss --p4runtime-files p4lb.p4info.txtpb -o p4lb.json p4lb.p4
+ * Compile: make -C p4 p4 (p4c-bm2-ss --p4runtime-files p4lb.p4info.txt -o p4lb.json p4lb.p4;
+ * p4c 1.2.4 names the P4Info format by suffix and knows .txt, not .txtpb)
  */
 
 #include <core.p4>
