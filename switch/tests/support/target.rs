@@ -38,6 +38,8 @@ pub fn kinds(test: &str) -> Vec<Kind> {
         }
         None => loud(&format!("SKIPPED (BMv2): P4LB_P4_PREFIX not set [{test}]")),
     }
+    let names: Vec<&str> = v.iter().map(|k| k.name()).collect();
+    loud(&format!("{test}: running on {}", names.join(", ")));
     v
 }
 
