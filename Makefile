@@ -68,9 +68,11 @@ test: prereqs
 	if [ $$status -eq 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL ($$stage exited $$status)"; fi; \
 	exit $$status
 
-## The main job. For now: build the testbed and show what it can do.
+## The main job.
+## Live migration: a container behind a VIP moves twice to a new pod with a
+## new address while a client keeps its connections (p4lb-testbed demo).
 demo: prereqs static-testapp
-	$(CARGO) build -p p4lb-testbed
+	$(CARGO) build -p p4lb-controller -p cni-p4lb -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed
 	$(TARGET_DIR)/debug/p4lb-testbed demo
 
 ## The no-lock checkpoint/restore baseline (podman, same IP).

@@ -8,6 +8,7 @@
 //! - [`images`]: local images (busybox + `p4lb-testapp`), local registry,
 //! - [`containerd`] and [`cri`]: containerd with a minimal CRI client,
 //! - [`migration`]: the Podman checkpoint/restore scenario (baseline),
+//! - [`scenario`]: live migration with p4lb installed (controller, CNI, VIP),
 //! - [`preflight`] and [`cleanup`]: clear errors for a bad host, leftover removal.
 
 pub mod cgroups;
@@ -21,6 +22,7 @@ pub mod migration;
 pub mod paths;
 pub mod preflight;
 pub mod rootfs;
+pub mod scenario;
 pub mod session;
 pub mod spec;
 pub mod testapp;

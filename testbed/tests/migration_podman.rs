@@ -11,79 +11,10 @@
 
 mod migration_common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use migration_common::*;
-use p4lb_testapp::report::Report;
 use p4lb_testbed::migration::judge;
-use serde_json::Value;
-
-fn reports(stdout: &str) -> Vec<Report> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str::<Report>(l).unwrap_or_else(|e| panic!("report {l}: {e}")))
-        .collect()
-}
-
-/// Checkpoints `name` to an uncompressed archive; returns (ok, stdout+stderr).
-fn checkpoint(w: &World, name: &str, archive: &str) -> (bool, String) {
-    let (ok, o, e) = w.try_sh(&format!(
-        "podman container checkpoint --tcp-established --compress none --export {archive} {name}"
-    ));
-    (ok, format!("{o}{e}"))
-}
-
-/// The record the action script wrote into the images, read back from the archive.
-fn record_in(w: &World, archive: &str) -> Value {
-    let j = w.sh(&format!(
-        "tar -xOf {archive} checkpoint/p4lb-migration.json"
-    ));
-    serde_json::from_str(&j).unwrap_or_else(|e| panic!("record {j:?}: {e}"))
-}
-
-struct Moved {
-    old_ip: String,
-    new_ip: String,
-    checkpoint_ms: u128,
-    restore_ms: u128,
-}
-
-/// One migration: checkpoint, remove, new netns at the same path with a new
-/// address (registered locked, as a restore), restore.
-fn migrate(w: &World, name: &str, cur_id: &str, new_id: &str, i: usize) -> Moved {
-    let archive = format!("/tmp/ck-{i}.tar");
-    let t = Instant::now();
-    let (ok, out) = checkpoint(w, name, &archive);
-    assert!(ok, "checkpoint {i} failed: {out}\n{}", w.diag());
-    let checkpoint_ms = t.elapsed().as_millis();
-    let rec = record_in(w, &archive);
-    let old_ip = rec["source"]["ip"].as_str().unwrap().to_string();
-    assert_eq!(rec["state"], "checkpointed", "record {rec}");
-    assert_eq!(rec["mode"], "migrate", "record {rec}");
-    w.sh(&format!("podman rm -f {name} >/dev/null"));
-    w.cni("DEL", cur_id, POD_NETNS, "pods", "");
-    w.sh("ip netns del srv");
-    let t = Instant::now();
-    let new_ip = w.pod_netns(
-        "srv",
-        new_id,
-        "pods",
-        &format!("IgnoreUnknown=1;P4LB_RESTORE_FROM={old_ip}"),
-    );
-    let (ok, o, e) = w.try_sh(&format!(
-        "podman container restore --import {archive} --tcp-established"
-    ));
-    assert!(ok, "restore {i} failed: {o}{e}\n{}", w.diag());
-    let restore_ms = t.elapsed().as_millis();
-    w.sh(&format!("rm -f {archive}"));
-    Moved {
-        old_ip,
-        new_ip,
-        checkpoint_ms,
-        restore_ms,
-    }
-}
 
 #[test]
 fn podman_migrations_to_new_addresses_keep_every_connection() {
@@ -102,27 +33,16 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
         .as_str()
         .is_some_and(|s| !s.is_empty()));
 
-    let client =
-        w.tb.spawn(&[
-            "/bin/sh",
-            "-c",
-            &format!(
-                "echo $$ > /tmp/client.pid; exec ip netns exec cli {} client --target {VIP}:{PORT} \
-                 --conns {conns} --rate 5",
-                w.testapp
-            ),
-        ])
-        .unwrap();
+    let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    w.sh("kill -USR1 $(cat /tmp/client.pid)");
-    std::thread::sleep(Duration::from_millis(300));
+    client.mark().unwrap();
 
     let mut ids = vec!["srv0".to_string()];
     let mut history = vec![first_ip.clone()];
     let mut moved = Vec::new();
     for i in 1..=migrations {
         let new_id = format!("srv{i}");
-        let m = migrate(&w, "web", &ids[i - 1], &new_id, i);
+        let m = w.migrate("web", &ids[i - 1], &new_id, i);
         assert_eq!(&m.old_ip, history.last().unwrap());
         assert_ne!(
             m.new_ip, m.old_ip,
@@ -142,12 +62,9 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
         moved.push(m);
     }
     std::thread::sleep(Duration::from_secs(2));
-    w.sh("kill -TERM $(cat /tmp/client.pid)");
-    let out = client.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let reps = reports(&stdout);
-    let before = reps.iter().find(|r| !r.r#final).expect("interim report");
-    let after = reps.iter().find(|r| r.r#final).expect("final report");
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let after = &out.last;
 
     let migs = w.migrations();
     let mut summary = String::new();
@@ -179,19 +96,9 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
         assert_eq!(v["state"], "done", "{v}");
     }
     assert_eq!(after.totals.connections, conns as u64);
-    assert_eq!(
-        after.totals.reset,
-        0,
-        "resets: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(after.totals.reset, 0, "resets: {}", out.stderr);
     assert_eq!(after.totals.failed, 0);
-    assert_eq!(
-        survived,
-        conns as u64,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(survived, conns as u64, "{}", out.stderr);
 }
 
 #[test]
@@ -203,7 +110,7 @@ fn controller_down_makes_checkpoint_fail_loudly_and_override_lets_it_pass() {
     w.run_server("web", &[]);
     w.stop_controller();
 
-    let (ok, out) = checkpoint(&w, "web", "/tmp/ck-down.tar");
+    let (ok, out) = w.checkpoint("web", "/tmp/ck-down.tar");
     assert!(!ok, "checkpoint succeeded with the controller down: {out}");
     let state = w.sh("podman inspect -f '{{.State.Status}}' web");
     assert_eq!(state.trim(), "running", "the container must keep running");
@@ -220,7 +127,7 @@ fn controller_down_makes_checkpoint_fail_loudly_and_override_lets_it_pass() {
 
     // The documented override: go on without the controller.
     w.sh("printf 'policy = \"ignore-controller\"\\n' > /etc/p4lb/criu-action.toml");
-    let (ok, out) = checkpoint(&w, "web", "/tmp/ck-down.tar");
+    let (ok, out) = w.checkpoint("web", "/tmp/ck-down.tar");
     assert!(ok, "checkpoint with policy ignore-controller failed: {out}");
     // Nothing was recorded: the controller never answered.
     let (has_record, _, _) = w.try_sh("tar -tf /tmp/ck-down.tar | grep -q p4lb-migration.json");
