@@ -448,6 +448,67 @@ fn entry(
     }
 }
 
+/// Installs the benchmark's routes and VIP service over P4Runtime.
+async fn program(
+    c: &mut P4RuntimeClient<tonic::transport::Channel>,
+    device_config: Vec<u8>,
+) -> Result<()> {
+    c.set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
+        device_id: 0,
+        action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit as i32,
+        config: Some(p4::ForwardingPipelineConfig {
+            p4info: Some(p4lb_p4::p4info()?),
+            p4_device_config: device_config,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let dst = u64::from(u32::from_be_bytes(DST));
+    let vip = u64::from(u32::from_be_bytes(VIP));
+    let mut updates = vec![
+        entry(
+            tables::ipv4_routes::ID,
+            vec![(1, dst, Some(32))],
+            actions::route_to_port::ID,
+            &[2, mac_u64(H2_MAC)],
+        ),
+        entry(
+            tables::port_smac::ID,
+            vec![(1, 2, None)],
+            actions::set_smac::ID,
+            &[mac_u64(ROUTER_MAC)],
+        ),
+        entry(
+            tables::vip_services::ID,
+            vec![(1, vip, None), (2, 17, None), (3, 6000, None)],
+            actions::set_service::ID,
+            &[1, 1021, 6000],
+        ),
+        entry(
+            tables::backends::ID,
+            vec![(1, 1, None)],
+            actions::backend_forward::ID,
+            &[dst, mac_u64(H2_MAC), 2],
+        ),
+    ];
+    for slot in 0..1021 {
+        updates.push(entry(
+            tables::maglev_slots::ID,
+            vec![(1, 1, None), (2, slot, None)],
+            actions::set_backend::ID,
+            &[1],
+        ));
+    }
+    c.write(p4::WriteRequest {
+        device_id: 0,
+        updates,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
 /// Starts p4lb-switch inside the sw netns (its own thread and runtime) and programs it.
 fn start_switch(
     sw_ns: String,
@@ -475,59 +536,7 @@ fn start_switch(
                 })
                 .await?;
                 let mut c = P4RuntimeClient::connect(handle.endpoint()).await?;
-                c.set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
-                    device_id: 0,
-                    action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit
-                        as i32,
-                    config: Some(p4::ForwardingPipelineConfig {
-                        p4info: Some(p4lb_p4::p4info()?),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .await?;
-                let dst = u64::from(u32::from_be_bytes(DST));
-                let vip = u64::from(u32::from_be_bytes(VIP));
-                let mut updates = vec![
-                    entry(
-                        tables::ipv4_routes::ID,
-                        vec![(1, dst, Some(32))],
-                        actions::route_to_port::ID,
-                        &[2, mac_u64(H2_MAC)],
-                    ),
-                    entry(
-                        tables::port_smac::ID,
-                        vec![(1, 2, None)],
-                        actions::set_smac::ID,
-                        &[mac_u64(ROUTER_MAC)],
-                    ),
-                    entry(
-                        tables::vip_services::ID,
-                        vec![(1, vip, None), (2, 17, None), (3, 6000, None)],
-                        actions::set_service::ID,
-                        &[1, 1021, 6000],
-                    ),
-                    entry(
-                        tables::backends::ID,
-                        vec![(1, 1, None)],
-                        actions::backend_forward::ID,
-                        &[dst, mac_u64(H2_MAC), 2],
-                    ),
-                ];
-                for slot in 0..1021 {
-                    updates.push(entry(
-                        tables::maglev_slots::ID,
-                        vec![(1, 1, None), (2, slot, None)],
-                        actions::set_backend::ID,
-                        &[1],
-                    ));
-                }
-                c.write(p4::WriteRequest {
-                    device_id: 0,
-                    updates,
-                    ..Default::default()
-                })
-                .await?;
+                program(&mut c, Vec::new()).await?;
                 Ok::<_, anyhow::Error>(handle)
             };
             match setup.await {
@@ -548,6 +557,83 @@ fn start_switch(
     Ok((stop_tx, t))
 }
 
+/// Starts BMv2's simple_switch_grpc in the sw netns with the p4lb program and the same
+/// entries. Returns the child (killed by the caller).
+fn start_bmv2(sw_ns: &str, prefix: &std::path::Path, json: Vec<u8>) -> Result<std::process::Child> {
+    let child = Command::new("ip")
+        .args(["netns", "exec", sw_ns])
+        .arg(prefix.join("bin/simple_switch_grpc"))
+        .args([
+            "--no-p4",
+            "--device-id",
+            "0",
+            "-i",
+            "1@sw1",
+            "-i",
+            "2@sw2",
+            "--thrift-port",
+            "9090",
+        ])
+        .args([
+            "--",
+            "--grpc-server-addr",
+            "127.0.0.1:9559",
+            "--cpu-port",
+            "255",
+        ])
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting simple_switch_grpc")?;
+    let ns = sw_ns.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        enter_netns(&ns)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let start = Instant::now();
+            let mut c = loop {
+                match P4RuntimeClient::connect("http://127.0.0.1:9559").await {
+                    Ok(c) => break c,
+                    Err(e) if start.elapsed() > Duration::from_secs(20) => bail!("BMv2 gRPC: {e}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            program(&mut c, json).await
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("BMv2 setup thread panicked"))??;
+    Ok(child)
+}
+
+/// BMv2 JSON of p4lb.p4: $P4LB_BMV2_JSON, or compiled with the prefix's p4c-bm2-ss.
+fn bmv2_json(prefix: &std::path::Path) -> Result<Vec<u8>> {
+    if let Some(p) = std::env::var_os("P4LB_BMV2_JSON") {
+        return std::fs::read(&p).context("reading $P4LB_BMV2_JSON");
+    }
+    let dir = std::env::temp_dir().join(format!("p4lb-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let src = dir.join("p4lb.p4");
+    std::fs::write(&src, p4lb_p4::P4_SOURCE)?;
+    let out = dir.join("p4lb.json");
+    let st = Command::new(prefix.join("bin/p4c-bm2-ss"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .status()
+        .context("running p4c-bm2-ss")?;
+    if !st.success() {
+        bail!("p4c-bm2-ss failed");
+    }
+    let json = std::fs::read(&out)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     // SAFETY: geteuid has no preconditions.
@@ -562,6 +648,17 @@ fn main() -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    let bmv2 = match std::env::var_os("P4LB_P4_PREFIX") {
+        Some(p) => {
+            let prefix = std::path::PathBuf::from(p);
+            let json = bmv2_json(&prefix)?;
+            Some((prefix, json))
+        }
+        None => {
+            println!("SKIPPED (BMv2): P4LB_P4_PREFIX not set, no BMv2 figures");
+            None
+        }
+    };
     let mut results = Vec::new();
     for &size in &args.sizes {
         n.kernel_routing(true)?;
@@ -573,7 +670,17 @@ fn main() -> Result<()> {
         let _ = stop.send(());
         t.join()
             .map_err(|_| anyhow::anyhow!("switch thread panicked"))??;
-        results.push((size, k, r, v));
+        let b = match &bmv2 {
+            Some((prefix, json)) => {
+                let mut child = start_bmv2(&n.sw, prefix, json.clone())?;
+                let m = measure(&n, &frame(size, ROUTER_MAC, DST), args.seconds, args.nice);
+                let _ = child.kill();
+                let _ = child.wait();
+                Some(m?)
+            }
+            None => None,
+        };
+        results.push((size, k, r, v, b));
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average during the run: {}", load.trim());
@@ -586,12 +693,16 @@ fn main() -> Result<()> {
         "{:>6}  {:<30} {:>10} {:>9} {:>12} {:>9} {:>9} {:>14}",
         "frame", "path", "pps", "Mbit/s", "offered pps", "vs kernel", "dp CPU", "pps/dp-core"
     );
-    for (size, k, r, v) in &results {
-        for (name, m) in [
+    for (size, k, r, v, b) in &results {
+        let mut rows = vec![
             ("kernel IPv4 forwarding", k),
             ("p4lb-switch ipv4_routes", r),
             ("p4lb-switch VIP (Maglev+DNAT)", v),
-        ] {
+        ];
+        if let Some(b) = b {
+            rows.push(("BMv2 ipv4_routes", b));
+        }
+        for (name, m) in rows {
             let (cpu, per_core) = match m.dataplane_cpu {
                 Some(c) if c > 0.0 => (format!("{:.0}%", c * 100.0), format!("{:.0}", m.pps / c)),
                 _ => ("-".to_string(), "-".to_string()),
