@@ -12,9 +12,11 @@ TEST_LOG := $(TARGET_DIR)/tmp/p4lb-test.log
 
 # tool:debian-package pairs the host needs (the testbed brings everything else).
 HOST_TOOLS := debootstrap:debootstrap ip:iproute2 nsenter:util-linux unshare:util-linux \
-	setpriv:util-linux chroot:coreutils mount:mount ping:iputils-ping
+	setpriv:util-linux chroot:coreutils mount:mount ping:iputils-ping \
+	iptables:iptables ethtool:ethtool modprobe:kmod \
+	/usr/lib/cni/host-local:containernetworking-plugins
 
-.PHONY: test demo baseline prereqs build static-testapp cleanup lint
+.PHONY: test demo baseline prereqs build static-testapp cleanup lint p4 p4-check
 
 ## Host prerequisites: apt-get only what is missing.
 prereqs:
@@ -88,3 +90,8 @@ cleanup:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Compile p4/p4lb.p4 with p4c (P4LB_P4_PREFIX or p4c on PATH) and compare the
+## checked-in P4Info with p4c's output; without p4c both say SKIPPED.
+p4 p4-check:
+	$(MAKE) -C p4 $@ BUILD_DIR=$(CURDIR)/build
