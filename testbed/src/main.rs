@@ -149,21 +149,20 @@ fn live_demo() -> Result<bool> {
         );
     }
     println!("\nclient's view ({} connections):", last.totals.connections);
-    let mut prev = 0;
-    let done: Vec<u64> = out
-        .interim
-        .iter()
-        .chain(std::iter::once(last))
-        .map(|r| r.totals.requests_done)
-        .collect();
-    for (phase, d) in done.iter().enumerate() {
+    let (mut prev, mut prev_ms) = (0, 0);
+    for (phase, r) in out.interim.iter().chain(std::iter::once(last)).enumerate() {
         let label = match phase {
             0 => "before migration 1".to_string(),
             p if p == MIGRATIONS => format!("after migration {MIGRATIONS}"),
             p => format!("between migrations {p} and {}", p + 1),
         };
-        println!("  requests served {label:<28} {:>6}", d - prev);
-        prev = *d;
+        let (d, ms) = (r.totals.requests_done, r.elapsed_ms);
+        println!(
+            "  requests served {label:<28} {:>6} in {:.1} s",
+            d.saturating_sub(prev),
+            ms.saturating_sub(prev_ms) as f64 / 1000.0
+        );
+        (prev, prev_ms) = (d, ms);
     }
     let t = &last.totals;
     println!(
