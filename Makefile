@@ -60,8 +60,8 @@ test: prereqs
 		if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; \
 		if ($$(i+1) ~ /^ignored/) ig += $$i; } } \
 		END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, ig }' $(TEST_LOG); \
-	skips=$$(grep -c '^SKIPPED:' $(TEST_LOG) || true); echo "loud skips (SKIPPED:): $$skips"; \
-	grep '^SKIPPED:' $(TEST_LOG) || true; \
+	skips=$$(grep -cE '^SKIPPED( \([^)]*\))?:' $(TEST_LOG) || true); echo "loud skips (lines starting SKIPPED): $$skips"; \
+	grep -E '^SKIPPED( \([^)]*\))?:' $(TEST_LOG) || true; \
 	awk '/^failures:$$/ { f = 1; next } f && /^    [A-Za-z0-9_:]+$$/ { print "FAILED: " $$1 } \
 		/^test result:/ { f = 0 }' $(TEST_LOG) | sort -u; \
 	grep -E '^error(\[E[0-9]+\])?:' $(TEST_LOG) | sort -u | head -20 || true; \
