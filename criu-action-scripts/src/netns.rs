@@ -90,23 +90,7 @@ async fn add_missing(
     let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| nl(&e))?;
     let task = tokio::spawn(conn);
     let result = async {
-        let link = handle
-            .link()
-            .get()
-            .match_name(ifname.to_owned())
-            .execute()
-            .try_next()
-            .await;
-        let index = match link {
-            Ok(Some(l)) => l.header.index,
-            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
-                return Err(NetnsError::NoInterface {
-                    path: path.to_path_buf(),
-                    ifname: ifname.to_owned(),
-                })
-            }
-            Err(e) => return Err(nl(&e)),
-        };
+        let index = link_index(&handle, path, ifname).await?;
         let present = local_ipv4(&handle).await.map_err(|e| nl(&e))?;
         let mut change = AddressChange::default();
         for a in addrs {
@@ -127,6 +111,33 @@ async fn add_missing(
     .await;
     task.abort();
     result
+}
+
+/// Index of interface `ifname` in the namespace `handle` talks to (`path` names
+/// that namespace in errors).
+async fn link_index(
+    handle: &rtnetlink::Handle,
+    path: &std::path::Path,
+    ifname: &str,
+) -> Result<u32, NetnsError> {
+    let link = handle
+        .link()
+        .get()
+        .match_name(ifname.to_owned())
+        .execute()
+        .try_next()
+        .await;
+    match link {
+        Ok(Some(l)) => Ok(l.header.index),
+        Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Err(NetnsError::NoInterface {
+            path: path.to_path_buf(),
+            ifname: ifname.to_owned(),
+        }),
+        Err(e) => Err(NetnsError::Netlink {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
+    }
 }
 
 async fn local_ipv4(handle: &rtnetlink::Handle) -> Result<Vec<Ipv4Addr>, rtnetlink::Error> {
@@ -176,23 +187,7 @@ pub fn isolate(pid: u32, ifname: &str) -> Result<(), NetnsError> {
             let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| nl(&e))?;
             let t = tokio::spawn(conn);
             let r = async {
-                let link = handle
-                    .link()
-                    .get()
-                    .match_name(ifname.clone())
-                    .execute()
-                    .try_next()
-                    .await;
-                let index = match link {
-                    Ok(Some(l)) => l.header.index,
-                    Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
-                        return Err(NetnsError::NoInterface {
-                            path: path.clone(),
-                            ifname: ifname.clone(),
-                        })
-                    }
-                    Err(e) => return Err(nl(&e)),
-                };
+                let index = link_index(&handle, &path, &ifname).await?;
                 handle
                     .link()
                     .set(rtnetlink::LinkUnspec::new_with_index(index).down().build())

@@ -140,11 +140,7 @@ pub async fn restored_at(
     let mut st = run
         .load()?
         .ok_or_else(|| ActionError::Input("post-restore: run state vanished".into()))?;
-    let source_ip = st
-        .record
-        .as_ref()
-        .map(|r| r.source.ip.to_string())
-        .unwrap_or_default();
+    let source_ip = recorded_source_ip(&st);
     let m = run
         .event(
             MigrationPhase::RestoredAt,
@@ -164,11 +160,7 @@ pub async fn restored_at(
 /// network-unlock on the restore side: UNLOCK.
 pub async fn unlock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
     let mut st = st.ok_or_else(|| ActionError::Input("network-unlock: no run state".into()))?;
-    let source_ip = st
-        .record
-        .as_ref()
-        .map(|r| r.source.ip.to_string())
-        .unwrap_or_default();
+    let source_ip = recorded_source_ip(&st);
     let m = run
         .event(
             MigrationPhase::Unlock,
@@ -183,4 +175,12 @@ pub async fn unlock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, A
         "migration {} unlocked at {} (stall {} us)",
         m.id, st.endpoint_key, m.stall_us
     ))
+}
+
+/// The source address the record carried ("" when the restore had no record).
+fn recorded_source_ip(st: &RunState) -> String {
+    st.record
+        .as_ref()
+        .map(|r| r.source.ip.to_string())
+        .unwrap_or_default()
 }
