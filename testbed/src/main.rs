@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use p4lb_testbed::enter::{self, Bind, HoldConfig};
 use p4lb_testbed::session::DEFAULT_PREFIX;
 use p4lb_testbed::spec::RootfsSpec;
+mod bench;
+
 use p4lb_testbed::{
     cleanup, containerd, cri, images, migration, rootfs, scenario, Testbed, TestbedOptions,
 };
@@ -52,6 +54,9 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         tries: usize,
     },
+    /// One migration with CRIU's own dump/restore times (`--print-stats`)
+    /// next to the p4lb lock -> unlock stall and the client's longest stall.
+    BenchMigration,
     /// (internal) Enter the rootfs and hold the session's namespaces.
     #[command(hide = true)]
     Hold {
@@ -426,6 +431,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 live_demo().map(|ok| if ok { 0 } else { 1 })
             }
         }
+        Cmd::BenchMigration => bench::bench_migration().map(|_| 0),
         Cmd::Hold { .. } => unreachable!("handled in main"),
     }
 }
