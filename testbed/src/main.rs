@@ -1,5 +1,7 @@
 //! `p4lb-testbed`: build, enter and clean up the hermetic testbed.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,8 +11,6 @@ use clap::{Parser, Subcommand};
 use p4lb_testbed::enter::{self, Bind, HoldConfig};
 use p4lb_testbed::session::DEFAULT_PREFIX;
 use p4lb_testbed::spec::RootfsSpec;
-mod bench;
-
 use p4lb_testbed::{
     cleanup, containerd, cri, images, migration, rootfs, scenario, Testbed, TestbedOptions,
 };
