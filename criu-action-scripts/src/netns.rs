@@ -56,7 +56,22 @@ pub fn ensure_addresses_in(
 ) -> Result<AddressChange, NetnsError> {
     let ifname = ifname.to_owned();
     let addrs = addrs.to_vec();
-    std::thread::spawn(move || -> Result<AddressChange, NetnsError> {
+    with_netlink_in(ns_path, move |path, handle| async move {
+        add_missing(&handle, &path, &ifname, &addrs).await
+    })
+}
+
+/// Runs `work` with a netlink handle opened inside the network namespace at
+/// `ns_path`. A helper thread joins the namespace (setns affects only the calling
+/// thread) and creates the netlink socket there, so the caller's namespace is
+/// never changed.
+fn with_netlink_in<T, F, Fut>(ns_path: PathBuf, work: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce(PathBuf, rtnetlink::Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, NetnsError>>,
+{
+    std::thread::spawn(move || -> Result<T, NetnsError> {
         let f = std::fs::File::open(&ns_path).map_err(|e| NetnsError::Open {
             path: ns_path.clone(),
             source: e,
@@ -71,13 +86,25 @@ pub fn ensure_addresses_in(
             .enable_all()
             .build()
             .map_err(|e| NetnsError::Thread(e.to_string()))?;
-        rt.block_on(add_missing(&ns_path, &ifname, &addrs))
+        rt.block_on(async {
+            // The socket is created now, on this thread, i.e. inside the namespace.
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetnsError::Netlink {
+                    path: ns_path.clone(),
+                    detail: e.to_string(),
+                })?;
+            let task = tokio::spawn(conn);
+            let result = work(ns_path, handle).await;
+            task.abort();
+            result
+        })
     })
     .join()
     .map_err(|_| NetnsError::Thread("panicked".into()))?
 }
 
 async fn add_missing(
+    handle: &rtnetlink::Handle,
     path: &std::path::Path,
     ifname: &str,
     addrs: &[Ipv4Addr],
@@ -86,31 +113,23 @@ async fn add_missing(
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    // The socket is created now, on this thread, i.e. inside the target namespace.
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| nl(&e))?;
-    let task = tokio::spawn(conn);
-    let result = async {
-        let index = link_index(&handle, path, ifname).await?;
-        let present = local_ipv4(&handle).await.map_err(|e| nl(&e))?;
-        let mut change = AddressChange::default();
-        for a in addrs {
-            if present.contains(a) {
-                change.already_present.push(*a);
-                continue;
-            }
-            handle
-                .address()
-                .add(index, IpAddr::V4(*a), 32)
-                .execute()
-                .await
-                .map_err(|e| nl(&format!("adding {a}/32 to {ifname}: {e}")))?;
-            change.added.push(*a);
+    let index = link_index(handle, path, ifname).await?;
+    let present = local_ipv4(handle).await.map_err(|e| nl(&e))?;
+    let mut change = AddressChange::default();
+    for a in addrs {
+        if present.contains(a) {
+            change.already_present.push(*a);
+            continue;
         }
-        Ok(change)
+        handle
+            .address()
+            .add(index, IpAddr::V4(*a), 32)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("adding {a}/32 to {ifname}: {e}")))?;
+        change.added.push(*a);
     }
-    .await;
-    task.abort();
-    result
+    Ok(change)
 }
 
 /// Index of interface `ifname` in the namespace `handle` talks to (`path` names
@@ -162,81 +181,33 @@ async fn local_ipv4(handle: &rtnetlink::Handle) -> Result<Vec<Ipv4Addr>, rtnetli
 /// anything (not even the FIN/RST of its sockets when it is removed later) while
 /// its restored copy carries the same connections.
 pub fn isolate(pid: u32, ifname: &str) -> Result<(), NetnsError> {
-    let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let ifname = ifname.to_owned();
-    std::thread::spawn(move || -> Result<(), NetnsError> {
-        let f = std::fs::File::open(&path).map_err(|e| NetnsError::Open {
-            path: path.clone(),
-            source: e,
-        })?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-            NetnsError::Setns {
-                path: path.clone(),
-                source: e,
-            }
-        })?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| NetnsError::Thread(e.to_string()))?;
-        rt.block_on(async {
-            let nl = |e: &dyn std::fmt::Display| NetnsError::Netlink {
-                path: path.clone(),
-                detail: e.to_string(),
-            };
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| nl(&e))?;
-            let t = tokio::spawn(conn);
-            let r = async {
-                let index = link_index(&handle, &path, &ifname).await?;
-                handle
-                    .link()
-                    .set(rtnetlink::LinkUnspec::new_with_index(index).down().build())
-                    .execute()
-                    .await
-                    .map_err(|e| nl(&format!("setting {ifname} down: {e}")))
-            }
-            .await;
-            t.abort();
-            r
-        })
-    })
-    .join()
-    .map_err(|_| NetnsError::Thread("panicked".into()))?
+    with_netlink_in(
+        PathBuf::from(format!("/proc/{pid}/ns/net")),
+        move |path, handle| async move {
+            let index = link_index(&handle, &path, &ifname).await?;
+            handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(index).down().build())
+                .execute()
+                .await
+                .map_err(|e| NetnsError::Netlink {
+                    path: path.clone(),
+                    detail: format!("setting {ifname} down: {e}"),
+                })
+        },
+    )
 }
 
 /// IPv4 addresses configured in the namespace of `pid` (for checks and tests).
 pub fn addresses_of(pid: u32) -> Result<Vec<Ipv4Addr>, NetnsError> {
-    let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    std::thread::spawn(move || -> Result<Vec<Ipv4Addr>, NetnsError> {
-        let f = std::fs::File::open(&path).map_err(|e| NetnsError::Open {
-            path: path.clone(),
-            source: e,
-        })?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-            NetnsError::Setns {
-                path: path.clone(),
-                source: e,
-            }
-        })?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| NetnsError::Thread(e.to_string()))?;
-        rt.block_on(async {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().map_err(|e| NetnsError::Netlink {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                })?;
-            let t = tokio::spawn(conn);
-            let r = local_ipv4(&handle).await.map_err(|e| NetnsError::Netlink {
-                path: path.clone(),
+    with_netlink_in(
+        PathBuf::from(format!("/proc/{pid}/ns/net")),
+        |path, handle| async move {
+            local_ipv4(&handle).await.map_err(|e| NetnsError::Netlink {
+                path,
                 detail: e.to_string(),
-            });
-            t.abort();
-            r
-        })
-    })
-    .join()
-    .map_err(|_| NetnsError::Thread("panicked".into()))?
+            })
+        },
+    )
 }
