@@ -15,6 +15,7 @@ use p4lb_testapp::report::{ConnState, Report};
 use crate::error::{Error, Result};
 use crate::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
 use crate::paths;
+use crate::scenario::reports;
 use crate::session::Testbed;
 use crate::topology::{topology, Topology};
 
@@ -128,17 +129,6 @@ impl BaselineResult {
         }
         out
     }
-}
-
-fn reports(stdout: &str) -> Result<Vec<Report>> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| {
-            serde_json::from_str::<Report>(l)
-                .map_err(|e| Error::Testbed(format!("bad client report {l:?}: {e}")))
-        })
-        .collect()
 }
 
 /// Compares the interim report (before checkpoint) with the final one.

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use migration_common::*;
 use p4lb_testapp::report::Report;
 use p4lb_testbed::cri::{self, Cri};
+use p4lb_testbed::scenario::reports;
 use p4lb_testbed::{containerd, images};
 use serde_json::Value;
 
@@ -113,10 +114,9 @@ fn client_from(w: &World, netns: &str, target: &str) -> Report {
         "nsenter --net={netns} {} client --target {target} --conns 2 --duration 2 --strict",
         w.testapp
     ));
-    let rep = out
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str::<Report>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+    let rep = reports(&out)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
         .find(|r| r.r#final)
         .unwrap_or_else(|| panic!("no final report from the client: {out}{err}\n{}", w.diag()));
     assert!(ok, "client to {target} not clean: {err}\n{}", w.diag());

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_testapp::report::Report;
 use p4lb_testbed::cri::{self, Cri};
 use p4lb_testbed::migration::judge;
+use p4lb_testbed::scenario::reports;
 use p4lb_testbed::{containerd, images};
 use serde_json::Value;
 
@@ -146,11 +146,7 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     std::thread::sleep(Duration::from_secs(2));
     w.sh("kill -TERM $(cat /tmp/client.pid)");
     let out = client.wait_with_output().unwrap();
-    let reps: Vec<Report> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let reps = reports(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let before = reps.iter().find(|r| !r.r#final).expect("interim report");
     let after = reps.iter().find(|r| r.r#final).expect("final report");
     let (survived, more) = judge(before, after).unwrap();
@@ -270,11 +266,7 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
     std::thread::sleep(Duration::from_secs(2));
     w.sh("kill -TERM $(cat /tmp/client.pid)");
     let out = client.wait_with_output().unwrap();
-    let reps: Vec<Report> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let reps = reports(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let before = reps.iter().find(|r| !r.r#final).expect("interim report");
     let after = reps.iter().find(|r| r.r#final).expect("final report");
     let (survived, more) = judge(before, after).unwrap();
