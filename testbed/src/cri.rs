@@ -241,6 +241,23 @@ impl Cri {
     }
 }
 
+/// What kubelet sets for a container unless the pod shares its process
+/// namespace: its own PID namespace, the pod's network and IPC. (A container
+/// without it would join the sandbox's PID namespace, where a restore can find
+/// the PID it must recreate already taken.)
+pub fn container_linux() -> Option<pb::LinuxContainerConfig> {
+    Some(pb::LinuxContainerConfig {
+        security_context: Some(pb::LinuxContainerSecurityContext {
+            namespace_options: Some(pb::NamespaceOption {
+                network: pb::NamespaceMode::Pod as i32,
+                pid: pb::NamespaceMode::Container as i32,
+                ipc: pb::NamespaceMode::Pod as i32,
+                target_id: String::new(),
+            }),
+        }),
+    })
+}
+
 /// A pod sandbox config with the defaults the testbed uses: host PID/IPC
 /// namespaces off, pod network on (CNI).
 pub fn pod_config(name: &str, uid: &str) -> pb::PodSandboxConfig {

@@ -76,6 +76,7 @@ fn server_in(c: &mut Cri, sb: &str, cfg: cri::pb::PodSandboxConfig) -> String {
                     format!("0.0.0.0:{PORT}"),
                 ],
                 log_path: "server.log".into(),
+                linux: cri::container_linux(),
                 ..Default::default()
             },
             cfg,

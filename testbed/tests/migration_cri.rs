@@ -28,13 +28,19 @@ fn use_p4lb_cni_for_containerd(w: &World) {
     ));
 }
 
-fn pod(c: &mut Cri, name: &str, annotations: &[(&str, &str)]) -> (String, String, String) {
-    pod_from(c, name, annotations, images::TEST_IMAGE)
+fn pod(
+    w: &World,
+    c: &mut Cri,
+    name: &str,
+    annotations: &[(&str, &str)],
+) -> (String, String, String) {
+    pod_from(w, c, name, annotations, images::TEST_IMAGE)
 }
 
 /// A pod sandbox with a server container from `image` (an image name, or a CRI
 /// checkpoint archive: containerd then restores the container from it).
 fn pod_from(
+    w: &World,
     c: &mut Cri,
     name: &str,
     annotations: &[(&str, &str)],
@@ -74,13 +80,20 @@ fn pod_from(
                     "--stateful".into(),
                 ],
                 log_path: "server.log".into(),
+                linux: cri::container_linux(),
                 ..Default::default()
             },
             cfg,
         )
         .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
-    c.start_container(&ctr)
-        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+    c.start_container(&ctr).unwrap_or_else(|e| {
+        // CRIU's own reason is only in its log next to the container's bundle.
+        let (_, logs, _) = w.try_sh(
+            "for f in $(find /run/containerd /var/lib/containerd -name 'restore.log' 2>/dev/null); do \
+             echo \"== $f\"; grep -n -i -E 'error|warn' \"$f\" | tail -n 30; tail -n 30 \"$f\"; done",
+        );
+        panic!("StartContainer {name}: {e}\n{logs}\n{}", w.diag())
+    });
     (id, ctr, ip)
 }
 
@@ -104,7 +117,7 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     w.add_service();
 
     // Snapshot: clients keep their connections, the backend is unlocked again.
-    let (sb, ctr, ip) = pod(&mut c, "web-snap", &[]);
+    let (sb, ctr, ip) = pod(&w, &mut c, "web-snap", &[]);
     let key = format!("{sb}/eth0");
     assert_eq!(w.endpoint(&key)["ip"], ip.as_str());
     p4lb_testbed::wait::until(20, "the pod's server to answer", || {
@@ -172,6 +185,7 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
 
     // Migration: the source stays locked after the checkpoint.
     let (sb, ctr, _ip) = pod(
+        &w,
         &mut c,
         "web-mig",
         &[("labels.p4lb.io/checkpoint", "migrate")],
@@ -216,6 +230,7 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
     w.add_service();
 
     let (src_sb, src_ctr, old_ip) = pod_from(
+        &w,
         &mut c,
         "web-a",
         &[("labels.p4lb.io/checkpoint", "migrate")],
@@ -249,6 +264,7 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
         .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
     // The target pod: a new sandbox, registered locked as a restore of old_ip.
     let (dst_sb, _dst_ctr, new_ip) = pod_from(
+        &w,
         &mut c,
         "web-b",
         &[("p4lb.io/restore-from", old_ip.as_str())],

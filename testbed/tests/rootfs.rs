@@ -272,6 +272,7 @@ fn containerd_runs_a_pod_sandbox_with_the_bridge_plugin() {
                 command: vec![images::TESTAPP_IN_IMAGE.into()],
                 args: vec!["server".into(), "--listen".into(), "0.0.0.0:7000".into()],
                 log_path: "server.log".into(),
+                linux: cri::container_linux(),
                 ..Default::default()
             },
             cfg,
