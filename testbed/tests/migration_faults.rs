@@ -12,6 +12,14 @@
 //!   `setup-namespaces`), the target stays locked without addresses and the
 //!   other backend of the service is left alone; the untouched archive then
 //!   restores.
+//! - The target network namespace at the pod's path exists but was not wired
+//!   by the p4lb CNI plugin (a plain `ip netns add` with a veth p4lb does not
+//!   know): the restore is refused at `setup-namespaces` (the target is not a
+//!   p4lb endpoint: a local error, never excused), no container runs, no
+//!   address moves, the migration stays `checkpointed`, the other backend
+//!   keeps serving its clients and neither it nor the client's endpoint
+//!   changes; the namespace is then recreated and wired by the plugin and the
+//!   very same archive restores.
 //!
 //! The reason is in CRIU's `restore.log`; podman itself prints only CRIU's
 //! last error line.
@@ -317,4 +325,176 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
     assert_eq!(after.totals.failed, 0, "{}", out.stderr);
     assert_eq!(survived, CONNS as u64, "{}", out.stderr);
     w.sh(&format!("rm -rf {archive} {bad} /tmp/forge"));
+}
+
+/// The endpoint fields a refused restore must not change.
+fn endpoint_facts(w: &World, key: &str) -> serde_json::Value {
+    let ep = w.endpoint(key);
+    serde_json::json!({
+        "state": ep["state"], "locked": ep["locked"], "ip": ep["ip"], "mac": ep["mac"],
+        "switch_port": ep["switch_port"], "backend_id": ep["backend_id"],
+        "migrated_ips": ep["migrated_ips"], "labels": ep["labels"],
+    })
+}
+
+/// Connections whose answered requests grew from report `a` to report `b`.
+fn progressed(a: &p4lb_testapp::report::Report, b: &p4lb_testapp::report::Report) -> usize {
+    a.connections
+        .iter()
+        .zip(&b.connections)
+        .filter(|(x, y)| y.requests_done > x.requests_done && y.is_clean())
+        .count()
+}
+
+#[test]
+fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restores_later() {
+    let _s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    w.pod_netns("srv", "srv0", "pods", "");
+    // A second backend of the service that never migrates.
+    let other_ip = w.pod_netns("srvb", "srvb", "pods", "");
+    w.add_service();
+    w.run_server("web", &[]);
+    w.sh(&format!(
+        "podman run -d --name other --network ns:/run/netns/srvb {TEST_IMAGE} {TESTAPP_IN_IMAGE} \
+         server --listen 0.0.0.0:{PORT} --stateful >/dev/null; \
+         for i in $(seq 100); do podman logs other 2>&1 | grep -q listening && exit 0; \
+         sleep 0.2; done; echo the second server did not listen; exit 1"
+    ));
+    let client = w.start_client(CONNS, 5.0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    client.mark().unwrap();
+
+    let archive = "/tmp/ck-fault-unwired.tar";
+    let (ok, out) = w.checkpoint("web", archive);
+    assert!(ok, "checkpoint failed: {out}\n{}", w.diag());
+    let rec = w.record_in(archive).unwrap();
+    assert_eq!(rec["state"], "checkpointed", "{rec}");
+    let old_ip = rec["source"]["ip"].as_str().unwrap().to_string();
+    let mig_id = rec["migration_id"].as_str().unwrap().to_string();
+    w.sh("podman rm -f web >/dev/null");
+    w.cni("DEL", "srv0", POD_NETNS, "pods", "");
+    w.sh("ip netns del srv");
+
+    // The target namespace at the same path, wired by hand: a veth p4lb does
+    // not know (its peer stays in the testbed's own namespace, on no switch
+    // port), a new address and a default route.
+    w.sh(
+        "ip netns add srv && ip link add stray0 type veth peer name eth0 netns srv && \
+         ip link set stray0 up && ip addr add 10.55.0.1/24 dev stray0 && \
+         ip -n srv link set lo up && ip -n srv link set eth0 up && \
+         ip -n srv addr add 10.55.0.2/24 dev eth0 && ip -n srv route add default via 10.55.0.1",
+    );
+    let eps_before = w.ctl_json("endpoints ls");
+    let other_before = endpoint_facts(&w, "srvb/eth0");
+    let cli_before = endpoint_facts(&w, "cli/eth0");
+    let migs = w.migrations();
+    assert_eq!(migs.len(), 1, "{migs:?}");
+    assert_eq!(migs[0]["state"], "checkpointed", "{}", migs[0]);
+
+    let (ok, out, log) = restore(&w, archive);
+    println!(
+        "restore into the unwired namespace: ok={ok}\npodman: {}\nCRIU log: {}",
+        out.trim(),
+        log.trim()
+    );
+    assert!(
+        !ok,
+        "a restore into a namespace p4lb does not know succeeded: {out}"
+    );
+    let said = format!("{out}\n{log}");
+    assert!(
+        said.contains("is not a p4lb endpoint") && said.contains(&mig_id),
+        "neither podman nor CRIU's log says the target is not a p4lb endpoint (migration \
+         {mig_id}): {said}"
+    );
+    let (running, _, _) = w.try_sh("podman ps --format '{{.Names}}' | grep -qx web");
+    assert!(!running, "a container runs after a refused restore");
+    remove_leftover(&w);
+
+    // Nothing moved into the stray namespace; nothing changed at the
+    // controller: the same endpoints, the other backend and the client's
+    // endpoint as they were, the migration still `checkpointed`.
+    assert_eq!(
+        w.addrs_in("srv"),
+        vec!["10.55.0.2".to_string()],
+        "a refused restore changed the addresses of the target"
+    );
+    assert_eq!(
+        w.ctl_json("endpoints ls"),
+        eps_before,
+        "a refused restore changed the endpoints"
+    );
+    assert_eq!(endpoint_facts(&w, "srvb/eth0"), other_before);
+    assert_eq!(endpoint_facts(&w, "cli/eth0"), cli_before);
+    let migs = w.migrations();
+    assert_eq!(migs.len(), 1, "{migs:?}");
+    assert_eq!(migs[0]["state"], "checkpointed", "{}", migs[0]);
+    assert_eq!(migs[0]["id"], mig_id.as_str(), "{}", migs[0]);
+    let (up, _, _) = w.try_sh("podman ps --format '{{.Names}}' | grep -qx other");
+    assert!(up, "the other server stopped");
+    // The other backend's connections are still served while the migrating
+    // one's wait, locked: compare two reports 2 s apart.
+    client.mark().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    client.mark().unwrap();
+
+    // Wire the namespace properly and restore the very same archive.
+    w.sh("ip netns del srv");
+    let new_ip = w.pod_netns(
+        "srv",
+        "srv1",
+        "pods",
+        &format!("IgnoreUnknown=1;P4LB_RESTORE_FROM={old_ip}"),
+    );
+    assert_ne!(new_ip, old_ip);
+    assert_eq!(w.endpoint("srv1/eth0")["locked"], true);
+    let (ok, out, _) = restore(&w, archive);
+    assert!(
+        ok,
+        "restore of the same archive into the wired namespace failed: {out}\n{}",
+        w.diag()
+    );
+    let ep = w.endpoint("srv1/eth0");
+    assert_eq!(ep["state"], "ready", "{ep}");
+    assert_eq!(ep["locked"], false, "{ep}");
+    assert!(w.addrs_in("srv").contains(&old_ip), "{old_ip} not moved");
+    let m = last_migration_done(&w);
+    assert_eq!(m["id"], mig_id.as_str(), "{m}");
+    assert_eq!(endpoint_facts(&w, "srvb/eth0"), other_before);
+
+    std::thread::sleep(Duration::from_secs(2));
+    let out = client.finish().unwrap();
+    assert_eq!(
+        out.interim.len(),
+        3,
+        "interim reports: {}",
+        out.interim.len()
+    );
+    let served_during = progressed(&out.interim[1], &out.interim[2]);
+    let before = &out.interim[0];
+    let after = &out.last;
+    let (survived, more) = judge(before, after).unwrap();
+    println!(
+        "{old_ip} -> {new_ip} (other backend {other_ip}): {CONNS} connections: {survived} \
+         survived, {} reset, {} failed, {more} requests after the checkpoint, longest stall {} \
+         ms; {served_during} connections served (by the other backend) while the refused \
+         restore left the migration pending; migration {} stall {:.1} ms, switchover {:.1} ms",
+        after.totals.reset,
+        after.totals.failed,
+        after.totals.longest_stall_ms,
+        m["id"],
+        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        m["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    assert!(
+        served_during > 0 && served_during < CONNS,
+        "expected the other backend's connections (and only those) to be served while the \
+         migration was pending: {served_during} of {CONNS}"
+    );
+    assert_eq!(after.totals.reset, 0, "resets: {}", out.stderr);
+    assert_eq!(after.totals.failed, 0, "{}", out.stderr);
+    assert_eq!(survived, CONNS as u64, "{}", out.stderr);
+    w.sh(&format!("rm -f {archive}"));
 }
