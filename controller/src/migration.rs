@@ -170,8 +170,15 @@ impl Controller {
                     .endpoints
                     .get_mut(&key)
                     .ok_or_else(|| Error::not_found(format!("no endpoint {key}")))?;
-                ep.locked = true;
-                ep.state = EndpointState::Locked;
+                if r.no_lock {
+                    tracing::warn!(
+                        endpoint = %key,
+                        "migration without p4lb's lock: the source keeps receiving traffic"
+                    );
+                } else {
+                    ep.locked = true;
+                    ep.state = EndpointState::Locked;
+                }
                 let m = MigrationRec {
                     id: format!("mig-{}", st.next_migration),
                     source_key: key.clone(),
@@ -181,6 +188,7 @@ impl Controller {
                     locked_unix_us: now,
                     leave_running: r.leave_running,
                     image_dir: r.image_dir.clone(),
+                    no_lock: r.no_lock,
                     ..Default::default()
                 };
                 st.migrations.push(m);

@@ -193,6 +193,9 @@ pub struct MigrationRec {
     pub leave_running: bool,
     pub error: String,
     pub image_dir: String,
+    /// Run without p4lb's lock: the source's traffic was never held.
+    #[serde(default)]
+    pub no_lock: bool,
 }
 
 impl MigrationRec {
@@ -219,6 +222,7 @@ impl MigrationRec {
             leave_running: self.leave_running,
             error: self.error.clone(),
             image_dir: self.image_dir.clone(),
+            no_lock: self.no_lock,
         }
     }
 }

@@ -539,3 +539,78 @@ async fn snapshot_and_abort_unlock_the_source() {
     c.stop().await;
     sw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_off_tracks_the_migration_without_holding_traffic() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let ns = Netns::new("p4lbt-nolock", &["10.88.7.6"]);
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    let mut r = register_req("nolock", "10.88.7.6", "02:00:00:00:07:06", "");
+    r.netns_path = ns.path();
+    let ep = c.client.register_endpoint(r).await.unwrap().into_inner();
+    let forward = format!(
+        "backend_id={} -> backend_forward(ip=10.88.7.6, dmac=02:00:00:00:07:06, port={})",
+        ep.backend_id, ep.switch_port
+    );
+    let route = format!(
+        "dst_addr=10.88.7.6/32 -> route_to_port(port={}, dmac=02:00:00:00:07:06)",
+        ep.switch_port
+    );
+    let m = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Lock as i32,
+            identity: ns.id(),
+            no_lock: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.state, "locked");
+    assert!(m.no_lock, "{m:?}");
+    // Nothing is held at the switch: the backend row and the route still forward.
+    let t = read_all(&ssock).await;
+    assert_eq!(rows(&t["backends"]), vec![forward.clone()]);
+    assert!(rows(&t["ipv4_routes"]).contains(&route));
+    let e = c
+        .client
+        .get_endpoint(api::GetEndpointRequest {
+            key: ep.key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!e.locked, "{e:?}");
+    // The migration is tracked all the same: a second LOCK is refused, and it
+    // ends like any other.
+    let again = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Lock as i32,
+            identity: ns.id(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    let ab = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Abort as i32,
+            identity: ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ab.state, "aborted");
+    assert!(ab.no_lock);
+    assert_eq!(rows(&read_all(&ssock).await["backends"]), vec![forward]);
+    c.stop().await;
+    sw.shutdown().await;
+}

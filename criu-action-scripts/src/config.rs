@@ -106,6 +106,7 @@ struct FileConfig {
     call_timeout_ms: Option<u64>,
     leave_running_default: Option<String>,
     state_dir: Option<PathBuf>,
+    lock: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +119,11 @@ pub struct Config {
     pub leave_running_default: CheckpointMode,
     /// Per-CRIU-run state (which side, migration id) between two actions.
     pub state_dir: PathBuf,
+    /// Hold the source's traffic at the switch from `network-lock` on (and keep
+    /// a leave-running migration's source off the network). `false` turns p4lb's
+    /// lock off for comparison runs: the migration is still tracked and
+    /// repointed, but clients may see resets.
+    pub lock: bool,
 }
 
 impl Default for Config {
@@ -129,6 +135,7 @@ impl Default for Config {
             call_timeout: Duration::from_secs(5),
             leave_running_default: CheckpointMode::Snapshot,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            lock: true,
         }
     }
 }
@@ -179,6 +186,9 @@ impl Config {
         if let Some(d) = f.state_dir {
             c.state_dir = d;
         }
+        if let Some(l) = f.lock {
+            c.lock = l;
+        }
         Ok(c)
     }
 
@@ -191,6 +201,19 @@ impl Config {
         }
         if let Some(d) = env.get("P4LB_ACTION_STATE_DIR").filter(|s| !s.is_empty()) {
             self.state_dir = PathBuf::from(d);
+        }
+        if let Some(l) = env.get("P4LB_ACTION_LOCK").filter(|s| !s.is_empty()) {
+            self.lock = match l.as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                other => {
+                    return Err(ConfigError::BadValue {
+                        what: "P4LB_ACTION_LOCK",
+                        value: other.to_owned(),
+                        allowed: "on, off",
+                    })
+                }
+            };
         }
         Ok(())
     }
@@ -268,5 +291,21 @@ mod tests {
             ("P4LB_ACTION_POLICY", "sometimes"),
         ]))
         .is_err());
+    }
+
+    #[test]
+    fn lock_can_be_turned_off_by_file_or_environment() {
+        let p = Path::new("/etc/p4lb/criu-action.toml");
+        assert!(Config::default().lock);
+        assert!(!Config::from_toml(p, "lock = false\n").unwrap().lock);
+        assert!(Config::from_toml(p, "lock = \"no\"\n").is_err());
+        let mut c = Config::default();
+        c.apply_env(&env(&[("P4LB_ACTION_LOCK", "off")])).unwrap();
+        assert!(!c.lock);
+        c.apply_env(&env(&[("P4LB_ACTION_LOCK", "on")])).unwrap();
+        assert!(c.lock);
+        assert!(c
+            .apply_env(&env(&[("P4LB_ACTION_LOCK", "sometimes")]))
+            .is_err());
     }
 }

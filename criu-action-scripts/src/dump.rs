@@ -122,6 +122,13 @@ pub async fn lock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, Act
     }
     st.migration_id = m.id.clone();
     st.locked = true;
+    if !run.cfg.lock {
+        tracing::warn!(
+            migration = %m.id,
+            "p4lb's lock is off (lock = false): the source keeps receiving traffic during \
+             the checkpoint; clients may see resets"
+        );
+    }
     // Save first: if writing the record fails, network-unlock still knows to ABORT.
     run.save(&st)?;
     let dir = run.image_dir()?;
@@ -188,6 +195,11 @@ pub async fn leave_running(
                 st.endpoint_key, st.migration_id
             )
         }
+        CheckpointMode::Migrate if !run.cfg.lock => format!(
+            "leave-running checkpoint of {} is a migration, but p4lb's lock is off: the \
+             source keeps running and answering (migration {})",
+            st.endpoint_key, st.migration_id
+        ),
         CheckpointMode::Migrate => {
             // The switch drops traffic to the source; its own packets (e.g. the
             // FIN/RST of its sockets when it is removed) must not leave either.

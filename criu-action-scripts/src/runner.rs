@@ -102,6 +102,7 @@ impl<'a> Run<'a> {
             },
             leave_running,
             source_ip: source_ip.to_owned(),
+            no_lock: phase == MigrationPhase::Lock && !self.cfg.lock,
         };
         let m = self.controller().await?.migration_event(req).await?;
         tracing::info!(

@@ -214,11 +214,27 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     );
 }
 
-#[test]
-fn cri_migration_to_a_new_pod_keeps_every_connection() {
-    let _s = serial();
+/// What one CRI migration did to its clients.
+struct CriMigration {
+    conns: usize,
+    survived: u64,
+    resets: u64,
+    failed: u64,
+    /// Final state of every connection: how many ended which way.
+    states: std::collections::BTreeMap<String, usize>,
+    stderr: String,
+}
+
+/// CheckpointContainer of a pod annotated for migration → a new pod through the
+/// p4lb CNI plugin (new IP) → CreateContainer from the checkpoint; the source is
+/// then removed as an orchestrator would. With `lock` false the CRIU action
+/// script runs with p4lb's lock off (`lock = false` in criu-action.toml).
+fn cri_migration(lock: bool) -> CriMigration {
     let w = World::start();
     use_p4lb_cni_for_containerd(&w);
+    if !lock {
+        w.sh("echo 'lock = false' > /etc/p4lb/criu-action.toml");
+    }
     let socket = containerd::start(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
     images::load_into_containerd(&w.tb).unwrap();
     // containerd restores only images it can pull by name.
@@ -274,6 +290,7 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
     let m = migration_of(&w, &format!("{src_sb}/eth0"));
     assert_eq!(m["state"], "done", "{m}\n{}", w.diag());
     assert_eq!(m["target_key"], format!("{dst_sb}/eth0"), "{m}");
+    assert_eq!(m["no_lock"].as_bool().unwrap_or(false), !lock, "{m}");
     // The source goes away as an orchestrator would remove it.
     c.stop_container(&src_ctr, 5).unwrap();
     c.remove_container(&src_ctr).unwrap();
@@ -287,19 +304,61 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
     let after = reps.iter().find(|r| r.r#final).expect("final report");
     let (survived, more) = judge(before, after).unwrap();
     println!(
-        "CRI migration {} -> {} ({old_ip} -> {new_ip}): {survived}/{conns} connections kept, {} \
-         reset, {more} requests after; switchover {:.1} ms, stall {:.1} ms",
+        "CRI migration, p4lb lock {}: {} -> {} ({old_ip} -> {new_ip}): {survived}/{conns} \
+         connections kept, {} reset, {} failed, {more} requests after; switchover {:.1} ms, \
+         stall {:.1} ms",
+        if lock { "on" } else { "OFF" },
         m["source_key"],
         m["target_key"],
         after.totals.reset,
+        after.totals.failed,
         m["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
         m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
     );
-    assert_eq!(
-        after.totals.reset,
-        0,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut states = std::collections::BTreeMap::new();
+    for c in &after.connections {
+        *states.entry(format!("{:?}", c.state)).or_insert(0) += 1;
+    }
+    CriMigration {
+        conns,
+        survived,
+        resets: after.totals.reset,
+        failed: after.totals.failed,
+        states,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn cri_migration_to_a_new_pod_keeps_every_connection() {
+    let _s = serial();
+    let r = cri_migration(true);
+    assert_eq!(r.resets, 0, "{}", r.stderr);
+    assert_eq!(r.failed, 0, "{}", r.stderr);
+    assert_eq!(r.survived, r.conns as u64, "{}", r.stderr);
+}
+
+/// The same migration with p4lb's lock off: the source keeps answering after
+/// the checkpoint (its clients' streams move on while the restored copy holds
+/// the old TCP state), and when the orchestrator removes it, its kernel closes
+/// the clients' connections (FIN, or RST for data in flight). With the lock the
+/// source is cut off from the moment of the checkpoint, so none of that
+/// reaches a client.
+#[test]
+fn cri_migration_without_p4lbs_lock_breaks_clients() {
+    let _s = serial();
+    let r = cri_migration(false);
+    println!(
+        "without p4lb's lock: {} of {} connections survived; final states {:?} \
+         ({} reset, {} closed or failed)",
+        r.survived, r.conns, r.states, r.resets, r.failed
     );
-    assert_eq!(survived, conns as u64);
+    assert!(
+        r.resets + r.failed > 0,
+        "no client connection broke without p4lb's lock: the test does not show what the \
+         lock prevents ({} survived)\n{}",
+        r.survived,
+        r.stderr
+    );
+    assert!(r.survived < r.conns as u64, "{}", r.stderr);
 }

@@ -126,7 +126,7 @@ fn migration_json(m: &api::Migration) -> Value {
         "restored_unix_us": m.restored_unix_us, "unlocked_unix_us": m.unlocked_unix_us,
         "switchover_us": m.switchover_us, "stall_us": m.stall_us,
         "connections_carried": m.connections_carried, "leave_running": m.leave_running,
-        "error": m.error, "image_dir": m.image_dir,
+        "error": m.error, "image_dir": m.image_dir, "no_lock": m.no_lock,
     })
 }
 
