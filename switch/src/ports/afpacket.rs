@@ -119,12 +119,15 @@ impl PortSocket {
     pub fn open(iface: &str, ring: bool) -> io::Result<PortSocket> {
         let ifindex = ifindex(iface)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
+        // Protocol 0: the socket receives nothing until bind() below gives it ETH_P_ALL
+        // on this interface. Created with ETH_P_ALL it would first be hooked on every
+        // interface, and bind() would unhook it after an RCU grace period (~10 ms).
         // SAFETY: plain socket(2) call.
         let raw = check(unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::c_int::from(proto),
+                0,
             )
         })?;
         // SAFETY: raw is a fresh descriptor we own.
