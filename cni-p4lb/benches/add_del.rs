@@ -28,6 +28,50 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The controller's cumulative commit-phase counters (microseconds) by name.
+fn commit_phases(w: &World) -> Vec<(String, u64)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(async {
+        let mut c = p4lb_controller::client::connect(&w.socket).await.ok()?;
+        c.metrics(p4lb_proto::api::MetricsRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner().prometheus_text)
+    });
+    text.unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("p4lb_controller_commit"))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((
+                k.trim_start_matches("p4lb_controller_").to_string(),
+                v.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Prints where the controller's commit time went between two samples.
+fn print_phases(label: &str, before: &[(String, u64)], after: &[(String, u64)]) {
+    let delta = |k: &str| {
+        let get = |v: &[(String, u64)]| v.iter().find(|(n, _)| n == k).map(|(_, x)| *x);
+        get(after).unwrap_or(0) - get(before).unwrap_or(0)
+    };
+    let commits = delta("commits_total").max(1);
+    let mut line = format!("  controller commits during {label}: {commits}, mean ms per commit:");
+    for phase in ["lock_wait", "port", "desired", "write", "save"] {
+        let us = delta(&format!("commit_{phase}_microseconds_total"));
+        line.push_str(&format!(
+            " {phase} {:.2}",
+            us as f64 / commits as f64 / 1000.0
+        ));
+    }
+    println!("{line}");
+}
+
 struct Figures {
     add: Vec<Duration>,
     del: Vec<Duration>,
@@ -75,7 +119,15 @@ fn sequential(w: &World, plugin: &str, conf: &Value) -> Figures {
     f
 }
 
-fn parallel(w: &World, plugin: &str, conf: &Value) -> (Figures, Duration, Duration) {
+/// 50 ADDs at once, then 50 DELs at once; `phases` samples the controller's
+/// commit counters before, between and after.
+fn parallel(
+    w: &World,
+    plugin: &str,
+    conf: &Value,
+    phases: &mut Vec<Vec<(String, u64)>>,
+) -> (Figures, Duration, Duration) {
+    let real = plugin == "p4lb";
     let nss: Vec<Netns> = (0..PARALLEL).map(|_| Netns::new()).collect();
     let go = |cmd: &str| -> (Vec<Duration>, Duration) {
         let t = Instant::now();
@@ -92,8 +144,17 @@ fn parallel(w: &World, plugin: &str, conf: &Value) -> (Figures, Duration, Durati
         });
         (v, t.elapsed())
     };
+    if real {
+        phases.push(commit_phases(w));
+    }
     let (add, add_wall) = go("ADD");
+    if real {
+        phases.push(commit_phases(w));
+    }
     let (del, del_wall) = go("DEL");
+    if real {
+        phases.push(commit_phases(w));
+    }
     (Figures { add, del }, add_wall, del_wall)
 }
 
@@ -141,10 +202,27 @@ fn main() {
     };
     let mut walls = Vec::new();
     for (plugin, world, conf) in cases {
+        let real = plugin == "p4lb";
+        let t0 = if real {
+            commit_phases(world)
+        } else {
+            Vec::new()
+        };
         let s = sequential(world, plugin, conf);
+        let t1 = if real {
+            commit_phases(world)
+        } else {
+            Vec::new()
+        };
         report(format!("{plugin} ADD sequential"), s.add);
         report(format!("{plugin} DEL sequential"), s.del);
-        let (p, aw, dw) = parallel(world, plugin, conf);
+        let mut ph = Vec::new();
+        let (p, aw, dw) = parallel(world, plugin, conf, &mut ph);
+        if real {
+            print_phases("the sequential ADD+DEL", &t0, &t1);
+            print_phases(&format!("the {PARALLEL} parallel ADDs"), &ph[0], &ph[1]);
+            print_phases(&format!("the {PARALLEL} parallel DELs"), &ph[1], &ph[2]);
+        }
         report(format!("{plugin} ADD {PARALLEL} parallel"), p.add);
         report(format!("{plugin} DEL {PARALLEL} parallel"), p.del);
         walls.push((plugin, aw, dw));

@@ -16,7 +16,7 @@ use crate::conn::{self, ConnTable};
 use crate::desired::{desired, Shape};
 use crate::embedded::EmbeddedSwitch;
 use crate::error::{Error, Result};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{CommitPhases, Gauges, Metrics};
 use crate::pipeline::{self as p, FiveTuple};
 use crate::state::{now_ms, State};
 use crate::store::Store;
@@ -244,6 +244,8 @@ impl Controller {
                 acked_at: Instant::now(),
             });
         }
+        let phases = &self.metrics.commit;
+        let t = Instant::now();
         let mut attached = Vec::new();
         for (port, iface) in &change.port_adds {
             if let Err(e) = self.ports.add(*port, iface).await {
@@ -252,9 +254,13 @@ impl Controller {
             }
             attached.push(*port);
         }
+        let t_port = t.elapsed();
         let want = desired(&change.state, self.shape);
+        let t_desired = t.elapsed() - t_port;
         let mut written = true;
-        if let Err(e) = g.prog.apply(&self.link, &want).await {
+        let applied = g.prog.apply(&self.link, &want).await;
+        let t_write = t.elapsed() - t_port - t_desired;
+        if let Err(e) = applied {
             if matches!(e, Error::Unavailable(_)) && !change.require_switch {
                 // Lost the switch mid-way; reconciliation finishes the job.
                 written = false;
@@ -272,6 +278,7 @@ impl Controller {
         if let Some(f) = change.on_ack.take() {
             f(&mut change.state, acked_at);
         }
+        let t_save = Instant::now();
         if let Err(e) = self.store.save(&change.state) {
             let old = desired(&g.state, self.shape);
             if let Err(e2) = g.prog.apply(&self.link, &old).await {
@@ -280,6 +287,19 @@ impl Controller {
             self.detach_all(&attached).await;
             return Err(e);
         }
+        let t_save = t_save.elapsed();
+        CommitPhases::add(&phases.port_us, t_port);
+        CommitPhases::add(&phases.desired_us, t_desired);
+        CommitPhases::add(&phases.write_us, t_write);
+        CommitPhases::add(&phases.save_us, t_save);
+        Metrics::inc(&phases.commits);
+        tracing::debug!(
+            port_us = t_port.as_micros() as u64,
+            desired_us = t_desired.as_micros() as u64,
+            write_us = t_write.as_micros() as u64,
+            save_us = t_save.as_micros() as u64,
+            "state committed"
+        );
         self.finish(g, change, written).await;
         Ok(Committed { written, acked_at })
     }

@@ -90,7 +90,9 @@ impl Controller {
         };
         let key = endpoint_key(&r.container_id, &r.ifname);
 
+        let waited = std::time::Instant::now();
         let mut g = self.inner.lock().await;
+        crate::metrics::CommitPhases::add(&self.metrics.commit.lock_wait_us, waited.elapsed());
         let mut st = g.state.clone();
         // A container restored under its old id replaces the record its
         // checkpoint left behind and inherits its backend.

@@ -17,6 +17,30 @@ pub struct Metrics {
     pub reconciles: AtomicU64,
     pub pipeline_pushes: AtomicU64,
     pub last_switchover_us: AtomicU64,
+    pub commit: CommitPhases,
+}
+
+/// Where the time of state commits goes: cumulative microseconds per phase.
+#[derive(Debug, Default)]
+pub struct CommitPhases {
+    /// Commits made durable.
+    pub commits: AtomicU64,
+    /// Waiting for the controller lock.
+    pub lock_wait_us: AtomicU64,
+    /// Attaching switch ports.
+    pub port_us: AtomicU64,
+    /// Computing the desired table entries.
+    pub desired_us: AtomicU64,
+    /// Writing the difference to the switch.
+    pub write_us: AtomicU64,
+    /// The durable save of the state.
+    pub save_us: AtomicU64,
+}
+
+impl CommitPhases {
+    pub fn add(c: &AtomicU64, d: std::time::Duration) {
+        c.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Gauges sampled when rendering.
@@ -112,6 +136,26 @@ impl Metrics {
             "Switchover latency of the last migration.",
             c(&self.last_switchover_us),
         );
+        line(
+            "commits_total",
+            "counter",
+            "State changes made durable.",
+            c(&self.commit.commits),
+        );
+        for (phase, v) in [
+            ("lock_wait", &self.commit.lock_wait_us),
+            ("port", &self.commit.port_us),
+            ("desired", &self.commit.desired_us),
+            ("write", &self.commit.write_us),
+            ("save", &self.commit.save_us),
+        ] {
+            line(
+                &format!("commit_{phase}_microseconds_total"),
+                "counter",
+                "Time spent in this phase of state commits.",
+                c(v),
+            );
+        }
         line(
             "switch_connected",
             "gauge",
