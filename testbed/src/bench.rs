@@ -1,15 +1,28 @@
 //! `p4lb-testbed bench-migration`: one Podman migration to a new address, with
-//! the client-observed stall set against CRIU's own dump and restore times of
-//! the same container in the same run (`podman ... --print-stats`).
+//! p4lb's own share of the stall measured step by step against CRIU's time in
+//! the same run:
+//!
+//! - CRIU's statistics (`podman ... --print-stats`) and the total time of each
+//!   CRIU run (the last timestamp of its `dump.log` / `restore.log`);
+//! - the time CRIU spends inside p4lb's action script, per action: CRIU logs
+//!   `(seconds) [<script path>]` when it starts the script and its next
+//!   timestamped line comes after the script exited (the script's own output
+//!   lines in between carry no CRIU timestamp);
+//! - the controller's switchover (RESTORED_AT → switch ack) and its lock →
+//!   unlock stall;
+//! - the wall-clock spans of the orchestration (podman export/import, removing
+//!   the old pod, CNI DEL/ADD), which are the runtime's, not p4lb's.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use p4lb_testbed::scenario::{self, POD_NETNS};
+use p4lb_testbed::scenario::{self, World, POD_NETNS};
 use serde_json::Value;
 
 const CONNS: usize = 20;
 const RATE: f64 = 20.0;
+/// The goal: what p4lb runs inside CRIU adds at most this to CRIU's time.
+const GOAL_MS: f64 = 5.0;
 
 /// CRIU's statistics of the one container in podman's `--print-stats` output.
 fn criu_stats(what: &str, out: &str) -> Result<(Value, Value)> {
@@ -29,14 +42,241 @@ fn ms(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN) / 1000.0
 }
 
+/// The timestamp (seconds since CRIU started) of a CRIU log line
+/// `(SS.uuuuuu) ...` and the rest of the line; None for other lines (output
+/// of scripts, of plugins).
+fn stamped(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix('(')?;
+    let close = rest.find(')')?;
+    let t: f64 = rest[..close].trim().parse().ok()?;
+    Some((t, &rest[close + 1..]))
+}
+
+/// Time spent by CRIU in one action (all invocations of the script for it).
+#[derive(Debug, Clone, PartialEq)]
+struct ActionTime {
+    action: String,
+    runs: usize,
+    ms: f64,
+    /// The part of `ms` from runs that ended at a CRIU line other than the
+    /// next start of the script: an upper bound (CRIU may have worked before
+    /// it logged that line); the rest is exact.
+    bound_ms: f64,
+}
+
+/// What one CRIU log says about p4lb's action script.
+#[derive(Debug, Clone, PartialEq)]
+struct ScriptTimes {
+    /// In the order CRIU ran the actions.
+    actions: Vec<ActionTime>,
+    /// The action of a last run the log ends with (no end time).
+    untimed: Option<String>,
+    /// The last timestamp of the log: how long the CRIU run took.
+    criu_total_ms: f64,
+}
+
+impl ScriptTimes {
+    fn total_ms(&self) -> f64 {
+        self.actions.iter().map(|a| a.ms).sum()
+    }
+
+    fn bound_ms(&self) -> f64 {
+        self.actions.iter().map(|a| a.bound_ms).sum()
+    }
+
+    /// Time of the actions that run while the controller holds the lock
+    /// (from network-lock to network-unlock; pre-dump runs before the
+    /// freeze, pre-resume/post-resume after the unlock).
+    fn in_lock_ms(&self) -> f64 {
+        self.actions
+            .iter()
+            .filter(|a| !matches!(a.action.as_str(), "pre-dump" | "pre-resume" | "post-resume"))
+            .map(|a| a.ms)
+            .sum()
+    }
+}
+
+/// Reads a CRIU log: every run of `script` from its `[script]` line to the
+/// next timestamped line, attributed to the action of the last `Running
+/// <action> scripts` line.
+fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
+    let marker = format!("[{script}]");
+    let mut action = String::new();
+    let mut open: Option<(String, f64)> = None;
+    let mut actions: Vec<ActionTime> = Vec::new();
+    let mut last = None;
+    for line in log.lines() {
+        let Some((t, rest)) = stamped(line) else {
+            continue;
+        };
+        last = Some(t);
+        let rest = rest.trim();
+        if let Some((a, start)) = open.take() {
+            let d = (t - start) * 1000.0;
+            // Ended by the next start of the script: exact. Ended by another
+            // CRIU line: CRIU may have worked before logging it.
+            let bound = if rest == marker { 0.0 } else { d };
+            match actions.iter_mut().find(|x| x.action == a) {
+                Some(x) => {
+                    x.runs += 1;
+                    x.ms += d;
+                    x.bound_ms += bound;
+                }
+                None => actions.push(ActionTime {
+                    action: a,
+                    runs: 1,
+                    ms: d,
+                    bound_ms: bound,
+                }),
+            }
+        }
+        if let Some(a) = rest
+            .strip_prefix("Running ")
+            .and_then(|r| r.strip_suffix(" scripts"))
+        {
+            action = a.to_string();
+        } else if rest == marker {
+            if action.is_empty() {
+                bail!("the script ran before any `Running <action> scripts` line: {line:?}");
+            }
+            open = Some((action.clone(), t));
+        }
+    }
+    // CRIU may log nothing after the last script it runs (post-resume):
+    // that run has no end time.
+    let untimed = open.map(|(a, _)| a);
+    let Some(last) = last else {
+        bail!("no timestamped CRIU line in the log");
+    };
+    Ok(ScriptTimes {
+        actions,
+        untimed,
+        criu_total_ms: last * 1000.0,
+    })
+}
+
+/// The lines of a CRIU log that the timing of `script` rests on: each
+/// `Running <action> scripts` line, each start of the script, its output and
+/// the CRIU line that follows it.
+fn script_excerpt(log: &str, script: &str) -> String {
+    let marker = format!("[{script}]");
+    let mut out = String::new();
+    let mut inside = false;
+    for line in log.lines() {
+        let keep = match stamped(line) {
+            Some((_, rest)) => {
+                let rest = rest.trim();
+                let starts = rest == marker;
+                let keep = inside || starts || rest.starts_with("Running ");
+                inside = starts;
+                keep
+            }
+            None => inside,
+        };
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The CRIU log `name` (dump.log, restore.log) of container `id`, as podman
+/// keeps it in the container's directory.
+fn criu_log(w: &World, id: &str, name: &str) -> Result<String> {
+    let found = w.sh(&format!(
+        "find /var/lib/containers /run/containers -name {name} -path '*{id}*' 2>/dev/null"
+    ))?;
+    let path = found.lines().next().with_context(|| {
+        format!(
+            "no {name} of container {id} under /var/lib/containers or /run/containers \
+                 (podman keeps it only with --keep)"
+        )
+    })?;
+    w.sh(&format!("cat {path}"))
+        .with_context(|| format!("reading {path}"))
+}
+
+fn print_side(side: &str, t: &ScriptTimes) {
+    for a in &t.actions {
+        println!(
+            "  {side:<8} {:<22} {:>4} {:>9.2} {:>9.2} {:>11.2}",
+            a.action,
+            a.runs,
+            a.ms,
+            a.ms / a.runs as f64,
+            a.bound_ms
+        );
+    }
+    if let Some(a) = &t.untimed {
+        println!(
+            "  {side:<8} {a:<22} {:>4} {:>9}   (the log ends with this run: no end time)",
+            1, "-"
+        );
+    }
+    println!(
+        "  {side:<8} {:<22} {:>4} {:>9.2} {:>9} {:>11.2}   (CRIU run {:.1} ms, p4lb {:.1}% of it)",
+        "sum",
+        t.actions.iter().map(|a| a.runs).sum::<usize>(),
+        t.total_ms(),
+        "",
+        t.bound_ms(),
+        t.criu_total_ms,
+        100.0 * t.total_ms() / t.criu_total_ms
+    );
+}
+
+/// Which build of the action script and the controller runs
+/// (`P4LB_BENCH_PROFILE`: `debug`, the default, as in the tests, or
+/// `release`). The profile's binaries replace the debug ones in
+/// /etc/criu/*.conf and as the controller, before anything is registered.
+fn use_profile(w: &mut World) -> Result<String> {
+    let profile = std::env::var("P4LB_BENCH_PROFILE").unwrap_or_else(|_| "debug".into());
+    if profile == "debug" {
+        return Ok(profile);
+    }
+    if profile != "release" {
+        bail!("P4LB_BENCH_PROFILE must be debug or release, not {profile:?}");
+    }
+    let dir = p4lb_testbed::paths::target_dir().join(&profile);
+    let inside = |name: &str| -> Result<String> {
+        let host = dir.join(name);
+        if !host.is_file() {
+            bail!(
+                "{} is missing; build it first: cargo build --release -p p4lb-criu-action \
+                 -p p4lb-controller",
+                host.display()
+            );
+        }
+        p4lb_testbed::paths::inside_target(&host)
+            .map(|p| p.display().to_string())
+            .with_context(|| format!("{} is outside the target dir", host.display()))
+    };
+    let action = inside("p4lb-criu-action")?;
+    let controller = inside("p4lb-controller")?;
+    w.stop_controller()?;
+    w.sh(&format!(
+        "for f in runc.conf crun.conf default.conf; do \
+         sed -i 's|{old}|{action}|g' /etc/criu/$f; done; grep -h action-script /etc/criu/*.conf",
+        old = w.action
+    ))?;
+    w.action = action;
+    w.controller = controller;
+    w.start_controller()?;
+    Ok(profile)
+}
+
 /// Runs the benchmark; prints the figures.
 pub fn bench_migration() -> Result<()> {
     let helper = std::env::current_exe().context("finding the p4lb-testbed binary")?;
-    let w = scenario::World::start(helper).context("setting up the testbed")?;
+    let mut w = scenario::World::start(helper).context("setting up the testbed")?;
+    let profile = use_profile(&mut w)?;
+    let w = w;
     w.pod_netns("cli", "cli", "clients", "")?;
     w.pod_netns("srv", "srv0", "pods", "")?;
     w.add_service()?;
     w.run_server("web", &[])?;
+    let id = w.sh("podman inspect -f '{{.Id}}' web")?.trim().to_string();
     let client = w.start_client(CONNS, RATE)?;
     std::thread::sleep(Duration::from_secs(3));
     client.mark()?;
@@ -44,7 +284,7 @@ pub fn bench_migration() -> Result<()> {
     let archive = "/tmp/ck-bench.tar";
     let t = Instant::now();
     let (ok, out, err) = w.try_sh(&format!(
-        "podman container checkpoint --tcp-established --compress none --print-stats \
+        "podman container checkpoint --tcp-established --compress none --print-stats --keep \
          --export {archive} web"
     ))?;
     let checkpoint_wall = t.elapsed();
@@ -52,6 +292,8 @@ pub fn bench_migration() -> Result<()> {
         bail!("checkpoint failed: {out}{err}\n{}", w.diag());
     }
     let (dump_all, dump) = criu_stats("checkpoint", &out)?;
+    let dump_log = criu_log(&w, &id, "dump.log")?;
+    let dump_times = script_times(&dump_log, &w.action).context("reading CRIU's dump.log")?;
     let rec = w.record_in(archive)?;
     let old_ip = rec["source"]["ip"]
         .as_str()
@@ -59,27 +301,33 @@ pub fn bench_migration() -> Result<()> {
         .to_string();
     let t = Instant::now();
     w.sh("podman rm -f web >/dev/null")?;
+    let rm_wall = t.elapsed();
+    let t = Instant::now();
     w.cni("DEL", "srv0", POD_NETNS, "pods", "")?;
     w.sh("ip netns del srv")?;
+    let del_wall = t.elapsed();
+    let t = Instant::now();
     let new_ip = w.pod_netns(
         "srv",
         "srv1",
         "pods",
         &format!("IgnoreUnknown=1;P4LB_RESTORE_FROM={old_ip}"),
     )?;
-    let rewire = t.elapsed();
+    let add_wall = t.elapsed();
     let t = Instant::now();
     let (ok, out, err) = w.try_sh(&format!(
-        "podman container restore --import {archive} --tcp-established --print-stats"
+        "podman container restore --import {archive} --tcp-established --print-stats --keep"
     ))?;
     let restore_wall = t.elapsed();
     if !ok {
         bail!("restore failed: {out}{err}\n{}", w.diag());
     }
     let (restore_all, restore) = criu_stats("restore", &out)?;
-    if let Ok(id) = w.sh("podman inspect -f '{{.Id}}' web") {
-        p4lb_testbed::cgroups::prune_restore_copies(id.trim());
-    }
+    let restored_id = w.sh("podman inspect -f '{{.Id}}' web")?.trim().to_string();
+    p4lb_testbed::cgroups::prune_restore_copies(&restored_id);
+    let restore_log = criu_log(&w, &restored_id, "restore.log")?;
+    let restore_times =
+        script_times(&restore_log, &w.action).context("reading CRIU's restore.log")?;
     std::thread::sleep(Duration::from_secs(3));
     let done = client.finish()?;
     let before = done
@@ -94,6 +342,16 @@ pub fn bench_migration() -> Result<()> {
         .context("the controller recorded no migration")?;
     w.sh(&format!("rm -f {archive}"))?;
 
+    if std::env::var_os("P4LB_BENCH_VERBOSE").is_some() {
+        println!(
+            "dump.log, p4lb's script:\n{}",
+            script_excerpt(&dump_log, &w.action)
+        );
+        println!(
+            "restore.log, p4lb's script:\n{}",
+            script_excerpt(&restore_log, &w.action)
+        );
+    }
     println!("podman --print-stats, checkpoint: {dump_all}");
     println!("podman --print-stats, restore:    {restore_all}");
     let ds = &dump["criu_statistics"];
@@ -106,35 +364,110 @@ pub fn bench_migration() -> Result<()> {
     let forking = ms(&rs["forking_time"]);
     let criu = frozen + restore_time;
     let stall = ms(&m["stall_us"]);
+    let switchover = ms(&m["switchover_us"]);
     let client_stall = after.totals.longest_stall_ms as f64;
+    let us = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    let span = |a: &str, b: &str| (us(b) - us(a)) / 1000.0;
     println!(
         "migration {} ({old_ip} -> {new_ip}), {CONNS} connections at {RATE}/s each:",
         m["id"]
     );
     println!(
         "  CRIU dump:    freezing {freezing:.1} ms, frozen {frozen:.1} ms (memdump {memdump:.1}, \
-         memwrite {memwrite:.1})"
+         memwrite {memwrite:.1}); the CRIU run {:.1} ms",
+        dump_times.criu_total_ms
     );
-    println!("  CRIU restore: restore {restore_time:.1} ms (forking {forking:.1})");
     println!(
-        "  podman: checkpoint {:.1} ms (runtime {:.1}), restore {:.1} ms (runtime {:.1}); \
-         wall: checkpoint {} ms, pod rewire {} ms, restore {} ms",
+        "  CRIU restore: restore {restore_time:.1} ms (forking {forking:.1}); the CRIU run \
+         {:.1} ms",
+        restore_times.criu_total_ms
+    );
+
+    println!(
+        "p4lb's action script inside CRIU ({}, {profile} build; controller {profile} build), \
+         from CRIU's log timestamps (start of the script -> CRIU's next line; each action runs \
+         the script once per CRIU config file that names it):",
+        w.action
+    );
+    println!(
+        "  {:<8} {:<22} {:>4} {:>9} {:>9} {:>11}",
+        "side", "action", "runs", "ms", "ms/run", "upper-bound"
+    );
+    println!(
+        "  (upper-bound: the part of ms from runs that ended at a CRIU line other than the \
+         script's next start; CRIU may have worked before it logged that line)"
+    );
+    print_side("dump", &dump_times);
+    print_side("restore", &restore_times);
+    let p4lb = dump_times.total_ms() + restore_times.total_ms();
+    let p4lb_lock = dump_times.in_lock_ms() + restore_times.in_lock_ms();
+    let criu_runs = dump_times.criu_total_ms + restore_times.criu_total_ms;
+    let criu_own = criu_runs - p4lb;
+    let exact = p4lb - dump_times.bound_ms() - restore_times.bound_ms();
+    println!(
+        "  p4lb inside CRIU, exact part (runs ended by the next start of the script): \
+         {exact:.2} ms"
+    );
+    println!(
+        "  p4lb inside CRIU, both sides:           {p4lb:>9.2} ms (of it while the backend is \
+         locked: {p4lb_lock:.2} ms)"
+    );
+    println!(
+        "  CRIU runs (dump.log + restore.log):     {criu_runs:>9.2} ms, without p4lb's script \
+         {criu_own:.2} ms: p4lb adds {p4lb:.2} ms (+{:.1}%)",
+        100.0 * p4lb / criu_own
+    );
+    println!(
+        "  CRIU frozen + restore (--print-stats):  {criu:>9.2} ms (includes the in-lock \
+         actions: {p4lb_lock:.2} ms = {:.1}%)",
+        100.0 * p4lb_lock / criu
+    );
+    println!(
+        "  controller switchover (RESTORED_AT -> switch ack, inside post-restore): \
+         {switchover:.2} ms"
+    );
+    println!(
+        "  goal \"p4lb adds <= {GOAL_MS} ms to CRIU's time\": {} (p4lb inside CRIU {p4lb:.2} \
+         ms, at least {exact:.2} ms; while locked {p4lb_lock:.2} ms)",
+        if p4lb <= GOAL_MS {
+            "HOLDS"
+        } else if exact > GOAL_MS {
+            "DOES NOT HOLD"
+        } else {
+            "NOT DECIDED (the exact part is within the goal, the upper bound is not)"
+        }
+    );
+
+    println!("orchestration (the runtime's, not p4lb's), wall clock:");
+    println!(
+        "  podman checkpoint {} ms (podman's own figure {:.1}, runtime {:.1}); podman rm {} ms; \
+         CNI DEL + netns del {} ms; netns add + CNI ADD (p4lb plugin, registers locked) {} ms; \
+         podman restore {} ms (podman's own figure {:.1}, runtime {:.1})",
+        checkpoint_wall.as_millis(),
         ms(&dump_all["podman_checkpoint_duration"]),
         ms(&dump["runtime_checkpoint_duration"]),
+        rm_wall.as_millis(),
+        del_wall.as_millis(),
+        add_wall.as_millis(),
+        restore_wall.as_millis(),
         ms(&restore_all["podman_restore_duration"]),
         ms(&restore["runtime_restore_duration"]),
-        checkpoint_wall.as_millis(),
-        rewire.as_millis(),
-        restore_wall.as_millis()
     );
-    println!("  CRIU frozen + restore:           {criu:.1} ms");
+    println!(
+        "  controller's view: lock -> checkpointed {:.1} ms, checkpointed -> restore started \
+         {:.1} ms, restore started -> restored {:.1} ms, restored -> unlocked {:.1} ms",
+        span("locked_unix_us", "checkpointed_unix_us"),
+        span("checkpointed_unix_us", "restore_started_unix_us"),
+        span("restore_started_unix_us", "restored_unix_us"),
+        span("restored_unix_us", "unlocked_unix_us"),
+    );
     println!("  p4lb lock -> unlock stall:       {stall:.1} ms");
     println!("  client longest stall:            {client_stall:.1} ms");
     println!(
-        "  p4lb adds {:.1} ms over raw CRIU (lock -> unlock minus CRIU frozen + restore; \
-         this is everything around CRIU: podman's export/import and container setup, the \
-         pod rewiring and the action scripts); the client waits {:.1} ms more than \
-         lock -> unlock (TCP retransmission backoff, request interval {:.0} ms)",
+        "  lock -> unlock minus CRIU frozen + restore: {:.1} ms (everything around CRIU: \
+         podman's export/import and container setup, the pod rewiring); the client waits \
+         {:.1} ms more than lock -> unlock (TCP retransmission backoff, request interval \
+         {:.0} ms)",
         stall - criu,
         client_stall - stall,
         1000.0 / RATE
@@ -146,5 +479,59 @@ pub fn bench_migration() -> Result<()> {
     if after.totals.reset != 0 || after.totals.failed != 0 || survived != CONNS as u64 {
         bail!("connections were lost: {}", done.stderr);
     }
+    if dump_times.actions.is_empty() || restore_times.actions.is_empty() {
+        bail!(
+            "CRIU's logs show no run of {} (is it the action script in /etc/criu/*.conf?)",
+            w.action
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "(00.000010) Version: 4.2.1
+(00.010000) Running network-lock scripts
+(00.010100) \t[/x/p4lb-criu-action]
+2026-11-22T09:43:49.725768Z  INFO lock taken
+(00.016100) \t[/x/p4lb-criu-action]
+(00.020100) Running network-lock scripts
+(00.020200) \tRPC
+(00.030000) Running post-dump scripts
+(00.030000) \t[/x/p4lb-criu-action]
+p4lb-criu-action: post-dump: done
+(00.032500) Writing stats
+(01.500000) Dumping finished successfully
+";
+
+    #[test]
+    fn script_runs_are_timed_to_the_next_criu_line() {
+        let t = script_times(LOG, "/x/p4lb-criu-action").unwrap();
+        assert_eq!(t.actions.len(), 2);
+        assert_eq!(t.actions[0].action, "network-lock");
+        assert_eq!(t.actions[0].runs, 2);
+        assert!((t.actions[0].ms - 10.0).abs() < 1e-6, "{t:?}");
+        assert_eq!(t.actions[1].action, "post-dump");
+        assert!((t.actions[1].ms - 2.5).abs() < 1e-6, "{t:?}");
+        // The first network-lock run ends where the second starts (exact);
+        // the second and the post-dump run end at other CRIU lines.
+        assert!((t.actions[0].bound_ms - 4.0).abs() < 1e-6, "{t:?}");
+        assert!((t.actions[1].bound_ms - 2.5).abs() < 1e-6, "{t:?}");
+        assert!((t.total_ms() - 12.5).abs() < 1e-6);
+        assert!((t.criu_total_ms - 1500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_last_run_without_end_is_untimed_and_a_log_without_criu_lines_an_error() {
+        let cut = "(00.01) Running post-resume scripts\n(00.02) \t[/x/s]\noutput\n";
+        let t = script_times(cut, "/x/s").unwrap();
+        assert!(t.actions.is_empty(), "{t:?}");
+        assert_eq!(t.untimed.as_deref(), Some("post-resume"));
+        assert!(script_times("no criu here\n", "/x/s").is_err());
+        let other = script_times(LOG, "/y/other").unwrap();
+        assert!(other.actions.is_empty());
+        assert_eq!(other.untimed, None);
+    }
 }
