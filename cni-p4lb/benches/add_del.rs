@@ -61,8 +61,11 @@ fn print_phases(label: &str, before: &[(String, u64)], after: &[(String, u64)]) 
         get(after).unwrap_or(0) - get(before).unwrap_or(0)
     };
     let commits = delta("commits_total").max(1);
-    let mut line = format!("  controller commits during {label}: {commits}, mean ms per commit:");
-    for phase in ["lock_wait", "port", "desired", "write", "save"] {
+    let saves = delta("commit_saves_total");
+    let mut line = format!(
+        "  controller during {label}: {commits} commits, {saves} saves; mean ms per commit:"
+    );
+    for phase in ["queue_wait", "port", "desired", "write", "save"] {
         let us = delta(&format!("commit_{phase}_microseconds_total"));
         line.push_str(&format!(
             " {phase} {:.2}",

@@ -1,6 +1,6 @@
-//! The controller core: the state behind one lock, the commit path (switch write,
-//! then durable save, then reply), and the task that reacts to the switch
-//! (reconcile on every new session, digests, idle timeouts).
+//! The controller core: the state behind one lock, and the task that reacts to the
+//! switch (reconcile on every new session, digests, idle timeouts). Changes of the
+//! state go through [`crate::commit`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -11,12 +11,14 @@ use tokio::sync::{broadcast, mpsc, Mutex};
 use p4lb_proto::api;
 use p4lb_proto::p4runtime::{update::Type, DigestList, IdleTimeoutNotification};
 
+use crate::commit::{self, QueueTx};
+pub use crate::commit::{Change, Committed, OnAck};
 use crate::config::{Config, SwitchKind};
 use crate::conn::{self, ConnTable};
 use crate::desired::{desired, Shape};
 use crate::embedded::EmbeddedSwitch;
 use crate::error::{Error, Result};
-use crate::metrics::{CommitPhases, Gauges, Metrics};
+use crate::metrics::{Gauges, Metrics};
 use crate::pipeline::{self as p, FiveTuple};
 use crate::state::{now_ms, State};
 use crate::store::Store;
@@ -34,49 +36,6 @@ pub struct Inner {
     pub synced: bool,
 }
 
-/// A prepared change of the state, with its side effects on the switch.
-pub struct Change {
-    pub state: State,
-    /// Ports to attach before the tables are written.
-    pub port_adds: Vec<(u32, String)>,
-    /// Ports to detach after the tables are written.
-    pub port_removes: Vec<u32>,
-    /// Learned connections to remove (by backend id / service id).
-    pub drop_backends: Vec<u16>,
-    pub drop_services: Vec<u16>,
-    /// Refuse (UNAVAILABLE, nothing changed) when the switch cannot be written.
-    pub require_switch: bool,
-    /// Runs after the switch acknowledged the write and before the durable save
-    /// (records timings in the same save).
-    pub on_ack: Option<OnAck>,
-}
-
-/// Callback of [`Change::on_ack`].
-pub type OnAck = Box<dyn FnOnce(&mut State, Instant) + Send>;
-
-impl Change {
-    pub fn new(state: State) -> Change {
-        Change {
-            state,
-            port_adds: Vec::new(),
-            port_removes: Vec::new(),
-            drop_backends: Vec::new(),
-            drop_services: Vec::new(),
-            require_switch: false,
-            on_ack: None,
-        }
-    }
-}
-
-/// What a commit did.
-#[derive(Debug, Clone, Copy)]
-pub struct Committed {
-    /// The switch acknowledged the entries (false: pushed at reconnection).
-    pub written: bool,
-    /// When the switch acknowledged the table write.
-    pub acked_at: Instant,
-}
-
 pub struct Controller {
     pub cfg: Config,
     pub shape: Shape,
@@ -89,6 +48,7 @@ pub struct Controller {
     pub digest_id: u32,
     pub idle_timeout_ns: i64,
     embedded: Mutex<Option<EmbeddedSwitch>>,
+    pub(crate) queue: QueueTx,
 }
 
 impl Controller {
@@ -154,6 +114,7 @@ impl Controller {
             SwitchKind::Bmv2 => PortManager::bmv2(&cfg.switch.thrift),
         };
         let (events, _) = broadcast::channel(1024);
+        let (queue, queue_rx) = commit::queue();
         let ctl = Arc::new(Controller {
             shape: Shape {
                 router_mac: crate::addr::mac_u64(&router_mac),
@@ -174,7 +135,9 @@ impl Controller {
             idle_timeout_ns: (cfg.conn.idle_timeout_ms as i64) * 1_000_000,
             cfg,
             embedded: Mutex::new(embedded),
+            queue,
         });
+        tokio::spawn(commit::commit_loop(Arc::downgrade(&ctl), queue_rx));
         tokio::spawn(event_loop(Arc::downgrade(&ctl), rx));
         if ctl.cfg.conn.sweep_interval_ms > 0 && ctl.cfg.conn.idle_timeout_ms > 0 {
             tokio::spawn(sweep_loop(
@@ -216,126 +179,6 @@ impl Controller {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Applies a change: ports, table writes, durable save, then the new state is
-    /// current. Any failure before the save leaves state and switch as they were.
-    pub async fn commit(&self, g: &mut Inner, mut change: Change) -> Result<Committed> {
-        let writable = self.link.is_connected() && g.synced;
-        if !writable {
-            if change.require_switch {
-                return Err(Error::Unavailable(format!(
-                    "the switch at {} is not connected",
-                    self.link.address()
-                )));
-            }
-            let now = Instant::now();
-            if let Some(f) = change.on_ack.take() {
-                f(&mut change.state, now);
-            }
-            self.store.save(&change.state)?;
-            self.finish(g, change, false).await;
-            tracing::warn!(
-                "switch not connected: the change is saved and will be pushed when it connects"
-            );
-            return Ok(Committed {
-                written: false,
-                acked_at: Instant::now(),
-            });
-        }
-        let phases = &self.metrics.commit;
-        let t = Instant::now();
-        let mut attached = Vec::new();
-        for (port, iface) in &change.port_adds {
-            if let Err(e) = self.ports.add(*port, iface).await {
-                self.detach_all(&attached).await;
-                return Err(e);
-            }
-            attached.push(*port);
-        }
-        let t_port = t.elapsed();
-        let want = desired(&change.state, self.shape);
-        let t_desired = t.elapsed() - t_port;
-        let mut written = true;
-        let applied = g.prog.apply(&self.link, &want).await;
-        let t_write = t.elapsed() - t_port - t_desired;
-        if let Err(e) = applied {
-            if matches!(e, Error::Unavailable(_)) && !change.require_switch {
-                // Lost the switch mid-way; reconciliation finishes the job.
-                written = false;
-                g.synced = false;
-            } else {
-                self.detach_all(&attached).await;
-                let old = desired(&g.state, self.shape);
-                if let Err(e2) = g.prog.apply(&self.link, &old).await {
-                    tracing::warn!(error = %e2, "restoring previous entries after a failed write");
-                }
-                return Err(e);
-            }
-        }
-        let acked_at = Instant::now();
-        if let Some(f) = change.on_ack.take() {
-            f(&mut change.state, acked_at);
-        }
-        let t_save = Instant::now();
-        if let Err(e) = self.store.save(&change.state) {
-            let old = desired(&g.state, self.shape);
-            if let Err(e2) = g.prog.apply(&self.link, &old).await {
-                tracing::warn!(error = %e2, "restoring previous entries after a failed save");
-            }
-            self.detach_all(&attached).await;
-            return Err(e);
-        }
-        let t_save = t_save.elapsed();
-        CommitPhases::add(&phases.port_us, t_port);
-        CommitPhases::add(&phases.desired_us, t_desired);
-        CommitPhases::add(&phases.write_us, t_write);
-        CommitPhases::add(&phases.save_us, t_save);
-        Metrics::inc(&phases.commits);
-        tracing::debug!(
-            port_us = t_port.as_micros() as u64,
-            desired_us = t_desired.as_micros() as u64,
-            write_us = t_write.as_micros() as u64,
-            save_us = t_save.as_micros() as u64,
-            "state committed"
-        );
-        self.finish(g, change, written).await;
-        Ok(Committed { written, acked_at })
-    }
-
-    async fn finish(&self, g: &mut Inner, change: Change, write: bool) {
-        let drop_b: HashSet<u16> = change.drop_backends.iter().copied().collect();
-        let drop_s: HashSet<u16> = change.drop_services.iter().copied().collect();
-        let drained = g
-            .conns
-            .drain_where(|c| drop_b.contains(&c.backend_id) || drop_s.contains(&c.service_id));
-        if write && !drained.is_empty() {
-            let ups: Vec<_> = drained
-                .iter()
-                .flat_map(|(t, c)| ConnTable::deletes(t, c))
-                .collect();
-            if let Err(f) = self.link.write(ups).await {
-                if !f.only(5) {
-                    tracing::warn!(error = %f.summary(), "deleting connections of removed backends");
-                }
-            }
-        }
-        if write {
-            for port in &change.port_removes {
-                if let Err(e) = self.ports.remove(*port).await {
-                    tracing::warn!(port, error = %e, "detaching switch port");
-                }
-            }
-        }
-        g.state = change.state;
-    }
-
-    async fn detach_all(&self, ports: &[u32]) {
-        for p in ports {
-            if let Err(e) = self.ports.remove(*p).await {
-                tracing::warn!(port = p, error = %e, "rolling back a port attachment");
-            }
         }
     }
 
@@ -583,6 +426,7 @@ impl Controller {
             switch_writes: self.link.writes.load(Relaxed),
             switch_updates: self.link.updates.load(Relaxed),
             switch_sessions: self.link.reconnects.load(Relaxed),
+            commit_queue: self.queued(),
         }
     }
 }

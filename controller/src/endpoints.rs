@@ -47,6 +47,173 @@ fn ip_owner(state: &State, ip: Ipv4Addr) -> Option<&EndpointRec> {
     state.endpoint_by_ip(ip)
 }
 
+/// A RegisterEndpoint request whose fields passed validation.
+#[derive(Clone)]
+struct Registration {
+    key: String,
+    container_id: String,
+    ifname: String,
+    netns_path: String,
+    netns_inode: u64,
+    ip: Ipv4Addr,
+    prefix_len: u32,
+    mac: [u8; 6],
+    gateway: Option<Ipv4Addr>,
+    host_ifname: String,
+    labels: BTreeMap<String, String>,
+    network: String,
+    locked: bool,
+    restore_of_ip: Option<Ipv4Addr>,
+}
+
+/// The change that registers `r` on top of `state`: checks against the other
+/// endpoints and services, picks the switch port (in `ports`) and backend id.
+fn plan_registration(
+    state: &State,
+    r: Registration,
+    ports: (u32, u32),
+) -> Result<(Change, EndpointRec)> {
+    let key = r.key;
+    let ip = r.ip;
+    let mut st = state.clone();
+    // A container restored under its old id replaces the record its
+    // checkpoint left behind and inherits its backend.
+    let inherited = match st.endpoints.get(&key) {
+        Some(e) if e.detached => st.endpoints.remove(&key),
+        Some(_) => {
+            return Err(Error::exists(format!(
+                "endpoint {key} is already registered"
+            )))
+        }
+        None => None,
+    };
+    let locked = r.locked || r.restore_of_ip.is_some() || inherited.is_some();
+    if st.services.values().any(|s| s.vip == ip) {
+        return Err(Error::exists(format!("{ip} is a service VIP")));
+    }
+    if let Some(other) = ip_owner(&st, ip) {
+        // A restore may register the address its checkpointed source still holds,
+        // locked, while that source is locked by a migration.
+        let source_locked = other.locked
+            && st
+                .migrations
+                .iter()
+                .any(|m| m.active() && m.source_key == other.key);
+        if !(locked && source_locked) {
+            return Err(Error::exists(format!(
+                "{ip} is already used by endpoint {}",
+                other.key
+            )));
+        }
+    }
+    if !r.host_ifname.is_empty() {
+        if let Some(other) = st
+            .endpoints
+            .values()
+            .find(|e| e.host_ifname == r.host_ifname)
+        {
+            return Err(Error::exists(format!(
+                "host interface {} is already attached for endpoint {}",
+                r.host_ifname, other.key
+            )));
+        }
+    }
+    let port = st
+        .free_port(ports.0, ports.1)
+        .ok_or_else(|| Error::precondition("no free switch port"))?;
+    let backend_id = match &inherited {
+        Some(old) => old.backend_id,
+        None => st
+            .free_backend_id()
+            .ok_or_else(|| Error::precondition("no free backend id"))?,
+    };
+    let mut rec = EndpointRec {
+        key: key.clone(),
+        container_id: r.container_id,
+        ifname: r.ifname,
+        netns_path: r.netns_path,
+        netns_inode: r.netns_inode,
+        ip,
+        prefix_len: r.prefix_len,
+        mac: r.mac,
+        gateway: r.gateway,
+        host_ifname: r.host_ifname.clone(),
+        switch_port: port,
+        backend_id,
+        backend_ip: ip,
+        locked,
+        state: if locked {
+            EndpointState::Restoring
+        } else {
+            EndpointState::Ready
+        },
+        labels: r.labels,
+        network: r.network,
+        migrated_ips: Vec::new(),
+        restore_of_ip: r.restore_of_ip,
+        created_unix_ms: now_ms(),
+        detached: false,
+    };
+    if let Some(old) = inherited {
+        rec.backend_ip = old.backend_ip;
+        for a in std::iter::once(old.ip).chain(old.migrated_ips) {
+            if a != rec.ip && !rec.migrated_ips.contains(&a) {
+                rec.migrated_ips.push(a);
+            }
+        }
+        for (k, v) in old.labels {
+            rec.labels.entry(k).or_insert(v);
+        }
+    }
+    st.endpoints.insert(key, rec.clone());
+    refresh_services(&mut st);
+    let mut change = Change::new(st);
+    if !r.host_ifname.is_empty() {
+        change.port_adds.push((port, r.host_ifname));
+    }
+    Ok((change, rec))
+}
+
+/// The change that removes endpoint `key` (routes, backend row, port and its
+/// connections); `None` when it is not registered. The source of an active
+/// migration is kept, detached and locked, for its restore.
+fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, bool) {
+    let mut st = state.clone();
+    let Some(rec) = st.endpoints.remove(key) else {
+        return (None, false);
+    };
+    if rec.detached {
+        return (None, false);
+    }
+    let migrating = rec.active()
+        && st
+            .migrations
+            .iter()
+            .any(|m| m.active() && m.source_key == key);
+    if migrating {
+        // The checkpointed container's network goes away before its restore:
+        // keep the (locked) backend and its connections for the target.
+        let mut kept = rec.clone();
+        kept.detached = true;
+        kept.host_ifname.clear();
+        kept.netns_inode = 0;
+        st.endpoints.insert(key.to_string(), kept);
+    } else {
+        for svc in st.services.values_mut() {
+            svc.backends.retain(|b| b != key);
+        }
+    }
+    refresh_services(&mut st);
+    let mut change = Change::new(st);
+    if !rec.host_ifname.is_empty() {
+        change.port_removes.push(rec.switch_port);
+    }
+    if rec.backend_id != 0 && !migrating {
+        change.drop_backends.push(rec.backend_id);
+    }
+    (Some(change), true)
+}
+
 impl Controller {
     /// RegisterEndpoint.
     pub async fn register_endpoint(&self, r: api::RegisterEndpointRequest) -> Result<EndpointRec> {
@@ -89,63 +256,7 @@ impl Controller {
                 .map_err(|e| Error::invalid(format!("netns_path {}: {e}", r.netns_path)))?
         };
         let key = endpoint_key(&r.container_id, &r.ifname);
-
-        let waited = std::time::Instant::now();
-        let mut g = self.inner.lock().await;
-        crate::metrics::CommitPhases::add(&self.metrics.commit.lock_wait_us, waited.elapsed());
-        let mut st = g.state.clone();
-        // A container restored under its old id replaces the record its
-        // checkpoint left behind and inherits its backend.
-        let inherited = match st.endpoints.get(&key) {
-            Some(e) if e.detached => st.endpoints.remove(&key),
-            Some(_) => {
-                return Err(Error::exists(format!(
-                    "endpoint {key} is already registered"
-                )))
-            }
-            None => None,
-        };
-        let locked = r.locked || restore_of_ip.is_some() || inherited.is_some();
-        if st.services.values().any(|s| s.vip == ip) {
-            return Err(Error::exists(format!("{ip} is a service VIP")));
-        }
-        if let Some(other) = ip_owner(&st, ip) {
-            // A restore may register the address its checkpointed source still holds,
-            // locked, while that source is locked by a migration.
-            let source_locked = other.locked
-                && st
-                    .migrations
-                    .iter()
-                    .any(|m| m.active() && m.source_key == other.key);
-            if !(locked && source_locked) {
-                return Err(Error::exists(format!(
-                    "{ip} is already used by endpoint {}",
-                    other.key
-                )));
-            }
-        }
-        if !r.host_ifname.is_empty() {
-            if let Some(other) = st
-                .endpoints
-                .values()
-                .find(|e| e.host_ifname == r.host_ifname)
-            {
-                return Err(Error::exists(format!(
-                    "host interface {} is already attached for endpoint {}",
-                    r.host_ifname, other.key
-                )));
-            }
-        }
-        let port = st
-            .free_port(self.cfg.ports.first, self.cfg.ports.last)
-            .ok_or_else(|| Error::precondition("no free switch port"))?;
-        let backend_id = match &inherited {
-            Some(old) => old.backend_id,
-            None => st
-                .free_backend_id()
-                .ok_or_else(|| Error::precondition("no free backend id"))?,
-        };
-        let mut rec = EndpointRec {
+        let reg = Registration {
             key: key.clone(),
             container_id: r.container_id,
             ifname: r.ifname,
@@ -155,44 +266,26 @@ impl Controller {
             prefix_len,
             mac,
             gateway,
-            host_ifname: r.host_ifname.clone(),
-            switch_port: port,
-            backend_id,
-            backend_ip: ip,
-            locked,
-            state: if locked {
-                EndpointState::Restoring
-            } else {
-                EndpointState::Ready
-            },
+            host_ifname: r.host_ifname,
             labels,
             network: r.network,
-            migrated_ips: Vec::new(),
+            locked: r.locked,
             restore_of_ip,
-            created_unix_ms: now_ms(),
-            detached: false,
         };
-        if let Some(old) = inherited {
-            rec.backend_ip = old.backend_ip;
-            for a in std::iter::once(old.ip).chain(old.migrated_ips) {
-                if a != rec.ip && !rec.migrated_ips.contains(&a) {
-                    rec.migrated_ips.push(a);
-                }
-            }
-            for (k, v) in old.labels {
-                rec.labels.entry(k).or_insert(v);
-            }
-        }
-        st.endpoints.insert(key.clone(), rec.clone());
-        refresh_services(&mut st);
-        let mut change = Change::new(st);
-        if !r.host_ifname.is_empty() {
-            change.port_adds.push((port, r.host_ifname));
-        }
-        self.commit(&mut g, change).await?;
-        drop(g);
-        tracing::info!(key = %key, %ip, port, backend_id, locked = rec.locked, "endpoint registered");
-        self.emit("endpoint", "added", &key, format!("ip={ip} port={port}"));
+        let ports = (self.cfg.ports.first, self.cfg.ports.last);
+        let (rec, _) = self
+            .commit_queued(move |st: &State| {
+                let (change, rec) = plan_registration(st, reg.clone(), ports)?;
+                Ok((Some(change), rec))
+            })
+            .await?;
+        tracing::info!(key = %key, %ip, port = rec.switch_port, backend_id = rec.backend_id, locked = rec.locked, "endpoint registered");
+        self.emit(
+            "endpoint",
+            "added",
+            &key,
+            format!("ip={ip} port={}", rec.switch_port),
+        );
         Ok(rec)
     }
 
@@ -201,45 +294,15 @@ impl Controller {
         check_name("container_id", container_id, 256)?;
         check_name("ifname", ifname, 15)?;
         let key = endpoint_key(container_id, ifname);
-        let mut g = self.inner.lock().await;
-        let mut st = g.state.clone();
-        let Some(rec) = st.endpoints.remove(&key) else {
-            return Ok(false);
-        };
-        if rec.detached {
-            return Ok(false);
+        let k = key.clone();
+        let (removed, _) = self
+            .commit_queued(move |st: &State| Ok(plan_deregistration(st, &k)))
+            .await?;
+        if removed {
+            tracing::info!(key = %key, "endpoint deregistered");
+            self.emit("endpoint", "removed", &key, String::new());
         }
-        let migrating = rec.active()
-            && st
-                .migrations
-                .iter()
-                .any(|m| m.active() && m.source_key == key);
-        if migrating {
-            // The checkpointed container's network goes away before its restore:
-            // keep the (locked) backend and its connections for the target.
-            let mut kept = rec.clone();
-            kept.detached = true;
-            kept.host_ifname.clear();
-            kept.netns_inode = 0;
-            st.endpoints.insert(key.clone(), kept);
-        } else {
-            for svc in st.services.values_mut() {
-                svc.backends.retain(|b| b != &key);
-            }
-        }
-        refresh_services(&mut st);
-        let mut change = Change::new(st);
-        if !rec.host_ifname.is_empty() {
-            change.port_removes.push(rec.switch_port);
-        }
-        if rec.backend_id != 0 && !migrating {
-            change.drop_backends.push(rec.backend_id);
-        }
-        self.commit(&mut g, change).await?;
-        drop(g);
-        tracing::info!(key = %key, "endpoint deregistered");
-        self.emit("endpoint", "removed", &key, String::new());
-        Ok(true)
+        Ok(removed)
     }
 
     /// GarbageCollect: removes endpoints of `network` not among the valid ones.

@@ -55,6 +55,25 @@ impl Error {
             source,
         }
     }
+
+    /// The same error for another caller (every request of a failed group commit
+    /// gets the group's error).
+    pub fn replicate(&self) -> Self {
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+            Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::SwitchWrite(m) => Error::SwitchWrite(m.clone()),
+            Error::Store { path, source } => Error::Store {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Internal(m) => Error::Internal(m.clone()),
+        }
+    }
 }
 
 impl From<Error> for Status {

@@ -9,12 +9,14 @@
 //! - [`switch`]: the P4Runtime session, table programming with diffs, port attachment
 //!   (software switch over gRPC, BMv2 over Thrift).
 //! - [`conn`]: connection learning from digests and idle timeouts.
+//! - [`commit`]: how a change reaches the switch and the disk (group commit).
 //! - [`store`]: crash-safe persistence.
 //! - [`api`]: the gRPC API served on the Unix socket.
 
 pub mod addr;
 pub mod api;
 pub mod client;
+pub mod commit;
 pub mod config;
 pub mod conn;
 pub mod controller;

@@ -23,10 +23,14 @@ pub struct Metrics {
 /// Where the time of state commits goes: cumulative microseconds per phase.
 #[derive(Debug, Default)]
 pub struct CommitPhases {
-    /// Commits made durable.
+    /// Changes made durable.
     pub commits: AtomicU64,
-    /// Waiting for the controller lock.
-    pub lock_wait_us: AtomicU64,
+    /// Requests put into the commit queue.
+    pub queued: AtomicU64,
+    /// Durable saves of the state (a group of queued changes shares one).
+    pub saves: AtomicU64,
+    /// Queued changes waiting for their group.
+    pub queue_wait_us: AtomicU64,
     /// Attaching switch ports.
     pub port_us: AtomicU64,
     /// Computing the desired table entries.
@@ -55,6 +59,7 @@ pub struct Gauges {
     pub switch_writes: u64,
     pub switch_updates: u64,
     pub switch_sessions: u64,
+    pub commit_queue: usize,
 }
 
 impl Metrics {
@@ -142,8 +147,20 @@ impl Metrics {
             "State changes made durable.",
             c(&self.commit.commits),
         );
+        line(
+            "commit_queued_total",
+            "counter",
+            "Changes queued for a group commit.",
+            c(&self.commit.queued),
+        );
+        line(
+            "commit_saves_total",
+            "counter",
+            "Durable saves of the state (changes committed as a group share one).",
+            c(&self.commit.saves),
+        );
         for (phase, v) in [
-            ("lock_wait", &self.commit.lock_wait_us),
+            ("queue_wait", &self.commit.queue_wait_us),
             ("port", &self.commit.port_us),
             ("desired", &self.commit.desired_us),
             ("write", &self.commit.write_us),
@@ -156,6 +173,12 @@ impl Metrics {
                 c(v),
             );
         }
+        line(
+            "commit_queue_depth",
+            "gauge",
+            "Changes waiting in the commit queue.",
+            g.commit_queue as u64,
+        );
         line(
             "switch_connected",
             "gauge",

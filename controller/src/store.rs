@@ -70,11 +70,26 @@ impl Store {
 
     /// Atomically replaces the persisted state with `state`.
     pub fn save(&self, state: &State) -> Result<()> {
+        let data = Self::encode(state, &self.path())?;
+        self.write(&data)
+    }
+
+    /// The persisted form of `state` (`path` names the file in errors).
+    pub fn encode(state: &State, path: &Path) -> Result<Vec<u8>> {
+        serde_json::to_vec(state).map_err(|e| {
+            Error::store(
+                path.display().to_string(),
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })
+    }
+
+    /// Atomically replaces the persisted state with `data` (from [`Store::encode`]):
+    /// temporary file, fsync, rename, fsync of the directory.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
         let path = self.path();
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
         let err = |e: std::io::Error| Error::store(path.display().to_string(), e);
-        let data = serde_json::to_vec(state)
-            .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -83,7 +98,7 @@ impl Store {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(err)?;
-            f.write_all(&data).map_err(err)?;
+            f.write_all(data).map_err(err)?;
             f.sync_all().map_err(err)?;
         }
         fs::rename(&tmp, &path).map_err(err)?;

@@ -4,53 +4,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::packet::{send_frame, tcp_syn};
 use common::*;
 use p4lb_proto::api;
-
-fn spawn_controller(dir: &std::path::Path, ssock: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
-        .args([
-            "--config",
-            "/dev/null",
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-            "--socket",
-            dir.join("api.sock").to_str().unwrap(),
-            "--switch-address",
-            &format!("unix:{}", ssock.display()),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning p4lb-controller")
-}
-
-async fn client_ready(
-    dir: &std::path::Path,
-) -> p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel> {
-    let sock = dir.join("api.sock");
-    let ok = eventually(Duration::from_secs(10), || {
-        let s = sock.clone();
-        async move {
-            match p4lb_controller::client::connect(&s).await {
-                Ok(mut c) => c
-                    .status(api::StatusRequest {})
-                    .await
-                    .map(|r| r.into_inner().ready)
-                    .unwrap_or(false),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
-    assert!(ok, "controller did not become ready");
-    p4lb_controller::client::connect(&sock).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_gives_the_same_switch_state() {

@@ -82,6 +82,50 @@ impl Ctl {
     }
 }
 
+/// Spawns the real `p4lb-controller` binary with its state and API socket in `dir`,
+/// against the switch on `ssock`.
+pub fn spawn_controller(dir: &std::path::Path, ssock: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
+        .args([
+            "--config",
+            "/dev/null",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+            "--socket",
+            dir.join("api.sock").to_str().unwrap(),
+            "--switch-address",
+            &format!("unix:{}", ssock.display()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawning p4lb-controller")
+}
+
+/// Waits until the controller in `dir` answers and is ready; returns a client.
+pub async fn client_ready(
+    dir: &std::path::Path,
+) -> p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel> {
+    let sock = dir.join("api.sock");
+    let ok = eventually(Duration::from_secs(10), || {
+        let s = sock.clone();
+        async move {
+            match p4lb_controller::client::connect(&s).await {
+                Ok(mut c) => c
+                    .status(api::StatusRequest {})
+                    .await
+                    .map(|r| r.into_inner().ready)
+                    .unwrap_or(false),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    assert!(ok, "controller did not become ready");
+    p4lb_controller::client::connect(&sock).await.unwrap()
+}
+
 /// Reads every table of the switch directly over P4Runtime (as a second client).
 pub async fn read_all(switch_sock: &Path) -> BTreeMap<&'static str, Vec<TableEntry>> {
     try_read_all(switch_sock)
