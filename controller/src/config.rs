@@ -104,6 +104,10 @@ pub struct ConnConfig {
     pub digest_max_timeout_us: u64,
     /// max_list_size of the conn_learn digest.
     pub digest_max_list_size: i32,
+    /// How often learned connections are written to `conns.json` when they
+    /// changed, so that a switch that restarts with the controller gets them
+    /// back (0 = never; they are then written on shutdown only).
+    pub persist_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -180,6 +184,7 @@ impl Default for ConnConfig {
             sweep_interval_ms: 30_000,
             digest_max_timeout_us: 500,
             digest_max_list_size: 256,
+            persist_interval_ms: 500,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::commit::{self, QueueTx};
 pub use crate::commit::{Change, Committed, OnAck};
 use crate::config::{Config, SwitchKind};
 use crate::conn::{self, ConnTable};
+use crate::conn_store;
 use crate::desired::{desired, Shape};
 use crate::embedded::EmbeddedSwitch;
 use crate::error::{Error, Result};
@@ -59,6 +60,22 @@ impl Controller {
         cfg.validate()?;
         let store = Store::open(&cfg.state_dir)?;
         let state = store.load().context("loading persisted state")?;
+        let conns = match conn_store::load(&cfg.state_dir, &state) {
+            Ok((t, dropped)) => {
+                if !t.is_empty() || dropped > 0 {
+                    tracing::info!(
+                        connections = t.len(),
+                        dropped,
+                        "learned connections loaded from the last snapshot"
+                    );
+                }
+                t
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "learned connections not loaded; starting without them");
+                ConnTable::default()
+            }
+        };
         let (info, ids) = match cfg.p4info_path() {
             Some(path) => p4info::load(&path)?,
             None => p4info::load_text(p4lb_p4::P4INFO_TXTPB, "built-in P4Info")?,
@@ -128,7 +145,7 @@ impl Controller {
             inner: Mutex::new(Inner {
                 state,
                 prog: Programmer::new(cfg.switch.write_batch),
-                conns: ConnTable::default(),
+                conns,
                 synced: false,
             }),
             digest_id: ids.conn_learn_digest,
@@ -145,12 +162,22 @@ impl Controller {
                 Duration::from_millis(ctl.cfg.conn.sweep_interval_ms),
             ));
         }
+        if ctl.cfg.conn.persist_interval_ms > 0 {
+            tokio::spawn(persist_conns_loop(
+                Arc::downgrade(&ctl),
+                Duration::from_millis(ctl.cfg.conn.persist_interval_ms),
+            ));
+        }
         tracing::info!(switch = %address, kind = ctl.cfg.switch.kind.as_str(), "controller started");
         Ok(ctl)
     }
 
-    /// Stops talking to the switch (and stops the embedded switch).
+    /// Stops talking to the switch (and stops the embedded switch), after a last
+    /// snapshot of the learned connections.
     pub async fn shutdown(&self) {
+        if let Err(e) = self.persist_conns(None).await {
+            tracing::warn!(error = %e, "saving learned connections at shutdown");
+        }
         self.link.close();
         if let Some(mut e) = self.embedded.lock().await.take() {
             e.shutdown().await;
@@ -457,6 +484,40 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
             }
             SwitchEvent::Digest(d) => ctl.on_digest(d).await,
             SwitchEvent::Idle(n) => ctl.on_idle(n).await,
+        }
+    }
+}
+
+impl Controller {
+    /// Writes the learned connections to `conns.json` unless their fingerprint
+    /// is `last`; returns the fingerprint written (or found unchanged).
+    pub async fn persist_conns(&self, last: Option<(usize, u64)>) -> Result<(usize, u64)> {
+        let (fp, snap) = {
+            let g = self.inner.lock().await;
+            let fp = conn_store::fingerprint(&g.conns);
+            if Some(fp) == last {
+                return Ok(fp);
+            }
+            (fp, conn_store::snapshot(&g.conns))
+        };
+        let dir = self.cfg.state_dir.clone();
+        tokio::task::spawn_blocking(move || conn_store::save(&dir, &snap))
+            .await
+            .map_err(|e| Error::Internal(format!("saving learned connections: {e}")))??;
+        Ok(fp)
+    }
+}
+
+async fn persist_conns_loop(ctl: std::sync::Weak<Controller>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        let Some(ctl) = ctl.upgrade() else { return };
+        match ctl.persist_conns(last).await {
+            Ok(fp) => last = Some(fp),
+            Err(e) => tracing::warn!(error = %e, "saving learned connections"),
         }
     }
 }

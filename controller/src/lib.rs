@@ -8,7 +8,8 @@
 //! - [`maglev`]: the slot tables of services.
 //! - [`switch`]: the P4Runtime session, table programming with diffs, port attachment
 //!   (software switch over gRPC, BMv2 over Thrift).
-//! - [`conn`]: connection learning from digests and idle timeouts.
+//! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
+//!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
 //! - [`store`]: crash-safe persistence.
 //! - [`api`]: the gRPC API served on the Unix socket.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod commit;
 pub mod config;
 pub mod conn;
+pub mod conn_store;
 pub mod controller;
 pub mod desired;
 pub mod embedded;

@@ -205,3 +205,101 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
     let _ = child.wait();
     sw.shutdown().await;
 }
+
+/// The embedded switch restarts with the controller: learned connections come
+/// back from the controller's snapshot, not from the (empty) switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_connections_survive_a_restart_of_controller_and_switch_together() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let mut child = spawn_controller(&dir, &ssock);
+    let mut c = client_ready(&dir).await;
+    for i in 1..=2 {
+        c.register_endpoint(register_req(
+            &format!("j{i}"),
+            &format!("10.88.6.{i}"),
+            &format!("02:00:00:00:06:{i:02x}"),
+            "",
+        ))
+        .await
+        .unwrap();
+    }
+    c.add_service(api::AddServiceRequest {
+        service: Some(api::Service {
+            name: "j".into(),
+            vip: "10.96.6.1".into(),
+            port: 443,
+            selector: "app=web".into(),
+            ..Default::default()
+        }),
+        replace: false,
+    })
+    .await
+    .unwrap();
+    let client_if = Veth::new("p4r-cj");
+    let mut client = register_req(
+        "client",
+        "10.88.6.100",
+        "02:00:00:00:06:64",
+        &client_if.host,
+    );
+    client.labels.clear();
+    c.register_endpoint(client).await.unwrap();
+    for sport in 42000..42010u16 {
+        send_frame(
+            &client_if.peer,
+            &tcp_syn(
+                [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+                [0x02, 0, 0, 0, 0x06, 0x64],
+                std::net::Ipv4Addr::new(10, 88, 6, 100),
+                std::net::Ipv4Addr::new(10, 96, 6, 1),
+                sport,
+                443,
+            ),
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = ssock.clone();
+            async move {
+                let t = read_all(&s).await;
+                t["conn_table"].len() == 10 && t["conn_reverse"].len() == 10
+            }
+        })
+        .await,
+        "connections not learned"
+    );
+    let before = read_all(&ssock).await;
+    // The snapshot is written within conn.persist_interval_ms (500 ms).
+    let conns = dir.join("state").join("conns.json");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let p = conns.clone();
+            async move {
+                std::fs::read_to_string(&p)
+                    .map(|t| t.matches("\"backend_id\"").count() == 10)
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "no snapshot of the 10 connections in {}",
+        conns.display()
+    );
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    sw.shutdown().await;
+
+    let sw = start_switch(&ssock).await;
+    // A new switch: no pipeline, no entries.
+    assert!(try_read_all(&ssock).await.is_err());
+    let mut child = spawn_controller(&dir, &ssock);
+    let _c = client_ready(&dir).await;
+    let after = read_all(&ssock).await;
+    assert_eq!(after["conn_table"], before["conn_table"]);
+    assert_eq!(after["conn_reverse"], before["conn_reverse"]);
+    assert_eq!(after, before, "switch state differs after both restarted");
+    child.kill().unwrap();
+    let _ = child.wait();
+    sw.shutdown().await;
+}

@@ -1,0 +1,237 @@
+//! Learned connections on disk (`conns.json` next to `state.json`).
+//!
+//! Learned connections are soft state: the switch holds them, and a controller
+//! that restarts against a running switch reads them back from it. When the
+//! switch restarts together with the controller (the embedded software switch
+//! lives in the controller process) nothing holds them any more, and an
+//! established VIP connection whose reply finds no `conn_reverse` entry leaves
+//! the switch untranslated and is reset by the client. So the controller writes
+//! a snapshot of them every `conn.persist_interval_ms` when they changed, and on
+//! shutdown; at start, a switch that comes up empty gets them back.
+//!
+//! Only what a connection was learned as is kept (5-tuple, service, backend);
+//! its reverse tuple and VIP are derived again from the state when it is loaded,
+//! and a connection whose service or backend is gone is dropped then.
+//! Connections learned after the last snapshot before a crash are lost; nothing
+//! acknowledged to a caller depends on this file.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs::{self, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::conn::{self, ConnRec, ConnTable, Learned};
+use crate::error::{Error, Result};
+use crate::pipeline::FiveTuple;
+use crate::state::State;
+
+pub const CONNS_FILE: &str = "conns.json";
+const VERSION: u32 = 1;
+
+/// One learned connection as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoredConn {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub service_id: u16,
+    pub backend_id: u16,
+}
+
+impl StoredConn {
+    fn of(t: &FiveTuple, c: &ConnRec) -> Self {
+        StoredConn {
+            src: t.src,
+            dst: t.dst,
+            protocol: t.protocol,
+            sport: t.sport,
+            dport: t.dport,
+            service_id: c.service_id,
+            backend_id: c.backend_id,
+        }
+    }
+
+    fn learned(&self) -> Learned {
+        Learned {
+            tuple: FiveTuple {
+                src: self.src,
+                dst: self.dst,
+                protocol: self.protocol,
+                sport: self.sport,
+                dport: self.dport,
+            },
+            service_id: self.service_id,
+            backend_id: self.backend_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ConnsFile {
+    version: u32,
+    connections: Vec<StoredConn>,
+}
+
+/// An order-independent fingerprint of the table (which connections, pinned to
+/// which backend): the snapshot is written only when it changes.
+pub fn fingerprint(t: &ConnTable) -> (usize, u64) {
+    let mut x = 0u64;
+    for (k, c) in &t.map {
+        let mut h = DefaultHasher::new();
+        StoredConn::of(k, c).hash(&mut h);
+        x ^= h.finish();
+    }
+    (t.len(), x)
+}
+
+/// What to write: every connection of the table.
+pub fn snapshot(t: &ConnTable) -> Vec<StoredConn> {
+    t.map.iter().map(|(k, c)| StoredConn::of(k, c)).collect()
+}
+
+/// The file in `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(CONNS_FILE)
+}
+
+/// Atomically replaces the file with `conns` (temporary file, fsync, rename,
+/// directory fsync).
+pub fn save(dir: &Path, conns: &[StoredConn]) -> Result<()> {
+    let path = path(dir);
+    let err = |e: std::io::Error| Error::store(path.display().to_string(), e);
+    let data = serde_json::to_vec(&ConnsFile {
+        version: VERSION,
+        connections: conns.to_vec(),
+    })
+    .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let tmp = dir.join(format!(".{CONNS_FILE}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(&data).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    fs::rename(&tmp, &path).map_err(err)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Loads the snapshot and resolves it against `state`. A missing file is an
+/// empty table; a file that cannot be read or parsed is an error (the caller
+/// logs it and starts without the connections: they are soft state).
+/// Returns the table and how many stored connections no longer resolve.
+pub fn load(dir: &Path, state: &State) -> Result<(ConnTable, usize)> {
+    let path = path(dir);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ConnTable::default(), 0)),
+        Err(e) => return Err(Error::store(path.display().to_string(), e)),
+    };
+    let bad = |msg: String| {
+        Error::store(
+            path.display().to_string(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+        )
+    };
+    let f: ConnsFile = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    if f.version != VERSION {
+        return Err(bad(format!("unknown version {}", f.version)));
+    }
+    let mut t = ConnTable::default();
+    let mut dropped = 0;
+    for s in &f.connections {
+        let l = s.learned();
+        match conn::resolve(state, &l) {
+            Some(c) => {
+                t.map.insert(l.tuple, c);
+            }
+            None => dropped += 1,
+        }
+    }
+    Ok((t, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(backend_id: u16) -> ConnRec {
+        ConnRec {
+            backend_id,
+            service_id: 1,
+            reverse: FiveTuple {
+                src: Ipv4Addr::new(10, 88, 0, 2),
+                dst: Ipv4Addr::new(10, 66, 0, 2),
+                protocol: 6,
+                sport: 8080,
+                dport: 40000,
+            },
+            vip: Ipv4Addr::new(10, 99, 0, 1),
+            vport: 80,
+        }
+    }
+
+    fn tuple(sport: u16) -> FiveTuple {
+        FiveTuple {
+            src: Ipv4Addr::new(10, 66, 0, 2),
+            dst: Ipv4Addr::new(10, 99, 0, 1),
+            protocol: 6,
+            sport,
+            dport: 80,
+        }
+    }
+
+    #[test]
+    fn fingerprint_sees_additions_removals_and_repins() {
+        let mut t = ConnTable::default();
+        let empty = fingerprint(&t);
+        t.map.insert(tuple(40000), rec(2));
+        t.map.insert(tuple(40001), rec(2));
+        let two = fingerprint(&t);
+        assert_ne!(two, empty);
+        // Same content in another insertion order: same fingerprint.
+        let mut u = ConnTable::default();
+        u.map.insert(tuple(40001), rec(2));
+        u.map.insert(tuple(40000), rec(2));
+        assert_eq!(fingerprint(&u), two);
+        u.map.insert(tuple(40000), rec(3));
+        assert_ne!(fingerprint(&u), two);
+        u.map.remove(&tuple(40000));
+        assert_ne!(fingerprint(&u), two);
+    }
+
+    #[test]
+    fn save_and_load_round_trip_and_refuse_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = ConnTable::default();
+        t.map.insert(tuple(40000), rec(2));
+        save(d.path(), &snapshot(&t)).unwrap();
+        let text = fs::read_to_string(path(d.path())).unwrap();
+        assert!(text.contains("\"backend_id\":2"), "{text}");
+        // Against an empty state nothing resolves: counted, not loaded.
+        let (got, dropped) = load(d.path(), &State::new()).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(dropped, 1);
+        // No file: nothing, no error.
+        let e = tempfile::tempdir().unwrap();
+        assert!(load(e.path(), &State::new()).unwrap().0.is_empty());
+        fs::write(path(d.path()), b"{not json").unwrap();
+        assert!(load(d.path(), &State::new()).is_err());
+        fs::write(path(d.path()), br#"{"version":9,"connections":[]}"#).unwrap();
+        assert!(load(d.path(), &State::new()).is_err());
+    }
+}
