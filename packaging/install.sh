@@ -54,6 +54,10 @@ inst -m 0644 "$here/README.md" "$here/cni/10-p4lb.conflist.example" "$root/usr/s
 
 if [ "$criu" = 1 ]; then
     inst -d -m 0755 "$root/etc/criu"
+    # CRIU reads default.conf in every mode (command line, and the RPC mode of
+    # runc and crun) and then the runtime's own file, adding up their
+    # action-script lines: the script is named in default.conf only, so it runs
+    # once per action. tcp-established goes into every file.
     for f in runc.conf crun.conf default.conf; do
         conf="$root/etc/criu/$f"
         [ -e "$conf" ] || : >"$conf"
@@ -62,7 +66,11 @@ if [ "$criu" = 1 ]; then
         sed '/^# BEGIN p4lb$/,/^# END p4lb$/d' "$conf" >"$tmp"
         {
             echo "# BEGIN p4lb"
-            cat "$here/criu/p4lb.conf"
+            if [ "$f" = default.conf ]; then
+                cat "$here/criu/p4lb.conf"
+            else
+                grep -v '^action-script ' "$here/criu/p4lb.conf"
+            fi
             echo "# END p4lb"
         } >>"$tmp"
         chown root:root "$tmp"

@@ -77,8 +77,21 @@ fn install_then_uninstall_into_a_scratch_root() {
     let runc = std::fs::read_to_string(r.join("etc/criu/runc.conf")).unwrap();
     assert!(runc.starts_with("log-file /var/log/criu.log\n"), "{runc}");
     assert_eq!(runc.matches("# BEGIN p4lb").count(), 1, "{runc}");
-    assert!(runc.contains("action-script /usr/libexec/p4lb/p4lb-criu-action"));
     assert!(runc.contains("\ntcp-established\n"));
+    // CRIU adds up the action scripts of default.conf and the runtime's file:
+    // the script is named once, in default.conf.
+    let mut named = 0;
+    for f in ["runc.conf", "crun.conf", "default.conf"] {
+        let c = std::fs::read_to_string(r.join("etc/criu").join(f)).unwrap();
+        assert!(c.contains("\ntcp-established\n"), "{f}: {c}");
+        named += c
+            .matches("action-script /usr/libexec/p4lb/p4lb-criu-action")
+            .count();
+        if f == "default.conf" {
+            assert!(c.contains("action-script /usr/libexec/p4lb/p4lb-criu-action"));
+        }
+    }
+    assert_eq!(named, 1, "the action script is named {named} times");
     // The shipped action config parses with the action script's own loader.
     let cfg = p4lb_criu_action::config::Config::from_toml(
         &r.join("etc/p4lb/criu-action.toml"),

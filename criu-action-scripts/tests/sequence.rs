@@ -693,8 +693,9 @@ fn restore_with_controller_down_and_ignore_policy_still_moves_the_addresses() {
 }
 
 /// CRIU reads /etc/criu/default.conf and then the runtime's file (runc.conf,
-/// crun.conf); packaging puts the action script in each, so CRIU runs it twice
-/// per action. Two runs must have the effect of one.
+/// crun.conf) and adds up their action scripts. Packaging names the script in
+/// default.conf only, but a host that also names it in the runtime's file runs
+/// it twice per action: two runs must have the effect of one.
 #[test]
 fn every_action_twice_has_the_effect_of_once() {
     let w = World::new();

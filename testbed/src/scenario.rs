@@ -115,10 +115,11 @@ impl World {
             .ctx(|| format!("reading {}", criu_file.display()))?
             .replace("/usr/libexec/p4lb/p4lb-criu-action", &self.action);
         self.sh(&format!(
-            "mkdir -p /run/p4lb /var/lib/p4lb /etc/p4lb /usr/share/containers/oci/hooks.d && \
+            "set -e; mkdir -p /run/p4lb /var/lib/p4lb /etc/p4lb /usr/share/containers/oci/hooks.d && \
              chmod 0700 /run/p4lb /var/lib/p4lb /etc/p4lb && \
-             for f in runc.conf crun.conf default.conf; do cat > /etc/criu/$f <<'EOF'\n{criu}EOF\n\
-             done && cat > /usr/share/containers/oci/hooks.d/p4lb.json <<'EOF'\n{hooks}\nEOF\n"
+             for f in runc.conf crun.conf; do grep -v '^action-script ' > /etc/criu/$f <<'EOF'\n{criu}EOF\n\
+             done && cat > /etc/criu/default.conf <<'EOF'\n{criu}EOF\n\
+             cat > /usr/share/containers/oci/hooks.d/p4lb.json <<'EOF'\n{hooks}\nEOF\n"
         ))?;
         for (name, labels, subnet) in [
             ("pods", r#"{"app":"web"}"#, "10.88.0.0/24"),
@@ -407,7 +408,11 @@ impl Client<'_> {
 
     /// Stops the client (SIGTERM) and parses its reports.
     pub fn finish(mut self) -> Result<ClientOutput> {
-        self.w.sh(&format!("kill -TERM $(cat {CLIENT_PID})"))?;
+        // A client that already exited still has its reports to give.
+        let (running, _, _) = self.w.try_sh(&format!("kill -TERM $(cat {CLIENT_PID})"))?;
+        if !running {
+            eprintln!("p4lb-testbed: the client had exited before the end of the run");
+        }
         let child = self
             .child
             .take()
