@@ -21,16 +21,18 @@
 //! file holds the speculative state (changes whose callers got an error) until the next
 //! successful save.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use p4lb_proto::p4runtime::TableEntry;
+
 use crate::conn::ConnTable;
 use crate::controller::{Controller, Inner};
-use crate::desired::desired;
+use crate::desired::{desired, EntryKey};
 use crate::error::{Error, Result};
 use crate::metrics::{CommitPhases, Metrics};
 use crate::state::State;
@@ -105,6 +107,16 @@ impl Staged {
             acked_at: self.acked_at,
         }
     }
+}
+
+/// What applying a group to the switch did.
+struct Applied {
+    /// Ports attached (detached again if the group is undone).
+    attached: Vec<u32>,
+    /// The switch acknowledged the entries.
+    written: bool,
+    /// A port or the write failed: the group is redone one request at a time.
+    failed: bool,
 }
 
 /// A request waiting in the commit queue.
@@ -282,38 +294,13 @@ impl Controller {
             .iter()
             .flat_map(|c| c.port_adds.iter().cloned())
             .collect();
-        let mut attached = Vec::new();
-        let mut failed = false;
-        for (port, iface) in &port_adds {
-            if let Err(e) = self.ports.add(*port, iface).await {
-                tracing::debug!(port, iface = %iface, error = %e, "a port of a group failed: redoing the group one by one");
-                failed = true;
-                break;
-            }
-            attached.push(*port);
-        }
-        let t_port = t.elapsed() - t_desired;
-        let mut written = true;
-        if !failed {
-            match g.prog.apply(&self.link, &want).await {
-                Ok(_) => {}
-                Err(Error::Unavailable(e)) => {
-                    // Lost the switch mid-way; reconciliation finishes the job.
-                    tracing::warn!(error = %e, "switch lost during a group commit");
-                    written = false;
-                    g.synced = false;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "a group's write failed: redoing the group one by one");
-                    failed = true;
-                    let old = desired(&g.state, self.shape);
-                    if let Err(e2) = g.prog.apply(&self.link, &old).await {
-                        tracing::warn!(error = %e2, "restoring previous entries after a failed write");
-                    }
-                }
-            }
-        }
-        let t_write = t.elapsed() - t_port - t_desired;
+        let (applied, t_port) = self.apply_group(g, &port_adds, &want).await;
+        let Applied {
+            attached,
+            written,
+            failed,
+        } = applied;
+        let t_write = t.elapsed().saturating_sub(t_port + t_desired);
         let acked_at = Instant::now();
         let saved = self.finish_save(save, changes.len()).await;
         if failed {
@@ -354,6 +341,50 @@ impl Controller {
                 .map(|a| a.unwrap_or(Ok(committed)))
                 .collect(),
         )
+    }
+
+    /// Attaches a group's ports, then writes its entries. On a failure (other than
+    /// losing the switch) the entries are restored and `failed` is set; the caller
+    /// detaches `attached`. Also returns the time spent attaching ports.
+    async fn apply_group(
+        &self,
+        g: &mut Inner,
+        port_adds: &[(u32, String)],
+        want: &BTreeMap<EntryKey, TableEntry>,
+    ) -> (Applied, Duration) {
+        let t = Instant::now();
+        let mut out = Applied {
+            attached: Vec::new(),
+            written: true,
+            failed: false,
+        };
+        for (port, iface) in port_adds {
+            if let Err(e) = self.ports.add(*port, iface).await {
+                tracing::debug!(port, iface = %iface, error = %e, "a port of a group failed: redoing the group one by one");
+                out.failed = true;
+                return (out, t.elapsed());
+            }
+            out.attached.push(*port);
+        }
+        let t_port = t.elapsed();
+        match g.prog.apply(&self.link, want).await {
+            Ok(_) => {}
+            Err(Error::Unavailable(e)) => {
+                // Lost the switch mid-way; reconciliation finishes the job.
+                tracing::warn!(error = %e, "switch lost during a group commit");
+                out.written = false;
+                g.synced = false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a group's write failed: redoing the group one by one");
+                out.failed = true;
+                let old = desired(&g.state, self.shape);
+                if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                    tracing::warn!(error = %e2, "restoring previous entries after a failed write");
+                }
+            }
+        }
+        (out, t_port)
     }
 
     /// The group one request at a time from the durable state (each applied on its
@@ -441,7 +472,7 @@ impl Controller {
         let t_desired = t.elapsed() - t_port;
         let mut written = true;
         let applied = g.prog.apply(&self.link, &want).await;
-        let t_write = t.elapsed() - t_port - t_desired;
+        let t_write = t.elapsed().saturating_sub(t_port + t_desired);
         if let Err(e) = applied {
             if matches!(e, Error::Unavailable(_)) && !change.require_switch {
                 // Lost the switch mid-way; reconciliation finishes the job.
