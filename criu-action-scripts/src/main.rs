@@ -10,6 +10,7 @@ use p4lb_criu_action::config::{Config, Policy};
 use p4lb_criu_action::env::ActionEnv;
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -46,18 +47,28 @@ fn main() -> ExitCode {
     };
     match rt.block_on(p4lb_criu_action::runner::run(&env, &cfg)) {
         Ok(done) => {
-            tracing::info!(action = %env.action_name, "{done}");
+            // elapsed_us: the script's own time, which CRIU waits for.
+            tracing::info!(
+                action = %env.action_name,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "{done}"
+            );
             ExitCode::SUCCESS
         }
         Err(e) if e.is_controller() && cfg.policy == Policy::IgnoreController => {
             tracing::warn!(
                 action = %env.action_name,
+                elapsed_us = started.elapsed().as_micros() as u64,
                 "{e}; going on because policy is ignore-controller (clients may see resets)"
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(action = %env.action_name, "{e}; failing so that CRIU aborts");
+            tracing::error!(
+                action = %env.action_name,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "{e}; failing so that CRIU aborts"
+            );
             eprintln!("p4lb-criu-action: {}: {e}", env.action_name);
             ExitCode::FAILURE
         }

@@ -62,6 +62,9 @@ struct ActionTime {
     /// next start of the script: an upper bound (CRIU may have worked before
     /// it logged that line); the rest is exact.
     bound_ms: f64,
+    /// What the script measured itself (`elapsed_us` of its last log line):
+    /// its time from start to exit, without process creation.
+    self_ms: f64,
 }
 
 /// What one CRIU log says about p4lb's action script.
@@ -69,8 +72,9 @@ struct ActionTime {
 struct ScriptTimes {
     /// In the order CRIU ran the actions.
     actions: Vec<ActionTime>,
-    /// The action of a last run the log ends with (no end time).
-    untimed: Option<String>,
+    /// The action of a last run the log ends with (no end time), and what
+    /// that run measured itself.
+    untimed: Option<(String, f64)>,
     /// The last timestamp of the log: how long the CRIU run took.
     criu_total_ms: f64,
 }
@@ -82,6 +86,12 @@ impl ScriptTimes {
 
     fn bound_ms(&self) -> f64 {
         self.actions.iter().map(|a| a.bound_ms).sum()
+    }
+
+    /// The script's own time over all its runs (the untimed last one too).
+    fn self_ms(&self) -> f64 {
+        self.actions.iter().map(|a| a.self_ms).sum::<f64>()
+            + self.untimed.as_ref().map(|(_, m)| *m).unwrap_or(0.0)
     }
 
     /// Time of the actions that run while the controller holds the lock
@@ -96,22 +106,33 @@ impl ScriptTimes {
     }
 }
 
+/// `elapsed_us=N` in a line of the script's output, in ms.
+fn self_reported_ms(line: &str) -> Option<f64> {
+    let v = line.split_once("elapsed_us=")?.1;
+    let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse::<f64>().ok().map(|us| us / 1000.0)
+}
+
 /// Reads a CRIU log: every run of `script` from its `[script]` line to the
 /// next timestamped line, attributed to the action of the last `Running
-/// <action> scripts` line.
+/// <action> scripts` line, with the time the script reported itself.
 fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
     let marker = format!("[{script}]");
     let mut action = String::new();
-    let mut open: Option<(String, f64)> = None;
+    // The running script: its action, start, and self-reported time.
+    let mut open: Option<(String, f64, f64)> = None;
     let mut actions: Vec<ActionTime> = Vec::new();
     let mut last = None;
     for line in log.lines() {
         let Some((t, rest)) = stamped(line) else {
+            if let (Some(o), Some(m)) = (open.as_mut(), self_reported_ms(line)) {
+                o.2 += m;
+            }
             continue;
         };
         last = Some(t);
         let rest = rest.trim();
-        if let Some((a, start)) = open.take() {
+        if let Some((a, start, own)) = open.take() {
             let d = (t - start) * 1000.0;
             // Ended by the next start of the script: exact. Ended by another
             // CRIU line: CRIU may have worked before logging it.
@@ -121,12 +142,14 @@ fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
                     x.runs += 1;
                     x.ms += d;
                     x.bound_ms += bound;
+                    x.self_ms += own;
                 }
                 None => actions.push(ActionTime {
                     action: a,
                     runs: 1,
                     ms: d,
                     bound_ms: bound,
+                    self_ms: own,
                 }),
             }
         }
@@ -139,12 +162,12 @@ fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
             if action.is_empty() {
                 bail!("the script ran before any `Running <action> scripts` line: {line:?}");
             }
-            open = Some((action.clone(), t));
+            open = Some((action.clone(), t, 0.0));
         }
     }
     // CRIU may log nothing after the last script it runs (post-resume):
     // that run has no end time.
-    let untimed = open.map(|(a, _)| a);
+    let untimed = open.map(|(a, _, own)| (a, own));
     let Some(last) = last else {
         bail!("no timestamped CRIU line in the log");
     };
@@ -200,27 +223,31 @@ fn criu_log(w: &World, id: &str, name: &str) -> Result<String> {
 fn print_side(side: &str, t: &ScriptTimes) {
     for a in &t.actions {
         println!(
-            "  {side:<8} {:<22} {:>4} {:>9.2} {:>9.2} {:>11.2}",
+            "  {side:<8} {:<22} {:>4} {:>9.2} {:>9.2} {:>11.2} {:>9.2}",
             a.action,
             a.runs,
             a.ms,
             a.ms / a.runs as f64,
-            a.bound_ms
+            a.bound_ms,
+            a.self_ms
         );
     }
-    if let Some(a) = &t.untimed {
+    if let Some((a, own)) = &t.untimed {
         println!(
-            "  {side:<8} {a:<22} {:>4} {:>9}   (the log ends with this run: no end time)",
-            1, "-"
+            "  {side:<8} {a:<22} {:>4} {:>9} {:>9} {:>11} {own:>9.2}   (the log ends with this \
+             run: no end time)",
+            1, "-", "", ""
         );
     }
     println!(
-        "  {side:<8} {:<22} {:>4} {:>9.2} {:>9} {:>11.2}   (CRIU run {:.1} ms, p4lb {:.1}% of it)",
+        "  {side:<8} {:<22} {:>4} {:>9.2} {:>9} {:>11.2} {:>9.2}   (CRIU run {:.1} ms, p4lb {:.1}% \
+         of it)",
         "sum",
         t.actions.iter().map(|a| a.runs).sum::<usize>(),
         t.total_ms(),
         "",
         t.bound_ms(),
+        t.self_ms(),
         t.criu_total_ms,
         100.0 * t.total_ms() / t.criu_total_ms
     );
@@ -390,12 +417,13 @@ pub fn bench_migration() -> Result<()> {
         w.action
     );
     println!(
-        "  {:<8} {:<22} {:>4} {:>9} {:>9} {:>11}",
-        "side", "action", "runs", "ms", "ms/run", "upper-bound"
+        "  {:<8} {:<22} {:>4} {:>9} {:>9} {:>11} {:>9}",
+        "side", "action", "runs", "ms", "ms/run", "upper-bound", "self"
     );
     println!(
         "  (upper-bound: the part of ms from runs that ended at a CRIU line other than the \
-         script's next start; CRIU may have worked before it logged that line)"
+         script's next start; CRIU may have worked before it logged that line. self: what the \
+         script measured itself from its start to its exit, without process creation)"
     );
     print_side("dump", &dump_times);
     print_side("restore", &restore_times);
@@ -403,11 +431,15 @@ pub fn bench_migration() -> Result<()> {
     let p4lb_lock = dump_times.in_lock_ms() + restore_times.in_lock_ms();
     let criu_runs = dump_times.criu_total_ms + restore_times.criu_total_ms;
     let criu_own = criu_runs - p4lb;
-    let exact = p4lb - dump_times.bound_ms() - restore_times.bound_ms();
+    let exact = (p4lb - dump_times.bound_ms() - restore_times.bound_ms()).max(0.0);
+    let own = dump_times.self_ms() + restore_times.self_ms();
+    // At least what the script measured itself, or the exact part if larger.
+    let at_least = own.max(exact);
     println!(
         "  p4lb inside CRIU, exact part (runs ended by the next start of the script): \
          {exact:.2} ms"
     );
+    println!("  p4lb inside CRIU, as the script measured itself (all runs): {own:.2} ms");
     println!(
         "  p4lb inside CRIU, both sides:           {p4lb:>9.2} ms (of it while the backend is \
          locked: {p4lb_lock:.2} ms)"
@@ -428,10 +460,10 @@ pub fn bench_migration() -> Result<()> {
     );
     println!(
         "  goal \"p4lb adds <= {GOAL_MS} ms to CRIU's time\": {} (p4lb inside CRIU {p4lb:.2} \
-         ms, at least {exact:.2} ms; while locked {p4lb_lock:.2} ms)",
+         ms, at least {at_least:.2} ms; while locked {p4lb_lock:.2} ms)",
         if p4lb <= GOAL_MS {
             "HOLDS"
-        } else if exact > GOAL_MS {
+        } else if at_least > GOAL_MS {
             "DOES NOT HOLD"
         } else {
             "NOT DECIDED (the exact part is within the goal, the upper bound is not)"
@@ -528,10 +560,31 @@ p4lb-criu-action: post-dump: done
         let cut = "(00.01) Running post-resume scripts\n(00.02) \t[/x/s]\noutput\n";
         let t = script_times(cut, "/x/s").unwrap();
         assert!(t.actions.is_empty(), "{t:?}");
-        assert_eq!(t.untimed.as_deref(), Some("post-resume"));
+        assert_eq!(
+            t.untimed.as_ref().map(|(a, _)| a.as_str()),
+            Some("post-resume")
+        );
         assert!(script_times("no criu here\n", "/x/s").is_err());
         let other = script_times(LOG, "/y/other").unwrap();
         assert!(other.actions.is_empty());
         assert_eq!(other.untimed, None);
+    }
+
+    #[test]
+    fn the_scripts_own_time_is_read_from_its_output() {
+        let log = "(00.010000) Running network-lock scripts\n\
+                   (00.010000) \t[/x/s]\n\
+                   2026-01-01T00:00:00Z  INFO locked endpoint a (migration mig-1) action=network-lock elapsed_us=2500\n\
+                   (00.014000) Running post-dump scripts\n\
+                   (00.014000) \t[/x/s]\n\
+                   2026-01-01T00:00:00Z  INFO checkpointed action=post-dump elapsed_us=1250\n";
+        let t = script_times(log, "/x/s").unwrap();
+        assert!((t.actions[0].self_ms - 2.5).abs() < 1e-9, "{t:?}");
+        assert_eq!(
+            t.untimed.as_ref().map(|(a, _)| a.as_str()),
+            Some("post-dump")
+        );
+        assert!((t.self_ms() - 3.75).abs() < 1e-9, "{t:?}");
+        assert_eq!(self_reported_ms("no figure here"), None);
     }
 }
