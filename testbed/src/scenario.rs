@@ -356,11 +356,23 @@ impl World {
     /// Starts `p4lb-testapp client` in the client namespace (`cli`, see
     /// [`World::pod_netns`]) against VIP:PORT.
     pub fn start_client(&self, conns: usize, rate: f64) -> Result<Client<'_>> {
+        self.start_client_to(&format!("{VIP}:{PORT}"), CLIENT_PID, conns, rate)
+    }
+
+    /// Starts `p4lb-testapp client` in the client namespace against `target`;
+    /// its pid goes to `pid_file` (one per client running at the same time).
+    pub fn start_client_to(
+        &self,
+        target: &str,
+        pid_file: &str,
+        conns: usize,
+        rate: f64,
+    ) -> Result<Client<'_>> {
         let child = self.tb.spawn(&[
             "/bin/sh",
             "-c",
             &format!(
-                "echo $$ > {CLIENT_PID}; exec ip netns exec cli {} client --target {VIP}:{PORT} \
+                "echo $$ > {pid_file}; exec ip netns exec cli {} client --target {target} \
                  --conns {conns} --rate {rate}",
                 self.testapp
             ),
@@ -368,6 +380,7 @@ impl World {
         Ok(Client {
             w: self,
             child: Some(child),
+            pid_file: pid_file.to_string(),
         })
     }
 }
@@ -388,6 +401,7 @@ pub struct Moved {
 pub struct Client<'a> {
     w: &'a World,
     child: Option<Child>,
+    pid_file: String,
 }
 
 /// The client's reports: interim ones (one per [`Client::mark`]) and the final one.
@@ -401,7 +415,7 @@ pub struct ClientOutput {
 impl Client<'_> {
     /// Asks for an interim report (SIGUSR1) and lets it reach stdout.
     pub fn mark(&self) -> Result<()> {
-        self.w.sh(&format!("kill -USR1 $(cat {CLIENT_PID})"))?;
+        self.w.sh(&format!("kill -USR1 $(cat {})", self.pid_file))?;
         std::thread::sleep(std::time::Duration::from_millis(300));
         Ok(())
     }
@@ -409,7 +423,9 @@ impl Client<'_> {
     /// Stops the client (SIGTERM) and parses its reports.
     pub fn finish(mut self) -> Result<ClientOutput> {
         // A client that already exited still has its reports to give.
-        let (running, _, _) = self.w.try_sh(&format!("kill -TERM $(cat {CLIENT_PID})"))?;
+        let (running, _, _) = self
+            .w
+            .try_sh(&format!("kill -TERM $(cat {})", self.pid_file))?;
         if !running {
             eprintln!("p4lb-testbed: the client had exited before the end of the run");
         }
@@ -444,7 +460,7 @@ impl Drop for Client<'_> {
         if let Some(mut c) = self.child.take() {
             let _ = self
                 .w
-                .sh(&format!("kill -TERM $(cat {CLIENT_PID}) 2>/dev/null"));
+                .sh(&format!("kill -TERM $(cat {}) 2>/dev/null", self.pid_file));
             let _ = c.wait();
         }
     }

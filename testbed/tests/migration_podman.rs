@@ -133,3 +133,94 @@ fn controller_down_makes_checkpoint_fail_loudly_and_override_lets_it_pass() {
     let (has_record, _, _) = w.try_sh("tar -tf /tmp/ck-down.tar | grep -q p4lb-migration.json");
     assert!(!has_record, "a record was written without a LOCK");
 }
+
+/// The address decision of docs/migration.md, end to end: besides the clients of
+/// the VIP, connections made directly to the pod's address and the container's
+/// own outbound connections survive a migration to a new address (the old one
+/// moves with the container and the switch routes it to the new port).
+#[test]
+fn migration_keeps_direct_and_outbound_connections() {
+    use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
+    use p4lb_testbed::scenario::{reports, POD_NETNS, PORT};
+    let _s = serial();
+    let w = World::start();
+    let conns = 20;
+    let cli_ip = w.pod_netns("cli", "cli", "clients", "");
+    let old_ip = w.pod_netns("srv", "srv0", "pods", "");
+    w.add_service();
+    // A server in the clients' namespace for the container to connect to.
+    let peer_port = 7100;
+    let _peer =
+        w.tb.spawn(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "exec ip netns exec cli {} server --listen 0.0.0.0:{peer_port}",
+                w.testapp
+            ),
+        ])
+        .unwrap();
+    // The container: the server, and an outbound client its init started (so
+    // CRIU dumps it with the container), reporting into a file of its own.
+    w.sh(&format!(
+        "podman run -d --name web --network ns:{POD_NETNS} {TEST_IMAGE} /bin/sh -c \
+         '{TESTAPP_IN_IMAGE} client --target {cli_ip}:{peer_port} --conns {conns} --rate 5 \
+         >/tmp/outbound.json 2>/tmp/outbound.err & echo $! >/tmp/outbound.pid; \
+         exec {TESTAPP_IN_IMAGE} server --listen 0.0.0.0:{PORT} --stateful'"
+    ));
+    p4lb_testbed::wait::until(20, "the container's server and outbound client", || {
+        w.try_sh(
+            "podman exec web sh -c 'test -s /tmp/outbound.pid' && \
+             podman logs web 2>&1 | grep -q listening",
+        )
+        .0
+    })
+    .unwrap();
+    let direct = w
+        .start_client_to(&format!("{old_ip}:{PORT}"), "/tmp/direct.pid", conns, 5.0)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    direct.mark().unwrap();
+    w.sh("podman exec web sh -c 'kill -USR1 $(cat /tmp/outbound.pid)'");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let m = w.migrate("web", "srv0", "srv1", 1);
+    assert_eq!(m.old_ip, old_ip);
+    assert_ne!(m.new_ip, old_ip);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Inbound, straight to the old address.
+    let out = direct.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let (in_survived, in_more) = judge(before, &out.last).unwrap();
+    // Outbound, from the restored container.
+    w.sh("podman exec web sh -c 'kill -TERM $(cat /tmp/outbound.pid)'");
+    p4lb_testbed::wait::until(10, "the outbound client's final report", || {
+        w.try_sh("podman exec web grep -q '\"final\":true' /tmp/outbound.json")
+            .0
+    })
+    .unwrap();
+    let text = w.sh("podman exec web cat /tmp/outbound.json");
+    let reps = reports(&text).unwrap();
+    let ob_before = reps.iter().find(|r| !r.r#final).expect("outbound interim");
+    let ob_after = reps.iter().find(|r| r.r#final).expect("outbound final");
+    let (out_survived, out_more) = judge(ob_before, ob_after).unwrap();
+    println!(
+        "{old_ip} -> {}: direct to {old_ip}: {in_survived}/{conns} survived, {} reset, \
+         {in_more} requests after, longest stall {} ms; outbound from the container to \
+         {cli_ip}: {out_survived}/{conns} survived, {} reset, {out_more} requests after, \
+         longest stall {} ms",
+        m.new_ip,
+        out.last.totals.reset,
+        out.last.totals.longest_stall_ms,
+        ob_after.totals.reset,
+        ob_after.totals.longest_stall_ms
+    );
+    assert_eq!(out.last.totals.reset, 0, "{}", out.stderr);
+    assert_eq!(in_survived, conns as u64, "{}", out.stderr);
+    assert!(in_more > 0);
+    let err = w.try_sh("podman exec web cat /tmp/outbound.err").1;
+    assert_eq!(ob_after.totals.reset, 0, "{err}");
+    assert_eq!(out_survived, conns as u64, "{err}");
+    assert!(out_more > 0);
+}
