@@ -150,7 +150,7 @@ fn migration_keeps_direct_and_outbound_connections() {
     w.add_service();
     // A server in the clients' namespace for the container to connect to.
     let peer_port = 7100;
-    let _peer =
+    let mut peer =
         w.tb.spawn(&[
             "/bin/sh",
             "-c",
@@ -223,4 +223,6 @@ fn migration_keeps_direct_and_outbound_connections() {
     assert_eq!(ob_after.totals.reset, 0, "{err}");
     assert_eq!(out_survived, conns as u64, "{err}");
     assert!(out_more > 0);
+    let _ = peer.kill();
+    let _ = peer.wait();
 }
