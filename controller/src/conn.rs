@@ -84,10 +84,48 @@ pub fn resolve(state: &State, l: &Learned) -> Option<ConnRec> {
 /// Learned connections the controller has installed.
 #[derive(Debug, Default)]
 pub struct ConnTable {
-    pub map: HashMap<FiveTuple, ConnRec>,
+    map: HashMap<FiveTuple, ConnRec>,
+    /// Counts changes, so that a snapshot is taken only when there are any.
+    version: u64,
 }
 
 impl ConnTable {
+    /// Adds or replaces a connection.
+    pub fn insert(&mut self, t: FiveTuple, c: ConnRec) -> Option<ConnRec> {
+        self.version += 1;
+        self.map.insert(t, c)
+    }
+
+    pub fn remove(&mut self, t: &FiveTuple) -> Option<ConnRec> {
+        let old = self.map.remove(t);
+        if old.is_some() {
+            self.version += 1;
+        }
+        old
+    }
+
+    /// Keeps the connections for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&FiveTuple, &mut ConnRec) -> bool) {
+        let before = self.map.len();
+        self.map.retain(keep);
+        if self.map.len() != before {
+            self.version += 1;
+        }
+    }
+
+    pub fn contains(&self, t: &FiveTuple) -> bool {
+        self.map.contains_key(t)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FiveTuple, &ConnRec)> {
+        self.map.iter()
+    }
+
+    /// Changes since the table was created (any insert or removal).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -132,7 +170,7 @@ impl ConnTable {
             .map(|(k, _)| *k)
             .collect();
         keys.into_iter()
-            .filter_map(|k| self.map.remove(&k).map(|c| (k, c)))
+            .filter_map(|k| self.remove(&k).map(|c| (k, c)))
             .collect()
     }
 }
@@ -183,6 +221,38 @@ mod tests {
         P4Data {
             data: Some(p4_data::Data::Bitstring(v.to_vec())),
         }
+    }
+
+    #[test]
+    fn every_change_counts_and_lookups_do_not() {
+        let t = FiveTuple {
+            src: Ipv4Addr::new(10, 66, 0, 2),
+            dst: Ipv4Addr::new(10, 99, 0, 1),
+            protocol: 6,
+            sport: 40000,
+            dport: 80,
+        };
+        let c = ConnRec {
+            backend_id: 2,
+            service_id: 1,
+            reverse: t,
+            vip: Ipv4Addr::new(10, 99, 0, 1),
+            vport: 80,
+        };
+        let mut tab = ConnTable::default();
+        assert_eq!(tab.version(), 0);
+        tab.insert(t, c);
+        assert_eq!(tab.version(), 1);
+        assert!(tab.contains(&t) && tab.iter().count() == 1);
+        assert_eq!(tab.version(), 1);
+        tab.retain(|_, _| true);
+        assert_eq!(tab.version(), 1, "retain that removes nothing is no change");
+        let other = FiveTuple { sport: 40001, ..t };
+        assert!(tab.remove(&other).is_none());
+        assert_eq!(tab.version(), 1);
+        assert_eq!(tab.drain_where(|x| x.backend_id == 2).len(), 1);
+        assert_eq!(tab.version(), 2);
+        assert!(tab.is_empty());
     }
 
     #[test]

@@ -281,7 +281,7 @@ impl Controller {
             let rev = self.link.read_table(p::table::CONN_REVERSE, false).await?;
             let (adopted, _) = conn::adopt(&g.state, &fwd);
             for (t, c) in adopted {
-                g.conns.map.insert(t, c);
+                g.conns.insert(t, c);
             }
             (
                 fwd.iter()
@@ -294,7 +294,7 @@ impl Controller {
         };
         // Drop what no longer resolves (backend or service gone).
         let state = &g.state;
-        g.conns.map.retain(|t, c| {
+        g.conns.retain(|t, c| {
             conn::resolve(
                 state,
                 &conn::Learned {
@@ -305,8 +305,8 @@ impl Controller {
             )
             .is_some()
         });
-        let want_fwd: HashSet<FiveTuple> = g.conns.map.keys().copied().collect();
-        let want_rev: HashSet<FiveTuple> = g.conns.map.values().map(|c| c.reverse).collect();
+        let want_fwd: HashSet<FiveTuple> = g.conns.iter().map(|(t, _)| *t).collect();
+        let want_rev: HashSet<FiveTuple> = g.conns.iter().map(|(_, c)| c.reverse).collect();
         let mut ups = Vec::new();
         for t in have_fwd.difference(&want_fwd) {
             ups.push(table_update(Type::Delete, p::conn_key(t)));
@@ -314,7 +314,7 @@ impl Controller {
         for t in have_rev.difference(&want_rev) {
             ups.push(table_update(Type::Delete, p::conn_reverse_key(t)));
         }
-        for (t, c) in &g.conns.map {
+        for (t, c) in g.conns.iter() {
             if !have_fwd.contains(t) {
                 ups.push(table_update(
                     Type::Insert,
@@ -347,7 +347,7 @@ impl Controller {
                 tracing::warn!("malformed conn_learn digest member");
                 continue;
             };
-            if g.conns.map.contains_key(&l.tuple) || !seen.insert(l.tuple) {
+            if g.conns.contains(&l.tuple) || !seen.insert(l.tuple) {
                 continue;
             }
             let Some(c) = conn::resolve(&g.state, &l) else {
@@ -361,7 +361,7 @@ impl Controller {
             match self.link.write(ups).await {
                 Ok(()) => {
                     for (t, c) in new.drain(..) {
-                        g.conns.map.insert(t, c);
+                        g.conns.insert(t, c);
                         Metrics::inc(&self.metrics.conns_learned);
                     }
                 }
@@ -369,7 +369,7 @@ impl Controller {
                     for (i, (t, c)) in new.drain(..).enumerate() {
                         let ok = |k: Option<&i32>| matches!(k, Some(0) | Some(6) | None);
                         if ok(f.codes.get(2 * i)) && ok(f.codes.get(2 * i + 1)) {
-                            g.conns.map.insert(t, c);
+                            g.conns.insert(t, c);
                             Metrics::inc(&self.metrics.conns_learned);
                         }
                     }
@@ -402,7 +402,7 @@ impl Controller {
         let mut g = self.inner.lock().await;
         let mut ups = Vec::new();
         for t in tuples {
-            match g.conns.map.remove(t) {
+            match g.conns.remove(t) {
                 Some(c) => ups.extend(ConnTable::deletes(t, &c)),
                 None => ups.push(table_update(Type::Delete, p::conn_key(t))),
             }
@@ -489,22 +489,22 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
 }
 
 impl Controller {
-    /// Writes the learned connections to `conns.json` unless their fingerprint
-    /// is `last`; returns the fingerprint written (or found unchanged).
-    pub async fn persist_conns(&self, last: Option<(usize, u64)>) -> Result<(usize, u64)> {
-        let (fp, snap) = {
+    /// Writes the learned connections to `conns.json` unless the table is still
+    /// at version `last`; returns the version written (or found unchanged).
+    pub async fn persist_conns(&self, last: Option<u64>) -> Result<u64> {
+        let (version, snap) = {
             let g = self.inner.lock().await;
-            let fp = conn_store::fingerprint(&g.conns);
-            if Some(fp) == last {
-                return Ok(fp);
+            let v = g.conns.version();
+            if Some(v) == last {
+                return Ok(v);
             }
-            (fp, conn_store::snapshot(&g.conns))
+            (v, conn_store::snapshot(&g.conns))
         };
         let dir = self.cfg.state_dir.clone();
         tokio::task::spawn_blocking(move || conn_store::save(&dir, &snap))
             .await
             .map_err(|e| Error::Internal(format!("saving learned connections: {e}")))??;
-        Ok(fp)
+        Ok(version)
     }
 }
 
@@ -516,7 +516,7 @@ async fn persist_conns_loop(ctl: std::sync::Weak<Controller>, every: Duration) {
         tick.tick().await;
         let Some(ctl) = ctl.upgrade() else { return };
         match ctl.persist_conns(last).await {
-            Ok(fp) => last = Some(fp),
+            Ok(v) => last = Some(v),
             Err(e) => tracing::warn!(error = %e, "saving learned connections"),
         }
     }
