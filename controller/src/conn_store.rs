@@ -16,10 +16,8 @@
 //! Connections learned after the last snapshot before a crash are lost; nothing
 //! acknowledged to a caller depends on this file.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +26,7 @@ use crate::conn::{self, ConnRec, ConnTable, Learned};
 use crate::error::{Error, Result};
 use crate::pipeline::FiveTuple;
 use crate::state::State;
+use crate::store;
 
 pub const CONNS_FILE: &str = "conns.json";
 const VERSION: u32 = 1;
@@ -88,33 +87,19 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(CONNS_FILE)
 }
 
-/// Atomically replaces the file with `conns` (temporary file, fsync, rename,
-/// directory fsync).
+/// Atomically replaces the file with `conns` (see [`store::write_atomic`]).
 pub fn save(dir: &Path, conns: &[StoredConn]) -> Result<()> {
-    let path = path(dir);
-    let err = |e: std::io::Error| Error::store(path.display().to_string(), e);
     let data = serde_json::to_vec(&ConnsFile {
         version: VERSION,
         connections: conns.to_vec(),
     })
-    .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    let tmp = dir.join(format!(".{CONNS_FILE}.tmp"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(&data).map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    fs::rename(&tmp, &path).map_err(err)?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    .map_err(|e| {
+        Error::store(
+            path(dir).display().to_string(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
+    store::write_atomic(dir, CONNS_FILE, &data)
 }
 
 /// Loads the snapshot and resolves it against `state`. A missing file is an

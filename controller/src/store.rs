@@ -84,29 +84,32 @@ impl Store {
         })
     }
 
-    /// Atomically replaces the persisted state with `data` (from [`Store::encode`]):
-    /// temporary file, fsync, rename, fsync of the directory.
+    /// Atomically replaces the persisted state with `data` (from [`Store::encode`]).
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        let path = self.path();
-        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
-        let err = |e: std::io::Error| Error::store(path.display().to_string(), e);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(err)?;
-            f.write_all(data).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        fs::rename(&tmp, &path).map_err(err)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(())
+        write_atomic(&self.dir, STATE_FILE, data)
     }
+}
+
+/// Atomically replaces `dir/name` with `data`: temporary file (mode 0600), fsync,
+/// rename, fsync of the directory. A reader sees the old or the new content.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let err = |e: std::io::Error| Error::store(path.display().to_string(), e);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(data).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    fs::rename(&tmp, &path).map_err(err)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    Ok(())
 }
 
 #[cfg(test)]
