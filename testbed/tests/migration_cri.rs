@@ -13,7 +13,6 @@ use std::time::Duration;
 use migration_common::*;
 use p4lb_testbed::cri::{self, Cri};
 use p4lb_testbed::migration::judge;
-use p4lb_testbed::scenario::reports;
 use p4lb_testbed::{containerd, images};
 use serde_json::Value;
 
@@ -128,20 +127,9 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
         .0
     })
     .unwrap();
-    let client =
-        w.tb.spawn(&[
-            "/bin/sh",
-            "-c",
-            &format!(
-                "echo $$ > /tmp/client.pid; exec ip netns exec cli {} client --target {VIP}:{PORT} \
-                 --conns 50 --rate 10",
-                w.testapp
-            ),
-        ])
-        .unwrap();
+    let client = w.start_client(50, 10.0).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    w.sh("kill -USR1 $(cat /tmp/client.pid)");
-    std::thread::sleep(Duration::from_millis(300));
+    client.mark().unwrap();
     c.checkpoint_container(&ctr, "/tmp/cri-snap.tar", 60)
         .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
     let st = c.container_status(&ctr).unwrap();
@@ -157,11 +145,9 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     let ep = w.endpoint(&key);
     assert_eq!(ep["locked"], false, "{ep}");
     std::thread::sleep(Duration::from_secs(2));
-    w.sh("kill -TERM $(cat /tmp/client.pid)");
-    let out = client.wait_with_output().unwrap();
-    let reps = reports(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let before = reps.iter().find(|r| !r.r#final).expect("interim report");
-    let after = reps.iter().find(|r| r.r#final).expect("final report");
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let after = &out.last;
     let (survived, more) = judge(before, after).unwrap();
     println!(
         "CRI snapshot checkpoint: {survived}/50 connections kept, {} reset, {more} requests \
@@ -261,20 +247,9 @@ fn cri_migration(lock: bool) -> CriMigration {
     })
     .unwrap();
     let conns = 100;
-    let client =
-        w.tb.spawn(&[
-            "/bin/sh",
-            "-c",
-            &format!(
-                "echo $$ > /tmp/client.pid; exec ip netns exec cli {} client --target {VIP}:{PORT} \
-                 --conns {conns} --rate 5",
-                w.testapp
-            ),
-        ])
-        .unwrap();
+    let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    w.sh("kill -USR1 $(cat /tmp/client.pid)");
-    std::thread::sleep(Duration::from_millis(300));
+    client.mark().unwrap();
 
     c.checkpoint_container(&src_ctr, "/tmp/cri-mig.tar", 60)
         .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
@@ -297,11 +272,9 @@ fn cri_migration(lock: bool) -> CriMigration {
     c.stop_pod_sandbox(&src_sb).unwrap();
     c.remove_pod_sandbox(&src_sb).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    w.sh("kill -TERM $(cat /tmp/client.pid)");
-    let out = client.wait_with_output().unwrap();
-    let reps = reports(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let before = reps.iter().find(|r| !r.r#final).expect("interim report");
-    let after = reps.iter().find(|r| r.r#final).expect("final report");
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let after = &out.last;
     let (survived, more) = judge(before, after).unwrap();
     println!(
         "CRI migration, p4lb lock {}: {} -> {} ({old_ip} -> {new_ip}): {survived}/{conns} \
@@ -325,7 +298,7 @@ fn cri_migration(lock: bool) -> CriMigration {
         resets: after.totals.reset,
         failed: after.totals.failed,
         states,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr: out.stderr,
     }
 }
 
