@@ -74,7 +74,7 @@ test: prereqs
 ## Live migration: a container behind a VIP moves twice to a new pod with a
 ## new address while a client keeps its connections (p4lb-testbed demo).
 demo: prereqs static-testapp
-	$(CARGO) build -p p4lb-controller -p cni-p4lb -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed
+	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed
 	$(TARGET_DIR)/debug/p4lb-testbed demo
 
 ## The no-lock checkpoint/restore baseline (podman, same IP).
@@ -91,7 +91,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Compile p4/p4lb.p4 with p4c (P4LB_P4_PREFIX or p4c on PATH) and compare the
+## Compile crates/p4lb-p4/p4lb.p4 with p4c (P4LB_P4_PREFIX or p4c on PATH) and compare the
 ## checked-in P4Info with p4c's output; without p4c both say SKIPPED.
 p4 p4-check:
-	$(MAKE) -C p4 $@ BUILD_DIR=$(CURDIR)/build
+	$(MAKE) -C crates/p4lb-p4 $@ BUILD_DIR=$(CURDIR)/build

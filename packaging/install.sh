@@ -46,7 +46,7 @@ inst -d -m 0700 "$root/etc/p4lb" "$root/var/lib/p4lb"
 inst -m 0755 "$from/p4lb-controller" "$from/p4lbctl" "$root/usr/bin/"
 inst -m 0755 "$from/p4lb" "$root/opt/cni/bin/p4lb"
 inst -m 0755 "$from/p4lb-criu-action" "$from/p4lb-oci-hook" "$root/usr/libexec/p4lb/"
-inst -m 0644 "$repo/oci-hooks/hooks.d/p4lb.json" "$root/usr/share/containers/oci/hooks.d/p4lb.json"
+inst -m 0644 "$repo/crates/p4lb-oci-hook/hooks.d/p4lb.json" "$root/usr/share/containers/oci/hooks.d/p4lb.json"
 [ -e "$root/etc/p4lb/criu-action.toml" ] ||
     inst -m 0600 "$here/p4lb/criu-action.toml" "$root/etc/p4lb/criu-action.toml"
 inst -m 0644 "$here/README.md" "$here/cni/10-p4lb.conflist.example" "$root/usr/share/doc/p4lb/"

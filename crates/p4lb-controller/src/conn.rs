@@ -1,0 +1,279 @@
+//! Connection learning: conn_learn digests become a conn_table entry (client's
+//! 5-tuple → backend) and a conn_reverse entry (the backend's reply tuple → VIP),
+//! both written in one batch per digest list. Idle connections are removed on the
+//! switch's IdleTimeoutNotification or by the controller's sweep.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use p4lb_proto::p4runtime::update::Type;
+use p4lb_proto::p4runtime::{p4_data, P4Data, TableEntry, Update};
+
+use crate::pipeline::{self as p, FiveTuple};
+use crate::southbound::programmer::table_update;
+use crate::state::State;
+
+/// One conn_learn digest member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    pub tuple: FiveTuple,
+    pub service_id: u16,
+    pub backend_id: u16,
+}
+
+/// Decodes a conn_learn struct (src_addr, dst_addr, protocol, src_port, dst_port,
+/// service_id, backend_id).
+pub fn parse_learned(d: &P4Data) -> Option<Learned> {
+    let members = match d.data.as_ref()? {
+        p4_data::Data::Struct(s) | p4_data::Data::Tuple(s) => &s.members,
+        _ => return None,
+    };
+    let v: Vec<u64> = members
+        .iter()
+        .map(|m| match &m.data {
+            Some(p4_data::Data::Bitstring(b)) if b.len() <= 8 => Some(p::value_u64(b)),
+            _ => None,
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    if v.len() != 7 {
+        return None;
+    }
+    Some(Learned {
+        tuple: FiveTuple {
+            src: Ipv4Addr::from(v[0] as u32),
+            dst: Ipv4Addr::from(v[1] as u32),
+            protocol: v[2] as u8,
+            sport: v[3] as u16,
+            dport: v[4] as u16,
+        },
+        service_id: v[5] as u16,
+        backend_id: v[6] as u16,
+    })
+}
+
+/// A learned connection as installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRec {
+    pub backend_id: u16,
+    pub service_id: u16,
+    pub reverse: FiveTuple,
+    pub vip: Ipv4Addr,
+    pub vport: u16,
+}
+
+/// The reverse tuple and VIP of a connection, from the state (None when its
+/// service or backend is unknown).
+pub fn resolve(state: &State, l: &Learned) -> Option<ConnRec> {
+    let svc = state.service_by_id(l.service_id)?;
+    let be = state.endpoint_by_backend(l.backend_id)?;
+    Some(ConnRec {
+        backend_id: l.backend_id,
+        service_id: l.service_id,
+        reverse: FiveTuple {
+            src: be.backend_ip,
+            dst: l.tuple.src,
+            protocol: l.tuple.protocol,
+            sport: svc.effective_target_port(),
+            dport: l.tuple.sport,
+        },
+        vip: svc.vip,
+        vport: svc.port,
+    })
+}
+
+/// Learned connections the controller has installed.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    map: HashMap<FiveTuple, ConnRec>,
+    /// Counts changes, so that a snapshot is taken only when there are any.
+    version: u64,
+}
+
+impl ConnTable {
+    /// Adds or replaces a connection.
+    pub fn insert(&mut self, t: FiveTuple, c: ConnRec) -> Option<ConnRec> {
+        self.version += 1;
+        self.map.insert(t, c)
+    }
+
+    pub fn remove(&mut self, t: &FiveTuple) -> Option<ConnRec> {
+        let old = self.map.remove(t);
+        if old.is_some() {
+            self.version += 1;
+        }
+        old
+    }
+
+    /// Keeps the connections for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&FiveTuple, &mut ConnRec) -> bool) {
+        let before = self.map.len();
+        self.map.retain(keep);
+        if self.map.len() != before {
+            self.version += 1;
+        }
+    }
+
+    pub fn contains(&self, t: &FiveTuple) -> bool {
+        self.map.contains_key(t)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FiveTuple, &ConnRec)> {
+        self.map.iter()
+    }
+
+    /// Changes since the table was created (any insert or removal).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Connections pinned to `backend_id`.
+    pub fn count_backend(&self, backend_id: u16) -> usize {
+        self.map
+            .values()
+            .filter(|c| c.backend_id == backend_id)
+            .count()
+    }
+
+    /// Insert updates for a connection.
+    pub fn inserts(t: &FiveTuple, c: &ConnRec, idle_timeout_ns: i64) -> [Update; 2] {
+        [
+            table_update(Type::Insert, p::conn_pin(t, c.backend_id, idle_timeout_ns)),
+            table_update(
+                Type::Insert,
+                p::conn_reverse(&c.reverse, c.vip, c.vport, c.service_id),
+            ),
+        ]
+    }
+
+    /// Delete updates for a connection.
+    pub fn deletes(t: &FiveTuple, c: &ConnRec) -> [Update; 2] {
+        [
+            table_update(Type::Delete, p::conn_key(t)),
+            table_update(Type::Delete, p::conn_reverse_key(&c.reverse)),
+        ]
+    }
+
+    /// Removes and returns the connections matching `pred`.
+    pub fn drain_where(&mut self, pred: impl Fn(&ConnRec) -> bool) -> Vec<(FiveTuple, ConnRec)> {
+        let keys: Vec<FiveTuple> = self
+            .map
+            .iter()
+            .filter(|(_, c)| pred(c))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.remove(&k).map(|c| (k, c)))
+            .collect()
+    }
+}
+
+/// conn_table entries of a read-back, as learned connections (entries whose
+/// service/backend is unknown come back in the second list, to be deleted).
+pub fn adopt(state: &State, entries: &[TableEntry]) -> (Vec<(FiveTuple, ConnRec)>, Vec<FiveTuple>) {
+    let mut ok = Vec::new();
+    let mut stale = Vec::new();
+    for e in entries {
+        let Some(t) = FiveTuple::from_matches(&e.r#match) else {
+            continue;
+        };
+        let backend = match p::action_of(e) {
+            Some((a, params)) if a == p::action::CONN_PIN && params.len() == 1 => params[0] as u16,
+            _ => {
+                stale.push(t);
+                continue;
+            }
+        };
+        let svc = state
+            .services
+            .values()
+            .find(|s| s.vip == t.dst && s.protocol == t.protocol && s.port == t.dport);
+        match svc.and_then(|s| {
+            resolve(
+                state,
+                &Learned {
+                    tuple: t,
+                    service_id: s.service_id,
+                    backend_id: backend,
+                },
+            )
+        }) {
+            Some(c) => ok.push((t, c)),
+            None => stale.push(t),
+        }
+    }
+    (ok, stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p4lb_proto::p4runtime::P4StructLike;
+
+    fn bits(v: &[u8]) -> P4Data {
+        P4Data {
+            data: Some(p4_data::Data::Bitstring(v.to_vec())),
+        }
+    }
+
+    #[test]
+    fn every_change_counts_and_lookups_do_not() {
+        let t = FiveTuple {
+            src: Ipv4Addr::new(10, 66, 0, 2),
+            dst: Ipv4Addr::new(10, 99, 0, 1),
+            protocol: 6,
+            sport: 40000,
+            dport: 80,
+        };
+        let c = ConnRec {
+            backend_id: 2,
+            service_id: 1,
+            reverse: t,
+            vip: Ipv4Addr::new(10, 99, 0, 1),
+            vport: 80,
+        };
+        let mut tab = ConnTable::default();
+        assert_eq!(tab.version(), 0);
+        tab.insert(t, c);
+        assert_eq!(tab.version(), 1);
+        assert!(tab.contains(&t) && tab.iter().count() == 1);
+        assert_eq!(tab.version(), 1);
+        tab.retain(|_, _| true);
+        assert_eq!(tab.version(), 1, "retain that removes nothing is no change");
+        let other = FiveTuple { sport: 40001, ..t };
+        assert!(tab.remove(&other).is_none());
+        assert_eq!(tab.version(), 1);
+        assert_eq!(tab.drain_where(|x| x.backend_id == 2).len(), 1);
+        assert_eq!(tab.version(), 2);
+        assert!(tab.is_empty());
+    }
+
+    #[test]
+    fn parses_a_digest_member() {
+        let d = P4Data {
+            data: Some(p4_data::Data::Struct(P4StructLike {
+                members: vec![
+                    bits(&[10, 0, 0, 1]),
+                    bits(&[10, 96, 0, 1]),
+                    bits(&[6]),
+                    bits(&[0x9c, 0x40]),
+                    bits(&[80]),
+                    bits(&[1]),
+                    bits(&[0, 2]),
+                ],
+            })),
+        };
+        let l = parse_learned(&d).unwrap();
+        assert_eq!(l.tuple.src, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(l.tuple.sport, 40000);
+        assert_eq!(l.backend_id, 2);
+        assert!(parse_learned(&bits(&[1])).is_none());
+    }
+}

@@ -1,0 +1,42 @@
+//! The p4lb controller: owns endpoint, service and migration state, persists it
+//! atomically, and keeps a P4Runtime switch programmed to match it.
+//!
+//! Where to look:
+//! - [`endpoints`], [`services`], [`migration`]: what each API call does to the state
+//!   (restore and repointing of a migrated backend live in [`migration`]).
+//! - [`desired`]: the table entries a state implies (pure function).
+//! - [`maglev`]: the slot tables of services.
+//! - [`southbound`]: the controller's side of the switch: P4Runtime session ([`southbound::session::SwitchSession`]), table programming with diffs, port attachment
+//!   (software switch over gRPC, BMv2 over Thrift).
+//! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
+//!   their snapshot on disk, for a switch that restarts with the controller.
+//! - [`commit`]: how a change reaches the switch and the disk (group commit).
+//! - [`store`]: crash-safe persistence.
+//! - [`api`]: the gRPC API served on the Unix socket.
+
+pub mod addr;
+pub mod api;
+pub mod client;
+pub mod commit;
+pub mod config;
+pub mod conn;
+pub mod conn_store;
+pub mod controller;
+pub mod desired;
+pub mod embedded;
+pub mod endpoints;
+pub mod error;
+pub mod identity;
+pub mod maglev;
+pub mod metrics;
+pub mod migration;
+pub mod pipeline;
+pub mod server;
+pub mod services;
+pub mod southbound;
+pub mod state;
+pub mod store;
+
+pub use config::Config;
+pub use controller::Controller;
+pub use error::{Error, Result};

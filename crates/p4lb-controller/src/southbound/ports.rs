@@ -1,0 +1,127 @@
+//! Attaching endpoints' host-side interfaces to switch ports: the software switch's
+//! SwitchPorts gRPC service, or BMv2's Thrift runtime API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p4lb_proto::api::{
+    switch_ports_client::SwitchPortsClient, AddPortRequest, ListPortsRequest, RemovePortRequest,
+};
+
+use crate::error::{Error, Result};
+use crate::southbound::session::SwitchSession;
+use crate::southbound::thrift::Bmv2Thrift;
+
+/// How ports are managed on the configured switch.
+#[derive(Clone)]
+pub enum PortAttacher {
+    /// SwitchPorts served next to P4Runtime on the switch's gRPC address.
+    Software(Arc<SwitchSession>),
+    Bmv2(Bmv2Thrift),
+}
+
+impl PortAttacher {
+    pub fn bmv2(addr: &str) -> PortAttacher {
+        PortAttacher::Bmv2(Bmv2Thrift {
+            addr: addr.to_string(),
+            timeout: Duration::from_secs(2),
+        })
+    }
+
+    fn soft(link: &SwitchSession) -> Result<SwitchPortsClient<tonic::transport::Channel>> {
+        Ok(SwitchPortsClient::new(link.channel()?))
+    }
+
+    /// Attaches `iface` as data-plane port `port`.
+    pub async fn add(&self, port: u32, iface: &str) -> Result<()> {
+        match self {
+            PortAttacher::Software(link) => {
+                Self::soft(link)?
+                    .add_port(AddPortRequest {
+                        port,
+                        iface: iface.to_string(),
+                    })
+                    .await
+                    .map_err(|s| port_error("attach", port, iface, s))?;
+            }
+            PortAttacher::Bmv2(t) => t.add_port(iface, port).await.map_err(|e| {
+                Error::precondition(format!("attaching {iface} as BMv2 port {port}: {e}"))
+            })?,
+        }
+        Ok(())
+    }
+
+    /// Detaches port `port`.
+    pub async fn remove(&self, port: u32) -> Result<()> {
+        match self {
+            PortAttacher::Software(link) => {
+                Self::soft(link)?
+                    .remove_port(RemovePortRequest { port })
+                    .await
+                    .map_err(|s| port_error("detach", port, "", s))?;
+            }
+            PortAttacher::Bmv2(t) => t
+                .remove_port(port)
+                .await
+                .map_err(|e| Error::precondition(format!("detaching BMv2 port {port}: {e}")))?,
+        }
+        Ok(())
+    }
+
+    /// Ports the switch has: number → interface.
+    pub async fn list(&self) -> Result<BTreeMap<u32, String>> {
+        match self {
+            PortAttacher::Software(link) => {
+                let r = Self::soft(link)?
+                    .list_ports(ListPortsRequest {})
+                    .await
+                    .map_err(|s| Error::Unavailable(format!("listing switch ports: {s}")))?;
+                Ok(r.into_inner()
+                    .ports
+                    .into_iter()
+                    .map(|p| (p.port, p.iface))
+                    .collect())
+            }
+            PortAttacher::Bmv2(t) => Ok(t
+                .show_ports()
+                .await
+                .map_err(|e| Error::Unavailable(format!("listing BMv2 ports: {e}")))?
+                .into_iter()
+                .map(|p| (p.port as u32, p.iface))
+                .collect()),
+        }
+    }
+
+    /// Per-port counters where the target reports them (software switch).
+    pub async fn list_detailed(&self) -> Result<Vec<p4lb_proto::api::Port>> {
+        match self {
+            PortAttacher::Software(link) => Ok(Self::soft(link)?
+                .list_ports(ListPortsRequest {})
+                .await
+                .map_err(|s| Error::Unavailable(format!("listing switch ports: {s}")))?
+                .into_inner()
+                .ports),
+            PortAttacher::Bmv2(_) => Ok(self
+                .list()
+                .await?
+                .into_iter()
+                .map(|(port, iface)| p4lb_proto::api::Port {
+                    port,
+                    iface,
+                    ..Default::default()
+                })
+                .collect()),
+        }
+    }
+}
+
+fn port_error(what: &str, port: u32, iface: &str, s: tonic::Status) -> Error {
+    let msg = format!("{what} switch port {port} {iface}: {}", s.message());
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Unavailable(msg),
+        tonic::Code::InvalidArgument | tonic::Code::NotFound => Error::InvalidArgument(msg),
+        tonic::Code::AlreadyExists => Error::AlreadyExists(msg),
+        _ => Error::FailedPrecondition(msg),
+    }
+}

@@ -1,0 +1,136 @@
+//! Table programming by difference: the controller remembers what it believes the
+//! switch holds for the state-derived tables, and each change writes only the
+//! inserts, modifies and deletes that turn it into the desired set.
+
+use std::collections::{BTreeMap, HashMap};
+
+use p4lb_proto::p4runtime::{entity, update, Entity, TableEntry, Update};
+
+use crate::desired::{entry_key, same_action, EntryKey};
+use crate::error::{Error, Result};
+use crate::pipeline;
+use crate::southbound::session::SwitchSession;
+
+/// Builds an Update of a table entry.
+pub fn table_update(ty: update::Type, e: TableEntry) -> Update {
+    Update {
+        r#type: ty as i32,
+        entity: Some(Entity {
+            entity: Some(entity::Entity::TableEntry(e)),
+        }),
+    }
+}
+
+/// The controller's view of the switch's state-derived tables.
+#[derive(Debug, Default)]
+pub struct Programmer {
+    installed: HashMap<EntryKey, TableEntry>,
+    batch: usize,
+}
+
+impl Programmer {
+    pub fn new(batch: usize) -> Programmer {
+        Programmer {
+            installed: HashMap::new(),
+            batch: batch.max(1),
+        }
+    }
+
+    /// Number of entries believed installed.
+    pub fn len(&self) -> usize {
+        self.installed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.installed.is_empty()
+    }
+
+    /// Forgets everything (the switch was reset by a pipeline push).
+    pub fn clear(&mut self) {
+        self.installed.clear();
+    }
+
+    /// Entries believed installed (for DumpTables).
+    pub fn entries(&self) -> impl Iterator<Item = &TableEntry> {
+        self.installed.values()
+    }
+
+    /// The updates that turn the installed set into `desired`.
+    pub fn plan(&self, desired: &BTreeMap<EntryKey, TableEntry>) -> Vec<Update> {
+        let mut ups = Vec::new();
+        for (k, e) in &self.installed {
+            if !desired.contains_key(k) {
+                ups.push(table_update(update::Type::Delete, key_only(e)));
+            }
+        }
+        for (k, e) in desired {
+            match self.installed.get(k) {
+                None => ups.push(table_update(update::Type::Insert, e.clone())),
+                Some(cur) if !same_action(cur, e) => {
+                    ups.push(table_update(update::Type::Modify, e.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        ups
+    }
+
+    /// Writes the difference to `desired`. On success the installed view is
+    /// `desired`; on failure it is re-read from the switch (when reachable).
+    pub async fn apply(
+        &mut self,
+        link: &SwitchSession,
+        desired: &BTreeMap<EntryKey, TableEntry>,
+    ) -> Result<usize> {
+        let ups = self.plan(desired);
+        let n = ups.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut ups = ups;
+        while !ups.is_empty() {
+            let rest = if ups.len() > self.batch {
+                ups.split_off(self.batch)
+            } else {
+                Vec::new()
+            };
+            if let Err(f) = link.write(ups).await {
+                let err: Error = f.into();
+                if link.is_connected() {
+                    if let Err(e) = self.resync(link).await {
+                        tracing::warn!(error = %e, "re-reading switch tables after a failed write");
+                    }
+                }
+                return Err(err);
+            }
+            ups = rest;
+        }
+        self.installed = desired.clone().into_iter().collect();
+        Ok(n)
+    }
+
+    /// Replaces the installed view with what the switch reports.
+    pub async fn resync(&mut self, link: &SwitchSession) -> Result<()> {
+        let mut fresh = HashMap::new();
+        for t in pipeline::table::STATIC {
+            for mut e in link.read_table(*t, false).await? {
+                pipeline::canonicalize(&mut e);
+                e.counter_data = None;
+                e.time_since_last_hit = None;
+                fresh.insert(entry_key(&e), e);
+            }
+        }
+        self.installed = fresh;
+        Ok(())
+    }
+}
+
+/// An entry reduced to its key (for deletes).
+pub fn key_only(e: &TableEntry) -> TableEntry {
+    TableEntry {
+        table_id: e.table_id,
+        r#match: e.r#match.clone(),
+        priority: e.priority,
+        ..Default::default()
+    }
+}

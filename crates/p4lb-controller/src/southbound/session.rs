@@ -1,0 +1,514 @@
+//! The P4Runtime session: connect (with exponential backoff), become primary on the
+//! StreamChannel, make sure the pipeline is installed, then relay digests and idle
+//! timeout notifications until the stream breaks, and start over.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use p4lb_proto::google::rpc;
+use p4lb_proto::p4runtime::{
+    self as p4rt, entity, get_forwarding_pipeline_config_request::ResponseType,
+    p4_runtime_client::P4RuntimeClient,
+    set_forwarding_pipeline_config_request::Action as SetAction, stream_message_request,
+    stream_message_response, update, DigestEntry, DigestList, DigestListAck, Entity,
+    ForwardingPipelineConfig, IdleTimeoutNotification, MasterArbitrationUpdate, ReadRequest,
+    StreamMessageRequest, TableEntry, Uint128, Update, WriteRequest,
+};
+
+use crate::error::Error;
+
+/// Static parameters of the switch connection.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// "host:port", "http://host:port" or "unix:/path".
+    pub address: String,
+    pub device_id: u64,
+    pub election_id: u64,
+    pub pipeline: ForwardingPipelineConfig,
+    pub digest_id: u32,
+    pub digest_config: p4rt::digest_entry::Config,
+    pub reconnect_max: Duration,
+}
+
+/// What the session reports to the controller.
+#[derive(Debug)]
+pub enum SwitchEvent {
+    /// Primary on a switch with our pipeline. `fresh`: the pipeline was just pushed,
+    /// so the switch holds no entries.
+    Up {
+        generation: u64,
+        fresh: bool,
+    },
+    Down {
+        generation: u64,
+        reason: String,
+    },
+    Digest(DigestList),
+    Idle(IdleTimeoutNotification),
+}
+
+#[derive(Clone)]
+struct Live {
+    client: P4RuntimeClient<Channel>,
+    channel: Channel,
+    stream: mpsc::Sender<StreamMessageRequest>,
+}
+
+/// Outcome of a failed Write: the gRPC status plus per-update canonical codes
+/// (empty when the switch gave none).
+#[derive(Debug, Clone)]
+pub struct WriteFailure {
+    pub status: tonic::Status,
+    pub codes: Vec<i32>,
+    pub messages: Vec<String>,
+}
+
+impl WriteFailure {
+    /// True when every failed update failed only because of `code` (e.g. 6 =
+    /// ALREADY_EXISTS on a dedup insert, 5 = NOT_FOUND on a delete).
+    pub fn only(&self, code: i32) -> bool {
+        !self.codes.is_empty() && self.codes.iter().all(|c| *c == 0 || *c == code)
+    }
+
+    pub fn summary(&self) -> String {
+        let first = self
+            .messages
+            .iter()
+            .zip(&self.codes)
+            .find(|(_, c)| **c != 0)
+            .map(|(m, c)| format!("; first failed update: code {c}: {m}"))
+            .unwrap_or_default();
+        format!("{}: {}{}", self.status.code(), self.status.message(), first)
+    }
+
+    fn transport(&self) -> bool {
+        matches!(
+            self.status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        ) && self.codes.is_empty()
+    }
+}
+
+impl From<WriteFailure> for Error {
+    fn from(w: WriteFailure) -> Self {
+        if w.transport() {
+            Error::Unavailable(w.summary())
+        } else {
+            Error::SwitchWrite(w.summary())
+        }
+    }
+}
+
+/// A handle on the switch: usable from any task; writes fail with UNAVAILABLE
+/// while no session is up.
+pub struct SwitchSession {
+    target: Target,
+    live: Mutex<Option<Live>>,
+    connected: AtomicBool,
+    generation: AtomicU64,
+    pub writes: AtomicU64,
+    pub updates: AtomicU64,
+    pub reconnects: AtomicU64,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SwitchSession {
+    /// Starts the session task; events arrive on the returned receiver.
+    pub fn spawn(target: Target) -> (Arc<SwitchSession>, mpsc::Receiver<SwitchEvent>) {
+        let link = Arc::new(SwitchSession {
+            target,
+            live: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            task: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel(4096);
+        let t = tokio::spawn(run(link.clone(), tx));
+        if let Ok(mut g) = link.task.lock() {
+            *g = Some(t);
+        }
+        (link, rx)
+    }
+
+    /// Ends the session (closes the stream, stops reconnecting).
+    pub fn close(&self) {
+        if let Ok(mut g) = self.task.lock() {
+            if let Some(t) = g.take() {
+                t.abort();
+            }
+        }
+        if let Ok(mut g) = self.live.lock() {
+            *g = None;
+        }
+        self.connected.store(false, Ordering::SeqCst);
+    }
+
+    pub fn address(&self) -> &str {
+        &self.target.address
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn device_id(&self) -> u64 {
+        self.target.device_id
+    }
+
+    fn live(&self) -> Result<Live, Error> {
+        self.live
+            .lock()
+            .map_err(|_| Error::Internal(String::from("switch link lock poisoned")))?
+            .clone()
+            .ok_or_else(|| Error::Unavailable(format!("not connected to {}", self.target.address)))
+    }
+
+    /// The gRPC channel of the current session (for the PortAttacher service).
+    pub fn channel(&self) -> Result<Channel, Error> {
+        self.live().map(|l| l.channel)
+    }
+
+    fn election(&self) -> Option<Uint128> {
+        Some(Uint128 {
+            high: 0,
+            low: self.target.election_id,
+        })
+    }
+
+    /// Writes `updates` in one request (CONTINUE_ON_ERROR).
+    pub async fn write(&self, updates: Vec<Update>) -> Result<(), WriteFailure> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let live = self.live().map_err(|e| WriteFailure {
+            status: tonic::Status::unavailable(e.to_string()),
+            codes: Vec::new(),
+            messages: Vec::new(),
+        })?;
+        let n = updates.len() as u64;
+        let req = WriteRequest {
+            device_id: self.target.device_id,
+            election_id: self.election(),
+            updates,
+            atomicity: p4rt::write_request::Atomicity::ContinueOnError as i32,
+            role: String::new(),
+        };
+        let mut client = live.client;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        match client.write(req).await {
+            Ok(_) => {
+                self.updates.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(status) => {
+                let (codes, messages) = per_update_errors(&status);
+                Err(WriteFailure {
+                    status,
+                    codes,
+                    messages,
+                })
+            }
+        }
+    }
+
+    /// Reads every entry of a table (optionally asking for idle times).
+    pub async fn read_table(
+        &self,
+        table_id: u32,
+        with_idle: bool,
+    ) -> Result<Vec<TableEntry>, Error> {
+        let live = self.live()?;
+        let mut client = live.client;
+        let req = ReadRequest {
+            device_id: self.target.device_id,
+            entities: vec![Entity {
+                entity: Some(entity::Entity::TableEntry(TableEntry {
+                    table_id,
+                    time_since_last_hit: with_idle
+                        .then_some(p4rt::table_entry::IdleTimeout { elapsed_ns: 0 }),
+                    ..Default::default()
+                })),
+            }],
+            role: String::new(),
+        };
+        let mut stream = client
+            .read(req)
+            .await
+            .map_err(|s| Error::Unavailable(format!("read table {table_id:#x}: {s}")))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(resp) = stream
+            .message()
+            .await
+            .map_err(|s| Error::Unavailable(format!("read table {table_id:#x}: {s}")))?
+        {
+            for e in resp.entities {
+                if let Some(entity::Entity::TableEntry(t)) = e.entity {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges a digest list on the stream.
+    pub async fn ack_digest(&self, digest_id: u32, list_id: u64) {
+        if let Ok(live) = self.live() {
+            let msg = StreamMessageRequest {
+                update: Some(stream_message_request::Update::DigestAck(DigestListAck {
+                    digest_id,
+                    list_id,
+                })),
+            };
+            if live.stream.send(msg).await.is_err() {
+                tracing::debug!("digest ack dropped: stream closed");
+            }
+        }
+    }
+}
+
+/// Per-update canonical codes from a failed Write's status details.
+fn per_update_errors(status: &tonic::Status) -> (Vec<i32>, Vec<String>) {
+    let Ok(st) = rpc::Status::decode(status.details()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut codes = Vec::new();
+    let mut msgs = Vec::new();
+    for any in st.details {
+        if let Ok(e) = p4rt::Error::decode(any.value.as_slice()) {
+            codes.push(e.canonical_code);
+            msgs.push(e.message);
+        }
+    }
+    (codes, msgs)
+}
+
+/// Opens a gRPC channel to `address` (TCP or "unix:/path").
+pub async fn connect_channel(address: &str, timeout: Duration) -> Result<Channel, String> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        let path = path.to_string();
+        let ep = Endpoint::from_static("http://[::]:50051").connect_timeout(timeout);
+        return ep
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let p = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(p).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(s))
+                }
+            }))
+            .await
+            .map_err(|e| format!("connect {address}: {e}"));
+    }
+    let uri = if address.starts_with("http://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    Endpoint::from_shared(uri)
+        .map_err(|e| format!("bad switch address {address:?}: {e}"))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connect {address}: {e}"))
+}
+
+async fn run(link: Arc<SwitchSession>, events: mpsc::Sender<SwitchEvent>) {
+    let min = Duration::from_millis(10);
+    let mut backoff = min;
+    let mut last_err = String::new();
+    loop {
+        match establish(&link).await {
+            Ok((live, mut inbound, fresh)) => {
+                backoff = min;
+                last_err.clear();
+                let generation = link.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                if let Ok(mut g) = link.live.lock() {
+                    *g = Some(live);
+                }
+                link.connected.store(true, Ordering::SeqCst);
+                link.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(address = %link.target.address, generation, fresh, "switch session up (primary)");
+                if events
+                    .send(SwitchEvent::Up { generation, fresh })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let reason = loop {
+                    match inbound.message().await {
+                        Ok(Some(msg)) => {
+                            let ev = match msg.update {
+                                Some(stream_message_response::Update::Digest(d)) => {
+                                    Some(SwitchEvent::Digest(d))
+                                }
+                                Some(stream_message_response::Update::IdleTimeoutNotification(
+                                    n,
+                                )) => Some(SwitchEvent::Idle(n)),
+                                Some(stream_message_response::Update::Arbitration(a)) => {
+                                    let code = a.status.as_ref().map(|s| s.code).unwrap_or(0);
+                                    if code != 0 {
+                                        break format!("lost primary role (status {code})");
+                                    }
+                                    None
+                                }
+                                Some(stream_message_response::Update::Error(e)) => {
+                                    tracing::warn!(code = e.canonical_code, message = %e.message, "stream error from switch");
+                                    None
+                                }
+                                _ => None,
+                            };
+                            if let Some(ev) = ev {
+                                if events.send(ev).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => break String::from("stream closed by the switch"),
+                        Err(s) => break format!("stream error: {s}"),
+                    }
+                };
+                link.connected.store(false, Ordering::SeqCst);
+                if let Ok(mut g) = link.live.lock() {
+                    *g = None;
+                }
+                tracing::warn!(address = %link.target.address, %reason, "switch session down");
+                if events
+                    .send(SwitchEvent::Down { generation, reason })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                if e != last_err {
+                    tracing::warn!(address = %link.target.address, error = %e, "switch not reachable; retrying with backoff");
+                    last_err = e;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(link.target.reconnect_max.max(min));
+            }
+        }
+    }
+}
+
+type Inbound = tonic::Streaming<p4rt::StreamMessageResponse>;
+
+async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String> {
+    let t = &link.target;
+    let channel = connect_channel(&t.address, Duration::from_secs(1)).await?;
+    let mut client = P4RuntimeClient::new(channel.clone())
+        .max_decoding_message_size(512 * 1024 * 1024)
+        .max_encoding_message_size(512 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(1024);
+    let arbitration = StreamMessageRequest {
+        update: Some(stream_message_request::Update::Arbitration(
+            MasterArbitrationUpdate {
+                device_id: t.device_id,
+                role: None,
+                election_id: link.election(),
+                status: None,
+            },
+        )),
+    };
+    tx.send(arbitration)
+        .await
+        .map_err(|_| String::from("stream request channel closed"))?;
+    let mut inbound = client
+        .stream_channel(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("StreamChannel: {s}"))?
+        .into_inner();
+    // Wait for our arbitration answer.
+    let answer = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(m)) => {
+                    if let Some(stream_message_response::Update::Arbitration(a)) = m.update {
+                        return Ok(a);
+                    }
+                }
+                Ok(None) => return Err(String::from("stream closed during arbitration")),
+                Err(s) => return Err(format!("arbitration: {s}")),
+            }
+        }
+    })
+    .await
+    .map_err(|_| String::from("no arbitration answer within 2 s"))??;
+    let code = answer.status.as_ref().map(|s| s.code).unwrap_or(0);
+    if code != 0 {
+        return Err(format!(
+            "not primary (status {code}: {})",
+            answer.status.map(|s| s.message).unwrap_or_default()
+        ));
+    }
+    // Is our pipeline already there (controller restart) or must it be pushed?
+    let want = t.pipeline.cookie.as_ref().map(|c| c.cookie).unwrap_or(0);
+    let have = client
+        .get_forwarding_pipeline_config(p4rt::GetForwardingPipelineConfigRequest {
+            device_id: t.device_id,
+            response_type: ResponseType::CookieOnly as i32,
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().config)
+        .and_then(|c| c.cookie)
+        .map(|c| c.cookie);
+    let fresh = have != Some(want);
+    if fresh {
+        client
+            .set_forwarding_pipeline_config(p4rt::SetForwardingPipelineConfigRequest {
+                device_id: t.device_id,
+                election_id: link.election(),
+                action: SetAction::VerifyAndCommit as i32,
+                config: Some(t.pipeline.clone()),
+                role: String::new(),
+            })
+            .await
+            .map_err(|s| format!("SetForwardingPipelineConfig: {s}"))?;
+    }
+    // Digest delivery for conn_learn: insert, or modify when it survived.
+    let digest = |ty: update::Type| Update {
+        r#type: ty as i32,
+        entity: Some(Entity {
+            entity: Some(entity::Entity::DigestEntry(DigestEntry {
+                digest_id: t.digest_id,
+                config: Some(t.digest_config),
+            })),
+        }),
+    };
+    let write = |u: Update| WriteRequest {
+        device_id: t.device_id,
+        election_id: link.election(),
+        updates: vec![u],
+        atomicity: 0,
+        role: String::new(),
+    };
+    if let Err(first) = client.write(write(digest(update::Type::Insert))).await {
+        client
+            .write(write(digest(update::Type::Modify)))
+            .await
+            .map_err(|s| format!("configuring digest: insert: {first}; modify: {s}"))?;
+    }
+    Ok((
+        Live {
+            client,
+            channel,
+            stream: tx,
+        },
+        inbound,
+        fresh,
+    ))
+}

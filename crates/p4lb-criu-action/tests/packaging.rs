@@ -1,0 +1,140 @@
+//! packaging/install.sh and uninstall.sh into a scratch root: files, modes,
+//! owners, the CRIU configuration block (idempotent, other lines kept).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn install_then_uninstall_into_a_scratch_root() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: install.sh must run as root (chown root:root)");
+        return;
+    }
+    let from = tempfile::tempdir().unwrap();
+    for b in [
+        "p4lb-controller",
+        "p4lbctl",
+        "p4lb",
+        "p4lb-criu-action",
+        "p4lb-oci-hook",
+    ] {
+        std::fs::write(from.path().join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc/criu")).unwrap();
+    std::fs::write(r.join("etc/criu/runc.conf"), "log-file /var/log/criu.log\n").unwrap();
+
+    let install = |extra: &[&str]| {
+        let out = Command::new("sh")
+            .arg(repo().join("packaging/install.sh"))
+            .args(["--from", from.path().to_str().unwrap()])
+            .args(["--prefix", r.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    install(&[]);
+    install(&[]); // twice: still one p4lb block
+
+    for (p, m) in [
+        ("usr/bin/p4lb-controller", 0o755),
+        ("usr/bin/p4lbctl", 0o755),
+        ("opt/cni/bin/p4lb", 0o755),
+        ("usr/libexec/p4lb/p4lb-criu-action", 0o755),
+        ("usr/libexec/p4lb/p4lb-oci-hook", 0o755),
+        ("usr/share/containers/oci/hooks.d/p4lb.json", 0o644),
+        ("etc/p4lb/criu-action.toml", 0o600),
+        ("etc/p4lb", 0o700),
+        ("var/lib/p4lb", 0o700),
+        ("etc/systemd/system/p4lb-controller.service", 0o644),
+        ("etc/criu/runc.conf", 0o644),
+        ("etc/criu/crun.conf", 0o644),
+        ("etc/criu/default.conf", 0o644),
+    ] {
+        let path = r.join(p);
+        assert_eq!(mode(&path), m, "{p}");
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0, "{p} owner");
+    }
+    let runc = std::fs::read_to_string(r.join("etc/criu/runc.conf")).unwrap();
+    assert!(runc.starts_with("log-file /var/log/criu.log\n"), "{runc}");
+    assert_eq!(runc.matches("# BEGIN p4lb").count(), 1, "{runc}");
+    assert!(runc.contains("\ntcp-established\n"));
+    // CRIU adds up the action scripts of default.conf and the runtime's file:
+    // the script is named once, in default.conf.
+    let mut named = 0;
+    for f in ["runc.conf", "crun.conf", "default.conf"] {
+        let c = std::fs::read_to_string(r.join("etc/criu").join(f)).unwrap();
+        assert!(c.contains("\ntcp-established\n"), "{f}: {c}");
+        named += c
+            .matches("action-script /usr/libexec/p4lb/p4lb-criu-action")
+            .count();
+        if f == "default.conf" {
+            assert!(c.contains("action-script /usr/libexec/p4lb/p4lb-criu-action"));
+        }
+    }
+    assert_eq!(named, 1, "the action script is named {named} times");
+    // The shipped action config parses with the action script's own loader.
+    let cfg = p4lb_criu_action::config::Config::from_toml(
+        &r.join("etc/p4lb/criu-action.toml"),
+        &std::fs::read_to_string(r.join("etc/p4lb/criu-action.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg, p4lb_criu_action::config::Config::default());
+
+    let out = Command::new("sh")
+        .arg(repo().join("packaging/uninstall.sh"))
+        .args(["--prefix", r.to_str().unwrap(), "--purge"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/criu/runc.conf")).unwrap(),
+        "log-file /var/log/criu.log\n"
+    );
+    assert!(!r.join("etc/criu/crun.conf").exists());
+    assert!(!r.join("usr/libexec/p4lb").exists());
+    assert!(!r.join("opt/cni/bin/p4lb").exists());
+    assert!(!r.join("etc/p4lb").exists());
+}
+
+#[test]
+fn install_refuses_missing_binaries() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: install.sh must run as root");
+        return;
+    }
+    let from = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .arg(repo().join("packaging/install.sh"))
+        .args(["--from", from.path().to_str().unwrap()])
+        .args(["--prefix", root.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is missing"));
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}

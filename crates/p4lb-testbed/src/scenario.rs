@@ -1,0 +1,500 @@
+//! The live migration scenario: a testbed with p4lb installed the way
+//! packaging/install.sh does (CRIU action script in /etc/criu/*.conf, the OCI
+//! hook in hooks.d), the controller with its embedded software switch, the CNI
+//! plugin wiring network namespaces that containers join (`--network ns:PATH`),
+//! a VIP service, a `p4lb-testapp` server container behind it and a client
+//! holding connections to the VIP while the container migrates.
+//!
+//! The p4lb binaries are used from `target/debug` (mounted read-only inside the
+//! testbed); build them first:
+//! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook`.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Instant;
+
+use p4lb_testapp::report::Report;
+use serde_json::Value;
+
+use crate::error::{Context, Error, Result};
+use crate::session::{Testbed, TestbedOptions};
+use crate::{images, paths, testapp};
+
+/// The service's virtual address and port.
+pub const VIP: &str = "10.99.0.1";
+pub const PORT: u16 = 7000;
+/// The controller's API socket inside the testbed.
+pub const SOCKET: &str = "/run/p4lb/controller.sock";
+/// The network namespace the server container joins (recreated per migration).
+pub const POD_NETNS: &str = "/run/netns/srv";
+/// The network namespace of the client.
+pub const CLIENT_NETNS: &str = "/run/netns/cli";
+
+/// Host path of a p4lb binary in target/debug; an error says how to build it.
+fn bin(name: &str) -> Result<PathBuf> {
+    let p = paths::target_dir().join("debug").join(name);
+    if !p.is_file() {
+        return Err(Error::Missing(format!(
+            "{} is missing; build it first: cargo build -p p4lb-controller -p p4lb-cni \
+             -p p4lb-criu-action -p p4lb-oci-hook",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+/// Where a host path under the target directory appears inside the testbed.
+fn inside(host: &Path) -> Result<String> {
+    paths::inside_target(host)
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| {
+            Error::Testbed(format!(
+                "{} is outside the target dir {}",
+                host.display(),
+                paths::target_dir().display()
+            ))
+        })
+}
+
+fn parse_json(what: &str, out: &str) -> Result<Value> {
+    serde_json::from_str(out).map_err(|e| Error::Testbed(format!("{what}: {out:?}: {e}")))
+}
+
+/// The testbed with p4lb installed and the controller running.
+pub struct World {
+    pub tb: Testbed,
+    /// Paths inside the testbed of the p4lb binaries.
+    pub controller: String,
+    pub ctl: String,
+    pub cni: String,
+    pub action: String,
+    pub hook: String,
+    pub testapp: String,
+}
+
+impl World {
+    /// Starts a testbed (`helper` is the `p4lb-testbed` binary that holds its
+    /// namespaces), builds the images, installs p4lb and starts the controller.
+    pub fn start(helper: PathBuf) -> Result<World> {
+        let testapp = testapp::ensure_static()?;
+        let controller = inside(&bin("p4lb-controller")?)?;
+        let ctl = inside(&bin("p4lbctl")?)?;
+        let cni = inside(&bin("p4lb")?)?;
+        let action = inside(&bin("p4lb-criu-action")?)?;
+        let hook = inside(&bin("p4lb-oci-hook")?)?;
+        let testapp = inside(&testapp)?;
+        let tb = Testbed::start(TestbedOptions {
+            helper: Some(helper),
+            ..Default::default()
+        })?;
+        let w = World {
+            tb,
+            controller,
+            ctl,
+            cni,
+            action,
+            hook,
+            testapp,
+        };
+        images::build_podman_images(&w.tb)?;
+        w.install()?;
+        w.start_controller()?;
+        Ok(w)
+    }
+
+    /// What packaging/install.sh puts in /etc/criu and hooks.d, pointing at the
+    /// binaries in the mounted target dir; and the CNI configurations.
+    fn install(&self) -> Result<()> {
+        let root = paths::repo_root();
+        let hooks_file = root.join("crates/p4lb-oci-hook/hooks.d/p4lb.json");
+        let hooks = std::fs::read_to_string(&hooks_file)
+            .ctx(|| format!("reading {}", hooks_file.display()))?
+            .replace("/usr/libexec/p4lb/p4lb-oci-hook", &self.hook);
+        let criu_file = root.join("packaging/criu/p4lb.conf");
+        let criu = std::fs::read_to_string(&criu_file)
+            .ctx(|| format!("reading {}", criu_file.display()))?
+            .replace("/usr/libexec/p4lb/p4lb-criu-action", &self.action);
+        self.sh(&format!(
+            "set -e; mkdir -p /run/p4lb /var/lib/p4lb /etc/p4lb /usr/share/containers/oci/hooks.d && \
+             chmod 0700 /run/p4lb /var/lib/p4lb /etc/p4lb && \
+             for f in runc.conf crun.conf; do grep -v '^action-script ' > /etc/criu/$f <<'EOF'\n{criu}EOF\n\
+             done && cat > /etc/criu/default.conf <<'EOF'\n{criu}EOF\n\
+             cat > /usr/share/containers/oci/hooks.d/p4lb.json <<'EOF'\n{hooks}\nEOF\n"
+        ))?;
+        for (name, labels, subnet) in [
+            ("pods", r#"{"app":"web"}"#, "10.88.0.0/24"),
+            ("clients", "{}", "10.66.0.0/24"),
+        ] {
+            // addRestoredIp=false: the CRIU action script moves every address the
+            // container had (also those of earlier migrations).
+            let conf = format!(
+                r#"{{"cniVersion":"1.0.0","name":"{name}","type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"labels":{labels},"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/{name}"}}}}"#
+            );
+            self.sh(&format!("cat > /tmp/{name}.json <<'EOF'\n{conf}\nEOF\n"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the controller (embedded software switch); its socket must be 0600.
+    pub fn start_controller(&self) -> Result<()> {
+        self.sh(&format!(
+            "rm -f {SOCKET}; setsid {} --state-dir /var/lib/p4lb --socket {SOCKET} \
+             </dev/null >>/tmp/controller.log 2>&1 & echo $! > /tmp/controller.pid; \
+             for i in $(seq 100); do [ -S {SOCKET} ] && exit 0; sleep 0.1; done; \
+             echo controller did not start; cat /tmp/controller.log; exit 1",
+            self.controller
+        ))?;
+        let mode = self.sh(&format!("stat -c %a {SOCKET}"))?;
+        if mode.trim() != "600" {
+            return Err(Error::Testbed(format!(
+                "controller socket mode is {}, not 600",
+                mode.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn stop_controller(&self) -> Result<()> {
+        self.sh("kill -TERM $(cat /tmp/controller.pid); \
+             for i in $(seq 50); do kill -0 $(cat /tmp/controller.pid) 2>/dev/null || exit 0; \
+             sleep 0.1; done; kill -KILL $(cat /tmp/controller.pid)")
+            .map(|_| ())
+    }
+
+    /// Runs a shell script inside; an error carries its output when it fails.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        self.tb.sh(script)
+    }
+
+    /// Runs a shell script inside; returns (success, stdout, stderr).
+    pub fn try_sh(&self, script: &str) -> Result<(bool, String, String)> {
+        let out = self.tb.output(&["/bin/sh", "-c", script])?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Runs the CNI plugin like a runtime does; returns its JSON result.
+    pub fn cni(&self, cmd: &str, id: &str, netns: &str, conf: &str, args: &str) -> Result<Value> {
+        let out = self.sh(&format!(
+            "CNI_COMMAND={cmd} CNI_CONTAINERID={id} CNI_NETNS={netns} CNI_IFNAME=eth0 \
+             CNI_PATH=/opt/cni/bin:/usr/lib/cni CNI_ARGS='{args}' {} < /tmp/{conf}.json",
+            self.cni
+        ))?;
+        if out.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        parse_json(&format!("CNI {cmd} output"), &out)
+    }
+
+    /// Creates a network namespace at /run/netns/<name> wired by the CNI
+    /// plugin; returns its address.
+    pub fn pod_netns(&self, name: &str, id: &str, conf: &str, args: &str) -> Result<String> {
+        self.sh(&format!("ip netns add {name}"))?;
+        let r = self.cni("ADD", id, &format!("/run/netns/{name}"), conf, args)?;
+        r["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Testbed(format!("CNI ADD gave no address: {r}")))
+    }
+
+    /// `p4lbctl --json ARGS`.
+    pub fn ctl_json(&self, args: &str) -> Result<Value> {
+        let out = self.sh(&format!("{} --socket {SOCKET} --json {args}", self.ctl))?;
+        parse_json(&format!("p4lbctl {args}"), &out)
+    }
+
+    pub fn endpoint(&self, key: &str) -> Result<Value> {
+        self.ctl_json(&format!("endpoints show {key}"))
+    }
+
+    /// The controller's migration records, oldest first.
+    pub fn migrations(&self) -> Result<Vec<Value>> {
+        match self.ctl_json("migrations ls")? {
+            Value::Array(a) => Ok(a),
+            Value::Object(ref o) if o.contains_key("migrations") => {
+                Ok(o["migrations"].as_array().cloned().unwrap_or_default())
+            }
+            other => Err(Error::Testbed(format!(
+                "unexpected migrations listing {other}"
+            ))),
+        }
+    }
+
+    /// The service `web` at VIP:PORT selecting `app=web`.
+    pub fn add_service(&self) -> Result<()> {
+        self.sh(&format!(
+            "{} --socket {SOCKET} services add --vip {VIP} --port {PORT} --selector app=web web",
+            self.ctl
+        ))
+        .map(|_| ())
+    }
+
+    /// IPv4 addresses configured in a namespace (`ip -j addr`).
+    pub fn addrs_in(&self, netns_name: &str) -> Result<Vec<String>> {
+        let out = self.sh(&format!("ip -n {netns_name} -4 -j addr show dev eth0"))?;
+        let v = parse_json("ip -j addr", &out)?;
+        let mut a = Vec::new();
+        for l in v.as_array().cloned().unwrap_or_default() {
+            for i in l["addr_info"].as_array().cloned().unwrap_or_default() {
+                if let Some(s) = i["local"].as_str() {
+                    a.push(s.to_string());
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// Starts the server container in the network namespace at POD_NETNS.
+    pub fn run_server(&self, name: &str, annotations: &[&str]) -> Result<()> {
+        let ann: String = annotations
+            .iter()
+            .map(|a| format!(" --annotation {a}"))
+            .collect();
+        self.sh(&format!(
+            "podman run -d --name {name}{ann} --network ns:{POD_NETNS} {} {} server --listen \
+             0.0.0.0:{PORT} --stateful",
+            images::TEST_IMAGE,
+            images::TESTAPP_IN_IMAGE
+        ))?;
+        crate::wait::until(20, "the server container to listen", || {
+            self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
+                .map(|(ok, _, _)| ok)
+                .unwrap_or(false)
+        })
+    }
+
+    /// Controller log tail and state, for errors.
+    pub fn diag(&self) -> String {
+        self.try_sh(&format!(
+            "tail -n 40 /tmp/controller.log; {c} --socket {SOCKET} endpoints ls; \
+             {c} --socket {SOCKET} migrations ls",
+            c = self.ctl
+        ))
+        .map(|(_, o, _)| o)
+        .unwrap_or_else(|e| format!("(no diagnostics: {e})"))
+    }
+
+    /// Checkpoints `name` to an uncompressed archive; returns (ok, stdout+stderr).
+    pub fn checkpoint(&self, name: &str, archive: &str) -> Result<(bool, String)> {
+        let (ok, o, e) = self.try_sh(&format!(
+            "podman container checkpoint --tcp-established --compress none --export {archive} \
+             {name}"
+        ))?;
+        Ok((ok, format!("{o}{e}")))
+    }
+
+    /// The record the CRIU action script wrote into the images, read back
+    /// from the archive.
+    pub fn record_in(&self, archive: &str) -> Result<Value> {
+        let j = self.sh(&format!(
+            "tar -xOf {archive} checkpoint/p4lb-migration.json"
+        ))?;
+        parse_json("migration record", &j)
+    }
+
+    /// One migration of container `name`: checkpoint, remove, a new network
+    /// namespace at the same path with a new address (registered locked, as a
+    /// restore of the old one), restore. `cur_id`/`new_id` are the CNI
+    /// container ids of the old and new pod; `i` numbers the archive.
+    pub fn migrate(&self, name: &str, cur_id: &str, new_id: &str, i: usize) -> Result<Moved> {
+        let archive = format!("/tmp/ck-{i}.tar");
+        let t = Instant::now();
+        let (ok, out) = self.checkpoint(name, &archive)?;
+        if !ok {
+            return Err(Error::Testbed(format!(
+                "checkpoint {i} failed: {out}\n{}",
+                self.diag()
+            )));
+        }
+        let checkpoint_ms = t.elapsed().as_millis();
+        let rec = self.record_in(&archive)?;
+        let old_ip = rec["source"]["ip"]
+            .as_str()
+            .ok_or_else(|| Error::Testbed(format!("record without source ip: {rec}")))?
+            .to_string();
+        if rec["state"] != "checkpointed" || rec["mode"] != "migrate" {
+            return Err(Error::Testbed(format!(
+                "record is not a checkpointed migration: {rec}"
+            )));
+        }
+        self.sh(&format!("podman rm -f {name} >/dev/null"))?;
+        self.cni("DEL", cur_id, POD_NETNS, "pods", "")?;
+        self.sh("ip netns del srv")?;
+        let t = Instant::now();
+        let new_ip = self.pod_netns(
+            "srv",
+            new_id,
+            "pods",
+            &format!("IgnoreUnknown=1;P4LB_RESTORE_FROM={old_ip}"),
+        )?;
+        let (ok, o, e) = self.try_sh(&format!(
+            "podman container restore --import {archive} --tcp-established"
+        ))?;
+        if !ok {
+            return Err(Error::Testbed(format!(
+                "restore {i} failed: {o}{e}\n{}",
+                self.diag()
+            )));
+        }
+        let restore_ms = t.elapsed().as_millis();
+        if let Ok(id) = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}")) {
+            crate::cgroups::prune_restore_copies(id.trim());
+        }
+        self.sh(&format!("rm -f {archive}"))?;
+        Ok(Moved {
+            old_ip,
+            new_ip,
+            checkpoint_ms,
+            restore_ms,
+        })
+    }
+
+    /// Starts `p4lb-testapp client` in the client namespace (`cli`, see
+    /// [`World::pod_netns`]) against VIP:PORT.
+    pub fn start_client(&self, conns: usize, rate: f64) -> Result<Client<'_>> {
+        self.start_client_to(&format!("{VIP}:{PORT}"), CLIENT_PID, conns, rate)
+    }
+
+    /// Starts `p4lb-testapp client` in the client namespace against `target`;
+    /// its pid goes to `pid_file` (one per client running at the same time).
+    pub fn start_client_to(
+        &self,
+        target: &str,
+        pid_file: &str,
+        conns: usize,
+        rate: f64,
+    ) -> Result<Client<'_>> {
+        let child = self.tb.spawn(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "echo $$ > {pid_file}; exec ip netns exec cli {} client --target {target} \
+                 --conns {conns} --rate {rate}",
+                self.testapp
+            ),
+        ])?;
+        Ok(Client {
+            w: self,
+            child: Some(child),
+            pid_file: pid_file.to_string(),
+        })
+    }
+}
+
+const CLIENT_PID: &str = "/tmp/client.pid";
+
+/// What one migration did.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub old_ip: String,
+    pub new_ip: String,
+    pub checkpoint_ms: u128,
+    /// From the new namespace's creation to the end of the restore.
+    pub restore_ms: u128,
+}
+
+/// A running `p4lb-testapp client`; stopped when dropped.
+pub struct Client<'a> {
+    w: &'a World,
+    child: Option<Child>,
+    pid_file: String,
+}
+
+/// The client's reports: interim ones (one per [`Client::mark`]) and the final one.
+#[derive(Debug, Clone)]
+pub struct ClientOutput {
+    pub interim: Vec<Report>,
+    pub last: Report,
+    pub stderr: String,
+}
+
+impl Client<'_> {
+    /// Asks for an interim report (SIGUSR1) and lets it reach stdout.
+    pub fn mark(&self) -> Result<()> {
+        self.w.sh(&format!("kill -USR1 $(cat {})", self.pid_file))?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    }
+
+    /// Stops the client (SIGTERM) and parses its reports.
+    pub fn finish(mut self) -> Result<ClientOutput> {
+        // A client that already exited still has its reports to give.
+        let (running, _, _) = self
+            .w
+            .try_sh(&format!("kill -TERM $(cat {})", self.pid_file))?;
+        if !running {
+            eprintln!("p4lb-testbed: the client had exited before the end of the run");
+        }
+        let child = self
+            .child
+            .take()
+            .ok_or_else(|| Error::Testbed("client already finished".into()))?;
+        let out = child
+            .wait_with_output()
+            .ctx(|| "waiting for the client".to_string())?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut reps = reports(&stdout)?;
+        let last = match reps.iter().position(|r| r.r#final) {
+            Some(i) => reps.remove(i),
+            None => {
+                return Err(Error::Testbed(format!(
+                    "the client printed no final report; stderr: {stderr}"
+                )))
+            }
+        };
+        Ok(ClientOutput {
+            interim: reps,
+            last,
+            stderr,
+        })
+    }
+}
+
+impl Drop for Client<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = self
+                .w
+                .sh(&format!("kill -TERM $(cat {}) 2>/dev/null", self.pid_file));
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Parses the JSON reports among the client's stdout lines.
+pub fn reports(stdout: &str) -> Result<Vec<Report>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            serde_json::from_str::<Report>(l)
+                .map_err(|e| Error::Testbed(format!("bad client report {l:?}: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_skip_human_lines_and_reject_bad_json() {
+        let r = Report::new(true, 5, vec![]);
+        let line = serde_json::to_string(&r).unwrap();
+        let got = reports(&format!("hello\n{line}\n")).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].r#final);
+        assert!(reports("{not json").is_err());
+    }
+
+    #[test]
+    fn missing_binary_says_how_to_build_it() {
+        let e = bin("no-such-p4lb-binary").unwrap_err().to_string();
+        assert!(e.contains("cargo build -p p4lb-controller"), "{e}");
+    }
+}

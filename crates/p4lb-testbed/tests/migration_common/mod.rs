@@ -1,0 +1,141 @@
+//! Harness of the migration end-to-end tests: [`p4lb_testbed::scenario`]'s
+//! world (p4lb installed, controller running, CNI plugin, VIP service) with
+//! methods that fail the test with the error.
+//!
+//! The p4lb binaries are used from `target/debug`; build them first:
+//! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook`.
+//! Missing binaries or testbed make the tests FAIL with what is missing.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use nix::fcntl::{Flock, FlockArg};
+use p4lb_testbed::{paths, preflight, scenario};
+use serde_json::Value;
+
+#[allow(unused_imports)]
+pub use p4lb_testbed::scenario::{Moved, CLIENT_NETNS, POD_NETNS, PORT, SOCKET, VIP};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serializes the testbed tests (in-process and across processes: the same lock
+/// file as crates/p4lb-testbed/tests/rootfs.rs).
+pub struct Serial {
+    _lock: Flock<File>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+pub fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = preflight::require_root() {
+        panic!("FAILED: {e}");
+    }
+    std::fs::create_dir_all(paths::cache_root()).unwrap();
+    let f = File::create(paths::cache_root().join(".tests.lock")).unwrap();
+    let lock = Flock::lock(f, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock: {e}"));
+    Serial {
+        _lock: lock,
+        _guard: guard,
+    }
+}
+
+/// The scenario's world; every step panics with its error.
+pub struct World(pub scenario::World);
+
+impl Deref for World {
+    type Target = scenario::World;
+    fn deref(&self) -> &scenario::World {
+        &self.0
+    }
+}
+
+impl World {
+    pub fn start() -> World {
+        let helper = PathBuf::from(env!("CARGO_BIN_EXE_p4lb-testbed"));
+        World(scenario::World::start(helper).unwrap_or_else(|e| panic!("FAILED: {e}")))
+    }
+
+    pub fn start_controller(&self) {
+        self.0.start_controller().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn stop_controller(&self) {
+        self.0.stop_controller().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs a shell script inside; panics with its output when it fails.
+    pub fn sh(&self, script: &str) -> String {
+        self.0
+            .sh(script)
+            .unwrap_or_else(|e| panic!("inside the testbed: {e}"))
+    }
+
+    /// Runs a shell script inside; returns (success, stdout, stderr).
+    pub fn try_sh(&self, script: &str) -> (bool, String, String) {
+        self.0
+            .try_sh(script)
+            .unwrap_or_else(|e| panic!("inside the testbed: {e}"))
+    }
+
+    /// Runs the CNI plugin like a runtime does; returns its JSON result.
+    pub fn cni(&self, cmd: &str, id: &str, netns: &str, conf: &str, args: &str) -> Value {
+        self.0
+            .cni(cmd, id, netns, conf, args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates a network namespace at /run/netns/<name> wired by the CNI plugin.
+    pub fn pod_netns(&self, name: &str, id: &str, conf: &str, args: &str) -> String {
+        self.0
+            .pod_netns(name, id, conf, args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn ctl_json(&self, args: &str) -> Value {
+        self.0.ctl_json(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn endpoint(&self, key: &str) -> Value {
+        self.0.endpoint(key).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn migrations(&self) -> Vec<Value> {
+        self.0.migrations().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn add_service(&self) {
+        self.0.add_service().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// IPv4 addresses configured in a namespace (`ip -j addr`).
+    pub fn addrs_in(&self, netns_name: &str) -> Vec<String> {
+        self.0
+            .addrs_in(netns_name)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the server container in the network namespace at POD_NETNS.
+    pub fn run_server(&self, name: &str, annotations: &[&str]) {
+        self.0
+            .run_server(name, annotations)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Checkpoints `name` to an uncompressed archive; returns (ok, stdout+stderr).
+    pub fn checkpoint(&self, name: &str, archive: &str) -> (bool, String) {
+        self.0
+            .checkpoint(name, archive)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One migration (see [`scenario::World::migrate`]).
+    pub fn migrate(&self, name: &str, cur_id: &str, new_id: &str, i: usize) -> Moved {
+        self.0
+            .migrate(name, cur_id, new_id, i)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
