@@ -1,4 +1,6 @@
-//! p4lb-controller-bench: prints figures (not a test).
+//! The controller's figures (not a test): `cargo bench -p p4lb-controller --bench switchover`
+//! (as root: it holds a network namespace with `unshare -n`). Options after `--`,
+//! e.g. `-- --entries 50000 --batch 500`.
 //!
 //! 1. Batched table writes per second against p4lb's software switch (conn_table
 //!    inserts over P4Runtime, in batches).
@@ -31,6 +33,9 @@ struct Args {
     /// Migrations in the switchover run.
     #[arg(long, default_value_t = 200)]
     migrations: usize,
+    /// Passed by `cargo bench` to every bench target; nothing to do with it.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
