@@ -16,12 +16,32 @@
 //! - ABORT: unlock the source. SNAPSHOT_DONE: unlock the source of a checkpoint that
 //!   was not a migration (leave-running).
 //!
-//! Address strategy: [`AddressStrategy::MoveAddress`] (implemented): the container's
-//! old IP is configured in the target netns and the backend keeps DNATing to it, so
-//! neither the images nor `conn_reverse` entries change. A strategy that rewrites
-//! the images to the target's own IP would instead set the backend row's address to
-//! the target IP and re-key `conn_reverse` entries; it is a variant of
-//! [`Controller::repoint`].
+//! The container's old address moves with it: it is configured in the target netns
+//! and the backend keeps DNATing to it, so neither the images nor `conn_reverse`
+//! entries change (docs/migration.md, section 1).
+//!
+//! # States and events
+//!
+//! A migration's [`MigrationState`] changes only through [`next_state`]; each event
+//! has one handler (`on_lock`, `on_checkpointed`, `on_restore_started`,
+//! `on_restored_at`, `on_unlock`, `on_end`) for its side effects, and
+//! [`Controller::migration_event`] finds the migration, asks [`next_state`] and calls
+//! the handler. LOCK starts a new migration in `locked`; it is refused (FAILED_PRECONDITION
+//! "endpoint … is already locked by migration …") while the endpoint is the source of
+//! an active one. Every other event is about an existing migration:
+//!
+//! | state \ event | CHECKPOINTED | RESTORE_STARTED | RESTORED_AT | UNLOCK | ABORT | SNAPSHOT_DONE |
+//! |---|---|---|---|---|---|---|
+//! | `locked` | `checkpointed` | `restoring` | `restored` | `done` | `aborted` | `done` |
+//! | `checkpointed` | `checkpointed` | `restoring` | `restored` | `done` | `aborted` | `done` |
+//! | `restoring` | `restoring` | `restoring` | `restored` | `done` | `aborted` | `done` |
+//! | `restored` | `restored` | `restoring` | `restored` | `done` | `aborted` | `done` |
+//! | `done` | refused | refused | refused | refused | refused | refused |
+//! | `aborted` | refused | refused | refused | refused | refused | refused |
+//!
+//! "refused": FAILED_PRECONDITION "migration `id` is already done|aborted". A handler
+//! may still refuse an allowed transition for its own reasons (an unknown caller,
+//! an identity that does not match, a target that is not active); then nothing changes.
 
 use std::time::Instant;
 
@@ -33,13 +53,64 @@ use crate::error::{Error, Result};
 use crate::identity::{self, Netns};
 use crate::metrics::Metrics;
 use crate::services::refresh_services;
-use crate::state::{now_us, EndpointState, MigrationRec, State};
+use crate::state::{now_us, EndpointState, MigrationRec, MigrationState, State};
 
-/// How a migrated container's address is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressStrategy {
-    /// The old IP moves with the container into the target netns.
-    MoveAddress,
+/// The state migration `id` moves to on `phase` (the table in the module doc), or
+/// why the event is refused. LOCK is no event of an existing migration: it starts one.
+pub fn next_state(
+    id: &str,
+    state: MigrationState,
+    phase: MigrationPhase,
+) -> Result<MigrationState> {
+    use MigrationState as S;
+    if !state.active() {
+        return Err(Error::precondition(format!(
+            "migration {id} is already {state}"
+        )));
+    }
+    Ok(match phase {
+        MigrationPhase::Checkpointed if state == S::Locked => S::Checkpointed,
+        MigrationPhase::Checkpointed => state,
+        MigrationPhase::RestoreStarted => S::Restoring,
+        MigrationPhase::RestoredAt => S::Restored,
+        MigrationPhase::Unlock | MigrationPhase::SnapshotDone => S::Done,
+        MigrationPhase::Abort => S::Aborted,
+        MigrationPhase::Lock | MigrationPhase::Unspecified => {
+            return Err(Error::invalid(format!(
+                "{} is no event of migration {id}",
+                phase.as_str_name()
+            )))
+        }
+    })
+}
+
+/// One migration event as the handlers see it.
+struct Event<'a> {
+    r: &'a api::MigrationEventRequest,
+    ns: &'a Netns,
+    /// The active endpoint living in the caller's netns.
+    caller: Option<String>,
+    now: i64,
+}
+
+impl Event<'_> {
+    /// The caller's endpoint, or PERMISSION_DENIED.
+    fn registered_caller(&self) -> Result<String> {
+        self.caller.clone().ok_or_else(|| {
+            Error::denied(format!("{} is no registered endpoint", self.ns.described))
+        })
+    }
+}
+
+/// What a handler changed besides the state, for the commit.
+#[derive(Debug, Default)]
+struct Effects {
+    /// The switch must take the change before the caller is answered.
+    require_switch: bool,
+    /// The backend moved to the target: the switchover.
+    repointed: bool,
+    /// A backend whose learned connections must go.
+    drop_backend: Option<u16>,
 }
 
 /// The active endpoint living in `ns` (preferring one whose address is configured there).
@@ -124,7 +195,8 @@ impl Controller {
         ))
     }
 
-    /// MigrationEvent.
+    /// MigrationEvent: finds the migration, checks the transition, runs the event's
+    /// handler and commits the result.
     pub async fn migration_event(&self, r: api::MigrationEventRequest) -> Result<MigrationRec> {
         let received = Instant::now();
         let phase = MigrationPhase::try_from(r.phase)
@@ -134,188 +206,34 @@ impl Controller {
         let ns = identity::resolve(r.identity.as_ref(), self.cfg.identity.check_addresses)?;
         let mut g = self.inner.lock().await;
         let mut st = g.state.clone();
-        let caller = endpoint_in(&st, &ns);
-        let now = now_us();
-        let mut require_switch = false;
-        let mut repointed = false;
-        let mut drop_backend = None;
-        if phase != MigrationPhase::Lock {
-            let i = self.find_migration(&st, &r, caller.as_deref())?;
-            let m = &st.migrations[i];
-            if !m.active() {
-                return Err(Error::precondition(format!(
-                    "migration {} is already {}",
-                    m.id, m.state
-                )));
-            }
-        }
-        let idx = match phase {
-            MigrationPhase::Lock => {
-                let key = caller.clone().ok_or_else(|| {
-                    Error::not_found(format!("no endpoint is registered for {}", ns.described))
-                })?;
-                self.verify_endpoint(&st, &ns, &key)?;
-                if let Some(m) = st
-                    .migrations
-                    .iter()
-                    .find(|m| m.active() && m.source_key == key)
-                {
-                    return Err(Error::precondition(format!(
-                        "endpoint {key} is already locked by migration {}",
-                        m.id
-                    )));
-                }
-                st.next_migration += 1;
-                let ep = st
-                    .endpoints
-                    .get_mut(&key)
-                    .ok_or_else(|| Error::not_found(format!("no endpoint {key}")))?;
-                if r.no_lock {
-                    tracing::warn!(
-                        endpoint = %key,
-                        "migration without p4lb's lock: the source keeps receiving traffic"
-                    );
-                } else {
-                    ep.locked = true;
-                    ep.state = EndpointState::Locked;
-                }
-                let m = MigrationRec {
-                    id: format!("mig-{}", st.next_migration),
-                    source_key: key.clone(),
-                    source_ip: Some(ep.ip),
-                    state: String::from("locked"),
-                    backend_id: ep.backend_id,
-                    locked_unix_us: now,
-                    leave_running: r.leave_running,
-                    image_dir: r.image_dir.clone(),
-                    no_lock: r.no_lock,
-                    ..Default::default()
-                };
-                st.migrations.push(m);
-                st.trim_migrations();
-                require_switch = true;
-                st.migrations.len() - 1
-            }
-            MigrationPhase::Checkpointed => {
-                let i = self.find_migration(&st, &r, caller.as_deref())?;
-                let src = st.migrations[i].source_key.clone();
-                if st.endpoints.contains_key(&src) {
-                    self.verify_endpoint(&st, &ns, &src)?;
-                }
-                let m = &mut st.migrations[i];
-                m.checkpointed_unix_us = now;
-                if m.state == "locked" {
-                    m.state = String::from("checkpointed");
-                }
-                i
-            }
-            MigrationPhase::RestoreStarted => {
-                let i = self.find_migration(&st, &r, caller.as_deref())?;
-                if let Some(key) = caller.as_deref() {
-                    self.verify_endpoint(&st, &ns, key)?;
-                    if key != st.migrations[i].source_key {
-                        if let Some(t) = st.endpoints.get_mut(key) {
-                            if !t.locked {
-                                t.locked = true;
-                                t.state = EndpointState::Restoring;
-                                require_switch = true;
-                            }
-                        }
-                        st.migrations[i].target_key = key.to_string();
-                    }
-                }
-                let m = &mut st.migrations[i];
-                m.restore_started_unix_us = now;
-                m.state = String::from("restoring");
-                i
-            }
-            MigrationPhase::RestoredAt => {
-                let key = caller.clone().ok_or_else(|| {
-                    Error::not_found(format!(
-                        "no endpoint is registered for {} (register the target first)",
-                        ns.described
-                    ))
-                })?;
-                self.verify_endpoint(&st, &ns, &key)?;
-                let i = self.find_migration(&st, &r, Some(&key))?;
-                self.repoint(&mut st, i, &key)?;
-                repointed = true;
-                st.migrations[i].restored_unix_us = now;
-                st.migrations[i].state = String::from("restored");
-                require_switch = true;
-                i
-            }
-            MigrationPhase::Unlock => {
-                let i = self.find_migration(&st, &r, caller.as_deref())?;
-                let key = caller.clone().ok_or_else(|| {
-                    Error::denied(format!("{} is no registered endpoint", ns.described))
-                })?;
-                self.verify_endpoint(&st, &ns, &key)?;
-                let m = st.migrations[i].clone();
-                if key != m.source_key && m.state != "restored" {
-                    // Restore finished without a RESTORED_AT: repoint now.
-                    self.repoint(&mut st, i, &key)?;
-                    repointed = true;
-                    st.migrations[i].restored_unix_us = now;
-                } else if key != m.source_key && key != m.target_key {
-                    return Err(Error::denied(format!(
-                        "endpoint {key} is neither source nor target of migration {}",
-                        m.id
-                    )));
-                }
-                if let Some(e) = st.endpoints.get_mut(&key) {
-                    e.locked = false;
-                    e.state = EndpointState::Ready;
-                }
-                drop_backend = self.finish_migration(&mut st, i, now, "done");
-                require_switch = true;
-                i
-            }
-            MigrationPhase::Abort | MigrationPhase::SnapshotDone => {
-                let i = self.find_migration(&st, &r, caller.as_deref())?;
-                let m = st.migrations[i].clone();
-                let key = caller.clone().ok_or_else(|| {
-                    Error::denied(format!("{} is no registered endpoint", ns.described))
-                })?;
-                if key != m.source_key && key != m.target_key {
-                    return Err(Error::denied(format!(
-                        "endpoint {key} is neither source nor target of migration {}",
-                        m.id
-                    )));
-                }
-                self.verify_endpoint(&st, &ns, &key)?;
-                // Whoever holds the backend now carries traffic again.
-                let holder = if m.state == "restored" {
-                    m.target_key.clone()
-                } else {
-                    m.source_key.clone()
-                };
-                if let Some(e) = st.endpoints.get_mut(&holder) {
-                    if e.active() {
-                        e.locked = false;
-                        e.state = EndpointState::Ready;
-                    }
-                }
-                let outcome = if phase == MigrationPhase::Abort {
-                    "aborted"
-                } else {
-                    "done"
-                };
-                if phase == MigrationPhase::Abort {
-                    st.migrations[i].error = String::from("aborted by caller");
-                }
-                drop_backend = self.finish_migration(&mut st, i, now, outcome);
-                require_switch = true;
-                i
-            }
-            MigrationPhase::Unspecified => unreachable!("filtered above"),
+        let ev = Event {
+            r: &r,
+            ns: &ns,
+            caller: endpoint_in(&st, &ns),
+            now: now_us(),
+        };
+        let (idx, fx) = if phase == MigrationPhase::Lock {
+            self.on_lock(&mut st, &ev)?
+        } else {
+            let i = self.find_migration(&st, &r, ev.caller.as_deref())?;
+            let next = next_state(&st.migrations[i].id, st.migrations[i].state, phase)?;
+            let fx = match phase {
+                MigrationPhase::Checkpointed => self.on_checkpointed(&mut st, i, &ev)?,
+                MigrationPhase::RestoreStarted => self.on_restore_started(&mut st, i, &ev)?,
+                MigrationPhase::RestoredAt => self.on_restored_at(&mut st, i, &ev)?,
+                MigrationPhase::Unlock => self.on_unlock(&mut st, i, &ev)?,
+                // ABORT and SNAPSHOT_DONE (next_state refused LOCK and UNSPECIFIED).
+                _ => self.on_end(&mut st, i, &ev, phase == MigrationPhase::Abort)?,
+            };
+            st.migrations[i].state = next;
+            (i, fx)
         };
         refresh_services(&mut st);
-        let switchover = repointed;
+        let switchover = fx.repointed;
         let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
         let mut change = Change::new(st);
-        change.require_switch = require_switch;
-        change.drop_backends.extend(drop_backend);
+        change.require_switch = fx.require_switch;
+        change.drop_backends.extend(fx.drop_backend);
         if switchover {
             change.on_ack = Some(Box::new(move |s: &mut State, acked: Instant| {
                 let m = &mut s.migrations[idx];
@@ -349,12 +267,180 @@ impl Controller {
             stall_us = rec.stall_us,
             "migration event"
         );
-        self.emit("migration", phase.as_str_name(), &rec.id, rec.state.clone());
+        self.emit(
+            "migration",
+            phase.as_str_name(),
+            &rec.id,
+            rec.state.as_str().to_string(),
+        );
         Ok(rec)
     }
 
-    /// Moves migration `i`'s backend to `target_key` (address strategy: the
-    /// source's address moves with the container).
+    /// LOCK: a new migration of the caller's endpoint, which stops receiving
+    /// traffic (unless the caller runs without p4lb's lock).
+    fn on_lock(&self, st: &mut State, ev: &Event) -> Result<(usize, Effects)> {
+        let key = ev.caller.clone().ok_or_else(|| {
+            Error::not_found(format!("no endpoint is registered for {}", ev.ns.described))
+        })?;
+        self.verify_endpoint(st, ev.ns, &key)?;
+        if let Some(m) = st
+            .migrations
+            .iter()
+            .find(|m| m.active() && m.source_key == key)
+        {
+            return Err(Error::precondition(format!(
+                "endpoint {key} is already locked by migration {}",
+                m.id
+            )));
+        }
+        st.next_migration += 1;
+        let ep = st
+            .endpoints
+            .get_mut(&key)
+            .ok_or_else(|| Error::not_found(format!("no endpoint {key}")))?;
+        if ev.r.no_lock {
+            tracing::warn!(
+                endpoint = %key,
+                "migration without p4lb's lock: the source keeps receiving traffic"
+            );
+        } else {
+            ep.locked = true;
+            ep.state = EndpointState::Locked;
+        }
+        let m = MigrationRec {
+            id: format!("mig-{}", st.next_migration),
+            source_key: key.clone(),
+            source_ip: Some(ep.ip),
+            state: MigrationState::Locked,
+            backend_id: ep.backend_id,
+            locked_unix_us: ev.now,
+            leave_running: ev.r.leave_running,
+            image_dir: ev.r.image_dir.clone(),
+            no_lock: ev.r.no_lock,
+            ..Default::default()
+        };
+        st.migrations.push(m);
+        st.trim_migrations();
+        let fx = Effects {
+            require_switch: true,
+            ..Default::default()
+        };
+        Ok((st.migrations.len() - 1, fx))
+    }
+
+    /// CHECKPOINTED: the source's dump finished.
+    fn on_checkpointed(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
+        let src = st.migrations[i].source_key.clone();
+        if st.endpoints.contains_key(&src) {
+            self.verify_endpoint(st, ev.ns, &src)?;
+        }
+        st.migrations[i].checkpointed_unix_us = ev.now;
+        Ok(Effects::default())
+    }
+
+    /// RESTORE_STARTED: a restore began; a target that is already registered is
+    /// locked until the migration unlocks it.
+    fn on_restore_started(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
+        let mut fx = Effects::default();
+        if let Some(key) = ev.caller.as_deref() {
+            self.verify_endpoint(st, ev.ns, key)?;
+            if key != st.migrations[i].source_key {
+                if let Some(t) = st.endpoints.get_mut(key) {
+                    if !t.locked {
+                        t.locked = true;
+                        t.state = EndpointState::Restoring;
+                        fx.require_switch = true;
+                    }
+                }
+                st.migrations[i].target_key = key.to_string();
+            }
+        }
+        st.migrations[i].restore_started_unix_us = ev.now;
+        Ok(fx)
+    }
+
+    /// RESTORED_AT: the caller (the target) takes over the backend.
+    fn on_restored_at(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
+        let key = ev.caller.clone().ok_or_else(|| {
+            Error::not_found(format!(
+                "no endpoint is registered for {} (register the target first)",
+                ev.ns.described
+            ))
+        })?;
+        self.verify_endpoint(st, ev.ns, &key)?;
+        self.repoint(st, i, &key)?;
+        st.migrations[i].restored_unix_us = ev.now;
+        Ok(Effects {
+            require_switch: true,
+            repointed: true,
+            drop_backend: None,
+        })
+    }
+
+    /// UNLOCK: the caller forwards again and the migration ends; a target that
+    /// never sent RESTORED_AT takes over the backend first.
+    fn on_unlock(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
+        let key = ev.registered_caller()?;
+        self.verify_endpoint(st, ev.ns, &key)?;
+        let m = st.migrations[i].clone();
+        let mut repointed = false;
+        if key != m.source_key && m.state != MigrationState::Restored {
+            // Restore finished without a RESTORED_AT: repoint now.
+            self.repoint(st, i, &key)?;
+            repointed = true;
+            st.migrations[i].restored_unix_us = ev.now;
+        } else if key != m.source_key && key != m.target_key {
+            return Err(Error::denied(format!(
+                "endpoint {key} is neither source nor target of migration {}",
+                m.id
+            )));
+        }
+        if let Some(e) = st.endpoints.get_mut(&key) {
+            e.locked = false;
+            e.state = EndpointState::Ready;
+        }
+        Ok(Effects {
+            require_switch: true,
+            repointed,
+            drop_backend: self.finish_migration(st, i, ev.now),
+        })
+    }
+
+    /// ABORT (`aborted`) or SNAPSHOT_DONE: whoever holds the backend carries
+    /// traffic again and the migration ends.
+    fn on_end(&self, st: &mut State, i: usize, ev: &Event, aborted: bool) -> Result<Effects> {
+        let m = st.migrations[i].clone();
+        let key = ev.registered_caller()?;
+        if key != m.source_key && key != m.target_key {
+            return Err(Error::denied(format!(
+                "endpoint {key} is neither source nor target of migration {}",
+                m.id
+            )));
+        }
+        self.verify_endpoint(st, ev.ns, &key)?;
+        let holder = if m.state == MigrationState::Restored {
+            m.target_key.clone()
+        } else {
+            m.source_key.clone()
+        };
+        if let Some(e) = st.endpoints.get_mut(&holder) {
+            if e.active() {
+                e.locked = false;
+                e.state = EndpointState::Ready;
+            }
+        }
+        if aborted {
+            st.migrations[i].error = String::from("aborted by caller");
+        }
+        Ok(Effects {
+            require_switch: true,
+            repointed: false,
+            drop_backend: self.finish_migration(st, i, ev.now),
+        })
+    }
+
+    /// Moves migration `i`'s backend to `target_key` (the source's address moves
+    /// with the container).
     pub fn repoint(&self, st: &mut State, i: usize, target_key: &str) -> Result<()> {
         let m = st.migrations[i].clone();
         if target_key == m.source_key {
@@ -434,13 +520,13 @@ impl Controller {
         Ok(())
     }
 
-    /// Ends migration `i`; returns the backend id whose connections must go (a
-    /// detached source that never handed its backend over).
-    fn finish_migration(&self, st: &mut State, i: usize, now: i64, outcome: &str) -> Option<u16> {
+    /// Ends migration `i` (its final state is the dispatcher's); returns the
+    /// backend id whose connections must go (a detached source that never handed
+    /// its backend over).
+    fn finish_migration(&self, st: &mut State, i: usize, now: i64) -> Option<u16> {
         let m = &mut st.migrations[i];
         m.unlocked_unix_us = now;
         m.stall_us = now - m.locked_unix_us;
-        m.state = outcome.to_string();
         let src = m.source_key.clone();
         // A source whose runtime already deleted it was kept only for this migration.
         let detached = st.endpoints.get(&src).map(|e| e.detached).unwrap_or(false);
@@ -453,5 +539,108 @@ impl Controller {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use MigrationState as S;
+
+    /// The module doc's table, row by row: the state after CHECKPOINTED,
+    /// RESTORE_STARTED, RESTORED_AT, UNLOCK, ABORT, SNAPSHOT_DONE (None: refused).
+    const TABLE: [(MigrationState, [Option<MigrationState>; 6]); 6] = [
+        (
+            S::Locked,
+            [
+                Some(S::Checkpointed),
+                Some(S::Restoring),
+                Some(S::Restored),
+                Some(S::Done),
+                Some(S::Aborted),
+                Some(S::Done),
+            ],
+        ),
+        (
+            S::Checkpointed,
+            [
+                Some(S::Checkpointed),
+                Some(S::Restoring),
+                Some(S::Restored),
+                Some(S::Done),
+                Some(S::Aborted),
+                Some(S::Done),
+            ],
+        ),
+        (
+            S::Restoring,
+            [
+                Some(S::Restoring),
+                Some(S::Restoring),
+                Some(S::Restored),
+                Some(S::Done),
+                Some(S::Aborted),
+                Some(S::Done),
+            ],
+        ),
+        (
+            S::Restored,
+            [
+                Some(S::Restored),
+                Some(S::Restoring),
+                Some(S::Restored),
+                Some(S::Done),
+                Some(S::Aborted),
+                Some(S::Done),
+            ],
+        ),
+        (S::Done, [None; 6]),
+        (S::Aborted, [None; 6]),
+    ];
+
+    const EVENTS: [MigrationPhase; 6] = [
+        MigrationPhase::Checkpointed,
+        MigrationPhase::RestoreStarted,
+        MigrationPhase::RestoredAt,
+        MigrationPhase::Unlock,
+        MigrationPhase::Abort,
+        MigrationPhase::SnapshotDone,
+    ];
+
+    #[test]
+    fn every_state_and_event_follows_the_transition_table() {
+        assert_eq!(
+            TABLE.map(|(s, _)| s),
+            MigrationState::ALL,
+            "the table covers every state"
+        );
+        for (state, row) in TABLE {
+            for (phase, want) in EVENTS.into_iter().zip(row) {
+                let got = next_state("mig-7", state, phase);
+                match (want, got) {
+                    (Some(w), Ok(g)) => assert_eq!(g, w, "{state} + {phase:?}"),
+                    (None, Err(Error::FailedPrecondition(m))) => {
+                        assert_eq!(m, format!("migration mig-7 is already {state}"))
+                    }
+                    (w, g) => panic!("{state} + {phase:?}: want {w:?}, got {g:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lock_starts_a_migration_and_is_no_event_of_one() {
+        for state in MigrationState::ALL {
+            for phase in [MigrationPhase::Lock, MigrationPhase::Unspecified] {
+                let e = next_state("mig-7", state, phase).expect_err("refused");
+                if state.active() {
+                    assert!(matches!(e, Error::InvalidArgument(_)), "{state}: {e:?}");
+                } else {
+                    assert_eq!(e.to_string(), format!("migration mig-7 is already {state}"));
+                }
+            }
+        }
+        assert_eq!(MigrationState::default(), MigrationState::Locked);
     }
 }

@@ -44,6 +44,61 @@ impl EndpointState {
     }
 }
 
+/// Where a migration is. Serialized in lowercase: the API's `Migration.state` and
+/// `state.json` spell it the same way as when it was a free-form string. How events
+/// move it is the transition table in [`crate::migration`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationState {
+    /// The source's traffic is held (LOCK).
+    #[default]
+    Locked,
+    /// The source's dump finished.
+    Checkpointed,
+    /// A restore began.
+    Restoring,
+    /// The target took over the backend (the switchover).
+    Restored,
+    /// Ended by UNLOCK or SNAPSHOT_DONE.
+    Done,
+    /// Ended by ABORT.
+    Aborted,
+}
+
+impl MigrationState {
+    /// Every state, in the order a migration passes them.
+    pub const ALL: [MigrationState; 6] = [
+        MigrationState::Locked,
+        MigrationState::Checkpointed,
+        MigrationState::Restoring,
+        MigrationState::Restored,
+        MigrationState::Done,
+        MigrationState::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Locked => "locked",
+            MigrationState::Checkpointed => "checkpointed",
+            MigrationState::Restoring => "restoring",
+            MigrationState::Restored => "restored",
+            MigrationState::Done => "done",
+            MigrationState::Aborted => "aborted",
+        }
+    }
+
+    /// Whether the migration still takes events (not done, not aborted).
+    pub fn active(self) -> bool {
+        !matches!(self, MigrationState::Done | MigrationState::Aborted)
+    }
+}
+
+impl std::fmt::Display for MigrationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRec {
     pub key: String,
@@ -179,8 +234,7 @@ pub struct MigrationRec {
     pub target_key: String,
     pub source_ip: Option<Ipv4Addr>,
     pub target_ip: Option<Ipv4Addr>,
-    /// "locked", "checkpointed", "restoring", "restored", "done", "aborted".
-    pub state: String,
+    pub state: MigrationState,
     pub backend_id: u16,
     pub locked_unix_us: i64,
     pub checkpointed_unix_us: i64,
@@ -200,7 +254,7 @@ pub struct MigrationRec {
 
 impl MigrationRec {
     pub fn active(&self) -> bool {
-        !matches!(self.state.as_str(), "done" | "aborted")
+        self.state.active()
     }
 
     pub fn to_api(&self) -> api::Migration {
@@ -210,7 +264,7 @@ impl MigrationRec {
             target_key: self.target_key.clone(),
             source_ip: self.source_ip.map(|a| a.to_string()).unwrap_or_default(),
             target_ip: self.target_ip.map(|a| a.to_string()).unwrap_or_default(),
-            state: self.state.clone(),
+            state: self.state.as_str().to_string(),
             locked_unix_us: self.locked_unix_us,
             checkpointed_unix_us: self.checkpointed_unix_us,
             restore_started_unix_us: self.restore_started_unix_us,
@@ -272,10 +326,6 @@ impl State {
         (1..=1023u16).find(|s| !used.contains(s))
     }
 
-    pub fn migration_mut(&mut self, id: &str) -> Option<&mut MigrationRec> {
-        self.migrations.iter_mut().find(|m| m.id == id)
-    }
-
     /// Drops the oldest finished migrations beyond the history limit.
     pub fn trim_migrations(&mut self) {
         let finished = self.migrations.iter().filter(|m| !m.active()).count();
@@ -305,4 +355,90 @@ pub fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `state.json` as versions that kept the migration state as a string wrote it.
+    const OLD_STATE_JSON: &str = r#"{
+  "version": 1,
+  "endpoints": {},
+  "services": {},
+  "migrations": [
+    {"id": "mig-1", "source_key": "a/eth0", "target_key": "b/eth0",
+     "source_ip": "10.88.0.5", "target_ip": "10.88.0.6", "state": "done",
+     "backend_id": 3, "locked_unix_us": 1, "checkpointed_unix_us": 2,
+     "restore_started_unix_us": 3, "restored_unix_us": 4, "unlocked_unix_us": 5,
+     "switchover_us": 6, "stall_us": 4, "connections_carried": 7,
+     "leave_running": false, "error": "", "image_dir": "/img"},
+    {"id": "mig-2", "source_key": "c/eth0", "target_key": "", "source_ip": "10.88.0.7",
+     "target_ip": null, "state": "aborted", "backend_id": 4, "locked_unix_us": 1,
+     "checkpointed_unix_us": 0, "restore_started_unix_us": 0, "restored_unix_us": 0,
+     "unlocked_unix_us": 2, "switchover_us": 0, "stall_us": 1,
+     "connections_carried": 0, "leave_running": true, "error": "aborted by caller",
+     "image_dir": "", "no_lock": true},
+    {"id": "mig-3", "source_key": "d/eth0", "target_key": "", "source_ip": "10.88.0.8",
+     "target_ip": null, "state": "locked", "backend_id": 5, "locked_unix_us": 1,
+     "checkpointed_unix_us": 0, "restore_started_unix_us": 0, "restored_unix_us": 0,
+     "unlocked_unix_us": 0, "switchover_us": 0, "stall_us": 0,
+     "connections_carried": 0, "leave_running": false, "error": "", "image_dir": ""},
+    {"id": "mig-4", "source_key": "e/eth0", "target_key": "", "source_ip": "10.88.0.9",
+     "target_ip": null, "state": "checkpointed", "backend_id": 6, "locked_unix_us": 1,
+     "checkpointed_unix_us": 2, "restore_started_unix_us": 0, "restored_unix_us": 0,
+     "unlocked_unix_us": 0, "switchover_us": 0, "stall_us": 0,
+     "connections_carried": 0, "leave_running": false, "error": "", "image_dir": ""},
+    {"id": "mig-5", "source_key": "f/eth0", "target_key": "g/eth0",
+     "source_ip": "10.88.0.10", "target_ip": null, "state": "restoring", "backend_id": 7,
+     "locked_unix_us": 1, "checkpointed_unix_us": 2, "restore_started_unix_us": 3,
+     "restored_unix_us": 0, "unlocked_unix_us": 0, "switchover_us": 0, "stall_us": 0,
+     "connections_carried": 0, "leave_running": false, "error": "", "image_dir": ""},
+    {"id": "mig-6", "source_key": "h/eth0", "target_key": "i/eth0",
+     "source_ip": "10.88.0.11", "target_ip": "10.88.0.12", "state": "restored",
+     "backend_id": 8, "locked_unix_us": 1, "checkpointed_unix_us": 2,
+     "restore_started_unix_us": 3, "restored_unix_us": 4, "unlocked_unix_us": 0,
+     "switchover_us": 9, "stall_us": 0, "connections_carried": 2,
+     "leave_running": false, "error": "", "image_dir": ""}
+  ],
+  "next_migration": 6
+}"#;
+
+    #[test]
+    fn a_state_file_with_string_migration_states_loads_and_is_written_back_the_same() {
+        let st: State = serde_json::from_str(OLD_STATE_JSON).expect("old state.json loads");
+        let states: Vec<MigrationState> = st.migrations.iter().map(|m| m.state).collect();
+        assert_eq!(
+            states,
+            [
+                MigrationState::Done,
+                MigrationState::Aborted,
+                MigrationState::Locked,
+                MigrationState::Checkpointed,
+                MigrationState::Restoring,
+                MigrationState::Restored,
+            ]
+        );
+        assert!(st.migrations[1].no_lock);
+        assert!(!st.migrations[0].no_lock);
+        let active: Vec<bool> = st.migrations.iter().map(|m| m.active()).collect();
+        assert_eq!(active, [false, false, true, true, true, true]);
+        // Written back, each state is the same string; the API shows it too.
+        let old: serde_json::Value = serde_json::from_str(OLD_STATE_JSON).unwrap();
+        let new = serde_json::to_value(&st).unwrap();
+        for (i, m) in st.migrations.iter().enumerate() {
+            assert_eq!(new["migrations"][i]["state"], old["migrations"][i]["state"]);
+            assert_eq!(
+                serde_json::Value::from(m.to_api().state),
+                old["migrations"][i]["state"]
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_migration_state_is_refused() {
+        let bad = OLD_STATE_JSON.replace("\"state\": \"restored\"", "\"state\": \"moving\"");
+        assert_ne!(bad, OLD_STATE_JSON);
+        assert!(serde_json::from_str::<State>(&bad).is_err());
+    }
 }
