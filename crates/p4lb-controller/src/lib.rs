@@ -12,7 +12,9 @@
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
 //! - [`store`]: crash-safe persistence.
-//! - [`api`]: the gRPC API served on the Unix socket.
+//! - [`api`]: the gRPC API served on the Unix socket; [`server`]: its listeners and
+//!   the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;
+//!   [`readiness`]: systemd notification (`READY=1` once serving and in sync).
 
 pub mod addr;
 pub mod api;
@@ -31,6 +33,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod migration;
 pub mod pipeline;
+pub mod readiness;
 pub mod server;
 pub mod services;
 pub mod southbound;

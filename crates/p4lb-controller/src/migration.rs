@@ -243,10 +243,9 @@ impl Controller {
         }
         self.commit(&mut g, change).await?;
         if switchover {
-            self.metrics.last_switchover_us.store(
-                g.state.migrations[idx].switchover_us as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.metrics
+                .last_switchover_us
+                .set(g.state.migrations[idx].switchover_us);
         }
         let rec = g.state.migrations[idx].clone();
         drop(g);

@@ -1,18 +1,26 @@
 //! Listeners: the API on its Unix socket (0600, or 0660 with a group), optional TCP,
-//! optional Prometheus HTTP.
+//! optional Prometheus HTTP (hyper's HTTP/1.1 server, `GET /metrics` only, with
+//! bounded connections and time). Readiness goes to systemd ([`crate::readiness`]).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{header, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::api::{Access, Api};
 use crate::controller::Controller;
+use crate::metrics::CONTENT_TYPE;
 
 /// Resolves a group name or numeric gid.
 pub fn resolve_group(group: &str) -> anyhow::Result<Option<u32>> {
@@ -64,6 +72,7 @@ pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> any
     let gid = resolve_group(&cfg.group)?;
     let uds = bind_socket(&cfg.socket, gid)?;
     tracing::info!(socket = %cfg.socket.display(), group = ?gid, "API listening");
+    crate::readiness::announce(ctl.clone(), &cfg.socket);
     let api = Api::new(ctl.clone(), Access { group: gid });
     let wait = |mut rx: watch::Receiver<bool>| async move {
         while !*rx.borrow() {
@@ -106,9 +115,13 @@ pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> any
         tracing::info!(addr = %ctl.cfg.metrics.http, "Prometheus metrics over HTTP");
         let ctl = ctl.clone();
         let rx = shutdown.clone();
+        let render = move || {
+            let ctl = ctl.clone();
+            async move { ctl.metrics.render(ctl.gauges().await) }
+        };
         tasks.spawn(async move {
             tokio::select! {
-                _ = metrics_http(l, ctl) => {}
+                _ = serve_metrics(l, HttpLimits::default(), render) => {}
                 _ = wait(rx) => {}
             }
             Ok(())
@@ -121,36 +134,178 @@ pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> any
     Ok(())
 }
 
-async fn metrics_http(l: TcpListener, ctl: Arc<Controller>) {
+/// Bounds of the metrics listener: a scraper that stalls or floods is cut off.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Time to send the request head.
+    pub header_read: Duration,
+    /// Time for a whole connection (one request: no keep-alive).
+    pub connection: Duration,
+    /// Connections served at once; more are closed at once.
+    pub connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read: Duration::from_secs(5),
+            connection: Duration::from_secs(10),
+            connections: 16,
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `l` (anything else: 404) until dropped; `render`
+/// makes the body of each scrape.
+pub async fn serve_metrics<F, Fut>(l: TcpListener, limits: HttpLimits, render: F)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = String> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
-        let Ok((mut s, _)) = l.accept().await else {
+        let s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors or similar: do not spin.
+                tracing::warn!(error = %e, "metrics listener: accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics listener: too many connections, closing one");
             continue;
         };
-        let ctl = ctl.clone();
+        let render = render.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            while n < buf.len() {
-                match s.read(&mut buf[n..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+            let service = hyper::service::service_fn(move |req| {
+                let render = render.clone();
+                async move { Ok::<_, Infallible>(respond(req, render).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(s), service);
+            match tokio::time::timeout(limits.connection, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection"),
+                Err(_) => tracing::debug!("metrics connection timed out"),
             }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                let g = ctl.gauges().await;
-                ("200 OK", ctl.metrics.render(g))
-            } else {
-                ("404 Not Found", String::from("see /metrics\n"))
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
+            drop(slot);
         });
+    }
+}
+
+async fn respond<F, Fut>(req: Request<Incoming>, render: F) -> Response<Full<Bytes>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = String>,
+{
+    let (status, body) = if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        (StatusCode::OK, render().await)
+    } else {
+        (StatusCode::NOT_FOUND, String::from("see /metrics\n"))
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn listener(limits: HttpLimits) -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve_metrics(l, limits, || async {
+            String::from("p4lb_controller_endpoints 3\n")
+        }));
+        addr
+    }
+
+    /// Sends `request` and reads the answer until the server closes (a reset
+    /// ends it too: what arrived before it counts).
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("the server answers and closes");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn get_metrics_is_served_and_nothing_else() {
+        let addr = listener(HttpLimits::default()).await;
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{ok}"
+        );
+        assert!(
+            ok.ends_with("\r\n\r\np4lb_controller_endpoints 3\n"),
+            "{ok}"
+        );
+        for req in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let r = exchange(addr, req).await;
+            assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+            assert!(r.ends_with("see /metrics\n"), "{r}");
+        }
+        let bad = exchange(addr, b"NOT HTTP\r\n\r\n").await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_no_request_is_cut_off() {
+        let addr = listener(HttpLimits {
+            header_read: Duration::from_millis(200),
+            connection: Duration::from_secs(1),
+            connections: 2,
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let silent = exchange(addr, b"").await;
+        assert!(!silent.contains("200 OK"), "{silent}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // The listener still serves afterwards.
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed() {
+        let addr = listener(HttpLimits {
+            header_read: Duration::from_secs(3),
+            connection: Duration::from_secs(4),
+            connections: 1,
+        })
+        .await;
+        // The one slot, held by a client that has not sent its request yet.
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = exchange(addr, b"").await;
+        assert_eq!(refused, "");
+        held.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        held.read_to_end(&mut out).await.unwrap();
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200 OK\r\n"));
     }
 }

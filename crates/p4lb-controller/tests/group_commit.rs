@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ type Reply = Result<api::Endpoint, tonic::Status>;
 /// request order.
 async fn as_one_group(c: &Ctl, reqs: Vec<api::RegisterEndpointRequest>) -> Vec<Reply> {
     let n = reqs.len() as u64;
-    let queued_before = c.ctl.metrics.commit.queued.load(Relaxed);
+    let queued_before = c.ctl.metrics.commit.queued.get();
     let guard = c.ctl.inner.lock().await;
     let tasks: Vec<_> = reqs
         .into_iter()
@@ -36,7 +35,7 @@ async fn as_one_group(c: &Ctl, reqs: Vec<api::RegisterEndpointRequest>) -> Vec<R
     assert!(
         eventually(Duration::from_secs(10), || {
             let ctl = ctl.clone();
-            async move { ctl.metrics.commit.queued.load(Relaxed) - queued_before == n }
+            async move { ctl.metrics.commit.queued.get() - queued_before == n }
         })
         .await,
         "the requests did not reach the commit queue"
@@ -50,7 +49,7 @@ async fn as_one_group(c: &Ctl, reqs: Vec<api::RegisterEndpointRequest>) -> Vec<R
 }
 
 fn saves(ctl: &Controller) -> u64 {
-    ctl.metrics.commit.saves.load(Relaxed)
+    ctl.metrics.commit.saves.get()
 }
 
 fn req(i: usize, net: u8, host_if: &str) -> api::RegisterEndpointRequest {
@@ -100,7 +99,7 @@ async fn concurrent_registrations_share_a_save_and_survive_a_restart() {
         .map(|i| req(i, 7, veths.get(i).map(|v| v.host.as_str()).unwrap_or("")))
         .collect();
     let saves_before = saves(&c.ctl);
-    let commits_before = c.ctl.metrics.commit.commits.load(Relaxed);
+    let commits_before = c.ctl.metrics.commit.commits.get();
     let replies = as_one_group(&c, reqs).await;
     let eps: Vec<api::Endpoint> = replies
         .into_iter()
@@ -113,7 +112,7 @@ async fn concurrent_registrations_share_a_save_and_survive_a_restart() {
         "{N} queued registrations took {saved} saves"
     );
     assert_eq!(
-        c.ctl.metrics.commit.commits.load(Relaxed) - commits_before,
+        c.ctl.metrics.commit.commits.get() - commits_before,
         N as u64
     );
     let ports: HashSet<u32> = eps.iter().map(|e| e.switch_port).collect();

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use p4lb_controller::config::{Config, SwitchKind, DEFAULT_CONFIG_PATH};
-use p4lb_controller::{server, Controller};
+use p4lb_controller::{readiness, server, Controller};
 
 #[derive(Debug, Parser)]
 #[command(name = "p4lb-controller", version, about = "p4lb controller daemon")]
@@ -152,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
             }
             tracing::info!("shutting down");
+            readiness::stopping();
             let _ = tx.send(true);
         });
         let r = server::serve(ctl.clone(), rx).await;
