@@ -1,8 +1,8 @@
 //! The embedded software target: with no switch address configured, the controller
 //! starts p4lb's software switch in its own process, listening on a Unix socket
 //! under the state directory, and talks to it over P4Runtime like to any switch.
-
-use anyhow::Context;
+//! Cargo feature `embedded-switch` (on by default); a controller built without it
+//! needs `switch.address`.
 
 use crate::config::Config;
 
@@ -10,11 +10,23 @@ use crate::config::Config;
 pub struct EmbeddedSwitch {
     /// P4Runtime address ("unix:/path" or "host:port").
     pub address: String,
+    #[cfg(feature = "embedded-switch")]
     handle: Option<p4lb_switch::SwitchHandle>,
 }
 
 impl EmbeddedSwitch {
+    #[cfg(not(feature = "embedded-switch"))]
+    pub async fn start(_cfg: &Config) -> anyhow::Result<EmbeddedSwitch> {
+        anyhow::bail!(
+            "no switch.address configured, and this controller was built without the \
+             embedded software switch (cargo feature embedded-switch)"
+        )
+    }
+
+    #[cfg(feature = "embedded-switch")]
     pub async fn start(cfg: &Config) -> anyhow::Result<EmbeddedSwitch> {
+        use anyhow::Context;
+
         let listen = if cfg.switch.embedded_listen.is_empty() {
             format!("unix:{}", cfg.state_dir.join("switch.sock").display())
         } else {
@@ -40,6 +52,7 @@ impl EmbeddedSwitch {
 
     /// Stops the embedded switch.
     pub async fn shutdown(&mut self) {
+        #[cfg(feature = "embedded-switch")]
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
