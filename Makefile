@@ -87,9 +87,14 @@ cleanup:
 	$(CARGO) build -p p4lb-testbed
 	$(TARGET_DIR)/debug/p4lb-testbed cleanup
 
+## Formatting, clippy, unused dependencies (cargo-machete, installed when missing)
+## and unused public items (scripts/unused-pub.py, allow-list scripts/unused-pub.allow).
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v cargo-machete >/dev/null 2>&1 || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete
+	python3 scripts/unused-pub.py
 
 ## Compile crates/p4lb-p4/p4lb.p4 with p4c (P4LB_P4_PREFIX or p4c on PATH) and compare the
 ## checked-in P4Info with p4c's output; without p4c both say SKIPPED.
