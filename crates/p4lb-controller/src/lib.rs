@@ -3,7 +3,8 @@
 //!
 //! Where to look:
 //! - [`endpoints`], [`services`], [`migration`]: what each API call does to the state
-//!   (restore and repointing of a migrated backend live in [`migration`]).
+//!   (restore and repointing of a migrated backend live in [`migration`], with the
+//!   migration states' transition table; the persisted model is [`state`]).
 //! - [`desired`]: the table entries a state implies (pure function).
 //! - [`maglev`]: the slot tables of services.
 //! - [`southbound`]: the controller's side of the switch: P4Runtime session ([`southbound::session::SwitchSession`]), table programming with diffs, port attachment
@@ -12,6 +13,8 @@
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
 //! - [`store`]: crash-safe persistence.
+//! - [`embedded`]: the software switch inside the controller process (cargo feature
+//!   `embedded-switch`, on by default).
 //! - [`api`]: the gRPC API served on the Unix socket; [`server`]: its listeners and
 //!   the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;
 //!   [`readiness`]: systemd notification (`READY=1` once serving and in sync).

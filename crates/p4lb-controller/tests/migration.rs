@@ -536,6 +536,17 @@ async fn snapshot_and_abort_unlock_the_source() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    assert_eq!(
+        e.message(),
+        format!("migration {} is already aborted", m2.id)
+    );
+    let e = c
+        .client
+        .migration_event(event(api::MigrationPhase::Checkpointed, &m.id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    assert_eq!(e.message(), format!("migration {} is already done", m.id));
     c.stop().await;
     sw.shutdown().await;
 }
