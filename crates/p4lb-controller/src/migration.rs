@@ -48,7 +48,7 @@ use std::time::Instant;
 use p4lb_proto::api::{self, MigrationPhase};
 
 use crate::addr::parse_opt_ipv4;
-use crate::controller::{Change, Controller};
+use crate::controller::{Change, Controller, Inner};
 use crate::error::{Error, Result};
 use crate::identity::{self, Netns};
 use crate::metrics::Metrics;
@@ -228,25 +228,7 @@ impl Controller {
             st.migrations[i].state = next;
             (i, fx)
         };
-        refresh_services(&mut st);
-        let switchover = fx.repointed;
-        let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
-        let mut change = Change::new(st);
-        change.require_switch = fx.require_switch;
-        change.drop_backends.extend(fx.drop_backend);
-        if switchover {
-            change.on_ack = Some(Box::new(move |s: &mut State, acked: Instant| {
-                let m = &mut s.migrations[idx];
-                m.switchover_us = acked.duration_since(received).as_micros() as i64;
-                m.connections_carried = carried;
-            }));
-        }
-        self.commit(&mut g, change).await?;
-        if switchover {
-            self.metrics
-                .last_switchover_us
-                .set(g.state.migrations[idx].switchover_us);
-        }
+        self.commit_event(&mut g, st, idx, fx, received).await?;
         let rec = g.state.migrations[idx].clone();
         drop(g);
         match phase {
@@ -273,6 +255,38 @@ impl Controller {
             rec.state.as_str().to_string(),
         );
         Ok(rec)
+    }
+
+    /// Commits the state an event produced; records the switchover when the
+    /// backend moved.
+    async fn commit_event(
+        &self,
+        g: &mut Inner,
+        mut st: State,
+        idx: usize,
+        fx: Effects,
+        received: Instant,
+    ) -> Result<()> {
+        refresh_services(&mut st);
+        let switchover = fx.repointed;
+        let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
+        let mut change = Change::new(st);
+        change.require_switch = fx.require_switch;
+        change.drop_backends.extend(fx.drop_backend);
+        if switchover {
+            change.on_ack = Some(Box::new(move |s: &mut State, acked: Instant| {
+                let m = &mut s.migrations[idx];
+                m.switchover_us = acked.duration_since(received).as_micros() as i64;
+                m.connections_carried = carried;
+            }));
+        }
+        self.commit(g, change).await?;
+        if switchover {
+            self.metrics
+                .last_switchover_us
+                .set(g.state.migrations[idx].switchover_us);
+        }
+        Ok(())
     }
 
     /// LOCK: a new migration of the caller's endpoint, which stops receiving
