@@ -72,15 +72,16 @@ test: prereqs
 
 ## The main job.
 ## Live migration: a container behind a VIP moves twice to a new pod with a
-## new address while a client keeps its connections (p4lb-testbed demo).
+## new address while a client keeps its connections (p4lb-tools demo).
 demo: prereqs static-testapp
-	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed
-	$(TARGET_DIR)/debug/p4lb-testbed demo
+	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed -p p4lb-tools
+	$(TARGET_DIR)/debug/p4lb-tools demo
 
-## The no-lock checkpoint/restore baseline (podman, same IP).
+## The no-lock checkpoint/restore baseline (podman, same IP): a benchmark,
+## not part of `make test` (p4lb-tools bench-baseline).
 baseline: prereqs static-testapp
-	$(CARGO) build -p p4lb-testbed
-	$(TARGET_DIR)/debug/p4lb-testbed demo --baseline
+	$(CARGO) build -p p4lb-testbed -p p4lb-tools
+	$(TARGET_DIR)/debug/p4lb-tools bench-baseline
 
 ## Remove what crashed runs left (sessions, host netns and links by prefix).
 cleanup:

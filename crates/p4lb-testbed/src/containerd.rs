@@ -1,8 +1,7 @@
 //! Running containerd (CRI) inside a testbed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::cri::Cri;
 use crate::error::{Error, Result};
 use crate::session::Testbed;
 
@@ -11,9 +10,24 @@ pub const SOCKET: &str = "/run/containerd/containerd.sock";
 /// containerd's log inside the testbed.
 pub const LOG: &str = "/tmp/containerd.log";
 
-/// Starts containerd with /etc/containerd/config.toml and waits until its CRI
-/// service answers. Returns the socket's host path.
+/// Starts containerd with /etc/containerd/config.toml and waits until it
+/// answers `ctr version` on its socket. Returns the socket's host path. Tests
+/// that talk CRI wait for the CRI service itself with [`start_with`].
 pub fn start(tb: &Testbed) -> Result<PathBuf> {
+    start_with(tb, |_| {
+        tb.sh(&format!("ctr --address {SOCKET} version"))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Starts containerd with /etc/containerd/config.toml and waits until
+/// `ready` (given the socket's host path) succeeds; its last error goes into
+/// the timeout's message. Returns the socket's host path.
+pub fn start_with(
+    tb: &Testbed,
+    mut ready: impl FnMut(&Path) -> std::result::Result<(), String>,
+) -> Result<PathBuf> {
     tb.sh(&format!(
         "setsid containerd --config /etc/containerd/config.toml >{LOG} 2>&1 &"
     ))?;
@@ -23,10 +37,10 @@ pub fn start(tb: &Testbed) -> Result<PathBuf> {
         if !socket.exists() {
             return false;
         }
-        match Cri::connect(&socket).and_then(|mut c| c.version()) {
-            Ok(_) => true,
+        match ready(&socket) {
+            Ok(()) => true,
             Err(e) => {
-                last = e.to_string();
+                last = e;
                 false
             }
         }

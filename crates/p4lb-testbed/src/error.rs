@@ -32,8 +32,6 @@ pub enum Error {
     Build { dir: PathBuf, reason: String },
     #[error("testbed: {0}")]
     Testbed(String),
-    #[error("CRI {call}: {message}")]
-    Cri { call: String, message: String },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
 }

@@ -1,19 +1,15 @@
-//! `p4lb-testbed`: build, enter and clean up the hermetic testbed.
-
-mod bench;
+//! `p4lb-testbed`: build, enter and clean up the hermetic testbed. The demo
+//! and the benchmarks that run in it are `p4lb-tools`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use p4lb_testbed::enter::{self, Bind, HoldConfig};
 use p4lb_testbed::session::DEFAULT_PREFIX;
 use p4lb_testbed::spec::RootfsSpec;
-use p4lb_testbed::{
-    cleanup, containerd, cri, images, migration, rootfs, scenario, Testbed, TestbedOptions,
-};
+use p4lb_testbed::{cleanup, containerd, images, rootfs, Testbed, TestbedOptions};
 
 #[derive(Parser)]
 #[command(name = "p4lb-testbed", version, about)]
@@ -45,18 +41,6 @@ enum Cmd {
         #[arg(long = "prefix")]
         prefixes: Vec<String>,
     },
-    /// Live migration demo: a container behind a VIP migrates twice to a new
-    /// address while a client keeps 50 connections; `--baseline` instead
-    /// shows the testbed and measures the no-lock checkpoint/restore baseline.
-    Demo {
-        #[arg(long)]
-        baseline: bool,
-        #[arg(long, default_value_t = 5)]
-        tries: usize,
-    },
-    /// One migration with CRIU's own dump/restore times (`--print-stats`)
-    /// next to the p4lb lock -> unlock stall and the client's longest stall.
-    BenchMigration,
     /// (internal) Enter the rootfs and hold the session's namespaces.
     #[command(hide = true)]
     Hold {
@@ -69,235 +53,6 @@ enum Cmd {
         #[arg(long = "bind")]
         binds: Vec<String>,
     },
-}
-
-const KEY_PACKAGES: &[&str] = &[
-    "criu",
-    "podman",
-    "crun",
-    "runc",
-    "containerd",
-    "netavark",
-    "containernetworking-plugins",
-    "docker-registry",
-];
-
-fn print_versions(rootfs: &std::path::Path) {
-    let list =
-        std::fs::read_to_string(rootfs.join("etc/p4lb-testbed.packages")).unwrap_or_default();
-    for line in list.lines() {
-        if let Some((name, version)) = line.split_once(' ') {
-            if KEY_PACKAGES.contains(&name) {
-                println!("  {name:<30} {version}");
-            }
-        }
-    }
-}
-
-/// The live migration demo: a server container behind a VIP migrates twice to
-/// a new pod with a new address while a client holds connections to the VIP.
-/// Returns false when a connection was reset, failed or lost data.
-fn live_demo() -> Result<bool> {
-    const CONNS: usize = 50;
-    const RATE: f64 = 5.0;
-    const MIGRATIONS: usize = 2;
-    let helper = std::env::current_exe().context("finding the p4lb-testbed binary")?;
-    println!("starting the testbed, the p4lb controller (embedded software switch) and the CNI plugin...");
-    let w = scenario::World::start(helper).context("setting up the live migration demo")?;
-    w.pod_netns("cli", "cli", "clients", "")?;
-    let mut ip = w.pod_netns("srv", "srv0", "pods", "")?;
-    w.add_service()?;
-    w.run_server("web", &[])?;
-    println!(
-        "server container `web` in pod srv0 at {ip}, behind VIP {}:{}",
-        scenario::VIP,
-        scenario::PORT
-    );
-    let client = w.start_client(CONNS, RATE)?;
-    println!("client: {CONNS} connections to the VIP, {RATE} requests/s each");
-    std::thread::sleep(Duration::from_secs(4));
-    let mut moved = Vec::new();
-    let mut ids = vec!["srv0".to_string()];
-    for i in 1..=MIGRATIONS {
-        client.mark()?;
-        let new_id = format!("srv{i}");
-        let m = w
-            .migrate("web", &ids[i - 1], &new_id, i)
-            .with_context(|| format!("migration {i}"))?;
-        if m.old_ip != ip || m.new_ip == m.old_ip {
-            bail!(
-                "migration {i}: expected {ip} -> a new address, got {} -> {}",
-                m.old_ip,
-                m.new_ip
-            );
-        }
-        println!(
-            "migration {i}: {ids_old} ({}) -> {new_id} ({}): podman checkpoint {} ms, new pod + restore {} ms",
-            m.old_ip,
-            m.new_ip,
-            m.checkpoint_ms,
-            m.restore_ms,
-            ids_old = ids[i - 1]
-        );
-        ip = m.new_ip.clone();
-        ids.push(new_id);
-        moved.push(m);
-        std::thread::sleep(Duration::from_secs(3));
-    }
-    let out = client.finish()?;
-    let last = &out.last;
-    if out.interim.len() != MIGRATIONS {
-        bail!(
-            "the client printed {} interim reports, expected {MIGRATIONS}; stderr: {}",
-            out.interim.len(),
-            out.stderr
-        );
-    }
-    println!("\nclient's view ({} connections):", last.totals.connections);
-    let (mut prev, mut prev_ms) = (0, 0);
-    for (phase, r) in out.interim.iter().chain(std::iter::once(last)).enumerate() {
-        let label = match phase {
-            0 => "before migration 1".to_string(),
-            p if p == MIGRATIONS => format!("after migration {MIGRATIONS}"),
-            p => format!("between migrations {p} and {}", p + 1),
-        };
-        let (d, ms) = (r.totals.requests_done, r.elapsed_ms);
-        println!(
-            "  requests served {label:<28} {:>6} in {:.1} s",
-            d.saturating_sub(prev),
-            ms.saturating_sub(prev_ms) as f64 / 1000.0
-        );
-        (prev, prev_ms) = (d, ms);
-    }
-    let t = &last.totals;
-    println!(
-        "  longest stall                                {:>6} ms",
-        t.longest_stall_ms
-    );
-    println!(
-        "  connections reset                            {:>6}",
-        t.reset
-    );
-    println!(
-        "  connections failed                           {:>6}",
-        t.failed
-    );
-    println!(
-        "  bytes lost                                   {:>6}",
-        t.lost_bytes
-    );
-    println!(
-        "  bytes duplicated                             {:>6}",
-        t.duplicated_bytes
-    );
-    println!(
-        "  out-of-order bytes / corrupt replies         {:>6} / {}",
-        t.out_of_order_bytes, t.corrupt_replies
-    );
-    let migs = w.migrations()?;
-    println!("\ncontroller's migration records (p4lbctl --json migrations ls):");
-    for (v, m) in migs.iter().rev().take(MIGRATIONS).rev().zip(&moved) {
-        println!(
-            "  {} {} -> {} ({} -> {}): {}, switchover {:.1} ms, lock->unlock stall {:.1} ms, {} connections carried",
-            v["id"].as_str().unwrap_or("?"),
-            v["source_key"].as_str().unwrap_or("?"),
-            v["target_key"].as_str().unwrap_or("?"),
-            m.old_ip,
-            m.new_ip,
-            v["state"].as_str().unwrap_or("?"),
-            v["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            v["stall_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            v["connections_carried"]
-        );
-    }
-    let (survived, _) = migration::judge(&out.interim[0], last)?;
-    let records_done = migs.len() >= MIGRATIONS
-        && migs
-            .iter()
-            .rev()
-            .take(MIGRATIONS)
-            .all(|v| v["state"] == "done");
-    let ok = survived == t.connections
-        && t.connections == CONNS as u64
-        && t.reset == 0
-        && t.failed == 0
-        && t.lost_bytes == 0
-        && t.duplicated_bytes == 0
-        && records_done;
-    println!(
-        "\nconnections survived: {survived}/{} ({MIGRATIONS} migrations to new addresses) -> {}",
-        t.connections,
-        if ok { "PASS" } else { "FAIL" }
-    );
-    if !ok {
-        eprintln!("client stderr:\n{}\n{}", out.stderr, w.diag());
-    }
-    w.tb.sh("podman rm -f -t 0 web >/dev/null 2>&1 || true")?;
-    drop(w);
-    Ok(ok)
-}
-
-fn demo(baseline: bool, tries: usize) -> Result<()> {
-    let tb = Testbed::start(TestbedOptions::default())?;
-    println!(
-        "testbed: rootfs {} at {} ({} in {:.1} s)",
-        tb.rootfs().hash,
-        tb.rootfs().path.display(),
-        if tb.rootfs().built { "built" } else { "reused" },
-        tb.rootfs().elapsed.as_secs_f64()
-    );
-    print_versions(&tb.rootfs().path);
-    let criu = tb.output(&["criu", "check"])?;
-    println!(
-        "criu check: {}",
-        String::from_utf8_lossy(&criu.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-    );
-    images::build_podman_images(&tb)?;
-    println!(
-        "podman images: {} {}",
-        images::TEST_IMAGE,
-        images::PAUSE_IMAGE
-    );
-    let hello = tb.run(&[
-        "podman",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        images::TEST_IMAGE,
-        "echo",
-        "hello from a container",
-    ])?;
-    println!("podman run: {}", hello.trim());
-    let socket = containerd::start(&tb)?;
-    let mut c = cri::Cri::connect(&socket)?;
-    let v = c.version()?;
-    println!(
-        "containerd CRI: {} {} (API {})",
-        v.runtime_name, v.runtime_version, v.runtime_api_version
-    );
-    println!("commands: p4lb-testbed run [--images] [--containerd] [CMD...]; p4lb-testbed cleanup");
-    if baseline {
-        for gap_ms in [0, 1500] {
-            let r = migration::run_baseline(
-                &tb,
-                &migration::BaselineOptions {
-                    tries,
-                    ip_up_before_restore: std::time::Duration::from_millis(gap_ms),
-                    ..Default::default()
-                },
-            )?;
-            print!("{}", r.summary());
-        }
-    } else {
-        println!("live migration demo: run `p4lb-testbed demo` without --baseline (make demo)");
-    }
-    tb.stop()?;
-    Ok(())
 }
 
 fn run(images_first: bool, with_containerd: bool, command: Vec<String>) -> Result<i32> {
@@ -387,7 +142,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             let path = rootfs::path_for(&spec);
             if path.join("etc/p4lb-testbed.packages").is_file() {
                 println!("built: {}", path.display());
-                print_versions(&path);
+                rootfs::print_key_package_versions(&path);
             } else {
                 println!("not built yet (run `p4lb-testbed build`)");
             }
@@ -424,14 +179,6 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Demo { baseline, tries } => {
-            if baseline {
-                demo(baseline, tries).map(|_| 0)
-            } else {
-                live_demo().map(|ok| if ok { 0 } else { 1 })
-            }
-        }
-        Cmd::BenchMigration => bench::bench_migration().map(|_| 0),
         Cmd::Hold { .. } => unreachable!("handled in main"),
     }
 }

@@ -195,3 +195,34 @@ pub fn cached() -> Vec<(String, PathBuf)> {
     out.sort();
     out
 }
+
+/// The packages `p4lb-testbed info` and the tools show the versions of.
+pub const KEY_PACKAGES: &[&str] = &[
+    "criu",
+    "podman",
+    "crun",
+    "runc",
+    "containerd",
+    "netavark",
+    "containernetworking-plugins",
+    "docker-registry",
+];
+
+/// (package, version) of the [`KEY_PACKAGES`] installed in the rootfs at
+/// `rootfs`, read from the list the build script wrote; empty when it is not
+/// built.
+pub fn key_package_versions(rootfs: &Path) -> Vec<(String, String)> {
+    let list = fs::read_to_string(rootfs.join(MARKER)).unwrap_or_default();
+    list.lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(name, _)| KEY_PACKAGES.contains(name))
+        .map(|(name, version)| (name.to_string(), version.to_string()))
+        .collect()
+}
+
+/// Prints the versions of the [`KEY_PACKAGES`] in the rootfs at `rootfs`.
+pub fn print_key_package_versions(rootfs: &Path) {
+    for (name, version) in key_package_versions(rootfs) {
+        println!("  {name:<30} {version}");
+    }
+}

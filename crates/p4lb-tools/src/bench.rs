@@ -1,4 +1,4 @@
-//! `p4lb-testbed bench-migration`: one Podman migration to a new address, with
+//! `p4lb-tools bench-migration`: one Podman migration to a new address, with
 //! p4lb's own share of the stall measured step by step against CRIU's time in
 //! the same run:
 //!
@@ -16,7 +16,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use p4lb_testbed::scenario::{self, World, POD_NETNS};
+use p4lb_e2e::judge::judge;
+use p4lb_e2e::scenario::{self, World, POD_NETNS};
+use p4lb_testbed::session::helper_binary;
 use serde_json::Value;
 
 const CONNS: usize = 20;
@@ -295,7 +297,7 @@ fn use_profile(w: &mut World) -> Result<String> {
 
 /// Runs the benchmark; prints the figures.
 pub fn bench_migration() -> Result<()> {
-    let helper = std::env::current_exe().context("finding the p4lb-testbed binary")?;
+    let helper = helper_binary()?;
     let mut w = scenario::World::start(helper).context("setting up the testbed")?;
     let profile = use_profile(&mut w)?;
     let w = w;
@@ -321,11 +323,7 @@ pub fn bench_migration() -> Result<()> {
     let (dump_all, dump) = criu_stats("checkpoint", &out)?;
     let dump_log = criu_log(&w, &id, "dump.log")?;
     let dump_times = script_times(&dump_log, &w.action).context("reading CRIU's dump.log")?;
-    let rec = w.record_in(archive)?;
-    let old_ip = rec["source"]["ip"]
-        .as_str()
-        .with_context(|| format!("record without source ip: {rec}"))?
-        .to_string();
+    let old_ip = w.record_in(archive)?.source.ip.to_string();
     let t = Instant::now();
     w.sh("podman rm -f web >/dev/null")?;
     let rm_wall = t.elapsed();
@@ -362,7 +360,7 @@ pub fn bench_migration() -> Result<()> {
         .first()
         .context("the client printed no interim report")?;
     let after = &done.last;
-    let (survived, _) = p4lb_testbed::migration::judge(before, after)?;
+    let (survived, _) = judge(before, after)?;
     let migs = w.migrations()?;
     let m = migs
         .last()

@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Instant;
 
+use p4lb_criu_action::config::CheckpointMode;
+use p4lb_criu_action::record::{MigrationRecord, RecordState, RECORD_FILE};
 use p4lb_testapp::report::Report;
+use p4lb_testbed::session::{Testbed, TestbedOptions};
+use p4lb_testbed::{cgroups, images, paths, testapp, wait};
 use serde_json::Value;
 
 use crate::error::{Context, Error, Result};
-use crate::session::{Testbed, TestbedOptions};
-use crate::{images, paths, testapp};
 
 /// The service's virtual address and port.
 pub const VIP: &str = "10.99.0.1";
@@ -48,7 +50,7 @@ fn inside(host: &Path) -> Result<String> {
     paths::inside_target(host)
         .map(|p| p.display().to_string())
         .ok_or_else(|| {
-            Error::Testbed(format!(
+            Error::Scenario(format!(
                 "{} is outside the target dir {}",
                 host.display(),
                 paths::target_dir().display()
@@ -57,7 +59,14 @@ fn inside(host: &Path) -> Result<String> {
 }
 
 fn parse_json(what: &str, out: &str) -> Result<Value> {
-    serde_json::from_str(out).map_err(|e| Error::Testbed(format!("{what}: {out:?}: {e}")))
+    serde_json::from_str(out).map_err(|e| Error::Scenario(format!("{what}: {out:?}: {e}")))
+}
+
+/// Parses the migration record the CRIU action script writes
+/// (`p4lb-migration.json` in the images).
+pub fn parse_record(json: &str) -> Result<MigrationRecord> {
+    serde_json::from_str(json)
+        .map_err(|e| Error::Scenario(format!("migration record: {json:?}: {e}")))
 }
 
 /// The testbed with p4lb installed and the controller running.
@@ -74,7 +83,8 @@ pub struct World {
 
 impl World {
     /// Starts a testbed (`helper` is the `p4lb-testbed` binary that holds its
-    /// namespaces), builds the images, installs p4lb and starts the controller.
+    /// namespaces, see [`p4lb_testbed::session::helper_binary`]), builds the
+    /// images, installs p4lb and starts the controller.
     pub fn start(helper: PathBuf) -> Result<World> {
         let testapp = testapp::ensure_static()?;
         let controller = inside(&bin("p4lb-controller")?)?;
@@ -146,7 +156,7 @@ impl World {
         ))?;
         let mode = self.sh(&format!("stat -c %a {SOCKET}"))?;
         if mode.trim() != "600" {
-            return Err(Error::Testbed(format!(
+            return Err(Error::Scenario(format!(
                 "controller socket mode is {}, not 600",
                 mode.trim()
             )));
@@ -163,7 +173,7 @@ impl World {
 
     /// Runs a shell script inside; an error carries its output when it fails.
     pub fn sh(&self, script: &str) -> Result<String> {
-        self.tb.sh(script)
+        Ok(self.tb.sh(script)?)
     }
 
     /// Runs a shell script inside; returns (success, stdout, stderr).
@@ -198,7 +208,7 @@ impl World {
             .as_str()
             .and_then(|a| a.split('/').next())
             .map(str::to_string)
-            .ok_or_else(|| Error::Testbed(format!("CNI ADD gave no address: {r}")))
+            .ok_or_else(|| Error::Scenario(format!("CNI ADD gave no address: {r}")))
     }
 
     /// `p4lbctl --json ARGS`.
@@ -218,7 +228,7 @@ impl World {
             Value::Object(ref o) if o.contains_key("migrations") => {
                 Ok(o["migrations"].as_array().cloned().unwrap_or_default())
             }
-            other => Err(Error::Testbed(format!(
+            other => Err(Error::Scenario(format!(
                 "unexpected migrations listing {other}"
             ))),
         }
@@ -260,11 +270,12 @@ impl World {
             images::TEST_IMAGE,
             images::TESTAPP_IN_IMAGE
         ))?;
-        crate::wait::until(20, "the server container to listen", || {
+        wait::until(20, "the server container to listen", || {
             self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
                 .map(|(ok, _, _)| ok)
                 .unwrap_or(false)
-        })
+        })?;
+        Ok(())
     }
 
     /// Controller log tail and state, for errors.
@@ -289,11 +300,9 @@ impl World {
 
     /// The record the CRIU action script wrote into the images, read back
     /// from the archive.
-    pub fn record_in(&self, archive: &str) -> Result<Value> {
-        let j = self.sh(&format!(
-            "tar -xOf {archive} checkpoint/p4lb-migration.json"
-        ))?;
-        parse_json("migration record", &j)
+    pub fn record_in(&self, archive: &str) -> Result<MigrationRecord> {
+        let j = self.sh(&format!("tar -xOf {archive} checkpoint/{RECORD_FILE}"))?;
+        parse_record(&j)
     }
 
     /// One migration of container `name`: checkpoint, remove, a new network
@@ -305,20 +314,17 @@ impl World {
         let t = Instant::now();
         let (ok, out) = self.checkpoint(name, &archive)?;
         if !ok {
-            return Err(Error::Testbed(format!(
+            return Err(Error::Scenario(format!(
                 "checkpoint {i} failed: {out}\n{}",
                 self.diag()
             )));
         }
         let checkpoint_ms = t.elapsed().as_millis();
         let rec = self.record_in(&archive)?;
-        let old_ip = rec["source"]["ip"]
-            .as_str()
-            .ok_or_else(|| Error::Testbed(format!("record without source ip: {rec}")))?
-            .to_string();
-        if rec["state"] != "checkpointed" || rec["mode"] != "migrate" {
-            return Err(Error::Testbed(format!(
-                "record is not a checkpointed migration: {rec}"
+        let old_ip = rec.source.ip.to_string();
+        if rec.state != RecordState::Checkpointed || rec.mode != CheckpointMode::Migrate {
+            return Err(Error::Scenario(format!(
+                "record is not a checkpointed migration: {rec:?}"
             )));
         }
         self.sh(&format!("podman rm -f {name} >/dev/null"))?;
@@ -335,14 +341,14 @@ impl World {
             "podman container restore --import {archive} --tcp-established"
         ))?;
         if !ok {
-            return Err(Error::Testbed(format!(
+            return Err(Error::Scenario(format!(
                 "restore {i} failed: {o}{e}\n{}",
                 self.diag()
             )));
         }
         let restore_ms = t.elapsed().as_millis();
         if let Ok(id) = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}")) {
-            crate::cgroups::prune_restore_copies(id.trim());
+            cgroups::prune_restore_copies(id.trim());
         }
         self.sh(&format!("rm -f {archive}"))?;
         Ok(Moved {
@@ -427,12 +433,12 @@ impl Client<'_> {
             .w
             .try_sh(&format!("kill -TERM $(cat {})", self.pid_file))?;
         if !running {
-            eprintln!("p4lb-testbed: the client had exited before the end of the run");
+            eprintln!("p4lb-e2e: the client had exited before the end of the run");
         }
         let child = self
             .child
             .take()
-            .ok_or_else(|| Error::Testbed("client already finished".into()))?;
+            .ok_or_else(|| Error::Scenario("client already finished".into()))?;
         let out = child
             .wait_with_output()
             .ctx(|| "waiting for the client".to_string())?;
@@ -442,7 +448,7 @@ impl Client<'_> {
         let last = match reps.iter().position(|r| r.r#final) {
             Some(i) => reps.remove(i),
             None => {
-                return Err(Error::Testbed(format!(
+                return Err(Error::Scenario(format!(
                     "the client printed no final report; stderr: {stderr}"
                 )))
             }
@@ -473,7 +479,7 @@ pub fn reports(stdout: &str) -> Result<Vec<Report>> {
         .filter(|l| l.starts_with('{'))
         .map(|l| {
             serde_json::from_str::<Report>(l)
-                .map_err(|e| Error::Testbed(format!("bad client report {l:?}: {e}")))
+                .map_err(|e| Error::Scenario(format!("bad client report {l:?}: {e}")))
         })
         .collect()
 }
@@ -490,6 +496,23 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert!(got[0].r#final);
         assert!(reports("{not json").is_err());
+    }
+
+    #[test]
+    fn the_action_scripts_record_is_read_typed() {
+        let json = r#"{"version":1,"migration_id":"mig-1","mode":"migrate",
+            "state":"checkpointed","source":{"key":"srv0/eth0","container_id":"srv0",
+            "ifname":"eth0","ip":"10.88.0.2","prefix_len":24,"mac":"02:00:00:00:00:01",
+            "netns_inode":4026532000},"addresses":["10.88.0.2"],"created_unix_ms":1}"#;
+        let rec = parse_record(json).unwrap();
+        assert_eq!(rec.state, RecordState::Checkpointed);
+        assert_eq!(rec.mode, CheckpointMode::Migrate);
+        assert_eq!(rec.source.ip.to_string(), "10.88.0.2");
+        assert!(!rec.leave_running);
+        let e = parse_record("{\"version\": 1, \"migration_id\": \n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("migration record"), "{e}");
     }
 
     #[test]

@@ -29,8 +29,10 @@ mod migration_common;
 use std::time::Duration;
 
 use migration_common::*;
+use p4lb_criu_action::config::CheckpointMode;
+use p4lb_criu_action::record::RecordState;
+use p4lb_e2e::judge::judge;
 use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
-use p4lb_testbed::migration::judge;
 
 const CONNS: usize = 20;
 
@@ -41,9 +43,9 @@ fn checkpoint_and_rewire(w: &World, archive: &str, cur_id: &str, new_id: &str) -
     let (ok, out) = w.checkpoint("web", archive);
     assert!(ok, "checkpoint failed: {out}\n{}", w.diag());
     let rec = w.record_in(archive).unwrap();
-    assert_eq!(rec["state"], "checkpointed", "{rec}");
-    assert_eq!(rec["mode"], "migrate", "{rec}");
-    let old_ip = rec["source"]["ip"].as_str().unwrap().to_string();
+    assert_eq!(rec.state, RecordState::Checkpointed, "{rec:?}");
+    assert_eq!(rec.mode, CheckpointMode::Migrate, "{rec:?}");
+    let old_ip = rec.source.ip.to_string();
     w.sh("podman rm -f web >/dev/null");
     w.cni("DEL", cur_id, POD_NETNS, "pods", "");
     w.sh("ip netns del srv");
@@ -250,12 +252,13 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
     // 2. A well-formed record of a migration the controller does not know,
     //    naming the other backend as its source.
     let mut foreign = good_record.clone();
-    foreign["migration_id"] = "mig-999".into();
-    foreign["source"]["key"] = "srvb/eth0".into();
-    foreign["source"]["container_id"] = "srvb".into();
-    foreign["source"]["ip"] = other_ip.clone().into();
-    foreign["source"]["mac"] = other_before["mac"].clone();
-    foreign["addresses"] = serde_json::json!([other_ip]);
+    foreign.migration_id = "mig-999".into();
+    foreign.source.key = "srvb/eth0".into();
+    foreign.source.container_id = "srvb".into();
+    foreign.source.ip = other_ip.parse().unwrap();
+    foreign.source.mac = other_before["mac"].as_str().unwrap().to_string();
+    foreign.addresses = vec![foreign.source.ip];
+    let foreign = serde_json::to_string(&foreign).unwrap();
     forge(&w, archive, bad, &format!("{foreign}\n"));
     let (ok, out, log) = restore(&w, bad);
     println!(
@@ -370,9 +373,9 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
     let (ok, out) = w.checkpoint("web", archive);
     assert!(ok, "checkpoint failed: {out}\n{}", w.diag());
     let rec = w.record_in(archive).unwrap();
-    assert_eq!(rec["state"], "checkpointed", "{rec}");
-    let old_ip = rec["source"]["ip"].as_str().unwrap().to_string();
-    let mig_id = rec["migration_id"].as_str().unwrap().to_string();
+    assert_eq!(rec.state, RecordState::Checkpointed, "{rec:?}");
+    let old_ip = rec.source.ip.to_string();
+    let mig_id = rec.migration_id.clone();
     w.sh("podman rm -f web >/dev/null");
     w.cni("DEL", "srv0", POD_NETNS, "pods", "");
     w.sh("ip netns del srv");

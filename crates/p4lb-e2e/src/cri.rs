@@ -1,8 +1,20 @@
 //! A minimal CRI (runtime.v1) client over containerd's Unix socket, with a
 //! blocking API for tests.
+//!
+//! Why the messages come from a vendored subset of the CRI API
+//! (`proto/cri.proto`, compiled by `build.rs` with protox) and not from the
+//! `k8s-cri` crate: `k8s-cri` 0.11 is on the same tonic/prost line (0.14), but
+//! its build script runs prost-build, which needs a system `protoc`; p4lb
+//! builds without one (p4lb-proto compiles its protos with protox too). The
+//! generated types sit in [`pb`] under the same names `k8s_cri::v1` uses, so
+//! moving to the crate is replacing that module with `pub use k8s_cri::v1 as
+//! pb;`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use p4lb_testbed::containerd;
+use p4lb_testbed::session::Testbed;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -239,6 +251,18 @@ impl Cri {
             .map(|r| r.into_inner().images)
             .map_err(cri_err("ListImages"))
     }
+}
+
+/// Starts containerd in `tb` and waits until its CRI service answers
+/// `Version`. Returns the socket's host path.
+pub fn start_containerd(tb: &Testbed) -> Result<PathBuf> {
+    let socket = containerd::start_with(tb, |socket| {
+        Cri::connect(socket)
+            .and_then(|mut c| c.version())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(socket)
 }
 
 /// What kubelet sets for a container unless the pod shares its process

@@ -1,10 +1,12 @@
-//! Harness of the migration end-to-end tests: [`p4lb_testbed::scenario`]'s
-//! world (p4lb installed, controller running, CNI plugin, VIP service) with
-//! methods that fail the test with the error.
+//! Harness of the end-to-end tests: [`p4lb_e2e::scenario`]'s world (p4lb
+//! installed, controller running, CNI plugin, VIP service) with methods that
+//! fail the test with the error, and a bare testbed for the containerd tests.
 //!
-//! The p4lb binaries are used from `target/debug`; build them first:
-//! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook`.
-//! Missing binaries or testbed make the tests FAIL with what is missing.
+//! The p4lb binaries are used from `target/debug`, the testbed's helper is
+//! `target/debug/p4lb-testbed`; build them first:
+//! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook
+//! -p p4lb-testbed`. Missing binaries or testbed make the tests FAIL with what
+//! is missing.
 
 #![allow(dead_code)]
 
@@ -14,11 +16,12 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
-use p4lb_testbed::{paths, preflight, scenario};
+use p4lb_e2e::scenario;
+use p4lb_testbed::{images, paths, preflight, session, Testbed, TestbedOptions};
 use serde_json::Value;
 
 #[allow(unused_imports)]
-pub use p4lb_testbed::scenario::{Moved, CLIENT_NETNS, POD_NETNS, PORT, SOCKET, VIP};
+pub use p4lb_e2e::scenario::{Moved, CLIENT_NETNS, POD_NETNS, PORT, SOCKET, VIP};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -43,6 +46,38 @@ pub fn serial() -> Serial {
     }
 }
 
+/// The `p4lb-testbed` binary that holds a testbed's namespaces.
+pub fn helper() -> PathBuf {
+    session::helper_binary().unwrap_or_else(|e| panic!("FAILED: {e}"))
+}
+
+/// Prints a measured figure and appends it to `<target>/tmp/p4lb-figures.txt`
+/// (`make test` shows that file in its summary).
+pub fn record(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("p4lb-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// A bare testbed with the local images built.
+pub fn start_with_images() -> Testbed {
+    let opts = TestbedOptions {
+        helper: Some(helper()),
+        ..Default::default()
+    };
+    let tb = Testbed::start(opts)
+        .unwrap_or_else(|e| panic!("FAILED: the testbed is not available: {e}"));
+    images::build_podman_images(&tb).unwrap_or_else(|e| panic!("building images: {e}"));
+    tb
+}
+
 /// The scenario's world; every step panics with its error.
 pub struct World(pub scenario::World);
 
@@ -55,8 +90,7 @@ impl Deref for World {
 
 impl World {
     pub fn start() -> World {
-        let helper = PathBuf::from(env!("CARGO_BIN_EXE_p4lb-testbed"));
-        World(scenario::World::start(helper).unwrap_or_else(|e| panic!("FAILED: {e}")))
+        World(scenario::World::start(helper()).unwrap_or_else(|e| panic!("FAILED: {e}")))
     }
 
     pub fn start_controller(&self) {

@@ -9,10 +9,10 @@ mod migration_common;
 use std::net::Ipv4Addr;
 
 use migration_common::*;
+use p4lb_e2e::cri::{self, Cri};
+use p4lb_e2e::scenario::reports;
 use p4lb_testapp::report::Report;
-use p4lb_testbed::cri::{self, Cri};
-use p4lb_testbed::scenario::reports;
-use p4lb_testbed::{containerd, images};
+use p4lb_testbed::images;
 use serde_json::Value;
 
 /// The pod subnet of the conflist.
@@ -159,7 +159,7 @@ fn containerd_pods_wired_by_p4lb_reach_each_other_and_a_vip() {
         "p4lb veths before any pod: {:?}",
         p4lb_links(&w)
     );
-    let socket = containerd::start(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
+    let socket = cri::start_containerd(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
     images::load_into_containerd(&w.tb).unwrap();
     let mut c = Cri::connect(&socket).unwrap();
 

@@ -14,7 +14,7 @@ mod migration_common;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_testbed::migration::judge;
+use p4lb_e2e::judge::judge;
 
 #[test]
 fn podman_migrations_to_new_addresses_keep_every_connection() {
@@ -140,8 +140,8 @@ fn controller_down_makes_checkpoint_fail_loudly_and_override_lets_it_pass() {
 /// moves with the container and the switch routes it to the new port).
 #[test]
 fn migration_keeps_direct_and_outbound_connections() {
+    use p4lb_e2e::scenario::{reports, POD_NETNS, PORT};
     use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
-    use p4lb_testbed::scenario::{reports, POD_NETNS, PORT};
     let _s = serial();
     let w = World::start();
     let conns = 20;

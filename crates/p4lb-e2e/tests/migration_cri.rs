@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_testbed::cri::{self, Cri};
-use p4lb_testbed::migration::judge;
-use p4lb_testbed::{containerd, images};
+use p4lb_criu_action::config::CheckpointMode;
+use p4lb_e2e::cri::{self, Cri};
+use p4lb_e2e::judge::judge;
+use p4lb_e2e::scenario::parse_record;
+use p4lb_testbed::images;
 use serde_json::Value;
 
 fn use_p4lb_cni_for_containerd(w: &World) {
@@ -109,7 +111,7 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     let _s = serial();
     let w = World::start();
     use_p4lb_cni_for_containerd(&w);
-    let socket = containerd::start(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
+    let socket = cri::start_containerd(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
     images::load_into_containerd(&w.tb).unwrap();
     let mut c = Cri::connect(&socket).unwrap();
     w.pod_netns("cli", "cli", "clients", "");
@@ -161,9 +163,9 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
         "f=$(tar -tf /tmp/cri-snap.tar | grep 'p4lb-migration.json$' | head -1); \
          tar -xOf /tmp/cri-snap.tar \"$f\"",
     );
-    let rec: Value = serde_json::from_str(&rec).unwrap_or_else(|e| panic!("record {rec}: {e}"));
-    assert_eq!(rec["mode"], "snapshot", "{rec}");
-    assert_eq!(rec["leave_running"], true, "{rec}");
+    let rec = parse_record(&rec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rec.mode, CheckpointMode::Snapshot, "{rec:?}");
+    assert!(rec.leave_running, "{rec:?}");
     c.stop_container(&ctr, 5).unwrap();
     c.remove_container(&ctr).unwrap();
     c.stop_pod_sandbox(&sb).unwrap();
@@ -191,9 +193,9 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
         "f=$(tar -tf /tmp/cri-mig.tar | grep 'p4lb-migration.json$' | head -1); \
          tar -xOf /tmp/cri-mig.tar \"$f\"",
     );
-    let rec: Value = serde_json::from_str(&rec).unwrap_or_else(|e| panic!("record {rec}: {e}"));
-    assert_eq!(rec["mode"], "migrate", "{rec}");
-    assert_eq!(rec["leave_running"], true, "{rec}");
+    let rec = parse_record(&rec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rec.mode, CheckpointMode::Migrate, "{rec:?}");
+    assert!(rec.leave_running, "{rec:?}");
     println!(
         "CRI migrate checkpoint: source {key} stays locked (migration {})",
         m["id"]
@@ -221,7 +223,7 @@ fn cri_migration(lock: bool) -> CriMigration {
     if !lock {
         w.sh("echo 'lock = false' > /etc/p4lb/criu-action.toml");
     }
-    let socket = containerd::start(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
+    let socket = cri::start_containerd(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
     images::load_into_containerd(&w.tb).unwrap();
     // containerd restores only images it can pull by name.
     images::start_registry(&w.tb).unwrap_or_else(|e| panic!("registry: {e}"));

@@ -1,5 +1,6 @@
-//! The Podman checkpoint/restore scenario, same IP, no lock: the baseline
-//! p4lb improves on.
+//! `p4lb-tools bench-baseline`: the Podman checkpoint/restore scenario, same
+//! IP, no lock: the baseline p4lb improves on. It measures; `make test` does
+//! not run it.
 //!
 //! A `p4lb-testapp server` container joins a network namespace wired by a
 //! [`Topology`]; a `p4lb-testapp client` in another namespace holds long-lived
@@ -10,14 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use p4lb_testapp::report::{ConnState, Report};
-
-use crate::error::{Error, Result};
-use crate::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
-use crate::paths;
-use crate::scenario::reports;
-use crate::session::Testbed;
-use crate::topology::{topology, Topology};
+use anyhow::{anyhow, bail, Context, Result};
+use p4lb_e2e::judge::judge;
+use p4lb_e2e::scenario::reports;
+use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
+use p4lb_testbed::session::Testbed;
+use p4lb_testbed::topology::{topology, Topology};
+use p4lb_testbed::{cgroups, paths, wait};
 
 /// Settings of the scenario.
 #[derive(Debug, Clone)]
@@ -93,6 +93,34 @@ impl BaselineResult {
             .fold((0, 0), |(s, n), t| (s + t.survived, n + t.conns))
     }
 
+    /// What every run of the baseline must show, whatever its survival rate
+    /// (that is measured, not required): as many tries as asked, at least one
+    /// restore that succeeded, every try with all its connections, traffic
+    /// before the checkpoint, and timed checkpoint and restore.
+    pub fn check(&self, opts: &BaselineOptions) -> Result<()> {
+        if self.tries.len() != opts.tries {
+            bail!("{} tries run, {} asked", self.tries.len(), opts.tries);
+        }
+        if self.restores_failed() >= self.tries.len() {
+            bail!("no restore succeeded: {}", self.summary());
+        }
+        for t in &self.tries {
+            if t.conns != opts.conns as u64 {
+                bail!("{} connections, {} asked: {t:?}", t.conns, opts.conns);
+            }
+            if t.survived + t.reset + t.failed > t.conns {
+                bail!("more outcomes than connections: {t:?}");
+            }
+            if t.requests_before < opts.conns as u64 {
+                bail!("no traffic before: {t:?}");
+            }
+            if t.checkpoint_ms == 0 || t.restore_ms == 0 {
+                bail!("checkpoint or restore not timed: {t:?}");
+            }
+        }
+        Ok(())
+    }
+
     /// A human summary.
     pub fn summary(&self) -> String {
         let (s, n) = self.conns_survived();
@@ -131,36 +159,11 @@ impl BaselineResult {
     }
 }
 
-/// Compares the interim report (before checkpoint) with the final one.
-pub fn judge(before: &Report, after: &Report) -> Result<(u64, u64)> {
-    if before.connections.len() != after.connections.len() {
-        return Err(Error::Testbed(format!(
-            "reports disagree on the number of connections ({} vs {})",
-            before.connections.len(),
-            after.connections.len()
-        )));
-    }
-    let mut survived = 0;
-    for (b, a) in before.connections.iter().zip(&after.connections) {
-        if b.state == ConnState::Open
-            && a.state == ConnState::Done
-            && a.requests_done > b.requests_done
-            && a.is_clean()
-        {
-            survived += 1;
-        }
-    }
-    Ok((
-        survived,
-        after.totals.requests_done - before.totals.requests_done,
-    ))
-}
-
 /// Runs the baseline scenario in `tb` (images must be built, see
-/// [`crate::images::build_podman_images`]).
+/// [`p4lb_testbed::images::build_podman_images`]).
 pub fn run_baseline(tb: &Testbed, opts: &BaselineOptions) -> Result<BaselineResult> {
     let testapp = paths::inside_target(&paths::static_testapp())
-        .ok_or_else(|| Error::Testbed("static testapp outside the target dir".into()))?;
+        .context("static testapp outside the target dir")?;
     let testapp = testapp.display().to_string();
     let topo = topology("mig")
         .bridge(true)
@@ -206,7 +209,7 @@ fn one_try(
         "0.0.0.0:7000",
         "--stateful",
     ])?;
-    crate::wait::until(20, "the server container to listen", || {
+    wait::until(20, "the server container to listen", || {
         tb.run(&["podman", "logs", &name])
             .map(|l| l.contains("listening"))
             .unwrap_or(false)
@@ -269,7 +272,7 @@ fn one_try(
     let restore_error = match restored {
         Ok(_) => {
             let id = tb.run(&["podman", "inspect", "-f", "{{.Id}}", &name])?;
-            crate::cgroups::prune_restore_copies(id.trim());
+            cgroups::prune_restore_copies(id.trim());
             let state = tb.run(&["podman", "inspect", "-f", "{{.State.Status}}", &name])?;
             (state.trim() != "running").then(|| {
                 format!(
@@ -286,7 +289,7 @@ fn one_try(
     drop(client_guard);
     let out = client
         .wait_with_output()
-        .map_err(|e| Error::Testbed(format!("waiting for the client: {e}")))?;
+        .context("waiting for the client")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let reps = reports(&stdout)?;
     let (before, after) = match (
@@ -294,12 +297,10 @@ fn one_try(
         reps.iter().find(|r| r.r#final),
     ) {
         (Some(b), Some(a)) => (b, a),
-        _ => {
-            return Err(Error::Testbed(format!(
-                "the client printed no interim/final report pair; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )))
-        }
+        _ => bail!(
+            "the client printed no interim/final report pair; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     };
     let (survived, requests_after) = judge(before, after)?;
     Ok(TryResult {
@@ -318,14 +319,14 @@ fn one_try(
 
 /// Adds the tail of the newest CRIU log (`dump.log` / `restore.log`) to a
 /// failed checkpoint or restore.
-fn with_criu_log(tb: &Testbed, e: Error, log: &str) -> Error {
+fn with_criu_log(tb: &Testbed, e: p4lb_testbed::Error, log: &str) -> anyhow::Error {
     let tail = tb
         .sh(&format!(
             "f=$(ls -t /var/lib/containers/storage/overlay-containers/*/userdata/{log} 2>/dev/null \
              | head -n 1); [ -n \"$f\" ] && grep -E 'Error|Warn' \"$f\" | tail -n 15"
         ))
         .unwrap_or_default();
-    Error::Testbed(format!("{e}\nCRIU {log} (errors and warnings):\n{tail}"))
+    anyhow!("{e}\nCRIU {log} (errors and warnings):\n{tail}")
 }
 
 /// Stops the client (by its pid file inside the testbed) if a step fails.
@@ -346,43 +347,6 @@ impl Drop for KillOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p4lb_testapp::report::ConnReport;
-
-    fn conn(id: usize, state: ConnState, done: u64) -> ConnReport {
-        let mut c = ConnReport::new(id);
-        c.state = state;
-        c.requests_done = done;
-        c
-    }
-
-    #[test]
-    fn judge_counts_connections_that_kept_going() {
-        let before = Report::new(
-            false,
-            1,
-            vec![
-                conn(0, ConnState::Open, 5),
-                conn(1, ConnState::Open, 5),
-                conn(2, ConnState::Open, 5),
-            ],
-        );
-        let mut reset = conn(1, ConnState::Reset, 5);
-        reset.resets = 1;
-        let after = Report::new(
-            true,
-            2,
-            vec![
-                conn(0, ConnState::Done, 9),
-                reset,
-                conn(2, ConnState::Done, 5),
-            ],
-        );
-        let (survived, extra) = judge(&before, &after).unwrap();
-        assert_eq!(survived, 1);
-        assert_eq!(extra, 4);
-        let short = Report::new(true, 2, vec![]);
-        assert!(judge(&before, &short).is_err());
-    }
 
     #[test]
     fn summary_counts_tries() {
@@ -405,5 +369,38 @@ mod tests {
         assert_eq!(r.tries_all_survived(), 1);
         assert_eq!(r.conns_survived(), (3, 6));
         assert!(r.summary().contains("1/3 tries"));
+    }
+
+    #[test]
+    fn check_requires_a_restore_and_traffic_but_not_survival() {
+        let opts = BaselineOptions {
+            tries: 2,
+            conns: 2,
+            ..Default::default()
+        };
+        let t = |survived, requests_before, restore_error: Option<&str>| TryResult {
+            conns: 2,
+            survived,
+            reset: 2 - survived,
+            failed: 0,
+            checkpoint_ms: 1,
+            restore_ms: 1,
+            longest_stall_ms: 1,
+            requests_before,
+            requests_after: 1,
+            restore_error: restore_error.map(str::to_string),
+        };
+        let r = |tries| BaselineResult {
+            ip_up_before_restore: Duration::ZERO,
+            tries,
+        };
+        r(vec![t(0, 2, None), t(0, 2, Some("CRIU failed"))])
+            .check(&opts)
+            .unwrap();
+        assert!(r(vec![t(2, 2, None)]).check(&opts).is_err());
+        assert!(r(vec![t(0, 2, Some("a")), t(0, 2, Some("b"))])
+            .check(&opts)
+            .is_err());
+        assert!(r(vec![t(2, 2, None), t(2, 1, None)]).check(&opts).is_err());
     }
 }

@@ -1,0 +1,24 @@
+//! End-to-end scenarios of p4lb in the hermetic testbed (`p4lb-testbed`), and
+//! the end-to-end tests (`tests/`) that run them.
+//!
+//! - [`scenario`]: live migration with p4lb installed the way packaging does
+//!   (controller with its embedded switch, CNI plugin, CRIU action script, OCI
+//!   hook, a VIP service), a server container and a client holding connections,
+//! - [`judge`]: which client connections survived a checkpoint/restore,
+//! - [`cri`]: a minimal blocking CRI client for the containerd tests (its
+//!   module doc says why it is not the `k8s-cri` crate),
+//! - [`error`]: the scenarios' error type.
+//!
+//! The tests: `migration_podman` (migrations to new addresses under load),
+//! `migration_faults` (restores that must be refused), `migration_cri` and
+//! `cni_containerd` (containerd's CRI path), `containerd` (containerd with the
+//! `bridge` plugin and the local registry). They need root and the p4lb
+//! binaries built first (`cargo build --workspace --bins` and the static
+//! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
+
+pub mod cri;
+pub mod error;
+pub mod judge;
+pub mod scenario;
+
+pub use error::{Error, Result};

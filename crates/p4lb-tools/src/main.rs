@@ -1,0 +1,278 @@
+//! `p4lb-tools`: what runs in the hermetic testbed besides the tests: the
+//! live migration demo (`make demo`) and two benchmarks, one migration timed
+//! step by step (`bench-migration`) and the no-lock checkpoint/restore
+//! baseline (`bench-baseline`, `make baseline`). They use the `p4lb-testbed`
+//! binary to hold the testbed's namespaces (found next to this one, or
+//! `P4LB_TESTBED_BIN`).
+//!
+//! - `main.rs`: the command line and the demo,
+//! - `bench.rs`: `bench-migration`,
+//! - `baseline.rs`: `bench-baseline`.
+
+mod baseline;
+mod bench;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use p4lb_e2e::cri;
+use p4lb_e2e::judge::judge;
+use p4lb_e2e::scenario;
+use p4lb_testbed::session::helper_binary;
+use p4lb_testbed::{images, rootfs, Testbed, TestbedOptions};
+
+#[derive(Parser)]
+#[command(name = "p4lb-tools", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Live migration demo: a container behind a VIP migrates twice to a new
+    /// address while a client keeps 50 connections.
+    Demo,
+    /// One migration with CRIU's own dump/restore times (`--print-stats`)
+    /// next to the p4lb lock -> unlock stall and the client's longest stall.
+    BenchMigration,
+    /// Shows the testbed and measures the no-lock checkpoint/restore baseline
+    /// (Podman, same IP).
+    BenchBaseline {
+        #[arg(long, default_value_t = 5)]
+        tries: usize,
+    },
+}
+
+/// The live migration demo: a server container behind a VIP migrates twice to
+/// a new pod with a new address while a client holds connections to the VIP.
+/// Returns false when a connection was reset, failed or lost data.
+fn live_demo() -> Result<bool> {
+    const CONNS: usize = 50;
+    const RATE: f64 = 5.0;
+    const MIGRATIONS: usize = 2;
+    let helper = helper_binary()?;
+    println!("starting the testbed, the p4lb controller (embedded software switch) and the CNI plugin...");
+    let w = scenario::World::start(helper).context("setting up the live migration demo")?;
+    w.pod_netns("cli", "cli", "clients", "")?;
+    let mut ip = w.pod_netns("srv", "srv0", "pods", "")?;
+    w.add_service()?;
+    w.run_server("web", &[])?;
+    println!(
+        "server container `web` in pod srv0 at {ip}, behind VIP {}:{}",
+        scenario::VIP,
+        scenario::PORT
+    );
+    let client = w.start_client(CONNS, RATE)?;
+    println!("client: {CONNS} connections to the VIP, {RATE} requests/s each");
+    std::thread::sleep(Duration::from_secs(4));
+    let mut moved = Vec::new();
+    let mut ids = vec!["srv0".to_string()];
+    for i in 1..=MIGRATIONS {
+        client.mark()?;
+        let new_id = format!("srv{i}");
+        let m = w
+            .migrate("web", &ids[i - 1], &new_id, i)
+            .with_context(|| format!("migration {i}"))?;
+        if m.old_ip != ip || m.new_ip == m.old_ip {
+            bail!(
+                "migration {i}: expected {ip} -> a new address, got {} -> {}",
+                m.old_ip,
+                m.new_ip
+            );
+        }
+        println!(
+            "migration {i}: {ids_old} ({}) -> {new_id} ({}): podman checkpoint {} ms, new pod + restore {} ms",
+            m.old_ip,
+            m.new_ip,
+            m.checkpoint_ms,
+            m.restore_ms,
+            ids_old = ids[i - 1]
+        );
+        ip = m.new_ip.clone();
+        ids.push(new_id);
+        moved.push(m);
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let out = client.finish()?;
+    let last = &out.last;
+    if out.interim.len() != MIGRATIONS {
+        bail!(
+            "the client printed {} interim reports, expected {MIGRATIONS}; stderr: {}",
+            out.interim.len(),
+            out.stderr
+        );
+    }
+    println!("\nclient's view ({} connections):", last.totals.connections);
+    let (mut prev, mut prev_ms) = (0, 0);
+    for (phase, r) in out.interim.iter().chain(std::iter::once(last)).enumerate() {
+        let label = match phase {
+            0 => "before migration 1".to_string(),
+            p if p == MIGRATIONS => format!("after migration {MIGRATIONS}"),
+            p => format!("between migrations {p} and {}", p + 1),
+        };
+        let (d, ms) = (r.totals.requests_done, r.elapsed_ms);
+        println!(
+            "  requests served {label:<28} {:>6} in {:.1} s",
+            d.saturating_sub(prev),
+            ms.saturating_sub(prev_ms) as f64 / 1000.0
+        );
+        (prev, prev_ms) = (d, ms);
+    }
+    let t = &last.totals;
+    println!(
+        "  longest stall                                {:>6} ms",
+        t.longest_stall_ms
+    );
+    println!(
+        "  connections reset                            {:>6}",
+        t.reset
+    );
+    println!(
+        "  connections failed                           {:>6}",
+        t.failed
+    );
+    println!(
+        "  bytes lost                                   {:>6}",
+        t.lost_bytes
+    );
+    println!(
+        "  bytes duplicated                             {:>6}",
+        t.duplicated_bytes
+    );
+    println!(
+        "  out-of-order bytes / corrupt replies         {:>6} / {}",
+        t.out_of_order_bytes, t.corrupt_replies
+    );
+    let migs = w.migrations()?;
+    println!("\ncontroller's migration records (p4lbctl --json migrations ls):");
+    for (v, m) in migs.iter().rev().take(MIGRATIONS).rev().zip(&moved) {
+        println!(
+            "  {} {} -> {} ({} -> {}): {}, switchover {:.1} ms, lock->unlock stall {:.1} ms, {} connections carried",
+            v["id"].as_str().unwrap_or("?"),
+            v["source_key"].as_str().unwrap_or("?"),
+            v["target_key"].as_str().unwrap_or("?"),
+            m.old_ip,
+            m.new_ip,
+            v["state"].as_str().unwrap_or("?"),
+            v["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            v["stall_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            v["connections_carried"]
+        );
+    }
+    let (survived, _) = judge(&out.interim[0], last)?;
+    let records_done = migs.len() >= MIGRATIONS
+        && migs
+            .iter()
+            .rev()
+            .take(MIGRATIONS)
+            .all(|v| v["state"] == "done");
+    let ok = survived == t.connections
+        && t.connections == CONNS as u64
+        && t.reset == 0
+        && t.failed == 0
+        && t.lost_bytes == 0
+        && t.duplicated_bytes == 0
+        && records_done;
+    println!(
+        "\nconnections survived: {survived}/{} ({MIGRATIONS} migrations to new addresses) -> {}",
+        t.connections,
+        if ok { "PASS" } else { "FAIL" }
+    );
+    if !ok {
+        eprintln!("client stderr:\n{}\n{}", out.stderr, w.diag());
+    }
+    w.tb.sh("podman rm -f -t 0 web >/dev/null 2>&1 || true")?;
+    drop(w);
+    Ok(ok)
+}
+
+/// Shows the testbed (rootfs, package versions, CRIU, Podman, containerd's
+/// CRI) and measures the no-lock checkpoint/restore baseline with the address
+/// up right at the restore and 1.5 s before it. Fails when a run of it does
+/// not show what [`baseline::BaselineResult::check`] requires.
+fn bench_baseline(tries: usize) -> Result<()> {
+    let tb = Testbed::start(TestbedOptions::default())?;
+    println!(
+        "testbed: rootfs {} at {} ({} in {:.1} s)",
+        tb.rootfs().hash,
+        tb.rootfs().path.display(),
+        if tb.rootfs().built { "built" } else { "reused" },
+        tb.rootfs().elapsed.as_secs_f64()
+    );
+    rootfs::print_key_package_versions(&tb.rootfs().path);
+    let criu = tb.output(&["criu", "check"])?;
+    println!(
+        "criu check: {}",
+        String::from_utf8_lossy(&criu.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    images::build_podman_images(&tb)?;
+    println!(
+        "podman images: {} {}",
+        images::TEST_IMAGE,
+        images::PAUSE_IMAGE
+    );
+    let hello = tb.run(&[
+        "podman",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        images::TEST_IMAGE,
+        "echo",
+        "hello from a container",
+    ])?;
+    println!("podman run: {}", hello.trim());
+    let socket = cri::start_containerd(&tb)?;
+    let mut c = cri::Cri::connect(&socket)?;
+    let v = c.version()?;
+    println!(
+        "containerd CRI: {} {} (API {})",
+        v.runtime_name, v.runtime_version, v.runtime_api_version
+    );
+    println!("commands: p4lb-testbed run [--images] [--containerd] [CMD...]; p4lb-testbed cleanup");
+    for gap_ms in [0, 1500] {
+        let opts = baseline::BaselineOptions {
+            tries,
+            ip_up_before_restore: Duration::from_millis(gap_ms),
+            ..Default::default()
+        };
+        let r = baseline::run_baseline(&tb, &opts)?;
+        print!("{}", r.summary());
+        for e in r.tries.iter().filter_map(|t| t.restore_error.as_ref()) {
+            println!("restore failure: {e}");
+        }
+        r.check(&opts)?;
+    }
+    tb.stop()?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Demo => live_demo().map(|ok| if ok { 0 } else { 1 }),
+        Cmd::BenchMigration => bench::bench_migration().map(|_| 0),
+        Cmd::BenchBaseline { tries } => bench_baseline(tries).map(|_| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("p4lb-tools: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
