@@ -55,8 +55,8 @@ pub struct Fixture {
     /// dst_addr, protocol, src_port, dst_port, service_id, backend_id). Setting it also
     /// enables the digest (DigestEntry with max_list_size 1) before the frames are sent.
     pub digest: Option<[u64; 7]>,
-    /// Only on the in-process target: frames that cannot cross a veth (shorter than an
-    /// Ethernet header) or cases the wire targets were never compared on.
+    /// Only on the in-process target: for frames that cannot cross a veth (shorter than an
+    /// Ethernet header: the kernel pads them).
     pub in_process_only: bool,
 }
 
