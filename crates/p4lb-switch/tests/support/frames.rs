@@ -1,5 +1,11 @@
-//! Frame builders with correct checksums, and full checksum verification of frames the
-//! switch sends out (independent of the switch's incremental updates).
+//! Frames for packet tests, built and checked with `etherparse`: an implementation of
+//! Ethernet/ARP/IPv4/TCP/UDP and of the Internet checksum that shares no code with the switch,
+//! so a frame the switch rewrote is compared against one built independently.
+
+use etherparse::{
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpNumber, Ipv4Header, NetHeaders,
+    PacketHeaders, TcpHeader, TransportHeader, UdpHeader,
+};
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -10,34 +16,7 @@ pub fn ip(a: u8, b: u8, c: u8, d: u8) -> u32 {
     u32::from_be_bytes([a, b, c, d])
 }
 
-fn sum(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from(c[0]) << 8
-        };
-        s += u32::from(w);
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-pub fn csum(data: &[u8]) -> u16 {
-    !fold(sum(data))
-}
-
-fn pseudo(src: u32, dst: u32, proto: u8, len: usize) -> u32 {
-    (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + u32::from(proto) + len as u32
-}
-
+/// An Ethernet/IPv4/TCP-or-UDP frame, described by the fields the switch reads or rewrites.
 #[derive(Debug, Clone, Copy)]
 pub struct Flow {
     pub smac: [u8; 6],
@@ -49,6 +28,8 @@ pub struct Flow {
     pub dport: u16,
     pub ttl: u8,
     pub tcp_flags: u8,
+    /// UDP only: send without a checksum (0), which the switch must keep at 0.
+    pub udp_no_checksum: bool,
 }
 
 impl Flow {
@@ -63,6 +44,7 @@ impl Flow {
             dport,
             ttl: 64,
             tcp_flags: SYN,
+            udp_no_checksum: false,
         }
     }
 
@@ -74,51 +56,51 @@ impl Flow {
         }
     }
 
+    /// The frame with correct IPv4 and L4 checksums (computed by etherparse).
     pub fn frame(&self, payload: &[u8]) -> Vec<u8> {
-        let l4_len = if self.proto == TCP { 20 } else { 8 } + payload.len();
-        let total = 20 + l4_len;
-        let mut f = Vec::with_capacity(14 + total);
-        f.extend_from_slice(&self.dmac);
-        f.extend_from_slice(&self.smac);
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
-        let mut iph = [0u8; 20];
-        iph[0] = 0x45;
-        iph[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        iph[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        iph[6] = 0x40; // DF
-        iph[8] = self.ttl;
-        iph[9] = self.proto;
-        iph[12..16].copy_from_slice(&self.src.to_be_bytes());
-        iph[16..20].copy_from_slice(&self.dst.to_be_bytes());
-        let c = csum(&iph);
-        iph[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&iph);
-        let mut l4 = Vec::with_capacity(l4_len);
-        l4.extend_from_slice(&self.sport.to_be_bytes());
-        l4.extend_from_slice(&self.dport.to_be_bytes());
-        if self.proto == TCP {
-            l4.extend_from_slice(&1000u32.to_be_bytes());
-            l4.extend_from_slice(
-                &(if self.tcp_flags & ACK != 0 {
-                    2000u32
-                } else {
-                    0
-                })
-                .to_be_bytes(),
-            );
-            l4.push(0x50);
-            l4.push(self.tcp_flags);
-            l4.extend_from_slice(&64240u16.to_be_bytes());
-            l4.extend_from_slice(&[0, 0, 0, 0]);
+        let l4_len = if self.proto == TCP {
+            TcpHeader::MIN_LEN
         } else {
-            l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-            l4.extend_from_slice(&[0, 0]);
+            UdpHeader::LEN
+        } + payload.len();
+        let mut iph = Ipv4Header::new(
+            u16::try_from(l4_len).expect("payload fits an IPv4 packet"),
+            self.ttl,
+            IpNumber(self.proto),
+            self.src.to_be_bytes(),
+            self.dst.to_be_bytes(),
+        )
+        .expect("payload fits an IPv4 packet");
+        iph.identification = 0x1234;
+        iph.dont_fragment = true;
+        iph.header_checksum = iph.calc_header_checksum();
+        let mut f = Vec::with_capacity(14 + 20 + l4_len);
+        Ethernet2Header {
+            source: self.smac,
+            destination: self.dmac,
+            ether_type: EtherType::IPV4,
         }
-        l4.extend_from_slice(payload);
-        let c = !fold(sum(&l4) + pseudo(self.src, self.dst, self.proto, l4_len));
-        let off = if self.proto == TCP { 16 } else { 6 };
-        l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&l4);
+        .write(&mut f)
+        .expect("write to a Vec");
+        iph.write_raw(&mut f).expect("write to a Vec");
+        if self.proto == TCP {
+            let mut tcp = TcpHeader::new(self.sport, self.dport, 1000, 64240);
+            tcp.syn = self.tcp_flags & SYN != 0;
+            tcp.ack = self.tcp_flags & ACK != 0;
+            if tcp.ack {
+                tcp.acknowledgment_number = 2000;
+            }
+            tcp.checksum = tcp.calc_checksum_ipv4(&iph, payload).expect("payload fits");
+            tcp.write(&mut f).expect("write to a Vec");
+        } else {
+            let mut udp = UdpHeader::with_ipv4_checksum(self.sport, self.dport, &iph, payload)
+                .expect("payload fits");
+            if self.udp_no_checksum {
+                udp.checksum = 0;
+            }
+            udp.write(&mut f).expect("write to a Vec");
+        }
+        f.extend_from_slice(payload);
         f
     }
 
@@ -130,59 +112,158 @@ impl Flow {
     }
 }
 
-/// Checks the IPv4 header checksum and the TCP/UDP checksum of an IPv4 frame by full
-/// recomputation.
-pub fn checksums_ok(f: &[u8]) -> bool {
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
-        return false;
+fn arp(dmac: [u8; 6], smac: [u8; 6], body: ArpEthIpv4Packet) -> Vec<u8> {
+    let mut f = Vec::new();
+    Ethernet2Header {
+        source: smac,
+        destination: dmac,
+        ether_type: EtherType::ARP,
     }
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    if fold(sum(&f[14..14 + ihl])) != 0xffff {
-        return false;
-    }
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let proto = f[23];
-    let src = u32::from_be_bytes([f[26], f[27], f[28], f[29]]);
-    let dst = u32::from_be_bytes([f[30], f[31], f[32], f[33]]);
-    let l4 = &f[14 + ihl..14 + total];
-    if proto == UDP && l4[6..8] == [0, 0] {
-        return true;
-    }
-    fold(sum(l4) + pseudo(src, dst, proto, l4.len())) == 0xffff
+    .write(&mut f)
+    .expect("write to a Vec");
+    f.extend_from_slice(&body.to_bytes());
+    f
 }
 
-/// An ARP request (who-has `tpa` tell `spa`).
+/// An ARP request (who-has `tpa` tell `spa`), broadcast.
 pub fn arp_request(sha: [u8; 6], spa: u32, tpa: u32) -> Vec<u8> {
+    arp(
+        [0xff; 6],
+        sha,
+        ArpEthIpv4Packet {
+            operation: ArpOperation::REQUEST,
+            sender_mac: sha,
+            sender_ipv4: spa.to_be_bytes(),
+            target_mac: [0; 6],
+            target_ipv4: tpa.to_be_bytes(),
+        },
+    )
+}
+
+/// The reply the ARP proxy must produce for [`arp_request`]: `tpa` is at `mac`.
+pub fn arp_reply(sha: [u8; 6], spa: u32, tpa: u32, mac: [u8; 6]) -> Vec<u8> {
+    arp(
+        sha,
+        mac,
+        ArpEthIpv4Packet {
+            operation: ArpOperation::REPLY,
+            sender_mac: mac,
+            sender_ipv4: tpa.to_be_bytes(),
+            target_mac: sha,
+            target_ipv4: spa.to_be_bytes(),
+        },
+    )
+}
+
+/// An Ethernet II frame with a non-IP EtherType (the switch's L2 path).
+pub fn l2_frame(dmac: [u8; 6], smac: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&1u16.to_be_bytes());
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.push(6);
-    f.push(4);
-    f.extend_from_slice(&1u16.to_be_bytes());
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&spa.to_be_bytes());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&tpa.to_be_bytes());
+    Ethernet2Header {
+        source: smac,
+        destination: dmac,
+        ether_type: EtherType(ether_type),
+    }
+    .write(&mut f)
+    .expect("write to a Vec");
+    f.extend_from_slice(payload);
     f
 }
 
-/// The reply the ARP proxy must produce for [`arp_request`].
-pub fn arp_reply(sha: [u8; 6], spa: u32, tpa: u32, mac: [u8; 6]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&1u16.to_be_bytes());
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.push(6);
-    f.push(4);
-    f.extend_from_slice(&2u16.to_be_bytes());
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&tpa.to_be_bytes());
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&spa.to_be_bytes());
+/// `frame` with byte `offset` set to `value` (malformed-header cases).
+pub fn mutate(frame: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    for (off, v) in edits {
+        f[*off] = *v;
+    }
     f
+}
+
+/// The IPv4 destination of an IPv4 frame, if it is one (etherparse's reading).
+pub fn ipv4_dst(f: &[u8]) -> Option<[u8; 4]> {
+    match PacketHeaders::from_ethernet_slice(f).ok()?.net? {
+        NetHeaders::Ipv4(h, _) => Some(h.destination),
+        _ => None,
+    }
+}
+
+/// Whether `f` carries `ether_type` (etherparse's reading of the Ethernet II header).
+pub fn ether_type(f: &[u8]) -> Option<u16> {
+    Ethernet2Header::from_slice(f)
+        .ok()
+        .map(|(h, _)| h.ether_type.0)
+}
+
+/// Checks the IPv4 header checksum and the TCP/UDP checksum of `f` (UDP 0 = none) by
+/// recomputing them with etherparse. Frames that are not IPv4 pass.
+pub fn check_checksums(f: &[u8]) -> Result<(), String> {
+    let h = PacketHeaders::from_ethernet_slice(f).map_err(|e| format!("unparsable: {e}"))?;
+    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+        return Ok(());
+    };
+    if ip.header_checksum != ip.calc_header_checksum() {
+        return Err(format!(
+            "IPv4 header checksum {:#06x}, should be {:#06x}",
+            ip.header_checksum,
+            ip.calc_header_checksum()
+        ));
+    }
+    let payload = h.payload.slice();
+    match &h.transport {
+        Some(TransportHeader::Tcp(t)) => {
+            let want = t
+                .calc_checksum_ipv4(ip, payload)
+                .map_err(|e| e.to_string())?;
+            if t.checksum != want {
+                return Err(format!(
+                    "TCP checksum {:#06x}, should be {want:#06x}",
+                    t.checksum
+                ));
+            }
+        }
+        Some(TransportHeader::Udp(u)) if u.checksum != 0 => {
+            let want = u
+                .calc_checksum_ipv4(ip, payload)
+                .map_err(|e| e.to_string())?;
+            if u.checksum != want {
+                return Err(format!(
+                    "UDP checksum {:#06x}, should be {want:#06x}",
+                    u.checksum
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Compares a frame the switch sent with the expected one: header by header as etherparse
+/// reads them (so a difference names the field), then the checksums, then byte for byte.
+pub fn check_frame(got: &[u8], want: &[u8]) -> Result<(), String> {
+    let w = PacketHeaders::from_ethernet_slice(want).map_err(|e| format!("expected frame: {e}"))?;
+    let g = PacketHeaders::from_ethernet_slice(got)
+        .map_err(|e| format!("unparsable frame ({e}): {got:02x?}"))?;
+    if g.link != w.link {
+        return Err(format!("Ethernet: got {:?}, want {:?}", g.link, w.link));
+    }
+    if g.net != w.net {
+        return Err(format!("network: got {:?}, want {:?}", g.net, w.net));
+    }
+    if g.transport != w.transport {
+        return Err(format!(
+            "transport: got {:?}, want {:?}",
+            g.transport, w.transport
+        ));
+    }
+    if g.payload.slice() != w.payload.slice() {
+        return Err(format!(
+            "payload: got {:02x?}, want {:02x?}",
+            g.payload.slice(),
+            w.payload.slice()
+        ));
+    }
+    check_checksums(got)?;
+    if got != want {
+        return Err(format!("bytes: got {got:02x?}, want {want:02x?}"));
+    }
+    Ok(())
 }

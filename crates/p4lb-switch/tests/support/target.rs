@@ -58,8 +58,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The BMv2 JSON of p4lb.p4: $P4LB_BMV2_JSON, build/p4lb.json, crates/p4lb-p4/build/p4lb.json, or
-/// compiled now with the prefix's p4c-bm2-ss.
+/// compiled with the prefix's p4c-bm2-ss (once per test binary: the fixture runner starts
+/// BMv2 for every row).
 pub fn bmv2_json(prefix: &Path, dir: &Path) -> Vec<u8> {
+    static JSON: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    JSON.get_or_init(|| find_or_compile_bmv2_json(prefix, dir))
+        .clone()
+}
+
+fn find_or_compile_bmv2_json(prefix: &Path, dir: &Path) -> Vec<u8> {
     let root = repo_root();
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("P4LB_BMV2_JSON") {
@@ -116,6 +123,9 @@ impl Target {
                 ]);
                 for i in topo.iface_args() {
                     cmd.args(["-i", &i]);
+                }
+                if std::env::var_os("P4LB_SWITCH_RX_RING").is_some() {
+                    cmd.arg("--rx-ring");
                 }
             }
             Kind::Bmv2 { prefix } => {

@@ -1,5 +1,8 @@
-//! `p4lb-switch-bench`: throughput of p4lb-switch against Linux kernel routing over the same
-//! veth setup, measured in one run. Needs root.
+//! The switch throughput benchmark: p4lb-switch against Linux kernel routing (and BMv2 when
+//! `P4LB_P4_PREFIX` is set) over the same veth setup, measured in one run. Needs root.
+//!
+//! `cargo bench -p p4lb-switch --bench throughput [-- --seconds 3 --sizes 64,1514 ...]`
+//! (`harness = false`: this file is the whole program; it is not shipped).
 //!
 //! Topology (network namespaces created and removed by the benchmark):
 //!
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
 use p4lb_p4::{actions, tables};
 use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::p4_runtime_client::P4RuntimeClient;
@@ -46,6 +50,9 @@ struct Args {
     /// Run the switch with PACKET_MMAP (TPACKET_V3) receive rings.
     #[arg(long)]
     rx_ring: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 const H1_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x01];
@@ -219,38 +226,25 @@ fn enter_netns(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn csum(data: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in data.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+/// A UDP frame of `size` bytes from SRC to `dst`, to `dmac`, built with etherparse. UDP
+/// checksum 0 (none): the switch keeps it.
+fn frame(size: usize, dmac: [u8; 6], dst: [u8; 4]) -> Result<Vec<u8>> {
+    let size = size.max(Ethernet2Header::LEN + Ipv4Header::MIN_LEN + UdpHeader::LEN);
+    let payload = vec![0u8; size - Ethernet2Header::LEN - Ipv4Header::MIN_LEN - UdpHeader::LEN];
+    let udp = UdpHeader::without_ipv4_checksum(5000, 6000, payload.len())?;
+    let mut ip = Ipv4Header::new(udp.length, 64, IpNumber::UDP, SRC, dst)?;
+    ip.dont_fragment = false;
+    let mut f = Vec::with_capacity(size);
+    Ethernet2Header {
+        source: H1_MAC,
+        destination: dmac,
+        ether_type: EtherType::IPV4,
     }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// A UDP frame of `size` bytes from SRC to `dst`, to `dmac`.
-fn frame(size: usize, dmac: [u8; 6], dst: [u8; 4]) -> Vec<u8> {
-    let size = size.max(42);
-    let mut f = vec![0u8; size];
-    f[0..6].copy_from_slice(&dmac);
-    f[6..12].copy_from_slice(&H1_MAC);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (size - 14) as u16;
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    f[22] = 64;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&SRC);
-    f[30..34].copy_from_slice(&dst);
-    let c = csum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[34..36].copy_from_slice(&5000u16.to_be_bytes());
-    f[36..38].copy_from_slice(&6000u16.to_be_bytes());
-    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    // UDP checksum 0 (none): the switch keeps it.
-    f
+    .write(&mut f)?;
+    ip.write(&mut f)?;
+    udp.write(&mut f)?;
+    f.extend_from_slice(&payload);
+    Ok(f)
 }
 
 fn raw_socket(iface: &str) -> Result<OwnedFd> {
@@ -469,25 +463,29 @@ async fn program(
     let mut updates = vec![
         entry(
             tables::ipv4_routes::ID,
-            vec![(1, dst, Some(32))],
+            vec![(tables::ipv4_routes::DST_ADDR.id, dst, Some(32))],
             actions::route_to_port::ID,
             &[2, mac_u64(H2_MAC)],
         ),
         entry(
             tables::port_smac::ID,
-            vec![(1, 2, None)],
+            vec![(tables::port_smac::EGRESS_PORT.id, 2, None)],
             actions::set_smac::ID,
             &[mac_u64(ROUTER_MAC)],
         ),
         entry(
             tables::vip_services::ID,
-            vec![(1, vip, None), (2, 17, None), (3, 6000, None)],
+            vec![
+                (tables::vip_services::DST_ADDR.id, vip, None),
+                (tables::vip_services::PROTOCOL.id, 17, None),
+                (tables::vip_services::L4_DPORT.id, 6000, None),
+            ],
             actions::set_service::ID,
             &[1, 1021, 6000],
         ),
         entry(
             tables::backends::ID,
-            vec![(1, 1, None)],
+            vec![(tables::backends::BACKEND_ID.id, 1, None)],
             actions::backend_forward::ID,
             &[dst, mac_u64(H2_MAC), 2],
         ),
@@ -495,7 +493,10 @@ async fn program(
     for slot in 0..1021 {
         updates.push(entry(
             tables::maglev_slots::ID,
-            vec![(1, 1, None), (2, slot, None)],
+            vec![
+                (tables::maglev_slots::SERVICE_ID.id, 1, None),
+                (tables::maglev_slots::SLOT.id, slot, None),
+            ],
             actions::set_backend::ID,
             &[1],
         ));
@@ -662,18 +663,18 @@ fn main() -> Result<()> {
     let mut results = Vec::new();
     for &size in &args.sizes {
         n.kernel_routing(true)?;
-        let k = measure(&n, &frame(size, SW1_MAC, DST), args.seconds, args.nice)?;
+        let k = measure(&n, &frame(size, SW1_MAC, DST)?, args.seconds, args.nice)?;
         n.kernel_routing(false)?;
         let (stop, t) = start_switch(n.sw.clone(), args.nice, args.rx_ring)?;
-        let r = measure(&n, &frame(size, ROUTER_MAC, DST), args.seconds, args.nice)?;
-        let v = measure(&n, &frame(size, ROUTER_MAC, VIP), args.seconds, args.nice)?;
+        let r = measure(&n, &frame(size, ROUTER_MAC, DST)?, args.seconds, args.nice)?;
+        let v = measure(&n, &frame(size, ROUTER_MAC, VIP)?, args.seconds, args.nice)?;
         let _ = stop.send(());
         t.join()
             .map_err(|_| anyhow::anyhow!("switch thread panicked"))??;
         let b = match &bmv2 {
             Some((prefix, json)) => {
                 let mut child = start_bmv2(&n.sw, prefix, json.clone())?;
-                let m = measure(&n, &frame(size, ROUTER_MAC, DST), args.seconds, args.nice);
+                let m = measure(&n, &frame(size, ROUTER_MAC, DST)?, args.seconds, args.nice);
                 let _ = child.kill();
                 let _ = child.wait();
                 Some(m?)
