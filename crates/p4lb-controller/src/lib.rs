@@ -4,7 +4,9 @@
 //! Where to look:
 //! - [`endpoints`], [`services`], [`migration`]: what each API call does to the state
 //!   (restore and repointing of a migrated backend live in [`migration`]).
-//! - [`desired`]: the table entries a state implies (pure function).
+//! - [`desired`]: the table entries a state implies (pure function), built with
+//!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
+//!   the controller derives from its state, and entries rendered as text.
 //! - [`maglev`]: the slot tables of services.
 //! - [`southbound`]: the controller's side of the switch: P4Runtime session ([`southbound::session::SwitchSession`]), table programming with diffs, port attachment
 //!   (software switch over gRPC, BMv2 over Thrift).
@@ -25,12 +27,12 @@ pub mod controller;
 pub mod desired;
 pub mod embedded;
 pub mod endpoints;
+pub mod entries;
 pub mod error;
 pub mod identity;
 pub mod maglev;
 pub mod metrics;
 pub mod migration;
-pub mod pipeline;
 pub mod server;
 pub mod services;
 pub mod southbound;
