@@ -2,8 +2,9 @@
 //! while the backend is locked for migration (`backend_locked`). Also the per-backend and
 //! per-service counters and the transit mark of a pending connection.
 
+use p4lb_p4::hash::crc16_5tuple;
+
 use super::conn::Choice;
-use super::crc16::crc16_5tuple;
 use super::packet::Packet;
 use super::vip::Service;
 use super::Meta;

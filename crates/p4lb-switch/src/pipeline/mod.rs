@@ -7,7 +7,6 @@ pub mod arp;
 pub mod backend;
 pub mod checksum;
 pub mod conn;
-pub mod crc16;
 pub mod egress;
 pub mod l2;
 pub mod maglev;
