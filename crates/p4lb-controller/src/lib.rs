@@ -8,8 +8,10 @@
 //!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
 //!   the controller derives from its state, and entries rendered as text.
 //! - [`maglev`]: the slot tables of services.
-//! - [`southbound`]: the controller's side of the switch: P4Runtime session ([`southbound::session::SwitchSession`]), table programming with diffs, port attachment
-//!   (software switch over gRPC, BMv2 over Thrift).
+//! - [`southbound`]: the controller's side of the switch: P4Runtime session
+//!   ([`southbound::session::SwitchSession`], whose steps are p4lb's P4Runtime client), the
+//!   pipeline config pushed ([`southbound::forwarding`]), table programming with diffs, port
+//!   attachment (software switch over gRPC, BMv2 over Thrift).
 //! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).

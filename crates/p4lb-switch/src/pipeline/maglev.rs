@@ -1,5 +1,6 @@
 //! Maglev slot choice for a new connection: `meta.slot = crc16(5-tuple) mod slot_count`,
-//! `P4lbIngress.maglev_slots` (action `set_backend`), and the `conn_learn` digest.
+//! [`maglev_slots`](p4lb_p4::tables::maglev_slots) (action `set_backend`), and the `conn_learn`
+//! digest.
 
 use std::net::Ipv4Addr;
 

@@ -1,5 +1,6 @@
-//! Reverse path of VIP connections: `P4lbIngress.conn_reverse` (exact, installed from the
-//! digest) and, for connections not yet installed, the transit mark + `P4lbIngress.service_vip`.
+//! Reverse path of VIP connections: [`conn_reverse`](p4lb_p4::tables::conn_reverse) (exact,
+//! installed from the digest) and, for connections not yet installed, the transit mark +
+//! [`service_vip`](p4lb_p4::tables::service_vip).
 //! Both run `rewrite_src`: the backend's reply gets the VIP as its source again (SNAT).
 //! Direct connections clear a stale mark at their own index.
 
