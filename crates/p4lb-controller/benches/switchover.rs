@@ -18,8 +18,8 @@ use clap::Parser;
 
 use p4lb_controller::config::Config;
 use p4lb_controller::conn::{ConnRec, ConnTable};
-use p4lb_controller::pipeline::FiveTuple;
 use p4lb_controller::{client, server, Controller};
+use p4lb_p4::FiveTuple;
 use p4lb_proto::api;
 
 #[derive(Debug, Parser)]

@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 use p4lb_proto::api::{self, controller_server};
 
 use crate::controller::Controller;
+use crate::entries::{format_action, format_match};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::pipeline as p;
 
 /// Who may call: root, or members of the configured socket group.
 #[derive(Debug, Clone, Copy)]
@@ -285,10 +285,10 @@ impl Controller {
     /// Reads tables back from the switch as readable rows (`table` = full or short
     /// name; empty = all).
     pub async fn dump_tables(&self, table: &str) -> Result<Vec<api::TableRow>> {
-        let tables: Vec<(u32, &str)> = p::table::ALL
+        let tables: Vec<(u32, &str)> = p4lb_p4::tables::ALL
             .iter()
-            .filter(|(_, n)| table.is_empty() || *n == table || n.rsplit('.').next() == Some(table))
-            .copied()
+            .filter(|t| table.is_empty() || t.name == table || p4lb_p4::short_name(t.name) == table)
+            .map(|t| (t.id, t.name))
             .collect();
         if tables.is_empty() {
             return Err(Error::not_found(format!("no table {table}")));
@@ -297,14 +297,14 @@ impl Controller {
         for (id, name) in tables {
             let mut entries = self.link.read_table(id, false).await?;
             for e in &mut entries {
-                p::canonicalize(e);
+                p4lb_p4::entries::canonicalize(e);
             }
             let mut r: Vec<api::TableRow> = entries
                 .iter()
                 .map(|e| api::TableRow {
                     table: name.to_string(),
-                    r#match: p::format_match(e),
-                    action: p::format_action(e),
+                    r#match: format_match(e),
+                    action: format_action(e),
                 })
                 .collect();
             r.sort_by(|a, b| a.r#match.cmp(&b.r#match));

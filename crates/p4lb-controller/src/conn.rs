@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use p4lb_p4::entries as p;
+use p4lb_p4::{actions, ConnLearn, FiveTuple};
 use p4lb_proto::p4runtime::update::Type;
-use p4lb_proto::p4runtime::{p4_data, P4Data, TableEntry, Update};
+use p4lb_proto::p4runtime::{P4Data, TableEntry, Update};
 
-use crate::pipeline::{self as p, FiveTuple};
 use crate::southbound::programmer::table_update;
 use crate::state::State;
 
@@ -21,33 +22,13 @@ pub struct Learned {
     pub backend_id: u16,
 }
 
-/// Decodes a conn_learn struct (src_addr, dst_addr, protocol, src_port, dst_port,
-/// service_id, backend_id).
+/// Decodes one member of a conn_learn digest list (layout: [`p4lb_p4::digest`]).
 pub fn parse_learned(d: &P4Data) -> Option<Learned> {
-    let members = match d.data.as_ref()? {
-        p4_data::Data::Struct(s) | p4_data::Data::Tuple(s) => &s.members,
-        _ => return None,
-    };
-    let v: Vec<u64> = members
-        .iter()
-        .map(|m| match &m.data {
-            Some(p4_data::Data::Bitstring(b)) if b.len() <= 8 => Some(p::value_u64(b)),
-            _ => None,
-        })
-        .collect::<Option<Vec<u64>>>()?;
-    if v.len() != 7 {
-        return None;
-    }
+    let m = ConnLearn::from_p4data(d)?;
     Some(Learned {
-        tuple: FiveTuple {
-            src: Ipv4Addr::from(v[0] as u32),
-            dst: Ipv4Addr::from(v[1] as u32),
-            protocol: v[2] as u8,
-            sport: v[3] as u16,
-            dport: v[4] as u16,
-        },
-        service_id: v[5] as u16,
-        backend_id: v[6] as u16,
+        tuple: m.tuple(),
+        service_id: m.service_id,
+        backend_id: m.backend_id,
     })
 }
 
@@ -185,7 +166,9 @@ pub fn adopt(state: &State, entries: &[TableEntry]) -> (Vec<(FiveTuple, ConnRec)
             continue;
         };
         let backend = match p::action_of(e) {
-            Some((a, params)) if a == p::action::CONN_PIN && params.len() == 1 => params[0] as u16,
+            Some((a, params)) if a == actions::conn_pin::ID && params.len() == 1 => {
+                params[0] as u16
+            }
             _ => {
                 stale.push(t);
                 continue;
@@ -215,7 +198,7 @@ pub fn adopt(state: &State, entries: &[TableEntry]) -> (Vec<(FiveTuple, ConnRec)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p4lb_proto::p4runtime::P4StructLike;
+    use p4lb_proto::p4runtime::{p4_data, P4StructLike};
 
     fn bits(v: &[u8]) -> P4Data {
         P4Data {

@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use p4lb_p4::FiveTuple;
+
 use crate::conn::{self, ConnRec, ConnTable, Learned};
 use crate::error::{Error, Result};
-use crate::pipeline::FiveTuple;
 use crate::state::State;
 use crate::store;
 

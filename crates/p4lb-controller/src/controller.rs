@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, Mutex};
 
+use p4lb_p4::entries as p;
+use p4lb_p4::{tables, FiveTuple};
 use p4lb_proto::api;
 use p4lb_proto::p4runtime::{update::Type, DigestList, IdleTimeoutNotification};
 
@@ -20,8 +22,7 @@ use crate::desired::{desired, Shape};
 use crate::embedded::EmbeddedSwitch;
 use crate::error::{Error, Result};
 use crate::metrics::{Gauges, Metrics};
-use crate::pipeline::{self as p, FiveTuple};
-use crate::southbound::p4info;
+use crate::southbound::forwarding;
 use crate::southbound::ports::PortAttacher;
 use crate::southbound::programmer::{table_update, Programmer};
 use crate::southbound::session::{SwitchEvent, SwitchSession, Target};
@@ -77,8 +78,8 @@ impl Controller {
             }
         };
         let (info, ids) = match cfg.p4info_path() {
-            Some(path) => p4info::load(&path)?,
-            None => p4info::load_text(p4lb_p4::P4INFO_TXTPB, "built-in P4Info")?,
+            Some(path) => forwarding::load(&path)?,
+            None => forwarding::load_text(p4lb_p4::P4INFO_TXTPB, "built-in P4Info")?,
         };
         let device_config = match cfg.switch.kind {
             SwitchKind::Bmv2 => {
@@ -116,7 +117,7 @@ impl Controller {
             address: address.clone(),
             device_id: cfg.switch.device_id,
             election_id: cfg.switch.election_id,
-            pipeline: p4info::pipeline_config(info, device_config),
+            pipeline: forwarding::pipeline_config(info, device_config),
             digest_id: ids.conn_learn_digest,
             digest_config: p4lb_proto::p4runtime::digest_entry::Config {
                 max_timeout_ns: (cfg.conn.digest_max_timeout_us * 1000) as i64,
@@ -277,8 +278,11 @@ impl Controller {
         let (have_fwd, have_rev): (HashSet<FiveTuple>, HashSet<FiveTuple>) = if fresh {
             (HashSet::new(), HashSet::new())
         } else {
-            let fwd = self.link.read_table(p::table::CONN_TABLE, false).await?;
-            let rev = self.link.read_table(p::table::CONN_REVERSE, false).await?;
+            let fwd = self.link.read_table(tables::conn_table::ID, false).await?;
+            let rev = self
+                .link
+                .read_table(tables::conn_reverse::ID, false)
+                .await?;
             let (adopted, _) = conn::adopt(&g.state, &fwd);
             for (t, c) in adopted {
                 g.conns.insert(t, c);
@@ -389,7 +393,7 @@ impl Controller {
         let tuples: Vec<FiveTuple> = n
             .table_entry
             .iter()
-            .filter(|e| e.table_id == p::table::CONN_TABLE)
+            .filter(|e| e.table_id == tables::conn_table::ID)
             .filter_map(|e| FiveTuple::from_matches(&e.r#match))
             .collect();
         self.expire(&tuples).await;
@@ -424,7 +428,7 @@ impl Controller {
         if self.idle_timeout_ns <= 0 || !self.link.is_connected() {
             return Ok(0);
         }
-        let entries = self.link.read_table(p::table::CONN_TABLE, true).await?;
+        let entries = self.link.read_table(tables::conn_table::ID, true).await?;
         let idle: Vec<FiveTuple> = entries
             .iter()
             .filter(|e| {

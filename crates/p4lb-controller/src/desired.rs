@@ -6,9 +6,9 @@ use std::net::Ipv4Addr;
 
 use prost::Message;
 
+use p4lb_p4::entries as p;
 use p4lb_proto::p4runtime::TableEntry;
 
-use crate::pipeline as p;
 use crate::state::State;
 
 /// Identity of a table entry: table id and its (canonical) match.

@@ -5,10 +5,14 @@
 //! - [`endpoints`], [`services`], [`migration`]: what each API call does to the state
 //!   (restore and repointing of a migrated backend live in [`migration`], with the
 //!   migration states' transition table; the persisted model is [`state`]).
-//! - [`desired`]: the table entries a state implies (pure function).
+//! - [`desired`]: the table entries a state implies (pure function), built with
+//!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
+//!   the controller derives from its state, and entries rendered as text.
 //! - [`maglev`]: the slot tables of services.
-//! - [`southbound`]: the controller's side of the switch: P4Runtime session ([`southbound::session::SwitchSession`]), table programming with diffs, port attachment
-//!   (software switch over gRPC, BMv2 over Thrift).
+//! - [`southbound`]: the controller's side of the switch: P4Runtime session
+//!   ([`southbound::session::SwitchSession`], whose steps are p4lb's P4Runtime client), the
+//!   pipeline config pushed ([`southbound::forwarding`]), table programming with diffs, port
+//!   attachment (software switch over gRPC, BMv2 over Thrift).
 //! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
@@ -30,12 +34,12 @@ pub mod controller;
 pub mod desired;
 pub mod embedded;
 pub mod endpoints;
+pub mod entries;
 pub mod error;
 pub mod identity;
 pub mod maglev;
 pub mod metrics;
 pub mod migration;
-pub mod pipeline;
 pub mod readiness;
 pub mod server;
 pub mod services;

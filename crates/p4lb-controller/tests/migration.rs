@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::packet::{send_frame, tcp_syn};
 use common::*;
-use p4lb_controller::pipeline as p;
+use p4lb_p4::entries as p;
 use p4lb_proto::api;
 
 const ROUTER: [u8; 6] = [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01];

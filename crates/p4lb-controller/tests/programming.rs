@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use p4lb_controller::pipeline as p;
+use p4lb_p4::entries as p;
 use p4lb_proto::api;
 
 const ROUTER: &str = "02:70:34:6c:62:01";
@@ -118,7 +118,7 @@ fn slots(t: &BTreeMap<&str, Vec<p4lb_proto::p4runtime::TableEntry>>) -> BTreeMap
                 .iter()
                 .map(|f| match &f.field_match_type {
                     Some(p4lb_proto::p4runtime::field_match::FieldMatchType::Exact(x)) => {
-                        p::value_u64(&x.value)
+                        p4lb_p4::bytes::to_u64(&x.value)
                     }
                     _ => panic!("maglev key"),
                 })

@@ -6,6 +6,8 @@ pub enum P4Error {
     Descriptor(String),
     #[error("P4Info text does not parse: {0}")]
     P4InfoText(String),
+    #[error("P4Info does not match the p4lb pipeline: {0}")]
+    Mismatch(String),
     #[error("reading BMv2 JSON {path}: {source}")]
     Io {
         path: PathBuf,

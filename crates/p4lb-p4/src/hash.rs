@@ -7,6 +7,11 @@
 //!
 //! BMv2's `crc16` is CRC-16/ARC: polynomial 0x8005, initial value 0, input and output
 //! reflected, final XOR 0 (check value over "123456789" = 0xBB3D).
+//!
+//! The CRCs are written out here rather than taken from a CRC crate: they are a few lines,
+//! must be bit-exact with BMv2 (the tests check them against two transcriptions of BMv2's
+//! algorithm), and this crate, which every p4lb crate depends on, stays free of dependencies
+//! beyond protobuf. The software switch's data path uses [`crc16_5tuple`] directly.
 
 use std::net::Ipv4Addr;
 
@@ -44,21 +49,52 @@ impl FlowKey {
     }
 }
 
-/// CRC-16/ARC, as BMv2's `crc16` hash (table-less, bit by bit on the reflected polynomial).
-pub fn crc16(data: &[u8]) -> u16 {
+/// The 256-entry table of CRC-16/ARC (reflected polynomial 0xA001), built at compile time.
+const fn crc16_table() -> [u16; 256] {
     const POLY_REFLECTED: u16 = 0xA001; // 0x8005 bit-reversed
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY_REFLECTED
+    let mut t = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u16;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ POLY_REFLECTED
             } else {
-                crc >> 1
+                c >> 1
             };
+            k += 1;
         }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static CRC16_TABLE: [u16; 256] = crc16_table();
+
+/// CRC-16/ARC, as BMv2's `crc16` hash (table-driven, one lookup per byte; the software
+/// switch's data path runs it on every new connection and every transit packet).
+#[inline]
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc = (crc >> 8) ^ CRC16_TABLE[usize::from((crc ^ u16::from(b)) as u8)];
     }
     crc
+}
+
+/// crc16 of the 13-byte field list `{addr_a, addr_b, protocol, port_a, port_b}` (each in
+/// network byte order), on the stack: what the data path hashes for a 5-tuple.
+#[inline]
+pub fn crc16_5tuple(addr_a: u32, addr_b: u32, protocol: u8, port_a: u16, port_b: u16) -> u16 {
+    let mut buf = [0u8; 13];
+    buf[0..4].copy_from_slice(&addr_a.to_be_bytes());
+    buf[4..8].copy_from_slice(&addr_b.to_be_bytes());
+    buf[8] = protocol;
+    buf[9..11].copy_from_slice(&port_a.to_be_bytes());
+    buf[11..13].copy_from_slice(&port_b.to_be_bytes());
+    crc16(&buf)
 }
 
 /// CRC-32/ISO-HDLC, as BMv2's `crc32` hash (the zlib/Ethernet CRC; check value 0xCBF43926).
@@ -145,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn bitwise_crc16_equals_bmv2_table_form() {
+    fn crc16_equals_bmv2_table_form() {
         let mut data = Vec::new();
         for i in 0u32..300 {
             data.push((i.wrapping_mul(37) ^ 0x5a) as u8);
@@ -156,6 +192,68 @@ mod tests {
                 data.len()
             );
         }
+    }
+
+    /// BMv2's algorithm written MSB-first (reflect each input byte, run the non-reflected CRC
+    /// with 0x8005, reflect the result): a second independent check of the table.
+    fn crc16_bmv2_msb_first(data: &[u8]) -> u16 {
+        fn reflect(mut v: u16, bits: u32) -> u16 {
+            let mut r = 0u16;
+            for i in 0..bits {
+                if v & 1 != 0 {
+                    r |= 1 << (bits - 1 - i);
+                }
+                v >>= 1;
+            }
+            r
+        }
+        let mut rem: u16 = 0;
+        for b in data {
+            rem ^= reflect(u16::from(*b), 8) << 8;
+            for _ in 0..8 {
+                rem = if rem & 0x8000 != 0 {
+                    (rem << 1) ^ 0x8005
+                } else {
+                    rem << 1
+                };
+            }
+        }
+        reflect(rem, 16)
+    }
+
+    #[test]
+    fn crc16_equals_bmv2_msb_first_formulation() {
+        let mut x: u32 = 12345;
+        for len in 0..64 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            assert_eq!(crc16(&data), crc16_bmv2_msb_first(&data), "len {len}");
+        }
+    }
+
+    #[test]
+    fn five_tuple_crc_hashes_the_flow_bytes() {
+        let f = FlowKey {
+            src_addr: Ipv4Addr::new(10, 0, 0, 1),
+            dst_addr: Ipv4Addr::new(10, 96, 0, 10),
+            protocol: 6,
+            src_port: 0x1234,
+            dst_port: 80,
+        };
+        assert_eq!(
+            crc16_5tuple(
+                u32::from(f.src_addr),
+                u32::from(f.dst_addr),
+                f.protocol,
+                f.src_port,
+                f.dst_port
+            ),
+            crc16(&f.to_bytes())
+        );
     }
 
     #[test]

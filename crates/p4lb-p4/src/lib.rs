@@ -1,18 +1,32 @@
-//! The p4lb P4 program (p4lb.p4) and its P4Info, with the names and IDs the rest of p4lb
-//! binds to.
+//! The p4lb P4 program (p4lb.p4) and its P4Info: the one place in p4lb that knows the
+//! pipeline's IDs, names, widths, match kinds and digest layout. The controller, the
+//! software switch's program binding, and the switch's tests and bench all build on it;
+//! changing a table means changing this crate (plus the program and its P4Info).
 //!
+//! Where to look:
 //! - [`tables`], [`actions`], [`externs`]: every P4Info ID, name, match field, action
-//!   parameter (with bit widths), counter, register and digest, as constants. A test checks
-//!   them against the checked-in `p4lb.p4info.txtpb`, which in turn must equal what p4c emits
-//!   for `p4lb.p4` (`make p4-check`).
-//! - [`p4info()`]: the checked-in P4Info, parsed.
-//! - [`hash`]: the crc16-based slot and transit-register indexes, bit-exact with BMv2.
+//!   parameter (with bit widths), counter, register and digest, as constants ([`schema`] has
+//!   their shapes). A test checks them against the checked-in `p4lb.p4info.txtpb`, which in
+//!   turn must equal what p4c emits for `p4lb.p4` (`make p4-check`).
+//! - [`entries`]: typed builders of every kind of table entry the controller and the tests
+//!   write (`entries::backend_forward(..) -> TableEntry`, ...), the [`FiveTuple`] key of the
+//!   connection tables, and reading entries back (`action_of`, `canonicalize`).
+//! - [`digest`]: the `conn_learn` message ([`ConnLearn`]), encoded and decoded in the
+//!   member order of [`externs::conn_learn::INFO`].
+//! - [`bytes`]: P4Runtime canonical bytestrings, encode and decode.
+//! - [`p4info()`], [`parse_p4info_text`]: the checked-in P4Info, parsed; [`check_ids`]: does
+//!   a P4Info carry the IDs of the constants (and which digest ID it chose).
+//! - [`hash`]: the crc16-based slot and transit-register indexes, bit-exact with BMv2; the
+//!   software switch's data path hashes with it.
 //! - [`bmv2`]: loading the BMv2 JSON that p4c produces (never checked in).
 //!
 //! docs/pipeline.md describes the pipeline these objects belong to.
 
 pub mod actions;
 pub mod bmv2;
+pub mod bytes;
+pub mod digest;
+pub mod entries;
 mod error;
 pub mod externs;
 pub mod hash;
@@ -20,9 +34,11 @@ mod p4info;
 pub mod schema;
 pub mod tables;
 
+pub use digest::ConnLearn;
+pub use entries::FiveTuple;
 pub use error::P4Error;
 pub use externs::DropReason;
-pub use p4info::{p4info, parse_p4info_text, P4INFO_TXTPB};
+pub use p4info::{check_ids, p4info, parse_p4info_text, short_name, PipelineIds, P4INFO_TXTPB};
 
 /// The P4 source, for tools that want to show or compile it.
 pub const P4_SOURCE: &str = include_str!("../p4lb.p4");

@@ -1,13 +1,15 @@
 //! The Rust constants and the checked-in P4Info must describe the same program.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
 use p4lb_p4::schema::{ActionScope, MatchKind};
-use p4lb_p4::{actions, externs, p4info, tables};
+use p4lb_p4::{actions, bytes, check_ids, externs, p4info, tables, ConnLearn};
 use p4lb_proto::p4info::{
     action_ref::Scope, counter_spec::Unit, match_field, p4_bitstring_like_type_spec,
     p4_data_type_spec, table::IdleTimeoutBehavior, MatchField, P4DataTypeSpec, P4Info,
 };
+use p4lb_proto::p4runtime::p4_data;
 
 fn load() -> P4Info {
     p4info().expect("checked-in p4lb.p4info.txtpb parses as P4Info")
@@ -199,6 +201,50 @@ fn digest_matches() {
             f.name
         );
     }
+}
+
+/// The typed digest message is laid out as the P4Info's digest struct: one bitstring per
+/// member, in member order, each fitting the member's width; and the contract check finds the
+/// P4Info's digest ID.
+#[test]
+fn conn_learn_message_follows_the_p4info_struct() {
+    let info = load();
+    let p = &info.digests[0];
+    let struct_name = match p.type_spec.as_ref().unwrap().type_spec.as_ref().unwrap() {
+        p4_data_type_spec::TypeSpec::Struct(n) => n.name.clone(),
+        other => panic!("digest type is not a struct: {other:?}"),
+    };
+    let ty = &info.type_info.as_ref().unwrap().structs[&struct_name];
+    let msg = ConnLearn {
+        src_addr: Ipv4Addr::new(10, 0, 0, 1),
+        dst_addr: Ipv4Addr::new(10, 96, 0, 1),
+        protocol: 6,
+        src_port: 40000,
+        dst_port: 80,
+        service_id: 1023,
+        backend_id: 4095,
+    };
+    let data = msg.to_p4data();
+    let Some(p4_data::Data::Struct(s)) = &data.data else {
+        panic!("digest data is a struct")
+    };
+    assert_eq!(s.members.len(), ty.members.len());
+    for ((m, member), f) in ty
+        .members
+        .iter()
+        .zip(&s.members)
+        .zip(externs::conn_learn::INFO.fields)
+    {
+        assert_eq!(m.name, f.name);
+        let width = bit_width(m.type_spec.as_ref().unwrap()).unwrap() as u32;
+        let Some(p4_data::Data::Bitstring(b)) = &member.data else {
+            panic!("{} is a bitstring", m.name)
+        };
+        assert_eq!(bytes::decode(b, width), Ok(msg.value(f)), "{}", m.name);
+    }
+    assert_eq!(ConnLearn::from_p4data(&data), Some(msg));
+    let pre = p.preamble.as_ref().unwrap();
+    assert_eq!(check_ids(&info).unwrap().conn_learn_digest, pre.id);
 }
 
 #[test]

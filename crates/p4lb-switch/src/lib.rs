@@ -1,7 +1,10 @@
 //! p4lb's software P4Runtime target: executes the p4lb.p4 pipeline between Linux interfaces.
 //!
-//! - [`program`]: the pipeline contract and binding a P4Info to it by name.
-//! - [`pipeline`]: the packet processing, one file per table/stage.
+//! - [`program`]: binding a P4Info by name to the pipeline contract of `p4lb_p4` (the one
+//!   definition of tables, actions, widths and the digest layout), and which of its tables
+//!   and actions the data path executes ([`program::spec`]).
+//! - [`pipeline`]: the packet processing, one file per table/stage (hashes: `p4lb_p4::hash`).
+//! - [`bytes`]: P4Runtime bytestrings (p4lb-p4's, re-exported).
 //! - [`tables`], [`state`]: table storage, counters, the transit register.
 //! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
 //!   digests, idle timeout).

@@ -89,17 +89,9 @@ impl Register {
     }
 }
 
-/// One `conn_learn` digest message (the client's 5-tuple and the Maglev choice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LearnMsg {
-    pub src_addr: u32,
-    pub dst_addr: u32,
-    pub protocol: u8,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub service_id: u16,
-    pub backend_id: u16,
-}
+/// One `conn_learn` digest message (the client's 5-tuple and the Maglev choice); its
+/// layout on the wire is p4lb-p4's.
+pub use p4lb_p4::ConnLearn as LearnMsg;
 
 /// Where the data path drops digest messages; the digest engine (runtime::digest) drains it.
 #[derive(Debug)]
@@ -122,7 +114,8 @@ impl DigestSink {
 #[derive(Debug)]
 pub struct Dataplane {
     pub program: Arc<Program>,
-    /// Indexed by [`TableKind::index`].
+    /// In the order of [`Program::tables`]: those the data path applies first, indexed by
+    /// [`TableKind::index`].
     pub tables: Vec<Table>,
     /// Indexed by [`CounterKind`] as usize.
     pub counters: Vec<Counter>,

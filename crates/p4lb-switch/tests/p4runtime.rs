@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use p4lb_controller::southbound::session::set_pipeline_request;
 use p4lb_p4::{actions, externs, tables};
 use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::stream_message_response::Update as Resp;
@@ -14,6 +15,14 @@ use p4lb_switch::{serve, GrpcAddr, SwitchConfig, SwitchHandle};
 use support::frames::{Flow, TCP};
 use support::p4rt::{self, Session};
 use tonic::Code;
+
+/// The P4Info table with the contract's ID `id`.
+fn table_mut(info: &mut p4lb_proto::p4info::P4Info, id: u32) -> &mut p4lb_proto::p4info::Table {
+    info.tables
+        .iter_mut()
+        .find(|t| t.preamble.as_ref().map(|p| p.id) == Some(id))
+        .expect("table of the contract in the P4Info")
+}
 
 async fn start() -> SwitchHandle {
     serve(SwitchConfig {
@@ -71,7 +80,7 @@ async fn arbitration_primary_backup_and_takeover() {
     c.write(vec![]).await.unwrap();
     // duplicate election id terminates that stream with INVALID_ARGUMENT
     let ch = p4rt::channel(&h.endpoint()).await;
-    let mut client = p4::p4_runtime_client::P4RuntimeClient::new(ch);
+    let mut client = p4lb_controller::southbound::session::client(ch);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(p4rt::arbitration(3, 20)).await.unwrap();
     let mut s = client
@@ -114,46 +123,50 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let set =
-        |p4info: p4lb_proto::p4info::P4Info, action: i32| p4::SetForwardingPipelineConfigRequest {
-            device_id: 3,
-            election_id: Some(p4rt::uint128(1)),
+    use p4::set_forwarding_pipeline_config_request::Action;
+    let set = |p4info: p4lb_proto::p4info::P4Info, action: Action| {
+        set_pipeline_request(
+            3,
+            1,
             action,
-            config: Some(p4::ForwardingPipelineConfig {
+            Some(p4::ForwardingPipelineConfig {
                 p4info: Some(p4info),
                 p4_device_config: b"{}".to_vec(),
                 cookie: Some(p4::forwarding_pipeline_config::Cookie { cookie: 42 }),
             }),
-            role: String::new(),
-        };
-    use p4::set_forwarding_pipeline_config_request::Action;
+        )
+    };
     // A table renamed away: INVALID_ARGUMENT naming it.
     let mut bad = p4rt::p4info();
-    bad.tables[2].preamble.as_mut().unwrap().name = "P4lbIngress.something_else".into();
+    table_mut(&mut bad, tables::conn_table::ID)
+        .preamble
+        .as_mut()
+        .unwrap()
+        .name = tables::conn_table::NAME.replace("conn_table", "something_else");
     let e = s
         .client
-        .set_forwarding_pipeline_config(set(bad, Action::VerifyAndCommit as i32))
+        .set_forwarding_pipeline_config(set(bad, Action::VerifyAndCommit))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("conn_table"), "{}", e.message());
     // A match field of the wrong width.
     let mut bad = p4rt::p4info();
-    bad.tables[1].match_fields[0].bitwidth = 31;
+    table_mut(&mut bad, tables::vip_services::ID).match_fields[0].bitwidth = 31;
     let e = s
         .client
-        .set_forwarding_pipeline_config(set(bad, Action::Verify as i32))
+        .set_forwarding_pipeline_config(set(bad, Action::Verify))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("31"), "{}", e.message());
     // Wrong match kind.
     let mut bad = p4rt::p4info();
-    bad.tables[0].match_fields[0].r#match =
+    table_mut(&mut bad, tables::arp_proxy::ID).match_fields[0].r#match =
         Some(p4lb_proto::p4info::match_field::Match::MatchType(2));
     assert_eq!(
         s.client
-            .set_forwarding_pipeline_config(set(bad, Action::Verify as i32))
+            .set_forwarding_pipeline_config(set(bad, Action::Verify))
             .await
             .unwrap_err()
             .code(),
@@ -161,9 +174,13 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
     );
     // Renumbered IDs are fine: binding is by name.
     let mut renum = p4rt::p4info();
-    renum.tables[1].preamble.as_mut().unwrap().id = 0x0200_0077;
+    table_mut(&mut renum, tables::vip_services::ID)
+        .preamble
+        .as_mut()
+        .unwrap()
+        .id = p4rt::unknown_table_id();
     s.client
-        .set_forwarding_pipeline_config(set(renum, Action::Verify as i32))
+        .set_forwarding_pipeline_config(set(renum, Action::Verify))
         .await
         .unwrap();
     // VERIFY changed nothing.
@@ -173,10 +190,10 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
     );
     // VERIFY_AND_SAVE + COMMIT
     s.client
-        .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::VerifyAndSave as i32))
+        .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::VerifyAndSave))
         .await
         .unwrap();
-    let mut commit = set(p4rt::p4info(), Action::Commit as i32);
+    let mut commit = set(p4rt::p4info(), Action::Commit);
     commit.config = None;
     s.client
         .set_forwarding_pipeline_config(commit)
@@ -201,7 +218,7 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
     // RECONCILE_AND_COMMIT keeps the state.
     s.insert(vec![p4rt::backend_locked(7)]).await;
     s.client
-        .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::ReconcileAndCommit as i32))
+        .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::ReconcileAndCommit))
         .await
         .unwrap();
     let r = s
@@ -215,7 +232,7 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
     assert_eq!(r.len(), 1);
     // VERIFY_AND_COMMIT clears it.
     s.client
-        .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::VerifyAndCommit as i32))
+        .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::VerifyAndCommit))
         .await
         .unwrap();
     let r = s
@@ -268,15 +285,15 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
         a.params[0].value = vec![0, 0, 0, 0x0a, 0, 0, 1]; // padded, still fits: accepted
     }
     let updates = vec![
-        ins(p4rt::backend_locked(2)),                // OK
-        ins(p4rt::entry(0x0200_0099, vec![], None)), // unknown table
-        ins(wide),                                   // too wide
-        ins(p4rt::backend_locked(1)),                // duplicate
+        ins(p4rt::backend_locked(2)),                             // OK
+        ins(p4rt::entry(p4rt::unknown_table_id(), vec![], None)), // unknown table
+        ins(wide),                                                // too wide
+        ins(p4rt::backend_locked(1)),                             // duplicate
         p4rt::update(Type::Modify, p4rt::table_entity(p4rt::backend_locked(9))), // missing
         p4rt::update(Type::Delete, p4rt::table_entity(p4rt::backend_locked(9))), // missing
         ins(p4rt::entry(
             tables::backends::ID,
-            vec![p4rt::exact(1, 4)],
+            vec![p4rt::exact(tables::backends::BACKEND_ID.id, 4)],
             p4rt::action(actions::nop::ID, &[]),
         )), // default-only
         ins(p4rt::entry(
@@ -291,15 +308,15 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
         )), // missing exact field
         ins(p4rt::entry(
             tables::backends::ID,
-            vec![p4rt::exact(1, 5)],
+            vec![p4rt::exact(tables::backends::BACKEND_ID.id, 5)],
             p4rt::action(actions::route_drop::ID, &[]),
         )), // action of another table
         ins(p4rt::entry(
             tables::ipv4_routes::ID,
-            vec![p4rt::lpm(1, 0x0a000001, 8)],
+            vec![p4rt::lpm(tables::ipv4_routes::DST_ADDR.id, 0x0a000001, 8)],
             p4rt::action(actions::route_drop::ID, &[]),
         )), // bits beyond prefix
-        ins(padded),                                 // OK
+        ins(padded),                                              // OK
     ];
     let e = s.write(updates).await.unwrap_err();
     assert_eq!(e.code(), Code::Unknown);
@@ -327,7 +344,7 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
     let r = s
         .read(vec![p4rt::table_entity(p4rt::entry(
             tables::backends::ID,
-            vec![p4rt::exact(1, 3)],
+            vec![p4rt::exact(tables::backends::BACKEND_ID.id, 3)],
             None,
         ))])
         .await

@@ -1,8 +1,8 @@
 //! Everything that talks to the switch: the P4Runtime session ([`session`]), table
-//! programming by diff ([`programmer`]), the pipeline config ([`p4info`]) and port
+//! programming by diff ([`programmer`]), the pipeline config ([`forwarding`]) and port
 //! attachment ([`ports`], with BMv2's Thrift encoding in [`thrift`]).
 
-pub mod p4info;
+pub mod forwarding;
 pub mod ports;
 pub mod programmer;
 pub mod session;

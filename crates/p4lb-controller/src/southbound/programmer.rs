@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use p4lb_proto::p4runtime::{entity, update, Entity, TableEntry, Update};
 
 use crate::desired::{entry_key, same_action, EntryKey};
+use crate::entries::STATIC_TABLES;
 use crate::error::{Error, Result};
-use crate::pipeline;
 use crate::southbound::session::SwitchSession;
 
 /// Builds an Update of a table entry.
@@ -112,9 +112,9 @@ impl Programmer {
     /// Replaces the installed view with what the switch reports.
     pub async fn resync(&mut self, link: &SwitchSession) -> Result<()> {
         let mut fresh = HashMap::new();
-        for t in pipeline::table::STATIC {
+        for t in STATIC_TABLES {
             for mut e in link.read_table(*t, false).await? {
-                pipeline::canonicalize(&mut e);
+                p4lb_p4::entries::canonicalize(&mut e);
                 e.counter_data = None;
                 e.time_since_last_hit = None;
                 fresh.insert(entry_key(&e), e);

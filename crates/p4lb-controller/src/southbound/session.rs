@@ -1,6 +1,10 @@
 //! The P4Runtime session: connect (with exponential backoff), become primary on the
 //! StreamChannel, make sure the pipeline is installed, then relay digests and idle
 //! timeout notifications until the stream breaks, and start over.
+//!
+//! The steps are public functions too ([`connect_channel`], [`client`], [`arbitrate`],
+//! [`set_pipeline_request`], [`write_request`], [`read_entities`], [`per_update_errors`]):
+//! they are p4lb's one P4Runtime client, which the switch's own tests drive it with.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,8 @@ use p4lb_proto::p4runtime::{
     set_forwarding_pipeline_config_request::Action as SetAction, stream_message_request,
     stream_message_response, update, DigestEntry, DigestList, DigestListAck, Entity,
     ForwardingPipelineConfig, IdleTimeoutNotification, MasterArbitrationUpdate, ReadRequest,
-    StreamMessageRequest, TableEntry, Uint128, Update, WriteRequest,
+    SetForwardingPipelineConfigRequest, StreamMessageRequest, TableEntry, Uint128, Update,
+    WriteRequest,
 };
 
 use crate::error::Error;
@@ -178,11 +183,8 @@ impl SwitchSession {
         self.live().map(|l| l.channel)
     }
 
-    fn election(&self) -> Option<Uint128> {
-        Some(Uint128 {
-            high: 0,
-            low: self.target.election_id,
-        })
+    fn election(&self) -> u128 {
+        u128::from(self.target.election_id)
     }
 
     /// Writes `updates` in one request (CONTINUE_ON_ERROR).
@@ -196,13 +198,7 @@ impl SwitchSession {
             messages: Vec::new(),
         })?;
         let n = updates.len() as u64;
-        let req = WriteRequest {
-            device_id: self.target.device_id,
-            election_id: self.election(),
-            updates,
-            atomicity: p4rt::write_request::Atomicity::ContinueOnError as i32,
-            role: String::new(),
-        };
+        let req = write_request(self.target.device_id, self.election(), updates);
         let mut client = live.client;
         self.writes.fetch_add(1, Ordering::Relaxed);
         match client.write(req).await {
@@ -229,36 +225,24 @@ impl SwitchSession {
     ) -> Result<Vec<TableEntry>, Error> {
         let live = self.live()?;
         let mut client = live.client;
-        let req = ReadRequest {
-            device_id: self.target.device_id,
-            entities: vec![Entity {
-                entity: Some(entity::Entity::TableEntry(TableEntry {
-                    table_id,
-                    time_since_last_hit: with_idle
-                        .then_some(p4rt::table_entry::IdleTimeout { elapsed_ns: 0 }),
-                    ..Default::default()
-                })),
-            }],
-            role: String::new(),
+        let query = Entity {
+            entity: Some(entity::Entity::TableEntry(TableEntry {
+                table_id,
+                time_since_last_hit: with_idle
+                    .then_some(p4rt::table_entry::IdleTimeout { elapsed_ns: 0 }),
+                ..Default::default()
+            })),
         };
-        let mut stream = client
-            .read(req)
+        let entities = read_entities(&mut client, self.target.device_id, vec![query])
             .await
-            .map_err(|s| Error::Unavailable(format!("read table {table_id:#x}: {s}")))?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(resp) = stream
-            .message()
-            .await
-            .map_err(|s| Error::Unavailable(format!("read table {table_id:#x}: {s}")))?
-        {
-            for e in resp.entities {
-                if let Some(entity::Entity::TableEntry(t)) = e.entity {
-                    out.push(t);
-                }
-            }
-        }
-        Ok(out)
+            .map_err(|s| Error::Unavailable(format!("read table {table_id:#x}: {s}")))?;
+        Ok(entities
+            .into_iter()
+            .filter_map(|e| match e.entity {
+                Some(entity::Entity::TableEntry(t)) => Some(t),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Acknowledges a digest list on the stream.
@@ -277,8 +261,132 @@ impl SwitchSession {
     }
 }
 
-/// Per-update canonical codes from a failed Write's status details.
-fn per_update_errors(status: &tonic::Status) -> (Vec<i32>, Vec<String>) {
+/// P4Runtime's form of an election ID.
+pub fn election_id(v: u128) -> Uint128 {
+    Uint128 {
+        high: (v >> 64) as u64,
+        low: v as u64,
+    }
+}
+
+/// A P4Runtime client on `channel`, with message limits large enough for full table reads.
+pub fn client(channel: Channel) -> P4RuntimeClient<Channel> {
+    P4RuntimeClient::new(channel)
+        .max_decoding_message_size(512 * 1024 * 1024)
+        .max_encoding_message_size(512 * 1024 * 1024)
+}
+
+/// The StreamChannel message asking for the primary role of `device_id`.
+pub fn arbitration_request(device_id: u64, election: u128) -> StreamMessageRequest {
+    StreamMessageRequest {
+        update: Some(stream_message_request::Update::Arbitration(
+            MasterArbitrationUpdate {
+                device_id,
+                role: None,
+                election_id: Some(election_id(election)),
+                status: None,
+            },
+        )),
+    }
+}
+
+/// The inbound half of a StreamChannel.
+pub type Inbound = tonic::Streaming<p4rt::StreamMessageResponse>;
+
+/// Opens a StreamChannel, sends the arbitration update and waits up to `timeout` for the
+/// switch's answer (whatever its status: the caller decides whether a backup role will do).
+/// Returns the sender for further stream messages, the inbound stream and the answer.
+pub async fn arbitrate(
+    client: &mut P4RuntimeClient<Channel>,
+    device_id: u64,
+    election: u128,
+    timeout: Duration,
+) -> Result<
+    (
+        mpsc::Sender<StreamMessageRequest>,
+        Inbound,
+        MasterArbitrationUpdate,
+    ),
+    String,
+> {
+    let (tx, rx) = mpsc::channel(1024);
+    tx.send(arbitration_request(device_id, election))
+        .await
+        .map_err(|_| String::from("stream request channel closed"))?;
+    let mut inbound = client
+        .stream_channel(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("StreamChannel: {s}"))?
+        .into_inner();
+    let answer = tokio::time::timeout(timeout, async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(m)) => {
+                    if let Some(stream_message_response::Update::Arbitration(a)) = m.update {
+                        return Ok(a);
+                    }
+                }
+                Ok(None) => return Err(String::from("stream closed during arbitration")),
+                Err(s) => return Err(format!("arbitration: {s}")),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no arbitration answer within {timeout:?}"))??;
+    Ok((tx, inbound, answer))
+}
+
+/// A SetForwardingPipelineConfig request.
+pub fn set_pipeline_request(
+    device_id: u64,
+    election: u128,
+    action: SetAction,
+    config: Option<ForwardingPipelineConfig>,
+) -> SetForwardingPipelineConfigRequest {
+    SetForwardingPipelineConfigRequest {
+        device_id,
+        election_id: Some(election_id(election)),
+        action: action as i32,
+        config,
+        role: String::new(),
+    }
+}
+
+/// A Write of `updates` in one request (CONTINUE_ON_ERROR: every update is tried, and a
+/// failure reports one status per update, see [`per_update_errors`]).
+pub fn write_request(device_id: u64, election: u128, updates: Vec<Update>) -> WriteRequest {
+    WriteRequest {
+        device_id,
+        election_id: Some(election_id(election)),
+        updates,
+        atomicity: p4rt::write_request::Atomicity::ContinueOnError as i32,
+        role: String::new(),
+    }
+}
+
+/// Reads `entities` (wildcards allowed) and collects every streamed response.
+pub async fn read_entities(
+    client: &mut P4RuntimeClient<Channel>,
+    device_id: u64,
+    entities: Vec<Entity>,
+) -> Result<Vec<Entity>, tonic::Status> {
+    let mut stream = client
+        .read(ReadRequest {
+            device_id,
+            entities,
+            role: String::new(),
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(resp) = stream.message().await? {
+        out.extend(resp.entities);
+    }
+    Ok(out)
+}
+
+/// Per-update canonical codes and messages from a failed Write's status details.
+pub fn per_update_errors(status: &tonic::Status) -> (Vec<i32>, Vec<String>) {
     let Ok(st) = rpc::Status::decode(status.details()) else {
         return (Vec::new(), Vec::new());
     };
@@ -404,49 +512,17 @@ async fn run(link: Arc<SwitchSession>, events: mpsc::Sender<SwitchEvent>) {
     }
 }
 
-type Inbound = tonic::Streaming<p4rt::StreamMessageResponse>;
-
 async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String> {
     let t = &link.target;
     let channel = connect_channel(&t.address, Duration::from_secs(1)).await?;
-    let mut client = P4RuntimeClient::new(channel.clone())
-        .max_decoding_message_size(512 * 1024 * 1024)
-        .max_encoding_message_size(512 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel(1024);
-    let arbitration = StreamMessageRequest {
-        update: Some(stream_message_request::Update::Arbitration(
-            MasterArbitrationUpdate {
-                device_id: t.device_id,
-                role: None,
-                election_id: link.election(),
-                status: None,
-            },
-        )),
-    };
-    tx.send(arbitration)
-        .await
-        .map_err(|_| String::from("stream request channel closed"))?;
-    let mut inbound = client
-        .stream_channel(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| format!("StreamChannel: {s}"))?
-        .into_inner();
-    // Wait for our arbitration answer.
-    let answer = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match inbound.message().await {
-                Ok(Some(m)) => {
-                    if let Some(stream_message_response::Update::Arbitration(a)) = m.update {
-                        return Ok(a);
-                    }
-                }
-                Ok(None) => return Err(String::from("stream closed during arbitration")),
-                Err(s) => return Err(format!("arbitration: {s}")),
-            }
-        }
-    })
-    .await
-    .map_err(|_| String::from("no arbitration answer within 2 s"))??;
+    let mut client = client(channel.clone());
+    let (tx, inbound, answer) = arbitrate(
+        &mut client,
+        t.device_id,
+        link.election(),
+        Duration::from_secs(2),
+    )
+    .await?;
     let code = answer.status.as_ref().map(|s| s.code).unwrap_or(0);
     if code != 0 {
         return Err(format!(
@@ -469,13 +545,12 @@ async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String
     let fresh = have != Some(want);
     if fresh {
         client
-            .set_forwarding_pipeline_config(p4rt::SetForwardingPipelineConfigRequest {
-                device_id: t.device_id,
-                election_id: link.election(),
-                action: SetAction::VerifyAndCommit as i32,
-                config: Some(t.pipeline.clone()),
-                role: String::new(),
-            })
+            .set_forwarding_pipeline_config(set_pipeline_request(
+                t.device_id,
+                link.election(),
+                SetAction::VerifyAndCommit,
+                Some(t.pipeline.clone()),
+            ))
             .await
             .map_err(|s| format!("SetForwardingPipelineConfig: {s}"))?;
     }
@@ -489,13 +564,7 @@ async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String
             })),
         }),
     };
-    let write = |u: Update| WriteRequest {
-        device_id: t.device_id,
-        election_id: link.election(),
-        updates: vec![u],
-        atomicity: 0,
-        role: String::new(),
-    };
+    let write = |u: Update| write_request(t.device_id, link.election(), vec![u]);
     if let Err(first) = client.write(write(digest(update::Type::Insert))).await {
         client
             .write(write(digest(update::Type::Modify)))

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p4lb_controller::config::Config;
-use p4lb_controller::pipeline as p;
+use p4lb_controller::entries::{format_action, format_match};
 use p4lb_controller::southbound::session::connect_channel;
 use p4lb_controller::Controller;
+use p4lb_p4::entries::canonicalize;
 use p4lb_proto::api::{self, controller_client::ControllerClient};
 use p4lb_proto::p4runtime::{
     entity, p4_runtime_client::P4RuntimeClient, Entity, ReadRequest, TableEntry,
@@ -144,7 +145,8 @@ pub async fn try_read_all(
     .await?;
     let mut c = P4RuntimeClient::new(ch).max_decoding_message_size(256 << 20);
     let mut out = BTreeMap::new();
-    for (id, name) in p::table::ALL {
+    for table in p4lb_p4::tables::ALL {
+        let (id, name) = (&table.id, table.name);
         let mut s = c
             .read(ReadRequest {
                 device_id: 0,
@@ -163,15 +165,15 @@ pub async fn try_read_all(
         while let Some(r) = s.message().await.map_err(|e| e.to_string())? {
             for e in r.entities {
                 if let Some(entity::Entity::TableEntry(mut t)) = e.entity {
-                    p::canonicalize(&mut t);
+                    canonicalize(&mut t);
                     t.counter_data = None;
                     t.time_since_last_hit = None;
                     v.push(t);
                 }
             }
         }
-        v.sort_by_key(|e| format!("{} {}", p::format_match(e), p::format_action(e)));
-        out.insert(name.rsplit('.').next().unwrap_or(name), v);
+        v.sort_by_key(|e| format!("{} {}", format_match(e), format_action(e)));
+        out.insert(p4lb_p4::short_name(name), v);
     }
     Ok(out)
 }
@@ -179,7 +181,7 @@ pub async fn try_read_all(
 /// Human-readable rows of one table.
 pub fn rows(t: &[TableEntry]) -> Vec<String> {
     t.iter()
-        .map(|e| format!("{} -> {}", p::format_match(e), p::format_action(e)))
+        .map(|e| format!("{} -> {}", format_match(e), format_action(e)))
         .collect()
 }
 

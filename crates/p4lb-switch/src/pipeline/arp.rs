@@ -1,5 +1,5 @@
-//! ARP proxy: `P4lbIngress.arp_proxy` and action `arp_reply`. A request for an address the
-//! table knows is turned into the reply in place and sent back out of the ingress port.
+//! ARP proxy: [`arp_proxy`](p4lb_p4::tables::arp_proxy) and action `arp_reply`. A request for an
+//! address the table knows is turned into the reply in place and sent back out of the ingress port.
 
 use super::parse::{be16, be32, ETHERTYPE_IPV4, ETH_LEN};
 use super::Meta;

@@ -1,9 +1,10 @@
-//! `P4lbIngress.backends`: DNAT of a VIP packet to its backend (`backend_forward`), or drop
-//! while the backend is locked for migration (`backend_locked`). Also the per-backend and
-//! per-service counters and the transit mark of a pending connection.
+//! [`backends`](p4lb_p4::tables::backends): DNAT of a VIP packet to its backend
+//! (`backend_forward`), or drop while the backend is locked for migration (`backend_locked`). Also
+//! the per-backend and per-service counters and the transit mark of a pending connection.
+
+use p4lb_p4::hash::crc16_5tuple;
 
 use super::conn::Choice;
-use super::crc16::crc16_5tuple;
 use super::packet::Packet;
 use super::vip::Service;
 use super::Meta;

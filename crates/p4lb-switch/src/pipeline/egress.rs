@@ -1,4 +1,5 @@
-//! `P4lbEgress.port_smac`: routed (IPv4) packets leave with their port's router MAC.
+//! [`port_smac`](p4lb_p4::tables::port_smac): routed (IPv4) packets leave with their port's router
+//! MAC.
 
 use super::Meta;
 use crate::program::{Act, TableKind};

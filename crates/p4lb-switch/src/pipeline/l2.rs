@@ -1,4 +1,5 @@
-//! `P4lbIngress.l2_forward`: frames that are neither ARP nor IPv4, by destination MAC.
+//! [`l2_forward`](p4lb_p4::tables::l2_forward): frames that are neither ARP nor IPv4, by
+//! destination MAC.
 
 use super::Meta;
 use crate::program::{Act, TableKind};

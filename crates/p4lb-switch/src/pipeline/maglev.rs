@@ -1,7 +1,11 @@
 //! Maglev slot choice for a new connection: `meta.slot = crc16(5-tuple) mod slot_count`,
-//! `P4lbIngress.maglev_slots` (action `set_backend`), and the `conn_learn` digest.
+//! [`maglev_slots`](p4lb_p4::tables::maglev_slots) (action `set_backend`), and the `conn_learn`
+//! digest.
 
-use super::crc16::crc16_5tuple;
+use std::net::Ipv4Addr;
+
+use p4lb_p4::hash::crc16_5tuple;
+
 use super::packet::Packet;
 use super::vip::Service;
 use super::Meta;
@@ -42,8 +46,8 @@ pub fn choose(dp: &Dataplane, pkt: &Packet<'_>, meta: &Meta, service: &Service) 
     };
     if backend_id != 0 {
         dp.digests.send(LearnMsg {
-            src_addr: ip.src,
-            dst_addr: ip.dst,
+            src_addr: Ipv4Addr::from(ip.src),
+            dst_addr: Ipv4Addr::from(ip.dst),
             protocol: ip.protocol,
             src_port: ip.l4_sport,
             dst_port: ip.l4_dport,

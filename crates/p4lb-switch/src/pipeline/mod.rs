@@ -7,7 +7,6 @@ pub mod arp;
 pub mod backend;
 pub mod checksum;
 pub mod conn;
-pub mod crc16;
 pub mod egress;
 pub mod l2;
 pub mod maglev;
@@ -101,7 +100,7 @@ pub fn process(dp: &Dataplane, frame: &mut [u8], ingress_port: u16, partial_csum
     Verdict::Forward(meta.egress_spec)
 }
 
-/// The IPv4 part of `P4lbIngress.apply`.
+/// The IPv4 part of the ingress control's `apply`.
 fn ipv4_ingress(dp: &Dataplane, pkt: &mut Packet<'_>, meta: &mut Meta) {
     if pkt.ip.ttl <= 1 {
         meta.drop_counted(dp, drop_reason::TTL);

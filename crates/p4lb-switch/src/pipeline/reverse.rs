@@ -1,15 +1,16 @@
-//! Reverse path of VIP connections: `P4lbIngress.conn_reverse` (exact, installed from the
-//! digest) and, for connections not yet installed, the transit mark + `P4lbIngress.service_vip`.
+//! Reverse path of VIP connections: [`conn_reverse`](p4lb_p4::tables::conn_reverse) (exact,
+//! installed from the digest) and, for connections not yet installed, the transit mark +
+//! [`service_vip`](p4lb_p4::tables::service_vip).
 //! Both run `rewrite_src`: the backend's reply gets the VIP as its source again (SNAT).
 //! Direct connections clear a stale mark at their own index.
 
-use super::crc16::crc16_5tuple;
 use super::packet::Packet;
 use super::parse::L4;
 use super::Meta;
 use crate::program::spec::CounterKind;
 use crate::program::{Act, TableKind};
 use crate::state::Dataplane;
+use p4lb_p4::hash::crc16_5tuple;
 
 use super::conn::key5;
 

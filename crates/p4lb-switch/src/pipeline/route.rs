@@ -1,5 +1,5 @@
-//! `P4lbIngress.ipv4_routes`: longest-prefix routing of every IPv4 packet that is not VIP
-//! traffic (`route_to_port` with TTL decrement, `route_locked`, `route_drop`).
+//! [`ipv4_routes`](p4lb_p4::tables::ipv4_routes): longest-prefix routing of every IPv4 packet that
+//! is not VIP traffic (`route_to_port` with TTL decrement, `route_locked`, `route_drop`).
 
 use super::packet::Packet;
 use super::Meta;

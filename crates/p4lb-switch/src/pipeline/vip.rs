@@ -1,4 +1,5 @@
-//! `P4lbIngress.vip_services`: is this packet addressed to a VIP? (action `set_service`).
+//! [`vip_services`](p4lb_p4::tables::vip_services): is this packet addressed to a VIP? (action
+//! `set_service`).
 
 use super::packet::Packet;
 use super::Meta;

@@ -60,7 +60,7 @@ impl Act {
     pub fn build(kind: ActionKind, p: &[Option<u64>]) -> Act {
         let v = |i: usize| p.get(i).copied().flatten().unwrap_or(0);
         match kind {
-            ActionKind::Nop => Act::Nop,
+            ActionKind::Nop | ActionKind::NotExecuted => Act::Nop,
             ActionKind::ArpReply => Act::ArpReply {
                 mac: mac_from_u64(v(0)),
             },

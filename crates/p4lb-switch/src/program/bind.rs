@@ -1,14 +1,16 @@
-//! SetForwardingPipelineConfig: binds a P4Info to the pipeline of [`super::spec`] by name,
-//! checking widths and match kinds, and keeps the P4Info IDs for the runtime.
+//! SetForwardingPipelineConfig: binds a P4Info to the pipeline contract of `p4lb_p4` by name,
+//! checking widths and match kinds, and keeps the P4Info IDs for the runtime. Every table
+//! of [`p4lb_p4::tables::ALL`] is bound (those the data path applies first, in
+//! [`TableKind`] order), every action of [`p4lb_p4::actions::ALL`], the counters of
+//! [`CounterKind`], the transit register and the `conn_learn` digest.
 
 use std::collections::HashMap;
 
+use p4lb_p4::schema as contract;
+use p4lb_p4::{externs, short_name as short};
 use p4lb_proto::p4info::{self, match_field, p4_data_type_spec, P4Info};
 
-use super::spec::{
-    self, ActionKind, CounterKind, MatchKind, TableKind, ACTIONS, COUNTERS, DIGEST, DIGEST_FIELDS,
-    TABLES, TRANSIT_BITS, TRANSIT_REGISTER,
-};
+use super::spec::{ActionKind, CounterKind, MatchKind, TableKind, OPTIONAL_PARAMS};
 
 #[derive(Debug, thiserror::Error)]
 #[error("P4Info is not the p4lb program: {0}")]
@@ -16,11 +18,6 @@ pub struct BindError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, BindError> {
     Err(BindError(msg.into()))
-}
-
-/// Last dotted component of a P4 name.
-fn short(name: &str) -> &str {
-    name.rsplit('.').next().unwrap_or(name)
 }
 
 #[derive(Debug, Clone)]
@@ -40,8 +37,10 @@ pub struct ParamInfo {
 pub struct ActionInfo {
     pub id: u32,
     pub kind: ActionKind,
+    /// The contract's ID of this action (equal to `id` unless the P4Info renumbered it).
+    pub contract_id: u32,
     pub name: String,
-    /// In the order of [`spec::ActionSpec::params`]; `None` for an absent optional parameter.
+    /// In the contract's parameter order; `None` for an absent optional parameter.
     pub params: Vec<Option<ParamInfo>>,
 }
 
@@ -54,10 +53,13 @@ pub enum Scope {
 
 #[derive(Debug, Clone)]
 pub struct TableInfo {
-    pub kind: TableKind,
+    /// The data-path table; `None` for a table of the contract the data path does not apply.
+    pub kind: Option<TableKind>,
+    /// Position in [`Program::tables`] (and in the data plane's tables).
+    pub index: usize,
     pub id: u32,
     pub name: String,
-    /// In the order of [`spec::TableSpec::fields`] (the key layout).
+    /// In the contract's key order (the key layout).
     pub fields: Vec<FieldInfo>,
     /// Action id -> scope.
     pub actions: HashMap<u32, Scope>,
@@ -98,9 +100,10 @@ pub struct DigestInfo {
 #[derive(Debug, Clone)]
 pub struct Program {
     pub p4info: P4Info,
-    /// Indexed by [`TableKind::index`].
+    /// The tables the data path applies first, indexed by [`TableKind::index`], then the
+    /// other tables of the contract.
     pub tables: Vec<TableInfo>,
-    table_ids: HashMap<u32, TableKind>,
+    table_ids: HashMap<u32, usize>,
     pub actions: HashMap<u32, ActionInfo>,
     action_ids: HashMap<ActionKind, u32>,
     /// Indexed by [`CounterKind`] as usize.
@@ -115,7 +118,7 @@ impl Program {
     }
 
     pub fn table_by_id(&self, id: u32) -> Option<&TableInfo> {
-        self.table_ids.get(&id).map(|k| self.table(*k))
+        self.table_ids.get(&id).map(|i| &self.tables[*i])
     }
 
     pub fn action_id(&self, kind: ActionKind) -> Option<u32> {
@@ -131,25 +134,25 @@ impl Program {
         let actions = bind_actions(&p4info)?;
         let action_ids: HashMap<ActionKind, u32> =
             actions.values().map(|a| (a.kind, a.id)).collect();
-        let mut tables = Vec::with_capacity(TABLES.len());
+        // The applied tables first, in TableKind order, then the rest of the contract.
+        let applied = TableKind::ALL.iter().map(|k| k.info());
+        let others = p4lb_p4::tables::ALL
+            .iter()
+            .filter(|t| TableKind::of(t.id).is_none());
+        let mut tables = Vec::with_capacity(p4lb_p4::tables::ALL.len());
         let mut table_ids = HashMap::new();
-        for ts in TABLES {
-            let t = bind_table(&p4info, ts, &actions)?;
-            table_ids.insert(t.id, t.kind);
+        for (index, ts) in applied.chain(others).enumerate() {
+            let t = bind_table(&p4info, ts, index, &actions)?;
+            table_ids.insert(t.id, index);
             tables.push(t);
         }
-        // TABLES is in TableKind order.
-        for (i, t) in tables.iter().enumerate() {
-            if t.kind.index() != i {
-                return err("internal table order mismatch");
-            }
-        }
         let mut counters = Vec::new();
-        for (kind, name) in COUNTERS {
+        for kind in CounterKind::ALL {
+            let name = kind.info().name;
             let c = p4info
                 .counters
                 .iter()
-                .find(|c| preamble_name(&c.preamble) == *name)
+                .find(|c| preamble_name(&c.preamble) == name)
                 .ok_or_else(|| BindError(format!("counter `{name}` missing")))?;
             let id = preamble_id(&c.preamble);
             if c.size <= 0 {
@@ -162,7 +165,7 @@ impl Program {
                 ));
             }
             counters.push(CounterInfo {
-                kind: *kind,
+                kind,
                 id,
                 name: name.to_string(),
                 size: c.size as u64,
@@ -193,43 +196,39 @@ fn preamble_id(p: &Option<p4info::Preamble>) -> u32 {
 
 fn bind_actions(p4info: &P4Info) -> Result<HashMap<u32, ActionInfo>, BindError> {
     let mut out = HashMap::new();
-    for spec in ACTIONS {
+    for spec in p4lb_p4::actions::ALL {
+        let name = short(spec.name);
         let found: Vec<&p4info::Action> = p4info
             .actions
             .iter()
-            .filter(|a| short(preamble_name(&a.preamble)) == spec.name)
+            .filter(|a| short(preamble_name(&a.preamble)) == name)
             .collect();
         let a = match found.as_slice() {
             [a] => *a,
-            [] => return err(format!("action `{}` missing", spec.name)),
-            _ => return err(format!("action `{}` is defined more than once", spec.name)),
+            [] => return err(format!("action `{name}` missing")),
+            _ => return err(format!("action `{name}` is defined more than once")),
         };
         let id = preamble_id(&a.preamble);
         if id == 0 {
-            return err(format!("action `{}` has no id", spec.name));
+            return err(format!("action `{name}` has no id"));
         }
         let mut params = Vec::new();
         for ps in spec.params {
             match a.params.iter().find(|p| p.name == ps.name) {
                 Some(p) => {
-                    if p.bitwidth as u32 != ps.bits {
+                    if p.bitwidth as u32 != ps.bitwidth {
                         return err(format!(
-                            "action `{}` parameter `{}` is {} bits wide, expected {}",
-                            spec.name, ps.name, p.bitwidth, ps.bits
+                            "action `{name}` parameter `{}` is {} bits wide, expected {}",
+                            ps.name, p.bitwidth, ps.bitwidth
                         ));
                     }
                     params.push(Some(ParamInfo {
                         id: p.id,
-                        bits: ps.bits,
+                        bits: ps.bitwidth,
                     }));
                 }
-                None if ps.optional => params.push(None),
-                None => {
-                    return err(format!(
-                        "action `{}` lacks parameter `{}`",
-                        spec.name, ps.name
-                    ))
-                }
+                None if OPTIONAL_PARAMS.contains(&(spec.id, ps.id)) => params.push(None),
+                None => return err(format!("action `{name}` lacks parameter `{}`", ps.name)),
             }
         }
         if let Some(extra) = a
@@ -238,15 +237,16 @@ fn bind_actions(p4info: &P4Info) -> Result<HashMap<u32, ActionInfo>, BindError> 
             .find(|p| !spec.params.iter().any(|ps| ps.name == p.name))
         {
             return err(format!(
-                "action `{}` has unexpected parameter `{}`",
-                spec.name, extra.name
+                "action `{name}` has unexpected parameter `{}`",
+                extra.name
             ));
         }
         out.insert(
             id,
             ActionInfo {
                 id,
-                kind: spec.kind,
+                kind: ActionKind::of(spec.id),
+                contract_id: spec.id,
                 name: preamble_name(&a.preamble).to_string(),
                 params,
             },
@@ -257,7 +257,8 @@ fn bind_actions(p4info: &P4Info) -> Result<HashMap<u32, ActionInfo>, BindError> 
 
 fn bind_table(
     p4info: &P4Info,
-    ts: &spec::TableSpec,
+    ts: &contract::TableInfo,
+    index: usize,
     actions: &HashMap<u32, ActionInfo>,
 ) -> Result<TableInfo, BindError> {
     let t = p4info
@@ -267,21 +268,22 @@ fn bind_table(
         .ok_or_else(|| BindError(format!("table `{}` missing", ts.name)))?;
     let id = preamble_id(&t.preamble);
     let mut fields = Vec::new();
-    for fs in ts.fields {
+    for fs in ts.match_fields {
         let mf = t
             .match_fields
             .iter()
-            .find(|m| short(&m.name) == fs.name)
+            .find(|m| short(&m.name) == short(fs.name))
             .ok_or_else(|| {
                 BindError(format!(
                     "table `{}` lacks match field `{}`",
-                    ts.name, fs.name
+                    ts.name,
+                    short(fs.name)
                 ))
             })?;
-        if mf.bitwidth as u32 != fs.bits {
+        if mf.bitwidth as u32 != fs.bitwidth {
             return err(format!(
                 "table `{}` match field `{}` is {} bits wide, expected {}",
-                ts.name, mf.name, mf.bitwidth, fs.bits
+                ts.name, mf.name, mf.bitwidth, fs.bitwidth
             ));
         }
         let want = match fs.kind {
@@ -300,16 +302,16 @@ fn bind_table(
         }
         fields.push(FieldInfo {
             id: mf.id,
-            bits: fs.bits,
+            bits: fs.bitwidth,
             kind: fs.kind,
         });
     }
-    if t.match_fields.len() != ts.fields.len() {
+    if t.match_fields.len() != ts.match_fields.len() {
         return err(format!(
             "table `{}` has {} match fields, expected {}",
             ts.name,
             t.match_fields.len(),
-            ts.fields.len()
+            ts.match_fields.len()
         ));
     }
     let mut table_actions = HashMap::new();
@@ -320,7 +322,7 @@ fn bind_table(
                 ts.name, r.id
             ))
         })?;
-        if !ts.actions.contains(&a.kind) {
+        if ts.action_ref(a.contract_id).is_none() {
             return err(format!(
                 "table `{}` must not offer action `{}`",
                 ts.name, a.name
@@ -333,20 +335,26 @@ fn bind_table(
         };
         table_actions.insert(r.id, scope);
     }
-    for k in ts.actions {
-        let Some(aid) = actions.values().find(|a| a.kind == *k).map(|a| a.id) else {
-            return err(format!("action {k:?} missing"));
+    let bound_id = |contract_id: u32| {
+        actions
+            .values()
+            .find(|a| a.contract_id == contract_id)
+            .map(|a| a.id)
+    };
+    for r in ts.actions {
+        let Some(aid) = bound_id(r.action_id) else {
+            return err(format!("action {:#x} missing", r.action_id));
         };
         if !table_actions.contains_key(&aid) {
             return err(format!(
                 "table `{}` lacks action `{}`",
                 ts.name,
-                spec::action_spec(*k).name
+                p4lb_p4::actions::by_id(r.action_id)
+                    .map(|a| short(a.name))
+                    .unwrap_or("?")
             ));
         }
     }
-    let default_kind_id =
-        |kind: ActionKind| actions.values().find(|a| a.kind == kind).map(|a| a.id);
     let (default_id, default_params) = if t.const_default_action_id != 0 {
         (t.const_default_action_id, Vec::new())
     } else if let Some(init) = &t.initial_default_action {
@@ -360,7 +368,7 @@ fn bind_table(
                     .arguments
                     .iter()
                     .find(|arg| arg.param_id == p.id)
-                    .map(|arg| crate::bytes::to_u64(&arg.value))
+                    .map(|arg| p4lb_p4::bytes::to_u64(&arg.value))
                     .unwrap_or(0),
                 None => 0,
             };
@@ -369,7 +377,7 @@ fn bind_table(
         }
         (init.action_id, vals)
     } else {
-        let id = default_kind_id(ts.default_action)
+        let id = bound_id(ts.const_default_action_id)
             .ok_or_else(|| BindError(format!("table `{}` has no default action", ts.name)))?;
         (id, Vec::new())
     };
@@ -387,7 +395,8 @@ fn bind_table(
         ));
     }
     Ok(TableInfo {
-        kind: ts.kind,
+        kind: TableKind::of(ts.id),
+        index,
         id,
         name: ts.name.to_string(),
         fields,
@@ -411,6 +420,8 @@ fn bitstring_width(ts: &Option<p4info::P4DataTypeSpec>) -> Option<u32> {
 }
 
 fn bind_register(p4info: &P4Info) -> Result<RegisterInfo, BindError> {
+    const TRANSIT_REGISTER: &str = externs::transit_marks::NAME;
+    const TRANSIT_BITS: u32 = externs::transit_marks::BITWIDTH;
     let r = p4info
         .registers
         .iter()
@@ -433,6 +444,8 @@ fn bind_register(p4info: &P4Info) -> Result<RegisterInfo, BindError> {
 }
 
 fn bind_digest(p4info: &P4Info) -> Result<DigestInfo, BindError> {
+    const DIGEST: &str = externs::conn_learn::NAME;
+    let fields = externs::conn_learn::INFO.fields;
     let d = p4info
         .digests
         .iter()
@@ -447,16 +460,17 @@ fn bind_digest(p4info: &P4Info) -> Result<DigestInfo, BindError> {
         .as_ref()
         .and_then(|ti| ti.structs.get(&struct_name))
         .ok_or_else(|| BindError(format!("struct `{struct_name}` of digest missing")))?;
-    if st.members.len() != DIGEST_FIELDS.len() {
+    if st.members.len() != fields.len() {
         return err(format!(
             "digest struct `{struct_name}` has {} members, expected {}",
             st.members.len(),
-            DIGEST_FIELDS.len()
+            fields.len()
         ));
     }
-    for (m, (name, bits)) in st.members.iter().zip(DIGEST_FIELDS) {
+    for (m, f) in st.members.iter().zip(fields) {
+        let (name, bits) = (f.name, f.bitwidth);
         let w = bitstring_width(&m.type_spec).unwrap_or(0);
-        if m.name != *name || w != *bits {
+        if m.name != name || w != bits {
             return err(format!(
                 "digest struct `{struct_name}` member `{}` (bit<{w}>) where `{name}` (bit<{bits}>) is expected",
                 m.name

@@ -1,9 +1,17 @@
-//! What the p4lb pipeline looks like from the control plane: the tables, actions, counters,
-//! register and digest of `crates/p4lb-p4/p4lb.p4` (docs/pipeline.md), described by NAME. A P4Info is
-//! accepted only if it contains every object here with the same widths and match kinds;
-//! its IDs are then taken from the P4Info (see [`super::bind`]).
+//! Which stage of the data path each object of the pipeline contract is.
+//!
+//! The contract itself (names, IDs, widths, match kinds, default actions, the digest layout)
+//! is `p4lb_p4`'s ([`p4lb_p4::tables`], [`p4lb_p4::actions`], [`p4lb_p4::externs`]); this
+//! module only names the tables, actions and counters the Rust data path executes, each
+//! pointing at its contract description. A table of the contract without a [`TableKind`] is
+//! still bound and writable, but the data path does not apply it.
 
-/// The tables of p4lb.p4, in pipeline order.
+use p4lb_p4::schema::{ActionInfo, CounterInfo, TableInfo};
+use p4lb_p4::{actions, externs, tables};
+
+pub use p4lb_p4::schema::MatchKind;
+
+/// The tables the data path applies, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableKind {
     ArpProxy,
@@ -35,9 +43,30 @@ impl TableKind {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The contract's description of this table.
+    pub fn info(self) -> &'static TableInfo {
+        match self {
+            TableKind::ArpProxy => &tables::arp_proxy::INFO,
+            TableKind::VipServices => &tables::vip_services::INFO,
+            TableKind::ConnTable => &tables::conn_table::INFO,
+            TableKind::MaglevSlots => &tables::maglev_slots::INFO,
+            TableKind::Backends => &tables::backends::INFO,
+            TableKind::ConnReverse => &tables::conn_reverse::INFO,
+            TableKind::ServiceVip => &tables::service_vip::INFO,
+            TableKind::Ipv4Routes => &tables::ipv4_routes::INFO,
+            TableKind::L2Forward => &tables::l2_forward::INFO,
+            TableKind::PortSmac => &tables::port_smac::INFO,
+        }
+    }
+
+    /// The data-path table of a contract table (by its contract ID).
+    pub fn of(contract_id: u32) -> Option<TableKind> {
+        Self::ALL.into_iter().find(|k| k.info().id == contract_id)
+    }
 }
 
-/// The actions of p4lb.p4.
+/// The actions of the contract, as the data path executes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Nop,
@@ -55,270 +84,48 @@ pub enum ActionKind {
     L2Output,
     L2Drop,
     SetSmac,
+    /// An action of the contract that only tables the data path does not apply use.
+    NotExecuted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchKind {
-    Exact,
-    Lpm,
-}
+impl ActionKind {
+    /// Every executed action with its contract description.
+    const EXECUTED: [(ActionKind, &'static ActionInfo); 15] = [
+        (ActionKind::Nop, &actions::nop::INFO),
+        (ActionKind::ArpReply, &actions::arp_reply::INFO),
+        (ActionKind::SetService, &actions::set_service::INFO),
+        (ActionKind::ConnPin, &actions::conn_pin::INFO),
+        (ActionKind::ConnMiss, &actions::conn_miss::INFO),
+        (ActionKind::SetBackend, &actions::set_backend::INFO),
+        (ActionKind::BackendForward, &actions::backend_forward::INFO),
+        (ActionKind::BackendLocked, &actions::backend_locked::INFO),
+        (ActionKind::RewriteSrc, &actions::rewrite_src::INFO),
+        (ActionKind::RouteToPort, &actions::route_to_port::INFO),
+        (ActionKind::RouteLocked, &actions::route_locked::INFO),
+        (ActionKind::RouteDrop, &actions::route_drop::INFO),
+        (ActionKind::L2Output, &actions::l2_output::INFO),
+        (ActionKind::L2Drop, &actions::l2_drop::INFO),
+        (ActionKind::SetSmac, &actions::set_smac::INFO),
+    ];
 
-pub struct FieldSpec {
-    /// Last component of the P4Info match-field name (`hdr.ipv4.dst_addr` -> `dst_addr`).
-    pub name: &'static str,
-    pub bits: u32,
-    pub kind: MatchKind,
-}
-
-pub struct TableSpec {
-    pub kind: TableKind,
-    pub name: &'static str,
-    pub fields: &'static [FieldSpec],
-    pub actions: &'static [ActionKind],
-    pub default_action: ActionKind,
-    pub idle_timeout: bool,
-}
-
-pub struct ParamSpec {
-    pub name: &'static str,
-    pub bits: u32,
-    /// A parameter the pipeline can do without (older revisions of the contract lack it).
-    pub optional: bool,
-}
-
-pub struct ActionSpec {
-    pub kind: ActionKind,
-    /// Last component of the P4Info action name.
-    pub name: &'static str,
-    pub params: &'static [ParamSpec],
-}
-
-const fn exact(name: &'static str, bits: u32) -> FieldSpec {
-    FieldSpec {
-        name,
-        bits,
-        kind: MatchKind::Exact,
+    /// The data-path action of a contract action (by its contract ID).
+    pub fn of(contract_id: u32) -> ActionKind {
+        Self::EXECUTED
+            .iter()
+            .find(|(_, a)| a.id == contract_id)
+            .map(|(k, _)| *k)
+            .unwrap_or(ActionKind::NotExecuted)
     }
 }
 
-const fn lpm(name: &'static str, bits: u32) -> FieldSpec {
-    FieldSpec {
-        name,
-        bits,
-        kind: MatchKind::Lpm,
-    }
-}
+/// Parameters a P4Info may lack (older revisions of the contract): (action ID, parameter
+/// ID), both of the contract.
+pub const OPTIONAL_PARAMS: &[(u32, u32)] = &[(
+    actions::rewrite_src::ID,
+    actions::rewrite_src::SERVICE_ID.id,
+)];
 
-const fn param(name: &'static str, bits: u32) -> ParamSpec {
-    ParamSpec {
-        name,
-        bits,
-        optional: false,
-    }
-}
-
-const FIVE_TUPLE: &[FieldSpec] = &[
-    exact("src_addr", 32),
-    exact("dst_addr", 32),
-    exact("protocol", 8),
-    exact("l4_sport", 16),
-    exact("l4_dport", 16),
-];
-
-pub const TABLES: &[TableSpec] = &[
-    TableSpec {
-        kind: TableKind::ArpProxy,
-        name: "P4lbIngress.arp_proxy",
-        fields: &[lpm("tpa", 32)],
-        actions: &[ActionKind::ArpReply, ActionKind::Nop],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::VipServices,
-        name: "P4lbIngress.vip_services",
-        fields: &[
-            exact("dst_addr", 32),
-            exact("protocol", 8),
-            exact("l4_dport", 16),
-        ],
-        actions: &[ActionKind::SetService, ActionKind::Nop],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::ConnTable,
-        name: "P4lbIngress.conn_table",
-        fields: FIVE_TUPLE,
-        actions: &[ActionKind::ConnPin, ActionKind::ConnMiss],
-        default_action: ActionKind::ConnMiss,
-        idle_timeout: true,
-    },
-    TableSpec {
-        kind: TableKind::MaglevSlots,
-        name: "P4lbIngress.maglev_slots",
-        fields: &[exact("service_id", 16), exact("slot", 16)],
-        actions: &[ActionKind::SetBackend, ActionKind::Nop],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::Backends,
-        name: "P4lbIngress.backends",
-        fields: &[exact("backend_id", 16)],
-        actions: &[
-            ActionKind::BackendForward,
-            ActionKind::BackendLocked,
-            ActionKind::Nop,
-        ],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::ConnReverse,
-        name: "P4lbIngress.conn_reverse",
-        fields: FIVE_TUPLE,
-        actions: &[ActionKind::RewriteSrc, ActionKind::Nop],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::ServiceVip,
-        name: "P4lbIngress.service_vip",
-        fields: &[exact("mark", 16)],
-        actions: &[ActionKind::RewriteSrc, ActionKind::Nop],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::Ipv4Routes,
-        name: "P4lbIngress.ipv4_routes",
-        fields: &[lpm("dst_addr", 32)],
-        actions: &[
-            ActionKind::RouteToPort,
-            ActionKind::RouteLocked,
-            ActionKind::RouteDrop,
-        ],
-        default_action: ActionKind::RouteDrop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::L2Forward,
-        name: "P4lbIngress.l2_forward",
-        fields: &[exact("dst_addr", 48)],
-        actions: &[ActionKind::L2Output, ActionKind::L2Drop],
-        default_action: ActionKind::L2Drop,
-        idle_timeout: false,
-    },
-    TableSpec {
-        kind: TableKind::PortSmac,
-        name: "P4lbEgress.port_smac",
-        fields: &[exact("egress_port", 9)],
-        actions: &[ActionKind::SetSmac, ActionKind::Nop],
-        default_action: ActionKind::Nop,
-        idle_timeout: false,
-    },
-];
-
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec {
-        kind: ActionKind::Nop,
-        name: "nop",
-        params: &[],
-    },
-    ActionSpec {
-        kind: ActionKind::ArpReply,
-        name: "arp_reply",
-        params: &[param("mac", 48)],
-    },
-    ActionSpec {
-        kind: ActionKind::SetService,
-        name: "set_service",
-        params: &[
-            param("service_id", 16),
-            param("slot_count", 16),
-            param("target_port", 16),
-        ],
-    },
-    ActionSpec {
-        kind: ActionKind::ConnPin,
-        name: "conn_pin",
-        params: &[param("backend_id", 16)],
-    },
-    ActionSpec {
-        kind: ActionKind::ConnMiss,
-        name: "conn_miss",
-        params: &[],
-    },
-    ActionSpec {
-        kind: ActionKind::SetBackend,
-        name: "set_backend",
-        params: &[param("backend_id", 16)],
-    },
-    ActionSpec {
-        kind: ActionKind::BackendForward,
-        name: "backend_forward",
-        params: &[param("ip", 32), param("dmac", 48), param("port", 9)],
-    },
-    ActionSpec {
-        kind: ActionKind::BackendLocked,
-        name: "backend_locked",
-        params: &[],
-    },
-    ActionSpec {
-        kind: ActionKind::RewriteSrc,
-        name: "rewrite_src",
-        params: &[
-            param("vip", 32),
-            param("vport", 16),
-            ParamSpec {
-                name: "service_id",
-                bits: 16,
-                optional: true,
-            },
-        ],
-    },
-    ActionSpec {
-        kind: ActionKind::RouteToPort,
-        name: "route_to_port",
-        params: &[param("port", 9), param("dmac", 48)],
-    },
-    ActionSpec {
-        kind: ActionKind::RouteLocked,
-        name: "route_locked",
-        params: &[],
-    },
-    ActionSpec {
-        kind: ActionKind::RouteDrop,
-        name: "route_drop",
-        params: &[],
-    },
-    ActionSpec {
-        kind: ActionKind::L2Output,
-        name: "l2_output",
-        params: &[param("port", 9)],
-    },
-    ActionSpec {
-        kind: ActionKind::L2Drop,
-        name: "l2_drop",
-        params: &[],
-    },
-    ActionSpec {
-        kind: ActionKind::SetSmac,
-        name: "set_smac",
-        params: &[param("mac", 48)],
-    },
-];
-
-pub fn action_spec(kind: ActionKind) -> &'static ActionSpec {
-    // ACTIONS lists every kind exactly once (checked by a unit test).
-    ACTIONS
-        .iter()
-        .find(|a| a.kind == kind)
-        .unwrap_or(&ACTIONS[0])
-}
-
-/// Indirect counters, by index in [`COUNTERS`].
+/// Indirect counters, by index in [`CounterKind::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CounterKind {
     BackendPackets = 0,
@@ -326,32 +133,52 @@ pub enum CounterKind {
     Drops = 2,
 }
 
-pub const COUNTERS: &[(CounterKind, &str)] = &[
-    (CounterKind::BackendPackets, "P4lbIngress.backend_packets"),
-    (CounterKind::ServicePackets, "P4lbIngress.service_packets"),
-    (CounterKind::Drops, "P4lbIngress.drops"),
-];
+impl CounterKind {
+    pub const ALL: [CounterKind; 3] = [
+        CounterKind::BackendPackets,
+        CounterKind::ServicePackets,
+        CounterKind::Drops,
+    ];
 
-/// Drop reasons (indexes into `P4lbIngress.drops`).
-pub mod drop_reason {
-    pub const LOCKED: usize = 1;
-    pub const NO_ROUTE: usize = 2;
-    pub const PARSER_ERROR: usize = 3;
-    pub const TTL: usize = 4;
-    pub const NO_BACKEND: usize = 5;
+    /// The contract's description of this counter.
+    pub fn info(self) -> &'static CounterInfo {
+        match self {
+            CounterKind::BackendPackets => &externs::backend_packets::INFO,
+            CounterKind::ServicePackets => &externs::service_packets::INFO,
+            CounterKind::Drops => &externs::drops::INFO,
+        }
+    }
 }
 
-pub const TRANSIT_REGISTER: &str = "P4lbIngress.transit_marks";
-pub const TRANSIT_BITS: u32 = 16;
+/// Drop reasons (indexes into the `drops` counter), from [`p4lb_p4::DropReason`].
+pub mod drop_reason {
+    use p4lb_p4::DropReason;
 
-pub const DIGEST: &str = "conn_learn";
-/// Members of `conn_learn_t`, in order.
-pub const DIGEST_FIELDS: &[(&str, u32)] = &[
-    ("src_addr", 32),
-    ("dst_addr", 32),
-    ("protocol", 8),
-    ("src_port", 16),
-    ("dst_port", 16),
-    ("service_id", 16),
-    ("backend_id", 16),
-];
+    pub const LOCKED: usize = DropReason::Locked as usize;
+    pub const NO_ROUTE: usize = DropReason::NoRoute as usize;
+    pub const PARSER_ERROR: usize = DropReason::ParserError as usize;
+    pub const TTL: usize = DropReason::Ttl as usize;
+    pub const NO_BACKEND: usize = DropReason::NoBackend as usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_point_at_distinct_contract_objects_in_order() {
+        for (i, k) in TableKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(TableKind::of(k.info().id), Some(*k));
+            assert_eq!(tables::by_id(k.info().id), Some(k.info()));
+        }
+        for (k, a) in ActionKind::EXECUTED {
+            assert_eq!(ActionKind::of(a.id), k);
+            assert_eq!(actions::by_id(a.id), Some(a));
+        }
+        for (i, k) in CounterKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            assert!(externs::COUNTERS.contains(k.info()));
+        }
+    }
+}

@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::arbitration::Arbitration;
-use crate::bytes;
 use crate::state::{Dataplane, LearnMsg};
 
 #[derive(Debug)]
@@ -87,26 +86,6 @@ struct Engine {
     next_list_id: u64,
 }
 
-fn data_of(m: &LearnMsg) -> p4::P4Data {
-    let members = [
-        u64::from(m.src_addr),
-        u64::from(m.dst_addr),
-        u64::from(m.protocol),
-        u64::from(m.src_port),
-        u64::from(m.dst_port),
-        u64::from(m.service_id),
-        u64::from(m.backend_id),
-    ]
-    .iter()
-    .map(|v| p4::P4Data {
-        data: Some(p4::p4_data::Data::Bitstring(bytes::encode(*v))),
-    })
-    .collect();
-    p4::P4Data {
-        data: Some(p4::p4_data::Data::Struct(p4::P4StructLike { members })),
-    }
-}
-
 impl Engine {
     fn ack_timeout(&self) -> Option<Duration> {
         let ns = self.config.as_ref()?.ack_timeout_ns;
@@ -153,7 +132,7 @@ impl Engine {
                 p4::DigestList {
                     digest_id: self.digest_id,
                     list_id,
-                    data: list.iter().map(data_of).collect(),
+                    data: list.iter().map(LearnMsg::to_p4data).collect(),
                     timestamp,
                 },
             )),

@@ -57,7 +57,7 @@ fn read_tables(inst: &Installed, req: &p4::TableEntry, out: &mut Vec<p4::Entity>
             req.table_id
         )));
     };
-    let table = inst.dp.table(info.kind);
+    let table = &inst.dp.tables[info.index];
     if req.is_default_action {
         if req.time_since_last_hit.is_some() {
             return Err(invalid(

@@ -40,7 +40,7 @@ fn table_write(inst: &Installed, ty: UpdateType, te: &p4::TableEntry) -> RtResul
             te.table_id
         )));
     };
-    let table = inst.dp.table(info.kind);
+    let table = &inst.dp.tables[info.index];
     if te.time_since_last_hit.is_some() {
         return Err(invalid(
             "time_since_last_hit must not be set in a WriteRequest",
@@ -146,7 +146,7 @@ fn default_write(inst: &Installed, ty: UpdateType, te: &p4::TableEntry) -> RtRes
             format!("table {} has a const default action", info.name),
         ));
     }
-    let table = inst.dp.table(info.kind);
+    let table = &inst.dp.tables[info.index];
     let default = match te.action.as_ref() {
         None => {
             // Reset to the P4 program's initial default action.

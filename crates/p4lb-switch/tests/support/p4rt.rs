@@ -1,45 +1,38 @@
-//! A small P4Runtime client for tests: arbitration stream, pipeline config, entry builders.
+//! Driving a P4Runtime target from the tests: the controller's own P4Runtime client
+//! (`p4lb_controller::southbound::session`: channel, arbitration, pipeline push, Write, Read)
+//! and p4lb-p4's entry builders (`p4lb_p4::entries`), wrapped in the shapes the tests use
+//! (addresses as `u32`, MACs as `[u8; 6]`, panics instead of errors).
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use p4lb_p4::{actions, tables};
+use p4lb_controller::southbound::forwarding::pipeline_config;
+use p4lb_controller::southbound::session::{
+    self as client, arbitrate, per_update_errors, read_entities, set_pipeline_request,
+    write_request, Inbound,
+};
+use p4lb_p4::{actions, entries, tables, FiveTuple};
 use p4lb_proto::google::rpc;
 use p4lb_proto::p4info::P4Info;
 use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::p4_runtime_client::P4RuntimeClient;
+use p4lb_proto::p4runtime::set_forwarding_pipeline_config_request::Action as SetAction;
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint, Uri};
-use tonic::Streaming;
+use tonic::transport::Channel;
 
 pub fn p4info() -> P4Info {
     p4lb_p4::p4info().expect("checked-in P4Info parses")
 }
 
+/// A table ID the program does not have (one past the highest of the contract).
+pub fn unknown_table_id() -> u32 {
+    tables::ALL.iter().map(|t| t.id).max().unwrap_or(0) + 1
+}
+
+/// A gRPC channel to `address` ("host:port", "http://…" or "unix:/path").
 pub async fn channel(address: &str) -> Channel {
-    if let Some(path) = address.strip_prefix("unix:") {
-        let path = path.to_string();
-        let ep = Endpoint::from_static("http://[::]:50051").connect_timeout(Duration::from_secs(5));
-        return ep
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let p = path.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(p).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(s))
-                }
-            }))
-            .await
-            .expect("connect over unix socket");
-    }
-    let uri = if address.starts_with("http") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    Endpoint::from_shared(uri)
-        .unwrap()
-        .connect()
+    client::connect_channel(address, Duration::from_secs(5))
         .await
         .expect("connect")
 }
@@ -50,91 +43,56 @@ pub struct Session {
     pub device_id: u64,
     pub election_id: u128,
     pub tx: mpsc::Sender<p4::StreamMessageRequest>,
-    pub rx: Streaming<p4::StreamMessageResponse>,
+    pub rx: Inbound,
 }
 
 pub fn uint128(v: u128) -> p4::Uint128 {
-    p4::Uint128 {
-        high: (v >> 64) as u64,
-        low: v as u64,
-    }
+    client::election_id(v)
 }
 
 pub fn arbitration(device_id: u64, election_id: u128) -> p4::StreamMessageRequest {
-    p4::StreamMessageRequest {
-        update: Some(p4::stream_message_request::Update::Arbitration(
-            p4::MasterArbitrationUpdate {
-                device_id,
-                role: None,
-                election_id: Some(uint128(election_id)),
-                status: None,
-            },
-        )),
-    }
+    client::arbitration_request(device_id, election_id)
 }
 
 impl Session {
     /// Opens a stream and sends the arbitration update; returns the session and the first
     /// arbitration answer's status code.
     pub async fn open(channel: Channel, device_id: u64, election_id: u128) -> (Session, i32) {
-        let mut client = P4RuntimeClient::new(channel)
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
-        let (tx, rx) = mpsc::channel(64);
-        tx.send(arbitration(device_id, election_id)).await.unwrap();
-        let mut stream = client
-            .stream_channel(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .expect("stream channel")
-            .into_inner();
-        let code = loop {
-            let m = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        let mut client = client::client(channel);
+        let (tx, rx, answer) =
+            arbitrate(&mut client, device_id, election_id, Duration::from_secs(5))
                 .await
-                .expect("arbitration answer in time")
-                .expect("stream ok")
-                .expect("stream open");
-            if let Some(p4::stream_message_response::Update::Arbitration(a)) = m.update {
-                break a.status.map(|s| s.code).unwrap_or(-1);
-            }
-        };
+                .expect("arbitration answer in time");
+        let code = answer.status.map(|s| s.code).unwrap_or(-1);
         (
             Session {
                 client,
                 device_id,
                 election_id,
                 tx,
-                rx: stream,
+                rx,
             },
             code,
         )
     }
 
+    /// Pushes p4lb's pipeline (the checked-in P4Info and `device_config`) as the controller
+    /// does (VERIFY_AND_COMMIT).
     pub async fn set_pipeline(&mut self, device_config: Vec<u8>) -> Result<(), tonic::Status> {
         self.client
-            .set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
-                device_id: self.device_id,
-                election_id: Some(uint128(self.election_id)),
-                action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit as i32,
-                config: Some(p4::ForwardingPipelineConfig {
-                    p4info: Some(p4info()),
-                    p4_device_config: device_config,
-                    cookie: Some(p4::forwarding_pipeline_config::Cookie { cookie: 7 }),
-                }),
-                role: String::new(),
-            })
+            .set_forwarding_pipeline_config(set_pipeline_request(
+                self.device_id,
+                self.election_id,
+                SetAction::VerifyAndCommit,
+                Some(pipeline_config(p4info(), device_config)),
+            ))
             .await
             .map(|_| ())
     }
 
     pub async fn write(&mut self, updates: Vec<p4::Update>) -> Result<(), tonic::Status> {
         self.client
-            .write(p4::WriteRequest {
-                device_id: self.device_id,
-                election_id: Some(uint128(self.election_id)),
-                updates,
-                atomicity: 0,
-                role: String::new(),
-            })
+            .write(write_request(self.device_id, self.election_id, updates))
             .await
             .map(|_| ())
     }
@@ -151,20 +109,7 @@ impl Session {
         &mut self,
         entities: Vec<p4::Entity>,
     ) -> Result<Vec<p4::Entity>, tonic::Status> {
-        let mut s = self
-            .client
-            .read(p4::ReadRequest {
-                device_id: self.device_id,
-                entities,
-                role: String::new(),
-            })
-            .await?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(r) = s.message().await? {
-            out.extend(r.entities);
-        }
-        Ok(out)
+        read_entities(&mut self.client, self.device_id, entities).await
     }
 
     /// Next stream message that `pick` accepts, within `timeout`.
@@ -223,9 +168,7 @@ pub fn table_entity(e: p4::TableEntry) -> p4::Entity {
 
 /// Canonical bytestring of `v`.
 pub fn bs(v: u64) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let first = b.iter().position(|x| *x != 0).unwrap_or(7);
-    b[first..].to_vec()
+    p4lb_p4::bytes::encode(v)
 }
 
 pub fn mac_u64(m: [u8; 6]) -> u64 {
@@ -233,38 +176,20 @@ pub fn mac_u64(m: [u8; 6]) -> u64 {
 }
 
 pub fn exact(field_id: u32, v: u64) -> p4::FieldMatch {
-    p4::FieldMatch {
-        field_id,
-        field_match_type: Some(p4::field_match::FieldMatchType::Exact(
-            p4::field_match::Exact { value: bs(v) },
-        )),
-    }
+    entries::exact(field_id, v)
 }
 
 pub fn lpm(field_id: u32, v: u32, plen: i32) -> p4::FieldMatch {
-    p4::FieldMatch {
-        field_id,
-        field_match_type: Some(p4::field_match::FieldMatchType::Lpm(p4::field_match::Lpm {
-            value: bs(u64::from(v)),
-            prefix_len: plen,
-        })),
-    }
+    entries::lpm(field_id, u64::from(v), plen)
 }
 
+/// A call of action `action_id` with `params` in parameter order (IDs 1..n for an action
+/// outside the program).
 pub fn action(action_id: u32, params: &[u64]) -> Option<p4::TableAction> {
-    Some(p4::TableAction {
-        r#type: Some(p4::table_action::Type::Action(p4::Action {
-            action_id,
-            params: params
-                .iter()
-                .enumerate()
-                .map(|(i, v)| p4::action::Param {
-                    param_id: i as u32 + 1,
-                    value: bs(*v),
-                })
-                .collect(),
-        })),
-    })
+    match actions::by_id(action_id) {
+        Some(a) => entries::action(a, params),
+        None => entries::action_with_ids(action_id, (1..).zip(params.iter().copied())),
+    }
 }
 
 pub fn entry(
@@ -272,22 +197,23 @@ pub fn entry(
     m: Vec<p4::FieldMatch>,
     act: Option<p4::TableAction>,
 ) -> p4::TableEntry {
-    p4::TableEntry {
-        table_id,
-        r#match: m,
-        action: act,
-        ..Default::default()
+    entries::entry(table_id, m, act)
+}
+
+// ---- entries of the p4lb tables (p4lb_p4::entries) ----
+
+fn tuple(src: u32, dst: u32, protocol: u8, sport: u16, dport: u16) -> FiveTuple {
+    FiveTuple {
+        src: Ipv4Addr::from(src),
+        dst: Ipv4Addr::from(dst),
+        protocol,
+        sport,
+        dport,
     }
 }
 
-// ---- entries of the p4lb tables ----
-
 pub fn arp_proxy(ip: u32, plen: i32, mac: [u8; 6]) -> p4::TableEntry {
-    entry(
-        tables::arp_proxy::ID,
-        vec![lpm(1, ip, plen)],
-        action(actions::arp_reply::ID, &[mac_u64(mac)]),
-    )
+    entries::arp_proxy(Ipv4Addr::from(ip), plen, mac_u64(mac))
 }
 
 pub fn vip_service(
@@ -298,32 +224,19 @@ pub fn vip_service(
     slot_count: u16,
     target_port: u16,
 ) -> p4::TableEntry {
-    entry(
-        tables::vip_services::ID,
-        vec![
-            exact(1, u64::from(vip)),
-            exact(2, u64::from(proto)),
-            exact(3, u64::from(port)),
-        ],
-        action(
-            actions::set_service::ID,
-            &[
-                u64::from(service_id),
-                u64::from(slot_count),
-                u64::from(target_port),
-            ],
-        ),
+    entries::vip_service(
+        Ipv4Addr::from(vip),
+        proto,
+        port,
+        service_id,
+        slot_count,
+        target_port,
     )
 }
 
+/// The match of a `conn_table` entry for this 5-tuple.
 pub fn five(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> Vec<p4::FieldMatch> {
-    vec![
-        exact(1, u64::from(src)),
-        exact(2, u64::from(dst)),
-        exact(3, u64::from(proto)),
-        exact(4, u64::from(sport)),
-        exact(5, u64::from(dport)),
-    ]
+    entries::conn_key(&tuple(src, dst, proto, sport, dport)).r#match
 }
 
 pub fn conn_pin(
@@ -334,11 +247,7 @@ pub fn conn_pin(
     dport: u16,
     backend: u16,
 ) -> p4::TableEntry {
-    entry(
-        tables::conn_table::ID,
-        five(src, dst, proto, sport, dport),
-        action(actions::conn_pin::ID, &[u64::from(backend)]),
-    )
+    entries::conn_pin(&tuple(src, dst, proto, sport, dport), backend, 0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -352,99 +261,54 @@ pub fn conn_reverse(
     vport: u16,
     service_id: u16,
 ) -> p4::TableEntry {
-    entry(
-        tables::conn_reverse::ID,
-        five(src, dst, proto, sport, dport),
-        action(
-            actions::rewrite_src::ID,
-            &[u64::from(vip), u64::from(vport), u64::from(service_id)],
-        ),
+    entries::conn_reverse(
+        &tuple(src, dst, proto, sport, dport),
+        Ipv4Addr::from(vip),
+        vport,
+        service_id,
     )
 }
 
 pub fn service_vip(service_id: u16, vip: u32, vport: u16) -> p4::TableEntry {
-    entry(
-        tables::service_vip::ID,
-        vec![exact(1, u64::from(service_id) + 1)],
-        action(
-            actions::rewrite_src::ID,
-            &[u64::from(vip), u64::from(vport), u64::from(service_id)],
-        ),
-    )
+    entries::service_vip(service_id, Ipv4Addr::from(vip), vport)
 }
 
 pub fn maglev_slot(service_id: u16, slot: u16, backend: u16) -> p4::TableEntry {
-    entry(
-        tables::maglev_slots::ID,
-        vec![exact(1, u64::from(service_id)), exact(2, u64::from(slot))],
-        action(actions::set_backend::ID, &[u64::from(backend)]),
-    )
+    entries::maglev_slot(service_id, slot, backend)
 }
 
 pub fn backend_forward(backend: u16, ip: u32, dmac: [u8; 6], port: u16) -> p4::TableEntry {
-    entry(
-        tables::backends::ID,
-        vec![exact(1, u64::from(backend))],
-        action(
-            actions::backend_forward::ID,
-            &[u64::from(ip), mac_u64(dmac), u64::from(port)],
-        ),
-    )
+    entries::backend_forward(backend, Ipv4Addr::from(ip), mac_u64(dmac), u32::from(port))
 }
 
 pub fn backend_locked(backend: u16) -> p4::TableEntry {
-    entry(
-        tables::backends::ID,
-        vec![exact(1, u64::from(backend))],
-        action(actions::backend_locked::ID, &[]),
-    )
+    entries::backend_locked(backend)
 }
 
 pub fn route(dst: u32, plen: i32, port: u16, dmac: [u8; 6]) -> p4::TableEntry {
-    entry(
-        tables::ipv4_routes::ID,
-        vec![lpm(1, dst, plen)],
-        action(
-            actions::route_to_port::ID,
-            &[u64::from(port), mac_u64(dmac)],
-        ),
-    )
+    entries::route_to_port(Ipv4Addr::from(dst), plen, u32::from(port), mac_u64(dmac))
 }
 
 pub fn route_locked(dst: u32, plen: i32) -> p4::TableEntry {
-    entry(
-        tables::ipv4_routes::ID,
-        vec![lpm(1, dst, plen)],
-        action(actions::route_locked::ID, &[]),
-    )
+    entries::route_locked(Ipv4Addr::from(dst), plen)
 }
 
 pub fn port_smac(port: u16, mac: [u8; 6]) -> p4::TableEntry {
-    entry(
-        tables::port_smac::ID,
-        vec![exact(1, u64::from(port))],
-        action(actions::set_smac::ID, &[mac_u64(mac)]),
-    )
+    entries::port_smac(u32::from(port), mac_u64(mac))
 }
 
 pub fn l2(dst: [u8; 6], port: u16) -> p4::TableEntry {
-    entry(
-        tables::l2_forward::ID,
-        vec![exact(1, mac_u64(dst))],
-        action(actions::l2_output::ID, &[u64::from(port)]),
-    )
+    entries::l2_output(mac_u64(dst), u32::from(port))
 }
 
 /// The canonical codes of a failed Write's per-update errors.
 pub fn batch_codes(st: &tonic::Status) -> Vec<i32> {
     let s = rpc::Status::decode(st.details()).expect("google.rpc.Status in details");
-    s.details
-        .iter()
-        .map(|a| {
-            assert_eq!(a.type_url, "type.googleapis.com/p4.v1.Error");
-            p4::Error::decode(a.value.as_slice())
-                .expect("p4.v1.Error")
-                .canonical_code
-        })
-        .collect()
+    for a in &s.details {
+        assert_eq!(a.type_url, "type.googleapis.com/p4.v1.Error");
+        p4::Error::decode(a.value.as_slice()).expect("p4.v1.Error");
+    }
+    let (codes, _) = per_update_errors(st);
+    assert_eq!(codes.len(), s.details.len(), "one p4.v1.Error per update");
+    codes
 }
