@@ -1,5 +1,5 @@
 //! A minimal CRI (runtime.v1) client over containerd's Unix socket, with a
-//! blocking API for tests.
+//! blocking API for tests. The socket is dialled with `p4lb_api::connect_unix_bounded`.
 
 use std::path::Path;
 use std::time::Duration;
