@@ -18,6 +18,8 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The generated code depends on this file too (the serde attributes below).
+    println!("cargo:rerun-if-changed=build.rs");
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
     }
