@@ -1,5 +1,10 @@
 //! Compiles the .proto files under proto/ with protox (a pure-Rust protobuf
 //! compiler, so building p4lb needs no system protoc) and generates tonic code.
+//!
+//! p4lb's own API messages (package `p4lb.v1`) also derive serde: that derive is
+//! the one JSON mapping of them (`p4lbctl --json` prints it, the testbed reads it
+//! back). Field names are the proto field names; every field may be absent on
+//! input (`#[serde(default)]`, as in protobuf).
 
 use std::path::PathBuf;
 
@@ -13,6 +18,8 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The generated code depends on this file too (the serde attributes below).
+    println!("cargo:rerun-if-changed=build.rs");
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -24,6 +31,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        .message_attribute(
+            ".p4lb.v1",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .enum_attribute(
+            ".p4lb.v1",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

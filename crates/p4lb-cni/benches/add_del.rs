@@ -35,11 +35,11 @@ fn commit_phases(w: &World) -> Vec<(String, u64)> {
         .build()
         .unwrap();
     let text = rt.block_on(async {
-        let mut c = p4lb_controller::client::connect(&w.socket).await.ok()?;
-        c.metrics(p4lb_proto::api::MetricsRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner().prometheus_text)
+        let c =
+            p4lb_api::Client::connect(&w.socket, Duration::from_secs(5), Duration::from_secs(30))
+                .await
+                .ok()?;
+        c.metrics().await.ok()
     });
     text.unwrap_or_default()
         .lines()

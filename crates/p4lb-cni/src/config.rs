@@ -5,13 +5,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use p4lb_api::DEFAULT_SOCKET;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::cni::error::{CniError, Code};
 use crate::net::link::parse_mac;
-
-pub const DEFAULT_CONTROLLER_SOCKET: &str = "/run/p4lb/controller.sock";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -98,7 +97,7 @@ impl P4lbConf {
         }
         let socket = wire
             .controller_socket
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROLLER_SOCKET));
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
         if !socket.is_absolute() {
             return Err(invalid(
                 "controllerSocket",
@@ -134,10 +133,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = conf(json!({"cniVersion": "1.1.0", "name": "n", "type": "p4lb"})).unwrap();
-        assert_eq!(
-            c.controller_socket,
-            PathBuf::from(DEFAULT_CONTROLLER_SOCKET)
-        );
+        assert_eq!(c.controller_socket, PathBuf::from(DEFAULT_SOCKET));
         assert!(c.lock_on_restore);
         assert!(!c.keep_ip_on_restore);
         assert!(c.add_restored_ip);

@@ -24,13 +24,14 @@
 //! - [`config`]: p4lb's own netconf keys.
 //! - [`restore`]: what happens at restore (telling a restore from a fresh start).
 //! - [`net`]: namespaces, veth, addresses/routes/neighbours, ethtool.
-//! - [`controller`]: the controller client.
+//! - [`api_client`]: the controller client (`p4lb_api::Client`) with failures as CNI
+//!   errors.
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, GC, STATUS, VERSION).
 
+pub mod api_client;
 pub mod cmd;
 pub mod cni;
 pub mod config;
-pub mod controller;
 pub mod net;
 pub mod restore;
 

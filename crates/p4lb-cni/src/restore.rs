@@ -17,6 +17,7 @@
 
 use std::net::Ipv4Addr;
 
+use p4lb_api::labels::{RESTORE_FROM_ANNOTATION, RESTORE_FROM_MAC_ANNOTATION};
 use serde_json::{Map, Value};
 
 use crate::cni::args::CniArgs;
@@ -24,8 +25,6 @@ use crate::cni::error::{CniError, Code};
 use crate::net::link::parse_mac;
 
 pub const ANNOTATIONS_KEY: &str = "io.kubernetes.cri.pod-annotations";
-pub const ANNOTATION_RESTORE_FROM: &str = "p4lb.io/restore-from";
-pub const ANNOTATION_RESTORE_FROM_MAC: &str = "p4lb.io/restore-from-mac";
 
 /// Where the restore hint came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,14 +105,14 @@ pub fn detect(
         .map(Some);
     }
     if let Some(ann) = pod_annotations(runtime_config) {
-        if let Some(ip) = ann.get(ANNOTATION_RESTORE_FROM).and_then(Value::as_str) {
+        if let Some(ip) = ann.get(RESTORE_FROM_ANNOTATION).and_then(Value::as_str) {
             if !ip.is_empty() {
-                let mac = ann.get(ANNOTATION_RESTORE_FROM_MAC).and_then(Value::as_str);
+                let mac = ann.get(RESTORE_FROM_MAC_ANNOTATION).and_then(Value::as_str);
                 return hint(
                     ip,
                     mac,
                     HintSource::PodAnnotation,
-                    (ANNOTATION_RESTORE_FROM, ANNOTATION_RESTORE_FROM_MAC),
+                    (RESTORE_FROM_ANNOTATION, RESTORE_FROM_MAC_ANNOTATION),
                     Code::InvalidNetworkConfig,
                 )
                 .map(Some);

@@ -18,7 +18,7 @@ use clap::Parser;
 
 use p4lb_controller::config::Config;
 use p4lb_controller::conn::{ConnRec, ConnTable};
-use p4lb_controller::{client, server, Controller};
+use p4lb_controller::{server, Controller};
 use p4lb_p4::FiveTuple;
 use p4lb_proto::api;
 
@@ -139,7 +139,13 @@ async fn main() -> Result<()> {
     );
 
     // 2. Switchover latency.
-    let mut c = client::connect(&cfg.api.socket).await?;
+    let mut c = p4lb_api::Client::connect(
+        &cfg.api.socket,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .await?
+    .raw();
     let mut holder_a = netns_holder()?;
     let mut holder_b = netns_holder()?;
     tokio::time::sleep(Duration::from_millis(200)).await;

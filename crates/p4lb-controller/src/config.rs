@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use p4lb_api::DEFAULT_SOCKET;
 use serde::{Deserialize, Serialize};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/p4lb/controller.toml";
-/// Default API socket.
-pub const DEFAULT_SOCKET: &str = "/run/p4lb/controller.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/p4lb";
 

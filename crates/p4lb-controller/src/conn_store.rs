@@ -27,7 +27,6 @@ use p4lb_p4::FiveTuple;
 use crate::conn::{self, ConnRec, ConnTable, Learned};
 use crate::error::{Error, Result};
 use crate::state::State;
-use crate::store;
 
 pub const CONNS_FILE: &str = "conns.json";
 const VERSION: u32 = 1;
@@ -88,7 +87,7 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(CONNS_FILE)
 }
 
-/// Atomically replaces the file with `conns` (see [`store::write_atomic`]).
+/// Atomically replaces the file with `conns` ([`p4lb_api::write_atomic`]).
 pub fn save(dir: &Path, conns: &[StoredConn]) -> Result<()> {
     let data = serde_json::to_vec(&ConnsFile {
         version: VERSION,
@@ -100,7 +99,8 @@ pub fn save(dir: &Path, conns: &[StoredConn]) -> Result<()> {
             std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         )
     })?;
-    store::write_atomic(dir, CONNS_FILE, &data)
+    let path = path(dir);
+    p4lb_api::write_atomic(&path, &data).map_err(|e| Error::store(path.display().to_string(), e))
 }
 
 /// Loads the snapshot and resolves it against `state`. A missing file is an

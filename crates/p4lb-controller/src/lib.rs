@@ -16,16 +16,16 @@
 //! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
-//! - [`store`]: crash-safe persistence.
+//! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`).
 //! - [`embedded`]: the software switch inside the controller process (cargo feature
 //!   `embedded-switch`, on by default).
-//! - [`api`]: the gRPC API served on the Unix socket; [`server`]: its listeners and
-//!   the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;
+//! - [`api`]: the gRPC API served on the Unix socket (its clients, `p4lbctl` included, use
+//!   `p4lb_api::Client`; the default socket is `p4lb_api::DEFAULT_SOCKET`); [`server`]: its
+//!   listeners and the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;
 //!   [`readiness`]: systemd notification (`READY=1` once serving and in sync).
 
 pub mod addr;
 pub mod api;
-pub mod client;
 pub mod commit;
 pub mod config;
 pub mod conn;

@@ -1,10 +1,9 @@
-//! Crash-safe persistence of [`State`]: the whole state is written to a temporary
-//! file, the file is fsynced, renamed over `state.json`, and the directory is
-//! fsynced. A reader therefore sees either the old or the new state, never a mix.
+//! Crash-safe persistence of [`State`]: the whole state is written with
+//! [`p4lb_api::write_atomic`] (temporary file, fsync, rename over `state.json`,
+//! fsync of the directory). A reader therefore sees either the old or the new
+//! state, never a mix.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -86,30 +85,9 @@ impl Store {
 
     /// Atomically replaces the persisted state with `data` (from [`Store::encode`]).
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        write_atomic(&self.dir, STATE_FILE, data)
+        let path = self.path();
+        p4lb_api::write_atomic(&path, data).map_err(|e| Error::store(path.display().to_string(), e))
     }
-}
-
-/// Atomically replaces `dir/name` with `data`: temporary file (mode 0600), fsync,
-/// rename, fsync of the directory. A reader sees the old or the new content.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let err = |e: std::io::Error| Error::store(path.display().to_string(), e);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(data).map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    fs::rename(&tmp, &path).map_err(err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    Ok(())
 }
 
 #[cfg(test)]

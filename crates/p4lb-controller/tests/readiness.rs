@@ -67,7 +67,7 @@ async fn ready_once_the_api_socket_is_bound_and_the_switch_in_sync() {
         "no STATUS line before READY: {seen:?}"
     );
     // Ready means serving and in sync.
-    let mut c = p4lb_controller::client::connect(&api_sock).await.unwrap();
+    let mut c = api_client(&api_sock).await.unwrap();
     let st = c.status(api::StatusRequest {}).await.unwrap().into_inner();
     assert!(st.ready, "{st:?}");
 

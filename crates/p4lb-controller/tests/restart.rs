@@ -98,8 +98,8 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
         .into_inner()
         .endpoints;
     assert_eq!(eps.len(), 4, "acknowledged deregistration was lost");
-    // p4lbctl sees the same, as JSON.
-    let ctl = |args: &[&str]| -> serde_json::Value {
+    // p4lbctl sees the same, as JSON, read back into the API types.
+    fn ctl<T: serde::de::DeserializeOwned>(dir: &std::path::Path, args: &[&str]) -> T {
         let out = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
             .arg("--socket")
             .arg(dir.join("api.sock"))
@@ -113,14 +113,17 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("p4lbctl --json output")
-    };
-    assert_eq!(ctl(&["status"])["ready"], serde_json::Value::Bool(true));
-    assert_eq!(ctl(&["endpoints", "ls"]).as_array().unwrap().len(), 4);
-    let svcs = ctl(&["services", "ls"]);
-    assert_eq!(svcs[0]["resolved_backends"].as_array().unwrap().len(), 3);
-    let slots = ctl(&["switch", "tables", "maglev_slots"]);
-    assert_eq!(slots.as_array().unwrap().len(), 1021);
-    assert!(ctl(&["migrations", "ls"]).as_array().unwrap().is_empty());
+    }
+    let status: api::StatusResponse = ctl(&dir, &["status"]);
+    assert!(status.ready);
+    let eps: Vec<api::Endpoint> = ctl(&dir, &["endpoints", "ls"]);
+    assert_eq!(eps.len(), 4);
+    let svcs: Vec<api::Service> = ctl(&dir, &["services", "ls"]);
+    assert_eq!(svcs[0].resolved_backends.len(), 3);
+    let slots: Vec<api::TableRow> = ctl(&dir, &["switch", "tables", "maglev_slots"]);
+    assert_eq!(slots.len(), 1021);
+    let migs: Vec<api::Migration> = ctl(&dir, &["migrations", "ls"]);
+    assert!(migs.is_empty());
     // The restarted controller found its pipeline on the switch (cookie) and only
     // diffed; it did not wipe the switch by pushing the pipeline again.
     let metrics = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
@@ -138,21 +141,25 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
         metrics.contains("p4lb_controller_reconciles_total 1"),
         "{metrics}"
     );
-    let added = ctl(&[
-        "services",
-        "add",
-        "extra",
-        "--vip",
-        "10.96.4.2",
-        "--port",
-        "53",
-        "--protocol",
-        "udp",
-        "--selector",
-        "app=web",
-    ]);
-    assert_eq!(added["protocol"], "udp");
-    ctl(&["services", "rm", "extra"]);
+    let added: api::Service = ctl(
+        &dir,
+        &[
+            "services",
+            "add",
+            "extra",
+            "--vip",
+            "10.96.4.2",
+            "--port",
+            "53",
+            "--protocol",
+            "udp",
+            "--selector",
+            "app=web",
+        ],
+    );
+    assert_eq!(added.protocol, "udp");
+    let removed: serde_json::Value = ctl(&dir, &["services", "rm", "extra"]);
+    assert_eq!(removed["removed"], "extra");
     let bad = Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
         .arg("--socket")
         .arg(dir.join("api.sock"))

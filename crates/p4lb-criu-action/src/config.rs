@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use p4lb_api::{CheckpointMode, ParseCheckpointModeError, DEFAULT_SOCKET};
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/p4lb/criu-action.toml";
-pub const DEFAULT_SOCKET: &str = "/run/p4lb/controller.sock";
 pub const DEFAULT_STATE_DIR: &str = "/run/p4lb/criu-action";
 
 /// What to do when the controller cannot be reached or refuses a call.
@@ -41,40 +41,6 @@ impl FromStr for Policy {
     }
 }
 
-/// What a checkpoint that leaves the task running (CRI checkpoint, `--leave-running`)
-/// means when the endpoint carries no `p4lb.io/checkpoint` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckpointMode {
-    /// The container moves: the source stays locked after the dump; the restore
-    /// side unlocks.
-    Migrate,
-    /// A copy is taken; the source is unlocked right after the dump.
-    Snapshot,
-}
-
-impl FromStr for CheckpointMode {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "migrate" => Ok(Self::Migrate),
-            "snapshot" => Ok(Self::Snapshot),
-            other => Err(ConfigError::BadValue {
-                what: "checkpoint mode",
-                value: other.to_owned(),
-                allowed: "migrate, snapshot",
-            }),
-        }
-    }
-}
-
-/// Endpoint label that selects the checkpoint mode (set from the container
-/// annotation of the same name by the OCI hook, or with `p4lbctl`).
-pub const CHECKPOINT_LABEL: &str = "p4lb.io/checkpoint";
-/// The same, as the CNI plugin names it when it comes from the CRI pod annotation
-/// `labels.p4lb.io/checkpoint`.
-pub const CHECKPOINT_LABEL_SHORT: &str = "checkpoint";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
@@ -95,6 +61,8 @@ pub enum ConfigError {
     },
     #[error("{what} must be between 1 and 60000 ms, got {value}")]
     BadTimeout { what: &'static str, value: u64 },
+    #[error(transparent)]
+    Mode(#[from] ParseCheckpointModeError),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,8 +3,8 @@
 //! the steps out.
 
 use crate::action::CriuAction;
-use crate::config::{CheckpointMode, CHECKPOINT_LABEL, CHECKPOINT_LABEL_SHORT};
 use crate::run_state::{RunSide, RunState};
+use p4lb_api::labels::{CheckpointMode, CHECKPOINT_LABEL, CHECKPOINT_LABEL_SHORT};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {

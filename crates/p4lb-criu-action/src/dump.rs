@@ -4,14 +4,14 @@
 
 use std::net::Ipv4Addr;
 
-use p4lb_proto::api::{Endpoint, MigrationPhase};
+use p4lb_api::api::{Endpoint, MigrationPhase};
 
-use crate::config::CheckpointMode;
 use crate::decision::mode_from_label;
 use crate::error::ActionError;
 use crate::record::{MigrationRecord, RecordState, SourceEndpoint, RECORD_VERSION};
 use crate::run_state::{RunSide, RunState};
 use crate::runner::Run;
+use p4lb_api::CheckpointMode;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

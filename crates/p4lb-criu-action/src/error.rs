@@ -1,14 +1,14 @@
 //! Errors of one action, and whether the failure policy may excuse them.
 
-use crate::controller::ControllerError;
 use crate::netns::NetnsError;
 use crate::record::RecordError;
 use crate::run_state::StateError;
+use p4lb_api::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
     #[error(transparent)]
-    Controller(#[from] ControllerError),
+    Controller(#[from] ApiError),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]

@@ -14,11 +14,12 @@
 //! - [`record`]: the record that travels with the images; [`run_state`]: state
 //!   between the actions of one CRIU run.
 //! - [`netns`]: adding addresses inside the target namespace.
-//! - [`controller`]: the controller API client (bounded timeouts).
+//!
+//! The controller API client, the socket path, the checkpoint label and
+//! [`p4lb_api::CheckpointMode`] come from `p4lb-api`.
 
 pub mod action;
 pub mod config;
-pub mod controller;
 pub mod decision;
 pub mod dump;
 pub mod env;

@@ -3,13 +3,12 @@
 //! CRI checkpoint archives) and tells the restore side which addresses the
 //! restored sockets are bound to and which migration to continue.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CheckpointMode;
+use p4lb_api::CheckpointMode;
 
 pub const RECORD_FILE: &str = "p4lb-migration.json";
 /// Record format version; a record with another version is refused.
@@ -153,33 +152,19 @@ impl MigrationRecord {
         Ok(Some(rec))
     }
 
-    /// Writes the record atomically (temporary file, fsync, rename).
+    /// Writes the record atomically ([`p4lb_api::write_atomic`]).
     pub fn write_to(&self, image_dir: &Path) -> Result<PathBuf, RecordError> {
         let path = Self::path_in(image_dir);
         self.validate(&path)?;
-        let tmp = image_dir.join(format!(".{RECORD_FILE}.{}", std::process::id()));
-        let werr = |e| RecordError::Write {
-            path: path.clone(),
-            source: e,
-        };
-        let text = serde_json::to_vec_pretty(self).map_err(|e| RecordError::Write {
+        let mut text = serde_json::to_vec_pretty(self).map_err(|e| RecordError::Write {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        let res = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(werr(e));
-        }
+        text.push(b'\n');
+        p4lb_api::write_atomic(&path, &text).map_err(|e| RecordError::Write {
+            path: path.clone(),
+            source: e,
+        })?;
         Ok(path)
     }
 }

@@ -3,13 +3,15 @@
 //! addresses into the target network namespace (CRIU binds the restored sockets to
 //! them), report RESTORED_AT (the controller repoints the backend) and UNLOCK.
 
-use crate::config::{CheckpointMode, Policy};
+use p4lb_api::CheckpointMode;
+
+use crate::config::Policy;
 use crate::error::ActionError;
 use crate::netns::ensure_addresses;
 use crate::record::{MigrationRecord, RecordState};
 use crate::run_state::{RunSide, RunState};
 use crate::runner::Run;
-use p4lb_proto::api::MigrationPhase;
+use p4lb_api::api::MigrationPhase;
 
 fn restore_state(run: &Run<'_>) -> Result<(RunState, String), ActionError> {
     let Some(dir) = run.env.image_dir.clone() else {

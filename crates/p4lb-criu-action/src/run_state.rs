@@ -4,8 +4,7 @@
 //! directory (root-only, 0700/0600), keyed by the CRIU pid and its start time so a
 //! reused pid never picks up a stale file.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use std::net::Ipv4Addr;
 
-use crate::config::CheckpointMode;
 use crate::record::{MigrationRecord, SourceEndpoint};
+use p4lb_api::CheckpointMode;
 
 /// Files older than this are left over from crashed runs and removed.
 const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -137,25 +136,8 @@ impl StateFile {
                 .create(dir)
                 .map_err(io)?;
         }
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
         let body = serde_json::to_vec(st).map_err(|e| io(std::io::Error::other(e)))?;
-        let res = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        Ok(())
+        p4lb_api::write_atomic(&self.path, &body).map_err(io)
     }
 
     pub fn remove(&self) {

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use p4lb_proto::api::{Identity, MigrationEventRequest, MigrationPhase};
+use p4lb_api::api::{Identity, MigrationEventRequest, MigrationPhase};
+use p4lb_api::Client;
 
 use crate::action::CriuAction;
 use crate::config::Config;
-use crate::controller::Controller;
 use crate::decision::{decide, Step};
 use crate::env::ActionEnv;
 use crate::error::ActionError;
@@ -17,7 +17,7 @@ pub struct Run<'a> {
     pub env: &'a ActionEnv,
     pub cfg: &'a Config,
     pub state_file: StateFile,
-    controller: Option<Controller>,
+    controller: Option<Client>,
 }
 
 impl<'a> Run<'a> {
@@ -31,9 +31,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub async fn controller(&mut self) -> Result<&Controller, ActionError> {
+    pub async fn controller(&mut self) -> Result<&Client, ActionError> {
         if self.controller.is_none() {
-            let c = Controller::connect(
+            let c = Client::connect(
                 &self.cfg.controller_socket,
                 self.cfg.connect_timeout,
                 self.cfg.call_timeout,
@@ -87,7 +87,7 @@ impl<'a> Run<'a> {
         migration_id: &str,
         source_ip: &str,
         leave_running: bool,
-    ) -> Result<p4lb_proto::api::Migration, ActionError> {
+    ) -> Result<p4lb_api::api::Migration, ActionError> {
         let req = MigrationEventRequest {
             phase: phase as i32,
             identity: Some(Identity {

@@ -1,5 +1,5 @@
 //! A minimal CRI (runtime.v1) client over containerd's Unix socket, with a
-//! blocking API for tests.
+//! blocking API for tests. The socket is dialled with `p4lb_api::connect_unix_bounded`.
 //!
 //! Why the messages come from a vendored subset of the CRI API
 //! (`proto/cri.proto`, compiled by `build.rs` with protox) and not from the
@@ -16,9 +16,7 @@ use std::time::Duration;
 use p4lb_testbed::containerd;
 use p4lb_testbed::session::Testbed;
 
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::error::{Context, Error, Result};
 
@@ -52,17 +50,11 @@ impl Cri {
             .enable_all()
             .build()
             .ctx(|| "creating a tokio runtime".into())?;
-        let path: PathBuf = socket.to_path_buf();
-        let channel = rt.block_on(async move {
-            Endpoint::from_static("http://cri.invalid")
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120))
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move { UnixStream::connect(path).await.map(TokioIo::new) }
-                }))
-                .await
-        });
+        let channel = rt.block_on(p4lb_api::connect_unix_bounded(
+            socket,
+            Duration::from_secs(5),
+            Duration::from_secs(120),
+        ));
         let channel = channel.map_err(|e| Error::Cri {
             call: "connect".into(),
             message: format!("{}: {e}", socket.display()),

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Instant;
 
-use p4lb_criu_action::config::CheckpointMode;
+use p4lb_api::api;
+use p4lb_api::labels::CheckpointMode;
 use p4lb_criu_action::record::{MigrationRecord, RecordState, RECORD_FILE};
 use p4lb_testapp::report::Report;
 use p4lb_testbed::session::{Testbed, TestbedOptions};
@@ -25,8 +26,8 @@ use crate::error::{Context, Error, Result};
 /// The service's virtual address and port.
 pub const VIP: &str = "10.99.0.1";
 pub const PORT: u16 = 7000;
-/// The controller's API socket inside the testbed.
-pub const SOCKET: &str = "/run/p4lb/controller.sock";
+/// The controller's API socket inside the testbed (the default one).
+pub const SOCKET: &str = p4lb_api::DEFAULT_SOCKET;
 /// The network namespace the server container joins (recreated per migration).
 pub const POD_NETNS: &str = "/run/netns/srv";
 /// The network namespace of the client.
@@ -211,27 +212,21 @@ impl World {
             .ok_or_else(|| Error::Scenario(format!("CNI ADD gave no address: {r}")))
     }
 
-    /// `p4lbctl --json ARGS`.
-    pub fn ctl_json(&self, args: &str) -> Result<Value> {
+    /// `p4lbctl --json ARGS`, read into `T`: an API message (or a list of them)
+    /// through its serde derive, or a `Value`.
+    pub fn ctl_json<T: serde::de::DeserializeOwned>(&self, args: &str) -> Result<T> {
         let out = self.sh(&format!("{} --socket {SOCKET} --json {args}", self.ctl))?;
-        parse_json(&format!("p4lbctl {args}"), &out)
+        serde_json::from_str(&out)
+            .map_err(|e| Error::Scenario(format!("p4lbctl {args}: {out:?}: {e}")))
     }
 
-    pub fn endpoint(&self, key: &str) -> Result<Value> {
+    pub fn endpoint(&self, key: &str) -> Result<api::Endpoint> {
         self.ctl_json(&format!("endpoints show {key}"))
     }
 
     /// The controller's migration records, oldest first.
-    pub fn migrations(&self) -> Result<Vec<Value>> {
-        match self.ctl_json("migrations ls")? {
-            Value::Array(a) => Ok(a),
-            Value::Object(ref o) if o.contains_key("migrations") => {
-                Ok(o["migrations"].as_array().cloned().unwrap_or_default())
-            }
-            other => Err(Error::Scenario(format!(
-                "unexpected migrations listing {other}"
-            ))),
-        }
+    pub fn migrations(&self) -> Result<Vec<api::Migration>> {
+        self.ctl_json("migrations ls")
     }
 
     /// The service `web` at VIP:PORT selecting `app=web`.

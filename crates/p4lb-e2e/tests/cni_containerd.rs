@@ -9,11 +9,11 @@ mod migration_common;
 use std::net::Ipv4Addr;
 
 use migration_common::*;
+use p4lb_api::api;
 use p4lb_e2e::cri::{self, Cri};
 use p4lb_e2e::scenario::reports;
 use p4lb_testapp::report::Report;
 use p4lb_testbed::images;
-use serde_json::Value;
 
 /// The pod subnet of the conflist.
 const SUBNET: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 0);
@@ -89,13 +89,8 @@ fn server_in(c: &mut Cri, sb: &str, cfg: cri::pb::PodSandboxConfig) -> String {
 
 /// Endpoint keys the controller lists.
 fn endpoint_keys(w: &World) -> Vec<String> {
-    match w.ctl_json("endpoints ls") {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|e| e["key"].as_str().map(str::to_string))
-            .collect(),
-        other => panic!("unexpected endpoints listing {other}"),
-    }
+    let eps: Vec<api::Endpoint> = w.ctl_json("endpoints ls");
+    eps.into_iter().map(|e| e.key).collect()
 }
 
 /// Host links whose name starts with "p4lb" (`ip -o link` inside the testbed).
@@ -183,11 +178,11 @@ fn containerd_pods_wired_by_p4lb_reach_each_other_and_a_vip() {
     assert!(keys.contains(&key_b), "{key_b} not in {keys:?}");
     let ep_a = w.endpoint(&key_a);
     let ep_b = w.endpoint(&key_b);
-    assert_eq!(ep_a["ip"], ip_a.as_str(), "{ep_a}");
-    assert_eq!(ep_b["ip"], ip_b.as_str(), "{ep_b}");
+    assert_eq!(ep_a.ip, ip_a, "{ep_a:?}");
+    assert_eq!(ep_b.ip, ip_b, "{ep_b:?}");
     let host_ifs: Vec<String> = [&ep_a, &ep_b]
         .iter()
-        .map(|e| e["host_ifname"].as_str().unwrap_or("").to_string())
+        .map(|e| e.host_ifname.clone())
         .collect();
     let links = p4lb_links(&w);
     for h in &host_ifs {
@@ -200,11 +195,9 @@ fn containerd_pods_wired_by_p4lb_reach_each_other_and_a_vip() {
         let a = w.sh(&format!("ip -4 -o addr show dev {h}"));
         assert!(a.trim().is_empty(), "{h} has an IPv4 address: {a}");
     }
-    let netns_a = ep_a["netns_path"]
-        .as_str()
+    let netns_a = Some(ep_a.netns_path.clone())
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| panic!("pod A endpoint without netns path: {ep_a}"))
-        .to_string();
+        .unwrap_or_else(|| panic!("pod A endpoint without netns path: {ep_a:?}"));
 
     // 2. Pod A reaches a server in pod B through the switch, then through a VIP.
     let ctr_b = server_in(&mut c, &sb_b, cfg_b);
@@ -216,28 +209,24 @@ fn containerd_pods_wired_by_p4lb_reach_each_other_and_a_vip() {
         "{} --socket {SOCKET} services add --vip {POD_VIP} --port {PORT} --backend {key_b} pod-b",
         w.ctl
     ));
-    let svc = w.ctl_json("services ls");
-    let svc = svc
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == "pod-b"))
-        .cloned()
-        .unwrap_or_else(|| panic!("service pod-b not listed: {svc}"));
-    assert_eq!(svc["vip"], POD_VIP, "{svc}");
+    let svcs: Vec<api::Service> = w.ctl_json("services ls");
+    let svc = svcs
+        .iter()
+        .find(|s| s.name == "pod-b")
+        .unwrap_or_else(|| panic!("service pod-b not listed: {svcs:?}"));
+    assert_eq!(svc.vip, POD_VIP, "{svc:?}");
     let vip = format!("{POD_VIP}:{PORT}");
     wait_answers(&w, &netns_a, &vip);
     assert_clean("pod A -> VIP (pod B)", &client_from(&w, &netns_a, &vip));
     // The VIP connections were learned by the switch (per-connection table).
-    let rows = match w.ctl_json("switch tables") {
-        Value::Array(a) => a,
-        other => panic!("unexpected table dump {other}"),
-    };
-    let pin = format!("conn_pin(backend_id={})", ep_b["backend_id"]);
+    let rows: Vec<api::TableRow> = w.ctl_json("switch tables");
+    let pin = format!("conn_pin(backend_id={})", ep_b.backend_id);
     let from_a = format!("src_addr={ip_a} dst_addr={POD_VIP} ");
     let conns = rows
         .iter()
-        .filter(|r| r["table"].as_str().unwrap_or("").ends_with("conn_table"))
-        .filter(|r| r["match"].as_str().unwrap_or("").starts_with(&from_a))
-        .filter(|r| r["action"] == pin.as_str())
+        .filter(|r| r.table.ends_with("conn_table"))
+        .filter(|r| r.r#match.starts_with(&from_a))
+        .filter(|r| r.action == pin)
         .count();
     println!("conn_table: {conns} connections {from_a}-> {pin}");
     assert!(

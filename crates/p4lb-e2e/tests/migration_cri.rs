@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_criu_action::config::CheckpointMode;
+use p4lb_api::api;
+use p4lb_api::labels::CheckpointMode;
 use p4lb_e2e::cri::{self, Cri};
 use p4lb_e2e::judge::judge;
 use p4lb_e2e::scenario::parse_record;
@@ -98,11 +99,11 @@ fn pod_from(
     (id, ctr, ip)
 }
 
-fn migration_of(w: &World, key: &str) -> Value {
+fn migration_of(w: &World, key: &str) -> api::Migration {
     w.migrations()
         .into_iter()
         .rev()
-        .find(|m| m["source_key"] == key)
+        .find(|m| m.source_key == key)
         .unwrap_or_else(|| panic!("no migration of {key}\n{}", w.diag()))
 }
 
@@ -120,7 +121,7 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     // Snapshot: clients keep their connections, the backend is unlocked again.
     let (sb, ctr, ip) = pod(&w, &mut c, "web-snap", &[]);
     let key = format!("{sb}/eth0");
-    assert_eq!(w.endpoint(&key)["ip"], ip.as_str());
+    assert_eq!(w.endpoint(&key).ip, ip);
     p4lb_testbed::wait::until(20, "the pod's server to answer", || {
         w.try_sh(&format!(
             "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
@@ -142,10 +143,10 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     );
     // LOCK cannot know the task keeps running; SNAPSHOT_DONE ends the migration.
     let m = migration_of(&w, &key);
-    assert_eq!(m["state"], "done", "{m}");
-    assert!(m["error"].as_str().unwrap_or("").is_empty(), "{m}");
+    assert_eq!(m.state, "done", "{m:?}");
+    assert!(m.error.is_empty(), "{m:?}");
     let ep = w.endpoint(&key);
-    assert_eq!(ep["locked"], false, "{ep}");
+    assert!(!ep.locked, "{ep:?}");
     std::thread::sleep(Duration::from_secs(2));
     let out = client.finish().unwrap();
     let before = out.interim.first().expect("interim report");
@@ -155,7 +156,7 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
         "CRI snapshot checkpoint: {survived}/50 connections kept, {} reset, {more} requests \
          after; lock held {:.1} ms",
         after.totals.reset,
-        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
+        m.stall_us as f64 / 1000.0
     );
     assert_eq!(after.totals.reset, 0);
     assert_eq!(survived, 50);
@@ -180,15 +181,19 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     );
     let key = format!("{sb}/eth0");
     let ep = w.endpoint(&key);
-    assert_eq!(ep["labels"]["checkpoint"], "migrate", "{ep}");
+    assert_eq!(
+        ep.labels.get("checkpoint").map(String::as_str),
+        Some("migrate"),
+        "{ep:?}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     c.checkpoint_container(&ctr, "/tmp/cri-mig.tar", 60)
         .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
     let m = migration_of(&w, &key);
-    assert_eq!(m["leave_running"], false, "LOCK does not know yet: {m}");
-    assert_eq!(m["state"], "checkpointed", "{m}");
+    assert!(!m.leave_running, "LOCK does not know yet: {m:?}");
+    assert_eq!(m.state, "checkpointed", "{m:?}");
     let ep = w.endpoint(&key);
-    assert_eq!(ep["locked"], true, "{ep}");
+    assert!(ep.locked, "{ep:?}");
     let rec = w.sh(
         "f=$(tar -tf /tmp/cri-mig.tar | grep 'p4lb-migration.json$' | head -1); \
          tar -xOf /tmp/cri-mig.tar \"$f\"",
@@ -197,8 +202,8 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     assert_eq!(rec.mode, CheckpointMode::Migrate, "{rec:?}");
     assert!(rec.leave_running, "{rec:?}");
     println!(
-        "CRI migrate checkpoint: source {key} stays locked (migration {})",
-        m["id"]
+        "CRI migrate checkpoint: source {key} stays locked (migration {:?})",
+        m.id
     );
 }
 
@@ -265,9 +270,9 @@ fn cri_migration(lock: bool) -> CriMigration {
     );
     assert_ne!(new_ip, old_ip);
     let m = migration_of(&w, &format!("{src_sb}/eth0"));
-    assert_eq!(m["state"], "done", "{m}\n{}", w.diag());
-    assert_eq!(m["target_key"], format!("{dst_sb}/eth0"), "{m}");
-    assert_eq!(m["no_lock"].as_bool().unwrap_or(false), !lock, "{m}");
+    assert_eq!(m.state, "done", "{m:?}\n{}", w.diag());
+    assert_eq!(m.target_key, format!("{dst_sb}/eth0"), "{m:?}");
+    assert_eq!(m.no_lock, !lock, "{m:?}");
     // The source goes away as an orchestrator would remove it.
     c.stop_container(&src_ctr, 5).unwrap();
     c.remove_container(&src_ctr).unwrap();
@@ -283,12 +288,12 @@ fn cri_migration(lock: bool) -> CriMigration {
          connections kept, {} reset, {} failed, {more} requests after; switchover {:.1} ms, \
          stall {:.1} ms",
         if lock { "on" } else { "OFF" },
-        m["source_key"],
-        m["target_key"],
+        m.source_key,
+        m.target_key,
         after.totals.reset,
         after.totals.failed,
-        m["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
-        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
+        m.switchover_us as f64 / 1000.0,
+        m.stall_us as f64 / 1000.0
     );
     let mut states = std::collections::BTreeMap::new();
     for c in &after.connections {

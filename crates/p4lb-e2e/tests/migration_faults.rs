@@ -29,7 +29,8 @@ mod migration_common;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_criu_action::config::CheckpointMode;
+use p4lb_api::api;
+use p4lb_api::labels::CheckpointMode;
 use p4lb_criu_action::record::RecordState;
 use p4lb_e2e::judge::judge;
 use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
@@ -57,7 +58,7 @@ fn checkpoint_and_rewire(w: &World, archive: &str, cur_id: &str, new_id: &str) -
     );
     assert_ne!(new_ip, old_ip);
     let ep = w.endpoint(&format!("{new_id}/eth0"));
-    assert_eq!(ep["locked"], true, "target not registered locked: {ep}");
+    assert!(ep.locked, "target not registered locked: {ep:?}");
     (old_ip, new_ip)
 }
 
@@ -131,10 +132,10 @@ fn forge(w: &World, good: &str, bad: &str, record: &str) {
     );
 }
 
-fn last_migration_done(w: &World) -> serde_json::Value {
+fn last_migration_done(w: &World) -> api::Migration {
     let migs = w.migrations();
     let m = migs.last().cloned().expect("a migration record");
-    assert_eq!(m["state"], "done", "{m}\n{}", w.diag());
+    assert_eq!(m.state, "done", "{m:?}\n{}", w.diag());
     m
 }
 
@@ -171,10 +172,7 @@ fn controller_down_at_restore_fails_loudly_and_the_archive_restores_later() {
 
     w.start_controller();
     let ep = w.endpoint("srv1/eth0");
-    assert_eq!(
-        ep["locked"], true,
-        "target unlocked before any restore: {ep}"
-    );
+    assert!(ep.locked, "target unlocked before any restore: {ep:?}");
     let (ok, out, _) = restore(&w, archive);
     assert!(
         ok,
@@ -182,8 +180,8 @@ fn controller_down_at_restore_fails_loudly_and_the_archive_restores_later() {
         w.diag()
     );
     let ep = w.endpoint("srv1/eth0");
-    assert_eq!(ep["state"], "ready", "{ep}");
-    assert_eq!(ep["locked"], false, "{ep}");
+    assert_eq!(ep.state, "ready", "{ep:?}");
+    assert!(!ep.locked, "{ep:?}");
     assert!(w.addrs_in("srv").contains(&old_ip), "{old_ip} not moved");
     let m = last_migration_done(&w);
 
@@ -198,8 +196,8 @@ fn controller_down_at_restore_fails_loudly_and_the_archive_restores_later() {
         after.totals.reset,
         after.totals.failed,
         after.totals.longest_stall_ms,
-        m["id"],
-        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
+        m.id,
+        m.stall_us as f64 / 1000.0
     );
     assert_eq!(after.totals.reset, 0, "resets: {}", out.stderr);
     assert_eq!(after.totals.failed, 0, "{}", out.stderr);
@@ -256,7 +254,7 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
     foreign.source.key = "srvb/eth0".into();
     foreign.source.container_id = "srvb".into();
     foreign.source.ip = other_ip.parse().unwrap();
-    foreign.source.mac = other_before["mac"].as_str().unwrap().to_string();
+    foreign.source.mac = other_before.mac.clone();
     foreign.addresses = vec![foreign.source.ip];
     let foreign = serde_json::to_string(&foreign).unwrap();
     forge(&w, archive, bad, &format!("{foreign}\n"));
@@ -277,15 +275,14 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
     // Nothing of the other backend changed; the target is still locked and
     // carries no address of the old pod.
     let other_after = w.endpoint("srvb/eth0");
-    assert_eq!(other_after["state"], other_before["state"], "{other_after}");
-    assert_eq!(other_after["locked"], false, "{other_after}");
-    assert_eq!(other_after["ip"], other_before["ip"], "{other_after}");
+    assert_eq!(other_after.state, other_before.state, "{other_after:?}");
+    assert!(!other_after.locked, "{other_after:?}");
+    assert_eq!(other_after.ip, other_before.ip, "{other_after:?}");
     assert_eq!(w.addrs_in("srvb"), vec![other_ip.clone()]);
     let (up, _, _) = w.try_sh("podman ps --format '{{.Names}}' | grep -qx other");
     assert!(up, "the other server stopped");
-    assert_eq!(
-        w.endpoint("srv1/eth0")["locked"],
-        true,
+    assert!(
+        w.endpoint("srv1/eth0").locked,
         "target unlocked by a refused restore"
     );
     let target_addrs = w.addrs_in("srv");
@@ -295,7 +292,7 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
     );
     let migs = w.migrations();
     assert_eq!(migs.len(), 1, "{migs:?}");
-    assert_eq!(migs[0]["state"], "checkpointed", "{}", migs[0]);
+    assert_eq!(migs[0].state, "checkpointed", "{:?}", migs[0]);
 
     let (ok, out, _) = restore(&w, archive);
     assert!(
@@ -304,10 +301,10 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
         w.diag()
     );
     let ep = w.endpoint("srv1/eth0");
-    assert_eq!(ep["state"], "ready", "{ep}");
-    assert_eq!(ep["locked"], false, "{ep}");
+    assert_eq!(ep.state, "ready", "{ep:?}");
+    assert!(!ep.locked, "{ep:?}");
     let m = last_migration_done(&w);
-    assert_eq!(w.endpoint("srvb/eth0")["locked"], false);
+    assert!(!w.endpoint("srvb/eth0").locked);
 
     std::thread::sleep(Duration::from_secs(2));
     let out = client.finish().unwrap();
@@ -321,8 +318,8 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
         after.totals.reset,
         after.totals.failed,
         after.totals.longest_stall_ms,
-        m["id"],
-        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0
+        m.id,
+        m.stall_us as f64 / 1000.0
     );
     assert_eq!(after.totals.reset, 0, "resets: {}", out.stderr);
     assert_eq!(after.totals.failed, 0, "{}", out.stderr);
@@ -331,13 +328,19 @@ fn corrupt_record_is_refused_and_disturbs_no_other_endpoint() {
 }
 
 /// The endpoint fields a refused restore must not change.
-fn endpoint_facts(w: &World, key: &str) -> serde_json::Value {
+fn endpoint_facts(w: &World, key: &str) -> api::Endpoint {
     let ep = w.endpoint(key);
-    serde_json::json!({
-        "state": ep["state"], "locked": ep["locked"], "ip": ep["ip"], "mac": ep["mac"],
-        "switch_port": ep["switch_port"], "backend_id": ep["backend_id"],
-        "migrated_ips": ep["migrated_ips"], "labels": ep["labels"],
-    })
+    api::Endpoint {
+        state: ep.state,
+        locked: ep.locked,
+        ip: ep.ip,
+        mac: ep.mac,
+        switch_port: ep.switch_port,
+        backend_id: ep.backend_id,
+        migrated_ips: ep.migrated_ips,
+        labels: ep.labels,
+        ..Default::default()
+    }
 }
 
 /// Connections whose answered requests grew from report `a` to report `b`.
@@ -389,12 +392,12 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
          ip -n srv link set lo up && ip -n srv link set eth0 up && \
          ip -n srv addr add 10.55.0.2/24 dev eth0 && ip -n srv route add default via 10.55.0.1",
     );
-    let eps_before = w.ctl_json("endpoints ls");
+    let eps_before: Vec<api::Endpoint> = w.ctl_json("endpoints ls");
     let other_before = endpoint_facts(&w, "srvb/eth0");
     let cli_before = endpoint_facts(&w, "cli/eth0");
     let migs = w.migrations();
     assert_eq!(migs.len(), 1, "{migs:?}");
-    assert_eq!(migs[0]["state"], "checkpointed", "{}", migs[0]);
+    assert_eq!(migs[0].state, "checkpointed", "{:?}", migs[0]);
 
     let (ok, out, log) = restore(&w, archive);
     println!(
@@ -425,7 +428,7 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
         "a refused restore changed the addresses of the target"
     );
     assert_eq!(
-        w.ctl_json("endpoints ls"),
+        w.ctl_json::<Vec<api::Endpoint>>("endpoints ls"),
         eps_before,
         "a refused restore changed the endpoints"
     );
@@ -433,8 +436,8 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
     assert_eq!(endpoint_facts(&w, "cli/eth0"), cli_before);
     let migs = w.migrations();
     assert_eq!(migs.len(), 1, "{migs:?}");
-    assert_eq!(migs[0]["state"], "checkpointed", "{}", migs[0]);
-    assert_eq!(migs[0]["id"], mig_id.as_str(), "{}", migs[0]);
+    assert_eq!(migs[0].state, "checkpointed", "{:?}", migs[0]);
+    assert_eq!(migs[0].id, mig_id, "{:?}", migs[0]);
     let (up, _, _) = w.try_sh("podman ps --format '{{.Names}}' | grep -qx other");
     assert!(up, "the other server stopped");
     // The other backend's connections are still served while the migrating
@@ -452,7 +455,7 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
         &format!("IgnoreUnknown=1;P4LB_RESTORE_FROM={old_ip}"),
     );
     assert_ne!(new_ip, old_ip);
-    assert_eq!(w.endpoint("srv1/eth0")["locked"], true);
+    assert!(w.endpoint("srv1/eth0").locked);
     let (ok, out, _) = restore(&w, archive);
     assert!(
         ok,
@@ -460,11 +463,11 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
         w.diag()
     );
     let ep = w.endpoint("srv1/eth0");
-    assert_eq!(ep["state"], "ready", "{ep}");
-    assert_eq!(ep["locked"], false, "{ep}");
+    assert_eq!(ep.state, "ready", "{ep:?}");
+    assert!(!ep.locked, "{ep:?}");
     assert!(w.addrs_in("srv").contains(&old_ip), "{old_ip} not moved");
     let m = last_migration_done(&w);
-    assert_eq!(m["id"], mig_id.as_str(), "{m}");
+    assert_eq!(m.id, mig_id, "{m:?}");
     assert_eq!(endpoint_facts(&w, "srvb/eth0"), other_before);
 
     std::thread::sleep(Duration::from_secs(2));
@@ -487,9 +490,9 @@ fn restore_into_a_namespace_p4lb_does_not_know_is_refused_and_the_archive_restor
         after.totals.reset,
         after.totals.failed,
         after.totals.longest_stall_ms,
-        m["id"],
-        m["stall_us"].as_f64().unwrap_or(0.0) / 1000.0,
-        m["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0
+        m.id,
+        m.stall_us as f64 / 1000.0,
+        m.switchover_us as f64 / 1000.0
     );
     assert!(
         served_during > 0 && served_during < CONNS,

@@ -28,10 +28,12 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
     w.run_server("web", &["p4lb.io/tier=gold"]);
     // The OCI hook labelled the endpoint from the container's annotations.
     let ep = w.endpoint("srv0/eth0");
-    assert_eq!(ep["labels"]["p4lb.io/tier"], "gold", "hook labels: {ep}");
-    assert!(ep["labels"]["container.id"]
-        .as_str()
-        .is_some_and(|s| !s.is_empty()));
+    assert_eq!(
+        ep.labels.get("p4lb.io/tier").map(String::as_str),
+        Some("gold"),
+        "hook labels: {ep:?}"
+    );
+    assert!(ep.labels.get("container.id").is_some_and(|s| !s.is_empty()));
 
     let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -55,8 +57,8 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
             assert!(addrs.contains(a), "migration {i}: {a} missing in {addrs:?}");
         }
         let ep = w.endpoint(&format!("{new_id}/eth0"));
-        assert_eq!(ep["state"], "ready", "{ep}\n{}", w.diag());
-        assert_eq!(ep["locked"], false);
+        assert_eq!(ep.state, "ready", "{ep:?}\n{}", w.diag());
+        assert!(!ep.locked);
         std::thread::sleep(Duration::from_secs(2));
         ids.push(new_id);
         moved.push(m);
@@ -72,15 +74,15 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
         summary.push_str(&format!(
             "  {} {} -> {} ({} -> {}): state {}, switchover {:.1} ms, stall {:.1} ms, \
              conns carried {}, podman checkpoint {} ms, restore {} ms\n",
-            v["id"].as_str().unwrap_or("?"),
-            v["source_key"].as_str().unwrap_or("?"),
-            v["target_key"].as_str().unwrap_or("?"),
+            v.id,
+            v.source_key,
+            v.target_key,
             m.old_ip,
             m.new_ip,
-            v["state"].as_str().unwrap_or("?"),
-            v["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            v["stall_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            v["connections_carried"],
+            v.state,
+            v.switchover_us as f64 / 1000.0,
+            v.stall_us as f64 / 1000.0,
+            v.connections_carried,
             m.checkpoint_ms,
             m.restore_ms
         ));
@@ -93,7 +95,7 @@ fn podman_migrations_to_new_addresses_keep_every_connection() {
     );
     assert_eq!(migs.len(), migrations, "{migs:?}");
     for v in &migs {
-        assert_eq!(v["state"], "done", "{v}");
+        assert_eq!(v.state, "done", "{v:?}");
     }
     assert_eq!(after.totals.connections, conns as u64);
     assert_eq!(after.totals.reset, 0, "resets: {}", out.stderr);

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use oci_spec::runtime::{ContainerState, State};
-use p4lb_criu_action::controller::{Controller, ControllerError};
-use p4lb_proto::api::{Identity, UpdateEndpointMetadataRequest};
+use p4lb_api::api::{Identity, UpdateEndpointMetadataRequest};
+use p4lb_api::{ApiError, Client};
 
 use crate::labels::from_annotations;
 use crate::state::{annotations, stage_of, StateError};
@@ -14,7 +14,7 @@ pub enum HookError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
-    Controller(#[from] ControllerError),
+    Controller(#[from] ApiError),
 }
 
 pub struct HookConfig {
@@ -47,7 +47,7 @@ pub async fn handle(st: &State, cfg: &HookConfig) -> Result<Outcome, HookError> 
     for r in &labels.refused {
         tracing::warn!(container = %st.id(), "annotation not used: {r}");
     }
-    let c = Controller::connect(&cfg.socket, cfg.connect_timeout, cfg.call_timeout).await?;
+    let c = Client::connect(&cfg.socket, cfg.connect_timeout, cfg.call_timeout).await?;
     let Some(ep) = c.endpoint_of_pid(pid).await? else {
         return Ok(Outcome::NotAnEndpoint);
     };
@@ -60,7 +60,7 @@ pub async fn handle(st: &State, cfg: &HookConfig) -> Result<Outcome, HookError> 
         key: ep.key.clone(),
         labels: labels.labels.into_iter().collect(),
     };
-    let ep = c.update_metadata(req).await?;
+    let ep = c.update_endpoint_metadata(req).await?;
     Ok(Outcome::Updated {
         key: ep.key,
         labels: n,

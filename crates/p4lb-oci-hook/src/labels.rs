@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use p4lb_criu_action::config::{CheckpointMode, CHECKPOINT_LABEL};
+use p4lb_api::labels::{CheckpointMode, ANNOTATION_PREFIX, CHECKPOINT_LABEL};
 
 const MAP: &[(&str, &str)] = &[
     ("io.kubernetes.pod.namespace", "k8s.namespace"),
@@ -49,7 +49,10 @@ pub fn from_annotations(container_id: &str, ann: &HashMap<String, String>) -> La
             }
         }
     }
-    let mut keys: Vec<&String> = ann.keys().filter(|k| k.starts_with("p4lb.io/")).collect();
+    let mut keys: Vec<&String> = ann
+        .keys()
+        .filter(|k| k.starts_with(ANNOTATION_PREFIX))
+        .collect();
     keys.sort();
     for k in keys {
         let v = &ann[k];

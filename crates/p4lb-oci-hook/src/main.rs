@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         socket: std::env::var_os("P4LB_CONTROLLER_SOCKET")
             .filter(|s| !s.is_empty())
             .map(Into::into)
-            .unwrap_or_else(|| p4lb_criu_action::config::DEFAULT_SOCKET.into()),
+            .unwrap_or_else(|| p4lb_api::DEFAULT_SOCKET.into()),
         connect_timeout: Duration::from_secs(2),
         call_timeout: Duration::from_secs(5),
     };

@@ -4,6 +4,8 @@
 //!   controller and software switch speak, with the specification's field numbers.
 //! - [`google::rpc`]: the status model P4Runtime carries write errors in.
 //! - [`p4lb::v1`]: p4lb's own controller API (endpoints, services, migrations).
+//!   Its messages derive `serde::Serialize`/`Deserialize` (see build.rs): the one
+//!   JSON form of them, with the proto field names.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the compiled descriptors, for reflection and for
 //! parsing P4Info text format.

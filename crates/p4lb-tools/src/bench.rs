@@ -388,14 +388,13 @@ pub fn bench_migration() -> Result<()> {
     let restore_time = ms(&rs["restore_time"]);
     let forking = ms(&rs["forking_time"]);
     let criu = frozen + restore_time;
-    let stall = ms(&m["stall_us"]);
-    let switchover = ms(&m["switchover_us"]);
+    let stall = m.stall_us as f64 / 1000.0;
+    let switchover = m.switchover_us as f64 / 1000.0;
     let client_stall = after.totals.longest_stall_ms as f64;
-    let us = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
-    let span = |a: &str, b: &str| (us(b) - us(a)) / 1000.0;
+    let span = |a: i64, b: i64| (b - a) as f64 / 1000.0;
     println!(
-        "migration {} ({old_ip} -> {new_ip}), {CONNS} connections at {RATE}/s each:",
-        m["id"]
+        "migration {:?} ({old_ip} -> {new_ip}), {CONNS} connections at {RATE}/s each:",
+        m.id
     );
     println!(
         "  CRIU dump:    freezing {freezing:.1} ms, frozen {frozen:.1} ms (memdump {memdump:.1}, \
@@ -486,10 +485,10 @@ pub fn bench_migration() -> Result<()> {
     println!(
         "  controller's view: lock -> checkpointed {:.1} ms, checkpointed -> restore started \
          {:.1} ms, restore started -> restored {:.1} ms, restored -> unlocked {:.1} ms",
-        span("locked_unix_us", "checkpointed_unix_us"),
-        span("checkpointed_unix_us", "restore_started_unix_us"),
-        span("restore_started_unix_us", "restored_unix_us"),
-        span("restored_unix_us", "unlocked_unix_us"),
+        span(m.locked_unix_us, m.checkpointed_unix_us),
+        span(m.checkpointed_unix_us, m.restore_started_unix_us),
+        span(m.restore_started_unix_us, m.restored_unix_us),
+        span(m.restored_unix_us, m.unlocked_unix_us),
     );
     println!("  p4lb lock -> unlock stall:       {stall:.1} ms");
     println!("  client longest stall:            {client_stall:.1} ms");

@@ -151,15 +151,15 @@ fn live_demo() -> Result<bool> {
     for (v, m) in migs.iter().rev().take(MIGRATIONS).rev().zip(&moved) {
         println!(
             "  {} {} -> {} ({} -> {}): {}, switchover {:.1} ms, lock->unlock stall {:.1} ms, {} connections carried",
-            v["id"].as_str().unwrap_or("?"),
-            v["source_key"].as_str().unwrap_or("?"),
-            v["target_key"].as_str().unwrap_or("?"),
+            v.id,
+            v.source_key,
+            v.target_key,
             m.old_ip,
             m.new_ip,
-            v["state"].as_str().unwrap_or("?"),
-            v["switchover_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            v["stall_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            v["connections_carried"]
+            v.state,
+            v.switchover_us as f64 / 1000.0,
+            v.stall_us as f64 / 1000.0,
+            v.connections_carried
         );
     }
     let (survived, _) = judge(&out.interim[0], last)?;
@@ -168,7 +168,7 @@ fn live_demo() -> Result<bool> {
             .iter()
             .rev()
             .take(MIGRATIONS)
-            .all(|v| v["state"] == "done");
+            .all(|v| v.state == "done");
     let ok = survived == t.connections
         && t.connections == CONNS as u64
         && t.reset == 0

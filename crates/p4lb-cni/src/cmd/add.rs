@@ -4,13 +4,13 @@
 
 use std::net::IpAddr;
 
-use p4lb_proto::api::RegisterEndpointRequest;
+use p4lb_api::api::RegisterEndpointRequest;
 use serde_json::Value;
 
 use super::{host_alias, host_ifname, Invocation};
+use crate::api_client::Controller;
 use crate::cni::error::{CniError, Code};
 use crate::cni::result::{CniResult, Interface, IpConfig, IpNet, Route};
-use crate::controller::Controller;
 use crate::net::ethtool::Ethtool;
 use crate::net::link::{mac_to_string, parse_mac};
 use crate::net::{NetNs, Netlink};

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{host_ifname, Invocation};
+use crate::api_client::{endpoint_key, Controller};
 use crate::cni::error::{CniError, Code};
-use crate::controller::{endpoint_key, Controller};
 use crate::net::ethtool::Ethtool;
 use crate::net::link::mac_to_string;
 use crate::net::{NetNs, Netlink};

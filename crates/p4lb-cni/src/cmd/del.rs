@@ -12,8 +12,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{host_ifname, Invocation};
+use crate::api_client::Controller;
 use crate::cni::error::{CniError, Code};
-use crate::controller::Controller;
 use crate::net::{NetNs, Netlink};
 use crate::restore;
 

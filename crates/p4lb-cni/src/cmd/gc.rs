@@ -10,12 +10,12 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use p4lb_proto::api::Attachment as ApiAttachment;
+use p4lb_api::api::Attachment as ApiAttachment;
 use serde_json::Value;
 
 use super::{parse_alias, Invocation};
+use crate::api_client::Controller;
 use crate::cni::error::{CniError, Code};
-use crate::controller::Controller;
 
 pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
     // Without the list everything of the network would look stale: refuse instead.

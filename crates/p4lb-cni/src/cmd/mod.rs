@@ -10,6 +10,7 @@ pub mod version;
 
 use std::collections::HashMap;
 
+use p4lb_api::labels::LABEL_ANNOTATION_PREFIX;
 use sha2::{Digest, Sha256};
 
 use crate::cni::args::CniArgs;
@@ -33,9 +34,6 @@ pub const KNOWN_ARGS: &[&str] = &[
     "P4LB_RESTORE_FROM",
     "P4LB_RESTORE_FROM_MAC",
 ];
-
-/// Annotations with this prefix become endpoint labels (CRI).
-pub const LABEL_ANNOTATION_PREFIX: &str = "labels.p4lb.io/";
 
 /// A validated call.
 pub struct Invocation {

@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use super::Invocation;
+use crate::api_client::Controller;
 use crate::cni::error::{CniError, Code};
-use crate::controller::Controller;
 
 pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
     let not_available = |details: String| {

@@ -237,17 +237,8 @@ fn client_on(
     rt: &tokio::runtime::Runtime,
     socket: &Path,
 ) -> Option<p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel>> {
-    let socket = socket.to_path_buf();
     rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::from_static("http://x")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let s = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(s).await?,
-                    ))
-                }
-            }))
+        let channel = p4lb_api::connect_unix(socket, std::time::Duration::from_secs(5))
             .await
             .ok()?;
         Some(p4lb_proto::api::controller_client::ControllerClient::new(

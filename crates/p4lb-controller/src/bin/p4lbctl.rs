@@ -1,14 +1,19 @@
 //! p4lbctl: inspect and drive the p4lb controller over its Unix socket.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 
-use p4lb_controller::client;
-use p4lb_controller::config::DEFAULT_SOCKET;
-use p4lb_proto::api;
+use p4lb_api::{api, Client, DEFAULT_SOCKET};
+
+/// How long connecting to the controller may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call may take (a table dump of a large switch is the slowest).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Parser)]
 #[command(name = "p4lbctl", version, about = "Control the p4lb controller")]
@@ -96,42 +101,12 @@ enum SwitchCmd {
     Ports,
 }
 
-fn endpoint_json(e: &api::Endpoint) -> Value {
-    json!({
-        "key": e.key, "container_id": e.container_id, "ifname": e.ifname,
-        "netns_path": e.netns_path, "netns_inode": e.netns_inode, "ip": e.ip,
-        "prefix_len": e.prefix_len, "mac": e.mac, "gateway": e.gateway,
-        "host_ifname": e.host_ifname, "switch_port": e.switch_port, "backend_id": e.backend_id,
-        "locked": e.locked, "labels": e.labels, "network": e.network,
-        "migrated_ips": e.migrated_ips, "state": e.state, "created_unix_ms": e.created_unix_ms,
-        "router_mac": e.router_mac,
-    })
-}
-
-fn service_json(s: &api::Service) -> Value {
-    json!({
-        "name": s.name, "vip": s.vip, "protocol": s.protocol, "port": s.port,
-        "target_port": s.target_port, "backends": s.backends, "selector": s.selector,
-        "name_pattern": s.name_pattern, "service_id": s.service_id,
-        "resolved_backends": s.resolved_backends, "slot_count": s.slot_count,
-    })
-}
-
-fn migration_json(m: &api::Migration) -> Value {
-    json!({
-        "id": m.id, "source_key": m.source_key, "target_key": m.target_key,
-        "source_ip": m.source_ip, "target_ip": m.target_ip, "state": m.state,
-        "locked_unix_us": m.locked_unix_us, "checkpointed_unix_us": m.checkpointed_unix_us,
-        "restore_started_unix_us": m.restore_started_unix_us,
-        "restored_unix_us": m.restored_unix_us, "unlocked_unix_us": m.unlocked_unix_us,
-        "switchover_us": m.switchover_us, "stall_us": m.stall_us,
-        "connections_carried": m.connections_carried, "leave_running": m.leave_running,
-        "error": m.error, "image_dir": m.image_dir, "no_lock": m.no_lock,
-    })
-}
-
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// Prints `v` as pretty JSON. API messages go through their serde derive (the one
+/// JSON mapping of them, proto field names); passing through `Value` keeps the
+/// keys sorted.
+fn print_json(v: &impl Serialize) -> Result<()> {
+    let v = serde_json::to_value(v)?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -146,25 +121,13 @@ fn ms(us: i64) -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let mut c = client::connect(&args.socket)
-        .await
-        .with_context(|| format!("connecting to {}", args.socket.display()))?;
+    let c = Client::connect(&args.socket, CONNECT_TIMEOUT, CALL_TIMEOUT).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
     match args.cmd {
         Cmd::Status => {
-            let s = c
-                .status(api::StatusRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let s = c.status().await?;
             if args.json {
-                return print_json(&json!({
-                    "ready": s.ready, "switch_connected": s.switch_connected,
-                    "switch_address": s.switch_address, "switch_kind": s.switch_kind,
-                    "endpoints": s.endpoints, "services": s.services,
-                    "active_migrations": s.active_migrations, "version": s.version,
-                    "table_entries": s.table_entries, "message": s.message,
-                }));
+                return print_json(&s);
             }
             println!("ready:             {}", s.ready);
             println!(
@@ -179,21 +142,15 @@ async fn main() -> Result<()> {
             println!("{}", s.message);
         }
         Cmd::Endpoints(EndpointsCmd::Ls) => {
-            let l = c
-                .list_endpoints(api::ListEndpointsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let endpoints = c.list_endpoints().await?;
             if args.json {
-                return print_json(&Value::Array(
-                    l.endpoints.iter().map(endpoint_json).collect(),
-                ));
+                return print_json(&endpoints);
             }
             println!(
                 "{:<40} {:<15} {:<17} {:>4} {:>7} {:<9} MIGRATED",
                 "KEY", "IP", "MAC", "PORT", "BACKEND", "STATE"
             );
-            for e in l.endpoints {
+            for e in endpoints {
                 println!(
                     "{:<40} {:<15} {:<17} {:>4} {:>7} {:<9} {}",
                     e.key,
@@ -207,30 +164,24 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Endpoints(EndpointsCmd::Show { key }) => {
-            let e = c
-                .get_endpoint(api::GetEndpointRequest {
-                    key,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_json(&endpoint_json(&e))?;
+            // Through `call`, so an unknown key reports the controller's own message.
+            let req = api::GetEndpointRequest {
+                key,
+                ..Default::default()
+            };
+            let e = c.call("GetEndpoint", c.raw().get_endpoint(req)).await?;
+            print_json(&e)?;
         }
         Cmd::Services(ServicesCmd::Ls) => {
-            let l = c
-                .list_services(api::ListServicesRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let services = c.list_services().await?;
             if args.json {
-                return print_json(&Value::Array(l.services.iter().map(service_json).collect()));
+                return print_json(&services);
             }
             println!(
                 "{:<20} {:<15} {:<5} {:>5} {:>6} {:>4} {:>5} BACKENDS",
                 "NAME", "VIP", "PROTO", "PORT", "TARGET", "ID", "SLOTS"
             );
-            for s in l.services {
+            for s in services {
                 println!(
                     "{:<20} {:<15} {:<5} {:>5} {:>6} {:>4} {:>5} {}",
                     s.name,
@@ -272,36 +223,26 @@ async fn main() -> Result<()> {
                     }),
                     replace,
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_json(&service_json(&s))?;
+                .await?;
+            print_json(&s)?;
         }
         Cmd::Services(ServicesCmd::Rm { name }) => {
-            c.remove_service(api::RemoveServiceRequest { name: name.clone() })
-                .await
-                .map_err(status)?;
+            c.remove_service(&name).await?;
             if args.json {
                 return print_json(&json!({ "removed": name }));
             }
             println!("removed {name}");
         }
         Cmd::Migrations(MigrationsCmd::Ls) => {
-            let l = c
-                .list_migrations(api::ListMigrationsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let migrations = c.list_migrations().await?;
             if args.json {
-                return print_json(&Value::Array(
-                    l.migrations.iter().map(migration_json).collect(),
-                ));
+                return print_json(&migrations);
             }
             println!(
                 "{:<10} {:<12} {:<30} {:<30} {:>12} {:>12} {:>6}",
                 "ID", "STATE", "SOURCE", "TARGET", "SWITCHOVER", "STALL", "CONNS"
             );
-            for m in l.migrations {
+            for m in migrations {
                 println!(
                     "{:<10} {:<12} {:<30} {:<30} {:>12} {:>12} {:>6}",
                     m.id,
@@ -315,39 +256,20 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Migrations(MigrationsCmd::Show { id }) => {
-            let m = c
-                .get_migration(api::GetMigrationRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_json(&migration_json(&m))?;
+            let m = c.get_migration(&id).await?;
+            print_json(&m)?;
         }
         Cmd::Switch(SwitchCmd::Tables { table }) => {
-            let r = c
-                .dump_tables(api::DumpTablesRequest {
-                    table: table.unwrap_or_default(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let rows = c.dump_tables(&table.unwrap_or_default()).await?;
             if args.json {
-                return print_json(&Value::Array(
-                    r.rows
-                        .iter()
-                        .map(|t| json!({"table": t.table, "match": t.r#match, "action": t.action}))
-                        .collect(),
-                ));
+                return print_json(&rows);
             }
-            for t in r.rows {
+            for t in rows {
                 println!("{:<26} {:<70} {}", t.table, t.r#match, t.action);
             }
         }
         Cmd::Switch(SwitchCmd::Ports) => {
-            let s = c
-                .status(api::StatusRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let s = c.status().await?;
             if s.switch_kind != "software" {
                 anyhow::bail!("port listing needs the software switch (this switch is {}); use BMv2's runtime CLI", s.switch_kind);
             }
@@ -363,10 +285,7 @@ async fn main() -> Result<()> {
                 .map_err(status)?
                 .into_inner();
             if args.json {
-                return print_json(&Value::Array(l.ports.iter().map(|p| json!({
-                    "port": p.port, "iface": p.iface, "rx_packets": p.rx_packets, "tx_packets": p.tx_packets,
-                    "rx_bytes": p.rx_bytes, "tx_bytes": p.tx_bytes, "drops": p.drops,
-                })).collect()));
+                return print_json(&l.ports);
             }
             println!(
                 "{:>5} {:<16} {:>10} {:>10} {:>8}",
@@ -380,12 +299,7 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Metrics => {
-            let m = c
-                .metrics(api::MetricsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            print!("{}", m.prometheus_text);
+            print!("{}", c.metrics().await?);
         }
     }
     Ok(())

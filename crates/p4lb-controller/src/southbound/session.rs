@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -404,16 +403,7 @@ pub fn per_update_errors(status: &tonic::Status) -> (Vec<i32>, Vec<String>) {
 /// Opens a gRPC channel to `address` (TCP or "unix:/path").
 pub async fn connect_channel(address: &str, timeout: Duration) -> Result<Channel, String> {
     if let Some(path) = address.strip_prefix("unix:") {
-        let path = path.to_string();
-        let ep = Endpoint::from_static("http://[::]:50051").connect_timeout(timeout);
-        return ep
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let p = path.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(p).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(s))
-                }
-            }))
+        return p4lb_api::connect_unix(std::path::Path::new(path), timeout)
             .await
             .map_err(|e| format!("connect {address}: {e}"));
     }

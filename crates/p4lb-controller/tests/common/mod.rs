@@ -61,9 +61,7 @@ impl Ctl {
         while !sock.exists() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let client = p4lb_controller::client::connect(&sock)
-            .await
-            .expect("connect API");
+        let client = api_client(&sock).await.expect("connect API");
         assert!(
             ctl.wait_synced(Duration::from_secs(5)).await,
             "controller did not program the switch"
@@ -112,7 +110,7 @@ pub async fn client_ready(
     let ok = eventually(Duration::from_secs(10), || {
         let s = sock.clone();
         async move {
-            match p4lb_controller::client::connect(&s).await {
+            match api_client(&s).await {
                 Ok(mut c) => c
                     .status(api::StatusRequest {})
                     .await
@@ -124,7 +122,21 @@ pub async fn client_ready(
     })
     .await;
     assert!(ok, "controller did not become ready");
-    p4lb_controller::client::connect(&sock).await.unwrap()
+    api_client(&sock).await.unwrap()
+}
+
+/// A client of the controller API on `sock` (the generated client, for calls the
+/// tests make with their own requests).
+pub async fn api_client(
+    sock: &Path,
+) -> Result<
+    p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel>,
+    p4lb_api::ConnectError,
+> {
+    let ch = p4lb_api::connect_unix(sock, Duration::from_secs(5)).await?;
+    Ok(p4lb_proto::api::controller_client::ControllerClient::new(
+        ch,
+    ))
 }
 
 /// Reads every table of the switch directly over P4Runtime (as a second client).

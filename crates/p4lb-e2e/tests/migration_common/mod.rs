@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
+use p4lb_api::api;
 use p4lb_e2e::scenario;
 use p4lb_testbed::{images, paths, preflight, session, Testbed, TestbedOptions};
 use serde_json::Value;
@@ -129,15 +130,16 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub fn ctl_json(&self, args: &str) -> Value {
+    /// `p4lbctl --json ARGS` read into `T` (an API type, a list of them, or a `Value`).
+    pub fn ctl_json<T: serde::de::DeserializeOwned>(&self, args: &str) -> T {
         self.0.ctl_json(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub fn endpoint(&self, key: &str) -> Value {
+    pub fn endpoint(&self, key: &str) -> api::Endpoint {
         self.0.endpoint(key).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub fn migrations(&self) -> Vec<Value> {
+    pub fn migrations(&self) -> Vec<api::Migration> {
         self.0.migrations().unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -1,0 +1,28 @@
+//! The p4lb controller API as every caller uses it: the CNI plugin, the CRIU action
+//! script, the OCI hook, `p4lbctl` and the testbed. The controller itself takes its
+//! default socket path and its atomic file write from here too.
+//!
+//! Where to look:
+//! - [`connect`]: [`connect_unix`], the one gRPC-over-Unix-socket connector (also
+//!   used for a software switch at a `unix:` address and for the testbed's CRI client).
+//! - [`client`]: [`Client`], the controller API with bounded connect and call
+//!   timeouts, and [`ApiError`] (unavailable vs refused).
+//! - [`labels`]: endpoint label and pod annotation names, [`CheckpointMode`].
+//! - [`fs`]: [`write_atomic`], the one crash-safe file replacement.
+//! - [`DEFAULT_SOCKET`]: where the controller serves the API.
+//! - [`api`]: the generated API types (from p4lb-proto); they derive serde, which is
+//!   their one JSON form (proto field names).
+
+pub mod client;
+pub mod connect;
+pub mod fs;
+pub mod labels;
+
+pub use client::{endpoint_key, ApiError, Client};
+pub use connect::{connect_unix, connect_unix_bounded, ConnectError};
+pub use fs::write_atomic;
+pub use labels::{CheckpointMode, ParseCheckpointModeError, CHECKPOINT_LABEL};
+pub use p4lb_proto::api;
+
+/// The controller API's Unix socket when nothing else is configured.
+pub const DEFAULT_SOCKET: &str = "/run/p4lb/controller.sock";
