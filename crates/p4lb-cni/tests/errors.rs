@@ -138,9 +138,7 @@ fn missing_netns() {
 fn interface_already_exists() {
     let w = World::new();
     let ns = Netns::new();
-    ns.exec(&[
-        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
-    ]);
+    ns.with(|n| n.add_veth("eth0", "other0", None)).unwrap();
     assert_eq!(pod_links(&ns).len(), 3);
     w.p4lb("ADD", "ie", &ns.path, "", &w.conf("1.0.0")).err(104);
     assert_eq!(pod_links(&ns).len(), 3, "the existing eth0 is untouched");

@@ -358,6 +358,8 @@ impl Net {
 }
 
 /// A network namespace bound at `/run/netns/<name>`; unmounted and removed on drop.
+/// It holds the namespace open, so the namespace (and the links in it) lives as long
+/// as this value.
 #[derive(Debug)]
 pub struct NamedNetns {
     name: String,
@@ -467,11 +469,9 @@ impl NamedNetns {
             .map_err(io_err(format!("running {args:?} in {}", self.name)))
     }
 
-    /// Unmounts and removes the namespace (also done on drop).
-    pub fn delete(&mut self) -> Result<()> {
-        if self.deleted {
-            return Ok(());
-        }
+    /// Unmounts and removes the namespace (also done on drop). The namespace ends once
+    /// nothing else holds it (no process inside, no open handle).
+    pub fn delete(mut self) -> Result<()> {
         self.deleted = true;
         remove_named(&self.name)
     }
@@ -486,7 +486,10 @@ impl Deref for NamedNetns {
 
 impl Drop for NamedNetns {
     fn drop(&mut self) {
-        if let Err(e) = self.delete() {
+        if self.deleted {
+            return;
+        }
+        if let Err(e) = remove_named(&self.name) {
             eprintln!(
                 "p4lb-testutil: removing network namespace {}: {e}",
                 self.name
