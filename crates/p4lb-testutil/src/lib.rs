@@ -5,7 +5,8 @@
 //! Where to look:
 //! - [`NamedNetns`]: a namespace bound at `/run/netns/<name>` (what `ip netns add`
 //!   makes), with [`NamedNetns::run`]/[`NamedNetns::spawn`] for closures and
-//!   [`NamedNetns::command`]/[`NamedNetns::exec`] for programs inside it.
+//!   [`NamedNetns::command`]/[`NamedNetns::exec`] ([`command_in`]) for programs inside
+//!   it; [`pids_in`]/[`kill_all_in`] for what runs there.
 //! - [`Net`]: links, veth pairs, bridges, MACs, addresses, routes and sysctls inside one
 //!   namespace ([`Net::host`] for the test process's own), plus listings for assertions.
 //! - [`Veth`]: a veth pair in the test process's namespace, deleted on drop.
@@ -28,7 +29,7 @@ use std::thread::JoinHandle;
 use futures::TryStreamExt;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use p4lb_netns::NetNs;
+pub use p4lb_netns::NetNs;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -134,6 +135,13 @@ impl Net {
     pub fn host() -> Result<Net> {
         Ok(Net {
             ns: NetNs::current()?,
+        })
+    }
+
+    /// Operations inside the named namespace `/run/netns/<name>`.
+    pub fn named(name: &str) -> Result<Net> {
+        Ok(Net {
+            ns: NetNs::open(named_path(name))?,
         })
     }
 
@@ -373,7 +381,7 @@ impl NamedNetns {
     pub fn create(name: &str) -> Result<NamedNetns> {
         prepare_run_dir()?;
         remove_named(name)?;
-        let path = Path::new(NETNS_RUN_DIR).join(name);
+        let path = named_path(name);
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -441,21 +449,9 @@ impl NamedNetns {
         Ok(self.net.ns.spawn(f)?)
     }
 
-    /// A command for `program` that runs inside the namespace: the child joins it
-    /// between fork and exec. Spawn it while `self` is alive (it uses its descriptor).
+    /// A command for `program` that runs inside the namespace (see [`command_in`]).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let fd = self.net.ns.as_raw_fd();
-        let mut c = Command::new(program);
-        // SAFETY: only setns(2), which is async-signal-safe, runs in the child.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        c
+        command_in(&self.path, program)
     }
 
     /// Runs `args` inside the namespace and waits for it.
@@ -467,6 +463,13 @@ impl NamedNetns {
             .args(rest)
             .output()
             .map_err(io_err(format!("running {args:?} in {}", self.name)))
+    }
+
+    /// Leaves the namespace bound at its path after this value is gone (its owner
+    /// removes it later with [`remove_named`]); returns the path.
+    pub fn keep(mut self) -> PathBuf {
+        self.deleted = true;
+        std::mem::take(&mut self.path)
     }
 
     /// Unmounts and removes the namespace (also done on drop). The namespace ends once
@@ -498,14 +501,95 @@ impl Drop for NamedNetns {
     }
 }
 
+/// `/run/netns/<name>`.
+pub fn named_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// A command for `program` that runs inside the network namespace at `path`, the way
+/// `ip netns exec` runs it: between fork and exec the child joins the namespace, takes a
+/// mount namespace of its own and mounts a `/sys` that shows the namespace's links.
+pub fn command_in(path: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    // Prepared before fork: the child must not allocate.
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok();
+    let root = c"/";
+    let sys = c"/sys";
+    let sysfs = c"sysfs";
+    let none = c"none";
+    // SAFETY: the closure makes only async-signal-safe system calls (open, setns, close,
+    // unshare, mount, umount2) on strings prepared above.
+    unsafe {
+        c.pre_exec(move || {
+            let Some(p) = &cpath else {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            };
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r)
+                }
+            };
+            let fd = check(libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC))?;
+            let entered = check(libc::setns(fd, libc::CLONE_NEWNET));
+            libc::close(fd);
+            entered?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                none.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_SLAVE | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+            libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
+            check(libc::mount(
+                sysfs.as_ptr(),
+                sys.as_ptr(),
+                sysfs.as_ptr(),
+                0,
+                std::ptr::null(),
+            ))?;
+            Ok(())
+        });
+    }
+    c
+}
+
+/// Processes whose network namespace is `ns` (what `ip netns pids` lists).
+pub fn pids_in(ns: &NetNs) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == ns.inode())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) every process in `ns`.
+pub fn kill_all_in(ns: &NetNs) {
+    for pid in pids_in(ns) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// Whether `/run/netns/<name>` exists.
 pub fn named_exists(name: &str) -> bool {
-    Path::new(NETNS_RUN_DIR).join(name).exists()
+    named_path(name).exists()
 }
 
 /// Unmounts and removes `/run/netns/<name>`; a missing one is not an error.
 pub fn remove_named(name: &str) -> Result<()> {
-    let path = Path::new(NETNS_RUN_DIR).join(name);
+    let path = named_path(name);
     if !path.exists() {
         return Ok(());
     }
@@ -637,6 +721,14 @@ mod tests {
             routes.lines().any(|l| l.starts_with("y0\t00000000")),
             "default route in b: {routes}"
         );
+        let sys = b.exec(&["ls", "/sys/class/net"]).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&sys.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            vec!["lo", "y0"],
+            "/sys shows the namespace's links"
+        );
         assert!(matches!(a.link_up("nope"), Err(Error::NoLink { .. })));
         assert!(a.delete_link("x0").unwrap());
         assert!(!a.delete_link("x0").unwrap());
@@ -647,6 +739,25 @@ mod tests {
         // A stale name is replaced.
         let again = NamedNetns::create(b.name()).unwrap();
         assert_eq!(again.links().unwrap(), vec!["lo"]);
+    }
+
+    #[test]
+    fn processes_inside_are_found_and_killed_and_a_kept_namespace_stays() {
+        require_root();
+        let ns = NamedNetns::unique("p4tk");
+        let name = ns.name().to_string();
+        let mut child = ns.command("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let held = NetNs::open(ns.keep()).unwrap();
+        assert!(named_exists(&name), "kept");
+        assert_eq!(Net::named(&name).unwrap().links().unwrap(), vec!["lo"]);
+        assert_eq!(pids_in(&held), vec![pid]);
+        kill_all_in(&held);
+        let st = child.wait().unwrap();
+        assert!(!st.success());
+        assert!(pids_in(&held).is_empty());
+        remove_named(&name).unwrap();
+        assert!(!named_exists(&name));
     }
 
     #[test]
