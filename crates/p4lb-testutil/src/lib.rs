@@ -332,6 +332,33 @@ impl Net {
         })
     }
 
+    /// Removes `cidr` (`a.b.c.d/len`) from link `name`; false if it was not there.
+    pub fn del_addr(&self, name: &str, cidr: &str) -> Result<bool> {
+        let (addr, len) = parse_cidr(cidr)?;
+        self.nl(|h| async move {
+            let index = self.need_index(&h, name).await?;
+            let found: Vec<_> = h
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(IpAddr::V4(addr))
+                .set_prefix_length_filter(len)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl_err(format!("looking up {cidr} on {name}")))?;
+            let Some(msg) = found.into_iter().next() else {
+                return Ok(false);
+            };
+            h.address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(nl_err(format!("removing {cidr} from {name}")))?;
+            Ok(true)
+        })
+    }
+
     /// Adds a route to `dst` (`a.b.c.d/len`, or `default`) out of `dev`, via `gw` if
     /// given.
     pub fn add_route(&self, dst: &str, gw: Option<Ipv4Addr>, dev: &str) -> Result<()> {
@@ -705,6 +732,10 @@ mod tests {
 
         assert_eq!(a.links().unwrap(), vec!["lo", "x0", "br0"]);
         assert_eq!(b.links().unwrap(), vec!["lo", "y0"]);
+        assert_eq!(a.ipv4_addrs("x0").unwrap(), vec!["10.99.0.1/24"]);
+        a.add_addr("x0", "10.98.0.1/32").unwrap();
+        assert!(a.del_addr("x0", "10.98.0.1/32").unwrap());
+        assert!(!a.del_addr("x0", "10.98.0.1/32").unwrap());
         assert_eq!(a.ipv4_addrs("x0").unwrap(), vec!["10.99.0.1/24"]);
         assert_eq!(
             b.netns().ipv4_addrs().unwrap(),
