@@ -128,6 +128,14 @@ fn missing_netns() {
     std::fs::write(&f, "").unwrap();
     w.p4lb("ADD", "mn", f.to_str().unwrap(), "", &w.conf("1.0.0"))
         .err(4);
+    // a FIFO is refused at once (opened non-blocking), not waited on
+    let fifo = w.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    w.p4lb("ADD", "mn", fifo.to_str().unwrap(), "", &w.conf("1.0.0"))
+        .err(4);
+    // another kind of namespace is not a network namespace
+    w.p4lb("ADD", "mn", "/proc/self/ns/uts", "", &w.conf("1.0.0"))
+        .err(4);
     // our own namespace is refused
     w.p4lb("ADD", "mn", "/proc/self/ns/net", "", &w.conf("1.0.0"))
         .err(4);
