@@ -258,7 +258,7 @@ fn main() {
     }
     wf.assert_clean();
     w.assert_clean();
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", "p4lbbench0"])
-        .status();
+    if let Ok(host) = p4lb_testutil::Net::host() {
+        let _ = host.delete_link("p4lbbench0");
+    }
 }

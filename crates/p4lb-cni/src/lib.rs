@@ -23,7 +23,8 @@
 //!   versions, delegation to IPAM).
 //! - [`config`]: p4lb's own netconf keys.
 //! - [`restore`]: what happens at restore (telling a restore from a fresh start).
-//! - [`net`]: namespaces, veth, addresses/routes/neighbours, ethtool.
+//! - [`net`]: namespaces (opened and entered through `p4lb-netns`), veth,
+//!   addresses/routes/neighbours, ethtool.
 //! - [`api_client`]: the controller client (`p4lb_api::Client`) with failures as CNI
 //!   errors.
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, GC, STATUS, VERSION).

@@ -128,6 +128,14 @@ fn missing_netns() {
     std::fs::write(&f, "").unwrap();
     w.p4lb("ADD", "mn", f.to_str().unwrap(), "", &w.conf("1.0.0"))
         .err(4);
+    // a FIFO is refused at once (opened non-blocking), not waited on
+    let fifo = w.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    w.p4lb("ADD", "mn", fifo.to_str().unwrap(), "", &w.conf("1.0.0"))
+        .err(4);
+    // another kind of namespace is not a network namespace
+    w.p4lb("ADD", "mn", "/proc/self/ns/uts", "", &w.conf("1.0.0"))
+        .err(4);
     // our own namespace is refused
     w.p4lb("ADD", "mn", "/proc/self/ns/net", "", &w.conf("1.0.0"))
         .err(4);
@@ -138,9 +146,7 @@ fn missing_netns() {
 fn interface_already_exists() {
     let w = World::new();
     let ns = Netns::new();
-    ns.exec(&[
-        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
-    ]);
+    ns.with(|n| n.add_veth("eth0", "other0", None)).unwrap();
     assert_eq!(pod_links(&ns).len(), 3);
     w.p4lb("ADD", "ie", &ns.path, "", &w.conf("1.0.0")).err(104);
     assert_eq!(pod_links(&ns).len(), 3, "the existing eth0 is untouched");

@@ -185,7 +185,7 @@ fn check_detects_drift() {
 
     // the address went away
     let addr = r.json()["ips"][0]["address"].as_str().unwrap().to_string();
-    ns.exec(&["ip", "addr", "del", &addr, "dev", "eth0"]);
+    assert!(ns.with(|n| n.del_addr("eth0", &addr)).unwrap());
     let e = w.p4lb("CHECK", "drift", &ns.path, "", &prev).err(103);
     assert!(e["msg"].as_str().unwrap().contains("address"), "{e}");
 

@@ -1,11 +1,16 @@
 //! Caller identity: which network namespace a pid or path stands for, and which
 //! IPv4 addresses are configured in it. Resolved by the controller itself, never
 //! taken on the caller's word.
+//!
+//! The namespace is named by the inode of the path (`/proc/<pid>/ns/net` or a netns
+//! bind mount); its addresses are listed over rtnetlink inside it through `p4lb-netns`
+//! (a thread of its own joins the namespace, so the controller's threads never move).
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use p4lb_netns::NetNs;
 use p4lb_proto::api::Identity;
 
 use crate::error::{Error, Result};
@@ -34,9 +39,7 @@ pub fn resolve(id: Option<&Identity>, read_addrs: bool) -> Result<Netns> {
         let inode = netns_inode(Path::new(&ns))
             .map_err(|e| Error::not_found(format!("identity pid {}: {e}", id.pid)))?;
         let addrs = if read_addrs {
-            std::fs::read_to_string(format!("/proc/{}/net/fib_trie", id.pid))
-                .ok()
-                .map(|t| local_addrs(&t))
+            NetNs::from_pid(id.pid).and_then(|ns| ns.ipv4_addrs()).ok()
         } else {
             None
         };
@@ -72,38 +75,9 @@ pub fn resolve(id: Option<&Identity>, read_addrs: bool) -> Result<Netns> {
     ))
 }
 
-/// Reads the local addresses of the namespace at `path` from a helper thread that
-/// joins it (setns affects only that thread, which then ends).
-pub fn addrs_in_netns(path: &Path) -> std::io::Result<Vec<Ipv4Addr>> {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || -> std::io::Result<Vec<Ipv4Addr>> {
-        let f = std::fs::File::open(&path)?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::from)?;
-        let text = std::fs::read_to_string("/proc/thread-self/net/fib_trie")?;
-        Ok(local_addrs(&text))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("netns reader thread panicked"))?
-}
-
-/// Extracts the host-local addresses ("/32 host LOCAL") from /proc/net/fib_trie.
-pub fn local_addrs(fib_trie: &str) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut last: Option<Ipv4Addr> = None;
-    for line in fib_trie.lines() {
-        let t = line.trim_start();
-        if let Some(rest) = t.strip_prefix("|-- ") {
-            last = rest.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = last {
-                if !out.contains(&a) {
-                    out.push(a);
-                }
-            }
-        }
-    }
-    out
+/// The IPv4 addresses configured in the network namespace at `path`.
+pub fn addrs_in_netns(path: &Path) -> Result<Vec<Ipv4Addr>, p4lb_netns::Error> {
+    NetNs::open(path)?.ipv4_addrs()
 }
 
 /// Checks that `ns` is the namespace recorded for an endpoint, and (when the
@@ -133,30 +107,50 @@ pub fn verify(ns: &Netns, inode: u64, ip: Ipv4Addr, what: &str, check_addrs: boo
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "Main:
-  +-- 0.0.0.0/0 3 0 5
-     |-- 0.0.0.0
-        /0 universe UNICAST
-     +-- 10.88.0.0/24 2 0 2
-        |-- 10.88.0.0
-           /24 link UNICAST
-        |-- 10.88.0.5
-           /32 host LOCAL
-Local:
-  +-- 0.0.0.0/0 3 0 5
-     +-- 127.0.0.0/8 2 0 2
-        |-- 127.0.0.1
-           /32 host LOCAL
-        |-- 10.88.0.5
-           /32 host LOCAL
-";
-
     #[test]
-    fn parses_fib_trie() {
+    fn reads_the_addresses_configured_in_a_namespace_by_path_and_pid() {
+        p4lb_testutil::require_root();
+        let ns = p4lb_testutil::NamedNetns::unique("p4id");
+        ns.link_up("lo").unwrap();
+        ns.add_addr("lo", "10.88.0.5/32").unwrap();
+        let mut by_path = addrs_in_netns(ns.path()).unwrap();
+        by_path.sort();
         assert_eq!(
-            local_addrs(SAMPLE),
+            by_path,
             vec![Ipv4Addr::new(10, 88, 0, 5), Ipv4Addr::new(127, 0, 0, 1)]
         );
+
+        let mut inside = ns.command("sleep").arg("30").spawn().unwrap();
+        let id = Identity {
+            pid: inside.id(),
+            netns_path: String::new(),
+        };
+        let resolved = resolve(Some(&id), true);
+        let _ = inside.kill();
+        let _ = inside.wait();
+        let resolved = resolved.unwrap();
+        assert_eq!(resolved.inode, ns.netns().inode());
+        let mut addrs = resolved.addrs.clone().unwrap();
+        addrs.sort();
+        assert_eq!(addrs, by_path);
+        assert!(verify(
+            &resolved,
+            ns.netns().inode(),
+            Ipv4Addr::new(10, 88, 0, 5),
+            "x",
+            true
+        )
+        .is_ok());
+        assert!(matches!(
+            verify(
+                &resolved,
+                ns.netns().inode(),
+                Ipv4Addr::new(10, 88, 0, 6),
+                "x",
+                true
+            ),
+            Err(Error::PermissionDenied(_))
+        ));
     }
 
     #[test]

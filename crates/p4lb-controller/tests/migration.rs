@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::packet::{send_frame, tcp_syn};
@@ -16,48 +15,27 @@ use p4lb_proto::api;
 const ROUTER: [u8; 6] = [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x64];
 
-struct Netns(String);
+/// A named namespace with `lo` up and `addrs` as /32 on it.
+struct Netns(p4lb_testutil::NamedNetns);
 
 impl Netns {
     fn new(name: &str, addrs: &[&str]) -> Netns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        assert!(Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .unwrap()
-            .success());
-        let ns = Netns(name.to_string());
-        assert!(Command::new("ip")
-            .args(["-n", name, "link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success());
+        let ns = p4lb_testutil::NamedNetns::create(name).expect("creating a network namespace");
+        ns.link_up("lo").expect("lo up");
         for a in addrs {
-            assert!(Command::new("ip")
-                .args(["-n", name, "addr", "add", &format!("{a}/32"), "dev", "lo"])
-                .status()
-                .unwrap()
-                .success());
+            ns.add_addr("lo", &format!("{a}/32"))
+                .expect("adding an address");
         }
-        ns
+        Netns(ns)
     }
     fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
+        self.0.path().display().to_string()
     }
     fn id(&self) -> Option<api::Identity> {
         Some(api::Identity {
             pid: 0,
             netns_path: self.path(),
         })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 

@@ -403,10 +403,12 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // Identity: a caller in another network namespace is not this endpoint.
-    let other_ns = std::process::Command::new("unshare")
-        .args(["-n", "sleep", "30"])
+    let other_netns = p4lb_testutil::NamedNetns::unique("p4co");
+    let other_ns = other_netns
+        .command("sleep")
+        .arg("30")
         .spawn()
-        .expect("unshare");
+        .expect("sleep in another netns");
     let ns_path = format!("/proc/{}/ns/net", other_ns.id());
     assert!(eventually(Duration::from_secs(2), || {
         let p = ns_path.clone();

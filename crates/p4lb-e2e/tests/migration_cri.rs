@@ -17,7 +17,6 @@ use p4lb_e2e::cri::{self, Cri};
 use p4lb_e2e::judge::judge;
 use p4lb_e2e::scenario::parse_record;
 use p4lb_testbed::images;
-use serde_json::Value;
 
 fn use_p4lb_cni_for_containerd(w: &World) {
     let conf = format!(

@@ -9,6 +9,13 @@
 //! With `bridge(true)` the switch namespace bridges its ports (a plain L2
 //! switch); without it the ports are left for a P4 switch to attach to.
 //! Everything is removed on drop, also when a test panics.
+//!
+//! The namespace work goes through the [`Runner`]: on the host ([`Host`]) it is
+//! done by `p4lb-testutil` over rtnetlink; inside a [`Testbed`] it stays `ip`
+//! commands run there, because the testbed's namespaces and their `/run/netns`
+//! bind mounts live in the testbed's own mount and network namespaces, which
+//! this (multi-threaded) process cannot join but a command started by
+//! `nsenter` can.
 
 use std::process::{Child, Command, Output, Stdio};
 
@@ -16,6 +23,9 @@ use crate::error::{Context, Error, Result};
 use crate::session::{check, show, Testbed};
 
 /// Where topology commands run: on the host or inside a [`Testbed`].
+///
+/// The namespace operations default to `ip` commands through [`Runner::run`];
+/// [`Host`] does them itself over rtnetlink.
 pub trait Runner {
     /// A command running `args` there.
     fn command(&self, args: &[&str]) -> Command;
@@ -28,11 +38,97 @@ pub trait Runner {
             .ctx(|| format!("running {}", show(args)))?;
         check(show(args), out)
     }
+
+    /// Creates the named network namespace `ns` with `lo` up.
+    fn add_netns(&self, ns: &str) -> Result<()> {
+        self.run(&["ip", "netns", "add", ns])?;
+        self.run(&["ip", "-n", ns, "link", "set", "lo", "up"])
+            .map(|_| ())
+    }
+
+    /// Kills the processes in `ns` and deletes it; a namespace that does not
+    /// exist is not an error.
+    fn delete_netns(&self, ns: &str) -> Result<()> {
+        let list = self.run(&["ip", "netns", "list"])?;
+        if !list
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(ns))
+        {
+            return Ok(());
+        }
+        if let Ok(pids) = self.run(&["ip", "netns", "pids", ns]) {
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            if !pids.is_empty() {
+                let mut a = vec!["kill", "-9"];
+                a.extend(pids);
+                let _ = self.run(&a);
+            }
+        }
+        self.run(&["ip", "netns", "del", ns]).map(|_| ())
+    }
+
+    /// Creates bridge `br` in `ns` and sets it up.
+    fn add_bridge(&self, ns: &str, br: &str) -> Result<()> {
+        self.run(&["ip", "-n", ns, "link", "add", br, "type", "bridge"])?;
+        self.run(&["ip", "-n", ns, "link", "set", br, "up"])
+            .map(|_| ())
+    }
+
+    /// Creates veth `name` in `ns` with its peer `peer` in `peer_ns`.
+    fn add_veth(&self, ns: &str, name: &str, peer: &str, peer_ns: &str) -> Result<()> {
+        self.run(&[
+            "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", peer, "netns",
+            peer_ns,
+        ])
+        .map(|_| ())
+    }
+
+    /// Sets the MAC (`02:..`) of `ifname` in `ns`.
+    fn set_mac(&self, ns: &str, ifname: &str, mac: &str) -> Result<()> {
+        self.run(&["ip", "-n", ns, "link", "set", ifname, "address", mac])
+            .map(|_| ())
+    }
+
+    /// Sets `ifname` in `ns` up.
+    fn link_up(&self, ns: &str, ifname: &str) -> Result<()> {
+        self.run(&["ip", "-n", ns, "link", "set", ifname, "up"])
+            .map(|_| ())
+    }
+
+    /// Makes `ifname` in `ns` a port of bridge `master`.
+    fn set_master(&self, ns: &str, ifname: &str, master: &str) -> Result<()> {
+        self.run(&["ip", "-n", ns, "link", "set", ifname, "master", master])
+            .map(|_| ())
+    }
+
+    /// Adds `cidr` to `ifname` in `ns`.
+    fn add_address(&self, ns: &str, ifname: &str, cidr: &str) -> Result<()> {
+        self.run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname])
+            .map(|_| ())
+    }
+
+    /// A command running `args` inside the named namespace `ns`.
+    fn netns_command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut a = vec!["ip", "netns", "exec", ns];
+        a.extend_from_slice(args);
+        self.command(&a)
+    }
 }
 
-/// Runs commands on the host.
+/// Runs commands on the host; namespaces and links are made over rtnetlink.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Host;
+
+fn wiring<T>(what: impl FnOnce() -> String, r: p4lb_testutil::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::Testbed(format!("{}: {e}", what())))
+}
+
+fn net(ns: &str) -> Result<p4lb_testutil::Net> {
+    wiring(
+        || format!("opening network namespace {ns}"),
+        p4lb_testutil::Net::named(ns),
+    )
+}
 
 impl Runner for Host {
     fn command(&self, args: &[&str]) -> Command {
@@ -40,6 +136,95 @@ impl Runner for Host {
         c.args(args.iter().skip(1)).stdin(Stdio::null());
         c
     }
+
+    fn add_netns(&self, ns: &str) -> Result<()> {
+        let made = wiring(
+            || format!("creating network namespace {ns}"),
+            p4lb_testutil::NamedNetns::create(ns),
+        )?;
+        wiring(|| format!("setting lo up in {ns}"), made.link_up("lo"))?;
+        made.keep();
+        Ok(())
+    }
+
+    fn delete_netns(&self, ns: &str) -> Result<()> {
+        if !p4lb_testutil::named_exists(ns) {
+            return Ok(());
+        }
+        if let Ok(n) = p4lb_testutil::NetNs::open(p4lb_testutil::named_path(ns)) {
+            p4lb_testutil::kill_all_in(&n);
+        }
+        wiring(
+            || format!("deleting network namespace {ns}"),
+            p4lb_testutil::remove_named(ns),
+        )
+    }
+
+    fn add_bridge(&self, ns: &str, br: &str) -> Result<()> {
+        let n = net(ns)?;
+        wiring(|| format!("creating bridge {br} in {ns}"), n.add_bridge(br))?;
+        wiring(|| format!("setting {br} up in {ns}"), n.link_up(br))
+    }
+
+    fn add_veth(&self, ns: &str, name: &str, peer: &str, peer_ns: &str) -> Result<()> {
+        let there = net(peer_ns)?;
+        wiring(
+            || format!("creating veth {name} in {ns} / {peer} in {peer_ns}"),
+            net(ns)?.add_veth(name, peer, Some(there.netns())),
+        )
+    }
+
+    fn set_mac(&self, ns: &str, ifname: &str, mac: &str) -> Result<()> {
+        let bytes = parse_mac(mac)?;
+        wiring(
+            || format!("setting the MAC of {ifname} in {ns}"),
+            net(ns)?.set_mac(ifname, bytes),
+        )
+    }
+
+    fn link_up(&self, ns: &str, ifname: &str) -> Result<()> {
+        wiring(
+            || format!("setting {ifname} up in {ns}"),
+            net(ns)?.link_up(ifname),
+        )
+    }
+
+    fn set_master(&self, ns: &str, ifname: &str, master: &str) -> Result<()> {
+        wiring(
+            || format!("adding {ifname} to {master} in {ns}"),
+            net(ns)?.set_master(ifname, master),
+        )
+    }
+
+    fn add_address(&self, ns: &str, ifname: &str, cidr: &str) -> Result<()> {
+        wiring(
+            || format!("adding {cidr} to {ifname} in {ns}"),
+            net(ns)?.add_addr(ifname, cidr),
+        )
+    }
+
+    fn netns_command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = p4lb_testutil::command_in(
+            &p4lb_testutil::named_path(ns),
+            args.first().copied().unwrap_or("true"),
+        );
+        c.args(args.iter().skip(1)).stdin(Stdio::null());
+        c
+    }
+}
+
+/// `02:4c:42:00:00:01` → bytes.
+fn parse_mac(mac: &str) -> Result<[u8; 6]> {
+    let bad = || Error::Testbed(format!("bad MAC `{mac}`"));
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for b in out.iter_mut() {
+        *b = u8::from_str_radix(parts.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 impl Runner for Testbed {
@@ -107,10 +292,9 @@ impl TopologyBuilder {
             active: true,
         };
         // On error the partly built topology is torn down by Drop.
-        topo.add_ns(&topo.switch_ns.clone())?;
+        runner.add_netns(&topo.switch_ns)?;
         if topo.bridge {
-            topo.sw(&["link", "add", "br0", "type", "bridge"])?;
-            topo.sw(&["link", "set", "br0", "up"])?;
+            runner.add_bridge(&topo.switch_ns, "br0")?;
         }
         for (i, (name, cidr)) in self.nodes.iter().enumerate() {
             validate_name(name)?;
@@ -198,42 +382,16 @@ impl<'r, R: Runner> Topology<'r, R> {
             .ok_or_else(|| Error::Testbed(format!("no node `{name}` in topology {}", self.prefix)))
     }
 
-    fn add_ns(&self, ns: &str) -> Result<()> {
-        self.runner.run(&["ip", "netns", "add", ns])?;
-        self.runner
-            .run(&["ip", "-n", ns, "link", "set", "lo", "up"])
-            .map(|_| ())
-    }
-
-    fn sw(&self, args: &[&str]) -> Result<String> {
-        let mut a = vec!["ip", "-n", self.switch_ns.as_str()];
-        a.extend_from_slice(args);
-        self.runner.run(&a)
-    }
-
     fn wire(&self, n: &Node, with_address: bool) -> Result<()> {
-        self.add_ns(&n.netns)?;
-        self.sw(&[
-            "link",
-            "add",
-            &n.switch_port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &n.ifname,
-            "netns",
-            &n.netns,
-        ])?;
-        self.runner.run(&[
-            "ip", "-n", &n.netns, "link", "set", &n.ifname, "address", &n.mac,
-        ])?;
-        self.runner
-            .run(&["ip", "-n", &n.netns, "link", "set", &n.ifname, "up"])?;
+        let r = self.runner;
+        r.add_netns(&n.netns)?;
+        r.add_veth(&self.switch_ns, &n.switch_port, &n.ifname, &n.netns)?;
+        r.set_mac(&n.netns, &n.ifname, &n.mac)?;
+        r.link_up(&n.netns, &n.ifname)?;
         if self.bridge {
-            self.sw(&["link", "set", &n.switch_port, "master", "br0"])?;
+            r.set_master(&self.switch_ns, &n.switch_port, "br0")?;
         }
-        self.sw(&["link", "set", &n.switch_port, "up"])?;
+        r.link_up(&self.switch_ns, &n.switch_port)?;
         if with_address {
             self.add_address(&n.name)?;
         }
@@ -243,40 +401,37 @@ impl<'r, R: Runner> Topology<'r, R> {
     /// Puts the node's address on its interface.
     pub fn add_address(&self, name: &str) -> Result<()> {
         let n = self.node(name)?;
-        self.runner
-            .run(&[
-                "ip", "-n", &n.netns, "addr", "add", &n.cidr, "dev", &n.ifname,
-            ])
-            .map(|_| ())
+        self.runner.add_address(&n.netns, &n.ifname, &n.cidr)
     }
 
     /// Runs `args` inside node `name`'s network namespace.
     pub fn exec(&self, name: &str, args: &[&str]) -> Result<String> {
         let n = self.node(name)?;
-        let mut a = vec!["ip", "netns", "exec", n.netns.as_str()];
-        a.extend_from_slice(args);
-        self.runner.run(&a)
+        let out = self
+            .runner
+            .netns_command(&n.netns, args)
+            .output()
+            .ctx(|| format!("running {} in {}", show(args), n.netns))?;
+        check(format!("{} (in {})", show(args), n.netns), out)
     }
 
     /// Starts `args` in node `name`'s namespace in the background (stdout and
     /// stderr piped).
     pub fn spawn(&self, name: &str, args: &[&str]) -> Result<Child> {
         let n = self.node(name)?;
-        let mut a = vec!["ip", "netns", "exec", n.netns.as_str()];
-        a.extend_from_slice(args);
         self.runner
-            .command(&a)
+            .netns_command(&n.netns, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .ctx(|| format!("starting {}", show(&a)))
+            .ctx(|| format!("starting {} in {}", show(args), n.netns))
     }
 
     /// Kills the processes in node `name`'s namespace and deletes it (its veth
     /// pair goes with it).
     pub fn remove_node_netns(&self, name: &str) -> Result<()> {
         let n = self.node(name)?;
-        delete_ns(self.runner, &n.netns)
+        self.runner.delete_netns(&n.netns)
     }
 
     /// Deletes and recreates node `name`'s namespace at the same path, with
@@ -284,7 +439,7 @@ impl<'r, R: Runner> Topology<'r, R> {
     /// `with_address` (else call [`Topology::add_address`] later).
     pub fn recreate_node(&self, name: &str, with_address: bool) -> Result<()> {
         let n = self.node(name)?.clone();
-        let _ = delete_ns(self.runner, &n.netns);
+        let _ = self.runner.delete_netns(&n.netns);
         self.wire(&n, with_address)
     }
 
@@ -296,11 +451,11 @@ impl<'r, R: Runner> Topology<'r, R> {
         self.active = false;
         let mut errors = Vec::new();
         for n in &self.nodes {
-            if let Err(e) = delete_ns(self.runner, &n.netns) {
+            if let Err(e) = self.runner.delete_netns(&n.netns) {
                 errors.push(e.to_string());
             }
         }
-        if let Err(e) = delete_ns(self.runner, &self.switch_ns) {
+        if let Err(e) = self.runner.delete_netns(&self.switch_ns) {
             errors.push(e.to_string());
         }
         if errors.is_empty() {
@@ -313,27 +468,6 @@ impl<'r, R: Runner> Topology<'r, R> {
             )))
         }
     }
-}
-
-/// Kills the processes in `ns` and deletes it; a namespace that does not
-/// exist is not an error.
-fn delete_ns<R: Runner>(runner: &R, ns: &str) -> Result<()> {
-    let list = runner.run(&["ip", "netns", "list"])?;
-    if !list
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(ns))
-    {
-        return Ok(());
-    }
-    if let Ok(pids) = runner.run(&["ip", "netns", "pids", ns]) {
-        let pids: Vec<&str> = pids.split_whitespace().collect();
-        if !pids.is_empty() {
-            let mut a = vec!["kill", "-9"];
-            a.extend(pids);
-            let _ = runner.run(&a);
-        }
-    }
-    runner.run(&["ip", "netns", "del", ns]).map(|_| ())
 }
 
 impl<R: Runner> Drop for Topology<'_, R> {
@@ -357,6 +491,78 @@ mod tests {
             let mut c = Command::new("true");
             c.stdin(Stdio::null());
             c
+        }
+    }
+
+    #[test]
+    fn macs_parse_or_fail() {
+        assert_eq!(
+            parse_mac("02:4c:42:00:01:ff").unwrap(),
+            [2, 0x4c, 0x42, 0, 1, 0xff]
+        );
+        for bad in [
+            "02:4c:42:00:01",
+            "02:4c:42:00:01:ff:00",
+            "zz:4c:42:00:01:ff",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The host path end to end: namespaces, veths, bridge, MACs, addresses over
+    /// rtnetlink; commands inside; recreate; nothing left after teardown.
+    #[test]
+    fn host_topology_wires_nodes_over_rtnetlink_and_tears_down() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates network namespaces: run it as root"
+        );
+        let prefix = format!("p4tt{}", std::process::id() % 100_000);
+        let names: Vec<String> = ["sw", "a", "b"]
+            .iter()
+            .map(|n| format!("{prefix}-{n}"))
+            .collect();
+        {
+            let topo = topology(&prefix)
+                .bridge(true)
+                .node("a", "10.67.0.1/24")
+                .node("b", "10.67.0.2/24")
+                .build(&Host)
+                .unwrap();
+            for n in &names {
+                assert!(p4lb_testutil::named_exists(n), "{n}");
+            }
+            let b = topo.node("b").unwrap().clone();
+            let mac = topo
+                .exec("b", &["cat", "/sys/class/net/eth0/address"])
+                .unwrap();
+            assert_eq!(mac.trim(), b.mac);
+            let sw = p4lb_testutil::Net::named(topo.switch_netns()).unwrap();
+            assert_eq!(sw.links().unwrap(), vec!["lo", "br0", "port1", "port2"]);
+            // (An open handle keeps a namespace alive: drop it before recreating.)
+            let pod = p4lb_testutil::Net::named(&b.netns).unwrap();
+            assert_eq!(pod.ipv4_addrs("eth0").unwrap(), vec!["10.67.0.2/24"]);
+            drop(pod);
+            topo.exec("a", &["ping", "-c", "1", "-W", "5", &b.ip])
+                .unwrap();
+
+            topo.recreate_node("b", false).unwrap();
+            let pod = p4lb_testutil::Net::named(&b.netns).unwrap();
+            assert!(pod.ipv4_addrs("eth0").unwrap().is_empty());
+            drop(pod);
+            topo.add_address("b").unwrap();
+            topo.exec("a", &["ping", "-c", "1", "-W", "5", &b.ip])
+                .unwrap();
+            let mut sleeper = topo.spawn("b", &["sleep", "30"]).unwrap();
+            topo.remove_node_netns("b").unwrap();
+            assert!(
+                !sleeper.wait().unwrap().success(),
+                "killed with its namespace"
+            );
+            assert!(!p4lb_testutil::named_exists(&b.netns));
+        }
+        for n in &names {
+            assert!(!p4lb_testutil::named_exists(n), "{n} left behind");
         }
     }
 

@@ -1,5 +1,7 @@
 //! Links over rtnetlink: the veth pair and lookups.
 
+use std::os::fd::{AsFd, AsRawFd};
+
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
@@ -100,9 +102,7 @@ impl Netlink {
 
     /// A connection inside `ns`.
     pub fn in_ns(ns: &NetNs) -> Result<Self, CniError> {
-        let (conn, handle, _) = ns
-            .run(rtnetlink::new_connection)?
-            .map_err(|e| netlink("netlink socket in netns", e))?;
+        let (conn, handle) = ns.netlink()?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -149,7 +149,7 @@ impl Netlink {
     ) -> Result<(), CniError> {
         let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
-            .setns_by_fd(peer_ns.raw_fd());
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd());
         if let Some(m) = mtu {
             peer_msg = peer_msg.mtu(m);
         }

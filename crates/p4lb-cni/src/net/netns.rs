@@ -1,120 +1,94 @@
-//! Opening a network namespace by path and doing things inside it.
+//! The plugin's network namespaces: `CNI_NETNS` and the optional `switchNetns`, opened
+//! and entered through `p4lb-netns`, with its errors mapped to CNI error codes.
 //!
 //! Sockets remember the namespace they were created in, so "doing things inside" only
-//! means creating a socket there: the calling thread switches in with `setns(2)`, runs
-//! a short synchronous closure, and switches back before anything else runs on it.
+//! means creating a socket there; `p4lb-netns` does that on a thread of its own, so the
+//! plugin's own threads never change namespace.
 
-use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 
-use nix::sched::{setns, CloneFlags};
+use p4lb_netns::Error as NsError;
 
 use crate::cni::error::{CniError, Code};
 
-/// `NSFS_MAGIC` from linux/magic.h: the filesystem of /proc/*/ns/* and their bind mounts.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// An open network namespace.
 #[derive(Debug)]
-pub struct NetNs {
-    file: File,
-    path: PathBuf,
-}
+pub struct NetNs(p4lb_netns::NetNs);
 
 impl NetNs {
     /// Opens `path` and checks it is a network namespace other than ours.
     /// A missing path is error 3 (the container is gone); anything else that is not a
     /// network namespace is error 4 (CNI_NETNS is invalid).
     pub fn open(path: &Path) -> Result<Self, CniError> {
-        let file = File::open(path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
+        let ns = p4lb_netns::NetNs::open(path).map_err(|e| match e {
+            NsError::NotFound { .. } => {
                 CniError::new(Code::UnknownContainer, "network namespace does not exist")
                     .details(format!("CNI_NETNS={}", path.display()))
-            } else {
-                CniError::new(Code::InvalidEnvironment, "cannot open CNI_NETNS")
-                    .details(format!("{}: {e}", path.display()))
             }
-        })?;
-        let ns = NetNs {
-            file,
-            path: path.to_path_buf(),
-        };
-        if !ns.is_nsfs()? {
-            return Err(
+            NsError::NotNetns { .. } => {
                 CniError::new(Code::InvalidEnvironment, "CNI_NETNS is not a namespace")
-                    .details(path.display().to_string()),
-            );
-        }
-        let ours = File::open("/proc/self/ns/net")
-            .and_then(|f| f.metadata())
-            .map_err(|e| {
-                CniError::new(Code::IoFailure, "cannot read own netns").details(e.to_string())
-            })?;
-        if ns.inode()? == ours.ino() {
+                    .details(path.display().to_string())
+            }
+            NsError::Inspect { source, .. } => {
+                CniError::new(Code::IoFailure, "inspecting CNI_NETNS").details(source.to_string())
+            }
+            e => CniError::new(Code::InvalidEnvironment, "cannot open CNI_NETNS")
+                .details(e.to_string()),
+        })?;
+        let ours = p4lb_netns::NetNs::current().map_err(|e| {
+            CniError::new(Code::IoFailure, "cannot read own netns").details(e.to_string())
+        })?;
+        if ns.same_as(&ours) {
             return Err(CniError::new(
                 Code::InvalidEnvironment,
                 "CNI_NETNS is the plugin's own network namespace",
             )
             .details(path.display().to_string()));
         }
-        Ok(ns)
+        Ok(NetNs(ns))
     }
 
     /// Opens a namespace without the "not ours" check (the switch's namespace may be
     /// the host's).
     pub fn open_any(path: &Path) -> Result<Self, CniError> {
-        let file = File::open(path).map_err(|e| {
+        p4lb_netns::NetNs::open(path).map(NetNs).map_err(|e| {
             CniError::new(Code::InvalidNetworkConfig, "cannot open switchNetns")
-                .details(format!("{}: {e}", path.display()))
-        })?;
-        Ok(NetNs {
-            file,
-            path: path.to_path_buf(),
+                .details(e.to_string())
         })
     }
 
-    fn is_nsfs(&self) -> Result<bool, CniError> {
-        let st = nix::sys::statfs::fstatfs(self.file.as_fd()).map_err(|e| {
-            CniError::new(Code::IoFailure, "fstatfs CNI_NETNS").details(e.to_string())
-        })?;
-        #[allow(clippy::unnecessary_cast)]
-        Ok(st.filesystem_type().0 as i64 == NSFS_MAGIC)
-    }
-
-    pub fn inode(&self) -> Result<u64, CniError> {
-        self.file
-            .metadata()
-            .map(|m| m.ino())
-            .map_err(|e| CniError::new(Code::IoFailure, "stat CNI_NETNS").details(e.to_string()))
+    pub fn inode(&self) -> u64 {
+        self.0.inode()
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    /// Runs `f` inside this namespace (on a thread of its own) and returns its result.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, CniError> {
+        self.0.run(f).map_err(enter_error)
     }
 
-    /// Runs `f` with the calling thread inside this namespace.
-    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, CniError> {
-        let home = File::open("/proc/thread-self/ns/net").map_err(|e| {
-            CniError::new(Code::Netlink, "cannot open current netns").details(e.to_string())
-        })?;
-        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-            CniError::new(Code::Netlink, "cannot enter network namespace")
-                .details(format!("{}: {e}", self.path.display()))
-        })?;
-        let out = f();
-        // Failing to return would leave this thread in the container: nothing after
-        // this may run here, so stop the process rather than continue.
-        if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
-            eprintln!("p4lb: cannot return to the original network namespace: {e}");
-            std::process::abort();
-        }
-        Ok(out)
+    /// An rtnetlink connection inside this namespace, registered with the current
+    /// tokio runtime.
+    pub fn netlink(&self) -> Result<(p4lb_netns::Connection, rtnetlink::Handle), CniError> {
+        self.0.netlink().map_err(|e| match e {
+            NsError::Socket { source, .. } => {
+                CniError::new(Code::Netlink, "netlink socket in netns").details(source.to_string())
+            }
+            e => enter_error(e),
+        })
     }
+}
+
+impl AsFd for NetNs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+fn enter_error(e: NsError) -> CniError {
+    CniError::new(Code::Netlink, "cannot enter network namespace").details(e.to_string())
 }

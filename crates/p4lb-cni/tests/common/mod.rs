@@ -48,41 +48,41 @@ pub fn require_system_plugins(names: &[&str]) {
     }
 }
 
-/// A network namespace at /run/netns/<name>, deleted on drop.
+/// A network namespace at /run/netns/<name>, deleted on drop (made by p4lb-testutil).
 pub struct Netns {
     pub name: String,
     pub path: String,
+    ns: Mutex<Option<p4lb_testutil::NamedNetns>>,
 }
 
 impl Netns {
     pub fn new() -> Self {
-        let name = unique("p4t");
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
+        let ns = p4lb_testutil::NamedNetns::unique("p4t");
         Netns {
-            path: format!("/run/netns/{name}"),
-            name,
+            name: ns.name().to_string(),
+            path: ns.path().display().to_string(),
+            ns: Mutex::new(Some(ns)),
         }
+    }
+
+    /// The namespace, for link and address queries; panics once deleted.
+    pub fn with<T>(&self, f: impl FnOnce(&p4lb_testutil::NamedNetns) -> T) -> T {
+        let guard = self.ns.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_ref().expect("the namespace was deleted"))
     }
 
     /// Runs a command inside the namespace, returns stdout.
     pub fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.with(|ns| ns.exec(args)).unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Removes the namespace; it ends with it (and the pod end of a veth with it).
     pub fn delete(&self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
+        let taken = self.ns.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(ns) = taken {
+            let _ = ns.delete();
+        }
     }
 }
 
@@ -508,8 +508,10 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         // Best-effort cleanup of anything a failed test left on the host.
-        for l in self.host_links() {
-            let _ = Command::new("ip").args(["link", "del", &l]).status();
+        if let Ok(host) = p4lb_testutil::Net::host() {
+            for l in self.host_links() {
+                let _ = host.delete_link(&l);
+            }
         }
         self.stop_controller();
     }
@@ -517,28 +519,10 @@ impl Drop for World {
 
 /// The container interface's IPv4 addresses (CIDR) inside `ns`.
 pub fn pod_addrs(ns: &Netns, ifname: &str) -> Vec<String> {
-    let out = ns.exec(&["ip", "-j", "-4", "addr", "show", "dev", ifname]);
-    let v: Value = serde_json::from_str(&out).unwrap_or(json!([]));
-    let mut addrs = Vec::new();
-    for l in v.as_array().cloned().unwrap_or_default() {
-        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
-            addrs.push(format!(
-                "{}/{}",
-                a["local"].as_str().unwrap_or(""),
-                a["prefixlen"]
-            ));
-        }
-    }
-    addrs
+    ns.with(|n| n.ipv4_addrs(ifname)).unwrap_or_default()
 }
 
+/// The names of the links inside `ns`.
 pub fn pod_links(ns: &Netns) -> Vec<String> {
-    let out = ns.exec(&["ip", "-j", "link", "show"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or(json!([]));
-    v.as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
+    ns.with(|n| n.links()).unwrap()
 }

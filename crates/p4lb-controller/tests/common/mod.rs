@@ -197,44 +197,23 @@ pub fn rows(t: &[TableEntry]) -> Vec<String> {
         .collect()
 }
 
-/// A veth pair for a test (removed on drop). Needs root and iproute2.
+/// A veth pair for a test: `host` and `<host>p`, both up, removed on drop. Needs root.
 pub struct Veth {
     pub host: String,
     pub peer: String,
+    _pair: p4lb_testutil::Veth,
 }
 
 impl Veth {
     pub fn new(host: &str) -> Veth {
         let peer = format!("{host}p");
-        let _ = Command::new("ip")
-            .args(["link", "del", host])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["link", "add", host, "type", "veth", "peer", "name", &peer])
-            .status()
-            .expect("running ip (iproute2 is required for these tests)")
-            .success();
-        assert!(ok, "creating veth {host} failed (these tests need root)");
-        for i in [host, &peer] {
-            assert!(Command::new("ip")
-                .args(["link", "set", i, "up"])
-                .status()
-                .unwrap()
-                .success());
-        }
+        let pair = p4lb_testutil::Veth::new(host, &peer)
+            .unwrap_or_else(|e| panic!("creating veth {host} failed (these tests need root): {e}"));
         Veth {
             host: host.to_string(),
             peer,
+            _pair: pair,
         }
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .status();
     }
 }
 

@@ -1,18 +1,21 @@
 //! Network namespaces and veth pairs for packet tests: the switch's ends live in one netns,
 //! the host ends in another, and the test injects/captures raw frames on the host ends.
+//! The namespaces and links come from `p4lb-testutil` (rtnetlink, no `ip` binary).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use p4lb_testutil::NamedNetns;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    p4lb_testutil::is_root()
 }
 
+/// Runs a program on the host and fails the test unless it exits 0.
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -26,6 +29,28 @@ pub fn sh(args: &[&str]) {
     );
 }
 
+/// A namespace for a topology: IPv6 off (no router solicitations in the captures), lo up.
+fn quiet_netns(name: &str, default_too: bool) -> NamedNetns {
+    let ns = NamedNetns::create(name)
+        .unwrap_or_else(|e| panic!("creating network namespace {name}: {e}"));
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+        .expect("disabling IPv6");
+    if default_too {
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+            .expect("disabling IPv6");
+    }
+    ns.link_up("lo").expect("lo up");
+    ns
+}
+
+/// A veth `s` (in `sw`) / `h` (in `host`), both up.
+fn wire(sw: &NamedNetns, s: &str, host: &NamedNetns, h: &str) {
+    sw.add_veth(s, h, Some(host.netns()))
+        .unwrap_or_else(|e| panic!("creating veth {s}/{h}: {e}"));
+    sw.link_up(s).expect("switch end up");
+    host.link_up(h).expect("host end up");
+}
+
 pub struct Topology {
     pub sw_ns: String,
     pub host_ns: String,
@@ -33,6 +58,10 @@ pub struct Topology {
     pub ports: Vec<(u16, String, String)>,
     /// Host ends each in their own netns (see [`Topology::create_isolated`]).
     pub isolated: bool,
+    sw: NamedNetns,
+    host: NamedNetns,
+    /// The per-port host namespaces of an isolated topology, by port order.
+    isolated_ns: Vec<NamedNetns>,
 }
 
 impl Topology {
@@ -45,39 +74,13 @@ impl Topology {
         );
         let sw_ns = format!("p4lbt-sw-{id}");
         let host_ns = format!("p4lbt-h-{id}");
-        sh(&["ip", "netns", "add", &sw_ns]);
-        sh(&["ip", "netns", "add", &host_ns]);
-        for ns in [&sw_ns, &host_ns] {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
+        let sw = quiet_netns(&sw_ns, true);
+        let host = quiet_netns(&host_ns, true);
         let mut ports = Vec::new();
         for i in 1..=n {
             let s = format!("sw{i}");
             let h = format!("h{i}");
-            sh(&[
-                "ip", "link", "add", &s, "netns", &sw_ns, "type", "veth", "peer", "name", &h,
-                "netns", &host_ns,
-            ]);
-            sh(&["ip", "-n", &sw_ns, "link", "set", &s, "up"]);
-            sh(&["ip", "-n", &host_ns, "link", "set", &h, "up"]);
+            wire(&sw, &s, &host, &h);
             ports.push((i as u16, s, h));
         }
         Topology {
@@ -85,6 +88,9 @@ impl Topology {
             host_ns,
             ports,
             isolated: false,
+            sw,
+            host,
+            isolated_ns: Vec::new(),
         }
     }
 
@@ -95,6 +101,11 @@ impl Topology {
             .collect()
     }
 
+    /// A command for `program` that runs in the switch's namespace.
+    pub fn sw_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.sw.command(program)
+    }
+
     /// A raw socket on the host end of `port`.
     pub fn host(&self, port: u16) -> RawSock {
         let (_, _, h) = self
@@ -102,29 +113,16 @@ impl Topology {
             .iter()
             .find(|(p, _, _)| *p == port)
             .expect("port exists");
-        let ns = format!("/run/netns/{}", self.host_ns);
-        let h = h.clone();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns).expect("open netns");
-            // SAFETY: setns on this (short-lived) thread only.
-            let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            RawSock::open(&h)
-        })
-        .join()
-        .expect("socket thread")
+        self.host
+            .run(|| RawSock::open(h))
+            .expect("entering the host namespace")
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
         self.delete_isolated();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.sw_ns])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.host_ns])
-            .status();
+        // The switch and host namespaces go when their fields are dropped.
     }
 }
 
@@ -268,49 +266,34 @@ impl Topology {
         let mut t = Topology::create(0);
         t.isolated = true;
         for i in 1..=n {
-            let ns = format!("{}-{i}", t.host_ns);
-            sh(&["ip", "netns", "add", &ns]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ]);
-            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            let ns = quiet_netns(&format!("{}-{i}", t.host_ns), false);
             let s = format!("sw{i}");
             let h = format!("h{i}");
-            sh(&[
-                "ip", "link", "add", &s, "netns", &t.sw_ns, "type", "veth", "peer", "name", &h,
-                "netns", &ns,
-            ]);
-            sh(&["ip", "-n", &t.sw_ns, "link", "set", &s, "up"]);
-            sh(&["ip", "-n", &ns, "link", "set", &h, "up"]);
+            wire(&t.sw, &s, &ns, &h);
             t.ports.push((i as u16, s, h));
+            t.isolated_ns.push(ns);
         }
         t
     }
 
-    fn host_ns_of(&self, port: u16) -> String {
-        format!("{}-{port}", self.host_ns)
+    fn host_ns_of(&self, port: u16) -> &NamedNetns {
+        let i = self
+            .ports
+            .iter()
+            .position(|(p, _, _)| *p == port)
+            .expect("port exists");
+        &self.isolated_ns[i]
     }
 
     /// Address, default route and MAC for the host end of `port` (isolated topology).
     pub fn host_addr(&self, port: u16, cidr: &str, gw: &str, mac: [u8; 6]) {
         let ns = self.host_ns_of(port);
         let h = format!("h{port}");
-        let mac = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        sh(&["ip", "-n", &ns, "link", "set", &h, "address", &mac]);
-        sh(&["ip", "-n", &ns, "addr", "add", cidr, "dev", &h]);
-        sh(&[
-            "ip", "-n", &ns, "route", "add", "default", "via", gw, "dev", &h,
-        ]);
+        ns.set_mac(&h, mac).expect("setting the MAC");
+        ns.add_addr(&h, cidr).expect("adding the address");
+        let gw = gw.parse().expect("gateway is an IPv4 address");
+        ns.add_route("default", Some(gw), &h)
+            .expect("adding the default route");
     }
 
     /// Runs `f` on a thread inside the netns of `port`'s host end (isolated topology).
@@ -319,24 +302,25 @@ impl Topology {
         port: u16,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let ns = format!("/run/netns/{}", self.host_ns_of(port));
+        let inner = self
+            .host_ns_of(port)
+            .spawn(f)
+            .expect("starting a thread in the host namespace");
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&ns).expect("open netns");
-            // SAFETY: setns on this thread only.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
+            inner
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                .expect("entering the host namespace")
         })
     }
 
+    /// Removes the per-port host namespaces of an isolated topology (also done on drop).
     pub fn delete_isolated(&self) {
         if !self.isolated {
             return;
         }
-        for (p, _, _) in &self.ports {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.host_ns_of(*p)])
-                .status();
+        for ns in &self.isolated_ns {
+            let _ = p4lb_testutil::remove_named(ns.name());
         }
     }
 }

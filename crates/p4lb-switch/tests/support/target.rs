@@ -107,12 +107,11 @@ impl Target {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("p4rt.sock");
         let addr = format!("unix:{}", sock.display());
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &topo.sw_ns]);
         let mut device_config = Vec::new();
+        let mut cmd;
         match kind {
             Kind::P4lb => {
-                cmd.arg(env!("CARGO_BIN_EXE_p4lb-switch"));
+                cmd = topo.sw_command(env!("CARGO_BIN_EXE_p4lb-switch"));
                 cmd.args([
                     "--grpc-addr",
                     &addr,
@@ -130,7 +129,7 @@ impl Target {
             }
             Kind::Bmv2 { prefix } => {
                 device_config = bmv2_json(prefix, dir.path());
-                cmd.arg(prefix.join("bin/simple_switch_grpc"));
+                cmd = topo.sw_command(prefix.join("bin/simple_switch_grpc"));
                 cmd.args(["--no-p4", "--device-id", "0", "--thrift-port", "9090"]);
                 for i in topo.iface_args() {
                     cmd.args(["-i", &i]);
