@@ -67,6 +67,22 @@ pub trait Runner {
         self.run(&["ip", "netns", "del", ns]).map(|_| ())
     }
 
+    /// Deletes link `ifname` in `ns` (a veth takes its peer with it); a link
+    /// that does not exist is not an error.
+    fn delete_link(&self, ns: &str, ifname: &str) -> Result<()> {
+        let links = self.run(&["ip", "-n", ns, "-o", "link", "show"])?;
+        let present = links.lines().any(|l| {
+            l.split(": ")
+                .nth(1)
+                .and_then(|n| n.split('@').next())
+                .is_some_and(|n| n == ifname)
+        });
+        if present {
+            self.run(&["ip", "-n", ns, "link", "del", ifname])?;
+        }
+        Ok(())
+    }
+
     /// Creates bridge `br` in `ns` and sets it up.
     fn add_bridge(&self, ns: &str, br: &str) -> Result<()> {
         self.run(&["ip", "-n", ns, "link", "add", br, "type", "bridge"])?;
@@ -158,6 +174,14 @@ impl Runner for Host {
             || format!("deleting network namespace {ns}"),
             p4lb_testutil::remove_named(ns),
         )
+    }
+
+    fn delete_link(&self, ns: &str, ifname: &str) -> Result<()> {
+        wiring(
+            || format!("deleting {ifname} in {ns}"),
+            net(ns)?.delete_link(ifname),
+        )
+        .map(|_| ())
     }
 
     fn add_bridge(&self, ns: &str, br: &str) -> Result<()> {
@@ -440,6 +464,10 @@ impl<'r, R: Runner> Topology<'r, R> {
     pub fn recreate_node(&self, name: &str, with_address: bool) -> Result<()> {
         let n = self.node(name)?.clone();
         let _ = self.runner.delete_netns(&n.netns);
+        // The kernel dismantles a deleted namespace (and the veth inside it)
+        // asynchronously, so the switch-side end can outlive it for a while and
+        // the new pair would collide with it: delete that end now.
+        self.runner.delete_link(&self.switch_ns, &n.switch_port)?;
         self.wire(&n, with_address)
     }
 
