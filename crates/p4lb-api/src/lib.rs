@@ -9,6 +9,7 @@
 //!   timeouts, and [`ApiError`] (unavailable vs refused).
 //! - [`labels`]: endpoint label and pod annotation names, [`CheckpointMode`].
 //! - [`fs`]: [`write_atomic`], the one crash-safe file replacement.
+//! - [`log`]: the stderr logging of the helpers the runtimes start (`P4LB_LOG`).
 //! - [`DEFAULT_SOCKET`]: where the controller serves the API.
 //! - [`api`]: the generated API types (from p4lb-proto); they derive serde, which is
 //!   their one JSON form (proto field names).
@@ -17,6 +18,7 @@ pub mod client;
 pub mod connect;
 pub mod fs;
 pub mod labels;
+pub mod log;
 
 pub use client::{endpoint_key, ApiError, Client};
 pub use connect::{connect_unix, connect_unix_bounded, ConnectError};

@@ -11,15 +11,7 @@ use p4lb_criu_action::env::ActionEnv;
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("P4LB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    p4lb_api::log::init_stderr();
     let vars: HashMap<String, String> = std::env::vars().collect();
     let env = match ActionEnv::from_map(&vars) {
         Ok(e) => e,

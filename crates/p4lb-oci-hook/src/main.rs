@@ -12,15 +12,7 @@ use p4lb_oci_hook::hook::{handle, HookConfig, HookError};
 use p4lb_oci_hook::state::read_state;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("P4LB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    p4lb_api::log::init_stderr();
     let strict = match std::env::var("P4LB_HOOK_POLICY").as_deref() {
         Err(_) | Ok("") | Ok("best-effort") => false,
         Ok("strict") => true,
