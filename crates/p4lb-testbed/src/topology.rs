@@ -70,17 +70,23 @@ pub trait Runner {
     /// Deletes link `ifname` in `ns` (a veth takes its peer with it); a link
     /// that does not exist is not an error.
     fn delete_link(&self, ns: &str, ifname: &str) -> Result<()> {
-        let links = self.run(&["ip", "-n", ns, "-o", "link", "show"])?;
-        let present = links.lines().any(|l| {
-            l.split(": ")
-                .nth(1)
-                .and_then(|n| n.split('@').next())
-                .is_some_and(|n| n == ifname)
-        });
-        if present {
-            self.run(&["ip", "-n", ns, "link", "del", ifname])?;
+        let present = || -> Result<bool> {
+            let links = self.run(&["ip", "-n", ns, "-o", "link", "show"])?;
+            Ok(links.lines().any(|l| {
+                l.split(": ")
+                    .nth(1)
+                    .and_then(|n| n.split('@').next())
+                    .is_some_and(|n| n == ifname)
+            }))
+        };
+        if !present()? {
+            return Ok(());
         }
-        Ok(())
+        match self.run(&["ip", "-n", ns, "link", "del", ifname]) {
+            // The kernel may have removed it in between.
+            Err(_) if !present()? => Ok(()),
+            r => r.map(|_| ()),
+        }
     }
 
     /// Creates bridge `br` in `ns` and sets it up.
