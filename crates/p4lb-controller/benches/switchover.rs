@@ -1,5 +1,6 @@
 //! The controller's figures (not a test): `cargo bench -p p4lb-controller --bench switchover`
-//! (as root: it holds a network namespace with `unshare -n`). Options after `--`,
+//! (as root: the migrations' endpoints live in two network namespaces it creates with
+//! `p4lb_testutil::NamedNetns`). Options after `--`,
 //! e.g. `-- --entries 50000 --batch 500`.
 //!
 //! 1. Batched table writes per second against p4lb's software switch (conn_table
@@ -10,10 +11,9 @@
 //! Runs the software switch in-process on a Unix socket in a temporary directory.
 
 use std::net::Ipv4Addr;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 
 use p4lb_controller::config::Config;
@@ -21,6 +21,7 @@ use p4lb_controller::conn::{ConnRec, ConnTable};
 use p4lb_controller::{server, Controller};
 use p4lb_p4::FiveTuple;
 use p4lb_proto::api;
+use p4lb_testutil::NamedNetns;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -45,13 +46,6 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     }
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i]
-}
-
-fn netns_holder() -> Result<Child> {
-    Command::new("unshare")
-        .args(["-n", "sleep", "3600"])
-        .spawn()
-        .context("unshare -n (needs root)")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -146,11 +140,11 @@ async fn main() -> Result<()> {
     )
     .await?
     .raw();
-    let mut holder_a = netns_holder()?;
-    let mut holder_b = netns_holder()?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ns_a = format!("/proc/{}/ns/net", holder_a.id());
-    let ns_b = format!("/proc/{}/ns/net", holder_b.id());
+    // The source and target sides of every migration (removed on drop).
+    let holder_a = NamedNetns::create(&p4lb_testutil::unique_name("p4lbbench-a"))?;
+    let holder_b = NamedNetns::create(&p4lb_testutil::unique_name("p4lbbench-b"))?;
+    let ns_a = holder_a.path().display().to_string();
+    let ns_b = holder_b.path().display().to_string();
     // A service with a second, steady backend, as in a real deployment.
     c.register_endpoint(api::RegisterEndpointRequest {
         container_id: "steady".into(),
@@ -257,10 +251,7 @@ async fn main() -> Result<()> {
         pct(&mut rtt_us, 0.50),
         pct(&mut rtt_us, 0.99)
     );
-    let _ = holder_a.kill();
-    let _ = holder_b.kill();
-    let _ = holder_a.wait();
-    let _ = holder_b.wait();
+    drop((holder_a, holder_b));
     let _ = stop.send(true);
     let _ = srv.await;
     ctl.shutdown().await;

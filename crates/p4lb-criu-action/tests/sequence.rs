@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use p4lb_proto::api::controller_server::{Controller, ControllerServer};
 use p4lb_proto::api::*;
+use p4lb_testutil::NamedNetns;
 use tonic::{Request, Response, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p4lb-criu-action");
@@ -207,56 +208,33 @@ impl Drop for Server {
 /// A process alone in a new network namespace with a veth `eth0` carrying `addr`.
 struct Netns {
     child: Child,
+    ns: NamedNetns,
 }
 
 impl Netns {
     fn new(addr: &str) -> Netns {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "FAILED: these tests create network namespaces: run them as root"
-        );
-        let child = Command::new("unshare")
-            .args(["-n", "sleep", "300"])
+        p4lb_testutil::require_root();
+        let ns = NamedNetns::unique("p4ca");
+        ns.add_veth("eth0", "peer0", None).expect("veth eth0/peer0");
+        ns.link_up("peer0").expect("peer0 up");
+        ns.link_up("eth0").expect("eth0 up");
+        ns.add_addr("eth0", addr).expect("address on eth0");
+        let child = ns
+            .command("sleep")
+            .arg("300")
             .stdin(Stdio::null())
             .spawn()
-            .expect("unshare");
-        let ns = Netns { child };
-        // Wait until the child is in its own namespace.
-        let me = std::fs::read_link("/proc/self/ns/net").unwrap();
-        for _ in 0..200 {
-            if let Ok(l) = std::fs::read_link(ns.path()) {
-                if l != me {
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        ns.ip(&[
-            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-        ]);
-        ns.ip(&["link", "set", "peer0", "up"]);
-        ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["addr", "add", addr, "dev", "eth0"]);
-        ns
+            .expect("sleep in the namespace");
+        Netns { child, ns }
     }
     fn pid(&self) -> u32 {
         self.child.id()
     }
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
-    }
     fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(self.path()).unwrap().ino()
+        self.ns.netns().inode()
     }
-    fn ip(&self, args: &[&str]) {
-        let st = Command::new("nsenter")
-            .arg(format!("--net={}", self.path().display()))
-            .arg("ip")
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip {args:?}");
+    fn add_addr(&self, cidr: &str) {
+        self.ns.add_addr("eth0", cidr).expect("address on eth0");
     }
     fn addrs(&self) -> Vec<Ipv4Addr> {
         p4lb_criu_action::netns::addresses_of(self.pid()).unwrap()
@@ -401,7 +379,7 @@ fn checkpoint_then_restore_into_a_namespace_with_another_address() {
     let w = World::new();
     let src = Netns::new("10.88.0.5/24");
     // The container had already moved once: 10.88.0.9 came with it.
-    src.ip(&["addr", "add", "10.88.0.9/32", "dev", "eth0"]);
+    src.add_addr("10.88.0.9/32");
     w.add_endpoint(&src, "a/eth0", "10.88.0.5", &["10.88.0.9"], &[]);
 
     let dump = Criu::new(&w.images());
@@ -480,7 +458,7 @@ fn restore_into_a_namespace_that_already_has_the_address_adds_nothing() {
         w.ok(&dump, a, Some(src.pid()));
     }
     let dst = Netns::new("10.89.0.7/24");
-    dst.ip(&["addr", "add", "10.89.0.5/32", "dev", "eth0"]);
+    dst.add_addr("10.89.0.5/32");
     w.add_endpoint(&dst, "b/eth0", "10.89.0.7", &[], &[]);
     let before = dst.addrs();
     let restore = Criu::new(&w.images());
@@ -518,10 +496,9 @@ fn leave_running_checkpoints_follow_the_checkpoint_label() {
         assert_eq!(rec["mode"], want_mode, "{labels:?}");
         assert_eq!(rec["leave_running"], true);
         // A migrated source stops answering and sending: its interface is down.
-        let up = Command::new("nsenter")
-            .arg(format!("--net={}", src.path().display()))
-            .args(["ip", "-o", "link", "show", "eth0", "up"])
-            .output()
+        let up = src
+            .ns
+            .exec(&["ip", "-o", "link", "show", "eth0", "up"])
             .unwrap();
         let is_up = !String::from_utf8_lossy(&up.stdout).trim().is_empty();
         assert_eq!(is_up, want_mode == "snapshot", "{labels:?}");

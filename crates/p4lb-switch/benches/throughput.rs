@@ -17,6 +17,7 @@
 //! routing (`ipv4_routes` + `port_smac`), and p4lb-switch VIP load balancing (`vip_services`,
 //! `conn_table` miss, Maglev slot, DNAT, transit mark) — all with the same frames.
 
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,9 +27,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
-use p4lb_p4::{actions, tables};
-use p4lb_proto::p4runtime as p4;
-use p4lb_proto::p4runtime::p4_runtime_client::P4RuntimeClient;
+use p4lb_controller::addr::mac_u64;
+use p4lb_controller::southbound::forwarding::pipeline_config;
+use p4lb_controller::southbound::programmer::table_update;
+use p4lb_controller::southbound::session;
+use p4lb_p4::entries;
+use p4lb_proto::p4runtime::set_forwarding_pipeline_config_request::Action as SetAction;
+use p4lb_proto::p4runtime::update;
+use p4lb_testutil::{unique_name, NamedNetns};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,83 +69,42 @@ const SW2_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 1, 0x02];
 /// is not the MAC of sw1, so the sw netns kernel stack discards the frames early
 /// (PACKET_OTHERHOST), as it does in a real p4lb deployment.
 const ROUTER_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0xfe];
-const SRC: [u8; 4] = [10, 1, 0, 2];
-const DST: [u8; 4] = [10, 2, 0, 2];
-const VIP: [u8; 4] = [10, 96, 0, 1];
+const SRC: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const DST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// The P4Runtime device and election ID the benchmark programs the switches with.
+const DEVICE_ID: u64 = 0;
+const ELECTION: u128 = 1;
 
-fn sh(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {args:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// The three namespaces and two veth pairs of the topology; removed on drop.
+struct Topology {
+    gen: NamedNetns,
+    sw: NamedNetns,
+    sink: NamedNetns,
 }
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-struct Netns {
-    gen: String,
-    sw: String,
-    sink: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns> {
-        let id = std::process::id();
-        let n = Netns {
-            gen: format!("p4lbb-gen-{id}"),
-            sw: format!("p4lbb-sw-{id}"),
-            sink: format!("p4lbb-sink-{id}"),
+impl Topology {
+    fn create() -> Result<Topology> {
+        let n = Topology {
+            gen: NamedNetns::create(&unique_name("p4lbb-gen-"))?,
+            sw: NamedNetns::create(&unique_name("p4lbb-sw-"))?,
+            sink: NamedNetns::create(&unique_name("p4lbb-sink-"))?,
         };
         for ns in [&n.gen, &n.sw, &n.sink] {
-            sh(&["ip", "netns", "add", ns])?;
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ])?;
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            ns.link_up("lo")?;
         }
-        sh(&[
-            "ip", "link", "add", "h1", "netns", &n.gen, "type", "veth", "peer", "name", "sw1",
-            "netns", &n.sw,
-        ])?;
-        sh(&[
-            "ip", "link", "add", "h2", "netns", &n.sink, "type", "veth", "peer", "name", "sw2",
-            "netns", &n.sw,
-        ])?;
+        n.gen.add_veth("h1", "sw1", Some(n.sw.netns()))?;
+        n.sink.add_veth("h2", "sw2", Some(n.sw.netns()))?;
         for (ns, dev, mac) in [
             (&n.gen, "h1", H1_MAC),
             (&n.sink, "h2", H2_MAC),
             (&n.sw, "sw1", SW1_MAC),
             (&n.sw, "sw2", SW2_MAC),
         ] {
-            sh(&["ip", "-n", ns, "link", "set", dev, "address", &mac_str(mac)])?;
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            ns.set_mac(dev, mac)?;
+            ns.link_up(dev)?;
         }
         Ok(n)
     }
@@ -147,56 +112,27 @@ impl Netns {
     fn kernel_routing(&self, on: bool) -> Result<()> {
         let sw = &self.sw;
         if on {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                sw,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ])?;
-            sh(&["ip", "-n", sw, "addr", "add", "10.1.0.1/24", "dev", "sw1"])?;
-            sh(&["ip", "-n", sw, "addr", "add", "10.2.0.1/24", "dev", "sw2"])?;
-            sh(&[
-                "ip",
-                "-n",
-                sw,
-                "neigh",
-                "replace",
-                "10.2.0.2",
-                "lladdr",
-                &mac_str(H2_MAC),
-                "dev",
-                "sw2",
-                "nud",
-                "permanent",
-            ])?;
+            sw.sysctl("net.ipv4.ip_forward", "1")?;
+            sw.add_addr("sw1", "10.1.0.1/24")?;
+            sw.add_addr("sw2", "10.2.0.1/24")?;
+            sw.set_neighbour("sw2", DST, H2_MAC)?;
         } else {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                sw,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=0",
-            ])?;
-            sh(&["ip", "-n", sw, "addr", "flush", "dev", "sw1"])?;
-            sh(&["ip", "-n", sw, "addr", "flush", "dev", "sw2"])?;
+            sw.sysctl("net.ipv4.ip_forward", "0")?;
+            sw.del_addr("sw1", "10.1.0.1/24")?;
+            sw.del_addr("sw2", "10.2.0.1/24")?;
         }
         Ok(())
     }
 
+    /// h2's receive counters (packets, bytes), from the sink namespace's /proc/net/dev.
     fn sink_rx(&self) -> Result<(u64, u64)> {
-        let out = sh(&["ip", "-n", &self.sink, "-s", "-s", "link", "show", "h2"])?;
-        // "RX: bytes packets ..." followed by a line of numbers
-        let mut lines = out.lines();
-        while let Some(l) = lines.next() {
-            if l.trim_start().starts_with("RX:") {
-                let nums: Vec<u64> = lines
-                    .next()
-                    .unwrap_or("")
+        let dev = self
+            .sink
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))??;
+        // "  h2: rx_bytes rx_packets ..."
+        for l in dev.lines() {
+            if let Some(("h2", rest)) = l.trim_start().split_once(':') {
+                let nums: Vec<u64> = rest
                     .split_whitespace()
                     .filter_map(|x| x.parse().ok())
                     .collect();
@@ -205,34 +141,17 @@ impl Netns {
                 }
             }
         }
-        bail!("cannot read h2 counters from `ip -s link`")
+        bail!("cannot read h2 counters from /proc/net/dev of the sink namespace")
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.sw, &self.sink] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn enter_netns(name: &str) -> Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{name}")).context("opening netns")?;
-    // SAFETY: setns affects only the calling thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {name}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A UDP frame of `size` bytes from SRC to `dst`, to `dmac`, built with etherparse. UDP
 /// checksum 0 (none): the switch keeps it.
-fn frame(size: usize, dmac: [u8; 6], dst: [u8; 4]) -> Result<Vec<u8>> {
+fn frame(size: usize, dmac: [u8; 6], dst: Ipv4Addr) -> Result<Vec<u8>> {
     let size = size.max(Ethernet2Header::LEN + Ipv4Header::MIN_LEN + UdpHeader::LEN);
     let payload = vec![0u8; size - Ethernet2Header::LEN - Ipv4Header::MIN_LEN - UdpHeader::LEN];
     let udp = UdpHeader::without_ipv4_checksum(5000, 6000, payload.len())?;
-    let mut ip = Ipv4Header::new(udp.length, 64, IpNumber::UDP, SRC, dst)?;
+    let mut ip = Ipv4Header::new(udp.length, 64, IpNumber::UDP, SRC.octets(), dst.octets())?;
     ip.dont_fragment = false;
     let mut f = Vec::with_capacity(size);
     Ethernet2Header {
@@ -277,14 +196,12 @@ fn raw_socket(iface: &str) -> Result<OwnedFd> {
 
 /// Blasts `frame` on h1 (in the gen netns) until `stop`; returns frames handed to the kernel.
 fn generator(
-    ns: String,
     frame: Vec<u8>,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     nice: Option<i32>,
-) -> std::thread::JoinHandle<Result<()>> {
-    std::thread::spawn(move || {
-        enter_netns(&ns)?;
+) -> impl FnOnce() -> Result<()> + Send + 'static {
+    move || {
         if let Some(nice) = nice {
             // SAFETY: setpriority on this thread's own tid.
             unsafe {
@@ -321,7 +238,18 @@ fn generator(
             }
         }
         Ok(())
-    })
+    }
+}
+
+/// Waits for a thread started inside a namespace (`NamedNetns::spawn`) and returns what
+/// it returned, or why it could not join the namespace.
+fn join<T, E: Into<anyhow::Error>>(
+    t: std::thread::JoinHandle<std::result::Result<Result<T>, E>>,
+    what: &str,
+) -> Result<T> {
+    t.join()
+        .map_err(|_| anyhow::anyhow!("{what} thread panicked"))?
+        .map_err(Into::into)?
 }
 
 struct Measurement {
@@ -352,16 +280,12 @@ fn dataplane_cpu_seconds() -> Option<f64> {
     None
 }
 
-fn measure(n: &Netns, frame: &[u8], seconds: f64, nice: Option<i32>) -> Result<Measurement> {
+fn measure(n: &Topology, frame: &[u8], seconds: f64, nice: Option<i32>) -> Result<Measurement> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let g = generator(
-        n.gen.clone(),
-        frame.to_vec(),
-        stop.clone(),
-        sent.clone(),
-        nice,
-    );
+    let g = n
+        .gen
+        .spawn(generator(frame.to_vec(), stop.clone(), sent.clone(), nice))?;
     // warm-up
     std::thread::sleep(Duration::from_millis(300));
     let (p0, _) = n.sink_rx()?;
@@ -374,8 +298,7 @@ fn measure(n: &Netns, frame: &[u8], seconds: f64, nice: Option<i32>) -> Result<M
     let c1 = dataplane_cpu_seconds();
     let dt = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    g.join()
-        .map_err(|_| anyhow::anyhow!("generator panicked"))??;
+    join(g, "generator")?;
     let pps = (p1 - p0) as f64 / dt;
     Ok(Measurement {
         pps,
@@ -385,144 +308,55 @@ fn measure(n: &Netns, frame: &[u8], seconds: f64, nice: Option<i32>) -> Result<M
     })
 }
 
-fn bs(v: u64) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let first = b.iter().position(|x| *x != 0).unwrap_or(7);
-    b[first..].to_vec()
-}
-
-fn mac_u64(m: [u8; 6]) -> u64 {
-    m.iter().fold(0, |a, b| (a << 8) | u64::from(*b))
-}
-
-fn entry(
-    table_id: u32,
-    m: Vec<(u32, u64, Option<i32>)>,
-    action_id: u32,
-    params: &[u64],
-) -> p4::Update {
-    let r#match = m
-        .into_iter()
-        .map(|(id, v, plen)| p4::FieldMatch {
-            field_id: id,
-            field_match_type: Some(match plen {
-                None => {
-                    p4::field_match::FieldMatchType::Exact(p4::field_match::Exact { value: bs(v) })
-                }
-                Some(prefix_len) => p4::field_match::FieldMatchType::Lpm(p4::field_match::Lpm {
-                    value: bs(v),
-                    prefix_len,
-                }),
-            }),
-        })
-        .collect();
-    let te = p4::TableEntry {
-        table_id,
-        r#match,
-        action: Some(p4::TableAction {
-            r#type: Some(p4::table_action::Type::Action(p4::Action {
-                action_id,
-                params: params
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| p4::action::Param {
-                        param_id: i as u32 + 1,
-                        value: bs(*v),
-                    })
-                    .collect(),
-            })),
-        }),
-        ..Default::default()
-    };
-    p4::Update {
-        r#type: p4::update::Type::Insert as i32,
-        entity: Some(p4::Entity {
-            entity: Some(p4::entity::Entity::TableEntry(te)),
-        }),
+/// Installs the benchmark's routes and VIP service over P4Runtime, as the primary
+/// controller of the switch at `address`.
+async fn program(address: &str, device_config: Vec<u8>) -> Result<()> {
+    let channel = session::connect_channel(address, Duration::from_secs(5))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut c = session::client(channel);
+    // The stream stays open (and this client primary) until the entries are written.
+    let (_stream, _inbound, answer) =
+        session::arbitrate(&mut c, DEVICE_ID, ELECTION, Duration::from_secs(5))
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let code = answer.status.map(|s| s.code).unwrap_or(-1);
+    if code != tonic::Code::Ok as i32 {
+        bail!("not the primary controller of {address} (arbitration status {code})");
     }
-}
-
-/// Installs the benchmark's routes and VIP service over P4Runtime.
-async fn program(
-    c: &mut P4RuntimeClient<tonic::transport::Channel>,
-    device_config: Vec<u8>,
-) -> Result<()> {
-    c.set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
-        device_id: 0,
-        action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit as i32,
-        config: Some(p4::ForwardingPipelineConfig {
-            p4info: Some(p4lb_p4::p4info()?),
-            p4_device_config: device_config,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    c.set_forwarding_pipeline_config(session::set_pipeline_request(
+        DEVICE_ID,
+        ELECTION,
+        SetAction::VerifyAndCommit,
+        Some(pipeline_config(p4lb_p4::p4info()?, device_config)),
+    ))
     .await?;
-    let dst = u64::from(u32::from_be_bytes(DST));
-    let vip = u64::from(u32::from_be_bytes(VIP));
-    let mut updates = vec![
-        entry(
-            tables::ipv4_routes::ID,
-            vec![(tables::ipv4_routes::DST_ADDR.id, dst, Some(32))],
-            actions::route_to_port::ID,
-            &[2, mac_u64(H2_MAC)],
-        ),
-        entry(
-            tables::port_smac::ID,
-            vec![(tables::port_smac::EGRESS_PORT.id, 2, None)],
-            actions::set_smac::ID,
-            &[mac_u64(ROUTER_MAC)],
-        ),
-        entry(
-            tables::vip_services::ID,
-            vec![
-                (tables::vip_services::DST_ADDR.id, vip, None),
-                (tables::vip_services::PROTOCOL.id, 17, None),
-                (tables::vip_services::L4_DPORT.id, 6000, None),
-            ],
-            actions::set_service::ID,
-            &[1, 1021, 6000],
-        ),
-        entry(
-            tables::backends::ID,
-            vec![(tables::backends::BACKEND_ID.id, 1, None)],
-            actions::backend_forward::ID,
-            &[dst, mac_u64(H2_MAC), 2],
-        ),
+    let mut es = vec![
+        entries::route_to_port(DST, 32, 2, mac_u64(&H2_MAC)),
+        entries::port_smac(2, mac_u64(&ROUTER_MAC)),
+        entries::vip_service(VIP, 17, 6000, 1, 1021, 6000),
+        entries::backend_forward(1, DST, mac_u64(&H2_MAC), 2),
     ];
-    for slot in 0..1021 {
-        updates.push(entry(
-            tables::maglev_slots::ID,
-            vec![
-                (tables::maglev_slots::SERVICE_ID.id, 1, None),
-                (tables::maglev_slots::SLOT.id, slot, None),
-            ],
-            actions::set_backend::ID,
-            &[1],
-        ));
-    }
-    c.write(p4::WriteRequest {
-        device_id: 0,
-        updates,
-        ..Default::default()
-    })
-    .await?;
+    es.extend((0..1021).map(|slot| entries::maglev_slot(1, slot, 1)));
+    let updates = es
+        .into_iter()
+        .map(|e| table_update(update::Type::Insert, e))
+        .collect();
+    c.write(session::write_request(DEVICE_ID, ELECTION, updates))
+        .await?;
     Ok(())
 }
 
 /// Starts p4lb-switch inside the sw netns (its own thread and runtime) and programs it.
+/// Returns what stops it again.
 fn start_switch(
-    sw_ns: String,
+    sw_ns: &NamedNetns,
     nice: Option<i32>,
     rx_ring: bool,
-) -> Result<(
-    std::sync::mpsc::Sender<()>,
-    std::thread::JoinHandle<Result<()>>,
-)> {
+) -> Result<impl FnOnce() -> Result<()>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let t = std::thread::spawn(move || -> Result<()> {
-        enter_netns(&sw_ns)?;
+    let t = sw_ns.spawn(move || -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -536,8 +370,7 @@ fn start_switch(
                     ..Default::default()
                 })
                 .await?;
-                let mut c = P4RuntimeClient::connect(handle.endpoint()).await?;
-                program(&mut c, Vec::new()).await?;
+                program(&handle.endpoint(), Vec::new()).await?;
                 Ok::<_, anyhow::Error>(handle)
             };
             match setup.await {
@@ -553,17 +386,23 @@ fn start_switch(
                 }
             }
         })
-    });
+    })?;
     ready_rx.recv().context("switch thread died")??;
-    Ok((stop_tx, t))
+    Ok(move || {
+        let _ = stop_tx.send(());
+        join(t, "switch")
+    })
 }
 
 /// Starts BMv2's simple_switch_grpc in the sw netns with the p4lb program and the same
 /// entries. Returns the child (killed by the caller).
-fn start_bmv2(sw_ns: &str, prefix: &std::path::Path, json: Vec<u8>) -> Result<std::process::Child> {
-    let child = Command::new("ip")
-        .args(["netns", "exec", sw_ns])
-        .arg(prefix.join("bin/simple_switch_grpc"))
+fn start_bmv2(
+    sw_ns: &NamedNetns,
+    prefix: &std::path::Path,
+    json: Vec<u8>,
+) -> Result<std::process::Child> {
+    let mut child = sw_ns
+        .command(prefix.join("bin/simple_switch_grpc"))
         .args([
             "--no-p4",
             "--device-id",
@@ -587,27 +426,32 @@ fn start_bmv2(sw_ns: &str, prefix: &std::path::Path, json: Vec<u8>) -> Result<st
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("starting simple_switch_grpc")?;
-    let ns = sw_ns.to_string();
-    std::thread::spawn(move || -> Result<()> {
-        enter_netns(&ns)?;
+    let programmed = sw_ns.run(move || -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async move {
             let start = Instant::now();
-            let mut c = loop {
-                match P4RuntimeClient::connect("http://127.0.0.1:9559").await {
-                    Ok(c) => break c,
-                    Err(e) if start.elapsed() > Duration::from_secs(20) => bail!("BMv2 gRPC: {e}"),
+            // simple_switch_grpc takes a moment to listen.
+            loop {
+                match program("127.0.0.1:9559", json.clone()).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if start.elapsed() > Duration::from_secs(20) => {
+                        bail!("BMv2 gRPC: {e:#}")
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-            };
-            program(&mut c, json).await
+            }
         })
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("BMv2 setup thread panicked"))??;
-    Ok(child)
+    });
+    match programmed.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
 }
 
 /// BMv2 JSON of p4lb.p4: $P4LB_BMV2_JSON, or compiled with the prefix's p4c-bm2-ss.
@@ -641,7 +485,7 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("p4lb-switch-bench needs root (network namespaces, veth, AF_PACKET)");
     }
-    let n = Netns::create()?;
+    let n = Topology::create()?;
     println!(
         "p4lb-switch-bench: {} s per run, UDP frames, 1 generator thread (sendmmsg), {} CPUs",
         args.seconds,
@@ -665,12 +509,10 @@ fn main() -> Result<()> {
         n.kernel_routing(true)?;
         let k = measure(&n, &frame(size, SW1_MAC, DST)?, args.seconds, args.nice)?;
         n.kernel_routing(false)?;
-        let (stop, t) = start_switch(n.sw.clone(), args.nice, args.rx_ring)?;
+        let stop = start_switch(&n.sw, args.nice, args.rx_ring)?;
         let r = measure(&n, &frame(size, ROUTER_MAC, DST)?, args.seconds, args.nice)?;
         let v = measure(&n, &frame(size, ROUTER_MAC, VIP)?, args.seconds, args.nice)?;
-        let _ = stop.send(());
-        t.join()
-            .map_err(|_| anyhow::anyhow!("switch thread panicked"))??;
+        stop()?;
         let b = match &bmv2 {
             Some((prefix, json)) => {
                 let mut child = start_bmv2(&n.sw, prefix, json.clone())?;

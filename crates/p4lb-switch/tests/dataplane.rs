@@ -7,7 +7,11 @@
 
 mod support;
 
-use p4lb_p4::{externs, DropReason};
+use std::net::Ipv4Addr;
+
+use p4lb_controller::addr::mac_u64;
+use p4lb_p4::{entries, externs, DropReason};
+use p4lb_proto::p4runtime::TableEntry;
 use support::fixtures::{counter, run, Fixture, On, Packet};
 use support::frames::{self, ip, mutate, Flow, ACK, SYN, TCP};
 use support::netns::is_root;
@@ -23,45 +27,39 @@ const CLIENT: u32 = 0x0a00_0001; // 10.0.0.1
 const B1: u32 = 0x0a01_0001; // 10.1.0.1
 const B2: u32 = 0x0a01_0002; // 10.1.0.2
 
-/// Every table entry the fixtures install is built here (and only here).
-mod entries {
-    use super::*;
-    use p4lb_proto::p4runtime::TableEntry;
-    pub use support::p4rt::{
-        arp_proxy, backend_locked, conn_pin, conn_reverse, l2, maglev_slot, route, route_locked,
-    };
-
-    /// Service 1 = VIP:80/tcp -> 8080 and VIP:53/udp -> 5353, 7 Maglev slots (slot s on
-    /// backend `slot_backend(s)`); backend 1 = B1 on port 2, backend 2 = B2 on port 3; routes
-    /// to the client (port 1) and the backends; the router MAC on ports 1-3; ARP proxy for
-    /// 10.0.0.0/8.
-    pub fn service(slot_backend: impl Fn(u16) -> u16) -> Vec<TableEntry> {
-        use support::p4rt::{backend_forward, port_smac, service_vip, vip_service};
-        let mut es = vec![
-            arp_proxy(ip(10, 0, 0, 0), 8, ROUTER_MAC),
-            vip_service(VIP, TCP, 80, 1, 7, 8080),
-            vip_service(VIP, frames::UDP, 53, 1, 7, 5353),
-            backend_forward(1, B1, B1_MAC, 2),
-            backend_forward(2, B2, B2_MAC, 3),
-            service_vip(1, VIP, 80),
-            route(CLIENT, 32, 1, CLIENT_MAC),
-            route(B1, 32, 2, B1_MAC),
-            route(B2, 32, 3, B2_MAC),
-        ];
-        es.extend((1..=3).map(|port| port_smac(port, ROUTER_MAC)));
-        es.extend(slots(slot_backend));
-        es
-    }
-
-    /// Service 1's 7 Maglev slots.
-    pub fn slots(slot_backend: impl Fn(u16) -> u16) -> Vec<TableEntry> {
-        (0..7)
-            .map(|slot| maglev_slot(1, slot, slot_backend(slot)))
-            .collect()
-    }
+/// Service 1 = VIP:80/tcp -> 8080 and VIP:53/udp -> 5353, 7 Maglev slots (slot s on
+/// backend `slot_backend(s)`); backend 1 = B1 on port 2, backend 2 = B2 on port 3; routes to
+/// the client (port 1) and the backends; the router MAC on ports 1-3; ARP proxy for
+/// 10.0.0.0/8.
+fn service(slot_backend: impl Fn(u16) -> u16) -> Vec<TableEntry> {
+    let vip = Ipv4Addr::from(VIP);
+    let mut es = vec![
+        entries::arp_proxy(Ipv4Addr::new(10, 0, 0, 0), 8, mac_u64(&ROUTER_MAC)),
+        entries::vip_service(vip, TCP, 80, 1, 7, 8080),
+        entries::vip_service(vip, frames::UDP, 53, 1, 7, 5353),
+        entries::backend_forward(1, B1.into(), mac_u64(&B1_MAC), 2),
+        entries::backend_forward(2, B2.into(), mac_u64(&B2_MAC), 3),
+        entries::service_vip(1, vip, 80),
+        route(CLIENT, 1, CLIENT_MAC),
+        route(B1, 2, B1_MAC),
+        route(B2, 3, B2_MAC),
+    ];
+    es.extend((1..=3).map(|port| entries::port_smac(port, mac_u64(&ROUTER_MAC))));
+    es.extend(slots(slot_backend));
+    es
 }
 
-use entries::service;
+/// Service 1's 7 Maglev slots.
+fn slots(slot_backend: impl Fn(u16) -> u16) -> Vec<TableEntry> {
+    (0..7)
+        .map(|slot| entries::maglev_slot(1, slot, slot_backend(slot)))
+        .collect()
+}
+
+/// The host route to `host` out of `port` towards `mac`.
+fn route(host: u32, port: u32, mac: [u8; 6]) -> TableEntry {
+    entries::route_to_port(host.into(), 32, port, mac_u64(&mac))
+}
 
 /// `f` as the switch forwards it: TTL - 1, the next hop's MAC, the router MAC as source.
 fn routed(f: Flow, dmac: [u8; 6]) -> Flow {
@@ -126,9 +124,7 @@ fn fixtures() -> Vec<Fixture> {
             name: "a conn_reverse entry wins over the transit mark (its vport 81 shows it)",
             entries: [
                 service(|_| 1),
-                vec![entries::conn_reverse(
-                    B1, CLIENT, TCP, 8080, 40000, VIP, 81, 1,
-                )],
+                vec![entries::conn_reverse(&reply.tuple(), VIP.into(), 81, 1)],
             ]
             .concat(),
             packets: vec![
@@ -179,12 +175,12 @@ fn fixtures() -> Vec<Fixture> {
             entries: [
                 service(|_| 1),
                 vec![
-                    entries::conn_pin(CLIENT, VIP, TCP, 40000, 80, 1),
-                    entries::conn_reverse(B1, CLIENT, TCP, 8080, 40000, VIP, 80, 1),
+                    entries::conn_pin(&syn.tuple(), 1, 0),
+                    entries::conn_reverse(&reply.tuple(), VIP.into(), 80, 1),
                 ],
             ]
             .concat(),
-            modify: vec![entries::slots(|_| 2)],
+            modify: vec![slots(|_| 2)],
             packets: {
                 let data = syn.with(|f| f.tcp_flags = ACK);
                 let new = Flow::tcp(CLIENT, 40001, VIP, 80);
@@ -221,7 +217,7 @@ fn fixtures() -> Vec<Fixture> {
             entries: service(|_| 1),
             modify: vec![vec![
                 entries::backend_locked(1),
-                entries::route_locked(B2, 32),
+                entries::route_locked(B2.into(), 32),
             ]],
             packets: vec![
                 Packet::drop(1, Flow::tcp(CLIENT, 1, VIP, 80).frame(b""), LOCKED),
@@ -234,7 +230,7 @@ fn fixtures() -> Vec<Fixture> {
             entries: service(|_| 1),
             modify: vec![vec![
                 entries::backend_locked(1),
-                entries::route_locked(B1, 32),
+                entries::route_locked(B1.into(), 32),
             ]],
             packets: vec![
                 Packet::drop(1, Flow::tcp(CLIENT, 1, VIP, 80).frame(b""), LOCKED),
@@ -246,8 +242,8 @@ fn fixtures() -> Vec<Fixture> {
             name: "a locked route modified back to route_to_port forwards again",
             entries: service(|_| 1),
             modify: vec![
-                vec![entries::route_locked(B1, 32)],
-                vec![entries::route(B1, 32, 2, B1_MAC)],
+                vec![entries::route_locked(B1.into(), 32)],
+                vec![route(B1, 2, B1_MAC)],
             ],
             packets: {
                 let f = Flow::udp(CLIENT, 1, B1, 9);
@@ -317,7 +313,11 @@ fn fixtures() -> Vec<Fixture> {
         Fixture {
             name: "the ARP proxy answers requests only: gratuitous ARP, replies and unknown \
                    targets are dropped",
-            entries: vec![entries::arp_proxy(ip(10, 0, 0, 0), 8, ROUTER_MAC)],
+            entries: vec![entries::arp_proxy(
+                Ipv4Addr::new(10, 0, 0, 0),
+                8,
+                mac_u64(&ROUTER_MAC),
+            )],
             packets: {
                 let target = ip(10, 1, 0, 1);
                 vec![
@@ -344,7 +344,7 @@ fn fixtures() -> Vec<Fixture> {
         },
         Fixture {
             name: "non-IP frames follow l2_forward unmodified; unknown MACs are dropped",
-            entries: vec![entries::l2(L2_MAC, 5)],
+            entries: vec![entries::l2_output(mac_u64(&L2_MAC), 5)],
             packets: {
                 let smac = [0x02, 1, 1, 1, 1, 1];
                 let f = frames::l2_frame(L2_MAC, smac, 0x88b5, b"some payload");
@@ -430,17 +430,8 @@ fn pinned_connections_survive_pool_changes() -> Fixture {
         .map(|i| Flow::tcp(CLIENT + i, 30000 + i as u16, VIP, 80))
         .collect();
     let mut es = service(|_| 1);
-    es.extend(
-        flows
-            .iter()
-            .map(|f| entries::conn_pin(f.src, VIP, TCP, f.sport, 80, 1)),
-    );
-    es.extend(
-        flows
-            .iter()
-            .skip(1)
-            .map(|f| entries::route(f.src, 32, 1, CLIENT_MAC)),
-    );
+    es.extend(flows.iter().map(|f| entries::conn_pin(&f.tuple(), 1, 0)));
+    es.extend(flows.iter().skip(1).map(|f| route(f.src, 1, CLIENT_MAC)));
     let mut packets: Vec<Packet> = flows
         .iter()
         .map(|f| {
@@ -463,7 +454,7 @@ fn pinned_connections_survive_pool_changes() -> Fixture {
     Fixture {
         name: "pinned connections survive pool changes",
         entries: es,
-        modify: vec![entries::slots(|_| 2)],
+        modify: vec![slots(|_| 2)],
         packets,
         counters: vec![backend_packets(1, 50), backend_packets(2, 1)],
         ..Default::default()

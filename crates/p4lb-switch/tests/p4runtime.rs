@@ -3,10 +3,12 @@
 
 mod support;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use p4lb_controller::addr::mac_u64;
 use p4lb_controller::southbound::session::set_pipeline_request;
-use p4lb_p4::{actions, externs, tables};
+use p4lb_p4::{actions, entries, externs, tables};
 use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::stream_message_response::Update as Resp;
 use p4lb_proto::p4runtime::update::Type;
@@ -216,13 +218,13 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
     assert_eq!(got.p4info.unwrap(), p4rt::p4info());
     assert_eq!(got.p4_device_config, b"{}".to_vec());
     // RECONCILE_AND_COMMIT keeps the state.
-    s.insert(vec![p4rt::backend_locked(7)]).await;
+    s.insert(vec![entries::backend_locked(7)]).await;
     s.client
         .set_forwarding_pipeline_config(set(p4rt::p4info(), Action::ReconcileAndCommit))
         .await
         .unwrap();
     let r = s
-        .read(vec![p4rt::table_entity(p4rt::entry(
+        .read(vec![p4rt::table_entity(entries::entry(
             tables::backends::ID,
             vec![],
             None,
@@ -236,7 +238,7 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
         .await
         .unwrap();
     let r = s
-        .read(vec![p4rt::table_entity(p4rt::entry(
+        .read(vec![p4rt::table_entity(entries::entry(
             tables::backends::ID,
             vec![],
             None,
@@ -270,53 +272,62 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
     let h = start().await;
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
-    s.insert(vec![p4rt::backend_locked(1)]).await;
+    s.insert(vec![entries::backend_locked(1)]).await;
     let ins = |e: p4::TableEntry| p4rt::update(Type::Insert, p4rt::table_entity(e));
-    let mut wide = p4rt::backend_forward(2, 1, [0; 6], 1);
+    let mut wide = entries::backend_forward(2, Ipv4Addr::from(1u32), mac_u64(&[0; 6]), 1);
     if let Some(p4::table_action::Type::Action(a)) =
         wide.action.as_mut().and_then(|a| a.r#type.as_mut())
     {
         a.params[2].value = vec![0x02, 0x00]; // 512 does not fit bit<9>
     }
-    let mut padded = p4rt::backend_forward(3, 0x0a000001, [2, 0, 0, 0, 0, 1], 5);
+    let mut padded = entries::backend_forward(
+        3,
+        Ipv4Addr::new(10, 0, 0, 1),
+        mac_u64(&[2, 0, 0, 0, 0, 1]),
+        5,
+    );
     if let Some(p4::table_action::Type::Action(a)) =
         padded.action.as_mut().and_then(|a| a.r#type.as_mut())
     {
         a.params[0].value = vec![0, 0, 0, 0x0a, 0, 0, 1]; // padded, still fits: accepted
     }
     let updates = vec![
-        ins(p4rt::backend_locked(2)),                             // OK
-        ins(p4rt::entry(p4rt::unknown_table_id(), vec![], None)), // unknown table
-        ins(wide),                                                // too wide
-        ins(p4rt::backend_locked(1)),                             // duplicate
-        p4rt::update(Type::Modify, p4rt::table_entity(p4rt::backend_locked(9))), // missing
-        p4rt::update(Type::Delete, p4rt::table_entity(p4rt::backend_locked(9))), // missing
-        ins(p4rt::entry(
+        ins(entries::backend_locked(2)),                             // OK
+        ins(entries::entry(p4rt::unknown_table_id(), vec![], None)), // unknown table
+        ins(wide),                                                   // too wide
+        ins(entries::backend_locked(1)),                             // duplicate
+        p4rt::update(Type::Modify, p4rt::table_entity(entries::backend_locked(9))), // missing
+        p4rt::update(Type::Delete, p4rt::table_entity(entries::backend_locked(9))), // missing
+        ins(entries::entry(
             tables::backends::ID,
-            vec![p4rt::exact(tables::backends::BACKEND_ID.id, 4)],
+            vec![entries::exact(tables::backends::BACKEND_ID.id, 4)],
             p4rt::action(actions::nop::ID, &[]),
         )), // default-only
-        ins(p4rt::entry(
+        ins(entries::entry(
             tables::backends::ID,
-            vec![p4rt::exact(9, 4)],
+            vec![entries::exact(9, 4)],
             p4rt::action(actions::backend_locked::ID, &[]),
         )), // unknown field
-        ins(p4rt::entry(
+        ins(entries::entry(
             tables::backends::ID,
             vec![],
             p4rt::action(actions::backend_locked::ID, &[]),
         )), // missing exact field
-        ins(p4rt::entry(
+        ins(entries::entry(
             tables::backends::ID,
-            vec![p4rt::exact(tables::backends::BACKEND_ID.id, 5)],
+            vec![entries::exact(tables::backends::BACKEND_ID.id, 5)],
             p4rt::action(actions::route_drop::ID, &[]),
         )), // action of another table
-        ins(p4rt::entry(
+        ins(entries::entry(
             tables::ipv4_routes::ID,
-            vec![p4rt::lpm(tables::ipv4_routes::DST_ADDR.id, 0x0a000001, 8)],
+            vec![entries::lpm(
+                tables::ipv4_routes::DST_ADDR.id,
+                0x0a000001,
+                8,
+            )],
             p4rt::action(actions::route_drop::ID, &[]),
         )), // bits beyond prefix
-        ins(padded),                                              // OK
+        ins(padded),                                                 // OK
     ];
     let e = s.write(updates).await.unwrap_err();
     assert_eq!(e.code(), Code::Unknown);
@@ -342,9 +353,9 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
     assert_eq!(codes, want);
     // The OK updates took effect (CONTINUE_ON_ERROR); the padded value reads back canonical.
     let r = s
-        .read(vec![p4rt::table_entity(p4rt::entry(
+        .read(vec![p4rt::table_entity(entries::entry(
             tables::backends::ID,
-            vec![p4rt::exact(tables::backends::BACKEND_ID.id, 3)],
+            vec![entries::exact(tables::backends::BACKEND_ID.id, 3)],
             None,
         ))])
         .await
@@ -357,7 +368,7 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
     };
     assert_eq!(a.params[0].value, vec![0x0a, 0, 0, 1]);
     assert_eq!(
-        s.read(vec![p4rt::table_entity(p4rt::entry(
+        s.read(vec![p4rt::table_entity(entries::entry(
             tables::backends::ID,
             vec![],
             None
@@ -368,7 +379,7 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
         3
     );
     // The const default entry cannot be modified.
-    let mut def = p4rt::entry(
+    let mut def = entries::entry(
         tables::backends::ID,
         vec![],
         p4rt::action(actions::backend_locked::ID, &[]),
@@ -388,15 +399,20 @@ async fn read_wildcards_default_entries_and_counters() {
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
     s.insert(vec![
-        p4rt::backend_locked(1),
-        p4rt::backend_locked(2),
-        p4rt::route(0x0a000000, 8, 1, [2, 0, 0, 0, 0, 1]),
-        p4rt::entry(
+        entries::backend_locked(1),
+        entries::backend_locked(2),
+        entries::route_to_port(
+            Ipv4Addr::new(10, 0, 0, 0),
+            8,
+            1,
+            mac_u64(&[2, 0, 0, 0, 0, 1]),
+        ),
+        entries::entry(
             tables::ipv4_routes::ID,
             vec![],
             p4rt::action(actions::route_to_port::ID, &[2, 5]),
         ),
-        p4rt::port_smac(1, [2, 0, 0, 0, 0, 0xfe]),
+        entries::port_smac(1, mac_u64(&[2, 0, 0, 0, 0, 0xfe])),
     ])
     .await;
     let all = s
@@ -405,7 +421,7 @@ async fn read_wildcards_default_entries_and_counters() {
         .unwrap();
     assert_eq!(all.len(), 5);
     let routes = s
-        .read(vec![p4rt::table_entity(p4rt::entry(
+        .read(vec![p4rt::table_entity(entries::entry(
             tables::ipv4_routes::ID,
             vec![],
             None,
@@ -417,7 +433,7 @@ async fn read_wildcards_default_entries_and_counters() {
     assert!(routes.iter().any(
         |e| matches!(&e.entity, Some(p4::entity::Entity::TableEntry(t)) if t.r#match.is_empty())
     ));
-    let mut def = p4rt::entry(tables::ipv4_routes::ID, vec![], None);
+    let mut def = entries::entry(tables::ipv4_routes::ID, vec![], None);
     def.is_default_action = true;
     let d = s.read(vec![p4rt::table_entity(def)]).await.unwrap();
     let Some(p4::entity::Entity::TableEntry(te)) = d[0].entity.clone() else {
@@ -429,7 +445,7 @@ async fn read_wildcards_default_entries_and_counters() {
     };
     assert_eq!(a.action_id, actions::route_drop::ID);
     // time_since_last_hit on a table without idle timeout: INVALID_ARGUMENT
-    let mut q = p4rt::entry(tables::backends::ID, vec![], None);
+    let mut q = entries::entry(tables::backends::ID, vec![], None);
     q.time_since_last_hit = Some(Default::default());
     assert_eq!(
         s.read(vec![p4rt::table_entity(q)])
@@ -483,12 +499,21 @@ async fn digests_are_batched_deduplicated_until_acked() {
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
     s.insert(vec![
-        p4rt::vip_service(VIP, TCP, 80, 1, 7, 8080),
-        p4rt::backend_forward(4, 0x0a010004, [2, 0, 0, 0, 0, 4], 2),
+        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
+        entries::backend_forward(
+            4,
+            Ipv4Addr::new(10, 1, 0, 4),
+            mac_u64(&[2, 0, 0, 0, 0, 4]),
+            2,
+        ),
     ])
     .await;
-    s.insert((0..7).map(|slot| p4rt::maglev_slot(1, slot, 4)).collect())
-        .await;
+    s.insert(
+        (0..7)
+            .map(|slot| entries::maglev_slot(1, slot, 4))
+            .collect(),
+    )
+    .await;
     let dig = |cfg: Option<p4::digest_entry::Config>| p4::Entity {
         entity: Some(p4::entity::Entity::DigestEntry(p4::DigestEntry {
             digest_id: externs::conn_learn::ID,
@@ -540,10 +565,10 @@ async fn digests_are_batched_deduplicated_until_acked() {
     assert_eq!(
         vals,
         vec![
-            p4rt::bs(u64::from(CLIENT)),
-            p4rt::bs(u64::from(VIP)),
+            p4lb_p4::bytes::encode(u64::from(CLIENT)),
+            p4lb_p4::bytes::encode(u64::from(VIP)),
             vec![6],
-            p4rt::bs(1000),
+            p4lb_p4::bytes::encode(1000),
             vec![80],
             vec![1],
             vec![4]
@@ -600,11 +625,11 @@ async fn idle_timeout_notifies_once_and_reports_time_since_last_hit() {
     let h = start().await;
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
-    let mut e = p4rt::conn_pin(CLIENT, VIP, TCP, 1000, 80, 4);
+    let mut e = entries::conn_pin(&Flow::tcp(CLIENT, 1000, VIP, 80).tuple(), 4, 0);
     e.idle_timeout_ns = 300_000_000;
     s.insert(vec![e.clone()]).await;
     // idle timeout on a table without support: INVALID_ARGUMENT
-    let mut bad = p4rt::backend_locked(1);
+    let mut bad = entries::backend_locked(1);
     bad.idle_timeout_ns = 1000;
     let err = s
         .write(vec![p4rt::update(Type::Insert, p4rt::table_entity(bad))])
@@ -632,7 +657,7 @@ async fn idle_timeout_notifies_once_and_reports_time_since_last_hit() {
         .await
         .is_none());
     // time_since_last_hit on read
-    let mut q = p4rt::entry(tables::conn_table::ID, vec![], None);
+    let mut q = entries::entry(tables::conn_table::ID, vec![], None);
     q.time_since_last_hit = Some(Default::default());
     let r = s.read(vec![p4rt::table_entity(q.clone())]).await.unwrap();
     let Some(p4::entity::Entity::TableEntry(te)) = r[0].entity.clone() else {
@@ -642,8 +667,15 @@ async fn idle_timeout_notifies_once_and_reports_time_since_last_hit() {
     // a hit resets it (the backend is missing so the packet drops, but the entry was hit)
     let dp = h.device.installed().unwrap().dp.clone();
     let mut f = Flow::tcp(CLIENT, 1000, VIP, 80).frame(b"");
-    s.insert(vec![p4rt::vip_service(VIP, TCP, 80, 1, 7, 8080)])
-        .await;
+    s.insert(vec![entries::vip_service(
+        Ipv4Addr::from(VIP),
+        TCP,
+        80,
+        1,
+        7,
+        8080,
+    )])
+    .await;
     pipeline::process(&dp, &mut f, 1, false);
     let r = s.read(vec![p4rt::table_entity(q)]).await.unwrap();
     let Some(p4::entity::Entity::TableEntry(te)) = r[0].entity.clone() else {

@@ -6,8 +6,11 @@
 
 mod support;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use p4lb_controller::addr::mac_u64;
+use p4lb_p4::entries;
 use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::stream_message_response::Update as Resp;
 use p4lb_proto::p4runtime::update::Type;
@@ -41,20 +44,20 @@ fn root_or_skip(test: &str) -> bool {
 /// Client on port 1, backends on ports 2 and 3, service 1 (VIP:80/tcp -> 8080).
 async fn program(s: &mut Session, slot_backend: impl Fn(u16) -> u16) {
     let mut es = vec![
-        p4rt::arp_proxy(ip(10, 0, 0, 0), 8, ROUTER_MAC),
-        p4rt::vip_service(VIP, TCP, 80, 1, 7, 8080),
-        p4rt::backend_forward(1, B1, B1_MAC, 2),
-        p4rt::backend_forward(2, B2, B2_MAC, 3),
-        p4rt::service_vip(1, VIP, 80),
-        p4rt::route(CLIENT, 32, 1, CLIENT_MAC),
-        p4rt::route(B1, 32, 2, B1_MAC),
-        p4rt::route(B2, 32, 3, B2_MAC),
+        entries::arp_proxy(Ipv4Addr::new(10, 0, 0, 0), 8, mac_u64(&ROUTER_MAC)),
+        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
+        entries::backend_forward(1, Ipv4Addr::from(B1), mac_u64(&B1_MAC), 2),
+        entries::backend_forward(2, Ipv4Addr::from(B2), mac_u64(&B2_MAC), 3),
+        entries::service_vip(1, Ipv4Addr::from(VIP), 80),
+        entries::route_to_port(Ipv4Addr::from(CLIENT), 32, 1, mac_u64(&CLIENT_MAC)),
+        entries::route_to_port(Ipv4Addr::from(B1), 32, 2, mac_u64(&B1_MAC)),
+        entries::route_to_port(Ipv4Addr::from(B2), 32, 3, mac_u64(&B2_MAC)),
     ];
     for port in 1..=3 {
-        es.push(p4rt::port_smac(port, ROUTER_MAC));
+        es.push(entries::port_smac(port, mac_u64(&ROUTER_MAC)));
     }
     for slot in 0..7 {
-        es.push(p4rt::maglev_slot(1, slot, slot_backend(slot)));
+        es.push(entries::maglev_slot(1, slot, slot_backend(slot)));
     }
     s.insert(es).await;
 }
@@ -80,7 +83,7 @@ async fn p4runtime_errors_match_between_targets() {
             "{}",
             kind.name()
         );
-        let mut wide = p4rt::route(B1, 32, 1, B1_MAC);
+        let mut wide = entries::route_to_port(Ipv4Addr::from(B1), 32, 1, mac_u64(&B1_MAC));
         if let Some(p4::table_action::Type::Action(a)) =
             wide.action.as_mut().and_then(|a| a.r#type.as_mut())
         {
@@ -90,20 +93,35 @@ async fn p4runtime_errors_match_between_targets() {
             .write(vec![
                 p4rt::update(
                     Type::Insert,
-                    p4rt::table_entity(p4rt::route(B2, 32, 1, B2_MAC)),
+                    p4rt::table_entity(entries::route_to_port(
+                        Ipv4Addr::from(B2),
+                        32,
+                        1,
+                        mac_u64(&B2_MAC),
+                    )),
                 ),
                 p4rt::update(
                     Type::Insert,
-                    p4rt::table_entity(p4rt::entry(0x0200_0099, vec![], None)),
+                    p4rt::table_entity(entries::entry(p4rt::unknown_table_id(), vec![], None)),
                 ),
                 p4rt::update(Type::Insert, p4rt::table_entity(wide)),
                 p4rt::update(
                     Type::Insert,
-                    p4rt::table_entity(p4rt::route(B2, 32, 1, B2_MAC)),
+                    p4rt::table_entity(entries::route_to_port(
+                        Ipv4Addr::from(B2),
+                        32,
+                        1,
+                        mac_u64(&B2_MAC),
+                    )),
                 ),
                 p4rt::update(
                     Type::Delete,
-                    p4rt::table_entity(p4rt::route(B1, 32, 1, B1_MAC)),
+                    p4rt::table_entity(entries::route_to_port(
+                        Ipv4Addr::from(B1),
+                        32,
+                        1,
+                        mac_u64(&B1_MAC),
+                    )),
                 ),
             ])
             .await
@@ -142,18 +160,22 @@ async fn real_tcp_through_vip_with_offloads_on() {
     topo.host_addr(1, "10.0.0.1/24", "10.0.0.254", CLIENT_MAC);
     topo.host_addr(2, "10.1.0.1/24", "10.1.0.254", B1_MAC);
     s.insert(vec![
-        p4rt::arp_proxy(ip(10, 0, 0, 0), 8, ROUTER_MAC),
-        p4rt::vip_service(VIP, TCP, 80, 1, 7, 8080),
-        p4rt::backend_forward(1, server_ip, B1_MAC, 2),
-        p4rt::service_vip(1, VIP, 80),
-        p4rt::route(client_ip, 32, 1, CLIENT_MAC),
-        p4rt::route(server_ip, 32, 2, B1_MAC),
-        p4rt::port_smac(1, ROUTER_MAC),
-        p4rt::port_smac(2, ROUTER_MAC),
+        entries::arp_proxy(Ipv4Addr::new(10, 0, 0, 0), 8, mac_u64(&ROUTER_MAC)),
+        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
+        entries::backend_forward(1, Ipv4Addr::from(server_ip), mac_u64(&B1_MAC), 2),
+        entries::service_vip(1, Ipv4Addr::from(VIP), 80),
+        entries::route_to_port(Ipv4Addr::from(client_ip), 32, 1, mac_u64(&CLIENT_MAC)),
+        entries::route_to_port(Ipv4Addr::from(server_ip), 32, 2, mac_u64(&B1_MAC)),
+        entries::port_smac(1, mac_u64(&ROUTER_MAC)),
+        entries::port_smac(2, mac_u64(&ROUTER_MAC)),
     ])
     .await;
-    s.insert((0..7).map(|slot| p4rt::maglev_slot(1, slot, 1)).collect())
-        .await;
+    s.insert(
+        (0..7)
+            .map(|slot| entries::maglev_slot(1, slot, 1))
+            .collect(),
+    )
+    .await;
     const SIZE: usize = 8 << 20;
     let payload: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 251) as u8).collect();
     let expect = payload.clone();
@@ -220,7 +242,13 @@ async fn ports_attach_and_detach_at_run_time() {
     let topo = Topology::create(2);
     let t = Target::start(&Kind::P4lb, &topo);
     let mut s = t.primary().await;
-    s.insert(vec![p4rt::route(B1, 32, 2, B1_MAC)]).await;
+    s.insert(vec![entries::route_to_port(
+        Ipv4Addr::from(B1),
+        32,
+        2,
+        mac_u64(&B1_MAC),
+    )])
+    .await;
     let mut ports = api::switch_ports_client::SwitchPortsClient::new(p4rt::channel(&t.addr).await);
     let (h1, h2) = (topo.host(1), topo.host(2));
     let f = Flow::udp(CLIENT, 1, B1, 9).frame(b"x");
@@ -300,7 +328,7 @@ async fn idle_timeout_notification_after_traffic_stops() {
         let t = Target::start(&kind, &topo);
         let mut s = t.primary().await;
         program(&mut s, |_| 1).await;
-        let mut pin = p4rt::conn_pin(CLIENT, VIP, TCP, 40000, 80, 1);
+        let mut pin = entries::conn_pin(&Flow::tcp(CLIENT, 40000, VIP, 80).tuple(), 1, 0);
         pin.idle_timeout_ns = 1_000_000_000;
         s.insert(vec![pin.clone()]).await;
         let (h1, h2) = (topo.host(1), topo.host(2));

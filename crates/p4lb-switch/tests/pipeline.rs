@@ -3,7 +3,10 @@
 
 mod support;
 
-use p4lb_p4::DropReason;
+use std::net::Ipv4Addr;
+
+use p4lb_controller::addr::mac_u64;
+use p4lb_p4::{entries, DropReason};
 use p4lb_switch::pipeline::{self, Verdict};
 use p4lb_switch::{serve, GrpcAddr, SwitchConfig};
 use support::frames::Flow;
@@ -22,9 +25,14 @@ async fn random_garbage_never_panics_and_short_frames_are_parser_errors() {
     assert_eq!(code, 0);
     s.set_pipeline(Vec::new()).await.unwrap();
     let dp = handle.device.installed().unwrap().dp.clone();
-    let b1 = 0x0a01_0001;
-    s.insert(vec![p4rt::route(b1, 32, 2, [0x02, 0, 0, 0, 0x0b, 0x01])])
-        .await;
+    let b1: u32 = 0x0a01_0001;
+    s.insert(vec![entries::route_to_port(
+        Ipv4Addr::from(b1),
+        32,
+        2,
+        mac_u64(&[0x02, 0, 0, 0, 0x0b, 0x01]),
+    )])
+    .await;
     let parser_errors = DropReason::ParserError.index() as i64;
     // Garbage shorter than an Ethernet header is a parser error whatever its bytes.
     let mut expected_errors = 0;

@@ -7,8 +7,9 @@
 //!   makes), with [`NamedNetns::run`]/[`NamedNetns::spawn`] for closures and
 //!   [`NamedNetns::command`]/[`NamedNetns::exec`] ([`command_in`]) for programs inside
 //!   it; [`pids_in`]/[`kill_all_in`] for what runs there.
-//! - [`Net`]: links, veth pairs, bridges, MACs, addresses, routes and sysctls inside one
-//!   namespace ([`Net::host`] for the test process's own), plus listings for assertions.
+//! - [`Net`]: links, veth pairs, bridges, MACs, addresses, routes, static neighbours and
+//!   sysctls inside one namespace ([`Net::host`] for the test process's own), plus
+//!   listings for assertions.
 //! - [`Veth`]: a veth pair in the test process's namespace, deleted on drop.
 //! - [`require_root`], [`unique_name`]: the usual preamble of a test that needs them.
 //!
@@ -383,6 +384,20 @@ impl Net {
         })
     }
 
+    /// Adds (or replaces) a permanent neighbour entry: `ip` is at `mac` on link `dev`.
+    pub fn set_neighbour(&self, dev: &str, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        self.nl(|h| async move {
+            let index = self.need_index(&h, dev).await?;
+            h.neighbours()
+                .add(index, IpAddr::V4(ip))
+                .link_layer_address(&mac)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl_err(format!("adding neighbour {ip} on {dev}")))
+        })
+    }
+
     /// Writes a sysctl of this namespace, e.g. `net.ipv6.conf.all.disable_ipv6`.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
@@ -751,6 +766,19 @@ mod tests {
         assert!(
             routes.lines().any(|l| l.starts_with("y0\t00000000")),
             "default route in b: {routes}"
+        );
+        a.set_neighbour("x0", Ipv4Addr::new(10, 99, 0, 2), [2, 0, 0, 0, 0, 9])
+            .unwrap();
+        // Again: an existing entry is replaced.
+        a.set_neighbour("x0", Ipv4Addr::new(10, 99, 0, 2), [2, 0, 0, 0, 0, 9])
+            .unwrap();
+        let arp = a.exec(&["cat", "/proc/net/arp"]).unwrap();
+        let arp = String::from_utf8_lossy(&arp.stdout);
+        assert!(
+            arp.lines().any(|l| l.starts_with("10.99.0.2 ")
+                && l.contains("02:00:00:00:00:09")
+                && l.ends_with("x0")),
+            "static neighbour in a: {arp}"
         );
         let sys = b.exec(&["ls", "/sys/class/net"]).unwrap();
         assert_eq!(

@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 
 use p4lb_controller::config::Config;
 use p4lb_controller::entries::{format_action, format_match};
-use p4lb_controller::southbound::session::connect_channel;
+use p4lb_controller::southbound::session::{self, connect_channel};
 use p4lb_controller::Controller;
-use p4lb_p4::entries::canonicalize;
+use p4lb_p4::entries::{self, canonicalize};
 use p4lb_proto::api::{self, controller_client::ControllerClient};
-use p4lb_proto::p4runtime::{
-    entity, p4_runtime_client::P4RuntimeClient, Entity, ReadRequest, TableEntry,
-};
+use p4lb_proto::p4runtime::{entity, Entity, TableEntry};
 use tonic::transport::Channel;
 
 /// Starts the software switch on `sock`.
@@ -155,39 +153,35 @@ pub async fn try_read_all(
         Duration::from_secs(2),
     )
     .await?;
-    let mut c = P4RuntimeClient::new(ch).max_decoding_message_size(256 << 20);
+    let mut c = session::client(ch);
     let mut out = BTreeMap::new();
     for table in p4lb_p4::tables::ALL {
-        let (id, name) = (&table.id, table.name);
-        let mut s = c
-            .read(ReadRequest {
-                device_id: 0,
-                entities: vec![Entity {
-                    entity: Some(entity::Entity::TableEntry(TableEntry {
-                        table_id: *id,
-                        ..Default::default()
-                    })),
-                }],
-                role: String::new(),
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
+        let read = session::read_entities(
+            &mut c,
+            0,
+            vec![table_entity(entries::entry(table.id, Vec::new(), None))],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let mut v = Vec::new();
-        while let Some(r) = s.message().await.map_err(|e| e.to_string())? {
-            for e in r.entities {
-                if let Some(entity::Entity::TableEntry(mut t)) = e.entity {
-                    canonicalize(&mut t);
-                    t.counter_data = None;
-                    t.time_since_last_hit = None;
-                    v.push(t);
-                }
+        for e in read {
+            if let Some(entity::Entity::TableEntry(mut t)) = e.entity {
+                canonicalize(&mut t);
+                t.counter_data = None;
+                t.time_since_last_hit = None;
+                v.push(t);
             }
         }
         v.sort_by_key(|e| format!("{} {}", format_match(e), format_action(e)));
-        out.insert(p4lb_p4::short_name(name), v);
+        out.insert(p4lb_p4::short_name(table.name), v);
     }
     Ok(out)
+}
+
+fn table_entity(e: TableEntry) -> Entity {
+    Entity {
+        entity: Some(entity::Entity::TableEntry(e)),
+    }
 }
 
 /// Human-readable rows of one table.

@@ -104,6 +104,17 @@ impl Flow {
         f
     }
 
+    /// The flow's 5-tuple, as the connection tables (`conn_table`, `conn_reverse`) key it.
+    pub fn tuple(&self) -> p4lb_p4::FiveTuple {
+        p4lb_p4::FiveTuple {
+            src: self.src.into(),
+            dst: self.dst.into(),
+            protocol: self.proto,
+            sport: self.sport,
+            dport: self.dport,
+        }
+    }
+
     /// The same flow seen after the switch changed addresses/ports/MACs/TTL.
     pub fn with(&self, f: impl FnOnce(&mut Flow)) -> Flow {
         let mut c = *self;

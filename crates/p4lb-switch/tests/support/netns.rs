@@ -3,7 +3,6 @@
 //! The namespaces and links come from `p4lb-testutil` (rtnetlink, no `ip` binary).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,20 +12,6 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn is_root() -> bool {
     p4lb_testutil::is_root()
-}
-
-/// Runs a program on the host and fails the test unless it exits 0.
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn command");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A namespace for a topology: IPv6 off (no router solicitations in the captures), lo up.
@@ -102,7 +87,7 @@ impl Topology {
     }
 
     /// A command for `program` that runs in the switch's namespace.
-    pub fn sw_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub fn sw_command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
         self.sw.command(program)
     }
 

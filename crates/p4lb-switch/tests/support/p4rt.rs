@@ -1,9 +1,8 @@
 //! Driving a P4Runtime target from the tests: the controller's own P4Runtime client
 //! (`p4lb_controller::southbound::session`: channel, arbitration, pipeline push, Write, Read)
-//! and p4lb-p4's entry builders (`p4lb_p4::entries`), wrapped in the shapes the tests use
-//! (addresses as `u32`, MACs as `[u8; 6]`, panics instead of errors).
+//! wrapped in a [`Session`] that panics instead of returning errors. The tests build their
+//! entries with p4lb-p4's typed builders (`p4lb_p4::entries`) directly.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use p4lb_controller::southbound::forwarding::pipeline_config;
@@ -11,7 +10,7 @@ use p4lb_controller::southbound::session::{
     self as client, arbitrate, per_update_errors, read_entities, set_pipeline_request,
     write_request, Inbound,
 };
-use p4lb_p4::{actions, entries, tables, FiveTuple};
+use p4lb_p4::{actions, entries, tables};
 use p4lb_proto::google::rpc;
 use p4lb_proto::p4info::P4Info;
 use p4lb_proto::p4runtime as p4;
@@ -166,139 +165,13 @@ pub fn table_entity(e: p4::TableEntry) -> p4::Entity {
     }
 }
 
-/// Canonical bytestring of `v`.
-pub fn bs(v: u64) -> Vec<u8> {
-    p4lb_p4::bytes::encode(v)
-}
-
-pub fn mac_u64(m: [u8; 6]) -> u64 {
-    m.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b))
-}
-
-pub fn exact(field_id: u32, v: u64) -> p4::FieldMatch {
-    entries::exact(field_id, v)
-}
-
-pub fn lpm(field_id: u32, v: u32, plen: i32) -> p4::FieldMatch {
-    entries::lpm(field_id, u64::from(v), plen)
-}
-
 /// A call of action `action_id` with `params` in parameter order (IDs 1..n for an action
-/// outside the program).
+/// outside the program), for Writes the switch must refuse.
 pub fn action(action_id: u32, params: &[u64]) -> Option<p4::TableAction> {
     match actions::by_id(action_id) {
         Some(a) => entries::action(a, params),
         None => entries::action_with_ids(action_id, (1..).zip(params.iter().copied())),
     }
-}
-
-pub fn entry(
-    table_id: u32,
-    m: Vec<p4::FieldMatch>,
-    act: Option<p4::TableAction>,
-) -> p4::TableEntry {
-    entries::entry(table_id, m, act)
-}
-
-// ---- entries of the p4lb tables (p4lb_p4::entries) ----
-
-fn tuple(src: u32, dst: u32, protocol: u8, sport: u16, dport: u16) -> FiveTuple {
-    FiveTuple {
-        src: Ipv4Addr::from(src),
-        dst: Ipv4Addr::from(dst),
-        protocol,
-        sport,
-        dport,
-    }
-}
-
-pub fn arp_proxy(ip: u32, plen: i32, mac: [u8; 6]) -> p4::TableEntry {
-    entries::arp_proxy(Ipv4Addr::from(ip), plen, mac_u64(mac))
-}
-
-pub fn vip_service(
-    vip: u32,
-    proto: u8,
-    port: u16,
-    service_id: u16,
-    slot_count: u16,
-    target_port: u16,
-) -> p4::TableEntry {
-    entries::vip_service(
-        Ipv4Addr::from(vip),
-        proto,
-        port,
-        service_id,
-        slot_count,
-        target_port,
-    )
-}
-
-/// The match of a `conn_table` entry for this 5-tuple.
-pub fn five(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> Vec<p4::FieldMatch> {
-    entries::conn_key(&tuple(src, dst, proto, sport, dport)).r#match
-}
-
-pub fn conn_pin(
-    src: u32,
-    dst: u32,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    backend: u16,
-) -> p4::TableEntry {
-    entries::conn_pin(&tuple(src, dst, proto, sport, dport), backend, 0)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn conn_reverse(
-    src: u32,
-    dst: u32,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    vip: u32,
-    vport: u16,
-    service_id: u16,
-) -> p4::TableEntry {
-    entries::conn_reverse(
-        &tuple(src, dst, proto, sport, dport),
-        Ipv4Addr::from(vip),
-        vport,
-        service_id,
-    )
-}
-
-pub fn service_vip(service_id: u16, vip: u32, vport: u16) -> p4::TableEntry {
-    entries::service_vip(service_id, Ipv4Addr::from(vip), vport)
-}
-
-pub fn maglev_slot(service_id: u16, slot: u16, backend: u16) -> p4::TableEntry {
-    entries::maglev_slot(service_id, slot, backend)
-}
-
-pub fn backend_forward(backend: u16, ip: u32, dmac: [u8; 6], port: u16) -> p4::TableEntry {
-    entries::backend_forward(backend, Ipv4Addr::from(ip), mac_u64(dmac), u32::from(port))
-}
-
-pub fn backend_locked(backend: u16) -> p4::TableEntry {
-    entries::backend_locked(backend)
-}
-
-pub fn route(dst: u32, plen: i32, port: u16, dmac: [u8; 6]) -> p4::TableEntry {
-    entries::route_to_port(Ipv4Addr::from(dst), plen, u32::from(port), mac_u64(dmac))
-}
-
-pub fn route_locked(dst: u32, plen: i32) -> p4::TableEntry {
-    entries::route_locked(Ipv4Addr::from(dst), plen)
-}
-
-pub fn port_smac(port: u16, mac: [u8; 6]) -> p4::TableEntry {
-    entries::port_smac(u32::from(port), mac_u64(mac))
-}
-
-pub fn l2(dst: [u8; 6], port: u16) -> p4::TableEntry {
-    entries::l2_output(mac_u64(dst), u32::from(port))
 }
 
 /// The canonical codes of a failed Write's per-update errors.
