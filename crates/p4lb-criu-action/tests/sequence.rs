@@ -259,7 +259,9 @@ impl Netns {
         assert!(st.success(), "ip {args:?}");
     }
     fn addrs(&self) -> Vec<Ipv4Addr> {
-        p4lb_criu_action::netns::addresses_of(self.pid()).unwrap()
+        p4lb_netns::NetNs::from_pid(self.pid())
+            .and_then(|ns| ns.ipv4_addrs())
+            .unwrap()
     }
 }
 
