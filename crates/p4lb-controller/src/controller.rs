@@ -84,14 +84,12 @@ impl Controller {
         let device_config = match cfg.switch.kind {
             SwitchKind::Bmv2 => {
                 let path = if cfg.switch.bmv2_json.as_os_str().is_empty() {
-                    std::env::var_os(p4lb_p4::bmv2::BMV2_JSON_ENV)
-                        .map(std::path::PathBuf::from)
-                        .ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "switch.bmv2_json is required for kind = \"bmv2\" (or set {})",
-                                p4lb_p4::bmv2::BMV2_JSON_ENV
-                            )
-                        })?
+                    p4lb_p4::bmv2::bmv2_json_path_from_env().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "switch.bmv2_json is required for kind = \"bmv2\" (or set {})",
+                            p4lb_p4::bmv2::BMV2_JSON_ENV
+                        )
+                    })?
                 } else {
                     cfg.switch.bmv2_json.clone()
                 };

@@ -30,10 +30,6 @@ pub struct ActionEnv {
 }
 
 impl ActionEnv {
-    pub fn from_process() -> Result<Self, EnvError> {
-        Self::from_map(&std::env::vars().collect())
-    }
-
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, EnvError> {
         let action_name = vars
             .get("CRTOOLS_SCRIPT_ACTION")

@@ -127,8 +127,3 @@ pub fn isolate(pid: u32, ifname: &str) -> Result<(), NetnsError> {
             })
     })?
 }
-
-/// IPv4 addresses configured in the namespace of `pid` (for checks and tests).
-pub fn addresses_of(pid: u32) -> Result<Vec<Ipv4Addr>, NetnsError> {
-    Ok(NetNs::from_pid(pid)?.ipv4_addrs()?)
-}

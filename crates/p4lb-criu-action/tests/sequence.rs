@@ -237,7 +237,9 @@ impl Netns {
         self.ns.add_addr("eth0", cidr).expect("address on eth0");
     }
     fn addrs(&self) -> Vec<Ipv4Addr> {
-        p4lb_criu_action::netns::addresses_of(self.pid()).unwrap()
+        p4lb_netns::NetNs::from_pid(self.pid())
+            .and_then(|ns| ns.ipv4_addrs())
+            .unwrap()
     }
 }
 

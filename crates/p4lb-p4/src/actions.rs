@@ -107,7 +107,7 @@ pub mod backend_forward {
     };
 }
 
-/// Backend is migrating: drop (drops[1]).
+/// Backend is migrating: drop (`drops[1]`).
 pub mod backend_locked {
     use super::*;
     pub const ID: u32 = 0x0100_0007;
@@ -148,7 +148,7 @@ pub mod route_to_port {
     };
 }
 
-/// Destination endpoint is locked (migrating): drop (drops[1]).
+/// Destination endpoint is locked (migrating): drop (`drops[1]`).
 pub mod route_locked {
     use super::*;
     pub const ID: u32 = 0x0100_000A;
@@ -160,7 +160,7 @@ pub mod route_locked {
     };
 }
 
-/// No route: drop (drops[2]). Also the default of `ipv4_routes`.
+/// No route: drop (`drops[2]`). Also the default of `ipv4_routes`.
 pub mod route_drop {
     use super::*;
     pub const ID: u32 = 0x0100_000B;

@@ -70,21 +70,6 @@ impl DropReason {
     pub fn index(self) -> u32 {
         self as u32
     }
-
-    pub fn from_index(index: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.index() == index)
-    }
-
-    /// A short label for metrics and logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::Locked => "locked",
-            DropReason::NoRoute => "no_route",
-            DropReason::ParserError => "parser_error",
-            DropReason::Ttl => "ttl",
-            DropReason::NoBackend => "no_backend",
-        }
-    }
 }
 
 /// Transit marks: `service_id + 1` of a pending VIP connection, 0 = none.

@@ -36,17 +36,6 @@ impl FlowKey {
         b[11..13].copy_from_slice(&self.dst_port.to_be_bytes());
         b
     }
-
-    /// The same flow seen from the other side (addresses and ports swapped).
-    pub fn reversed(&self) -> FlowKey {
-        FlowKey {
-            src_addr: self.dst_addr,
-            dst_addr: self.src_addr,
-            protocol: self.protocol,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-        }
-    }
 }
 
 /// The 256-entry table of CRC-16/ARC (reflected polynomial 0xA001), built at compile time.
@@ -97,24 +86,6 @@ pub fn crc16_5tuple(addr_a: u32, addr_b: u32, protocol: u8, port_a: u16, port_b:
     crc16(&buf)
 }
 
-/// CRC-32/ISO-HDLC, as BMv2's `crc32` hash (the zlib/Ethernet CRC; check value 0xCBF43926).
-/// p4lb.p4 does not use it; it is here so a software target can offer the same algorithm.
-pub fn crc32(data: &[u8]) -> u32 {
-    const POLY_REFLECTED: u32 = 0xEDB8_8320; // 0x04C11DB7 bit-reversed
-    let mut crc: u32 = 0xFFFF_FFFF;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY_REFLECTED
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc ^ 0xFFFF_FFFF
-}
-
 /// `meta.slot` for a VIP packet: `crc16(client 5-tuple, dst = VIP) % slot_count`.
 /// `None` when `slot_count` is 0 (the pipeline then drops with `no_backend`).
 pub fn maglev_slot(flow: &FlowKey, slot_count: u16) -> Option<u16> {
@@ -124,17 +95,45 @@ pub fn maglev_slot(flow: &FlowKey, slot_count: u16) -> Option<u16> {
     Some(crc16(&flow.to_bytes()) % slot_count)
 }
 
-/// Index into `transit_marks` for the connection between `client` and a backend, given as the
-/// client → backend flow after DNAT (src = client, dst = backend ip, dport = target port).
-/// A reply (backend → client) uses the index of `reply.reversed()`.
-pub fn transit_index(client_to_backend: &FlowKey) -> u32 {
-    // hash(..., 32w0, {...}, 65536): crc16 % 65536 is the crc itself.
-    u32::from(crc16(&client_to_backend.to_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same flow seen from the other side (addresses and ports swapped).
+    fn reversed(f: &FlowKey) -> FlowKey {
+        FlowKey {
+            src_addr: f.dst_addr,
+            dst_addr: f.src_addr,
+            protocol: f.protocol,
+            src_port: f.dst_port,
+            dst_port: f.src_port,
+        }
+    }
+
+    /// Index into `transit_marks` for the connection between a client and a backend, given as
+    /// the client → backend flow after DNAT (a reply uses the index of the reversed flow).
+    /// The data path computes it with [`crc16_5tuple`].
+    fn transit_index(client_to_backend: &FlowKey) -> u32 {
+        // hash(..., 32w0, {...}, 65536): crc16 % 65536 is the crc itself.
+        u32::from(crc16(&client_to_backend.to_bytes()))
+    }
+
+    /// CRC-32/ISO-HDLC, as BMv2's `crc32` hash (the zlib/Ethernet CRC); p4lb.p4 does not use it.
+    fn crc32(data: &[u8]) -> u32 {
+        const POLY_REFLECTED: u32 = 0xEDB8_8320; // 0x04C11DB7 bit-reversed
+        let mut crc: u32 = 0xFFFF_FFFF;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ POLY_REFLECTED
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc ^ 0xFFFF_FFFF
+    }
 
     #[test]
     fn crc16_matches_the_arc_check_value() {
@@ -269,7 +268,7 @@ mod tests {
             f.to_bytes(),
             [10, 0, 0, 1, 10, 96, 0, 10, 6, 0x12, 0x34, 0x00, 0x50]
         );
-        assert_eq!(f.reversed().reversed(), f);
+        assert_eq!(reversed(&reversed(&f)), f);
     }
 
     #[test]

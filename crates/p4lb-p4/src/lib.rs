@@ -16,9 +16,11 @@
 //! - [`bytes`]: P4Runtime canonical bytestrings, encode and decode.
 //! - [`p4info()`], [`parse_p4info_text`]: the checked-in P4Info, parsed; [`check_ids`]: does
 //!   a P4Info carry the IDs of the constants (and which digest ID it chose).
-//! - [`hash`]: the crc16-based slot and transit-register indexes, bit-exact with BMv2; the
+//! - [`hash`]: BMv2's crc16 over a 5-tuple (`crc16_5tuple`, behind the Maglev slot and the
+//!   transit-register index) and the slot itself (`maglev_slot`), bit-exact with BMv2; the
 //!   software switch's data path hashes with it.
-//! - [`bmv2`]: loading the BMv2 JSON that p4c produces (never checked in).
+//! - [`bmv2`]: loading the BMv2 JSON that p4c produces (never checked in) and where to find
+//!   it (`$P4LB_BMV2_JSON`, `build/p4lb.json`).
 //!
 //! docs/pipeline.md describes the pipeline these objects belong to.
 

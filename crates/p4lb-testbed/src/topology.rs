@@ -17,7 +17,7 @@
 //! this (multi-threaded) process cannot join but a command started by
 //! `nsenter` can.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::error::{Context, Error, Result};
 use crate::session::{check, show, Testbed};
@@ -399,11 +399,6 @@ impl<'r, R: Runner> Topology<'r, R> {
         &self.switch_ns
     }
 
-    /// All nodes.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
-    }
-
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Result<&Node> {
         self.nodes
@@ -446,8 +441,9 @@ impl<'r, R: Runner> Topology<'r, R> {
     }
 
     /// Starts `args` in node `name`'s namespace in the background (stdout and
-    /// stderr piped).
-    pub fn spawn(&self, name: &str, args: &[&str]) -> Result<Child> {
+    /// stderr piped). Only the tests below need it.
+    #[cfg(test)]
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Result<std::process::Child> {
         let n = self.node(name)?;
         self.runner
             .netns_command(&n.netns, args)
@@ -458,7 +454,8 @@ impl<'r, R: Runner> Topology<'r, R> {
     }
 
     /// Kills the processes in node `name`'s namespace and deletes it (its veth
-    /// pair goes with it).
+    /// pair goes with it). Only the tests below need it.
+    #[cfg(test)]
     pub fn remove_node_netns(&self, name: &str) -> Result<()> {
         let n = self.node(name)?;
         self.runner.delete_netns(&n.netns)

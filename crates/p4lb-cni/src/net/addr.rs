@@ -23,7 +23,6 @@ pub struct LinkAddr {
 pub struct SeenRoute {
     pub dst: IpNet,
     pub gw: Option<IpAddr>,
-    pub oif: Option<u32>,
 }
 
 fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
@@ -151,12 +150,10 @@ impl Netlink {
                 }
                 let mut dst = None;
                 let mut gw = None;
-                let mut oif = None;
                 for a in &m.attributes {
                     match a {
                         RouteAttribute::Destination(d) => dst = route_addr(d),
                         RouteAttribute::Gateway(g) => gw = route_addr(g),
-                        RouteAttribute::Oif(i) => oif = Some(*i),
                         _ => {}
                     }
                 }
@@ -166,7 +163,7 @@ impl Netlink {
                     IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
                 });
                 if let Ok(dst) = IpNet::new(dst, m.header.destination_prefix_length) {
-                    out.push(SeenRoute { dst, gw, oif });
+                    out.push(SeenRoute { dst, gw });
                 }
             }
         }

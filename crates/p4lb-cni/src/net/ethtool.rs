@@ -2,12 +2,14 @@
 //! `SIOCETHTOOL` ioctl.
 //!
 //! Why: a veth with tx checksum offload on hands frames to its peer with
-//! `CHECKSUM_PARTIAL` — the TCP/UDP checksum field holds only the pseudo-header sum and
-//! the real checksum is "to be filled in by hardware" that never exists on a veth. The
-//! kernel is fine with that between two kernel stacks, but p4lb's software switch reads
-//! raw frames from the host end (AF_PACKET) and forwards them after rewriting addresses:
-//! it needs the real checksum in the frame, both to update it incrementally and so the
-//! receiving pod does not drop the packet. So both ends transmit complete checksums.
+//! `CHECKSUM_PARTIAL` (the TCP/UDP checksum field holds only the pseudo-header sum) and,
+//! with TSO, as GSO super-frames larger than the MTU. BMv2 reads its ports through libpcap
+//! without the virtio-net header that marks such frames, so it cannot forward them; with
+//! tx checksum offload off (which also drops TSO) every frame crossing the veth is
+//! MTU-sized with a complete checksum. p4lb-switch does not need this (it forwards partial
+//! checksums and super-frames with the virtio-net header, see `p4lb_switch::ports::afpacket`),
+//! but the plugin does not know which target serves the network, so both ends are always
+//! turned off (crates/p4lb-cni/README.md, "Why transmit checksum offload is turned off").
 
 use std::os::fd::{AsRawFd, OwnedFd};
 

@@ -92,28 +92,6 @@ impl PortAttacher {
                 .collect()),
         }
     }
-
-    /// Per-port counters where the target reports them (software switch).
-    pub async fn list_detailed(&self) -> Result<Vec<p4lb_proto::api::Port>> {
-        match self {
-            PortAttacher::Software(link) => Ok(Self::soft(link)?
-                .list_ports(ListPortsRequest {})
-                .await
-                .map_err(|s| Error::Unavailable(format!("listing switch ports: {s}")))?
-                .into_inner()
-                .ports),
-            PortAttacher::Bmv2(_) => Ok(self
-                .list()
-                .await?
-                .into_iter()
-                .map(|(port, iface)| p4lb_proto::api::Port {
-                    port,
-                    iface,
-                    ..Default::default()
-                })
-                .collect()),
-        }
-    }
 }
 
 fn port_error(what: &str, port: u32, iface: &str, s: tonic::Status) -> Error {

@@ -125,8 +125,4 @@ impl<'a> Packet<'a> {
     pub fn set_dst_mac(&mut self, mac: [u8; 6]) {
         self.frame[0..6].copy_from_slice(&mac);
     }
-
-    pub fn set_src_mac(&mut self, mac: [u8; 6]) {
-        self.frame[6..12].copy_from_slice(&mac);
-    }
 }

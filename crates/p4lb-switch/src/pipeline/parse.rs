@@ -37,7 +37,6 @@ pub struct Ipv4 {
     pub l4: L4,
     pub l4_sport: u16,
     pub l4_dport: u16,
-    pub l4_len: u16,
     /// TCP flags byte (0 when not TCP).
     pub tcp_flags: u8,
 }
@@ -109,7 +108,6 @@ fn parse_ipv4(f: &[u8]) -> Result<Ipv4, ParseError> {
         l4: L4::None,
         l4_sport: 0,
         l4_dport: 0,
-        l4_len: total_len - hlen as u16,
         tcp_flags: 0,
     };
     if more_fragments || frag_offset != 0 {

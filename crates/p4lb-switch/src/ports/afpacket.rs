@@ -6,7 +6,9 @@
 //! traffic of a local stack behind a veth) and whether it is a GSO super-frame larger than
 //! the MTU. Both are forwarded as they are: the header goes back out with the frame, so the
 //! kernel completes the checksum or segments the frame on the way out, exactly like it does
-//! for a Linux bridge. Interfaces therefore need no `ethtool -K ... off`.
+//! for a Linux bridge. Interfaces therefore need no `ethtool -K ... off` for p4lb-switch.
+//! (The CNI plugin still turns tx checksum offload off on both veth ends: BMv2, which reads
+//! its ports through libpcap without this header, needs that; see crates/p4lb-cni/README.md.)
 
 use std::ffi::CString;
 use std::io;

@@ -69,10 +69,10 @@ pub fn bmv2_json(prefix: &Path, dir: &Path) -> Vec<u8> {
 fn find_or_compile_bmv2_json(prefix: &Path, dir: &Path) -> Vec<u8> {
     let root = repo_root();
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("P4LB_BMV2_JSON") {
-        candidates.push(PathBuf::from(p));
+    if let Some(p) = p4lb_p4::bmv2::bmv2_json_path_from_env() {
+        candidates.push(p);
     }
-    candidates.push(root.join("build/p4lb.json"));
+    candidates.push(root.join(p4lb_p4::bmv2::DEFAULT_BMV2_JSON));
     candidates.push(root.join("crates/p4lb-p4/build/p4lb.json"));
     for c in candidates {
         if c.exists() {
