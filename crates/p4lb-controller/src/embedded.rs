@@ -1,6 +1,8 @@
 //! The embedded software target: with no switch address configured, the controller
-//! starts p4lb's software switch in its own process, listening on a Unix socket
-//! under the state directory, and talks to it over P4Runtime like to any switch.
+//! starts p4lb's software switch in its own process, listening on a root-only Unix
+//! socket under the state directory (mode 0600, callers' uids checked by the switch;
+//! `switch.embedded_listen` may name a loopback TCP address instead), and talks to it
+//! over P4Runtime like to any switch.
 //! Cargo feature `embedded-switch` (on by default); a controller built without it
 //! needs `switch.address`.
 
@@ -56,5 +58,45 @@ impl EmbeddedSwitch {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
+    }
+}
+
+#[cfg(all(test, feature = "embedded-switch"))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_embedded_switch_listens_on_a_root_only_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            state_dir: dir.path().join("state"),
+            ..Config::default()
+        };
+        // The state directory as the controller's store leaves it.
+        std::fs::create_dir(&cfg.state_dir).unwrap();
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut sw = EmbeddedSwitch::start(&cfg).await.expect("embedded switch");
+        let sock = cfg.state_dir.join("switch.sock");
+        assert_eq!(sw.address, format!("unix:{}", sock.display()));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode(&sock) & 0o777, 0o600);
+        sw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_embedded_listen_address_off_loopback_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            state_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        cfg.switch.embedded_listen = "0.0.0.0:0".into();
+        let e = match EmbeddedSwitch::start(&cfg).await {
+            Ok(_) => panic!("an embedded switch on 0.0.0.0"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("not a loopback address"), "{e}");
     }
 }

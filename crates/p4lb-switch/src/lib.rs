@@ -9,6 +9,9 @@
 //! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
 //!   digests, idle timeout).
 //! - [`ports`]: AF_PACKET ports and the data-plane thread; [`server`]: [`serve`].
+//! - [`access`]: who may connect (a root-only Unix socket by default, SO_PEERCRED checked
+//!   on every call; TCP on loopback only); [`limits`]: the bounds on messages, pipeline
+//!   configs and entries, refused instead of allocated.
 //! - Tests: `tests/dataplane.rs` is the data-plane behaviour as a fixture table (entries,
 //!   frames in, frames out or drops, counters, digests), run in process, over veth and on BMv2
 //!   by `tests/support/fixtures.rs` (docs/switch-pipeline.md: how to add a case);
@@ -16,7 +19,9 @@
 //! - `benches/throughput.rs`: the throughput benchmark against kernel forwarding and BMv2
 //!   (`cargo bench -p p4lb-switch --bench throughput`).
 
+pub mod access;
 pub mod bytes;
+pub mod limits;
 pub mod pipeline;
 pub mod ports;
 pub mod ports_service;

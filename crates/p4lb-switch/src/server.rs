@@ -1,8 +1,8 @@
 //! Running the switch: the gRPC server (P4Runtime + SwitchPorts) and the data plane, either
-//! from the `p4lb-switch` binary or embedded in another process ([`serve`]).
+//! from the `p4lb-switch` binary or embedded in another process ([`serve`]). Who may connect
+//! is [`crate::access`]'s; how large a message may be, [`crate::limits`]'.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,11 +12,14 @@ use p4lb_proto::p4runtime::p4_runtime_server::P4RuntimeServer;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
+use crate::access;
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::ports::{PortError, PortManager};
 use crate::ports_service::SwitchPortsService;
 use crate::runtime::{DataplaneSlot, Device, P4RuntimeService};
 
-/// Where the gRPC server listens: `HOST:PORT` or `unix:/path`.
+/// Where the gRPC server listens: `unix:/path` (root only), or `HOST:PORT` on a loopback
+/// address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrpcAddr {
     Tcp(SocketAddr),
@@ -67,7 +70,7 @@ pub struct SwitchConfig {
 impl Default for SwitchConfig {
     fn default() -> Self {
         SwitchConfig {
-            grpc_addr: GrpcAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9559))),
+            grpc_addr: GrpcAddr::Unix(PathBuf::from(crate::access::DEFAULT_SOCKET)),
             device_id: 0,
             ports: Vec::new(),
             cpu_port: None,
@@ -79,6 +82,11 @@ impl Default for SwitchConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("refusing to listen on {addr}: {source}")]
+    Refused {
+        addr: String,
+        source: crate::access::AccessError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -156,12 +164,15 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     let p4rt = P4RuntimeServer::new(P4RuntimeService {
         device: device.clone(),
     })
-    .max_decoding_message_size(256 << 20)
-    .max_encoding_message_size(256 << 20);
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     let sp = SwitchPortsServer::new(SwitchPortsService {
         ports: ports.clone(),
-    });
+    })
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(access::root_only))
         .add_service(p4rt)
         .add_service(sp);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -170,6 +181,10 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     };
     let (addr, task) = match &config.grpc_addr {
         GrpcAddr::Tcp(a) => {
+            access::check_tcp(a).map_err(|source| ServeError::Refused {
+                addr: a.to_string(),
+                source,
+            })?;
             let l =
                 tokio::net::TcpListener::bind(a)
                     .await
@@ -192,12 +207,13 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
                 addr: format!("unix:{}", p.display()),
                 source,
             };
-            if p.exists() {
-                std::fs::remove_file(p).map_err(listen_err)?;
-            }
-            let l = tokio::net::UnixListener::bind(p).map_err(listen_err)?;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))
-                .map_err(listen_err)?;
+            let refused = |source| ServeError::Refused {
+                addr: format!("unix:{}", p.display()),
+                source,
+            };
+            access::prepare_socket_dir(p).map_err(refused)?;
+            access::remove_stale_socket(p).map_err(refused)?;
+            let l = access::bind_private(p).map_err(listen_err)?;
             let inc = UnixListenerStream::new(l);
             (
                 GrpcAddr::Unix(p.clone()),

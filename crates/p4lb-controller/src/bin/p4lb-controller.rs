@@ -47,8 +47,8 @@ struct Args {
     /// BMv2 Thrift runtime address (bmv2 kind).
     #[arg(long)]
     thrift: Option<String>,
-    /// Listen address of the embedded software switch (default: unix socket in the
-    /// state directory).
+    /// Listen address of the embedded software switch (default: a root-only unix socket
+    /// in the state directory; HOST:PORT only on a loopback address).
     #[arg(long)]
     embedded_listen: Option<String>,
     /// Prometheus HTTP listener (off by default).

@@ -11,9 +11,11 @@ use p4lb_switch::{serve, GrpcAddr, SwitchConfig};
     about = "p4lb's software P4Runtime switch"
 )]
 struct Args {
-    /// gRPC (P4Runtime + SwitchPorts) address: HOST:PORT or unix:/path.
-    #[arg(long, default_value = "127.0.0.1:9559")]
-    grpc_addr: String,
+    /// gRPC (P4Runtime + SwitchPorts) address: unix:/path (mode 0600, root only; the
+    /// default is unix:/run/p4lb-switch/switch.sock) or HOST:PORT on a loopback address
+    /// (reachable by every local user: for tests only).
+    #[arg(long)]
+    grpc_addr: Option<String>,
     /// P4Runtime device id.
     #[arg(long, default_value_t = 0)]
     device_id: u64,
@@ -57,7 +59,10 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let grpc_addr: GrpcAddr = args.grpc_addr.parse().map_err(anyhow::Error::msg)?;
+    let grpc_addr: GrpcAddr = match &args.grpc_addr {
+        Some(a) => a.parse().map_err(anyhow::Error::msg)?,
+        None => SwitchConfig::default().grpc_addr,
+    };
     let ports = args
         .interfaces
         .iter()

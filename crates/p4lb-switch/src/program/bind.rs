@@ -67,6 +67,8 @@ pub struct TableInfo {
     /// Initial default action: id and its parameter values (contract order).
     pub default_action: (u32, Vec<u64>),
     pub idle_timeout: bool,
+    /// Most entries the table holds: its P4Info size, or [`crate::limits::MAX_TABLE_ENTRIES`]
+    /// when that is unspecified.
     pub size: u64,
 }
 
@@ -405,7 +407,7 @@ fn bind_table(
         default_action: (default_id, default_params),
         idle_timeout: t.idle_timeout_behavior
             == p4info::table::IdleTimeoutBehavior::NotifyControl as i32,
-        size: t.size.max(0) as u64,
+        size: crate::limits::table_capacity(t.size),
     })
 }
 

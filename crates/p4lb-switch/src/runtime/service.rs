@@ -44,6 +44,10 @@ fn bind_config(
             "the ForwardingPipelineConfig has no P4Info",
         ));
     };
+    // Limits first: binding allocates nothing, but committing allocates what the P4Info
+    // declares.
+    crate::limits::check_pipeline(&config)
+        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
     let program = Program::bind(p4info).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok((config, Arc::new(program)))
 }

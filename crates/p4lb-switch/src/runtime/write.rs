@@ -11,6 +11,7 @@ use super::device::Installed;
 use super::entry::{decode_action, decode_match, KeyRepr};
 use super::status::{invalid, rt, RtResult};
 use crate::bytes;
+use crate::limits::MAX_ENTRY_METADATA_BYTES;
 use crate::program::Act;
 use crate::tables::{DefaultEntry, Entry};
 
@@ -68,6 +69,12 @@ fn table_write(inst: &Installed, ty: UpdateType, te: &p4::TableEntry) -> RtResul
     let now = inst.dp.now_ns();
     match ty {
         UpdateType::Insert | UpdateType::Modify => {
+            if te.metadata.len() > MAX_ENTRY_METADATA_BYTES {
+                return Err(invalid(format!(
+                    "entry metadata is {} bytes; this switch stores at most {MAX_ENTRY_METADATA_BYTES}",
+                    te.metadata.len()
+                )));
+            }
             let call = decode_action(program, info, te.action.as_ref(), false)?;
             let entry = Entry {
                 act: call.act,
@@ -92,7 +99,7 @@ fn table_write(inst: &Installed, ty: UpdateType, te: &p4::TableEntry) -> RtResul
                         "Match entry exists, use MODIFY if you wish to change action",
                     ));
                 }
-                if info.size > 0 && d.len() as u64 >= info.size {
+                if d.len() as u64 >= info.size {
                     return Err(rt(
                         Code::ResourceExhausted,
                         format!("table {} is full ({} entries)", info.name, info.size),
