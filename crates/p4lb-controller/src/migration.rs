@@ -44,7 +44,7 @@
 //! an identity that does not match, a target that is not active); then nothing changes.
 //!
 //! The restore-side events (RESTORE_STARTED, RESTORED_AT, UNLOCK) are accepted only
-//! from the migration's designated target ([`is_designated_target`]): an event names
+//! from the migration's designated target (`is_designated_target`): an event names
 //! a migration but never chooses whose backend moves.
 
 use std::time::Instant;
