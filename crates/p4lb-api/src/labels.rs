@@ -5,7 +5,7 @@
 //! | endpoint label | [`CHECKPOINT_LABEL`] `p4lb.io/checkpoint` | [`CheckpointMode`] of a leave-running checkpoint |
 //! | endpoint label | [`CHECKPOINT_LABEL_SHORT`] `checkpoint` | the same, from the CRI pod annotation `labels.p4lb.io/checkpoint` |
 //! | container annotation | [`ANNOTATION_PREFIX`] `p4lb.io/…` | copied to the endpoint's labels by the OCI hook |
-//! | CRI pod annotation | [`LABEL_ANNOTATION_PREFIX`] `labels.p4lb.io/<k>` | endpoint label `<k>` (CNI plugin) |
+//! | CRI pod annotation | [`LABEL_ANNOTATION_PREFIX`] `labels.p4lb.io/<k>` | endpoint label `<k>` (CNI plugin), unless `<k>` is an identity label ([`is_runtime_label`]) |
 //! | CRI pod annotation | [`RESTORE_FROM_ANNOTATION`], [`RESTORE_FROM_MAC_ANNOTATION`] | restore hint for the CNI plugin |
 
 use std::str::FromStr;
@@ -26,6 +26,19 @@ pub const LABEL_ANNOTATION_PREFIX: &str = "labels.p4lb.io/";
 pub const RESTORE_FROM_ANNOTATION: &str = "p4lb.io/restore-from";
 /// CRI pod annotation: the old MAC address of a pod that is a restore.
 pub const RESTORE_FROM_MAC_ANNOTATION: &str = "p4lb.io/restore-from-mac";
+
+/// Label names that carry a workload's identity as the runtime or the configuration
+/// set it (`k8s.namespace`, `k8s.pod`, `io.kubernetes.*`, `container.id`,
+/// `podman.name`, `name`, `p4lb.switch`): services select by them, so pod annotations
+/// ([`LABEL_ANNOTATION_PREFIX`]) may never set them.
+pub const RUNTIME_LABEL_PREFIXES: &[&str] = &["k8s.", "io.kubernetes.", "container.", "podman."];
+/// Single label names reserved like [`RUNTIME_LABEL_PREFIXES`].
+pub const RUNTIME_LABELS: &[&str] = &["name", "p4lb.switch"];
+
+/// Whether `name` is an identity label only the runtime or the configuration may set.
+pub fn is_runtime_label(name: &str) -> bool {
+    RUNTIME_LABELS.contains(&name) || RUNTIME_LABEL_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// What a checkpoint that leaves the task running (CRI checkpoint, `--leave-running`)
 /// means: the value of [`CHECKPOINT_LABEL`].
@@ -72,6 +85,24 @@ mod tests {
             serde_json::to_string(&CheckpointMode::Migrate).unwrap(),
             "\"migrate\""
         );
+    }
+
+    #[test]
+    fn identity_labels_are_reserved() {
+        for name in [
+            "k8s.pod",
+            "k8s.namespace",
+            "io.kubernetes.pod.name",
+            "container.id",
+            "podman.name",
+            "name",
+            "p4lb.switch",
+        ] {
+            assert!(is_runtime_label(name), "{name}");
+        }
+        for name in ["app", "checkpoint", "tier", "k8s", "podname"] {
+            assert!(!is_runtime_label(name), "{name}");
+        }
     }
 
     #[test]

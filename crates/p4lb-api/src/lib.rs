@@ -7,7 +7,8 @@
 //!   used for a software switch at a `unix:` address and for the testbed's CRI client).
 //! - [`client`]: [`Client`], the controller API with bounded connect and call
 //!   timeouts, and [`ApiError`] (unavailable vs refused).
-//! - [`labels`]: endpoint label and pod annotation names, [`CheckpointMode`].
+//! - [`labels`]: endpoint label and pod annotation names, [`CheckpointMode`], the identity
+//!   labels only runtimes set ([`labels::is_runtime_label`]).
 //! - [`fs`]: [`write_atomic`], the one crash-safe file replacement.
 //! - [`log`]: the stderr logging of the helpers the runtimes start (`P4LB_LOG`).
 //! - [`DEFAULT_SOCKET`]: where the controller serves the API.

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use p4lb_api::api::{Attachment, Endpoint, RegisterEndpointRequest, StatusResponse};
+use p4lb_api::api::{Attachment, Endpoint, Migration, RegisterEndpointRequest, StatusResponse};
 use p4lb_api::{ApiError, Client};
 use tonic::Code as GrpcCode;
 
@@ -86,6 +86,13 @@ impl Controller {
             .list_endpoints()
             .await
             .map_err(|e| map_error("ListEndpoints", self.client.socket(), &e))
+    }
+
+    pub async fn migrations(&mut self) -> Result<Vec<Migration>, CniError> {
+        self.client
+            .list_migrations()
+            .await
+            .map_err(|e| map_error("ListMigrations", self.client.socket(), &e))
     }
 
     pub async fn garbage_collect(

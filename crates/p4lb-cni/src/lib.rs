@@ -22,7 +22,10 @@
 //! - [`cni`]: specification types (environment, `CNI_ARGS`, netconf, results, errors,
 //!   versions, delegation to IPAM).
 //! - [`config`]: p4lb's own netconf keys.
-//! - [`restore`]: what happens at restore (telling a restore from a fresh start).
+//! - [`restore`]: what happens at restore (telling a restore from a fresh start; an
+//!   annotation hint counts only for a checkpointed migration of the same workload).
+//! - [`cmd`]`::Invocation::labels`: endpoint labels (pod annotations never set identity
+//!   labels).
 //! - [`net`]: namespaces (opened and entered through `p4lb-netns`), veth,
 //!   addresses/routes/neighbours, ethtool.
 //! - [`api_client`]: the controller client (`p4lb_api::Client`) with failures as CNI

@@ -14,9 +14,17 @@
 //!    (optionally `p4lb.io/restore-from-mac`), which reaches the plugin as
 //!    `runtimeConfig["io.kubernetes.cri.pod-annotations"]` when the plugin's
 //!    configuration declares the capability `"io.kubernetes.cri.pod-annotations": true`.
+//!
+//! A pod author writes annotations, so an annotation hint is a restore only when the
+//! controller knows it ([`unmatched_annotation`]): an active migration whose source had
+//! that address is checkpointed (or restoring) and its source belongs to the same
+//! workload (the same Kubernetes namespace as the new pod). Otherwise the hint is
+//! ignored with a warning and the pod starts fresh: an annotation can name a
+//! migration but never choose whose backend moves.
 
 use std::net::Ipv4Addr;
 
+use p4lb_api::api::{Endpoint, Migration};
 use p4lb_api::labels::{RESTORE_FROM_ANNOTATION, RESTORE_FROM_MAC_ANNOTATION};
 use serde_json::{Map, Value};
 
@@ -67,6 +75,45 @@ fn hint(
         source,
     })
 }
+
+/// Why an annotation hint is not a restore the controller knows of (None: it is one).
+/// It is one when an active migration of `hint.old_ip` is `checkpointed` or `restoring`
+/// and its source endpoint's `k8s.namespace` label equals `pod_namespace` (both absent
+/// counts as equal).
+pub fn unmatched_annotation(
+    hint: &RestoreHint,
+    pod_namespace: Option<&str>,
+    migrations: &[Migration],
+    endpoints: &[Endpoint],
+) -> Option<String> {
+    let old = hint.old_ip.to_string();
+    let Some(m) = migrations
+        .iter()
+        .rev()
+        .find(|m| m.source_ip == old && matches!(m.state.as_str(), "checkpointed" | "restoring"))
+    else {
+        return Some(format!("no checkpointed migration of {old} is known"));
+    };
+    let Some(source) = endpoints.iter().find(|e| e.key == m.source_key) else {
+        return Some(format!(
+            "the source {} of migration {} is no longer registered",
+            m.source_key, m.id
+        ));
+    };
+    let source_ns = source.labels.get(K8S_NAMESPACE_LABEL).map(String::as_str);
+    if source_ns != pod_namespace {
+        return Some(format!(
+            "migration {} of {old} belongs to another workload (namespace {}, this pod's {})",
+            m.id,
+            source_ns.unwrap_or("none"),
+            pod_namespace.unwrap_or("none")
+        ));
+    }
+    None
+}
+
+/// The label naming a pod's Kubernetes namespace (from `K8S_POD_NAMESPACE`).
+pub const K8S_NAMESPACE_LABEL: &str = "k8s.namespace";
 
 /// The pod annotations the runtime passed, if any.
 pub fn pod_annotations(runtime_config: &Map<String, Value>) -> Option<&Map<String, Value>> {
@@ -168,6 +215,58 @@ mod tests {
         assert!(detect(&args(""), rc.as_object().unwrap())
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn an_annotation_hint_must_match_a_checkpointed_migration_of_the_same_namespace() {
+        let h = RestoreHint {
+            old_ip: Ipv4Addr::new(10, 1, 0, 9),
+            old_mac: None,
+            source: HintSource::PodAnnotation,
+        };
+        let mig = |state: &str, ip: &str| Migration {
+            id: "mig-1".into(),
+            source_key: "src/eth0".into(),
+            source_ip: ip.into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        let src = |ns: Option<&str>| Endpoint {
+            key: "src/eth0".into(),
+            labels: ns
+                .map(|n| (K8S_NAMESPACE_LABEL.to_string(), n.to_string()))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let prod = [src(Some("prod"))];
+        for ok in ["checkpointed", "restoring"] {
+            assert_eq!(
+                unmatched_annotation(&h, Some("prod"), &[mig(ok, "10.1.0.9")], &prod),
+                None
+            );
+        }
+        assert_eq!(
+            unmatched_annotation(&h, None, &[mig("checkpointed", "10.1.0.9")], &[src(None)]),
+            None
+        );
+        let no = |ms: &[Migration], eps: &[Endpoint], ns: Option<&str>| {
+            unmatched_annotation(&h, ns, ms, eps).expect("not a restore")
+        };
+        assert_eq!(
+            no(&[], &prod, Some("prod")),
+            "no checkpointed migration of 10.1.0.9 is known"
+        );
+        for state in ["locked", "restored", "done", "aborted"] {
+            no(&[mig(state, "10.1.0.9")], &prod, Some("prod"));
+        }
+        no(&[mig("checkpointed", "10.1.0.8")], &prod, Some("prod"));
+        assert_eq!(
+            no(&[mig("checkpointed", "10.1.0.9")], &prod, Some("dev")),
+            "migration mig-1 of 10.1.0.9 belongs to another workload (namespace prod, this pod's dev)"
+        );
+        no(&[mig("checkpointed", "10.1.0.9")], &prod, None);
+        no(&[mig("checkpointed", "10.1.0.9")], &[], Some("prod"));
     }
 
     #[test]

@@ -69,6 +69,10 @@ fn cri_annotation_restore_and_lock_opt_out() {
     let w = World::new();
     let ns = Netns::new();
     let old_ip = "10.250.0.9";
+    // The checkpointed migration the annotation names (an annotation alone is no restore).
+    let source_ns = Netns::new();
+    w.register_elsewhere("cri-source", old_ip, None, &source_ns);
+    w.checkpoint(&source_ns);
     let mut c = w.conf("1.0.0");
     c["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations": {
         "p4lb.io/restore-from": old_ip,

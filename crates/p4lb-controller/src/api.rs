@@ -7,11 +7,12 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use p4lb_proto::api::{self, controller_server};
+use p4lb_proto::api::{self, controller_server, Identity};
 
 use crate::controller::Controller;
 use crate::entries::{format_action, format_match};
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::metrics::Metrics;
 
 /// Who may call: root, or members of the configured socket group.
@@ -57,6 +58,37 @@ impl Api {
             )));
         }
         Ok(())
+    }
+
+    /// The claimed `identity` must be one the connecting process may speak for
+    /// ([`identity::check_claim`]). Claims that name nothing resolvable are left to
+    /// the call, which reports them; connections without peer credentials (TCP,
+    /// in-process) are not checked.
+    fn check_identity<T>(
+        &self,
+        req: &Request<T>,
+        id: Option<&Identity>,
+        call: &str,
+    ) -> Result<(), Status> {
+        let Some(cred) = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+        else {
+            return Ok(());
+        };
+        let Ok(ns) = identity::resolve(id, false) else {
+            return Ok(());
+        };
+        let peer = identity::Peer {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        };
+        identity::check_claim(peer, &ns).map_err(|e| {
+            Metrics::inc(&self.ctl.metrics.api_errors);
+            tracing::warn!(call, ?peer, error = %e, "refused identity claim");
+            e.into()
+        })
     }
 
     fn reply<T>(&self, call: &str, r: Result<T>) -> Result<Response<T>, Status> {
@@ -109,6 +141,9 @@ impl controller_server::Controller for Api {
         req: Request<api::GetEndpointRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
         self.authorize(&req, "GetEndpoint")?;
+        if req.get_ref().key.is_empty() && req.get_ref().ip.is_empty() {
+            self.check_identity(&req, req.get_ref().identity.as_ref(), "GetEndpoint")?;
+        }
         let r = self.ctl.get_endpoint(req.into_inner()).await;
         self.reply("GetEndpoint", r.map(|e| self.endpoint_api(&e)))
     }
@@ -133,6 +168,11 @@ impl controller_server::Controller for Api {
         req: Request<api::UpdateEndpointMetadataRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
         self.authorize(&req, "UpdateEndpointMetadata")?;
+        self.check_identity(
+            &req,
+            req.get_ref().identity.as_ref(),
+            "UpdateEndpointMetadata",
+        )?;
         let r = self.ctl.update_metadata(req.into_inner()).await;
         self.reply("UpdateEndpointMetadata", r.map(|e| self.endpoint_api(&e)))
     }
@@ -187,6 +227,7 @@ impl controller_server::Controller for Api {
         req: Request<api::MigrationEventRequest>,
     ) -> Result<Response<api::Migration>, Status> {
         self.authorize(&req, "MigrationEvent")?;
+        self.check_identity(&req, req.get_ref().identity.as_ref(), "MigrationEvent")?;
         let r = self.ctl.migration_event(req.into_inner()).await;
         self.reply("MigrationEvent", r.map(|m| m.to_api()))
     }

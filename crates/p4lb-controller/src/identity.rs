@@ -5,6 +5,12 @@
 //! The namespace is named by the inode of the path (`/proc/<pid>/ns/net` or a netns
 //! bind mount); its addresses are listed over rtnetlink inside it through `p4lb-netns`
 //! (a thread of its own joins the namespace, so the controller's threads never move).
+//!
+//! Who may claim an identity ([`check_claim`]): the kernel names the connecting
+//! process (SO_PEERCRED pid on the API socket). A root process in the controller's own
+//! network namespace (the CNI plugin, the CRIU action script naming `CRTOOLS_INIT_PID`,
+//! the OCI hook, `p4lbctl`) may name any namespace; any other caller only the one its
+//! own pid lives in.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
@@ -23,6 +29,50 @@ pub struct Netns {
     pub addrs: Option<Vec<Ipv4Addr>>,
     /// How it was named, for messages.
     pub described: String,
+}
+
+/// The process at the other end of an API connection, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// None where the kernel does not report it.
+    pub pid: Option<i32>,
+}
+
+/// PERMISSION_DENIED unless `peer` may speak for the namespace `claimed` resolved to:
+/// its own namespace, or any namespace when the peer is root in the controller's own
+/// network namespace (host-side tooling acting for a container).
+pub fn check_claim(peer: Peer, claimed: &Netns) -> Result<()> {
+    let Some(pid) = peer.pid.filter(|p| *p > 0) else {
+        if peer.uid == 0 {
+            return Ok(());
+        }
+        return Err(Error::denied(format!(
+            "caller uid {} has no pid the kernel reports: it may not claim {}",
+            peer.uid, claimed.described
+        )));
+    };
+    let own = netns_inode(Path::new(&format!("/proc/{pid}/ns/net"))).map_err(|e| {
+        Error::denied(format!(
+            "caller pid {pid}: its network namespace cannot be read ({e})"
+        ))
+    })?;
+    if own == claimed.inode {
+        return Ok(());
+    }
+    if peer.uid == 0 {
+        let host = netns_inode(Path::new("/proc/self/ns/net"))
+            .map_err(|e| Error::Internal(format!("the controller's own network namespace: {e}")))?;
+        if own == host {
+            return Ok(());
+        }
+    }
+    Err(Error::denied(format!(
+        "caller pid {pid} (uid {}, netns inode {own}) claims {} (netns inode {}): a caller \
+         may speak only for its own network namespace (only root in the controller's \
+         network namespace may name another)",
+        peer.uid, claimed.described, claimed.inode
+    )))
 }
 
 /// Inode of the network namespace at `path` (a netns bind mount or /proc/PID/ns/net).

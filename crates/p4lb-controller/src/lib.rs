@@ -8,6 +8,8 @@
 //! - [`desired`]: the table entries a state implies (pure function), built with
 //!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
 //!   the controller derives from its state, and entries rendered as text.
+//! - [`identity`]: which network namespace a caller's claimed pid or path names, and
+//!   whether the connecting process (SO_PEERCRED) may claim it.
 //! - [`maglev`]: the slot tables of services.
 //! - [`southbound`]: the controller's side of the switch: P4Runtime session
 //!   ([`southbound::session::SwitchSession`], whose steps are p4lb's P4Runtime client), the

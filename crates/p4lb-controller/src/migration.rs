@@ -42,6 +42,10 @@
 //! "refused": FAILED_PRECONDITION "migration `id` is already done|aborted". A handler
 //! may still refuse an allowed transition for its own reasons (an unknown caller,
 //! an identity that does not match, a target that is not active); then nothing changes.
+//!
+//! The restore-side events (RESTORE_STARTED, RESTORED_AT, UNLOCK) are accepted only
+//! from the migration's designated target (`is_designated_target`): an event names
+//! a migration but never chooses whose backend moves.
 
 use std::time::Instant;
 
@@ -124,6 +128,46 @@ fn endpoint_in(st: &State, ns: &Netns) -> Option<String> {
         candidates.sort_by_key(|e| !addrs.contains(&e.ip));
     }
     candidates.first().map(|e| e.key.clone())
+}
+
+/// Whether endpoint `key` is the one migration `m` designated to restore it. The
+/// target is chosen by the registration, never by the event: the source itself
+/// (restored in place, or re-registered under its old id), the target the migration
+/// already recorded, or — while none is recorded — an endpoint registered as a restore
+/// of the migration's source address (`restore_of_ip`, the CNI plugin's locked ADD).
+fn is_designated_target(st: &State, m: &MigrationRec, key: &str) -> bool {
+    if key == m.source_key {
+        return true;
+    }
+    if !m.target_key.is_empty() {
+        return key == m.target_key;
+    }
+    st.endpoints
+        .get(key)
+        .is_some_and(|e| e.restore_of_ip.is_some() && e.restore_of_ip == m.source_ip)
+}
+
+/// PERMISSION_DENIED unless `key` is migration `i`'s designated target.
+fn require_designated_target(st: &State, i: usize, key: &str, phase: &str) -> Result<()> {
+    let m = &st.migrations[i];
+    if is_designated_target(st, m, key) {
+        return Ok(());
+    }
+    let expected = if !m.target_key.is_empty() {
+        format!("its target is endpoint {}", m.target_key)
+    } else {
+        match m.source_ip {
+            Some(ip) => format!(
+                "its target is the endpoint registered as a restore of {ip} (or its source {})",
+                m.source_key
+            ),
+            None => format!("its only endpoint is its source {}", m.source_key),
+        }
+    };
+    Err(Error::denied(format!(
+        "endpoint {key} may not send {phase} for migration {}: {expected}",
+        m.id
+    )))
 }
 
 impl Controller {
@@ -357,6 +401,7 @@ impl Controller {
         let mut fx = Effects::default();
         if let Some(key) = ev.caller.as_deref() {
             self.verify_endpoint(st, ev.ns, key)?;
+            require_designated_target(st, i, key, "RESTORE_STARTED")?;
             if key != st.migrations[i].source_key {
                 if let Some(t) = st.endpoints.get_mut(key) {
                     if !t.locked {
@@ -381,6 +426,7 @@ impl Controller {
             ))
         })?;
         self.verify_endpoint(st, ev.ns, &key)?;
+        require_designated_target(st, i, &key, "RESTORED_AT")?;
         self.repoint(st, i, &key)?;
         st.migrations[i].restored_unix_us = ev.now;
         Ok(Effects {
@@ -395,6 +441,7 @@ impl Controller {
     fn on_unlock(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
         let key = ev.registered_caller()?;
         self.verify_endpoint(st, ev.ns, &key)?;
+        require_designated_target(st, i, &key, "UNLOCK")?;
         let m = st.migrations[i].clone();
         let mut repointed = false;
         if key != m.source_key && m.state != MigrationState::Restored {

@@ -48,7 +48,12 @@ impl Undo {
 
 pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
     let args = inv.args()?;
-    let hint = restore::detect(&args, &inv.conf.runtime_config)?;
+    let hint = match restore::detect(&args, &inv.conf.runtime_config)? {
+        Some(h) if h.source == restore::HintSource::PodAnnotation => {
+            confirm_annotation_hint(inv, &args, h).await?
+        }
+        other => other,
+    };
     if inv.conf.ipam_type.is_none() {
         return Err(
             CniError::new(Code::InvalidNetworkConfig, "ipam is required")
@@ -105,6 +110,30 @@ pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
         Err(e) => {
             undo.run(inv, &host, controller.as_mut()).await;
             Err(e)
+        }
+    }
+}
+
+/// An annotation hint counts only for a checkpointed migration of the same workload
+/// ([`restore::unmatched_annotation`]); anything else is a fresh start, with a warning.
+async fn confirm_annotation_hint(
+    inv: &Invocation,
+    args: &crate::cni::args::CniArgs,
+    hint: RestoreHint,
+) -> Result<Option<RestoreHint>, CniError> {
+    let mut c = Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout).await?;
+    let migrations = c.migrations().await?;
+    let endpoints = c.list().await?;
+    let pod_namespace = args.get("K8S_POD_NAMESPACE");
+    match restore::unmatched_annotation(&hint, pod_namespace, &migrations, &endpoints) {
+        None => Ok(Some(hint)),
+        Some(why) => {
+            eprintln!(
+                "p4lb: warning: restore hint {}={} ignored, starting fresh: {why}",
+                p4lb_api::labels::RESTORE_FROM_ANNOTATION,
+                hint.old_ip
+            );
+            Ok(None)
         }
     }
 }

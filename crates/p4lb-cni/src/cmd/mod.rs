@@ -10,7 +10,7 @@ pub mod version;
 
 use std::collections::HashMap;
 
-use p4lb_api::labels::LABEL_ANNOTATION_PREFIX;
+use p4lb_api::labels::{is_runtime_label, LABEL_ANNOTATION_PREFIX};
 use sha2::{Digest, Sha256};
 
 use crate::cni::args::CniArgs;
@@ -170,7 +170,9 @@ impl Invocation {
     }
 
     /// Endpoint labels: configuration, switch name, Kubernetes identity from
-    /// `CNI_ARGS`, and `labels.p4lb.io/<k>` pod annotations.
+    /// `CNI_ARGS`, and `labels.p4lb.io/<k>` pod annotations. An annotation never sets
+    /// an identity label (`k8s.*`, `io.kubernetes.*`, …: [`is_runtime_label`]); it is
+    /// ignored with a warning.
     pub fn labels(&self, args: &CniArgs) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = self.p4.labels.clone().into_iter().collect();
         if let Some(s) = &self.p4.switch {
@@ -190,7 +192,12 @@ impl Invocation {
             for (k, v) in ann {
                 if let (Some(name), Some(v)) = (k.strip_prefix(LABEL_ANNOTATION_PREFIX), v.as_str())
                 {
-                    if !name.is_empty() {
+                    if is_runtime_label(name) {
+                        eprintln!(
+                            "p4lb: warning: pod annotation {k} ignored: {name} is an identity \
+                             label only the runtime sets"
+                        );
+                    } else if !name.is_empty() {
                         labels.insert(name.to_string(), v.to_string());
                     }
                 }

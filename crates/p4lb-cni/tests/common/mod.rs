@@ -477,6 +477,74 @@ impl World {
             .collect()
     }
 
+    /// Registers, over the API, an endpoint `cid` with address `ip` in `ns` (the address
+    /// is put on its `lo`) on a network of its own, labelled `k8s.namespace=<k8s_ns>`
+    /// when given: another workload, for restore hints to name.
+    pub fn register_elsewhere(&self, cid: &str, ip: &str, k8s_ns: Option<&str>, ns: &Netns) {
+        ns.with(|n| {
+            n.link_up("lo").unwrap();
+            n.add_addr("lo", &format!("{ip}/32")).unwrap()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut c = client_on(&rt, &self.socket).expect("controller reachable");
+        let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        rt.block_on(
+            c.register_endpoint(p4lb_proto::api::RegisterEndpointRequest {
+                container_id: cid.to_string(),
+                ifname: "eth0".to_string(),
+                netns_path: ns.path.clone(),
+                ip: ip.to_string(),
+                prefix_len: 32,
+                mac: format!("02:00:00:00:fe:{last:02x}"),
+                labels: k8s_ns
+                    .map(|n| ("k8s.namespace".to_string(), n.to_string()))
+                    .into_iter()
+                    .collect(),
+                network: format!("{}-elsewhere", self.network),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    }
+
+    /// LOCK and CHECKPOINTED for the endpoint in `ns`, as the dump side of a
+    /// migration sends them; the migration's id.
+    pub fn checkpoint(&self, ns: &Netns) -> String {
+        use p4lb_proto::api::{Identity, MigrationEventRequest, MigrationPhase};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut c = client_on(&rt, &self.socket).expect("controller reachable");
+        let id = Some(Identity {
+            pid: 0,
+            netns_path: ns.path.clone(),
+        });
+        rt.block_on(async {
+            let m = c
+                .migration_event(MigrationEventRequest {
+                    phase: MigrationPhase::Lock as i32,
+                    identity: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            c.migration_event(MigrationEventRequest {
+                phase: MigrationPhase::Checkpointed as i32,
+                identity: id,
+                migration_id: m.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            m.id
+        })
+    }
+
     /// Endpoints of this network, as the controller reports them over its API.
     pub fn endpoints(&self) -> Vec<p4lb_proto::api::Endpoint> {
         let rt = tokio::runtime::Builder::new_current_thread()
