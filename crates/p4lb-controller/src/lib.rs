@@ -17,7 +17,8 @@
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
 //! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
-//!   loads go through `p4lb_api::read_bounded`).
+//!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
+//!   directory (the daemon takes it before anything else).
 //! - [`limits`]: every limit on API inputs, list replies and state files.
 //! - [`embedded`]: the software switch inside the controller process (cargo feature
 //!   `embedded-switch`, on by default).
@@ -40,6 +41,7 @@ pub mod entries;
 pub mod error;
 pub mod identity;
 pub mod limits;
+pub mod lock;
 pub mod maglev;
 pub mod metrics;
 pub mod migration;
