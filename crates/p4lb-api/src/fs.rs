@@ -1,4 +1,4 @@
-//! Crash-safe replacement of a file.
+//! Crash-safe replacement of a file, and bounded reads of regular files.
 //!
 //! Written here rather than with `tempfile::NamedTempFile::persist` or
 //! `atomic-write-file` because p4lb wants a fixed temporary name (`.<name>.tmp`
@@ -6,11 +6,80 @@
 //! file, which the next write reuses, instead of a randomly named one per crash in
 //! state and image directories. The steps are few and the guarantees are the
 //! point, so they are spelled out below.
+//!
+//! [`read_bounded`] is the one way p4lb reads a file someone else may have placed
+//! (checkpoint records, run state, the controller's own state files): std's
+//! `fs::read` follows symlinks, blocks on a FIFO and reads without limit, so a
+//! record that is a symlink to `/dev/zero` or a FIFO would exhaust memory or hang.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+
+/// Reads the regular file at `path`, at most `max` bytes.
+///
+/// The file is opened with `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` (a symlink as the
+/// last component is refused, a FIFO does not block the open) and must be a
+/// regular file by `fstat`. A file larger than `max` is refused
+/// (`ErrorKind::InvalidData`, also when it grows while being read: at most
+/// `max + 1` bytes are ever read). A missing file is `ErrorKind::NotFound`, as
+/// with `std::fs::read`.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{} is a symbolic link, not a regular file", path.display()),
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = f.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}, not a regular file", path.display()),
+        ));
+    }
+    let too_large = |n: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is {n} bytes or more, over the limit of {max} bytes",
+                path.display()
+            ),
+        )
+    };
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    (&mut f)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(too_large(data.len() as u64));
+    }
+    Ok(data)
+}
 
 /// Atomically replaces `path` with `data`: temporary file `.<name>.tmp` in the
 /// same directory (mode 0600), fsync, rename over `path`, fsync of the
@@ -61,6 +130,47 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn read_bounded_reads_a_regular_file_within_the_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.json");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_bounded(&p, 5).unwrap(), b"12345");
+        let e = read_bounded(&p, 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("limit of 4 bytes"), "{e}");
+        let e = read_bounded(&d.path().join("missing"), 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn read_bounded_refuses_a_symlink_to_dev_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("record.json");
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        let e = read_bounded(&p, 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // The device itself is refused too.
+        let e = read_bounded(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("a device"), "{e}");
+    }
+
+    #[test]
+    fn read_bounded_refuses_a_fifo_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("record.json");
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Without O_NONBLOCK the open would wait for a writer forever.
+        let e = read_bounded(&p, 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        let e = read_bounded(d.path(), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
     }
 
     #[test]

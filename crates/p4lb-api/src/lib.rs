@@ -9,7 +9,9 @@
 //!   timeouts, and [`ApiError`] (unavailable vs refused).
 //! - [`labels`]: endpoint label and pod annotation names, [`CheckpointMode`], the identity
 //!   labels only runtimes set ([`labels::is_runtime_label`]).
-//! - [`fs`]: [`write_atomic`], the one crash-safe file replacement.
+//! - [`fs`]: [`write_atomic`], the one crash-safe file replacement, and
+//!   [`read_bounded`], the one size-capped, regular-file-only read (records, run
+//!   state, the controller's state files).
 //! - [`log`]: the stderr logging of the helpers the runtimes start (`P4LB_LOG`).
 //! - [`DEFAULT_SOCKET`]: where the controller serves the API.
 //! - [`api`]: the generated API types (from p4lb-proto); they derive serde, which is
@@ -23,7 +25,7 @@ pub mod log;
 
 pub use client::{endpoint_key, ApiError, Client};
 pub use connect::{connect_unix, connect_unix_bounded, ConnectError};
-pub use fs::write_atomic;
+pub use fs::{read_bounded, write_atomic};
 pub use labels::{CheckpointMode, ParseCheckpointModeError, CHECKPOINT_LABEL};
 pub use p4lb_proto::api;
 

@@ -13,6 +13,7 @@ use crate::controller::Controller;
 use crate::entries::{format_action, format_match};
 use crate::error::{Error, Result};
 use crate::identity;
+use crate::limits::{self, check_request, take_within, Request as Checked};
 use crate::metrics::Metrics;
 
 /// Who may call: root, or members of the configured socket group.
@@ -33,8 +34,45 @@ impl Api {
         Api { ctl, access }
     }
 
+    /// The server, decoding requests of at most [`limits::MAX_REQUEST_BYTES`].
     pub fn into_server(self) -> controller_server::ControllerServer<Api> {
         controller_server::ControllerServer::new(self)
+            .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+    }
+
+    /// Refuses a request over a limit (INVALID_ARGUMENT naming the limit).
+    fn check(&self, call: &str, r: Checked<'_>) -> Result<(), Status> {
+        check_request(r).map_err(|e| {
+            Metrics::inc(&self.ctl.metrics.api_errors);
+            tracing::info!(call, error = %e, "API call refused");
+            Status::from(e)
+        })
+    }
+
+    /// A list reply cut to [`limits::MAX_LIST_REPLY_BYTES`]; a cut reply carries
+    /// the metadata [`limits::TRUNCATED_HEADER`] = "<returned> of <total>".
+    fn list<T: prost::Message, R>(
+        &self,
+        call: &str,
+        items: impl IntoIterator<Item = T>,
+        wrap: impl FnOnce(Vec<T>) -> R,
+    ) -> Response<R> {
+        let (kept, total) = take_within(items, limits::MAX_LIST_REPLY_BYTES);
+        let returned = kept.len();
+        let mut resp = Response::new(wrap(kept));
+        if returned < total {
+            tracing::warn!(
+                call,
+                returned,
+                total,
+                limit = limits::MAX_LIST_REPLY_BYTES,
+                "list reply cut to its size limit"
+            );
+            if let Ok(v) = format!("{returned} of {total}").parse() {
+                resp.metadata_mut().insert(limits::TRUNCATED_HEADER, v);
+            }
+        }
+        resp
     }
 
     fn authorize<T>(&self, req: &Request<T>, call: &str) -> Result<(), Status> {
@@ -118,6 +156,7 @@ impl controller_server::Controller for Api {
         req: Request<api::RegisterEndpointRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
         self.authorize(&req, "RegisterEndpoint")?;
+        self.check("RegisterEndpoint", Checked::Register(req.get_ref()))?;
         let r = self.ctl.register_endpoint(req.into_inner()).await;
         self.reply("RegisterEndpoint", r.map(|e| self.endpoint_api(&e)))
     }
@@ -127,6 +166,7 @@ impl controller_server::Controller for Api {
         req: Request<api::DeregisterEndpointRequest>,
     ) -> Result<Response<api::DeregisterEndpointResponse>, Status> {
         self.authorize(&req, "DeregisterEndpoint")?;
+        self.check("DeregisterEndpoint", Checked::Deregister(req.get_ref()))?;
         let r = req.into_inner();
         let out = self
             .ctl
@@ -141,6 +181,7 @@ impl controller_server::Controller for Api {
         req: Request<api::GetEndpointRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
         self.authorize(&req, "GetEndpoint")?;
+        self.check("GetEndpoint", Checked::GetEndpoint(req.get_ref()))?;
         if req.get_ref().key.is_empty() && req.get_ref().ip.is_empty() {
             self.check_identity(&req, req.get_ref().identity.as_ref(), "GetEndpoint")?;
         }
@@ -154,13 +195,10 @@ impl controller_server::Controller for Api {
     ) -> Result<Response<api::ListEndpointsResponse>, Status> {
         self.authorize(&req, "ListEndpoints")?;
         let g = self.ctl.inner.lock().await;
-        let endpoints = g
-            .state
-            .endpoints
-            .values()
-            .map(|e| self.endpoint_api(e))
-            .collect();
-        Ok(Response::new(api::ListEndpointsResponse { endpoints }))
+        let endpoints = g.state.endpoints.values().map(|e| self.endpoint_api(e));
+        Ok(self.list("ListEndpoints", endpoints, |endpoints| {
+            api::ListEndpointsResponse { endpoints }
+        }))
     }
 
     async fn update_endpoint_metadata(
@@ -168,6 +206,10 @@ impl controller_server::Controller for Api {
         req: Request<api::UpdateEndpointMetadataRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
         self.authorize(&req, "UpdateEndpointMetadata")?;
+        self.check(
+            "UpdateEndpointMetadata",
+            Checked::UpdateMetadata(req.get_ref()),
+        )?;
         self.check_identity(
             &req,
             req.get_ref().identity.as_ref(),
@@ -182,6 +224,7 @@ impl controller_server::Controller for Api {
         req: Request<api::GarbageCollectRequest>,
     ) -> Result<Response<api::GarbageCollectResponse>, Status> {
         self.authorize(&req, "GarbageCollect")?;
+        self.check("GarbageCollect", Checked::GarbageCollect(req.get_ref()))?;
         let r = self
             .ctl
             .garbage_collect(req.into_inner())
@@ -195,6 +238,7 @@ impl controller_server::Controller for Api {
         req: Request<api::AddServiceRequest>,
     ) -> Result<Response<api::Service>, Status> {
         self.authorize(&req, "AddService")?;
+        self.check("AddService", Checked::AddService(req.get_ref()))?;
         let r = self.ctl.add_service(req.into_inner()).await;
         self.reply("AddService", r.map(|s| s.to_api()))
     }
@@ -204,6 +248,7 @@ impl controller_server::Controller for Api {
         req: Request<api::RemoveServiceRequest>,
     ) -> Result<Response<api::RemoveServiceResponse>, Status> {
         self.authorize(&req, "RemoveService")?;
+        self.check("RemoveService", Checked::RemoveService(req.get_ref()))?;
         let r = self
             .ctl
             .remove_service(&req.into_inner().name)
@@ -218,8 +263,10 @@ impl controller_server::Controller for Api {
     ) -> Result<Response<api::ListServicesResponse>, Status> {
         self.authorize(&req, "ListServices")?;
         let g = self.ctl.inner.lock().await;
-        let services = g.state.services.values().map(|s| s.to_api()).collect();
-        Ok(Response::new(api::ListServicesResponse { services }))
+        let services = g.state.services.values().map(|s| s.to_api());
+        Ok(self.list("ListServices", services, |services| {
+            api::ListServicesResponse { services }
+        }))
     }
 
     async fn migration_event(
@@ -227,6 +274,7 @@ impl controller_server::Controller for Api {
         req: Request<api::MigrationEventRequest>,
     ) -> Result<Response<api::Migration>, Status> {
         self.authorize(&req, "MigrationEvent")?;
+        self.check("MigrationEvent", Checked::MigrationEvent(req.get_ref()))?;
         self.check_identity(&req, req.get_ref().identity.as_ref(), "MigrationEvent")?;
         let r = self.ctl.migration_event(req.into_inner()).await;
         self.reply("MigrationEvent", r.map(|m| m.to_api()))
@@ -238,8 +286,10 @@ impl controller_server::Controller for Api {
     ) -> Result<Response<api::ListMigrationsResponse>, Status> {
         self.authorize(&req, "ListMigrations")?;
         let g = self.ctl.inner.lock().await;
-        let migrations = g.state.migrations.iter().map(|m| m.to_api()).collect();
-        Ok(Response::new(api::ListMigrationsResponse { migrations }))
+        let migrations = g.state.migrations.iter().map(|m| m.to_api());
+        Ok(self.list("ListMigrations", migrations, |migrations| {
+            api::ListMigrationsResponse { migrations }
+        }))
     }
 
     async fn get_migration(
@@ -247,6 +297,7 @@ impl controller_server::Controller for Api {
         req: Request<api::GetMigrationRequest>,
     ) -> Result<Response<api::Migration>, Status> {
         self.authorize(&req, "GetMigration")?;
+        self.check("GetMigration", Checked::GetMigration(req.get_ref()))?;
         let id = req.into_inner().id;
         let g = self.ctl.inner.lock().await;
         let r = g
@@ -292,9 +343,12 @@ impl controller_server::Controller for Api {
         req: Request<api::DumpTablesRequest>,
     ) -> Result<Response<api::DumpTablesResponse>, Status> {
         self.authorize(&req, "DumpTables")?;
+        self.check("DumpTables", Checked::DumpTables(req.get_ref()))?;
         let want = req.into_inner().table;
-        let r = self.ctl.dump_tables(&want).await;
-        self.reply("DumpTables", r.map(|rows| api::DumpTablesResponse { rows }))
+        let rows = self.reply("DumpTables", self.ctl.dump_tables(&want).await)?;
+        Ok(self.list("DumpTables", rows.into_inner(), |rows| {
+            api::DumpTablesResponse { rows }
+        }))
     }
 
     async fn metrics(

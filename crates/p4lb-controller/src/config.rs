@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/p4lb/controller.toml";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/p4lb";
+/// Largest interval or timeout in milliseconds: 365 days. Keeps every derived
+/// nanosecond value inside an i64 and every deadline inside what timers accept.
+pub const MAX_CONFIG_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Largest `conn.digest_max_timeout_us`: one hour.
+pub const MAX_DIGEST_TIMEOUT_US: u64 = 3600 * 1_000_000;
+/// Largest `conn.digest_max_list_size`.
+pub const MAX_DIGEST_LIST_SIZE: i32 = 1 << 20;
+/// Largest `switch.write_batch`.
+pub const MAX_WRITE_BATCH: usize = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -270,7 +279,68 @@ impl Config {
                 "switch.write_batch must be at least 1",
             )));
         }
+        let range = |key: &str, v: u64, max: u64, unit: &str| {
+            if v > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} = {v} is out of range (0..={max} {unit})"
+                )));
+            }
+            Ok(())
+        };
+        range(
+            "switch.write_batch",
+            self.switch.write_batch as u64,
+            MAX_WRITE_BATCH as u64,
+            "entries",
+        )?;
+        range(
+            "switch.reconnect_max_ms",
+            self.switch.reconnect_max_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        range(
+            "conn.idle_timeout_ms",
+            self.conn.idle_timeout_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        range(
+            "conn.sweep_interval_ms",
+            self.conn.sweep_interval_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        range(
+            "conn.persist_interval_ms",
+            self.conn.persist_interval_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        range(
+            "conn.digest_max_timeout_us",
+            self.conn.digest_max_timeout_us,
+            MAX_DIGEST_TIMEOUT_US,
+            "us",
+        )?;
+        if !(0..=MAX_DIGEST_LIST_SIZE).contains(&self.conn.digest_max_list_size) {
+            return Err(ConfigError::Invalid(format!(
+                "conn.digest_max_list_size = {} is out of range (0..={MAX_DIGEST_LIST_SIZE})",
+                self.conn.digest_max_list_size
+            )));
+        }
         Ok(())
+    }
+
+    /// `conn.idle_timeout_ms` in nanoseconds (saturating; [`Config::validate`]
+    /// keeps it far below the bound).
+    pub fn idle_timeout_ns(&self) -> i64 {
+        i64::try_from(self.conn.idle_timeout_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+    }
+
+    /// `conn.digest_max_timeout_us` in nanoseconds (saturating).
+    pub fn digest_max_timeout_ns(&self) -> i64 {
+        i64::try_from(self.conn.digest_max_timeout_us.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     /// The P4Info file to use: configured, or the installed copy; None = the copy
@@ -307,5 +377,57 @@ mod tests {
         assert!(Config::parse("[switch]\nrouter_mac = \"nope\"").is_err());
         assert!(Config::parse("unknown = 1").is_err());
         assert!(Config::parse("[ports]\nfirst = 0").is_err());
+    }
+
+    #[test]
+    fn numeric_values_out_of_range_are_refused_by_name() {
+        for (text, key) in [
+            (
+                "[conn]\nidle_timeout_ms = 9223372036854775807",
+                "conn.idle_timeout_ms",
+            ),
+            (
+                "[conn]\nsweep_interval_ms = 9223372036854775807",
+                "conn.sweep_interval_ms",
+            ),
+            (
+                "[conn]\npersist_interval_ms = 9223372036854775807",
+                "conn.persist_interval_ms",
+            ),
+            (
+                "[conn]\ndigest_max_timeout_us = 9223372036854775807",
+                "conn.digest_max_timeout_us",
+            ),
+            (
+                "[conn]\ndigest_max_list_size = -1",
+                "conn.digest_max_list_size",
+            ),
+            (
+                "[switch]\nreconnect_max_ms = 9223372036854775807",
+                "switch.reconnect_max_ms",
+            ),
+            (
+                "[switch]\nwrite_batch = 9223372036854775807",
+                "switch.write_batch",
+            ),
+        ] {
+            let e = Config::parse(text).expect_err(text).to_string();
+            assert!(e.contains(key) && e.contains("out of range"), "{text}: {e}");
+        }
+        // The largest accepted values convert without overflow.
+        let c = Config::parse(&format!(
+            "[conn]\nidle_timeout_ms = {MAX_CONFIG_MS}\ndigest_max_timeout_us = {MAX_DIGEST_TIMEOUT_US}"
+        ))
+        .unwrap();
+        assert_eq!(c.idle_timeout_ns(), MAX_CONFIG_MS as i64 * 1_000_000);
+        assert_eq!(
+            c.digest_max_timeout_ns(),
+            MAX_DIGEST_TIMEOUT_US as i64 * 1000
+        );
+        // A value that does not fit its type at all is a parse error naming the key.
+        let e = Config::parse("maglev_slots = 70001")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maglev_slots"), "{e}");
     }
 }

@@ -16,7 +16,6 @@
 //! Connections learned after the last snapshot before a crash are lost; nothing
 //! acknowledged to a caller depends on this file.
 
-use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +25,7 @@ use p4lb_p4::FiveTuple;
 
 use crate::conn::{self, ConnRec, ConnTable, Learned};
 use crate::error::{Error, Result};
+use crate::limits::MAX_CONNS_FILE_BYTES;
 use crate::state::State;
 
 pub const CONNS_FILE: &str = "conns.json";
@@ -104,12 +104,13 @@ pub fn save(dir: &Path, conns: &[StoredConn]) -> Result<()> {
 }
 
 /// Loads the snapshot and resolves it against `state`. A missing file is an
-/// empty table; a file that cannot be read or parsed is an error (the caller
+/// empty table; a file that cannot be read or parsed, is not a regular file or
+/// is larger than [`MAX_CONNS_FILE_BYTES`] is an error (the caller
 /// logs it and starts without the connections: they are soft state).
 /// Returns the table and how many stored connections no longer resolve.
 pub fn load(dir: &Path, state: &State) -> Result<(ConnTable, usize)> {
     let path = path(dir);
-    let text = match fs::read(&path) {
+    let text = match p4lb_api::read_bounded(&path, MAX_CONNS_FILE_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ConnTable::default(), 0)),
         Err(e) => return Err(Error::store(path.display().to_string(), e)),
@@ -141,6 +142,7 @@ pub fn load(dir: &Path, state: &State) -> Result<(ConnTable, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn rec(backend_id: u16) -> ConnRec {
         ConnRec {

@@ -118,7 +118,7 @@ impl Controller {
             pipeline: forwarding::pipeline_config(info, device_config),
             digest_id: ids.conn_learn_digest,
             digest_config: p4lb_proto::p4runtime::digest_entry::Config {
-                max_timeout_ns: (cfg.conn.digest_max_timeout_us * 1000) as i64,
+                max_timeout_ns: cfg.digest_max_timeout_ns(),
                 max_list_size: cfg.conn.digest_max_list_size,
                 ack_timeout_ns: 1_000_000_000,
             },
@@ -148,7 +148,7 @@ impl Controller {
                 synced: false,
             }),
             digest_id: ids.conn_learn_digest,
-            idle_timeout_ns: (cfg.conn.idle_timeout_ms as i64) * 1_000_000,
+            idle_timeout_ns: cfg.idle_timeout_ns(),
             cfg,
             embedded: Mutex::new(embedded),
             queue,

@@ -165,6 +165,7 @@ fn plan_registration(
             rec.labels.entry(k).or_insert(v);
         }
     }
+    crate::limits::check_labels(&rec.labels)?;
     st.endpoints.insert(key, rec.clone());
     refresh_services(&mut st);
     let mut change = Change::new(st);
@@ -395,6 +396,8 @@ impl Controller {
                 ep.labels.insert(k, v);
             }
         }
+        // The merged labels are bounded like the labels of a registration.
+        crate::limits::check_labels(&ep.labels)?;
         let rec = ep.clone();
         refresh_services(&mut st);
         self.commit(&mut g, Change::new(st)).await?;

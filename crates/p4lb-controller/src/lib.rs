@@ -18,7 +18,10 @@
 //! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
-//! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`).
+//! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
+//!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
+//!   directory (the daemon takes it before anything else).
+//! - [`limits`]: every limit on API inputs, list replies and state files.
 //! - [`embedded`]: the software switch inside the controller process (cargo feature
 //!   `embedded-switch`, on by default).
 //! - [`api`]: the gRPC API served on the Unix socket (its clients, `p4lbctl` included, use
@@ -39,6 +42,8 @@ pub mod endpoints;
 pub mod entries;
 pub mod error;
 pub mod identity;
+pub mod limits;
+pub mod lock;
 pub mod maglev;
 pub mod metrics;
 pub mod migration;

@@ -165,6 +165,13 @@ impl Controller {
         if existing.is_some() && !r.replace {
             return Err(Error::exists(format!("service {} already exists", s.name)));
         }
+        if existing.is_none() {
+            crate::limits::check_count(
+                "services",
+                st.services.len() + 1,
+                crate::limits::MAX_SERVICES,
+            )?;
+        }
         if let Some(other) = st
             .services
             .values()

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_STATE_FILE_BYTES;
 use crate::state::{State, STATE_VERSION};
 
 pub const STATE_FILE: &str = "state.json";
@@ -38,10 +39,12 @@ impl Store {
     }
 
     /// Loads the state; a missing file is an empty state. A file that cannot be
-    /// parsed is an error (never silently replaced).
+    /// parsed is an error (never silently replaced), and so is one that is not a
+    /// regular file or is larger than [`MAX_STATE_FILE_BYTES`]
+    /// ([`p4lb_api::read_bounded`]).
     pub fn load(&self) -> Result<State> {
         let path = self.path();
-        let text = match fs::read(&path) {
+        let text = match p4lb_api::read_bounded(&path, MAX_STATE_FILE_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
             Err(e) => return Err(Error::store(path.display().to_string(), e)),
@@ -124,6 +127,19 @@ mod tests {
         // A crash in the middle of a save leaves only a partial temporary file.
         fs::write(dir.path().join(".state.json.tmp"), b"{\"version\":1,\"endp").unwrap();
         assert_eq!(store.load().unwrap().next_migration, 3);
+    }
+
+    #[test]
+    fn a_state_file_that_is_a_symlink_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let mut s = State::new();
+        s.next_migration = 5;
+        Store::open(other.path()).unwrap().save(&s).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        std::os::unix::fs::symlink(other.path().join(STATE_FILE), store.path()).unwrap();
+        let e = store.load().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
     }
 
     #[test]

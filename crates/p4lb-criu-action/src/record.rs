@@ -28,8 +28,8 @@ pub enum RecordError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is {size} bytes, more than a p4lb migration record can be")]
-    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path} is larger than {limit} bytes, more than a p4lb migration record can be")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{path} is not a p4lb migration record: {source}")]
     Parse {
         path: PathBuf,
@@ -126,24 +126,22 @@ impl MigrationRecord {
 
     /// Reads the record from `image_dir`. `Ok(None)` when there is none (a
     /// checkpoint of a container p4lb does not manage). Anything present but
-    /// unreadable, foreign or inconsistent is an error.
+    /// unreadable, foreign or inconsistent is an error, and so is a record that
+    /// is not a regular file (a symlink, a FIFO, a device) or is over 64 KiB
+    /// ([`p4lb_api::read_bounded`]).
     pub fn read_from(image_dir: &Path) -> Result<Option<Self>, RecordError> {
         let path = Self::path_in(image_dir);
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
+        let bytes = match p4lb_api::read_bounded(&path, MAX_RECORD_BYTES) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(RecordError::TooLarge {
+                    path,
+                    limit: MAX_RECORD_BYTES,
+                })
+            }
             Err(e) => return Err(RecordError::Read { path, source: e }),
         };
-        if meta.len() > MAX_RECORD_BYTES {
-            return Err(RecordError::TooLarge {
-                path,
-                size: meta.len(),
-            });
-        }
-        let bytes = std::fs::read(&path).map_err(|e| RecordError::Read {
-            path: path.clone(),
-            source: e,
-        })?;
         let rec: Self = serde_json::from_slice(&bytes).map_err(|e| RecordError::Parse {
             path: path.clone(),
             source: e,
@@ -240,6 +238,38 @@ mod tests {
             MigrationRecord::read_from(d.path()),
             Err(RecordError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_record_that_is_a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = sample().write_to(elsewhere.path()).unwrap();
+        std::os::unix::fs::symlink(&target, MigrationRecord::path_in(d.path())).unwrap();
+        let e = MigrationRecord::read_from(d.path()).unwrap_err();
+        assert!(matches!(e, RecordError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A symlink to /dev/zero is refused without reading from it.
+        std::fs::remove_file(MigrationRecord::path_in(d.path())).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", MigrationRecord::path_in(d.path())).unwrap();
+        assert!(MigrationRecord::read_from(d.path()).is_err());
+    }
+
+    #[test]
+    fn a_record_that_is_a_fifo_is_refused_without_hanging() {
+        let d = tempfile::tempdir().unwrap();
+        let p = MigrationRecord::path_in(d.path());
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = d.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(MigrationRecord::read_from(&dir).map_err(|e| e.to_string()));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO record must not block");
+        let e = r.unwrap_err();
+        assert!(e.contains("a FIFO"), "{e}");
     }
 
     #[test]

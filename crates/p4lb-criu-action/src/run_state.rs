@@ -15,6 +15,8 @@ use std::net::Ipv4Addr;
 use crate::record::{MigrationRecord, SourceEndpoint};
 use p4lb_api::CheckpointMode;
 
+/// Refuse larger run-state files: one is a few hundred bytes.
+pub const MAX_STATE_BYTES: u64 = 64 * 1024;
 /// Files older than this are left over from crashed runs and removed.
 const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -109,7 +111,7 @@ impl StateFile {
     }
 
     pub fn load(&self) -> Result<Option<RunState>, StateError> {
-        match std::fs::read(&self.path) {
+        match p4lb_api::read_bounded(&self.path, MAX_STATE_BYTES) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|e| StateError::Corrupt {
@@ -268,6 +270,24 @@ mod tests {
         assert!(foreign.exists(), "young foreign files are kept");
         assert_eq!(parse_state_name("12-34.json"), Some((12, 34)));
         assert_eq!(parse_state_name("12-34.tmp7"), None);
+    }
+
+    #[test]
+    fn a_state_file_that_is_a_symlink_or_too_large_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let sf = StateFile::for_run(d.path(), 1);
+        let elsewhere = d.path().join("elsewhere.json");
+        let body = serde_json::to_vec(&RunState::unmanaged(RunSide::Dump)).unwrap();
+        std::fs::write(&elsewhere, &body).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, sf.path()).unwrap();
+        let e = sf.load().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(sf.path()).unwrap();
+        let mut big = body.clone();
+        big.resize(MAX_STATE_BYTES as usize + 1, b' ');
+        std::fs::write(sf.path(), &big).unwrap();
+        let e = sf.load().unwrap_err();
+        assert!(e.to_string().contains("over the limit"), "{e}");
     }
 
     #[test]

@@ -120,6 +120,44 @@ fn install_then_uninstall_into_a_scratch_root() {
     assert!(!r.join("etc/p4lb").exists());
 }
 
+/// `key=value` lines of one section of a systemd unit file.
+fn unit_section(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == format!("[{section}]");
+        } else if inside && !line.starts_with('#') {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_controller_unit_keeps_the_runtime_directory_across_restarts() {
+    let unit =
+        std::fs::read_to_string(repo().join("packaging/systemd/p4lb-controller.service")).unwrap();
+    let service = unit_section(&unit, "Service");
+    let get = |k: &str| {
+        service
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    // The action script keeps its run state under /run/p4lb (criu-action/).
+    assert!(p4lb_criu_action::config::DEFAULT_STATE_DIR.starts_with("/run/p4lb/"));
+    assert_eq!(get("RuntimeDirectory"), vec!["p4lb"]);
+    assert_eq!(
+        get("RuntimeDirectoryPreserve"),
+        vec!["yes"],
+        "a restart of the controller would delete /run/p4lb: {unit}"
+    );
+}
+
 #[test]
 fn install_refuses_missing_binaries() {
     if !nix::unistd::geteuid().is_root() {

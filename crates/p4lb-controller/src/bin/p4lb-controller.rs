@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use p4lb_controller::config::{Config, SwitchKind, DEFAULT_CONFIG_PATH};
+use p4lb_controller::lock::StateLock;
 use p4lb_controller::{readiness, server, Controller};
 
 #[derive(Debug, Parser)]
@@ -131,6 +132,8 @@ fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let cfg = build_config(&args)?;
+    // Before the state, the switch or any socket: one controller per state directory.
+    let _lock = StateLock::acquire(&cfg.state_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -101,12 +101,13 @@ enum SwitchCmd {
     Ports,
 }
 
-/// Prints `v` as pretty JSON. API messages go through their serde derive (the one
+/// Appends `v` as pretty JSON. API messages go through their serde derive (the one
 /// JSON mapping of them, proto field names); passing through `Value` keeps the
 /// keys sorted.
-fn print_json(v: &impl Serialize) -> Result<()> {
+fn json_into(out: &mut String, v: &impl Serialize) -> Result<()> {
     let v = serde_json::to_value(v)?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    out.push_str(&serde_json::to_string_pretty(&v)?);
+    out.push('\n');
     Ok(())
 }
 
@@ -118,50 +119,231 @@ fn ms(us: i64) -> String {
     }
 }
 
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        String::from("-")
+    } else {
+        s.to_string()
+    }
+}
+
+/// A table whose columns are as wide as their widest cell (a 64-character
+/// container id included); `right` marks right-aligned columns. The last column
+/// is not padded.
+struct Table {
+    headers: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, bool)]) -> Table {
+        Table {
+            headers: columns.iter().map(|c| c.0).collect(),
+            right: columns.iter().map(|c| c.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self, out: &mut String) {
+        let n = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for cells in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, c) in cells.iter().enumerate().take(n) {
+                if i > 0 {
+                    line.push(' ');
+                }
+                let pad = widths[i].saturating_sub(c.chars().count());
+                if self.right[i] {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(c);
+                } else {
+                    line.push_str(c);
+                    if i + 1 < n {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+}
+
+/// `name: value` lines with the values aligned.
+fn fields(out: &mut String, rows: &[(&str, String)]) {
+    let w = rows.iter().map(|r| r.0.len() + 1).max().unwrap_or(0);
+    for (k, v) in rows {
+        out.push_str(&format!("{:<w$} {v}\n", format!("{k}:")));
+    }
+}
+
+fn endpoint_fields(out: &mut String, e: &api::Endpoint) {
+    let mut labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    fields(
+        out,
+        &[
+            ("key", e.key.clone()),
+            ("state", or_dash(&e.state)),
+            ("locked", e.locked.to_string()),
+            ("ip", format!("{}/{}", e.ip, e.prefix_len)),
+            ("mac", or_dash(&e.mac)),
+            ("gateway", or_dash(&e.gateway)),
+            ("switch port", e.switch_port.to_string()),
+            ("backend id", e.backend_id.to_string()),
+            ("migrated ips", or_dash(&e.migrated_ips.join(","))),
+            ("network", or_dash(&e.network)),
+            (
+                "netns",
+                format!("{} (inode {})", or_dash(&e.netns_path), e.netns_inode),
+            ),
+            ("host ifname", or_dash(&e.host_ifname)),
+            ("router mac", or_dash(&e.router_mac)),
+            ("created (unix ms)", e.created_unix_ms.to_string()),
+            ("labels", or_dash(&labels.join(","))),
+        ],
+    );
+}
+
+fn service_fields(out: &mut String, s: &api::Service) {
+    fields(
+        out,
+        &[
+            ("name", s.name.clone()),
+            ("vip", format!("{}:{} ({})", s.vip, s.port, s.protocol)),
+            ("target port", s.target_port.to_string()),
+            ("service id", s.service_id.to_string()),
+            ("slots", s.slot_count.to_string()),
+            ("backends", or_dash(&s.backends.join(","))),
+            ("selector", or_dash(&s.selector)),
+            ("name pattern", or_dash(&s.name_pattern)),
+            ("resolved backends", or_dash(&s.resolved_backends.join(","))),
+        ],
+    );
+}
+
+fn migration_fields(out: &mut String, m: &api::Migration) {
+    let us = |v: i64| {
+        if v == 0 {
+            String::from("-")
+        } else {
+            v.to_string()
+        }
+    };
+    fields(
+        out,
+        &[
+            ("id", m.id.clone()),
+            ("state", m.state.clone()),
+            (
+                "source",
+                format!("{} ({})", or_dash(&m.source_key), or_dash(&m.source_ip)),
+            ),
+            (
+                "target",
+                format!("{} ({})", or_dash(&m.target_key), or_dash(&m.target_ip)),
+            ),
+            ("switchover", ms(m.switchover_us)),
+            ("stall", ms(m.stall_us)),
+            ("connections carried", m.connections_carried.to_string()),
+            ("locked (unix us)", us(m.locked_unix_us)),
+            ("checkpointed (unix us)", us(m.checkpointed_unix_us)),
+            ("restore started (unix us)", us(m.restore_started_unix_us)),
+            ("restored (unix us)", us(m.restored_unix_us)),
+            ("unlocked (unix us)", us(m.unlocked_unix_us)),
+            ("leave running", m.leave_running.to_string()),
+            ("no lock", m.no_lock.to_string()),
+            ("image dir", or_dash(&m.image_dir)),
+            ("error", or_dash(&m.error)),
+        ],
+    );
+}
+
+/// Writes the output. A reader that went away (`p4lbctl ... | head -1`) ends
+/// the program quietly with success, like other command-line tools, instead of
+/// a panic of `println!`.
+fn emit(out: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("writing to stdout: {e}")),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let mut out = String::new();
+    run(args, &mut out).await?;
+    emit(&out)
+}
+
+async fn run(args: Args, out: &mut String) -> Result<()> {
+    use std::fmt::Write;
     let c = Client::connect(&args.socket, CONNECT_TIMEOUT, CALL_TIMEOUT).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
     match args.cmd {
         Cmd::Status => {
             let s = c.status().await?;
             if args.json {
-                return print_json(&s);
+                return json_into(out, &s);
             }
-            println!("ready:             {}", s.ready);
-            println!(
+            writeln!(out, "ready:             {}", s.ready)?;
+            writeln!(
+                out,
                 "switch:            {} ({}), connected: {}",
                 s.switch_address, s.switch_kind, s.switch_connected
-            );
-            println!("endpoints:         {}", s.endpoints);
-            println!("services:          {}", s.services);
-            println!("active migrations: {}", s.active_migrations);
-            println!("table entries:     {}", s.table_entries);
-            println!("version:           {}", s.version);
-            println!("{}", s.message);
+            )?;
+            writeln!(out, "endpoints:         {}", s.endpoints)?;
+            writeln!(out, "services:          {}", s.services)?;
+            writeln!(out, "active migrations: {}", s.active_migrations)?;
+            writeln!(out, "table entries:     {}", s.table_entries)?;
+            writeln!(out, "version:           {}", s.version)?;
+            writeln!(out, "{}", s.message)?;
         }
         Cmd::Endpoints(EndpointsCmd::Ls) => {
             let endpoints = c.list_endpoints().await?;
             if args.json {
-                return print_json(&endpoints);
+                return json_into(out, &endpoints);
             }
-            println!(
-                "{:<40} {:<15} {:<17} {:>4} {:>7} {:<9} MIGRATED",
-                "KEY", "IP", "MAC", "PORT", "BACKEND", "STATE"
-            );
+            let mut t = Table::new(&[
+                ("KEY", false),
+                ("IP", false),
+                ("MAC", false),
+                ("PORT", true),
+                ("BACKEND", true),
+                ("STATE", false),
+                ("MIGRATED", false),
+            ]);
             for e in endpoints {
-                println!(
-                    "{:<40} {:<15} {:<17} {:>4} {:>7} {:<9} {}",
+                t.row(vec![
                     e.key,
                     e.ip,
                     e.mac,
-                    e.switch_port,
-                    e.backend_id,
+                    e.switch_port.to_string(),
+                    e.backend_id.to_string(),
                     e.state,
-                    e.migrated_ips.join(",")
-                );
+                    e.migrated_ips.join(","),
+                ]);
             }
+            t.render(out);
         }
         Cmd::Endpoints(EndpointsCmd::Show { key }) => {
             // Through `call`, so an unknown key reports the controller's own message.
@@ -170,30 +352,39 @@ async fn main() -> Result<()> {
                 ..Default::default()
             };
             let e = c.call("GetEndpoint", c.raw().get_endpoint(req)).await?;
-            print_json(&e)?;
+            if args.json {
+                return json_into(out, &e);
+            }
+            endpoint_fields(out, &e);
         }
         Cmd::Services(ServicesCmd::Ls) => {
             let services = c.list_services().await?;
             if args.json {
-                return print_json(&services);
+                return json_into(out, &services);
             }
-            println!(
-                "{:<20} {:<15} {:<5} {:>5} {:>6} {:>4} {:>5} BACKENDS",
-                "NAME", "VIP", "PROTO", "PORT", "TARGET", "ID", "SLOTS"
-            );
+            let mut t = Table::new(&[
+                ("NAME", false),
+                ("VIP", false),
+                ("PROTO", false),
+                ("PORT", true),
+                ("TARGET", true),
+                ("ID", true),
+                ("SLOTS", true),
+                ("BACKENDS", false),
+            ]);
             for s in services {
-                println!(
-                    "{:<20} {:<15} {:<5} {:>5} {:>6} {:>4} {:>5} {}",
+                t.row(vec![
                     s.name,
                     s.vip,
                     s.protocol,
-                    s.port,
-                    s.target_port,
-                    s.service_id,
-                    s.slot_count,
-                    s.resolved_backends.join(",")
-                );
+                    s.port.to_string(),
+                    s.target_port.to_string(),
+                    s.service_id.to_string(),
+                    s.slot_count.to_string(),
+                    s.resolved_backends.join(","),
+                ]);
             }
+            t.render(out);
         }
         Cmd::Services(ServicesCmd::Add {
             name,
@@ -224,49 +415,62 @@ async fn main() -> Result<()> {
                     replace,
                 })
                 .await?;
-            print_json(&s)?;
+            if args.json {
+                return json_into(out, &s);
+            }
+            service_fields(out, &s);
         }
         Cmd::Services(ServicesCmd::Rm { name }) => {
             c.remove_service(&name).await?;
             if args.json {
-                return print_json(&json!({ "removed": name }));
+                return json_into(out, &json!({ "removed": name }));
             }
-            println!("removed {name}");
+            writeln!(out, "removed {name}")?;
         }
         Cmd::Migrations(MigrationsCmd::Ls) => {
             let migrations = c.list_migrations().await?;
             if args.json {
-                return print_json(&migrations);
+                return json_into(out, &migrations);
             }
-            println!(
-                "{:<10} {:<12} {:<30} {:<30} {:>12} {:>12} {:>6}",
-                "ID", "STATE", "SOURCE", "TARGET", "SWITCHOVER", "STALL", "CONNS"
-            );
+            let mut t = Table::new(&[
+                ("ID", false),
+                ("STATE", false),
+                ("SOURCE", false),
+                ("TARGET", false),
+                ("SWITCHOVER", true),
+                ("STALL", true),
+                ("CONNS", true),
+            ]);
             for m in migrations {
-                println!(
-                    "{:<10} {:<12} {:<30} {:<30} {:>12} {:>12} {:>6}",
+                t.row(vec![
                     m.id,
                     m.state,
                     m.source_key,
                     m.target_key,
                     ms(m.switchover_us),
                     ms(m.stall_us),
-                    m.connections_carried
-                );
+                    m.connections_carried.to_string(),
+                ]);
             }
+            t.render(out);
         }
         Cmd::Migrations(MigrationsCmd::Show { id }) => {
             let m = c.get_migration(&id).await?;
-            print_json(&m)?;
+            if args.json {
+                return json_into(out, &m);
+            }
+            migration_fields(out, &m);
         }
         Cmd::Switch(SwitchCmd::Tables { table }) => {
             let rows = c.dump_tables(&table.unwrap_or_default()).await?;
             if args.json {
-                return print_json(&rows);
+                return json_into(out, &rows);
             }
-            for t in rows {
-                println!("{:<26} {:<70} {}", t.table, t.r#match, t.action);
+            let mut t = Table::new(&[("TABLE", false), ("MATCH", false), ("ACTION", false)]);
+            for r in rows {
+                t.row(vec![r.table, r.r#match, r.action]);
             }
+            t.render(out);
         }
         Cmd::Switch(SwitchCmd::Ports) => {
             let s = c.status().await?;
@@ -285,21 +489,28 @@ async fn main() -> Result<()> {
                 .map_err(status)?
                 .into_inner();
             if args.json {
-                return print_json(&l.ports);
+                return json_into(out, &l.ports);
             }
-            println!(
-                "{:>5} {:<16} {:>10} {:>10} {:>8}",
-                "PORT", "IFACE", "RX_PKTS", "TX_PKTS", "DROPS"
-            );
+            let mut t = Table::new(&[
+                ("PORT", true),
+                ("IFACE", false),
+                ("RX_PKTS", true),
+                ("TX_PKTS", true),
+                ("DROPS", true),
+            ]);
             for p in l.ports {
-                println!(
-                    "{:>5} {:<16} {:>10} {:>10} {:>8}",
-                    p.port, p.iface, p.rx_packets, p.tx_packets, p.drops
-                );
+                t.row(vec![
+                    p.port.to_string(),
+                    p.iface,
+                    p.rx_packets.to_string(),
+                    p.tx_packets.to_string(),
+                    p.drops.to_string(),
+                ]);
             }
+            t.render(out);
         }
         Cmd::Metrics => {
-            print!("{}", c.metrics().await?);
+            out.push_str(&c.metrics().await?);
         }
     }
     Ok(())

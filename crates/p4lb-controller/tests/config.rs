@@ -1,0 +1,43 @@
+//! A configuration value out of range stops the daemon with an error naming the
+//! key, before it starts anything; it never panics on an overflow.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn an_out_of_range_value_is_an_error_naming_the_key_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("controller.toml");
+    std::fs::write(&config, "[conn]\nidle_timeout_ms = 9223372036854775807\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(d.path().join("state"))
+        .arg("--socket")
+        .arg(d.path().join("api.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the controller kept running with an out-of-range value");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("conn.idle_timeout_ms = 9223372036854775807 is out of range"),
+        "{err}"
+    );
+}
