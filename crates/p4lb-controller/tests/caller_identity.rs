@@ -8,24 +8,6 @@ use std::time::Duration;
 use common::*;
 use p4lb_proto::api;
 
-/// A named namespace with `lo` up and `addrs` as /32 on it.
-struct Netns(p4lb_testutil::NamedNetns);
-
-impl Netns {
-    fn new(prefix: &str, addrs: &[&str]) -> Netns {
-        let ns = p4lb_testutil::NamedNetns::unique(prefix);
-        ns.link_up("lo").expect("lo up");
-        for a in addrs {
-            ns.add_addr("lo", &format!("{a}/32"))
-                .expect("adding an address");
-        }
-        Netns(ns)
-    }
-    fn path(&self) -> String {
-        self.0.path().display().to_string()
-    }
-}
-
 fn persisted(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
 }

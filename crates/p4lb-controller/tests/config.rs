@@ -1,15 +1,18 @@
 //! A configuration value out of range stops the daemon with an error naming the
 //! key, before it starts anything; it never panics on an overflow.
 
+mod common;
+
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use common::exit_of;
 
 #[test]
 fn an_out_of_range_value_is_an_error_naming_the_key_not_a_panic() {
     let d = tempfile::tempdir().unwrap();
     let config = d.path().join("controller.toml");
     std::fs::write(&config, "[conn]\nidle_timeout_ms = 9223372036854775807\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
+    let child = Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
         .arg("--config")
         .arg(&config)
         .arg("--state-dir")
@@ -20,20 +23,10 @@ fn an_out_of_range_value_is_an_error_naming_the_key_not_a_panic() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the controller kept running with an out-of-range value");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = exit_of(
+        child,
+        "the controller kept running with an out-of-range value",
+    );
     assert!(!status.success());
     assert!(!err.contains("panicked"), "{err}");
     assert!(

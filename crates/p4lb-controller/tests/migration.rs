@@ -15,30 +15,6 @@ use p4lb_proto::api;
 const ROUTER: [u8; 6] = [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x64];
 
-/// A named namespace with `lo` up and `addrs` as /32 on it.
-struct Netns(p4lb_testutil::NamedNetns);
-
-impl Netns {
-    fn new(name: &str, addrs: &[&str]) -> Netns {
-        let ns = p4lb_testutil::NamedNetns::create(name).expect("creating a network namespace");
-        ns.link_up("lo").expect("lo up");
-        for a in addrs {
-            ns.add_addr("lo", &format!("{a}/32"))
-                .expect("adding an address");
-        }
-        Netns(ns)
-    }
-    fn path(&self) -> String {
-        self.0.path().display().to_string()
-    }
-    fn id(&self) -> Option<api::Identity> {
-        Some(api::Identity {
-            pid: 0,
-            netns_path: self.path(),
-        })
-    }
-}
-
 fn conn_rows(
     t: &std::collections::BTreeMap<&str, Vec<p4lb_proto::p4runtime::TableEntry>>,
 ) -> Vec<(u16, u16)> {

@@ -1,8 +1,11 @@
 //! A second controller on a state directory that is in use exits with a clear
 //! error before it creates its API socket.
 
+mod common;
+
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use common::exit_of;
 
 use p4lb_controller::lock::StateLock;
 
@@ -15,7 +18,7 @@ fn a_second_controller_on_the_same_state_exits_before_touching_sockets() {
     std::fs::write(&config, "").unwrap();
     // The "first controller": this process holds the state directory.
     let _held = StateLock::acquire(&state).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
+    let child = Command::new(env!("CARGO_BIN_EXE_p4lb-controller"))
         .arg("--config")
         .arg(&config)
         .arg("--state-dir")
@@ -26,20 +29,10 @@ fn a_second_controller_on_the_same_state_exits_before_touching_sockets() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the second controller kept running on a locked state directory");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = exit_of(
+        child,
+        "the second controller kept running on a locked state directory",
+    );
     assert!(!status.success());
     assert!(
         err.contains("another p4lb-controller is running on state directory"),

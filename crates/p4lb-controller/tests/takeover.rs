@@ -6,30 +6,6 @@ use common::*;
 use p4lb_proto::api;
 use tonic::Code;
 
-/// A named namespace with `lo` up and `addrs` as /32 on it.
-struct Netns(p4lb_testutil::NamedNetns);
-
-impl Netns {
-    fn new(prefix: &str, addrs: &[&str]) -> Netns {
-        let ns = p4lb_testutil::NamedNetns::unique(prefix);
-        ns.link_up("lo").expect("lo up");
-        for a in addrs {
-            ns.add_addr("lo", &format!("{a}/32"))
-                .expect("adding an address");
-        }
-        Netns(ns)
-    }
-    fn path(&self) -> String {
-        self.0.path().display().to_string()
-    }
-    fn id(&self) -> Option<api::Identity> {
-        Some(api::Identity {
-            pid: 0,
-            netns_path: self.path(),
-        })
-    }
-}
-
 fn event(
     phase: api::MigrationPhase,
     ns: &Netns,

@@ -292,3 +292,53 @@ pub async fn switch_process_main() {
     let _h = start_switch(Path::new(&sock)).await;
     futures::future::pending::<()>().await;
 }
+
+/// A uniquely named network namespace with `lo` up and `addrs` as /32 on it, removed
+/// on drop.
+pub struct Netns(pub p4lb_testutil::NamedNetns);
+
+impl Netns {
+    pub fn new(prefix: &str, addrs: &[&str]) -> Netns {
+        let ns = p4lb_testutil::NamedNetns::unique(prefix);
+        ns.link_up("lo").expect("lo up");
+        for a in addrs {
+            ns.add_addr("lo", &format!("{a}/32"))
+                .expect("adding an address");
+        }
+        Netns(ns)
+    }
+
+    pub fn path(&self) -> String {
+        self.0.path().display().to_string()
+    }
+
+    /// The identity a caller inside this namespace claims.
+    pub fn id(&self) -> Option<api::Identity> {
+        Some(api::Identity {
+            pid: 0,
+            netns_path: self.path(),
+        })
+    }
+}
+
+/// Waits up to 20 s for `child` to exit and returns its status and stderr; `what`
+/// names the failure when it keeps running (it is then killed).
+pub fn exit_of(mut child: std::process::Child, what: &str) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    (status, err)
+}
