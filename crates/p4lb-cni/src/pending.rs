@@ -209,3 +209,66 @@ pub async fn finish_own(inv: &Invocation) -> Result<(), CniError> {
     entries.remove(pos);
     file.save(&entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::env::RuntimeEnv;
+    use crate::cni::netconf::NetConf;
+    use crate::config::P4lbConf;
+
+    fn inv(state_dir: &Path) -> Invocation {
+        let conf =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"p4lb"}"#.to_vec()).unwrap();
+        let mut p4 = P4lbConf::from_netconf(&conf.value).unwrap();
+        p4.state_dir = state_dir.to_path_buf();
+        let env = RuntimeEnv {
+            container_id: "c".into(),
+            netns: String::new(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: Vec::new(),
+        };
+        Invocation { env, conf, p4 }
+    }
+
+    fn entry(cid: &str) -> Pending {
+        Pending {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            ipam_args: String::new(),
+        }
+    }
+
+    #[test]
+    fn recorded_once_per_attachment_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = inv(dir.path());
+        assert!(!any(&inv));
+        record(&inv, entry("a")).unwrap();
+        record(&inv, entry("a")).unwrap();
+        record(&inv, entry("b")).unwrap();
+        let file = Locked::open(&inv).unwrap();
+        assert_eq!(file.load().unwrap(), vec![entry("a"), entry("b")]);
+        let full: Vec<Pending> = (0..MAX_PENDING).map(|i| entry(&format!("x{i}"))).collect();
+        file.save(&full).unwrap();
+        drop(file);
+        let e = record(&inv, entry("one-more")).unwrap_err();
+        assert_eq!(e.code, Code::TryAgainLater as u32);
+        // an attachment already recorded is not refused
+        record(&inv, entry("x0")).unwrap();
+        // saving nothing removes the file
+        Locked::open(&inv).unwrap().save(&[]).unwrap();
+        assert!(!any(&inv));
+    }
+
+    #[test]
+    fn a_symlinked_record_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = inv(dir.path());
+        let path = Locked::path(&inv);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert!(record(&inv, entry("a")).is_err());
+    }
+}
