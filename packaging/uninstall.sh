@@ -1,6 +1,6 @@
 #!/bin/sh
-# Removes what install.sh installed. Keeps /var/lib/p4lb (state) and
-# /etc/p4lb unless --purge is given.
+# Removes what install.sh installed. Keeps /var/lib/p4lb (state),
+# /var/lib/cni/p4lb (the CNI plugin's state) and /etc/p4lb unless --purge is given.
 #
 #   packaging/uninstall.sh [--prefix /] [--purge]
 set -eu
@@ -37,6 +37,6 @@ for f in runc.conf crun.conf default.conf; do
     [ -s "$conf" ] || rm -f "$conf"
 done
 if [ "$purge" = 1 ]; then
-    rm -rf "$root/etc/p4lb" "$root/var/lib/p4lb"
+    rm -rf "$root/etc/p4lb" "$root/var/lib/p4lb" "$root/var/lib/cni/p4lb"
 fi
 echo "uninstall.sh: p4lb removed from ${root:-/}"

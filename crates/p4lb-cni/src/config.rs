@@ -17,6 +17,7 @@ use crate::net::link::parse_mac;
 struct Wire {
     controller_socket: Option<PathBuf>,
     controller_timeout_ms: Option<u64>,
+    state_dir: Option<PathBuf>,
     switch: Option<String>,
     switch_netns: Option<PathBuf>,
     mtu: Option<u32>,
@@ -36,6 +37,8 @@ pub struct P4lbConf {
     pub controller_socket: PathBuf,
     /// Bound for connecting and for each call to the controller.
     pub controller_timeout: Duration,
+    /// The plugin's own state (deregistrations DEL could not make yet).
+    pub state_dir: PathBuf,
     /// Name of the switch the pods attach to (recorded as label `p4lb.switch`).
     pub switch: Option<String>,
     /// Namespace the host end of the veth goes to (where the switch reads its ports);
@@ -55,6 +58,9 @@ pub struct P4lbConf {
     /// Static labels for every endpoint of this network.
     pub labels: BTreeMap<String, String>,
 }
+
+/// Default `stateDir`, next to the other plugins' state under /var/lib/cni.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/p4lb";
 
 fn invalid(key: &str, value: impl std::fmt::Display, why: &str) -> CniError {
     CniError::new(Code::InvalidNetworkConfig, format!("invalid {key}"))
@@ -105,8 +111,20 @@ impl P4lbConf {
                 "must be an absolute path",
             ));
         }
+        let state_dir = wire
+            .state_dir
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                "stateDir",
+                state_dir.display(),
+                "must be an absolute path",
+            ));
+        }
         Ok(P4lbConf {
             controller_socket: socket,
+            state_dir,
             controller_timeout: Duration::from_millis(timeout),
             switch: wire.switch.filter(|s| !s.is_empty()),
             switch_netns: wire.switch_netns.filter(|p| !p.as_os_str().is_empty()),
@@ -137,6 +155,7 @@ mod tests {
         assert!(c.lock_on_restore);
         assert!(!c.keep_ip_on_restore);
         assert!(c.add_restored_ip);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     }
 
     #[test]
@@ -149,6 +168,7 @@ mod tests {
             7
         );
         assert_eq!(conf(json!({"lockOnRestore": "yes"})).unwrap_err().code, 7);
+        assert_eq!(conf(json!({"stateDir": "rel"})).unwrap_err().code, 7);
         let e = conf(json!({"ipMasq": true})).unwrap_err();
         assert_eq!(e.code, 2);
         assert!(e.details.contains("ipMasq=true"));

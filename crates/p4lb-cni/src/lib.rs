@@ -30,13 +30,17 @@
 //!   addresses/routes/neighbours, ethtool.
 //! - [`api_client`]: the controller client (`p4lb_api::Client`) with failures as CNI
 //!   errors.
-//! - [`cmd`]: the verbs (ADD, DEL, CHECK, GC, STATUS, VERSION).
+//! - [`cmd`]: the verbs (ADD, DEL, CHECK, GC, STATUS, VERSION); [`cmd::del`] and
+//!   [`cmd::gc`] say what they never touch.
+//! - [`pending`]: deregistrations DEL could not make (controller unreachable), recorded
+//!   in `stateDir` and finished by the next DEL or GC that reaches the controller.
 
 pub mod api_client;
 pub mod cmd;
 pub mod cni;
 pub mod config;
 pub mod net;
+pub mod pending;
 pub mod restore;
 
 use serde_json::Value;

@@ -7,13 +7,15 @@ use std::net::IpAddr;
 use p4lb_api::api::RegisterEndpointRequest;
 use serde_json::Value;
 
-use super::{host_alias, host_ifname, Invocation};
+use super::{host_alias, host_ifname, Invocation, MAX_ALIAS_LEN};
 use crate::api_client::Controller;
+use crate::cni::env::MAX_CONTAINER_ID_LEN;
 use crate::cni::error::{CniError, Code};
 use crate::cni::result::{CniResult, Interface, IpConfig, IpNet, Route};
 use crate::net::ethtool::Ethtool;
 use crate::net::link::{mac_to_string, parse_mac};
 use crate::net::{NetNs, Netlink};
+use crate::pending;
 use crate::restore::{self, RestoreHint};
 
 /// What ADD has done so far, to undo on failure.
@@ -47,6 +49,7 @@ impl Undo {
 }
 
 pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
+    check_lengths(inv)?;
     let args = inv.args()?;
     let hint = match restore::detect(&args, &inv.conf.runtime_config)? {
         Some(h) if h.source == restore::HintSource::PodAnnotation => {
@@ -90,6 +93,10 @@ pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
         );
     }
 
+    // A DEL of this attachment that could not reach the controller is finished
+    // first, so its record can never remove what this ADD creates.
+    pending::finish_own(inv).await?;
+
     let mut undo = Undo::default();
     let mut controller = None;
     let outcome = attach(
@@ -112,6 +119,33 @@ pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
             Err(e)
         }
     }
+}
+
+/// Refuses, before anything is created, a container ID the controller would refuse
+/// and an attachment whose host-side alias (how DEL and GC recognise p4lb's veth)
+/// would not fit in the kernel's alias.
+fn check_lengths(inv: &Invocation) -> Result<(), CniError> {
+    let len = inv.env.container_id.len();
+    if len > MAX_CONTAINER_ID_LEN {
+        return Err(
+            CniError::new(Code::InvalidEnvironment, "CNI_CONTAINERID too long").details(format!(
+                "{len} bytes; the p4lb controller accepts at most {MAX_CONTAINER_ID_LEN}"
+            )),
+        );
+    }
+    let alias = host_alias(&inv.conf.name, &inv.env.container_id, &inv.env.ifname);
+    if alias.len() > MAX_ALIAS_LEN {
+        return Err(CniError::new(
+            Code::InvalidEnvironment,
+            "CNI_CONTAINERID and network name too long together",
+        )
+        .details(format!(
+            "the host interface alias {alias:?} has {} bytes; the kernel keeps at most \
+             {MAX_ALIAS_LEN}",
+            alias.len()
+        )));
+    }
+    Ok(())
 }
 
 /// An annotation hint counts only for a checkpointed migration of the same workload

@@ -2,6 +2,13 @@
 //! `cni.dev/valid-attachments`: host veths (recognised by their alias), controller
 //! endpoints, and IPAM leases. Continues past errors and reports them all.
 //!
+//! GC never frees an address the switch may still route to. It needs the controller:
+//! unreachable, GC does nothing and fails with 11 (try again later). IPAM leases are
+//! released only after the controller's own garbage collection succeeded (every
+//! endpoint of the network not listed is then gone); otherwise they are kept and the
+//! error says so. GC also finishes the deregistrations DEL recorded
+//! ([`crate::pending`]) for attachments that are not listed.
+//!
 //! IPAM: the GC verb is forwarded to the IPAM plugin, and every stale attachment found
 //! is also released with an IPAM DEL for its container ID and interface (host-local,
 //! for one, does not implement GC). For host-local, leases in its data directory whose
@@ -16,6 +23,7 @@ use serde_json::Value;
 use super::{parse_alias, Invocation};
 use crate::api_client::Controller;
 use crate::cni::error::{CniError, Code};
+use crate::pending;
 
 pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
     // Without the list everything of the network would look stale: refuse instead.
@@ -32,6 +40,13 @@ pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
         .collect();
     let mut stale: HashSet<(String, String)> = HashSet::new();
     let mut errors: Vec<String> = Vec::new();
+
+    // 0. The controller, before anything is touched.
+    let mut controller = Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout)
+        .await
+        .map_err(|e| {
+            e.context("nothing collected, IPAM leases kept: the switch may still route them")
+        })?;
 
     // 1. Host veths of this network.
     match inv.host_netlink() {
@@ -65,17 +80,27 @@ pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
             ifname: i.clone(),
         })
         .collect();
-    match Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout).await {
-        Ok(mut c) => match c.garbage_collect(&inv.conf.name, api_valid).await {
-            Ok(removed) => {
-                for key in removed {
-                    if let Some((cid, ifname)) = key.split_once('/') {
-                        stale.insert((cid.to_string(), ifname.to_string()));
-                    }
+    let routes_gone = match controller.garbage_collect(&inv.conf.name, api_valid).await {
+        Ok(removed) => {
+            for key in removed {
+                if let Some((cid, ifname)) = key.split_once('/') {
+                    stale.insert((cid.to_string(), ifname.to_string()));
                 }
             }
-            Err(e) => errors.push(e.to_string()),
-        },
+            true
+        }
+        Err(e) => {
+            errors.push(format!("{e}; IPAM leases kept"));
+            false
+        }
+    };
+    // Deregistrations DEL recorded, for attachments not listed as valid.
+    match pending::complete(inv, &mut controller, |p| {
+        valid.contains(&(p.container_id.clone(), p.ifname.clone()))
+    })
+    .await
+    {
+        Ok(e) => errors.extend(e),
         Err(e) => errors.push(e.to_string()),
     }
 
@@ -88,8 +113,9 @@ pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
         }
     }
 
-    // 4. Release every stale attachment's lease, then forward GC.
-    if inv.conf.ipam_type.is_some() {
+    // 4. Release every stale attachment's lease, then forward GC; only when the
+    //    controller no longer routes to any attachment that is not listed.
+    if inv.conf.ipam_type.is_some() && routes_gone {
         for (cid, ifname) in &stale {
             let env = vec![
                 ("CNI_CONTAINERID", cid.clone()),

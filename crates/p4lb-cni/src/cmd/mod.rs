@@ -50,7 +50,11 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     format!("p4lb{hex}")
 }
 
-/// The alias on the host end: names the attachment so GC can map links back to it.
+/// Longest interface alias the kernel stores (`IFALIASZ` - 1).
+pub const MAX_ALIAS_LEN: usize = 255;
+
+/// The alias on the host end: names the attachment so GC can map links back to it,
+/// and marks the link as p4lb's (DEL deletes no host link without it).
 pub fn host_alias(network: &str, container_id: &str, ifname: &str) -> String {
     format!("p4lb:{network}:{container_id}/{ifname}")
 }

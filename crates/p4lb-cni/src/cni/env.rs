@@ -106,6 +106,10 @@ impl RuntimeEnv {
     }
 }
 
+/// The longest container ID the p4lb controller registers (its API limit, in bytes).
+/// ADD refuses a longer one; DEL of one has nothing to undo.
+pub const MAX_CONTAINER_ID_LEN: usize = 256;
+
 /// Container IDs: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())

@@ -405,6 +405,7 @@ impl World {
             "type": "p4lb",
             "controllerSocket": self.socket,
             "controllerTimeoutMs": 3000,
+            "stateDir": self.dir.path().join("cni-state"),
             "switch": "sw0",
             "ipam": {
                 "type": "host-local",
@@ -463,6 +464,18 @@ impl World {
             }
         }
         out
+    }
+
+    /// Deregistrations DEL recorded for later (the plugin's pending file), if any.
+    pub fn pending(&self) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join("cni-state")
+                .join("pending-del")
+                .join(format!("{}.json", self.network)),
+        )
+        .unwrap_or_default()
     }
 
     /// Addresses host-local holds for this network.
