@@ -1,0 +1,154 @@
+//! Withdrawal of endpoints whose container is gone without a deregistration (the
+//! runtime deleted it while the controller was down, and never retries).
+//!
+//! An endpoint is gone when its host-side interface no longer exists in the
+//! controller's network namespace, or when the network namespace it registered
+//! from no longer exists (its path is gone or now names another namespace). The
+//! check runs once when the controller starts and then every
+//! `endpoints.liveness_interval_ms`. A gone endpoint is withdrawn exactly like a
+//! deregistration: it leaves every service's Maglev slots, its routes, backend row
+//! and learned connections are removed, its switch port detached, and the record
+//! deregistered. Endpoints that take part in a live migration are never withdrawn:
+//! their interface may legitimately be in flux.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::controller::Controller;
+use crate::endpoints::plan_deregistration;
+use crate::error::Result;
+use crate::state::{EndpointRec, EndpointState, State};
+
+/// Why an endpoint is considered gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gone {
+    /// Its host-side interface does not exist.
+    Interface(String),
+    /// Its network namespace path does not exist, or names another namespace.
+    Netns(String),
+}
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gone::Interface(i) => write!(f, "host interface {i} is gone"),
+            Gone::Netns(p) => write!(f, "network namespace {p} is gone"),
+        }
+    }
+}
+
+/// Whether endpoint `e` takes part in a migration that is still active: as its
+/// source or target, as a restore of its source's address, or registered for a
+/// restore (locked or restoring) while any migration is active.
+pub fn in_live_migration(st: &State, e: &EndpointRec) -> bool {
+    let mut active = st.migrations.iter().filter(|m| m.active()).peekable();
+    if active.peek().is_none() {
+        return false;
+    }
+    if e.locked || e.state == EndpointState::Restoring {
+        return true;
+    }
+    active.any(|m| {
+        m.source_key == e.key
+            || m.target_key == e.key
+            || (m.source_ip.is_some()
+                && (e.restore_of_ip == m.source_ip || Some(e.ip) == m.source_ip))
+    })
+}
+
+fn interface_exists(name: &str) -> bool {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => true,
+        // Only "no such device" means gone; any other failure proves nothing.
+        Err(e) => e != nix::errno::Errno::ENODEV,
+    }
+}
+
+fn netns_gone(path: &str, inode: u64) -> bool {
+    match std::fs::metadata(Path::new(path)) {
+        Ok(m) => m.ino() != inode,
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    }
+}
+
+/// Whether `e` is gone, and why. Endpoints without a host interface or a recorded
+/// namespace are only checked for what they have.
+pub fn gone(e: &EndpointRec) -> Option<Gone> {
+    if e.detached {
+        return None;
+    }
+    if !e.host_ifname.is_empty() && !interface_exists(&e.host_ifname) {
+        return Some(Gone::Interface(e.host_ifname.clone()));
+    }
+    if !e.netns_path.is_empty() && e.netns_inode != 0 && netns_gone(&e.netns_path, e.netns_inode) {
+        return Some(Gone::Netns(e.netns_path.clone()));
+    }
+    None
+}
+
+/// Endpoints of `st` that are gone and may be withdrawn, with the reason.
+pub fn stale_endpoints(st: &State) -> Vec<(String, Gone)> {
+    st.endpoints
+        .values()
+        .filter(|e| !in_live_migration(st, e))
+        .filter_map(|e| gone(e).map(|why| (e.key.clone(), why)))
+        .collect()
+}
+
+impl Controller {
+    /// Withdraws every endpoint whose interface or namespace is gone (see the
+    /// module documentation); returns the keys withdrawn.
+    pub async fn withdraw_stale(&self) -> Result<Vec<String>> {
+        let candidates = stale_endpoints(&self.inner.lock().await.state);
+        let mut withdrawn = Vec::new();
+        for (key, why) in candidates {
+            let k = key.clone();
+            // Re-checked against the state current at the commit's turn.
+            let (removed, _) = self
+                .commit_queued(move |st: &State| {
+                    let live = st
+                        .endpoints
+                        .get(&k)
+                        .is_some_and(|e| !in_live_migration(st, e) && gone(e).is_some());
+                    if !live {
+                        return Ok((None, false));
+                    }
+                    Ok(plan_deregistration(st, &k))
+                })
+                .await?;
+            if removed {
+                tracing::warn!(key = %key, reason = %why, "stale endpoint withdrawn from its services and deregistered");
+                self.emit("endpoint", "withdrawn", &key, why.to_string());
+                self.emit("endpoint", "removed", &key, why.to_string());
+                withdrawn.push(key);
+            }
+        }
+        Ok(withdrawn)
+    }
+}
+
+/// Checks at start, then every `every` (`None`: only at start).
+pub(crate) async fn liveness_loop(ctl: Weak<Controller>, every: Option<Duration>) {
+    let mut tick = every.map(tokio::time::interval);
+    if let Some(t) = tick.as_mut() {
+        // The first tick is immediate; the check at start runs below.
+        t.tick().await;
+    }
+    loop {
+        {
+            let Some(ctl) = ctl.upgrade() else { return };
+            if let Err(e) = ctl.withdraw_stale().await {
+                tracing::warn!(error = %e, "withdrawing stale endpoints");
+            }
+        }
+        match tick.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => return,
+        }
+    }
+}
