@@ -152,3 +152,90 @@ pub(crate) async fn liveness_loop(ctl: Weak<Controller>, every: Option<Duration>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::state::{MigrationRec, MigrationState};
+
+    fn ep(key: &str, ip: [u8; 4]) -> EndpointRec {
+        EndpointRec {
+            key: key.to_string(),
+            container_id: key.to_string(),
+            ifname: String::from("eth0"),
+            netns_path: String::new(),
+            netns_inode: 0,
+            ip: Ipv4Addr::from(ip),
+            prefix_len: 24,
+            mac: [2, 0, 0, 0, 0, ip[3]],
+            gateway: None,
+            host_ifname: String::new(),
+            switch_port: 1,
+            backend_id: 1,
+            backend_ip: Ipv4Addr::from(ip),
+            locked: false,
+            state: EndpointState::Ready,
+            labels: Default::default(),
+            network: String::from("p4lb"),
+            migrated_ips: Vec::new(),
+            restore_of_ip: None,
+            created_unix_ms: 0,
+            detached: false,
+        }
+    }
+
+    #[test]
+    fn a_missing_interface_or_namespace_is_gone_and_nothing_else() {
+        let mut e = ep("a", [10, 0, 0, 2]);
+        assert_eq!(gone(&e), None, "nothing recorded, nothing to check");
+        e.host_ifname = String::from("lo");
+        assert_eq!(gone(&e), None);
+        e.host_ifname = String::from("p4lbnosuchif0");
+        assert_eq!(gone(&e), Some(Gone::Interface(e.host_ifname.clone())));
+        e.detached = true;
+        assert_eq!(gone(&e), None, "a detached source has no interface");
+
+        let mut e = ep("b", [10, 0, 0, 3]);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let ino = std::fs::metadata(f.path()).unwrap().ino();
+        e.netns_path = f.path().display().to_string();
+        e.netns_inode = ino;
+        assert_eq!(gone(&e), None);
+        e.netns_inode = ino + 1;
+        assert_eq!(gone(&e), Some(Gone::Netns(e.netns_path.clone())));
+        e.netns_inode = ino;
+        drop(f);
+        assert_eq!(gone(&e), Some(Gone::Netns(e.netns_path.clone())));
+    }
+
+    #[test]
+    fn endpoints_of_an_active_migration_are_live() {
+        let mut st = State::new();
+        let src = ep("src", [10, 0, 0, 2]);
+        let mut tgt = ep("tgt", [10, 0, 0, 9]);
+        tgt.restore_of_ip = Some(src.ip);
+        let mut locked = ep("locked", [10, 0, 0, 4]);
+        locked.locked = true;
+        let other = ep("other", [10, 0, 0, 5]);
+        for e in [&src, &tgt, &locked, &other] {
+            st.endpoints.insert(e.key.clone(), e.clone());
+        }
+        // Without an active migration nothing is protected.
+        assert!(st.endpoints.values().all(|e| !in_live_migration(&st, e)));
+        st.migrations.push(MigrationRec {
+            id: String::from("m1"),
+            source_key: src.key.clone(),
+            source_ip: Some(src.ip),
+            state: MigrationState::Checkpointed,
+            ..Default::default()
+        });
+        assert!(in_live_migration(&st, &src));
+        assert!(in_live_migration(&st, &tgt));
+        assert!(in_live_migration(&st, &locked));
+        assert!(!in_live_migration(&st, &other));
+        st.migrations[0].state = MigrationState::Done;
+        assert!(!in_live_migration(&st, &src));
+    }
+}
