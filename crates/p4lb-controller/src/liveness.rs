@@ -5,11 +5,15 @@
 //! controller's network namespace, or when the network namespace it registered
 //! from no longer exists (its path is gone or now names another namespace). The
 //! check runs once when the controller starts and then every
-//! `endpoints.liveness_interval_ms`. A gone endpoint is withdrawn exactly like a
-//! deregistration: it leaves every service's Maglev slots, its routes, backend row
-//! and learned connections are removed, its switch port detached, and the record
-//! deregistered. Endpoints that take part in a live migration are never withdrawn:
-//! their interface may legitimately be in flux.
+//! `endpoints.liveness_interval_ms`. A gone endpoint is withdrawn: it leaves every
+//! service's Maglev slots, its routes, backend row and learned connections are
+//! removed, its switch port detached, and the record is kept in state `stale`
+//! (visible in `p4lbctl endpoints ls`) until it is deregistered — by the runtime's
+//! DEL when it is retried, GarbageCollect, `p4lbctl endpoints rm`, or a new
+//! registration of the same key. Keeping the record lets the runtime's late DEL
+//! still find what it registered, and shows the operator what was withdrawn.
+//! Endpoints that take part in a live migration are never withdrawn: their
+//! interface may legitimately be in flux.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -17,9 +21,9 @@ use std::path::Path;
 use std::sync::Weak;
 use std::time::Duration;
 
-use crate::controller::Controller;
-use crate::endpoints::plan_deregistration;
+use crate::controller::{Change, Controller};
 use crate::error::Result;
+use crate::services::refresh_services;
 use crate::state::{EndpointRec, EndpointState, State};
 
 /// Why an endpoint is considered gone.
@@ -77,7 +81,7 @@ fn netns_gone(path: &str, inode: u64) -> bool {
 /// Whether `e` is gone, and why. Endpoints without a host interface or a recorded
 /// namespace are only checked for what they have.
 pub fn gone(e: &EndpointRec) -> Option<Gone> {
-    if e.detached {
+    if e.detached || e.state == EndpointState::Stale {
         return None;
     }
     if !e.host_ifname.is_empty() && !interface_exists(&e.host_ifname) {
@@ -98,6 +102,26 @@ pub fn stale_endpoints(st: &State) -> Vec<(String, Gone)> {
         .collect()
 }
 
+/// The change that withdraws endpoint `key`: out of every service, no routes,
+/// backend row, learned connections or port; the record kept as `stale`.
+fn plan_withdrawal(st: &State, key: &str) -> Option<Change> {
+    let mut st = st.clone();
+    let e = st.endpoints.get_mut(key)?;
+    let port = (!e.host_ifname.is_empty()).then_some(e.switch_port);
+    let backend = e.backend_id;
+    e.state = EndpointState::Stale;
+    e.locked = false;
+    e.host_ifname.clear();
+    e.backend_id = 0;
+    refresh_services(&mut st);
+    let mut change = Change::new(st);
+    change.port_removes.extend(port);
+    if backend != 0 {
+        change.drop_backends.push(backend);
+    }
+    Some(change)
+}
+
 impl Controller {
     /// Withdraws every endpoint whose interface or namespace is gone (see the
     /// module documentation); returns the keys withdrawn.
@@ -116,13 +140,14 @@ impl Controller {
                     if !live {
                         return Ok((None, false));
                     }
-                    Ok(plan_deregistration(st, &k))
+                    let change = plan_withdrawal(st, &k);
+                    let withdrawn = change.is_some();
+                    Ok((change, withdrawn))
                 })
                 .await?;
             if removed {
-                tracing::warn!(key = %key, reason = %why, "stale endpoint withdrawn from its services and deregistered");
+                tracing::warn!(key = %key, reason = %why, "stale endpoint withdrawn from its services");
                 self.emit("endpoint", "withdrawn", &key, why.to_string());
-                self.emit("endpoint", "removed", &key, why.to_string());
                 withdrawn.push(key);
             }
         }

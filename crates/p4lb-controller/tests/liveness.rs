@@ -131,8 +131,9 @@ async fn an_endpoint_whose_host_interface_is_deleted_is_withdrawn_within_seconds
     assert_eq!(slot_backends(&ssock).await, both);
     // Both interfaces exist: several checks later nothing is withdrawn.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(endpoint(&mut c, "lva/eth0").await.is_some());
-    assert!(endpoint(&mut c, "lvb/eth0").await.is_some());
+    for k in ["lva/eth0", "lvb/eth0"] {
+        assert_eq!(endpoint(&mut c, k).await.unwrap().state, "ready");
+    }
 
     delete_link(&gone.host);
     let only_b: BTreeSet<u64> = [u64::from(b.backend_id)].into();
@@ -146,11 +147,8 @@ async fn an_endpoint_whose_host_interface_is_deleted_is_withdrawn_within_seconds
         .await,
         "the deleted endpoint's backend stays in the service's slots"
     );
-    assert!(
-        endpoint(&mut c, "lva/eth0").await.is_none(),
-        "not deregistered"
-    );
-    assert!(endpoint(&mut c, "lvb/eth0").await.is_some());
+    assert_stale(&mut c, "lva/eth0").await;
+    assert_eq!(endpoint(&mut c, "lvb/eth0").await.unwrap().state, "ready");
     let svc = c
         .client
         .list_services(api::ListServicesRequest {})
@@ -168,6 +166,26 @@ async fn an_endpoint_whose_host_interface_is_deleted_is_withdrawn_within_seconds
         rows(&t["backends"])
     );
     assert!(!format!("{:?}", sw.ports.list()).contains(&gone.host));
+    // `p4lbctl endpoints ls` shows it stale; the runtime's late DEL removes it.
+    let ls = p4lbctl(&dir, &["endpoints", "ls"]);
+    assert!(ls.status.success());
+    let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("lva/eth0") && l.contains("stale")),
+        "{ls}"
+    );
+    let r = c
+        .client
+        .deregister_endpoint(api::DeregisterEndpointRequest {
+            container_id: "lva".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.existed);
+    assert!(endpoint(&mut c, "lva/eth0").await.is_none());
     c.stop().await;
     sw.shutdown().await;
 }
@@ -223,8 +241,33 @@ async fn a_controller_started_on_a_state_whose_interface_is_gone_withdraws_it_at
         "backend {} stays in the service's slots after a restart",
         a.backend_id
     );
-    assert!(endpoint(&mut c, "lsa/eth0").await.is_none());
-    assert!(endpoint(&mut c, "lsb/eth0").await.is_some());
+    assert_stale(&mut c, "lsa/eth0").await;
+    // A new registration of the same key replaces the stale record.
+    let again = Veth::new("p4lv2c");
+    let a2 = c
+        .client
+        .register_endpoint(register_req(
+            "lsa",
+            "10.88.9.22",
+            "02:00:00:00:09:22",
+            &again.host,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a2.state, "ready");
+    let both: BTreeSet<u64> = [a2.backend_id, b.backend_id].map(u64::from).into();
+    let s = ssock.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = s.clone();
+            let want = both.clone();
+            async move { slot_backends(&s).await == want }
+        })
+        .await,
+        "the re-registered endpoint does not rejoin its service"
+    );
+    assert_eq!(endpoint(&mut c, "lsb/eth0").await.unwrap().state, "ready");
     c.stop().await;
     sw.shutdown().await;
 }
@@ -240,19 +283,30 @@ async fn an_endpoint_whose_netns_is_gone_is_withdrawn() {
     r.netns_path = ns.path();
     c.client.register_endpoint(r).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(endpoint(&mut c, "lvn/eth0").await.is_some());
+    assert_eq!(endpoint(&mut c, "lvn/eth0").await.unwrap().state, "ready");
     drop(ns);
     let mut gone = false;
     for _ in 0..50 {
-        if endpoint(&mut c, "lvn/eth0").await.is_none() {
+        if endpoint(&mut c, "lvn/eth0").await.map(|e| e.state) == Some("stale".into()) {
             gone = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(gone, "the endpoint of a deleted namespace stays registered");
+    assert!(gone, "the endpoint of a deleted namespace stays ready");
+    assert_stale(&mut c, "lvn/eth0").await;
     c.stop().await;
     sw.shutdown().await;
+}
+
+/// The endpoint is withdrawn: listed as stale, without backend or interface.
+async fn assert_stale(c: &mut Ctl, key: &str) {
+    let e = endpoint(c, key)
+        .await
+        .expect("the withdrawn endpoint stays listed");
+    assert_eq!(e.state, "stale", "{e:?}");
+    assert_eq!(e.backend_id, 0, "{e:?}");
+    assert!(e.host_ifname.is_empty(), "{e:?}");
 }
 
 fn p4lbctl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
