@@ -183,7 +183,7 @@ fn plan_registration(
 /// The change that removes endpoint `key` (routes, backend row, port and its
 /// connections); `None` when it is not registered. The source of an active
 /// migration is kept, detached and locked, for its restore.
-pub(crate) fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, bool) {
+fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, bool) {
     let mut st = state.clone();
     let Some(rec) = st.endpoints.remove(key) else {
         return (None, false);
