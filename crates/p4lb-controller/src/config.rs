@@ -31,6 +31,7 @@ pub struct Config {
     pub conn: ConnConfig,
     pub metrics: MetricsConfig,
     pub identity: IdentityConfig,
+    pub endpoints: EndpointsConfig,
     /// Slot count of new services' Maglev tables (prime).
     pub maglev_slots: u16,
 }
@@ -127,6 +128,14 @@ pub struct MetricsConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct EndpointsConfig {
+    /// How often endpoints are checked for a host interface or network namespace
+    /// that is gone (they are then withdrawn); 0 = only once, at start.
+    pub liveness_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Also require the endpoint's address to be configured in the caller's netns.
     pub check_addresses: bool,
@@ -142,6 +151,7 @@ impl Default for Config {
             conn: ConnConfig::default(),
             metrics: MetricsConfig::default(),
             identity: IdentityConfig::default(),
+            endpoints: EndpointsConfig::default(),
             maglev_slots: crate::maglev::DEFAULT_SLOTS,
         }
     }
@@ -193,6 +203,14 @@ impl Default for ConnConfig {
             digest_max_timeout_us: 500,
             digest_max_list_size: 256,
             persist_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for EndpointsConfig {
+    fn default() -> Self {
+        EndpointsConfig {
+            liveness_interval_ms: 2_000,
         }
     }
 }
@@ -318,6 +336,12 @@ impl Config {
             "ms",
         )?;
         range(
+            "endpoints.liveness_interval_ms",
+            self.endpoints.liveness_interval_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        range(
             "conn.digest_max_timeout_us",
             self.conn.digest_max_timeout_us,
             MAX_DIGEST_TIMEOUT_US,
@@ -377,6 +401,16 @@ mod tests {
         assert!(Config::parse("[switch]\nrouter_mac = \"nope\"").is_err());
         assert!(Config::parse("unknown = 1").is_err());
         assert!(Config::parse("[ports]\nfirst = 0").is_err());
+    }
+
+    #[test]
+    fn liveness_interval_out_of_range_is_refused_by_name() {
+        let e = Config::parse("[endpoints]\nliveness_interval_ms = 9223372036854775807")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpoints.liveness_interval_ms"), "{e}");
+        let c = Config::parse("[endpoints]\nliveness_interval_ms = 500").unwrap();
+        assert_eq!(c.endpoints.liveness_interval_ms, 500);
     }
 
     #[test]

@@ -161,6 +161,11 @@ impl Controller {
                 Duration::from_millis(ctl.cfg.conn.sweep_interval_ms),
             ));
         }
+        let every = ctl.cfg.endpoints.liveness_interval_ms;
+        tokio::spawn(crate::liveness::liveness_loop(
+            Arc::downgrade(&ctl),
+            (every > 0).then(|| Duration::from_millis(every)),
+        ));
         if ctl.cfg.conn.persist_interval_ms > 0 {
             tokio::spawn(persist_conns_loop(
                 Arc::downgrade(&ctl),

@@ -80,6 +80,11 @@ fn plan_registration(
     // checkpoint left behind and inherits its backend.
     let inherited = match st.endpoints.get(&key) {
         Some(e) if e.detached => st.endpoints.remove(&key),
+        // A withdrawn (stale) record gives way to the new registration.
+        Some(e) if e.state == EndpointState::Stale => {
+            st.endpoints.remove(&key);
+            None
+        }
         Some(_) => {
             return Err(Error::exists(format!(
                 "endpoint {key} is already registered"

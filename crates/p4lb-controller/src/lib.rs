@@ -8,6 +8,8 @@
 //! - [`desired`]: the table entries a state implies (pure function), built with
 //!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
 //!   the controller derives from its state, and entries rendered as text.
+//! - [`liveness`]: endpoints whose host interface or network namespace is gone are
+//!   withdrawn from services and kept `stale` (checked at start and periodically).
 //! - [`identity`]: which network namespace a caller's claimed pid or path names, and
 //!   whether the connecting process (SO_PEERCRED) may claim it.
 //! - [`maglev`]: the slot tables of services.
@@ -43,6 +45,7 @@ pub mod entries;
 pub mod error;
 pub mod identity;
 pub mod limits;
+pub mod liveness;
 pub mod lock;
 pub mod maglev;
 pub mod metrics;

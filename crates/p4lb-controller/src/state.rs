@@ -31,6 +31,10 @@ pub enum EndpointState {
     Restoring,
     /// The container moved away; the record stays until the runtime deletes it.
     Migrated,
+    /// Its host interface or network namespace is gone: withdrawn from services,
+    /// without routes, backend or port, until its deregistration (the runtime's DEL,
+    /// GarbageCollect or `p4lbctl endpoints rm`) or a new registration of its key.
+    Stale,
 }
 
 impl EndpointState {
@@ -40,6 +44,7 @@ impl EndpointState {
             EndpointState::Locked => "locked",
             EndpointState::Restoring => "restoring",
             EndpointState::Migrated => "migrated",
+            EndpointState::Stale => "stale",
         }
     }
 }
@@ -133,7 +138,7 @@ pub struct EndpointRec {
 impl EndpointRec {
     /// Whether the endpoint carries traffic (is selectable and routed).
     pub fn active(&self) -> bool {
-        self.state != EndpointState::Migrated
+        !matches!(self.state, EndpointState::Migrated | EndpointState::Stale)
     }
 
     /// Every address routed to this endpoint.

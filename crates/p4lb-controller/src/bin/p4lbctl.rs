@@ -51,7 +51,17 @@ enum Cmd {
 #[derive(Debug, Subcommand)]
 enum EndpointsCmd {
     Ls,
-    Show { key: String },
+    Show {
+        key: String,
+    },
+    /// Removes an endpoint by hand ("<container-id>/<ifname>"), as the runtime's
+    /// deregistration would.
+    Rm {
+        key: String,
+        /// Also remove an endpoint that takes part in a live migration.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +109,27 @@ enum SwitchCmd {
     Tables { table: Option<String> },
     /// Ports of the software switch (PortAttacher on the switch's address).
     Ports,
+}
+
+/// The active migration endpoint `e` takes part in: as its source or target, as a
+/// restore of its source's address, or registered for a restore while one runs.
+fn live_migration_of<'a>(
+    e: &api::Endpoint,
+    ms: &'a [api::Migration],
+) -> Option<&'a api::Migration> {
+    let active = |m: &&api::Migration| !matches!(m.state.as_str(), "done" | "aborted");
+    ms.iter()
+        .filter(active)
+        .find(|m| {
+            m.source_key == e.key
+                || m.target_key == e.key
+                || (!m.source_ip.is_empty() && m.source_ip == e.ip)
+        })
+        .or_else(|| {
+            (e.locked || e.state == "restoring")
+                .then(|| ms.iter().find(active))
+                .flatten()
+        })
 }
 
 /// Appends `v` as pretty JSON. API messages go through their serde derive (the one
@@ -356,6 +387,34 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
                 return json_into(out, &e);
             }
             endpoint_fields(out, &e);
+        }
+        Cmd::Endpoints(EndpointsCmd::Rm { key, force }) => {
+            let Some((container_id, ifname)) = key.split_once('/') else {
+                anyhow::bail!("endpoint key {key:?} is not <container-id>/<ifname>");
+            };
+            let Some(e) = c.get_endpoint(&key).await? else {
+                anyhow::bail!("no endpoint {key}");
+            };
+            if !force {
+                let migrations = c.list_migrations().await?;
+                if let Some(m) = live_migration_of(&e, &migrations) {
+                    anyhow::bail!(
+                        "endpoint {key} takes part in live migration {} ({}); \
+                         refusing to remove it (use --force to remove it anyway)",
+                        m.id,
+                        m.state
+                    );
+                }
+            }
+            let existed = c.deregister_endpoint(container_id, ifname).await?;
+            if args.json {
+                return json_into(out, &json!({ "key": key, "removed": existed }));
+            }
+            if existed {
+                writeln!(out, "endpoint {key} removed")?;
+            } else {
+                writeln!(out, "endpoint {key} was already gone")?;
+            }
         }
         Cmd::Services(ServicesCmd::Ls) => {
             let services = c.list_services().await?;

@@ -1,0 +1,266 @@
+//! Withdrawal of endpoints whose container is gone without a deregistration (the
+//! runtime deleted it while the controller was down, and never retries).
+//!
+//! An endpoint is gone when its host-side interface no longer exists in the
+//! controller's network namespace, or when the network namespace it registered
+//! from no longer exists (its path is gone or now names another namespace). The
+//! check runs once when the controller starts and then every
+//! `endpoints.liveness_interval_ms`. A gone endpoint is withdrawn: it leaves every
+//! service's Maglev slots, its routes, backend row and learned connections are
+//! removed, its switch port detached, and the record is kept in state `stale`
+//! (visible in `p4lbctl endpoints ls`) until it is deregistered — by the runtime's
+//! DEL when it is retried, GarbageCollect, `p4lbctl endpoints rm`, or a new
+//! registration of the same key. Keeping the record lets the runtime's late DEL
+//! still find what it registered, and shows the operator what was withdrawn.
+//! Endpoints that take part in a live migration are never withdrawn: their
+//! interface may legitimately be in flux.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::controller::{Change, Controller};
+use crate::error::Result;
+use crate::services::refresh_services;
+use crate::state::{EndpointRec, EndpointState, State};
+
+/// Why an endpoint is considered gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gone {
+    /// Its host-side interface does not exist.
+    Interface(String),
+    /// Its network namespace path does not exist, or names another namespace.
+    Netns(String),
+}
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gone::Interface(i) => write!(f, "host interface {i} is gone"),
+            Gone::Netns(p) => write!(f, "network namespace {p} is gone"),
+        }
+    }
+}
+
+/// Whether endpoint `e` takes part in a migration that is still active: as its
+/// source or target, as a restore of its source's address, or registered for a
+/// restore (locked or restoring) while any migration is active.
+pub fn in_live_migration(st: &State, e: &EndpointRec) -> bool {
+    let mut active = st.migrations.iter().filter(|m| m.active()).peekable();
+    if active.peek().is_none() {
+        return false;
+    }
+    if e.locked || e.state == EndpointState::Restoring {
+        return true;
+    }
+    active.any(|m| {
+        m.source_key == e.key
+            || m.target_key == e.key
+            || (m.source_ip.is_some()
+                && (e.restore_of_ip == m.source_ip || Some(e.ip) == m.source_ip))
+    })
+}
+
+fn interface_exists(name: &str) -> bool {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => true,
+        // Only "no such device" means gone; any other failure proves nothing.
+        Err(e) => e != nix::errno::Errno::ENODEV,
+    }
+}
+
+fn netns_gone(path: &str, inode: u64) -> bool {
+    match std::fs::metadata(Path::new(path)) {
+        Ok(m) => m.ino() != inode,
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    }
+}
+
+/// Whether `e` is gone, and why. Endpoints without a host interface or a recorded
+/// namespace are only checked for what they have.
+pub fn gone(e: &EndpointRec) -> Option<Gone> {
+    if e.detached || e.state == EndpointState::Stale {
+        return None;
+    }
+    if !e.host_ifname.is_empty() && !interface_exists(&e.host_ifname) {
+        return Some(Gone::Interface(e.host_ifname.clone()));
+    }
+    if !e.netns_path.is_empty() && e.netns_inode != 0 && netns_gone(&e.netns_path, e.netns_inode) {
+        return Some(Gone::Netns(e.netns_path.clone()));
+    }
+    None
+}
+
+/// Endpoints of `st` that are gone and may be withdrawn, with the reason.
+pub fn stale_endpoints(st: &State) -> Vec<(String, Gone)> {
+    st.endpoints
+        .values()
+        .filter(|e| !in_live_migration(st, e))
+        .filter_map(|e| gone(e).map(|why| (e.key.clone(), why)))
+        .collect()
+}
+
+/// The change that withdraws endpoint `key`: out of every service, no routes,
+/// backend row, learned connections or port; the record kept as `stale`.
+fn plan_withdrawal(st: &State, key: &str) -> Option<Change> {
+    let mut st = st.clone();
+    let e = st.endpoints.get_mut(key)?;
+    let port = (!e.host_ifname.is_empty()).then_some(e.switch_port);
+    let backend = e.backend_id;
+    e.state = EndpointState::Stale;
+    e.locked = false;
+    e.host_ifname.clear();
+    e.backend_id = 0;
+    refresh_services(&mut st);
+    let mut change = Change::new(st);
+    change.port_removes.extend(port);
+    if backend != 0 {
+        change.drop_backends.push(backend);
+    }
+    Some(change)
+}
+
+impl Controller {
+    /// Withdraws every endpoint whose interface or namespace is gone (see the
+    /// module documentation); returns the keys withdrawn.
+    pub async fn withdraw_stale(&self) -> Result<Vec<String>> {
+        let candidates = stale_endpoints(&self.inner.lock().await.state);
+        let mut withdrawn = Vec::new();
+        for (key, why) in candidates {
+            let k = key.clone();
+            // Re-checked against the state current at the commit's turn.
+            let (removed, _) = self
+                .commit_queued(move |st: &State| {
+                    let live = st
+                        .endpoints
+                        .get(&k)
+                        .is_some_and(|e| !in_live_migration(st, e) && gone(e).is_some());
+                    if !live {
+                        return Ok((None, false));
+                    }
+                    let change = plan_withdrawal(st, &k);
+                    let withdrawn = change.is_some();
+                    Ok((change, withdrawn))
+                })
+                .await?;
+            if removed {
+                tracing::warn!(key = %key, reason = %why, "stale endpoint withdrawn from its services");
+                self.emit("endpoint", "withdrawn", &key, why.to_string());
+                withdrawn.push(key);
+            }
+        }
+        Ok(withdrawn)
+    }
+}
+
+/// Checks at start, then every `every` (`None`: only at start).
+pub(crate) async fn liveness_loop(ctl: Weak<Controller>, every: Option<Duration>) {
+    let mut tick = every.map(tokio::time::interval);
+    if let Some(t) = tick.as_mut() {
+        // The first tick is immediate; the check at start runs below.
+        t.tick().await;
+    }
+    loop {
+        {
+            let Some(ctl) = ctl.upgrade() else { return };
+            if let Err(e) = ctl.withdraw_stale().await {
+                tracing::warn!(error = %e, "withdrawing stale endpoints");
+            }
+        }
+        match tick.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::state::{MigrationRec, MigrationState};
+
+    fn ep(key: &str, ip: [u8; 4]) -> EndpointRec {
+        EndpointRec {
+            key: key.to_string(),
+            container_id: key.to_string(),
+            ifname: String::from("eth0"),
+            netns_path: String::new(),
+            netns_inode: 0,
+            ip: Ipv4Addr::from(ip),
+            prefix_len: 24,
+            mac: [2, 0, 0, 0, 0, ip[3]],
+            gateway: None,
+            host_ifname: String::new(),
+            switch_port: 1,
+            backend_id: 1,
+            backend_ip: Ipv4Addr::from(ip),
+            locked: false,
+            state: EndpointState::Ready,
+            labels: Default::default(),
+            network: String::from("p4lb"),
+            migrated_ips: Vec::new(),
+            restore_of_ip: None,
+            created_unix_ms: 0,
+            detached: false,
+        }
+    }
+
+    #[test]
+    fn a_missing_interface_or_namespace_is_gone_and_nothing_else() {
+        let mut e = ep("a", [10, 0, 0, 2]);
+        assert_eq!(gone(&e), None, "nothing recorded, nothing to check");
+        e.host_ifname = String::from("lo");
+        assert_eq!(gone(&e), None);
+        e.host_ifname = String::from("p4lbnosuchif0");
+        assert_eq!(gone(&e), Some(Gone::Interface(e.host_ifname.clone())));
+        e.detached = true;
+        assert_eq!(gone(&e), None, "a detached source has no interface");
+
+        let mut e = ep("b", [10, 0, 0, 3]);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let ino = std::fs::metadata(f.path()).unwrap().ino();
+        e.netns_path = f.path().display().to_string();
+        e.netns_inode = ino;
+        assert_eq!(gone(&e), None);
+        e.netns_inode = ino + 1;
+        assert_eq!(gone(&e), Some(Gone::Netns(e.netns_path.clone())));
+        e.netns_inode = ino;
+        drop(f);
+        assert_eq!(gone(&e), Some(Gone::Netns(e.netns_path.clone())));
+    }
+
+    #[test]
+    fn endpoints_of_an_active_migration_are_live() {
+        let mut st = State::new();
+        let src = ep("src", [10, 0, 0, 2]);
+        let mut tgt = ep("tgt", [10, 0, 0, 9]);
+        tgt.restore_of_ip = Some(src.ip);
+        let mut locked = ep("locked", [10, 0, 0, 4]);
+        locked.locked = true;
+        let other = ep("other", [10, 0, 0, 5]);
+        for e in [&src, &tgt, &locked, &other] {
+            st.endpoints.insert(e.key.clone(), e.clone());
+        }
+        // Without an active migration nothing is protected.
+        assert!(st.endpoints.values().all(|e| !in_live_migration(&st, e)));
+        st.migrations.push(MigrationRec {
+            id: String::from("m1"),
+            source_key: src.key.clone(),
+            source_ip: Some(src.ip),
+            state: MigrationState::Checkpointed,
+            ..Default::default()
+        });
+        assert!(in_live_migration(&st, &src));
+        assert!(in_live_migration(&st, &tgt));
+        assert!(in_live_migration(&st, &locked));
+        assert!(!in_live_migration(&st, &other));
+        st.migrations[0].state = MigrationState::Done;
+        assert!(!in_live_migration(&st, &src));
+    }
+}
