@@ -245,8 +245,10 @@ async fn attach(
     // 5. The controller.
     let container_mac = pod_link.mac.map(|m| mac_to_string(&m)).unwrap_or_default();
     let args = inv.args()?;
-    // The controller locks every endpoint it is given restore hints for, so with
-    // lockOnRestore=false the restore is registered as a plain new endpoint.
+    // The controller locks an endpoint it is given a restore hint for when it knows
+    // a checkpointed migration of that address (otherwise it registers it unlocked
+    // and its reply carries no restore_of_ip); with lockOnRestore=false the restore
+    // is registered as a plain new endpoint.
     let hint_sent = hint.filter(|_| inv.p4.lock_on_restore);
     let locked = hint_sent.is_some();
     let req = RegisterEndpointRequest {
@@ -272,6 +274,19 @@ async fn attach(
     // committed by the controller, and the rollback's deregistration covers that.
     undo.endpoint = true;
     let endpoint = c.register(req).await?;
+    if let Some(h) = hint_sent.filter(|_| endpoint.restore_of_ip.is_empty()) {
+        // The controller decides what is a restore: it knew no checkpointed
+        // migration of the hinted address, so this container starts fresh.
+        eprintln!(
+            "p4lb: warning: restore hint {} ignored by the controller, starting fresh: \
+             no checkpointed migration of it is known",
+            h.old_ip
+        );
+        if inv.p4.add_restored_ip && IpAddr::V4(h.old_ip) != primary.address.addr {
+            pod.remove_address(pod_link.index, IpAddr::V4(h.old_ip))
+                .await?;
+        }
+    }
 
     // 6. The gateway's MAC, when known: pinned so the pod never waits for ARP.
     let router_mac = parse_mac(&endpoint.router_mac).or(inv.p4.router_mac);
