@@ -21,6 +21,12 @@
 //! workload (the same Kubernetes namespace as the new pod). Otherwise the hint is
 //! ignored with a warning and the pod starts fresh: an annotation can name a
 //! migration but never choose whose backend moves.
+//!
+//! Every hint the plugin sends is checked again by the controller, which decides: it
+//! registers a restore target only for a checkpointed (or restoring) migration of that
+//! address. A `podman run --ip X --mac-address Y` passes the same `IP=`/`MAC=` as a
+//! restore; with no migration the controller registers it as a fresh start and its
+//! reply carries no `restore_of_ip` (`cmd/add.rs` then logs it and drops the old address).
 
 use std::net::Ipv4Addr;
 

@@ -41,6 +41,33 @@ fn event(phase: api::MigrationPhase, ns: &Netns, id: &str) -> api::MigrationEven
     }
 }
 
+/// Whether a line holds `prefix` followed by a number of seconds and " s)".
+fn waits_with_age(prefix: &'static str) -> impl Fn(&str) -> bool {
+    move |text: &str| {
+        text.lines().any(|l| {
+            l.split_once(prefix).is_some_and(|(_, rest)| {
+                rest.split_once(" s)")
+                    .is_some_and(|(n, _)| n.parse::<u64>().is_ok())
+            })
+        })
+    }
+}
+
+fn p4lbctl(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+        .arg("--socket")
+        .arg(dir.join("api.sock"))
+        .args(args)
+        .output()
+        .expect("running p4lbctl");
+    assert!(
+        out.status.success(),
+        "p4lbctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The route rows of `ip` in the switch.
 async fn routes_of(ssock: &std::path::Path, ip: &str) -> Vec<String> {
     let prefix = format!("dst_addr={ip}/32 -> ");
@@ -155,6 +182,12 @@ async fn a_restore_target_whose_migration_is_aborted_is_unlocked() {
         .into_inner();
     assert!(tgt.locked && tgt.state == "restoring", "{tgt:?}");
     assert_eq!(tgt.restore_of_ip, "10.88.7.21");
+    // What waits, for what and since when, is visible in p4lbctl.
+    let waiting = waits_with_age("restoring (restore of 10.88.7.21, ");
+    let ls = p4lbctl(&dir, &["endpoints", "ls"]);
+    assert!(waiting(&ls), "{ls}");
+    let show = p4lbctl(&dir, &["endpoints", "show", "tgt/eth0"]);
+    assert!(waiting(&show), "{show}");
 
     c.client
         .migration_event(event(api::MigrationPhase::Abort, &src_ns, &id))
