@@ -77,6 +77,8 @@ fn podman_ip_and_mac_without_a_migration_start_fresh() {
         .next()
         .unwrap()
         .to_string();
+    // IPAM got the address Podman asked for.
+    assert_eq!(new_ip, old_ip);
     let ep = &w.endpoints()[0];
     assert!(!ep.locked, "{ep:?}");
     assert_eq!(ep.state, "ready");
@@ -85,9 +87,14 @@ fn podman_ip_and_mac_without_a_migration_start_fresh() {
     let routes = routes_of(&w, &new_ip);
     assert_eq!(routes.len(), 1, "{routes:?}");
     assert!(!routes[0].contains("locked"), "{routes:?}");
-    // No restore behaviour: the hinted address is not left on the interface.
+    // No restore behaviour: the address is the pod's own (/24), not an extra /32.
     let addrs = pod_addrs(&ns, "eth0");
     assert!(!addrs.contains(&format!("{old_ip}/32")), "{addrs:?}");
+    assert!(
+        r.stderr.contains("restore hint IP="),
+        "no warning: {}",
+        r.stderr
+    );
     w.p4lb("DEL", "fresh", &ns.path, &args, &c).ok();
     w.assert_clean();
 }

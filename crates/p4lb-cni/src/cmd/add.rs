@@ -52,6 +52,9 @@ pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
         Some(h) if h.source == restore::HintSource::PodAnnotation => {
             confirm_annotation_hint(inv, &args, h).await?
         }
+        Some(h) if h.source == restore::HintSource::PodmanArgs => {
+            confirm_podman_hint(inv, h).await?
+        }
         other => other,
     };
     if inv.conf.ipam_type.is_none() {
@@ -134,6 +137,40 @@ async fn confirm_annotation_hint(
                 hint.old_ip
             );
             Ok(None)
+        }
+    }
+}
+
+/// Podman passes `IP=`/`MAC=` for a restore and for `podman run --ip X --mac-address
+/// Y` or `podman network reload` alike. Before IPAM sees (or is denied) them, the
+/// controller's migrations tell which it is: with no checkpointed migration of that
+/// address the container starts fresh and IPAM gets the address it asked for. When
+/// the migrations cannot be listed the hint stays, and the controller decides at
+/// registration (its reply is followed after IPAM). An unreachable controller fails
+/// the ADD here (11), as the registration would.
+async fn confirm_podman_hint(
+    inv: &Invocation,
+    hint: RestoreHint,
+) -> Result<Option<RestoreHint>, CniError> {
+    let mut c = Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout).await?;
+    match c.migrations().await {
+        Ok(migrations) => match restore::restore_migration(&hint, &migrations) {
+            Ok(_) => Ok(Some(hint)),
+            Err(why) => {
+                eprintln!(
+                    "p4lb: warning: restore hint IP={} ignored, starting fresh: {why}",
+                    hint.old_ip
+                );
+                Ok(None)
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "p4lb: warning: cannot list migrations ({}); the controller decides whether \
+                 IP={} is a restore",
+                e.msg, hint.old_ip
+            );
+            Ok(Some(hint))
         }
     }
 }
