@@ -40,6 +40,7 @@ fn an_endpoint_round_trips() {
         state: "locked".into(),
         created_unix_ms: -1,
         router_mac: "02:00:00:00:00:01".into(),
+        restore_of_ip: "10.88.0.4".into(),
     };
     let v = serde_json::to_value(&e).unwrap();
     assert_eq!(v["ip"], "10.88.0.5");
@@ -76,6 +77,7 @@ fn field_names_are_the_proto_names() {
             "state",
             "created_unix_ms",
             "router_mac",
+            "restore_of_ip",
         ])
     );
     let v = serde_json::to_value(api::Service::default()).unwrap();

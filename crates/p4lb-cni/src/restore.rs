@@ -21,6 +21,13 @@
 //! workload (the same Kubernetes namespace as the new pod). Otherwise the hint is
 //! ignored with a warning and the pod starts fresh: an annotation can name a
 //! migration but never choose whose backend moves.
+//!
+//! A `podman run --ip X --mac-address Y` passes the same `IP=`/`MAC=` as a restore, so
+//! a Podman hint too is a restore only for a checkpointed (or restoring) migration of
+//! that address ([`restore_migration`], checked before IPAM so a fresh start gets the
+//! address it asked for). Every hint the plugin sends is checked again by the
+//! controller, which decides: with no such migration it registers a fresh start and its
+//! reply carries no `restore_of_ip` (`cmd/add.rs` then logs it and drops the old address).
 
 use std::net::Ipv4Addr;
 
@@ -76,6 +83,21 @@ fn hint(
     })
 }
 
+/// The migration a restore of `hint.old_ip` belongs to, as the controller registers
+/// it (`restore_migration` in p4lb-controller's endpoints.rs): an active one of that
+/// source address in state `checkpointed` or `restoring`; otherwise why there is none.
+pub fn restore_migration<'a>(
+    hint: &RestoreHint,
+    migrations: &'a [Migration],
+) -> Result<&'a Migration, String> {
+    let old = hint.old_ip.to_string();
+    migrations
+        .iter()
+        .rev()
+        .find(|m| m.source_ip == old && matches!(m.state.as_str(), "checkpointed" | "restoring"))
+        .ok_or_else(|| format!("no checkpointed migration of {old} is known"))
+}
+
 /// Why an annotation hint is not a restore the controller knows of (None: it is one).
 /// It is one when an active migration of `hint.old_ip` is `checkpointed` or `restoring`
 /// and its source endpoint's `k8s.namespace` label equals `pod_namespace` (both absent
@@ -87,12 +109,9 @@ pub fn unmatched_annotation(
     endpoints: &[Endpoint],
 ) -> Option<String> {
     let old = hint.old_ip.to_string();
-    let Some(m) = migrations
-        .iter()
-        .rev()
-        .find(|m| m.source_ip == old && matches!(m.state.as_str(), "checkpointed" | "restoring"))
-    else {
-        return Some(format!("no checkpointed migration of {old} is known"));
+    let m = match restore_migration(hint, migrations) {
+        Ok(m) => m,
+        Err(why) => return Some(why),
     };
     let Some(source) = endpoints.iter().find(|e| e.key == m.source_key) else {
         return Some(format!(

@@ -11,6 +11,10 @@ fn podman_restore_args_register_locked_with_new_ip() {
     let ns = Netns::new();
     let c = w.conf("1.0.0");
     let old_ip = w.subnet.replace(".0/24", ".200");
+    // The checkpointed migration of the old address (IP=/MAC= alone is no restore).
+    let source_ns = Netns::new();
+    w.register_elsewhere("podman-source", &old_ip, None, &source_ns);
+    w.checkpoint(&source_ns);
     let args = format!("IgnoreUnknown=1;IP={old_ip};MAC=02:11:22:33:44:55;K8S_POD_NAME=web");
     let r = w.p4lb("ADD", "restored", &ns.path, &args, &c);
     r.ok();
@@ -32,6 +36,66 @@ fn podman_restore_args_register_locked_with_new_ip() {
     assert!(addrs.contains(&format!("{old_ip}/32")), "{addrs:?}");
     // DEL with the same CNI_ARGS releases the lease that was taken
     w.p4lb("DEL", "restored", &ns.path, &args, &c).ok();
+    w.assert_clean();
+}
+
+/// The controller's ipv4_routes rows for `ip`, as "match -> action".
+fn routes_of(w: &World, ip: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = client_on(&rt, &w.socket).expect("controller reachable");
+    let rows = rt
+        .block_on(c.dump_tables(p4lb_proto::api::DumpTablesRequest {
+            table: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .rows;
+    rows.into_iter()
+        .filter(|r| r.table.ends_with("ipv4_routes") && r.r#match.contains(&format!("{ip}/32")))
+        .map(|r| format!("{} -> {}", r.r#match, r.action))
+        .collect()
+}
+
+/// `podman run --ip X --mac-address Y` (or `podman network reload`) passes IP= and
+/// MAC= with no migration behind them: a fresh start, unlocked and forwarding.
+#[test]
+fn podman_ip_and_mac_without_a_migration_start_fresh() {
+    let w = World::new();
+    let ns = Netns::new();
+    let c = w.conf("1.0.0");
+    let old_ip = w.subnet.replace(".0/24", ".202");
+    let args = format!("IgnoreUnknown=1;IP={old_ip};MAC=02:11:22:33:44:57;K8S_POD_NAME=web");
+    let r = w.p4lb("ADD", "fresh", &ns.path, &args, &c);
+    r.ok();
+    let new_ip = r.json()["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // IPAM got the address Podman asked for.
+    assert_eq!(new_ip, old_ip);
+    let ep = &w.endpoints()[0];
+    assert!(!ep.locked, "{ep:?}");
+    assert_eq!(ep.state, "ready");
+    assert_eq!(ep.ip, new_ip);
+    assert_eq!(ep.restore_of_ip, "");
+    let routes = routes_of(&w, &new_ip);
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert!(!routes[0].contains("locked"), "{routes:?}");
+    // No restore behaviour: the address is the pod's own (/24), not an extra /32.
+    let addrs = pod_addrs(&ns, "eth0");
+    assert!(!addrs.contains(&format!("{old_ip}/32")), "{addrs:?}");
+    assert!(
+        r.stderr.contains("restore hint IP="),
+        "no warning: {}",
+        r.stderr
+    );
+    w.p4lb("DEL", "fresh", &ns.path, &args, &c).ok();
     w.assert_clean();
 }
 

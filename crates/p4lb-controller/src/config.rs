@@ -32,6 +32,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub identity: IdentityConfig,
     pub endpoints: EndpointsConfig,
+    pub migration: MigrationConfig,
     /// Slot count of new services' Maglev tables (prime).
     pub maglev_slots: u16,
 }
@@ -152,6 +153,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             identity: IdentityConfig::default(),
             endpoints: EndpointsConfig::default(),
+            migration: MigrationConfig::default(),
             maglev_slots: crate::maglev::DEFAULT_SLOTS,
         }
     }
@@ -211,6 +213,22 @@ impl Default for EndpointsConfig {
     fn default() -> Self {
         EndpointsConfig {
             liveness_interval_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// Longest time an endpoint registered locked for a restore waits for its
+    /// migration to unlock it; then the controller unlocks it (milliseconds, >= 1).
+    pub restore_lock_timeout_ms: u64,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            restore_lock_timeout_ms: 120_000,
         }
     }
 }
@@ -342,6 +360,17 @@ impl Config {
             "ms",
         )?;
         range(
+            "migration.restore_lock_timeout_ms",
+            self.migration.restore_lock_timeout_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        if self.migration.restore_lock_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(String::from(
+                "migration.restore_lock_timeout_ms must be at least 1",
+            )));
+        }
+        range(
             "conn.digest_max_timeout_us",
             self.conn.digest_max_timeout_us,
             MAX_DIGEST_TIMEOUT_US,
@@ -414,6 +443,18 @@ mod tests {
     }
 
     #[test]
+    fn restore_lock_timeout_has_a_default_and_is_never_zero() {
+        assert_eq!(
+            Config::parse("").unwrap().migration.restore_lock_timeout_ms,
+            120_000
+        );
+        let e = Config::parse("[migration]\nrestore_lock_timeout_ms = 0")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "migration.restore_lock_timeout_ms must be at least 1");
+    }
+
+    #[test]
     fn numeric_values_out_of_range_are_refused_by_name() {
         for (text, key) in [
             (
@@ -443,6 +484,10 @@ mod tests {
             (
                 "[switch]\nwrite_batch = 9223372036854775807",
                 "switch.write_batch",
+            ),
+            (
+                "[migration]\nrestore_lock_timeout_ms = 9223372036854775807",
+                "migration.restore_lock_timeout_ms",
             ),
         ] {
             let e = Config::parse(text).expect_err(text).to_string();

@@ -166,6 +166,10 @@ impl Controller {
             Arc::downgrade(&ctl),
             (every > 0).then(|| Duration::from_millis(every)),
         ));
+        tokio::spawn(crate::lock_watch::lock_watch_loop(
+            Arc::downgrade(&ctl),
+            crate::lock_watch::watch_interval(ctl.cfg.migration.restore_lock_timeout_ms),
+        ));
         if ctl.cfg.conn.persist_interval_ms > 0 {
             tokio::spawn(persist_conns_loop(
                 Arc::downgrade(&ctl),

@@ -12,7 +12,7 @@ use crate::controller::{Change, Controller};
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::services::refresh_services;
-use crate::state::{now_ms, EndpointRec, EndpointState, State};
+use crate::state::{now_ms, EndpointRec, EndpointState, MigrationState, State};
 
 /// The stable key of an endpoint.
 pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
@@ -45,6 +45,24 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
 /// Which endpoint, if any, already uses `ip` (as address or migrated address).
 fn ip_owner(state: &State, ip: Ipv4Addr) -> Option<&EndpointRec> {
     state.endpoint_by_ip(ip)
+}
+
+/// The id of the active migration a restore of `old_ip` belongs to: one whose
+/// source had that address and that is checkpointed or (a retried restore)
+/// restoring. The single rule that tells a restore from a fresh start.
+pub fn restore_migration(state: &State, old_ip: Ipv4Addr) -> Option<&str> {
+    state
+        .migrations
+        .iter()
+        .rev()
+        .find(|m| {
+            m.source_ip == Some(old_ip)
+                && matches!(
+                    m.state,
+                    MigrationState::Checkpointed | MigrationState::Restoring
+                )
+        })
+        .map(|m| m.id.as_str())
 }
 
 /// A RegisterEndpoint request whose fields passed validation.
@@ -92,7 +110,14 @@ fn plan_registration(
         }
         None => None,
     };
-    let locked = r.locked || r.restore_of_ip.is_some() || inherited.is_some();
+    // A restore hint counts only for a migration the controller knows: an active
+    // one of that source address, checkpointed (or restoring, for a retried
+    // restore). Anything else is a fresh start: unlocked, no restore target.
+    let restore_of_ip = r
+        .restore_of_ip
+        .filter(|&old| restore_migration(&st, old).is_some());
+    let fresh_start = r.restore_of_ip.is_some() && restore_of_ip.is_none();
+    let locked = (r.locked && !fresh_start) || restore_of_ip.is_some() || inherited.is_some();
     if st.services.values().any(|s| s.vip == ip) {
         return Err(Error::exists(format!("{ip} is a service VIP")));
     }
@@ -155,7 +180,7 @@ fn plan_registration(
         labels: r.labels,
         network: r.network,
         migrated_ips: Vec::new(),
-        restore_of_ip: r.restore_of_ip,
+        restore_of_ip,
         created_unix_ms: now_ms(),
         detached: false,
     };
@@ -285,6 +310,14 @@ impl Controller {
                 Ok((Some(change), rec))
             })
             .await?;
+        if let (Some(old), None) = (restore_of_ip, rec.restore_of_ip) {
+            tracing::warn!(
+                key = %key,
+                %ip,
+                restore_of_ip = %old,
+                "restore hint ignored, starting fresh: no checkpointed migration of {old} is known"
+            );
+        }
         tracing::info!(key = %key, %ip, port = rec.switch_port, backend_id = rec.backend_id, locked = rec.locked, "endpoint registered");
         self.emit(
             "endpoint",

@@ -176,6 +176,10 @@ impl EndpointRec {
             state: self.state.as_str().to_string(),
             created_unix_ms: self.created_unix_ms,
             router_mac: String::new(),
+            restore_of_ip: self
+                .restore_of_ip
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }
     }
 }

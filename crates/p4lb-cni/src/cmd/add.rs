@@ -55,6 +55,9 @@ pub async fn run(inv: &Invocation) -> Result<Value, CniError> {
         Some(h) if h.source == restore::HintSource::PodAnnotation => {
             confirm_annotation_hint(inv, &args, h).await?
         }
+        Some(h) if h.source == restore::HintSource::PodmanArgs => {
+            confirm_podman_hint(inv, h).await?
+        }
         other => other,
     };
     if inv.conf.ipam_type.is_none() {
@@ -172,6 +175,40 @@ async fn confirm_annotation_hint(
     }
 }
 
+/// Podman passes `IP=`/`MAC=` for a restore and for `podman run --ip X --mac-address
+/// Y` or `podman network reload` alike. Before IPAM sees (or is denied) them, the
+/// controller's migrations tell which it is: with no checkpointed migration of that
+/// address the container starts fresh and IPAM gets the address it asked for. When
+/// the migrations cannot be listed the hint stays, and the controller decides at
+/// registration (its reply is followed after IPAM). An unreachable controller fails
+/// the ADD here (11), as the registration would.
+async fn confirm_podman_hint(
+    inv: &Invocation,
+    hint: RestoreHint,
+) -> Result<Option<RestoreHint>, CniError> {
+    let mut c = Controller::connect(&inv.p4.controller_socket, inv.p4.controller_timeout).await?;
+    match c.migrations().await {
+        Ok(migrations) => match restore::restore_migration(&hint, &migrations) {
+            Ok(_) => Ok(Some(hint)),
+            Err(why) => {
+                eprintln!(
+                    "p4lb: warning: restore hint IP={} ignored, starting fresh: {why}",
+                    hint.old_ip
+                );
+                Ok(None)
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "p4lb: warning: cannot list migrations ({}); the controller decides whether \
+                 IP={} is a restore",
+                e.msg, hint.old_ip
+            );
+            Ok(Some(hint))
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attach(
     inv: &Invocation,
@@ -279,8 +316,10 @@ async fn attach(
     // 5. The controller.
     let container_mac = pod_link.mac.map(|m| mac_to_string(&m)).unwrap_or_default();
     let args = inv.args()?;
-    // The controller locks every endpoint it is given restore hints for, so with
-    // lockOnRestore=false the restore is registered as a plain new endpoint.
+    // The controller locks an endpoint it is given a restore hint for when it knows
+    // a checkpointed migration of that address (otherwise it registers it unlocked
+    // and its reply carries no restore_of_ip); with lockOnRestore=false the restore
+    // is registered as a plain new endpoint.
     let hint_sent = hint.filter(|_| inv.p4.lock_on_restore);
     let locked = hint_sent.is_some();
     let req = RegisterEndpointRequest {
@@ -306,6 +345,19 @@ async fn attach(
     // committed by the controller, and the rollback's deregistration covers that.
     undo.endpoint = true;
     let endpoint = c.register(req).await?;
+    if let Some(h) = hint_sent.filter(|_| endpoint.restore_of_ip.is_empty()) {
+        // The controller decides what is a restore: it knew no checkpointed
+        // migration of the hinted address, so this container starts fresh.
+        eprintln!(
+            "p4lb: warning: restore hint {} ignored by the controller, starting fresh: \
+             no checkpointed migration of it is known",
+            h.old_ip
+        );
+        if inv.p4.add_restored_ip && IpAddr::V4(h.old_ip) != primary.address.addr {
+            pod.remove_address(pod_link.index, IpAddr::V4(h.old_ip))
+                .await?;
+        }
+    }
 
     // 6. The gateway's MAC, when known: pinned so the pod never waits for ARP.
     let router_mac = parse_mac(&endpoint.router_mac).or(inv.p4.router_mac);

@@ -55,6 +55,30 @@ impl Netlink {
         }
     }
 
+    /// Removes `addr` from link `index`; Ok(false) when it is not there.
+    pub async fn remove_address(&self, index: u32, addr: IpAddr) -> Result<bool, CniError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| netlink("listing addresses", e))?;
+        let found = msgs.into_iter().find(|m| {
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == addr))
+        });
+        let Some(m) = found else { return Ok(false) };
+        match self.handle.address().del(m).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(netlink(format!("removing address {addr}"), e)),
+        }
+    }
+
     /// Addresses on link `index`.
     pub async fn addresses(&self, index: u32) -> Result<Vec<LinkAddr>, CniError> {
         let msgs: Vec<AddressMessage> = self

@@ -60,6 +60,7 @@ impl Controller for Fake {
             network: r.network.clone(),
             state: if r.locked { "locked" } else { "ready" }.into(),
             router_mac: s.router_mac.clone(),
+            restore_of_ip: r.restore_of_ip.clone(),
             ..Default::default()
         };
         s.endpoints.insert(key, ep.clone());

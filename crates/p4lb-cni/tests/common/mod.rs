@@ -233,7 +233,7 @@ fn start_real(cfg: p4lb_controller::config::Config, wait_ready: bool) -> Control
     }
 }
 
-fn client_on(
+pub fn client_on(
     rt: &tokio::runtime::Runtime,
     socket: &Path,
 ) -> Option<p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel>> {

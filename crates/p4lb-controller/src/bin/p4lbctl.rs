@@ -220,6 +220,25 @@ fn fields(out: &mut String, rows: &[(&str, String)]) {
     }
 }
 
+/// An endpoint's state; a restore target waiting for its migration also shows
+/// which address it restores and how long it has waited ("restoring (restore of
+/// 10.88.0.2, 12 s)"): the controller unlocks it after `restore_lock_timeout_ms`.
+fn endpoint_state(e: &api::Endpoint) -> String {
+    if !(e.locked && e.state == "restoring") {
+        return or_dash(&e.state);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let age = now.saturating_sub(e.created_unix_ms).max(0) / 1000;
+    if e.restore_of_ip.is_empty() {
+        format!("{} ({age} s)", e.state)
+    } else {
+        format!("{} (restore of {}, {age} s)", e.state, e.restore_of_ip)
+    }
+}
+
 fn endpoint_fields(out: &mut String, e: &api::Endpoint) {
     let mut labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     labels.sort();
@@ -227,7 +246,7 @@ fn endpoint_fields(out: &mut String, e: &api::Endpoint) {
         out,
         &[
             ("key", e.key.clone()),
-            ("state", or_dash(&e.state)),
+            ("state", endpoint_state(e)),
             ("locked", e.locked.to_string()),
             ("ip", format!("{}/{}", e.ip, e.prefix_len)),
             ("mac", or_dash(&e.mac)),
@@ -364,13 +383,14 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
                 ("MIGRATED", false),
             ]);
             for e in endpoints {
+                let state = endpoint_state(&e);
                 t.row(vec![
                     e.key,
                     e.ip,
                     e.mac,
                     e.switch_port.to_string(),
                     e.backend_id.to_string(),
-                    e.state,
+                    state,
                     e.migrated_ips.join(","),
                 ]);
             }
