@@ -183,6 +183,8 @@ fn plan_registration(
         restore_of_ip,
         created_unix_ms: now_ms(),
         detached: false,
+        host_if_local: !r.host_ifname.is_empty()
+            && crate::liveness::interface_exists(&r.host_ifname),
     };
     if let Some(old) = inherited {
         rec.backend_ip = old.backend_ip;

@@ -2,8 +2,10 @@
 //! runtime deleted it while the controller was down, and never retries).
 //!
 //! An endpoint is gone when its host-side interface no longer exists in the
-//! controller's network namespace, or when the network namespace it registered
-//! from no longer exists (its path is gone or now names another namespace). The
+//! controller's network namespace (looked for only when it was there at
+//! registration, see [`EndpointRec::host_if_local`]), or when the network namespace
+//! it registered from no longer exists (its path is gone or now names another
+//! namespace). The
 //! check runs once when the controller starts and then every
 //! `endpoints.liveness_interval_ms`. A gone endpoint is withdrawn: it leaves every
 //! service's Maglev slots, its routes, backend row and learned connections are
@@ -63,7 +65,9 @@ pub fn in_live_migration(st: &State, e: &EndpointRec) -> bool {
     })
 }
 
-fn interface_exists(name: &str) -> bool {
+/// Whether interface `name` exists in the controller's network namespace; only
+/// "no such device" counts as missing.
+pub fn interface_exists(name: &str) -> bool {
     match nix::net::if_::if_nametoindex(name) {
         Ok(_) => true,
         // Only "no such device" means gone; any other failure proves nothing.
@@ -84,7 +88,7 @@ pub fn gone(e: &EndpointRec) -> Option<Gone> {
     if e.detached || e.state == EndpointState::Stale {
         return None;
     }
-    if !e.host_ifname.is_empty() && !interface_exists(&e.host_ifname) {
+    if e.host_if_local && !e.host_ifname.is_empty() && !interface_exists(&e.host_ifname) {
         return Some(Gone::Interface(e.host_ifname.clone()));
     }
     if !e.netns_path.is_empty() && e.netns_inode != 0 && netns_gone(&e.netns_path, e.netns_inode) {
@@ -208,6 +212,7 @@ mod tests {
             restore_of_ip: None,
             created_unix_ms: 0,
             detached: false,
+            host_if_local: true,
         }
     }
 
@@ -219,6 +224,13 @@ mod tests {
         assert_eq!(gone(&e), None);
         e.host_ifname = String::from("p4lbnosuchif0");
         assert_eq!(gone(&e), Some(Gone::Interface(e.host_ifname.clone())));
+        e.host_if_local = false;
+        assert_eq!(
+            gone(&e),
+            None,
+            "an interface in the switch's own namespace is not looked for here"
+        );
+        e.host_if_local = true;
         e.detached = true;
         assert_eq!(gone(&e), None, "a detached source has no interface");
 

@@ -133,6 +133,12 @@ pub struct EndpointRec {
     /// migration: kept (locked, without a port) until the migration ends.
     #[serde(default)]
     pub detached: bool,
+    /// Its host interface existed in the controller's own network namespace when it
+    /// registered. Only then does the liveness check look for it there: with the
+    /// switch's ports in another namespace (BMv2 in its own netns, the CNI plugin's
+    /// `switchNetns`) the interface is never visible to the controller.
+    #[serde(default)]
+    pub host_if_local: bool,
 }
 
 impl EndpointRec {
