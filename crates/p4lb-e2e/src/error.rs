@@ -11,12 +11,6 @@ pub enum Error {
     /// Something the scenario needs is not there; the message says how to get it.
     #[error("missing prerequisite: {0}")]
     Missing(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// A step of the scenario did not give what it must.
     #[error("scenario: {0}")]
     Scenario(String),
@@ -28,16 +22,6 @@ pub enum Error {
 /// Result of the scenarios.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Adds a description to I/O errors.
-pub trait Context<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> Context<T> for std::io::Result<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            what: what(),
-            source,
-        })
-    }
-}
+/// Adds a description to I/O errors: the testbed's, whose error converts into
+/// [`Error::Testbed`].
+pub use p4lb_testbed::error::Context;
