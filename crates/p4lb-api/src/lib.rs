@@ -31,3 +31,7 @@ pub use p4lb_proto::api;
 
 /// The controller API's Unix socket when nothing else is configured.
 pub const DEFAULT_SOCKET: &str = "/run/p4lb/controller.sock";
+
+/// The longest container id the controller API accepts (bytes): the controller
+/// refuses a longer one, and the CNI plugin refuses it at ADD before creating anything.
+pub const MAX_CONTAINER_ID_LEN: usize = 256;

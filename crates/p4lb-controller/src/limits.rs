@@ -29,8 +29,8 @@ pub const MAX_LABEL_KEY_LEN: usize = 253;
 pub const MAX_LABEL_VALUE_LEN: usize = 1024;
 /// Keys plus values of one endpoint's labels (bytes).
 pub const MAX_LABELS_TOTAL_BYTES: usize = 4096;
-/// Length of a container id (bytes).
-pub const MAX_CONTAINER_ID_LEN: usize = 256;
+/// Length of a container id (bytes); the CNI plugin checks the same limit.
+pub use p4lb_api::MAX_CONTAINER_ID_LEN;
 /// Length of an interface name (Linux IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 /// Length of names: services, networks, migration ids, selectors, patterns,

@@ -108,7 +108,7 @@ impl RuntimeEnv {
 
 /// The longest container ID the p4lb controller registers (its API limit, in bytes).
 /// ADD refuses a longer one; DEL of one has nothing to undo.
-pub const MAX_CONTAINER_ID_LEN: usize = 256;
+pub use p4lb_api::MAX_CONTAINER_ID_LEN;
 
 /// Container IDs: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
