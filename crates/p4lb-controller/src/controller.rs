@@ -123,6 +123,15 @@ impl Controller {
                 ack_timeout_ns: 1_000_000_000,
             },
             reconnect_max: Duration::from_millis(cfg.switch.reconnect_max_ms),
+            tls: if address.starts_with("https://") {
+                Some(crate::southbound::tls::client_config(
+                    &cfg.switch.tls_ca,
+                    &cfg.switch.tls_cert,
+                    &cfg.switch.tls_key,
+                )?)
+            } else {
+                None
+            },
         };
         let (link, rx) = SwitchSession::spawn(target);
         let ports = match cfg.switch.kind {
