@@ -327,15 +327,21 @@ async fn outage() {
         .filter_map(|e| p4lb_p4::entries::action_of(e).map(|(_, p)| p[0]))
         .collect();
     assert_eq!(spread.len(), 2, "connections on one backend only");
-    let t0 = bytes_of(&flows);
-    tokio::time::sleep(WINDOW).await;
-    let before_bytes = assert_all_advanced(&flows, &t0, "before the kill");
-    let before = read_all(&ssock).await;
-
-    // SIGKILL the controller; the switch is on its own.
+    // The baseline: the same gaps measured while nothing happens.
     for f in &flows {
         f.measure.store(true, Ordering::Relaxed);
     }
+    let t0 = bytes_of(&flows);
+    tokio::time::sleep(WINDOW).await;
+    let before_bytes = assert_all_advanced(&flows, &t0, "before the kill");
+    let baseline_gap = flows
+        .iter()
+        .map(|f| f.max_gap_us.swap(0, Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let before = read_all(&ssock).await;
+
+    // SIGKILL the controller; the switch is on its own.
     ctl.kill();
     let killed = Instant::now();
     let t1 = bytes_of(&flows);
@@ -409,14 +415,17 @@ async fn outage() {
     let rate = |b: u64, d: Duration| b as f64 / d.as_secs_f64() / 1e6;
     println!(
         "outage: {} connections; before {:.2} MB/s; during the outage {:.2} MB/s ({:.0}% of before); \
-         after the restart {:.2} MB/s; longest stall of any connection across kill and restart {:.1} ms; \
-         controller ready {:.0} ms after its restart (reconcile {} ms)",
+         after the restart {:.2} MB/s; longest stall of any connection across kill and restart {:.1} ms \
+         (baseline: {:.1} ms in the {:?} before the kill); controller ready {:.0} ms after its restart \
+         (reconcile {} ms)",
         flows.len(),
         rate(before_bytes, WINDOW),
         rate(outage_bytes, outage),
         100.0 * rate(outage_bytes, outage) / rate(before_bytes, WINDOW),
         rate(after_bytes, WINDOW),
         max_gap as f64 / 1000.0,
+        baseline_gap as f64 / 1000.0,
+        WINDOW,
         ready_after.as_secs_f64() * 1000.0,
         reconcile_ms(&log2).map_or(String::from("?"), |v| v.to_string()),
     );
