@@ -36,21 +36,26 @@ need() {
         exit 1
     fi
 }
-for b in p4lb-controller p4lbctl p4lb p4lb-criu-action p4lb-oci-hook; do need "$b"; done
+for b in p4lb-controller p4lbctl p4lb-switch p4lb p4lb-criu-action p4lb-oci-hook; do need "$b"; done
 
 inst() { install -o root -g root "$@"; }
 
 inst -d -m 0755 "$root/usr/bin" "$root/usr/libexec/p4lb" "$root/opt/cni/bin" \
     "$root/usr/share/containers/oci/hooks.d" "$root/usr/share/doc/p4lb"
 inst -d -m 0700 "$root/etc/p4lb" "$root/var/lib/p4lb"
-inst -m 0755 "$from/p4lb-controller" "$from/p4lbctl" "$root/usr/bin/"
+inst -m 0755 "$from/p4lb-controller" "$from/p4lbctl" "$from/p4lb-switch" "$root/usr/bin/"
 inst -m 0755 "$from/p4lb" "$root/opt/cni/bin/p4lb"
 inst -m 0755 "$from/p4lb-criu-action" "$from/p4lb-oci-hook" "$root/usr/libexec/p4lb/"
 inst -m 0644 "$repo/crates/p4lb-oci-hook/hooks.d/p4lb.json" "$root/usr/share/containers/oci/hooks.d/p4lb.json"
 [ -e "$root/etc/p4lb/criu-action.toml" ] ||
     inst -m 0600 "$here/p4lb/criu-action.toml" "$root/etc/p4lb/criu-action.toml"
+# The controller talks to p4lb-switch.service; an existing configuration is kept.
+[ -e "$root/etc/p4lb/controller.toml" ] ||
+    inst -m 0600 "$here/p4lb/controller.toml" "$root/etc/p4lb/controller.toml"
 inst -m 0644 "$here/README.md" "$here/cni/10-p4lb.conflist.example" "$root/usr/share/doc/p4lb/"
-[ -f "$repo/docs/migration.md" ] && inst -m 0644 "$repo/docs/migration.md" "$root/usr/share/doc/p4lb/"
+for d in migration.md controller.md; do
+    [ -f "$repo/docs/$d" ] && inst -m 0644 "$repo/docs/$d" "$root/usr/share/doc/p4lb/"
+done
 
 if [ "$criu" = 1 ]; then
     inst -d -m 0755 "$root/etc/criu"
@@ -81,10 +86,11 @@ fi
 
 if [ "$systemd" = 1 ]; then
     inst -d -m 0755 "$root/etc/systemd/system"
-    inst -m 0644 "$here/systemd/p4lb-controller.service" "$root/etc/systemd/system/"
+    inst -m 0644 "$here/systemd/p4lb-switch.service" "$here/systemd/p4lb-controller.service" \
+        "$root/etc/systemd/system/"
     if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         systemctl daemon-reload
-        echo "install.sh: start with: systemctl enable --now p4lb-controller"
+        echo "install.sh: start with: systemctl enable --now p4lb-switch p4lb-controller"
     fi
 fi
 echo "install.sh: p4lb installed under ${root:-/}"

@@ -19,9 +19,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now p4lb-controller 2>/dev/null || true
+    systemctl disable --now p4lb-switch 2>/dev/null || true
 fi
 rm -f "$root/etc/systemd/system/p4lb-controller.service" \
-    "$root/usr/bin/p4lb-controller" "$root/usr/bin/p4lbctl" \
+    "$root/etc/systemd/system/p4lb-switch.service" \
+    "$root/usr/bin/p4lb-controller" "$root/usr/bin/p4lbctl" "$root/usr/bin/p4lb-switch" \
     "$root/opt/cni/bin/p4lb" \
     "$root/usr/libexec/p4lb/p4lb-criu-action" "$root/usr/libexec/p4lb/p4lb-oci-hook" \
     "$root/usr/share/containers/oci/hooks.d/p4lb.json"
@@ -36,6 +38,10 @@ for f in runc.conf crun.conf default.conf; do
     mv "$tmp" "$conf"
     [ -s "$conf" ] || rm -f "$conf"
 done
+if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
+rm -rf "$root/run/p4lb-switch"
 if [ "$purge" = 1 ]; then
     rm -rf "$root/etc/p4lb" "$root/var/lib/p4lb" "$root/var/lib/cni/p4lb"
 fi

@@ -93,6 +93,12 @@ pub struct SwitchConfig {
     /// Interfaces for the embedded software switch's own listener (unix socket path
     /// under the state directory when empty).
     pub embedded_listen: String,
+    /// Mutual TLS to a switch at an `https://HOST:PORT` address (all three PEM files
+    /// required then, and used only then): the CA that signed the switch's certificate,
+    /// and the controller's own certificate and private key (mode 0600 or stricter).
+    pub tls_ca: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +190,9 @@ impl Default for SwitchConfig {
             reconnect_max_ms: 250,
             write_batch: 2048,
             embedded_listen: String::new(),
+            tls_ca: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -310,6 +319,28 @@ impl Config {
         }
         crate::addr::parse_mac("switch.router_mac", &self.switch.router_mac)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let tls_files = [
+            &self.switch.tls_ca,
+            &self.switch.tls_cert,
+            &self.switch.tls_key,
+        ];
+        let set = tls_files
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .count();
+        if self.switch.address.starts_with("https://") && set != 3 {
+            return Err(ConfigError::Invalid(format!(
+                "switch.address = {:?} needs switch.tls_ca, switch.tls_cert and switch.tls_key",
+                self.switch.address
+            )));
+        }
+        if set > 0 && !self.switch.address.starts_with("https://") {
+            return Err(ConfigError::Invalid(format!(
+                "switch.tls_ca/tls_cert/tls_key are used with an https:// switch.address only \
+                 (it is {:?})",
+                self.switch.address
+            )));
+        }
         if self.switch.write_batch == 0 {
             return Err(ConfigError::Invalid(String::from(
                 "switch.write_batch must be at least 1",

@@ -123,6 +123,15 @@ impl Controller {
                 ack_timeout_ns: 1_000_000_000,
             },
             reconnect_max: Duration::from_millis(cfg.switch.reconnect_max_ms),
+            tls: if address.starts_with("https://") {
+                Some(crate::southbound::tls::client_config(
+                    &cfg.switch.tls_ca,
+                    &cfg.switch.tls_cert,
+                    &cfg.switch.tls_key,
+                )?)
+            } else {
+                None
+            },
         };
         let (link, rx) = SwitchSession::spawn(target);
         let ports = match cfg.switch.kind {
@@ -290,14 +299,28 @@ impl Controller {
                 .link
                 .read_table(tables::conn_reverse::ID, false)
                 .await?;
+            let have_fwd: HashSet<FiveTuple> = fwd
+                .iter()
+                .filter_map(|e| FiveTuple::from_matches(&e.r#match))
+                .collect();
+            // The switch kept running: it is the truth. A connection it no longer holds
+            // (removed while this controller was down, after the last snapshot) is not
+            // written back; every one it holds is adopted.
+            let before = g.conns.len();
+            g.conns.retain(|t, _| have_fwd.contains(t));
+            let forgotten = before - g.conns.len();
+            if forgotten > 0 {
+                tracing::info!(
+                    forgotten,
+                    "learned connections no longer on the switch dropped from the snapshot"
+                );
+            }
             let (adopted, _) = conn::adopt(&g.state, &fwd);
             for (t, c) in adopted {
                 g.conns.insert(t, c);
             }
             (
-                fwd.iter()
-                    .filter_map(|e| FiveTuple::from_matches(&e.r#match))
-                    .collect(),
+                have_fwd,
                 rev.iter()
                     .filter_map(|e| FiveTuple::from_matches(&e.r#match))
                     .collect(),

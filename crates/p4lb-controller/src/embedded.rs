@@ -40,6 +40,8 @@ impl EmbeddedSwitch {
         let handle = p4lb_switch::serve(p4lb_switch::SwitchConfig {
             grpc_addr,
             device_id: cfg.switch.device_id,
+            // `switch.embedded_listen` over TCP is for tests: loopback only, no TLS.
+            insecure_loopback: true,
             ..Default::default()
         })
         .await

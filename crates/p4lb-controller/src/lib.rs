@@ -27,7 +27,9 @@
 //!   directory (the daemon takes it before anything else).
 //! - [`limits`]: every limit on API inputs, list replies and state files.
 //! - [`embedded`]: the software switch inside the controller process (cargo feature
-//!   `embedded-switch`, on by default).
+//!   `embedded-switch`, on by default), for a demo or a single process; the packaged
+//!   install runs `p4lb-switch` as its own service instead, so that traffic outlives the
+//!   controller (`tests/outage.rs`).
 //! - [`api`]: the gRPC API served on the Unix socket (its clients, `p4lbctl` included, use
 //!   `p4lb_api::Client`; the default socket is `p4lb_api::DEFAULT_SOCKET`); [`server`]: its
 //!   listeners and the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;

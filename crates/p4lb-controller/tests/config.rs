@@ -34,3 +34,22 @@ fn an_out_of_range_value_is_an_error_naming_the_key_not_a_panic() {
         "{err}"
     );
 }
+
+/// The configuration the packaging installs is valid and points the controller at the
+/// standalone switch's default socket (the switch runs as its own service).
+#[test]
+fn the_packaged_configuration_points_at_the_switch_service() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/p4lb/controller.toml"
+    ));
+    let cfg = p4lb_controller::Config::load(path, true).expect("packaging/p4lb/controller.toml");
+    assert_eq!(
+        cfg.switch.kind,
+        p4lb_controller::config::SwitchKind::Software
+    );
+    assert_eq!(
+        cfg.switch.address,
+        format!("unix:{}", p4lb_switch::access::DEFAULT_SOCKET)
+    );
+}

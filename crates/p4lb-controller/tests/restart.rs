@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use common::packet::{send_frame, tcp_syn};
 use common::*;
+use p4lb_controller::southbound::programmer::{key_only, table_update};
+use p4lb_controller::southbound::session::{self, connect_channel};
+use p4lb_p4::FiveTuple;
 use p4lb_proto::api;
+use p4lb_proto::p4runtime::{update::Type, TableEntry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_gives_the_same_switch_state() {
@@ -308,5 +312,140 @@ async fn learned_connections_survive_a_restart_of_controller_and_switch_together
     assert_eq!(after, before, "switch state differs after both restarted");
     child.kill().unwrap();
     let _ = child.wait();
+    sw.shutdown().await;
+}
+
+/// A controller process that is SIGKILLed when dropped, also when an assertion fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Deletes `entries` from the switch on `ssock` as a primary of its own (election id 7),
+/// the way another controller instance would, then lets the role go.
+async fn delete_as_other_primary(ssock: &std::path::Path, entries: Vec<TableEntry>) {
+    let ch = connect_channel(&format!("unix:{}", ssock.display()), Duration::from_secs(2))
+        .await
+        .expect("connecting to the switch");
+    let mut c = session::client(ch);
+    let (_tx, _inbound, answer) = session::arbitrate(&mut c, 0, 7, Duration::from_secs(2))
+        .await
+        .expect("arbitration");
+    assert_eq!(
+        answer.status.map(|s| s.code).unwrap_or(0),
+        0,
+        "not primary on the switch"
+    );
+    let ups = entries
+        .into_iter()
+        .map(|e| table_update(Type::Delete, key_only(&e)))
+        .collect();
+    c.write(session::write_request(0, 7, ups))
+        .await
+        .expect("deleting entries");
+}
+
+/// After a controller restart the switch is the truth about learned connections: one
+/// that left the switch while the controller was down (its snapshot still names it) is
+/// not written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gone_from_the_switch_is_not_brought_back_from_the_snapshot() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let mut child = Killed(spawn_controller(&dir, &ssock));
+    let mut c = client_ready(&dir).await;
+    for i in 1..=2 {
+        c.register_endpoint(register_req(
+            &format!("g{i}"),
+            &format!("10.88.11.{i}"),
+            &format!("02:00:00:00:11:{i:02x}"),
+            "",
+        ))
+        .await
+        .unwrap();
+    }
+    c.add_service(api::AddServiceRequest {
+        service: Some(api::Service {
+            name: "g".into(),
+            vip: "10.96.11.1".into(),
+            port: 443,
+            selector: "app=web".into(),
+            ..Default::default()
+        }),
+        replace: false,
+    })
+    .await
+    .unwrap();
+    let client_if = Veth::new("p4r-cg");
+    let mut client = register_req(
+        "client",
+        "10.88.11.100",
+        "02:00:00:00:11:64",
+        &client_if.host,
+    );
+    client.labels.clear();
+    c.register_endpoint(client).await.unwrap();
+    for sport in 43000..43010u16 {
+        send_frame(
+            &client_if.peer,
+            &tcp_syn(
+                [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+                [0x02, 0, 0, 0, 0x11, 0x64],
+                std::net::Ipv4Addr::new(10, 88, 11, 100),
+                std::net::Ipv4Addr::new(10, 96, 11, 1),
+                sport,
+                443,
+            ),
+        );
+    }
+    let conns = dir.join("state").join("conns.json");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let p = conns.clone();
+            async move {
+                std::fs::read_to_string(&p)
+                    .map(|t| t.matches("\"backend_id\"").count() == 10)
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "no snapshot of the 10 connections in {}",
+        conns.display()
+    );
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
+
+    // While the controller is down, one connection leaves the switch.
+    let before = read_all(&ssock).await;
+    let fwd = before["conn_table"][0].clone();
+    let gone = FiveTuple::from_matches(&fwd.r#match).unwrap();
+    let rev = before["conn_reverse"]
+        .iter()
+        .find(|e| {
+            FiveTuple::from_matches(&e.r#match).map(|t| (t.dst, t.dport))
+                == Some((gone.src, gone.sport))
+        })
+        .expect("the connection's reverse entry")
+        .clone();
+    delete_as_other_primary(&ssock, vec![fwd, rev]).await;
+    let without = read_all(&ssock).await;
+    assert_eq!(without["conn_table"].len(), 9);
+
+    let child = Killed(spawn_controller(&dir, &ssock));
+    let _c = client_ready(&dir).await;
+    let after = read_all(&ssock).await;
+    assert_eq!(
+        rows(&after["conn_table"]),
+        rows(&without["conn_table"]),
+        "the restarted controller wrote back a connection the switch no longer had"
+    );
+    assert_eq!(rows(&after["conn_reverse"]), rows(&without["conn_reverse"]));
+    assert_eq!(after, without);
+    drop(child);
     sw.shutdown().await;
 }

@@ -27,6 +27,7 @@ fn install_then_uninstall_into_a_scratch_root() {
     for b in [
         "p4lb-controller",
         "p4lbctl",
+        "p4lb-switch",
         "p4lb",
         "p4lb-criu-action",
         "p4lb-oci-hook",
@@ -58,14 +59,17 @@ fn install_then_uninstall_into_a_scratch_root() {
     for (p, m) in [
         ("usr/bin/p4lb-controller", 0o755),
         ("usr/bin/p4lbctl", 0o755),
+        ("usr/bin/p4lb-switch", 0o755),
         ("opt/cni/bin/p4lb", 0o755),
         ("usr/libexec/p4lb/p4lb-criu-action", 0o755),
         ("usr/libexec/p4lb/p4lb-oci-hook", 0o755),
         ("usr/share/containers/oci/hooks.d/p4lb.json", 0o644),
         ("etc/p4lb/criu-action.toml", 0o600),
+        ("etc/p4lb/controller.toml", 0o600),
         ("etc/p4lb", 0o700),
         ("var/lib/p4lb", 0o700),
         ("etc/systemd/system/p4lb-controller.service", 0o644),
+        ("etc/systemd/system/p4lb-switch.service", 0o644),
         ("etc/criu/runc.conf", 0o644),
         ("etc/criu/crun.conf", 0o644),
         ("etc/criu/default.conf", 0o644),
@@ -117,6 +121,8 @@ fn install_then_uninstall_into_a_scratch_root() {
     assert!(!r.join("etc/criu/crun.conf").exists());
     assert!(!r.join("usr/libexec/p4lb").exists());
     assert!(!r.join("opt/cni/bin/p4lb").exists());
+    assert!(!r.join("usr/bin/p4lb-switch").exists());
+    assert!(!r.join("etc/systemd/system/p4lb-switch.service").exists());
     assert!(!r.join("etc/p4lb").exists());
 }
 
@@ -155,6 +161,62 @@ fn the_controller_unit_keeps_the_runtime_directory_across_restarts() {
         get("RuntimeDirectoryPreserve"),
         vec!["yes"],
         "a restart of the controller would delete /run/p4lb: {unit}"
+    );
+}
+
+/// Values of `key` in one section of a unit (space-separated lists split).
+fn unit_values(text: &str, section: &str, key: &str) -> Vec<String> {
+    unit_section(text, section)
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn the_switch_service_outlives_the_controller() {
+    let read = |name: &str| {
+        std::fs::read_to_string(repo().join("packaging/systemd").join(name))
+            .unwrap_or_else(|e| panic!("packaging/systemd/{name}: {e}"))
+    };
+    let switch = read("p4lb-switch.service");
+    let controller = read("p4lb-controller.service");
+    // The switch starts first, comes back whatever ended it, and keeps its socket's
+    // directory across its restarts.
+    assert_eq!(
+        unit_values(&switch, "Service", "ExecStart"),
+        vec!["/usr/bin/p4lb-switch"]
+    );
+    assert!(unit_values(&switch, "Unit", "Before").contains(&"p4lb-controller.service".into()));
+    assert_eq!(unit_values(&switch, "Service", "Restart"), vec!["always"]);
+    assert_eq!(
+        unit_values(&switch, "Service", "RuntimeDirectory"),
+        vec!["p4lb-switch"]
+    );
+    assert_eq!(
+        unit_values(&switch, "Service", "RuntimeDirectoryPreserve"),
+        vec!["yes"]
+    );
+    // The controller pulls the switch in and starts after it, but stopping or restarting
+    // the controller never stops the switch, nor the other way round.
+    assert!(unit_values(&controller, "Unit", "Wants").contains(&"p4lb-switch.service".into()));
+    assert!(unit_values(&controller, "Unit", "After").contains(&"p4lb-switch.service".into()));
+    for key in ["Requires", "BindsTo", "PartOf", "Requisite"] {
+        assert!(
+            !unit_values(&controller, "Unit", key).contains(&"p4lb-switch.service".into()),
+            "p4lb-controller.service {key}= p4lb-switch.service: a controller restart would stop the switch"
+        );
+        assert!(
+            unit_values(&switch, "Unit", key).is_empty(),
+            "p4lb-switch.service has {key}=: it must not depend on another unit's life"
+        );
+    }
+    // The shipped controller configuration points at the switch's default socket.
+    let toml = std::fs::read_to_string(repo().join("packaging/p4lb/controller.toml")).unwrap();
+    assert!(
+        toml.lines()
+            .any(|l| l.trim() == "address = \"unix:/run/p4lb-switch/switch.sock\""),
+        "{toml}"
     );
 }
 

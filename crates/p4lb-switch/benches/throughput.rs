@@ -367,6 +367,7 @@ fn start_switch(
                     ports: vec![(1, "sw1".into()), (2, "sw2".into())],
                     dataplane_nice: nice,
                     rx_ring,
+                    insecure_loopback: true,
                     ..Default::default()
                 })
                 .await?;

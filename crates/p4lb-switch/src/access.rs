@@ -7,8 +7,10 @@
 //! [`UdsConnectInfo`]), as the controller's API does: a non-root uid gets
 //! PERMISSION_DENIED even if the socket's mode was loosened by hand.
 //!
-//! TCP carries no credentials: it is accepted on loopback addresses only, when configured
-//! explicitly, with a warning that every local user can reach it.
+//! TCP carries no credentials: it is served with mutual TLS ([`crate::tls`]: only clients
+//! with a certificate from the configured CA get through the handshake), or without TLS on
+//! a loopback address when asked for explicitly (`insecure_loopback`, for tests), with a
+//! warning that every local user can reach it.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -25,8 +27,9 @@ pub const DEFAULT_SOCKET: &str = "/run/p4lb-switch/switch.sock";
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     #[error(
-        "{0} is not a loopback address: the switch's gRPC API has no authentication over TCP; \
-         serve it on a Unix socket (unix:/path) instead"
+        "{0} is not a loopback address: without TLS the switch's gRPC API has no \
+         authentication over TCP; serve it with --tls-cert/--tls-key/--tls-client-ca or on a \
+         Unix socket (unix:/path) instead"
     )]
     NotLoopback(SocketAddr),
     #[error("cannot create the socket directory {dir}: {source}")]
@@ -42,7 +45,7 @@ pub enum AccessError {
     NotASocket { path: String },
 }
 
-/// Refuses a TCP address that is not loopback; warns about one that is.
+/// For TCP without TLS: refuses an address that is not loopback; warns about one that is.
 pub fn check_tcp(addr: &SocketAddr) -> Result<(), AccessError> {
     if !addr.ip().is_loopback() {
         return Err(AccessError::NotLoopback(*addr));

@@ -10,7 +10,8 @@
 //!   digests, idle timeout).
 //! - [`ports`]: AF_PACKET ports and the data-plane thread; [`server`]: [`serve`].
 //! - [`access`]: who may connect (a root-only Unix socket by default, SO_PEERCRED checked
-//!   on every call; TCP on loopback only); [`limits`]: the bounds on messages, pipeline
+//!   on every call; TCP only with mutual TLS, see [`tls`], or without it on loopback with
+//!   an explicit `insecure_loopback`); [`limits`]: the bounds on messages, pipeline
 //!   configs and entries, refused instead of allocated.
 //! - Tests: `tests/dataplane.rs` is the data-plane behaviour as a fixture table (entries,
 //!   frames in, frames out or drops, counters, digests), run in process, over veth and on BMv2
@@ -30,5 +31,7 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod tables;
+pub mod tls;
 
 pub use server::{serve, GrpcAddr, ServeError, SwitchConfig, SwitchHandle};
+pub use tls::TlsFiles;

@@ -17,9 +17,10 @@ use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::ports::{PortError, PortManager};
 use crate::ports_service::SwitchPortsService;
 use crate::runtime::{DataplaneSlot, Device, P4RuntimeService};
+use crate::tls::TlsFiles;
 
-/// Where the gRPC server listens: `unix:/path` (root only), or `HOST:PORT` on a loopback
-/// address.
+/// Where the gRPC server listens: `unix:/path` (root only), or `HOST:PORT` (also written
+/// `tcp://HOST:PORT`) with mutual TLS ([`crate::tls`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrpcAddr {
     Tcp(SocketAddr),
@@ -37,9 +38,11 @@ impl FromStr for GrpcAddr {
             }
             return Ok(GrpcAddr::Unix(PathBuf::from(p)));
         }
-        s.parse::<SocketAddr>()
+        s.strip_prefix("tcp://")
+            .unwrap_or(s)
+            .parse::<SocketAddr>()
             .map(GrpcAddr::Tcp)
-            .map_err(|e| format!("invalid gRPC address `{s}` (HOST:PORT or unix:/path): {e}"))
+            .map_err(|e| format!("invalid gRPC address `{s}` (tcp://HOST:PORT or unix:/path): {e}"))
     }
 }
 
@@ -65,6 +68,11 @@ pub struct SwitchConfig {
     pub dataplane_nice: Option<i32>,
     /// Receive through PACKET_MMAP (TPACKET_V3) rings instead of `recvmmsg`.
     pub rx_ring: bool,
+    /// Mutual TLS on a TCP listener (required for TCP unless `insecure_loopback`).
+    pub tls: Option<TlsFiles>,
+    /// Serve TCP without TLS, on a loopback address only (tests; every local user can
+    /// connect).
+    pub insecure_loopback: bool,
 }
 
 impl Default for SwitchConfig {
@@ -76,6 +84,8 @@ impl Default for SwitchConfig {
             cpu_port: None,
             dataplane_nice: None,
             rx_ring: false,
+            tls: None,
+            insecure_loopback: false,
         }
     }
 }
@@ -91,6 +101,21 @@ pub enum ServeError {
     Listen {
         addr: String,
         source: std::io::Error,
+    },
+    #[error(
+        "refusing to serve {addr} over TCP without TLS: give --tls-cert, --tls-key and \
+         --tls-client-ca (or, for a test on a loopback address, --insecure-loopback)"
+    )]
+    NoTls { addr: String },
+    #[error("TLS for {addr}: {source}")]
+    Tls {
+        addr: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("TLS for {addr}: {source}")]
+    TlsSetup {
+        addr: String,
+        source: tonic::transport::Error,
     },
     #[error("cannot start the data plane: {0}")]
     Dataplane(std::io::Error),
@@ -171,7 +196,33 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let GrpcAddr::Tcp(a) = &config.grpc_addr {
+        match &config.tls {
+            Some(files) => {
+                let addr = a.to_string();
+                let tls = crate::tls::server_config(files).map_err(|source| ServeError::Tls {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                builder = builder
+                    .tls_config(tls)
+                    .map_err(|source| ServeError::TlsSetup { addr, source })?;
+            }
+            None if config.insecure_loopback => {
+                access::check_tcp(a).map_err(|source| ServeError::Refused {
+                    addr: a.to_string(),
+                    source,
+                })?;
+            }
+            None => {
+                return Err(ServeError::NoTls {
+                    addr: a.to_string(),
+                })
+            }
+        }
+    }
+    let router = builder
         .layer(tonic::service::InterceptorLayer::new(access::root_only))
         .add_service(p4rt)
         .add_service(sp);
@@ -181,10 +232,6 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     };
     let (addr, task) = match &config.grpc_addr {
         GrpcAddr::Tcp(a) => {
-            access::check_tcp(a).map_err(|source| ServeError::Refused {
-                addr: a.to_string(),
-                source,
-            })?;
             let l =
                 tokio::net::TcpListener::bind(a)
                     .await

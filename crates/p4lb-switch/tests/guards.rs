@@ -172,9 +172,20 @@ async fn a_socket_directory_others_can_write_is_refused() {
 }
 
 #[tokio::test]
-async fn tcp_is_served_on_loopback_only_and_unix_is_the_default() {
+async fn tcp_needs_tls_unless_asked_for_insecure_loopback_and_unix_is_the_default() {
+    // TCP without TLS is refused, on loopback too, unless asked for explicitly.
+    for addr in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let e = serve(SwitchConfig {
+            grpc_addr: GrpcAddr::Tcp(addr.parse().unwrap()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("TCP without TLS");
+        assert!(e.to_string().contains("without TLS"), "{addr}: {e}");
+    }
     let e = serve(SwitchConfig {
         grpc_addr: GrpcAddr::Tcp("0.0.0.0:0".parse().unwrap()),
+        insecure_loopback: true,
         ..Default::default()
     })
     .await
@@ -188,6 +199,7 @@ async fn tcp_is_served_on_loopback_only_and_unix_is_the_default() {
     // Loopback, when asked for, still works (the tests use it).
     let h = serve(SwitchConfig {
         grpc_addr: GrpcAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+        insecure_loopback: true,
         ..Default::default()
     })
     .await

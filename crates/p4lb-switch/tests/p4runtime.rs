@@ -30,6 +30,7 @@ async fn start() -> SwitchHandle {
     serve(SwitchConfig {
         grpc_addr: GrpcAddr::Tcp("127.0.0.1:0".parse().unwrap()),
         device_id: 3,
+        insecure_loopback: true,
         ..Default::default()
     })
     .await

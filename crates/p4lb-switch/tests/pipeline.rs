@@ -16,6 +16,7 @@ use support::p4rt::{self, Session};
 async fn random_garbage_never_panics_and_short_frames_are_parser_errors() {
     let handle = serve(SwitchConfig {
         grpc_addr: GrpcAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+        insecure_loopback: true,
         ..Default::default()
     })
     .await

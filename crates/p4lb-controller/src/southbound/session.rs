@@ -13,7 +13,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use p4lb_proto::google::rpc;
 use p4lb_proto::p4runtime::{
@@ -39,6 +39,8 @@ pub struct Target {
     pub digest_id: u32,
     pub digest_config: p4rt::digest_entry::Config,
     pub reconnect_max: Duration,
+    /// Mutual TLS (an `https://` address).
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// What the session reports to the controller.
@@ -402,6 +404,32 @@ pub fn per_update_errors(status: &tonic::Status) -> (Vec<i32>, Vec<String>) {
 
 /// Opens a gRPC channel to `address` (TCP or "unix:/path").
 pub async fn connect_channel(address: &str, timeout: Duration) -> Result<Channel, String> {
+    connect_channel_tls(address, timeout, None).await
+}
+
+/// Opens a gRPC channel to `address`; an `https://HOST:PORT` address needs `tls` (mutual
+/// TLS, see [`super::tls::client_config`]).
+pub async fn connect_channel_tls(
+    address: &str,
+    timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, String> {
+    if address.starts_with("https://") {
+        let Some(tls) = tls else {
+            return Err(format!(
+                "{address}: an https:// switch address needs a TLS configuration"
+            ));
+        };
+        return Endpoint::from_shared(address.to_string())
+            .map_err(|e| format!("bad switch address {address:?}: {e}"))?
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS for {address}: {e}"))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("connect {address}: {e:?}"));
+    }
     if let Some(path) = address.strip_prefix("unix:") {
         return p4lb_api::connect_unix(std::path::Path::new(path), timeout)
             .await
@@ -504,7 +532,7 @@ async fn run(link: Arc<SwitchSession>, events: mpsc::Sender<SwitchEvent>) {
 
 async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String> {
     let t = &link.target;
-    let channel = connect_channel(&t.address, Duration::from_secs(1)).await?;
+    let channel = connect_channel_tls(&t.address, Duration::from_secs(1), t.tls.as_ref()).await?;
     let mut client = client(channel.clone());
     let (tx, inbound, answer) = arbitrate(
         &mut client,

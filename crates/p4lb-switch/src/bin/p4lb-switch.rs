@@ -1,8 +1,10 @@
 //! `p4lb-switch`: p4lb's software P4Runtime target, with simple_switch_grpc-like flags.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use p4lb_switch::{serve, GrpcAddr, SwitchConfig};
+use p4lb_switch::{serve, GrpcAddr, SwitchConfig, TlsFiles};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,10 +14,23 @@ use p4lb_switch::{serve, GrpcAddr, SwitchConfig};
 )]
 struct Args {
     /// gRPC (P4Runtime + SwitchPorts) address: unix:/path (mode 0600, root only; the
-    /// default is unix:/run/p4lb-switch/switch.sock) or HOST:PORT on a loopback address
-    /// (reachable by every local user: for tests only).
-    #[arg(long)]
+    /// default is unix:/run/p4lb-switch/switch.sock) or tcp://HOST:PORT (needs --tls-cert,
+    /// --tls-key and --tls-client-ca: mutual TLS).
+    #[arg(long, visible_alias = "listen")]
     grpc_addr: Option<String>,
+    /// TLS certificate (PEM) of a TCP listener.
+    #[arg(long, requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; refused when group or others may read it).
+    #[arg(long, requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs the certificates of the clients allowed to connect.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve TCP without TLS, on a loopback address only: every local user can connect
+    /// and take control of the switch. For tests.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_loopback: bool,
     /// P4Runtime device id.
     #[arg(long, default_value_t = 0)]
     device_id: u64,
@@ -75,6 +90,15 @@ async fn main() -> Result<()> {
         cpu_port: args.cpu_port,
         dataplane_nice: args.dataplane_nice,
         rx_ring: args.rx_ring,
+        tls: match (args.tls_cert, args.tls_key, args.tls_client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            _ => None,
+        },
+        insecure_loopback: args.insecure_loopback,
     })
     .await
     .context("starting the switch")?;

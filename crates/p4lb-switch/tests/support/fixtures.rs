@@ -182,6 +182,7 @@ pub async fn run(on: &On, fixtures: &[Fixture]) {
 async fn run_in_process(fx: &Fixture) -> Result<(), String> {
     let handle = serve(SwitchConfig {
         grpc_addr: GrpcAddr::Tcp("127.0.0.1:0".parse().expect("address")),
+        insecure_loopback: true,
         ..Default::default()
     })
     .await
