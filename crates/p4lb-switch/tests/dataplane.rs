@@ -1,5 +1,5 @@
 //! The data plane as a table of fixtures: each row installs entries, sends frames and names
-//! what must come out (frame and port, or drop and reason), the counter deltas and the digest.
+//! what must come out (frame and port, or drop and reason), the counter deltas and the digests.
 //! The same rows run on p4lb-switch in process, on p4lb-switch over veth ports, and on BMv2's
 //! simple_switch_grpc over veth ports when `P4LB_P4_PREFIX` is set. The veth runs need root.
 //!

@@ -2,7 +2,7 @@
 //!
 //! A [`Fixture`] is one row: the table entries installed, the frames sent (each with its
 //! ingress port and what must come out: a frame on a port, or a drop with its reason), the
-//! counter deltas and the `conn_learn` digest expected. [`run`] executes every row on a fresh
+//! counter deltas and the `conn_learn` digests expected. [`run`] executes every row on a fresh
 //! switch of one target:
 //!
 //! - [`On::InProcess`]: p4lb-switch's P4Runtime server in this process, frames handed to
