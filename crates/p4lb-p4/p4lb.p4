@@ -160,6 +160,7 @@ struct metadata_t {
     bit<32> t_ack;
     bool    conn_miss;
     bool    rewritten;     /* source rewritten to a VIP on the reverse path */
+    bool    send_digest;   /* meta.learn is sent at the end of ingress */
     conn_learn_t learn;
 }
 
@@ -528,6 +529,7 @@ control P4lbIngress(inout headers_t hdr,
         meta.backend_id = 0;
         meta.service_id = 0;
         meta.mark = 0;
+        meta.send_digest = false;
 
         if (standard_metadata.parser_error != error.NoError) {
             drops.count(DROP_PARSER_ERROR);
@@ -618,12 +620,12 @@ control P4lbIngress(inout headers_t hdr,
                                      * the backend's reply; TCP on the ACK that completes
                                      * the handshake (ack_no = the backend's ISN + 1). */
                                     if (hdr.udp.isValid()) {
-                                        digest<conn_learn_t>(1, meta.learn);
+                                        meta.send_digest = true;
                                     } else if (hdr.tcp.isValid() &&
                                                (hdr.tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK |
                                                                  TCP_FLAG_RST)) == TCP_FLAG_ACK &&
                                                hdr.tcp.ack_no == meta.t_ack) {
-                                        digest<conn_learn_t>(1, meta.learn);
+                                        meta.send_digest = true;
                                     }
                                 }
                             } else if (hdr.tcp.isValid() &&
@@ -634,7 +636,7 @@ control P4lbIngress(inout headers_t hdr,
                                 } else {
                                     meta.learn.event = EVENT_FIN;
                                 }
-                                digest<conn_learn_t>(1, meta.learn);
+                                meta.send_digest = true;
                             }
                         }
                         backend_locked: {
@@ -664,7 +666,7 @@ control P4lbIngress(inout headers_t hdr,
                         } else {
                             meta.learn.event = EVENT_FIN;
                         }
-                        digest<conn_learn_t>(1, meta.learn);
+                        meta.send_digest = true;
                     }
                 } else {
                     /* The slot of the reversed tuple, used only if it holds exactly it. */
@@ -734,6 +736,11 @@ control P4lbIngress(inout headers_t hdr,
             }
         } else {
             l2_forward.apply();
+        }
+        /* One digest call for every event: BMv2 keeps one learn list per call site, and
+         * P4Runtime configures and acks the digest by name, i.e. one list. */
+        if (meta.send_digest) {
+            digest<conn_learn_t>(1, meta.learn);
         }
     }
 }
