@@ -174,6 +174,41 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
             .code(),
         Code::InvalidArgument
     );
+    // Transit registers are indexed alike: one of another size, or missing, is refused.
+    let mut bad = p4rt::p4info();
+    let reg = |info: &mut p4lb_proto::p4info::P4Info, name: &str| -> usize {
+        info.registers
+            .iter()
+            .position(|r| r.preamble.as_ref().map(|p| p.name.as_str()) == Some(name))
+            .expect("transit register in the P4Info")
+    };
+    let i = reg(&mut bad, externs::transit_client_port::NAME);
+    bad.registers[i].size = 1024;
+    let e = s
+        .client
+        .set_forwarding_pipeline_config(set(bad, Action::Verify))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("transit_client_port"),
+        "{}",
+        e.message()
+    );
+    let mut bad = p4rt::p4info();
+    let i = reg(&mut bad, externs::transit_server_ack::NAME);
+    bad.registers.remove(i);
+    let e = s
+        .client
+        .set_forwarding_pipeline_config(set(bad, Action::Verify))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("transit_server_ack"),
+        "{}",
+        e.message()
+    );
     // Renumbered IDs are fine: binding is by name.
     let mut renum = p4rt::p4info();
     table_mut(&mut renum, tables::vip_services::ID)
