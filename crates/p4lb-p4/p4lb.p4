@@ -29,7 +29,14 @@ const bit<16> ARP_OPER_REPLY     = 2;
 
 /* TCP flag bits inside tcp_t.flags (CWR ECE URG ACK PSH RST SYN FIN). */
 const bit<8> TCP_FLAG_ACK = 0x10;
+const bit<8> TCP_FLAG_RST = 0x04;
 const bit<8> TCP_FLAG_SYN = 0x02;
+const bit<8> TCP_FLAG_FIN = 0x01;
+
+/* conn_learn_t.event */
+const bit<8> EVENT_LEARN = 0;
+const bit<8> EVENT_FIN   = 1;
+const bit<8> EVENT_RST   = 2;
 
 /* Reasons, i.e. indexes into P4lbIngress.drops. */
 const bit<32> DROP_LOCKED       = 1;
@@ -117,7 +124,8 @@ struct headers_t {
     udp_t      udp;
 }
 
-/* The conn_learn digest: the client's 5-tuple as seen on ingress (dst = VIP) and the choice. */
+/* The conn_learn digest: the client's 5-tuple as seen on ingress (dst = VIP), the service,
+ * the backend (0 when the backend side reports a close) and what happened (EVENT_*). */
 @name("conn_learn")
 struct conn_learn_t {
     bit<32> src_addr;
@@ -127,6 +135,7 @@ struct conn_learn_t {
     bit<16> dst_port;
     bit<16> service_id;
     bit<16> backend_id;
+    bit<8>  event;
 }
 
 struct metadata_t {
@@ -140,8 +149,18 @@ struct metadata_t {
     bit<16> backend_id;
     bit<16> mark;          /* transit mark read on the reverse path (service_id + 1) */
     bit<32> transit_index;
+    /* The transit slot at transit_index, as read. */
+    bit<16> t_mark;
+    bit<32> t_client;
+    bit<32> t_backend;
+    bit<16> t_cport;
+    bit<16> t_bport;
+    bit<8>  t_proto;
+    bit<1>  t_seen;
+    bit<32> t_ack;
     bool    conn_miss;
     bool    rewritten;     /* source rewritten to a VIP on the reverse path */
+    bool    send_digest;   /* meta.learn is sent at the end of ingress */
     conn_learn_t learn;
 }
 
@@ -239,8 +258,25 @@ control P4lbIngress(inout headers_t hdr,
     @id(0x12000003)
     counter(16, CounterType.packets_and_bytes) drops;
 
+    /* Transit slots: one pending VIP connection per index, indexed by crc16 of its tuple
+     * after DNAT (client, backend, protocol, client port, backend port). A slot is used only
+     * when the tuple it stores equals the packet's exactly (docs/pipeline.md). */
     @id(0x16000001)
-    register<bit<16>>(TRANSIT_SIZE) transit_marks;
+    register<bit<16>>(TRANSIT_SIZE) transit_marks;        /* service_id + 1, 0 = free */
+    @id(0x16000002)
+    register<bit<32>>(TRANSIT_SIZE) transit_client;
+    @id(0x16000003)
+    register<bit<32>>(TRANSIT_SIZE) transit_backend;
+    @id(0x16000004)
+    register<bit<16>>(TRANSIT_SIZE) transit_client_port;
+    @id(0x16000005)
+    register<bit<16>>(TRANSIT_SIZE) transit_backend_port;
+    @id(0x16000006)
+    register<bit<8>>(TRANSIT_SIZE) transit_protocol;
+    @id(0x16000007)
+    register<bit<1>>(TRANSIT_SIZE) transit_reply_seen;    /* the backend's reply went through */
+    @id(0x16000008)
+    register<bit<32>>(TRANSIT_SIZE) transit_server_ack;   /* TCP: backend ISN + 1 */
 
     /* --- ARP proxy ------------------------------------------------------------------------ */
 
@@ -493,6 +529,7 @@ control P4lbIngress(inout headers_t hdr,
         meta.backend_id = 0;
         meta.service_id = 0;
         meta.mark = 0;
+        meta.send_digest = false;
 
         if (standard_metadata.parser_error != error.NoError) {
             drops.count(DROP_PARSER_ERROR);
@@ -512,7 +549,15 @@ control P4lbIngress(inout headers_t hdr,
                 drops.count(DROP_TTL);
                 mark_to_drop(standard_metadata);
             } else if (vip_services.apply().hit) {
-                /* 1. VIP traffic: pinned connection, or Maglev choice + digest. */
+                /* 1. VIP traffic: pinned connection, or Maglev choice (learned once the
+                 *    connection proves its client real, below). */
+                meta.learn.src_addr = hdr.ipv4.src_addr;
+                meta.learn.dst_addr = hdr.ipv4.dst_addr;
+                meta.learn.protocol = hdr.ipv4.protocol;
+                meta.learn.src_port = meta.l4_sport;
+                meta.learn.dst_port = meta.l4_dport;
+                meta.learn.service_id = meta.service_id;
+                meta.learn.event = EVENT_LEARN;
                 conn_table.apply();
                 if (meta.conn_miss) {
                     if (meta.slot_count != 0) {
@@ -520,20 +565,10 @@ control P4lbIngress(inout headers_t hdr,
                              { hdr.ipv4.src_addr, hdr.ipv4.dst_addr, hdr.ipv4.protocol,
                                meta.l4_sport, meta.l4_dport },
                              meta.slot_count);
-                        if (maglev_slots.apply().hit) {
-                            if (meta.backend_id != 0) {
-                                meta.learn.src_addr = hdr.ipv4.src_addr;
-                                meta.learn.dst_addr = hdr.ipv4.dst_addr;
-                                meta.learn.protocol = hdr.ipv4.protocol;
-                                meta.learn.src_port = meta.l4_sport;
-                                meta.learn.dst_port = meta.l4_dport;
-                                meta.learn.service_id = meta.service_id;
-                                meta.learn.backend_id = meta.backend_id;
-                                digest<conn_learn_t>(1, meta.learn);
-                            }
-                        }
+                        maglev_slots.apply();
                     }
                 }
+                meta.learn.backend_id = meta.backend_id;
                 if (meta.backend_id == 0) {
                     drops.count(DROP_NO_BACKEND);
                     mark_to_drop(standard_metadata);
@@ -547,13 +582,61 @@ control P4lbIngress(inout headers_t hdr,
                                 service_packets.count((bit<32>)meta.service_id);
                             }
                             if (meta.conn_miss) {
-                                /* Pending connection: remember it for the reply direction,
-                                 * keyed by (client, backend) after DNAT. */
+                                /* Pending connection: its transit slot, keyed by (client,
+                                 * backend) after DNAT. */
                                 hash(meta.transit_index, HashAlgorithm.crc16, 32w0,
                                      { hdr.ipv4.src_addr, hdr.ipv4.dst_addr, hdr.ipv4.protocol,
                                        meta.l4_sport, meta.l4_dport },
                                      TRANSIT_SIZE);
-                                transit_marks.write(meta.transit_index, meta.service_id + 1);
+                                transit_marks.read(meta.t_mark, meta.transit_index);
+                                transit_client.read(meta.t_client, meta.transit_index);
+                                transit_backend.read(meta.t_backend, meta.transit_index);
+                                transit_client_port.read(meta.t_cport, meta.transit_index);
+                                transit_backend_port.read(meta.t_bport, meta.transit_index);
+                                transit_protocol.read(meta.t_proto, meta.transit_index);
+                                transit_reply_seen.read(meta.t_seen, meta.transit_index);
+                                transit_server_ack.read(meta.t_ack, meta.transit_index);
+                                bool holds = meta.t_mark != 0 &&
+                                             meta.t_client == hdr.ipv4.src_addr &&
+                                             meta.t_backend == hdr.ipv4.dst_addr &&
+                                             meta.t_proto == hdr.ipv4.protocol &&
+                                             meta.t_cport == meta.l4_sport &&
+                                             meta.t_bport == meta.l4_dport;
+                                bool syn = hdr.tcp.isValid() &&
+                                           (hdr.tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) ==
+                                               TCP_FLAG_SYN;
+                                if (syn || (hdr.udp.isValid() && !holds)) {
+                                    /* A new attempt (re)writes the slot, flags reset. */
+                                    transit_marks.write(meta.transit_index, meta.service_id + 1);
+                                    transit_client.write(meta.transit_index, hdr.ipv4.src_addr);
+                                    transit_backend.write(meta.transit_index, hdr.ipv4.dst_addr);
+                                    transit_client_port.write(meta.transit_index, meta.l4_sport);
+                                    transit_backend_port.write(meta.transit_index, meta.l4_dport);
+                                    transit_protocol.write(meta.transit_index, hdr.ipv4.protocol);
+                                    transit_reply_seen.write(meta.transit_index, 0);
+                                    transit_server_ack.write(meta.transit_index, 0);
+                                } else if (holds && meta.t_seen == 1) {
+                                    /* Learn only with proof the client is real: UDP after
+                                     * the backend's reply; TCP on the ACK that completes
+                                     * the handshake (ack_no = the backend's ISN + 1). */
+                                    if (hdr.udp.isValid()) {
+                                        meta.send_digest = true;
+                                    } else if (hdr.tcp.isValid() &&
+                                               (hdr.tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK |
+                                                                 TCP_FLAG_RST)) == TCP_FLAG_ACK &&
+                                               hdr.tcp.ack_no == meta.t_ack) {
+                                        meta.send_digest = true;
+                                    }
+                                }
+                            } else if (hdr.tcp.isValid() &&
+                                       (hdr.tcp.flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) != 0) {
+                                /* A pinned connection closes (client side). */
+                                if ((hdr.tcp.flags & TCP_FLAG_RST) != 0) {
+                                    meta.learn.event = EVENT_RST;
+                                } else {
+                                    meta.learn.event = EVENT_FIN;
+                                }
+                                meta.send_digest = true;
                             }
                         }
                         backend_locked: {
@@ -566,14 +649,57 @@ control P4lbIngress(inout headers_t hdr,
                 }
             } else {
                 /* 2. Not VIP: a backend's reply is rewritten back to its VIP. */
-                if (!conn_reverse.apply().hit) {
+                if (conn_reverse.apply().hit) {
+                    if (hdr.tcp.isValid() &&
+                            (hdr.tcp.flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) != 0) {
+                        /* A pinned connection closes (backend side): report it as the
+                         * client sees it (rewrite_src already put the VIP in place). */
+                        meta.learn.src_addr = hdr.ipv4.dst_addr;
+                        meta.learn.dst_addr = hdr.ipv4.src_addr;
+                        meta.learn.protocol = hdr.ipv4.protocol;
+                        meta.learn.src_port = hdr.tcp.dst_port;
+                        meta.learn.dst_port = hdr.tcp.src_port;
+                        meta.learn.service_id = meta.service_id;
+                        meta.learn.backend_id = 0;
+                        if ((hdr.tcp.flags & TCP_FLAG_RST) != 0) {
+                            meta.learn.event = EVENT_RST;
+                        } else {
+                            meta.learn.event = EVENT_FIN;
+                        }
+                        meta.send_digest = true;
+                    }
+                } else {
+                    /* The slot of the reversed tuple, used only if it holds exactly it. */
                     hash(meta.transit_index, HashAlgorithm.crc16, 32w0,
                          { hdr.ipv4.dst_addr, hdr.ipv4.src_addr, hdr.ipv4.protocol,
                            meta.l4_dport, meta.l4_sport },
                          TRANSIT_SIZE);
-                    transit_marks.read(meta.mark, meta.transit_index);
-                    if (meta.mark != 0) {
+                    transit_marks.read(meta.t_mark, meta.transit_index);
+                    transit_client.read(meta.t_client, meta.transit_index);
+                    transit_backend.read(meta.t_backend, meta.transit_index);
+                    transit_client_port.read(meta.t_cport, meta.transit_index);
+                    transit_backend_port.read(meta.t_bport, meta.transit_index);
+                    transit_protocol.read(meta.t_proto, meta.transit_index);
+                    if (meta.t_mark != 0 &&
+                            meta.t_client == hdr.ipv4.dst_addr &&
+                            meta.t_backend == hdr.ipv4.src_addr &&
+                            meta.t_proto == hdr.ipv4.protocol &&
+                            meta.t_cport == meta.l4_dport &&
+                            meta.t_bport == meta.l4_sport) {
+                        meta.mark = meta.t_mark;
                         service_vip.apply();
+                        if (meta.rewritten) {
+                            if (hdr.tcp.isValid()) {
+                                if ((hdr.tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) ==
+                                        (TCP_FLAG_SYN | TCP_FLAG_ACK)) {
+                                    transit_server_ack.write(meta.transit_index,
+                                                             hdr.tcp.seq_no + 1);
+                                    transit_reply_seen.write(meta.transit_index, 1);
+                                }
+                            } else if (hdr.udp.isValid()) {
+                                transit_reply_seen.write(meta.transit_index, 1);
+                            }
+                        }
                     }
                 }
                 if (meta.rewritten) {
@@ -583,18 +709,38 @@ control P4lbIngress(inout headers_t hdr,
                 } else if ((hdr.tcp.isValid() &&
                             (hdr.tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) ||
                            hdr.udp.isValid()) {
-                    /* A direct connection starts: make sure no stale VIP mark claims it. */
+                    /* A direct connection starts: a slot holding exactly its tuple (a VIP
+                     * connection that used it before) is stale; free it. */
                     hash(meta.transit_index, HashAlgorithm.crc16, 32w0,
                          { hdr.ipv4.src_addr, hdr.ipv4.dst_addr, hdr.ipv4.protocol,
                            meta.l4_sport, meta.l4_dport },
                          TRANSIT_SIZE);
-                    transit_marks.write(meta.transit_index, 0);
+                    transit_marks.read(meta.t_mark, meta.transit_index);
+                    transit_client.read(meta.t_client, meta.transit_index);
+                    transit_backend.read(meta.t_backend, meta.transit_index);
+                    transit_client_port.read(meta.t_cport, meta.transit_index);
+                    transit_backend_port.read(meta.t_bport, meta.transit_index);
+                    transit_protocol.read(meta.t_proto, meta.transit_index);
+                    if (meta.t_mark != 0 &&
+                            meta.t_client == hdr.ipv4.src_addr &&
+                            meta.t_backend == hdr.ipv4.dst_addr &&
+                            meta.t_proto == hdr.ipv4.protocol &&
+                            meta.t_cport == meta.l4_sport &&
+                            meta.t_bport == meta.l4_dport) {
+                        transit_marks.write(meta.transit_index, 0);
+                        transit_reply_seen.write(meta.transit_index, 0);
+                    }
                 }
                 /* 3. Forwarding, lock and TTL. */
                 ipv4_routes.apply();
             }
         } else {
             l2_forward.apply();
+        }
+        /* One digest call for every event: BMv2 keeps one learn list per call site, and
+         * P4Runtime configures and acks the digest by name, i.e. one list. */
+        if (meta.send_digest) {
+            digest<conn_learn_t>(1, meta.learn);
         }
     }
 }

@@ -22,14 +22,20 @@ pub struct Learned {
     pub backend_id: u16,
 }
 
-/// Decodes one member of a conn_learn digest list (layout: [`p4lb_p4::digest`]).
+impl From<&ConnLearn> for Learned {
+    fn from(m: &ConnLearn) -> Learned {
+        Learned {
+            tuple: m.tuple(),
+            service_id: m.service_id,
+            backend_id: m.backend_id,
+        }
+    }
+}
+
+/// Decodes one member of a conn_learn digest list (layout: [`p4lb_p4::digest`]), whatever
+/// its event.
 pub fn parse_learned(d: &P4Data) -> Option<Learned> {
-    let m = ConnLearn::from_p4data(d)?;
-    Some(Learned {
-        tuple: m.tuple(),
-        service_id: m.service_id,
-        backend_id: m.backend_id,
-    })
+    ConnLearn::from_p4data(d).map(|m| Learned::from(&m))
 }
 
 /// A learned connection as installed.
@@ -250,6 +256,7 @@ mod tests {
                     bits(&[80]),
                     bits(&[1]),
                     bits(&[0, 2]),
+                    bits(&[0]),
                 ],
             })),
         };

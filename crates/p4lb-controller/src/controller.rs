@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, Mutex};
 
 use p4lb_p4::entries as p;
-use p4lb_p4::{tables, FiveTuple};
+use p4lb_p4::{tables, ConnEvent, ConnLearn, FiveTuple};
 use p4lb_proto::api;
 use p4lb_proto::p4runtime::{update::Type, DigestList, IdleTimeoutNotification};
 
@@ -377,9 +377,14 @@ impl Controller {
         let mut new: Vec<(FiveTuple, conn::ConnRec)> = Vec::new();
         let mut seen = HashSet::new();
         for data in &d.data {
-            let Some(l) = conn::parse_learned(data) else {
+            let Some(m) = ConnLearn::from_p4data(data) else {
                 tracing::warn!("malformed conn_learn digest member");
                 continue;
+            };
+            let l = match m.event {
+                ConnEvent::Learn => conn::Learned::from(&m),
+                // Close events name connections to forget, not to learn.
+                ConnEvent::Fin | ConnEvent::Rst => continue,
             };
             if g.conns.contains(&l.tuple) || !seen.insert(l.tuple) {
                 continue;

@@ -7,7 +7,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::packet::{send_frame, tcp_syn};
+use common::packet::{handshakes, send_frame, tcp_ack, SERVER_ISN};
 use common::*;
 use p4lb_p4::entries as p;
 use p4lb_proto::api;
@@ -76,18 +76,18 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
         .await
         .unwrap();
 
-    // Client SYNs to the VIP: the switch digests them, the controller pins them.
-    for sport in 40000..40020u16 {
-        let f = tcp_syn(
-            ROUTER,
-            CLIENT_MAC,
-            Ipv4Addr::new(10, 88, 2, 100),
-            Ipv4Addr::new(10, 96, 2, 1),
-            sport,
-            80,
-        );
-        send_frame(&client_if.peer, &f);
-    }
+    // Client handshakes through the VIP: SYN, the backend's SYN-ACK (sent by whichever
+    // backend Maglev chose: both are tried, only the one holding the transit slot is
+    // translated), then the client's ACK of the backend's ISN + 1, on which the switch
+    // digests the connection and the controller pins it.
+    let (client_ip, vip) = (Ipv4Addr::new(10, 88, 2, 100), Ipv4Addr::new(10, 96, 2, 1));
+    handshakes(
+        &client_if.peer,
+        (ROUTER, CLIENT_MAC),
+        (client_ip, vip, 80),
+        &[Ipv4Addr::new(10, 88, 2, 21), Ipv4Addr::new(10, 88, 2, 31)],
+        40000..40020,
+    );
     let learned = eventually(Duration::from_secs(5), || {
         let s = ssock.clone();
         async move {
@@ -121,16 +121,18 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
         )),
         "{rev:?}"
     );
-    // A digest repeated for a known connection is not installed twice.
+    // A repeated handshake ACK of a pinned connection is not learned again.
     send_frame(
         &client_if.peer,
-        &tcp_syn(
+        &tcp_ack(
             ROUTER,
             CLIENT_MAC,
-            Ipv4Addr::new(10, 88, 2, 100),
-            Ipv4Addr::new(10, 96, 2, 1),
+            client_ip,
+            vip,
             s0,
             80,
+            (1001, SERVER_ISN + 1),
+            false,
         ),
     );
 
@@ -359,16 +361,16 @@ async fn idle_connections_are_removed() {
         })
         .await
         .unwrap();
-    send_frame(
+    handshakes(
         &client_if.peer,
-        &tcp_syn(
-            ROUTER,
-            CLIENT_MAC,
+        (ROUTER, CLIENT_MAC),
+        (
             Ipv4Addr::new(10, 88, 3, 100),
             Ipv4Addr::new(10, 96, 3, 1),
-            40100,
             80,
         ),
+        &[Ipv4Addr::new(10, 88, 3, 2)],
+        40100..40101,
     );
     let learned_at = std::time::Instant::now();
     assert!(
@@ -576,6 +578,62 @@ async fn lock_off_tracks_the_migration_without_holding_traffic() {
     assert_eq!(ab.state, "aborted");
     assert!(ab.no_lock);
     assert_eq!(rows(&read_all(&ssock).await["backends"]), vec![forward]);
+    c.stop().await;
+    sw.shutdown().await;
+}
+
+/// Close events (FIN, RST) arrive in the same digest as learnt connections; the controller
+/// installs only the learn events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_events_are_not_learned() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    let b = c
+        .client
+        .register_endpoint(register_req("b", "10.88.9.2", "02:00:00:00:09:02", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    c.client
+        .add_service(api::AddServiceRequest {
+            service: Some(api::Service {
+                name: "e".into(),
+                vip: "10.96.9.1".into(),
+                port: 80,
+                selector: "app=web".into(),
+                ..Default::default()
+            }),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    let msg = |sport: u16, event: p4lb_p4::ConnEvent| p4lb_p4::ConnLearn {
+        src_addr: Ipv4Addr::new(10, 88, 9, 100),
+        dst_addr: Ipv4Addr::new(10, 96, 9, 1),
+        protocol: 6,
+        src_port: sport,
+        dst_port: 80,
+        service_id: 1,
+        backend_id: b.backend_id as u16,
+        event,
+    };
+    let list = |msgs: Vec<p4lb_p4::ConnLearn>| p4lb_proto::p4runtime::DigestList {
+        digest_id: p4lb_p4::externs::conn_learn::ID,
+        list_id: 1,
+        data: msgs.iter().map(|m| m.to_p4data()).collect(),
+        timestamp: 0,
+    };
+    c.ctl
+        .on_digest(list(vec![
+            msg(40001, p4lb_p4::ConnEvent::Fin),
+            msg(40002, p4lb_p4::ConnEvent::Rst),
+            msg(40003, p4lb_p4::ConnEvent::Learn),
+        ]))
+        .await;
+    let pins = conn_rows(&read_all(&ssock).await);
+    assert_eq!(pins, vec![(40003, b.backend_id as u16)]);
     c.stop().await;
     sw.shutdown().await;
 }

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::packet::{send_frame, tcp_syn};
+use common::packet::handshakes;
 use common::*;
 use p4lb_controller::southbound::programmer::{key_only, table_update};
 use p4lb_controller::southbound::session::{self, connect_channel};
@@ -61,19 +61,25 @@ async fn sigkill_and_restart_gives_the_same_switch_state() {
     );
     client.labels.clear();
     c.register_endpoint(client).await.unwrap();
-    for sport in 41000..41010u16 {
-        send_frame(
-            &client_if.peer,
-            &tcp_syn(
-                [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
-                [0x02, 0, 0, 0, 0x04, 0x64],
-                std::net::Ipv4Addr::new(10, 88, 4, 100),
-                std::net::Ipv4Addr::new(10, 96, 4, 1),
-                sport,
-                443,
-            ),
-        );
-    }
+    handshakes(
+        &client_if.peer,
+        (
+            [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+            [0x02, 0, 0, 0, 0x04, 0x64],
+        ),
+        (
+            std::net::Ipv4Addr::new(10, 88, 4, 100),
+            std::net::Ipv4Addr::new(10, 96, 4, 1),
+            443,
+        ),
+        &[
+            std::net::Ipv4Addr::new(10, 88, 4, 1),
+            std::net::Ipv4Addr::new(10, 88, 4, 2),
+            std::net::Ipv4Addr::new(10, 88, 4, 3),
+            std::net::Ipv4Addr::new(10, 88, 4, 4),
+        ],
+        41000..41010,
+    );
     assert!(
         eventually(Duration::from_secs(5), || {
             let s = ssock.clone();
@@ -257,19 +263,23 @@ async fn learned_connections_survive_a_restart_of_controller_and_switch_together
     );
     client.labels.clear();
     c.register_endpoint(client).await.unwrap();
-    for sport in 42000..42010u16 {
-        send_frame(
-            &client_if.peer,
-            &tcp_syn(
-                [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
-                [0x02, 0, 0, 0, 0x06, 0x64],
-                std::net::Ipv4Addr::new(10, 88, 6, 100),
-                std::net::Ipv4Addr::new(10, 96, 6, 1),
-                sport,
-                443,
-            ),
-        );
-    }
+    handshakes(
+        &client_if.peer,
+        (
+            [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+            [0x02, 0, 0, 0, 0x06, 0x64],
+        ),
+        (
+            std::net::Ipv4Addr::new(10, 88, 6, 100),
+            std::net::Ipv4Addr::new(10, 96, 6, 1),
+            443,
+        ),
+        &[
+            std::net::Ipv4Addr::new(10, 88, 6, 1),
+            std::net::Ipv4Addr::new(10, 88, 6, 2),
+        ],
+        42000..42010,
+    );
     assert!(
         eventually(Duration::from_secs(5), || {
             let s = ssock.clone();

@@ -1,6 +1,9 @@
 //! The `conn_learn` digest as data: one typed message, encoded and decoded in the member
 //! order of [`externs::conn_learn::INFO`](crate::externs::conn_learn::INFO) (the order p4c
 //! gives the members of `conn_learn_t`). The switch sends it, the controller reads it.
+//!
+//! Decoding is strict: every member must be a bitstring that fits its P4Info width, and the
+//! event must be one of [`ConnEvent`]; anything else is refused (`None`).
 
 use std::net::Ipv4Addr;
 
@@ -11,8 +14,38 @@ use crate::entries::FiveTuple;
 use crate::externs::conn_learn;
 use crate::schema::DigestFieldInfo;
 
-/// One `conn_learn` message: a new VIP connection (the client's 5-tuple, dst = VIP) and the
-/// Maglev choice made for it.
+/// What a `conn_learn` message reports (its `event` member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ConnEvent {
+    /// A new VIP connection completed its handshake (TCP) or got the backend's reply (UDP)
+    /// through its transit slot: pin it.
+    Learn = 0,
+    /// A FIN went through a pinned connection (client or backend side).
+    Fin = 1,
+    /// A RST went through a pinned connection (client or backend side).
+    Rst = 2,
+}
+
+impl ConnEvent {
+    /// The `event` value on the wire.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The event of a wire value; `None` for a value the pipeline never sends.
+    pub fn from_code(v: u64) -> Option<ConnEvent> {
+        match v {
+            0 => Some(ConnEvent::Learn),
+            1 => Some(ConnEvent::Fin),
+            2 => Some(ConnEvent::Rst),
+            _ => None,
+        }
+    }
+}
+
+/// One `conn_learn` message: a VIP connection (the client's 5-tuple, dst = VIP), its service
+/// and backend (0 when the backend side reported a close), and what happened to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnLearn {
     pub src_addr: Ipv4Addr,
@@ -22,6 +55,7 @@ pub struct ConnLearn {
     pub dst_port: u16,
     pub service_id: u16,
     pub backend_id: u16,
+    pub event: ConnEvent,
 }
 
 impl ConnLearn {
@@ -35,6 +69,7 @@ impl ConnLearn {
             conn_learn::DST_PORT => u64::from(self.dst_port),
             conn_learn::SERVICE_ID => u64::from(self.service_id),
             conn_learn::BACKEND_ID => u64::from(self.backend_id),
+            conn_learn::EVENT => u64::from(self.event.code()),
             _ => 0,
         }
     }
@@ -54,6 +89,7 @@ impl ConnLearn {
             dst_port: get(conn_learn::DST_PORT)? as u16,
             service_id: get(conn_learn::SERVICE_ID)? as u16,
             backend_id: get(conn_learn::BACKEND_ID)? as u16,
+            event: ConnEvent::from_code(get(conn_learn::EVENT)?)?,
         })
     }
 
@@ -84,7 +120,8 @@ impl ConnLearn {
     }
 
     /// Decodes one member of a `DigestList` (a struct or tuple of bitstrings, one per field of
-    /// the digest, each at most 8 bytes). `None` when the shape does not fit.
+    /// the digest, each fitting its width, and a known event). `None` when the shape or a
+    /// value does not fit.
     pub fn from_p4data(d: &P4Data) -> Option<ConnLearn> {
         let members = match d.data.as_ref()? {
             p4_data::Data::Struct(s) | p4_data::Data::Tuple(s) => &s.members,
@@ -95,8 +132,9 @@ impl ConnLearn {
         }
         let v = members
             .iter()
-            .map(|m| match &m.data {
-                Some(p4_data::Data::Bitstring(b)) if b.len() <= 8 => Some(bytes::to_u64(b)),
+            .zip(conn_learn::INFO.fields)
+            .map(|(m, f)| match &m.data {
+                Some(p4_data::Data::Bitstring(b)) => bytes::decode(b, f.bitwidth).ok(),
                 _ => None,
             })
             .collect::<Option<Vec<u64>>>()?;
@@ -117,6 +155,7 @@ mod tests {
             dst_port: 80,
             service_id: 3,
             backend_id: 4,
+            event: ConnEvent::Rst,
         }
     }
 
@@ -159,5 +198,51 @@ mod tests {
         };
         assert_eq!(ConnLearn::from_p4data(&short), None);
         assert_eq!(ConnLearn::from_p4data(&P4Data::default()), None);
+    }
+
+    /// `m`'s digest data with member `i` replaced by the bitstring `b`.
+    fn with_member(m: &ConnLearn, i: usize, b: Vec<u8>) -> P4Data {
+        let mut d = m.to_p4data();
+        if let Some(p4_data::Data::Struct(s)) = d.data.as_mut() {
+            s.members[i] = P4Data {
+                data: Some(p4_data::Data::Bitstring(b)),
+            };
+        }
+        d
+    }
+
+    #[test]
+    fn every_event_round_trips_and_unknown_events_are_refused() {
+        for e in [ConnEvent::Learn, ConnEvent::Fin, ConnEvent::Rst] {
+            let m = ConnLearn {
+                event: e,
+                ..sample()
+            };
+            assert_eq!(ConnLearn::from_p4data(&m.to_p4data()), Some(m));
+            assert_eq!(ConnEvent::from_code(u64::from(e.code())), Some(e));
+        }
+        let event = conn_learn::INFO.fields.len() - 1;
+        assert_eq!(conn_learn::INFO.fields[event], conn_learn::EVENT);
+        for bad in [vec![3], vec![0xff]] {
+            assert_eq!(
+                ConnLearn::from_p4data(&with_member(&sample(), event, bad)),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn values_wider_than_their_member_are_refused() {
+        // protocol is bit<8>: two significant bytes do not fit.
+        assert_eq!(
+            ConnLearn::from_p4data(&with_member(&sample(), 2, vec![1, 6])),
+            None
+        );
+        // service_id is bit<16>: padding is fine, a 17th bit is not.
+        assert!(ConnLearn::from_p4data(&with_member(&sample(), 5, vec![0, 0, 3])).is_some());
+        assert_eq!(
+            ConnLearn::from_p4data(&with_member(&sample(), 5, vec![1, 0, 3])),
+            None
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Counters, the transit register and the `conn_learn` digest of p4lb.p4.
+//! Counters, the transit registers and the `conn_learn` digest of p4lb.p4.
 
 use crate::schema::{CounterInfo, DigestFieldInfo, DigestInfo, RegisterInfo};
 
@@ -72,12 +72,17 @@ impl DropReason {
     }
 }
 
-/// Transit marks: `service_id + 1` of a pending VIP connection, 0 = none.
+/// Cells of every transit register (all of them are indexed alike).
+pub const TRANSIT_SIZE: i32 = 65536;
+
+/// Transit marks: `service_id + 1` of the pending VIP connection whose tuple the slot
+/// holds, 0 = free. Every transit register is indexed by `crc16(client, backend, protocol,
+/// client port, backend port)` of the connection after DNAT (docs/pipeline.md).
 pub mod transit_marks {
     use super::*;
     pub const ID: u32 = 0x1600_0001;
     pub const NAME: &str = "P4lbIngress.transit_marks";
-    pub const SIZE: i32 = 65536;
+    pub const SIZE: i32 = TRANSIT_SIZE;
     pub const BITWIDTH: u32 = 16;
     pub const INFO: RegisterInfo = RegisterInfo {
         id: ID,
@@ -87,7 +92,114 @@ pub mod transit_marks {
     };
 }
 
-/// New VIP connection learned on a `conn_table` miss.
+/// Transit slot: the client's address of the pending connection.
+pub mod transit_client {
+    use super::*;
+    pub const ID: u32 = 0x1600_0002;
+    pub const NAME: &str = "P4lbIngress.transit_client";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 32;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// Transit slot: the backend's address (after DNAT) of the pending connection.
+pub mod transit_backend {
+    use super::*;
+    pub const ID: u32 = 0x1600_0003;
+    pub const NAME: &str = "P4lbIngress.transit_backend";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 32;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// Transit slot: the client's port of the pending connection.
+pub mod transit_client_port {
+    use super::*;
+    pub const ID: u32 = 0x1600_0004;
+    pub const NAME: &str = "P4lbIngress.transit_client_port";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 16;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// Transit slot: the backend's port (the service's target port) of the pending connection.
+pub mod transit_backend_port {
+    use super::*;
+    pub const ID: u32 = 0x1600_0005;
+    pub const NAME: &str = "P4lbIngress.transit_backend_port";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 16;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// Transit slot: the IP protocol of the pending connection.
+pub mod transit_protocol {
+    use super::*;
+    pub const ID: u32 = 0x1600_0006;
+    pub const NAME: &str = "P4lbIngress.transit_protocol";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 8;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// Transit slot: 1 once the backend's reply went through the slot (for TCP: its SYN-ACK).
+pub mod transit_reply_seen {
+    use super::*;
+    pub const ID: u32 = 0x1600_0007;
+    pub const NAME: &str = "P4lbIngress.transit_reply_seen";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 1;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// Transit slot (TCP): the backend's ISN + 1, from its SYN-ACK: the `ack_no` the client's
+/// handshake-completing ACK must carry to be learned.
+pub mod transit_server_ack {
+    use super::*;
+    pub const ID: u32 = 0x1600_0008;
+    pub const NAME: &str = "P4lbIngress.transit_server_ack";
+    pub const SIZE: i32 = TRANSIT_SIZE;
+    pub const BITWIDTH: u32 = 32;
+    pub const INFO: RegisterInfo = RegisterInfo {
+        id: ID,
+        name: NAME,
+        size: SIZE,
+        bitwidth: BITWIDTH,
+    };
+}
+
+/// A VIP connection event: learned (a `conn_table` miss that completed its handshake
+/// through a transit slot) or closing (FIN/RST seen on a pinned connection, either side).
 ///
 /// v1model cannot pin a digest's ID: p4c derives it from the name (see docs/pipeline.md).
 pub mod conn_learn {
@@ -122,15 +234,29 @@ pub mod conn_learn {
         name: "backend_id",
         bitwidth: 16,
     };
+    /// What happened: [`ConnEvent`](crate::digest::ConnEvent) (0 learn, 1 FIN, 2 RST).
+    pub const EVENT: DigestFieldInfo = DigestFieldInfo {
+        name: "event",
+        bitwidth: 8,
+    };
     pub const INFO: DigestInfo = DigestInfo {
         id: ID,
         name: NAME,
         fields: &[
-            SRC_ADDR, DST_ADDR, PROTOCOL, SRC_PORT, DST_PORT, SERVICE_ID, BACKEND_ID,
+            SRC_ADDR, DST_ADDR, PROTOCOL, SRC_PORT, DST_PORT, SERVICE_ID, BACKEND_ID, EVENT,
         ],
     };
 }
 
 pub const COUNTERS: &[CounterInfo] = &[backend_packets::INFO, service_packets::INFO, drops::INFO];
-pub const REGISTERS: &[RegisterInfo] = &[transit_marks::INFO];
+pub const REGISTERS: &[RegisterInfo] = &[
+    transit_marks::INFO,
+    transit_client::INFO,
+    transit_backend::INFO,
+    transit_client_port::INFO,
+    transit_backend_port::INFO,
+    transit_protocol::INFO,
+    transit_reply_seen::INFO,
+    transit_server_ack::INFO,
+];
 pub const DIGESTS: &[DigestInfo] = &[conn_learn::INFO];

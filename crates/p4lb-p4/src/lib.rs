@@ -11,13 +11,14 @@
 //! - [`entries`]: typed builders of every kind of table entry the controller and the tests
 //!   write (`entries::backend_forward(..) -> TableEntry`, ...), the [`FiveTuple`] key of the
 //!   connection tables, and reading entries back (`action_of`, `canonicalize`).
-//! - [`digest`]: the `conn_learn` message ([`ConnLearn`]), encoded and decoded in the
-//!   member order of [`externs::conn_learn::INFO`].
+//! - [`digest`]: the `conn_learn` message ([`ConnLearn`], its [`ConnEvent`]: learn, FIN,
+//!   RST), encoded and decoded in the member order of [`externs::conn_learn::INFO`].
 //! - [`bytes`]: P4Runtime canonical bytestrings, encode and decode.
 //! - [`p4info()`], [`parse_p4info_text`]: the checked-in P4Info, parsed; [`check_ids`]: does
-//!   a P4Info carry the IDs of the constants (and which digest ID it chose).
+//!   a P4Info carry the IDs of the constants (tables, actions, counters, registers; and
+//!   which digest ID it chose).
 //! - [`hash`]: BMv2's crc16 over a 5-tuple (`crc16_5tuple`, behind the Maglev slot and the
-//!   transit-register index) and the slot itself (`maglev_slot`), bit-exact with BMv2; the
+//!   index of the transit registers) and the slot itself (`maglev_slot`), bit-exact with BMv2; the
 //!   software switch's data path hashes with it.
 //! - [`bmv2`]: loading the BMv2 JSON that p4c produces (never checked in) and where to find
 //!   it (`$P4LB_BMV2_JSON`, `build/p4lb.json`).
@@ -36,7 +37,7 @@ mod p4info;
 pub mod schema;
 pub mod tables;
 
-pub use digest::ConnLearn;
+pub use digest::{ConnEvent, ConnLearn};
 pub use entries::FiveTuple;
 pub use error::P4Error;
 pub use externs::DropReason;

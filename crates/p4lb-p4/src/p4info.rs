@@ -39,9 +39,10 @@ pub struct PipelineIds {
     pub conn_learn_digest: u32,
 }
 
-/// Checks that `info` has every table of [`tables::ALL`] and every action of
+/// Checks that `info` has every table of [`tables::ALL`], every action of
 /// [`actions::ALL`] (looked up by name; an action may also be found by its last name
-/// component) with the IDs of the constants, and finds the `conn_learn` digest.
+/// component), every counter of [`externs::COUNTERS`] and every register of
+/// [`externs::REGISTERS`] with the IDs of the constants, and finds the `conn_learn` digest.
 pub fn check_ids(info: &P4Info) -> Result<PipelineIds, P4Error> {
     let mismatch = |msg: String| Err(P4Error::Mismatch(msg));
     let table_ids: Vec<(u32, &str)> = info
@@ -77,6 +78,33 @@ pub fn check_ids(info: &P4Info) -> Result<PipelineIds, P4Error> {
                 return mismatch(format!("action {n} has id {got:#x}, expected {:#x}", a.id))
             }
             None => return mismatch(format!("action {} is missing", a.name)),
+        }
+    }
+    let externs_ids = info
+        .counters
+        .iter()
+        .map(|c| (&c.preamble, "counter"))
+        .chain(info.registers.iter().map(|r| (&r.preamble, "register")))
+        .filter_map(|(p, kind)| p.as_ref().map(|p| (p.id, p.name.as_str(), kind)))
+        .collect::<Vec<_>>();
+    let wanted = externs::COUNTERS
+        .iter()
+        .map(|c| (c.id, c.name, "counter"))
+        .chain(
+            externs::REGISTERS
+                .iter()
+                .map(|r| (r.id, r.name, "register")),
+        );
+    for (id, name, kind) in wanted {
+        match externs_ids
+            .iter()
+            .find(|(_, n, k)| *n == name && *k == kind)
+        {
+            Some((got, _, _)) if *got == id => {}
+            Some((got, _, _)) => {
+                return mismatch(format!("{kind} {name} has id {got:#x}, expected {id:#x}"))
+            }
+            None => return mismatch(format!("{kind} {name} is missing")),
         }
     }
     let digest = info
@@ -116,5 +144,30 @@ mod tests {
             p.id = 0x0200_0077;
         }
         assert!(matches!(check_ids(&renumbered), Err(P4Error::Mismatch(_))));
+    }
+
+    #[test]
+    fn a_missing_or_renumbered_transit_register_is_a_mismatch() {
+        let full = p4info().expect("parses");
+        let mut renumbered = full.clone();
+        let r = renumbered
+            .registers
+            .iter_mut()
+            .find(|r| {
+                r.preamble.as_ref().map(|p| p.name.as_str())
+                    == Some(externs::transit_server_ack::NAME)
+            })
+            .expect("transit_server_ack is in the P4Info");
+        if let Some(p) = r.preamble.as_mut() {
+            p.id = 0x1600_0077;
+        }
+        let e = check_ids(&renumbered).expect_err("renumbered register");
+        assert!(e.to_string().contains("transit_server_ack"), "{e}");
+        let mut missing = full;
+        missing.registers.retain(|r| {
+            r.preamble.as_ref().map(|p| p.name.as_str()) != Some(externs::transit_client::NAME)
+        });
+        let e = check_ids(&missing).expect_err("missing register");
+        assert!(e.to_string().contains("transit_client"), "{e}");
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use p4lb_p4::schema::{ActionScope, MatchKind};
-use p4lb_p4::{actions, bytes, check_ids, externs, p4info, tables, ConnLearn};
+use p4lb_p4::{actions, bytes, check_ids, externs, p4info, tables, ConnEvent, ConnLearn};
 use p4lb_proto::p4info::{
     action_ref::Scope, counter_spec::Unit, match_field, p4_bitstring_like_type_spec,
     p4_data_type_spec, table::IdleTimeoutBehavior, MatchField, P4DataTypeSpec, P4Info,
@@ -223,6 +223,7 @@ fn conn_learn_message_follows_the_p4info_struct() {
         dst_port: 80,
         service_id: 1023,
         backend_id: 4095,
+        event: ConnEvent::Fin,
     };
     let data = msg.to_p4data();
     let Some(p4_data::Data::Struct(s)) = &data.data else {

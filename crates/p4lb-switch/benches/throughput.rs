@@ -15,7 +15,7 @@
 //! fixed time; the figure is what arrives at h2 (its interface rx counter), per second.
 //! Scenarios: kernel IPv4 forwarding in `sw` (ip_forward, static neighbour), p4lb-switch
 //! routing (`ipv4_routes` + `port_smac`), and p4lb-switch VIP load balancing (`vip_services`,
-//! `conn_table` miss, Maglev slot, DNAT, transit mark) — all with the same frames.
+//! `conn_table` miss, Maglev slot, DNAT, transit slot) — all with the same frames.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -3,9 +3,11 @@
 //! - [`program`]: binding a P4Info by name to the pipeline contract of `p4lb_p4` (the one
 //!   definition of tables, actions, widths and the digest layout), and which of its tables
 //!   and actions the data path executes ([`program::spec`]).
-//! - [`pipeline`]: the packet processing, one file per table/stage (hashes: `p4lb_p4::hash`).
+//! - [`pipeline`]: the packet processing, one file per table/stage (hashes: `p4lb_p4::hash`);
+//!   `pipeline::transit`: the transit slots of pending VIP connections (exact tuple, reply
+//!   seen, the backend's ISN + 1), which decide reverse translation and learning.
 //! - [`bytes`]: P4Runtime bytestrings (p4lb-p4's, re-exported).
-//! - [`tables`], [`state`]: table storage, counters, the transit register.
+//! - [`tables`], [`state`]: table storage, counters, the transit registers.
 //! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
 //!   digests, idle timeout).
 //! - [`ports`]: AF_PACKET ports and the data-plane thread; [`server`]: [`serve`].

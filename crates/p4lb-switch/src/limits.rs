@@ -5,7 +5,7 @@
 //! refusal (RESOURCE_EXHAUSTED or INVALID_ARGUMENT with the limit in the message), never
 //! an abort. The limits leave p4lb.p4 (`p4lb_p4::P4INFO_TXTPB`) ample room: its largest
 //! table holds 65 536 entries, all its tables together about 210 000, its counters and
-//! register about 70 000 cells, and its P4Info is a few kilobytes.
+//! registers about 530 000 cells, and its P4Info is a few kilobytes.
 
 use p4lb_proto::p4info::P4Info;
 use p4lb_proto::p4runtime as p4;
@@ -177,7 +177,8 @@ mod tests {
         assert!(total * 8 < MAX_TOTAL_TABLE_ENTRIES);
         let cells: u64 = info.counters.iter().map(|c| c.size as u64).sum::<u64>()
             + info.registers.iter().map(|r| r.size as u64).sum::<u64>();
-        assert!(cells * 16 < MAX_STATE_CELLS);
+        // The eight transit registers (65 536 cells each) make most of it.
+        assert!(cells * 7 < MAX_STATE_CELLS);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Everything the data path reads and the runtime writes for one committed pipeline config:
-//! tables, indirect counters, the transit register and the digest sink.
+//! tables, indirect counters, the transit registers and the digest sink.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::program::bind::{CounterInfo, Program};
-use crate::program::spec::{CounterKind, TableKind};
+use crate::program::bind::{CounterInfo, Program, RegisterInfo};
+use crate::program::spec::{CounterKind, RegisterKind, TableKind};
 use crate::program::Act;
 use crate::tables::{DefaultEntry, Table};
 
@@ -61,26 +61,43 @@ impl Counter {
     }
 }
 
-/// `register<bit<16>>`.
+/// `register<bit<W>>` with W <= 32 (the transit registers). Cells are separate atomics: the
+/// one data-plane thread reads and writes them; a P4Runtime register write from another
+/// thread lands cell by cell, like BMv2's.
 #[derive(Debug)]
 pub struct Register {
     pub id: u32,
-    cells: Vec<AtomicU16>,
+    pub bits: u32,
+    cells: Vec<AtomicU32>,
 }
 
 impl Register {
+    fn new(info: &RegisterInfo) -> Register {
+        Register {
+            id: info.id,
+            bits: info.bits,
+            cells: (0..info.size).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
     #[inline]
-    pub fn read(&self, index: usize) -> u16 {
+    pub fn read(&self, index: usize) -> u32 {
         self.cells
             .get(index)
             .map(|c| c.load(Ordering::Relaxed))
             .unwrap_or(0)
     }
 
+    /// Writes `v` cut to the register's width (as a P4 assignment to `bit<W>` does).
     #[inline]
-    pub fn write(&self, index: usize, v: u16) {
+    pub fn write(&self, index: usize, v: u32) {
+        let mask = if self.bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.bits) - 1
+        };
         if let Some(c) = self.cells.get(index) {
-            c.store(v, Ordering::Relaxed);
+            c.store(v & mask, Ordering::Relaxed);
         }
     }
 
@@ -89,7 +106,7 @@ impl Register {
     }
 }
 
-/// One `conn_learn` digest message (the client's 5-tuple and the Maglev choice); its
+/// One `conn_learn` digest message (the client's 5-tuple, the backend, the event); its
 /// layout on the wire is p4lb-p4's.
 pub use p4lb_p4::ConnLearn as LearnMsg;
 
@@ -119,7 +136,8 @@ pub struct Dataplane {
     pub tables: Vec<Table>,
     /// Indexed by [`CounterKind`] as usize.
     pub counters: Vec<Counter>,
-    pub transit: Register,
+    /// Indexed by [`RegisterKind`] as usize (the transit slots, pipeline::transit).
+    pub registers: Vec<Register>,
     pub digests: DigestSink,
     pub epoch: Instant,
 }
@@ -161,12 +179,7 @@ impl Dataplane {
             })
             .collect();
         let counters = program.counters.iter().cloned().map(Counter::new).collect();
-        let transit = Register {
-            id: program.register.id,
-            cells: (0..program.register.size)
-                .map(|_| AtomicU16::new(0))
-                .collect(),
-        };
+        let registers = program.registers.iter().map(Register::new).collect();
         let (tx, rx) = tokio::sync::mpsc::channel(65536);
         let digests = DigestSink {
             enabled: AtomicBool::new(false),
@@ -178,7 +191,7 @@ impl Dataplane {
                 program,
                 tables,
                 counters,
-                transit,
+                registers,
                 digests,
                 epoch,
             },
@@ -194,6 +207,15 @@ impl Dataplane {
     #[inline]
     pub fn counter(&self, kind: CounterKind) -> &Counter {
         &self.counters[kind as usize]
+    }
+
+    #[inline]
+    pub fn register(&self, kind: RegisterKind) -> &Register {
+        &self.registers[kind as usize]
+    }
+
+    pub fn register_by_id(&self, id: u32) -> Option<&Register> {
+        self.registers.iter().find(|r| r.id == id)
     }
 
     #[inline]

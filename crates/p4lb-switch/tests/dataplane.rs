@@ -1,5 +1,5 @@
 //! The data plane as a table of fixtures: each row installs entries, sends frames and names
-//! what must come out (frame and port, or drop and reason), the counter deltas and the digest.
+//! what must come out (frame and port, or drop and reason), the counter deltas and the digests.
 //! The same rows run on p4lb-switch in process, on p4lb-switch over veth ports, and on BMv2's
 //! simple_switch_grpc over veth ports when `P4LB_P4_PREFIX` is set. The veth runs need root.
 //!
@@ -10,10 +10,10 @@ mod support;
 use std::net::Ipv4Addr;
 
 use p4lb_controller::addr::mac_u64;
-use p4lb_p4::{entries, externs, DropReason};
+use p4lb_p4::{entries, externs, ConnEvent, DropReason};
 use p4lb_proto::p4runtime::TableEntry;
 use support::fixtures::{counter, run, Fixture, On, Packet};
-use support::frames::{self, ip, mutate, Flow, ACK, SYN, TCP};
+use support::frames::{self, ip, mutate, Flow, ACK, FIN, RST, SYN, TCP};
 use support::netns::is_root;
 use support::target::{kinds, loud};
 
@@ -140,35 +140,56 @@ fn fixtures() -> Vec<Fixture> {
             ..Default::default()
         },
         Fixture {
-            name: "a VIP SYN is learnt with a conn_learn digest naming the connection and \
-                   its backend, and its reply is SNATed",
+            name: "a VIP connection is learnt (one conn_learn digest naming it and its \
+                   backend) on the ACK that completes its handshake, not on its SYN",
             entries: service(|_| 1),
-            packets: vec![
-                Packet::forward(
-                    1,
-                    syn.frame(b"syn"),
-                    2,
-                    dnat(syn, B1, 8080, B1_MAC).frame(b"syn"),
-                ),
-                Packet::forward(
-                    2,
-                    reply.frame(b"synack"),
-                    1,
-                    snat(reply, 80).frame(b"synack"),
-                ),
-            ],
-            counters: vec![backend_packets(1, 1)],
-            digest: Some([
-                u64::from(CLIENT),
-                u64::from(VIP),
-                u64::from(TCP),
-                40000,
-                80,
-                1,
-                1,
-            ]),
+            packets: handshake(syn, reply, true),
+            counters: vec![backend_packets(1, 2)],
+            digests: Some(vec![learn(syn, 1)]),
             ..Default::default()
         },
+        Fixture {
+            name: "no digest for a SYN, for the SYN-ACK, nor for ACKs whose ack_no is not \
+                   the backend's ISN + 1",
+            entries: service(|_| 1),
+            packets: {
+                let mut v = handshake(syn, reply, false);
+                for ack_no in [
+                    0,
+                    2000,
+                    SERVER_ISN,
+                    SERVER_ISN + 2,
+                    SERVER_ISN.wrapping_neg(),
+                ] {
+                    let a = client_ack(syn, ack_no);
+                    v.push(Packet::forward(
+                        1,
+                        a.frame(b""),
+                        2,
+                        dnat(a, B1, 8080, B1_MAC).frame(b""),
+                    ));
+                }
+                // The right ack_no on a RST or a SYN is no proof either.
+                for flags in [ACK | RST, ACK | SYN] {
+                    let a = client_ack(syn, SERVER_ISN + 1).with(|f| f.tcp_flags = flags);
+                    v.push(Packet::forward(
+                        1,
+                        a.frame(b""),
+                        2,
+                        dnat(a, B1, 8080, B1_MAC).frame(b""),
+                    ));
+                }
+                v
+            },
+            digests: Some(vec![]),
+            ..Default::default()
+        },
+        spoofed_syn_flood_learns_nothing(),
+        spoofed_acks_learn_nothing(),
+        a_chosen_syn_cannot_rewrite_unrelated_traffic(),
+        a_direct_start_frees_only_its_own_slot(),
+        close_events_of_pinned_connections(),
+        udp_is_learnt_after_the_reply(),
         Fixture {
             name: "a pinned connection stays on backend 1 when every slot moves to backend \
                    2; a new connection lands on backend 2",
@@ -421,6 +442,315 @@ fn fixtures() -> Vec<Fixture> {
             ..Default::default()
         },
     ]
+}
+
+/// The backend's initial sequence number in the handshakes of these rows.
+const SERVER_ISN: u32 = 0x7fff_fff0;
+
+/// The `conn_learn` digest of `client` (a flow to the VIP) on service 1 and `backend`.
+fn learn(client: Flow, backend: u64) -> [u64; 8] {
+    event(client, backend, ConnEvent::Learn)
+}
+
+/// A `conn_learn` digest with `event` for `client` (a flow to the VIP) on service 1.
+fn event(client: Flow, backend: u64, event: ConnEvent) -> [u64; 8] {
+    [
+        u64::from(client.src),
+        u64::from(client.dst),
+        u64::from(client.proto),
+        u64::from(client.sport),
+        u64::from(client.dport),
+        1,
+        backend,
+        u64::from(event.code()),
+    ]
+}
+
+/// The client's ACK of `syn`'s connection, acknowledging `ack_no`.
+fn client_ack(syn: Flow, ack_no: u32) -> Flow {
+    syn.with(|f| {
+        f.tcp_flags = ACK;
+        f.seq = syn.seq + 1;
+        f.ack_no = ack_no;
+    })
+}
+
+/// `syn` to the VIP (DNATed to B1), the backend's SYN-ACK `reply` (ISN [`SERVER_ISN`],
+/// SNATed back), and with `complete` the client's ACK of it.
+fn handshake(syn: Flow, reply: Flow, complete: bool) -> Vec<Packet> {
+    let synack = reply.with(|f| {
+        f.tcp_flags = SYN | ACK;
+        f.seq = SERVER_ISN;
+        f.ack_no = syn.seq + 1;
+    });
+    let mut v = vec![
+        Packet::forward(
+            1,
+            syn.frame(b"syn"),
+            2,
+            dnat(syn, B1, 8080, B1_MAC).frame(b"syn"),
+        ),
+        Packet::forward(2, synack.frame(b""), 1, snat(synack, 80).frame(b"")),
+    ];
+    if complete {
+        let ack = client_ack(syn, SERVER_ISN + 1);
+        v.push(Packet::forward(
+            1,
+            ack.frame(b"ack"),
+            2,
+            dnat(ack, B1, 8080, B1_MAC).frame(b"ack"),
+        ));
+    }
+    v
+}
+
+/// A small deterministic generator (64-bit LCG) for spoofed addresses, ports and numbers.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 32) as u32
+    }
+
+    /// A flow from a random source in 11.0.0.0/8 to the VIP.
+    fn spoofed(&mut self, flags: u8) -> Flow {
+        let src = 0x0b00_0000 | (self.next() & 0x00ff_ffff);
+        let sport = (self.next() % 64_000) as u16 + 1024;
+        let (seq, ack_no) = (self.next(), self.next());
+        Flow::tcp(src, sport, VIP, 80).with(|f| {
+            f.tcp_flags = flags;
+            f.seq = seq;
+            f.ack_no = ack_no;
+        })
+    }
+}
+
+/// The transit index of a connection: crc16 of its tuple after DNAT (p4lb_p4::hash).
+fn transit_index(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u16 {
+    p4lb_p4::hash::crc16_5tuple(src, dst, proto, sport, dport)
+}
+
+/// 10 000 SYNs from random sources reach the backend, and none is learnt.
+fn spoofed_syn_flood_learns_nothing() -> Fixture {
+    let mut g = Lcg(1);
+    let packets = (0..10_000)
+        .map(|_| {
+            let f = g.spoofed(SYN);
+            Packet::forward(1, f.frame(b""), 2, dnat(f, B1, 8080, B1_MAC).frame(b""))
+        })
+        .collect();
+    Fixture {
+        name: "10 000 spoofed SYNs (random sources) to a VIP are forwarded and produce no \
+               digest",
+        entries: service(|_| 1),
+        packets,
+        counters: vec![backend_packets(1, 10_000)],
+        digests: Some(vec![]),
+        ..Default::default()
+    }
+}
+
+/// ACKs with guessed numbers, after spoofed SYNs from the same sources or without any,
+/// are forwarded (Maglev) and produce no digest.
+fn spoofed_acks_learn_nothing() -> Fixture {
+    let mut g = Lcg(2);
+    let mut packets = Vec::new();
+    for i in 0..1000 {
+        let ack = g.spoofed(ACK);
+        if i % 2 == 0 {
+            let syn = ack.with(|f| f.tcp_flags = SYN);
+            packets.push(Packet::forward(
+                1,
+                syn.frame(b""),
+                2,
+                dnat(syn, B1, 8080, B1_MAC).frame(b""),
+            ));
+        }
+        packets.push(Packet::forward(
+            1,
+            ack.frame(b""),
+            2,
+            dnat(ack, B1, 8080, B1_MAC).frame(b""),
+        ));
+    }
+    Fixture {
+        name: "1000 spoofed ACKs with guessed ack_no (half after a spoofed SYN) produce no \
+               digest",
+        entries: service(|_| 1),
+        packets,
+        digests: Some(vec![]),
+        ..Default::default()
+    }
+}
+
+/// A SYN whose transit index collides with an unrelated direct flow's reverse index must
+/// not make that flow's packets leave with the VIP as their source (it did when slots held
+/// only a mark).
+fn a_chosen_syn_cannot_rewrite_unrelated_traffic() -> Fixture {
+    // Direct traffic between B2:5000 and the client's port 6000 (UDP and TCP): its reverse
+    // index is crc16(CLIENT, B2, proto, 6000, 5000).
+    let udp = Flow::udp(B2, 5000, CLIENT, 6000).with(|f| f.smac = B2_MAC);
+    let tcp = Flow::tcp(B2, 5000, CLIENT, 6000).with(|f| {
+        f.smac = B2_MAC;
+        f.tcp_flags = ACK;
+    });
+    // The attacker's source port: its SYN (DNATed to B1:8080) lands on that index.
+    let chosen = |proto: u8| -> Flow {
+        let target = transit_index(CLIENT, B2, proto, 6000, 5000);
+        let attacker = ip(10, 0, 0, 66);
+        let sport = (1..=u16::MAX)
+            .find(|p| transit_index(attacker, B1, TCP, *p, 8080) == target)
+            .expect("a 16-bit hash has a colliding port");
+        Flow::tcp(attacker, sport, VIP, 80)
+    };
+    let mut packets = Vec::new();
+    for (syn, direct) in [(chosen(frames::UDP), udp), (chosen(TCP), tcp)] {
+        packets.push(Packet::forward(
+            1,
+            syn.frame(b""),
+            2,
+            dnat(syn, B1, 8080, B1_MAC).frame(b""),
+        ));
+        packets.push(Packet::forward(
+            3,
+            direct.frame(b"direct"),
+            1,
+            routed(direct, CLIENT_MAC).frame(b"direct"),
+        ));
+    }
+    Fixture {
+        name: "a chosen SYN whose transit index collides with a direct flow does not \
+               rewrite that flow (UDP and TCP keep their own source)",
+        entries: service(|_| 1),
+        packets,
+        ..Default::default()
+    }
+}
+
+/// A direct SYN frees a transit slot only when the slot holds exactly its tuple.
+fn a_direct_start_frees_only_its_own_slot() -> Fixture {
+    let syn = Flow::tcp(CLIENT, 40000, VIP, 80);
+    let synack = Flow::tcp(B1, 8080, CLIENT, 40000).with(|f| {
+        f.tcp_flags = SYN | ACK;
+        f.smac = B1_MAC;
+    });
+    // A direct SYN B2:p -> CLIENT:7000 on the same index as the pending connection.
+    let target = transit_index(CLIENT, B1, TCP, 40000, 8080);
+    let p = (1..=u16::MAX)
+        .find(|p| transit_index(B2, CLIENT, TCP, *p, 7000) == target)
+        .expect("a 16-bit hash has a colliding port");
+    let colliding = Flow::tcp(B2, p, CLIENT, 7000).with(|f| f.smac = B2_MAC);
+    // The client opening the same tuple directly to the backend.
+    let direct = Flow::tcp(CLIENT, 40000, B1, 8080);
+    Fixture {
+        name: "a direct SYN on a colliding index leaves a pending slot alone; a direct SYN \
+               with the slot's exact tuple frees it",
+        entries: service(|_| 1),
+        packets: vec![
+            Packet::forward(1, syn.frame(b""), 2, dnat(syn, B1, 8080, B1_MAC).frame(b"")),
+            Packet::forward(
+                3,
+                colliding.frame(b""),
+                1,
+                routed(colliding, CLIENT_MAC).frame(b""),
+            ),
+            Packet::forward(2, synack.frame(b"1"), 1, snat(synack, 80).frame(b"1")),
+            Packet::forward(1, direct.frame(b""), 2, routed(direct, B1_MAC).frame(b"")),
+            Packet::forward(
+                2,
+                synack.frame(b"2"),
+                1,
+                routed(synack, CLIENT_MAC).frame(b"2"),
+            ),
+        ],
+        ..Default::default()
+    }
+}
+
+/// FIN and RST on a pinned connection, from either side, are close events.
+fn close_events_of_pinned_connections() -> Fixture {
+    let c = Flow::tcp(CLIENT, 40000, VIP, 80);
+    let b = Flow::tcp(B1, 8080, CLIENT, 40000).with(|f| f.smac = B1_MAC);
+    let c2 = Flow::tcp(CLIENT, 40001, VIP, 80);
+    let b2 = Flow::tcp(B1, 8080, CLIENT, 40001).with(|f| f.smac = B1_MAC);
+    let fin = |f: Flow| f.with(|x| x.tcp_flags = FIN | ACK);
+    let rst = |f: Flow| f.with(|x| x.tcp_flags = RST);
+    let data = |f: Flow| f.with(|x| x.tcp_flags = ACK);
+    Fixture {
+        name: "FIN and RST through conn_table (client) or conn_reverse (backend) are close \
+               events naming the client's tuple; other segments are not",
+        entries: [
+            service(|_| 1),
+            vec![
+                entries::conn_pin(&c.tuple(), 1, 0),
+                entries::conn_reverse(&b.tuple(), VIP.into(), 80, 1),
+                entries::conn_pin(&c2.tuple(), 1, 0),
+                entries::conn_reverse(&b2.tuple(), VIP.into(), 80, 1),
+            ],
+        ]
+        .concat(),
+        packets: vec![
+            Packet::forward(
+                1,
+                data(c).frame(b"d"),
+                2,
+                dnat(data(c), B1, 8080, B1_MAC).frame(b"d"),
+            ),
+            Packet::forward(2, data(b).frame(b"d"), 1, snat(data(b), 80).frame(b"d")),
+            Packet::forward(
+                1,
+                fin(c).frame(b""),
+                2,
+                dnat(fin(c), B1, 8080, B1_MAC).frame(b""),
+            ),
+            Packet::forward(2, rst(b).frame(b""), 1, snat(rst(b), 80).frame(b"")),
+            Packet::forward(2, fin(b2).frame(b""), 1, snat(fin(b2), 80).frame(b"")),
+            Packet::forward(
+                1,
+                rst(c2).frame(b""),
+                2,
+                dnat(rst(c2), B1, 8080, B1_MAC).frame(b""),
+            ),
+        ],
+        digests: Some(vec![
+            event(c, 1, ConnEvent::Fin),
+            event(c, 0, ConnEvent::Rst),
+            event(c2, 0, ConnEvent::Fin),
+            event(c2, 1, ConnEvent::Rst),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// A UDP flow is learnt on its first datagram after the backend replied, not before.
+fn udp_is_learnt_after_the_reply() -> Fixture {
+    let q = Flow::udp(CLIENT, 5000, VIP, 53);
+    let r = Flow::udp(B2, 5353, CLIENT, 5000).with(|f| f.smac = B2_MAC);
+    let out = |payload: &[u8]| {
+        Packet::forward(
+            1,
+            q.frame(payload),
+            3,
+            dnat(q, B2, 5353, B2_MAC).frame(payload),
+        )
+    };
+    Fixture {
+        name: "a UDP flow is learnt after the backend's reply went back through its slot",
+        entries: service(|_| 2),
+        modify: vec![vec![entries::service_vip(1, Ipv4Addr::from(VIP), 53)]],
+        packets: vec![
+            out(b"q1"),
+            out(b"q2"),
+            Packet::forward(3, r.frame(b"r"), 1, snat(r, 53).frame(b"r")),
+            out(b"q3"),
+        ],
+        digests: Some(vec![learn(q, 2)]),
+        ..Default::default()
+    }
 }
 
 /// 50 connections pinned to backend 1 (as the controller does from the digest) stay there

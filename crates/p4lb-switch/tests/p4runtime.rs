@@ -14,7 +14,7 @@ use p4lb_proto::p4runtime::stream_message_response::Update as Resp;
 use p4lb_proto::p4runtime::update::Type;
 use p4lb_switch::pipeline;
 use p4lb_switch::{serve, GrpcAddr, SwitchConfig, SwitchHandle};
-use support::frames::{Flow, TCP};
+use support::frames::{Flow, ACK, SYN, TCP};
 use support::p4rt::{self, Session};
 use tonic::Code;
 
@@ -174,6 +174,41 @@ async fn pipeline_config_is_bound_by_name_and_checked() {
             .unwrap_err()
             .code(),
         Code::InvalidArgument
+    );
+    // Transit registers are indexed alike: one of another size, or missing, is refused.
+    let mut bad = p4rt::p4info();
+    let reg = |info: &mut p4lb_proto::p4info::P4Info, name: &str| -> usize {
+        info.registers
+            .iter()
+            .position(|r| r.preamble.as_ref().map(|p| p.name.as_str()) == Some(name))
+            .expect("transit register in the P4Info")
+    };
+    let i = reg(&mut bad, externs::transit_client_port::NAME);
+    bad.registers[i].size = 1024;
+    let e = s
+        .client
+        .set_forwarding_pipeline_config(set(bad, Action::Verify))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("transit_client_port"),
+        "{}",
+        e.message()
+    );
+    let mut bad = p4rt::p4info();
+    let i = reg(&mut bad, externs::transit_server_ack::NAME);
+    bad.registers.remove(i);
+    let e = s
+        .client
+        .set_forwarding_pipeline_config(set(bad, Action::Verify))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("transit_server_ack"),
+        "{}",
+        e.message()
     );
     // Renumbered IDs are fine: binding is by name.
     let mut renum = p4rt::p4info();
@@ -507,6 +542,7 @@ async fn digests_are_batched_deduplicated_until_acked() {
             mac_u64(&[2, 0, 0, 0, 0, 4]),
             2,
         ),
+        entries::service_vip(1, Ipv4Addr::from(VIP), 80),
     ])
     .await;
     s.insert(
@@ -536,9 +572,22 @@ async fn digests_are_batched_deduplicated_until_acked() {
     assert_eq!(p4rt::batch_codes(&e), vec![Code::AlreadyExists as i32]);
     assert_eq!(s.read(vec![dig(None)]).await.unwrap().len(), 1);
     let dp = h.device.installed().unwrap().dp.clone();
+    // A connection is learnt on the ACK that completes its handshake: SYN, the backend's
+    // SYN-ACK (ISN 7000), the client's ACK of 7001.
     let send = |sport: u16| {
-        let mut f = Flow::tcp(CLIENT, sport, VIP, 80).frame(b"");
-        pipeline::process(&dp, &mut f, 1, false)
+        let syn = Flow::tcp(CLIENT, sport, VIP, 80);
+        let synack =
+            Flow::tcp(u32::from(Ipv4Addr::new(10, 1, 0, 4)), 8080, CLIENT, sport).with(|f| {
+                f.tcp_flags = SYN | ACK;
+                f.seq = 7000;
+            });
+        let ack = syn.with(|f| {
+            f.tcp_flags = ACK;
+            f.ack_no = 7001;
+        });
+        for (f, port) in [(syn, 1), (synack, 2), (ack, 1)] {
+            pipeline::process(&dp, &mut f.frame(b""), port, false);
+        }
     };
     // two distinct new connections fill a list (max_list_size 2)
     send(1000);
@@ -572,7 +621,8 @@ async fn digests_are_batched_deduplicated_until_acked() {
             p4lb_p4::bytes::encode(1000),
             vec![80],
             vec![1],
-            vec![4]
+            vec![4],
+            vec![0]
         ]
     );
     // same connections again before the ack: suppressed; a third one goes out on max_timeout
@@ -691,5 +741,118 @@ async fn idle_timeout_notifies_once_and_reports_time_since_last_hit() {
         })
         .await
         .is_some());
+    h.shutdown().await;
+}
+
+/// The transit slot a VIP SYN takes is readable cell by cell through P4Runtime, register by
+/// register; writes are checked against each register's width.
+#[tokio::test]
+async fn transit_registers_are_read_and_written_by_id() {
+    let h = start().await;
+    let (mut s, _) = session(&h, 1).await;
+    s.set_pipeline(Vec::new()).await.unwrap();
+    let b4 = Ipv4Addr::new(10, 1, 0, 4);
+    s.insert(vec![
+        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
+        entries::backend_forward(4, b4, mac_u64(&[2, 0, 0, 0, 0, 4]), 2),
+    ])
+    .await;
+    s.insert(
+        (0..7)
+            .map(|slot| entries::maglev_slot(1, slot, 4))
+            .collect(),
+    )
+    .await;
+    let dp = h.device.installed().unwrap().dp.clone();
+    pipeline::process(
+        &dp,
+        &mut Flow::tcp(CLIENT, 1234, VIP, 80).frame(b""),
+        1,
+        false,
+    );
+    let index = i64::from(p4lb_p4::hash::crc16_5tuple(
+        CLIENT,
+        u32::from(b4),
+        TCP,
+        1234,
+        8080,
+    ));
+    let reg = |register_id: u32, index: i64| p4::Entity {
+        entity: Some(p4::entity::Entity::RegisterEntry(p4::RegisterEntry {
+            register_id,
+            index: Some(p4::Index { index }),
+            data: None,
+        })),
+    };
+    let value = |e: &p4::Entity| -> (u32, u64) {
+        match &e.entity {
+            Some(p4::entity::Entity::RegisterEntry(r)) => {
+                match r.data.as_ref().and_then(|d| d.data.as_ref()) {
+                    Some(p4::p4_data::Data::Bitstring(b)) => {
+                        (r.register_id, p4lb_p4::bytes::to_u64(b))
+                    }
+                    other => panic!("register data {other:?}"),
+                }
+            }
+            other => panic!("not a register entry: {other:?}"),
+        }
+    };
+    // Register id 0: every transit register at that index, in contract order.
+    let all: Vec<(u32, u64)> = s
+        .read(vec![reg(0, index)])
+        .await
+        .unwrap()
+        .iter()
+        .map(value)
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            (externs::transit_marks::ID, 2),
+            (externs::transit_client::ID, u64::from(CLIENT)),
+            (externs::transit_backend::ID, u64::from(u32::from(b4))),
+            (externs::transit_client_port::ID, 1234),
+            (externs::transit_backend_port::ID, 8080),
+            (externs::transit_protocol::ID, u64::from(TCP)),
+            (externs::transit_reply_seen::ID, 0),
+            (externs::transit_server_ack::ID, 0),
+        ]
+    );
+    let write = |register_id: u32, v: Vec<u8>| {
+        p4rt::update(
+            Type::Modify,
+            p4::Entity {
+                entity: Some(p4::entity::Entity::RegisterEntry(p4::RegisterEntry {
+                    register_id,
+                    index: Some(p4::Index { index }),
+                    data: Some(p4::P4Data {
+                        data: Some(p4::p4_data::Data::Bitstring(v)),
+                    }),
+                })),
+            },
+        )
+    };
+    // transit_reply_seen is bit<1>: 2 does not fit; 1 does.
+    let e = s
+        .write(vec![write(externs::transit_reply_seen::ID, vec![2])])
+        .await
+        .unwrap_err();
+    assert_eq!(p4rt::batch_codes(&e), vec![Code::InvalidArgument as i32]);
+    s.write(vec![write(externs::transit_reply_seen::ID, vec![1])])
+        .await
+        .unwrap();
+    let got = s
+        .read(vec![reg(externs::transit_reply_seen::ID, index)])
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(value).collect::<Vec<_>>(),
+        vec![(externs::transit_reply_seen::ID, 1)]
+    );
+    let e = s
+        .write(vec![write(0x1600_0077, vec![1])])
+        .await
+        .unwrap_err();
+    assert_eq!(p4rt::batch_codes(&e), vec![Code::InvalidArgument as i32]);
     h.shutdown().await;
 }

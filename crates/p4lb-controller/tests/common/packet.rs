@@ -23,6 +23,77 @@ pub fn tcp_syn(
     f
 }
 
+/// An Ethernet/IPv4/TCP segment with ACK set (and SYN with `syn`): seq `seq`, ack `ack`.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_ack(
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    (seq, ack): (u32, u32),
+    syn: bool,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, seq, 64240);
+    let b = if syn { b.syn().ack(ack) } else { b.ack(ack) };
+    let mut f = Vec::with_capacity(b.size(0));
+    b.write(&mut f, &[]).expect("a TCP frame fits");
+    f
+}
+
+/// Completes one TCP handshake through the VIP per client port, all frames sent out of
+/// `iface` (towards the switch): the client's SYN to `vip:vport`, a SYN-ACK (ISN
+/// [`SERVER_ISN`]) from each of `backends` (only the one Maglev chose holds the transit slot
+/// and is translated), then the client's ACK of the ISN + 1, which the switch learns.
+pub fn handshakes(
+    iface: &str,
+    (router, client_mac): ([u8; 6], [u8; 6]),
+    (client, vip, vport): (Ipv4Addr, Ipv4Addr, u16),
+    backends: &[Ipv4Addr],
+    sports: std::ops::Range<u16>,
+) {
+    for sport in sports.clone() {
+        send_frame(
+            iface,
+            &tcp_syn(router, client_mac, client, vip, sport, vport),
+        );
+    }
+    for backend in backends {
+        for sport in sports.clone() {
+            let f = tcp_ack(
+                router,
+                client_mac,
+                *backend,
+                client,
+                vport,
+                sport,
+                (SERVER_ISN, 1001),
+                true,
+            );
+            send_frame(iface, &f);
+        }
+    }
+    for sport in sports {
+        let f = tcp_ack(
+            router,
+            client_mac,
+            client,
+            vip,
+            sport,
+            vport,
+            (1001, SERVER_ISN + 1),
+            false,
+        );
+        send_frame(iface, &f);
+    }
+}
+
+/// The backends' initial sequence number in [`handshakes`].
+pub const SERVER_ISN: u32 = 90_000;
+
 /// Sends one frame out of `iface` through an AF_PACKET socket.
 pub fn send_frame(iface: &str, frame: &[u8]) {
     let name = std::ffi::CString::new(iface).unwrap();

@@ -1,5 +1,6 @@
 //! [`conn_table`](p4lb_p4::tables::conn_table): connections already pinned to a backend
-//! (`conn_pin`); a miss (`conn_miss`) goes to Maglev, which also emits the `conn_learn` digest.
+//! (`conn_pin`); a miss (`conn_miss`) goes to Maglev (learned later through the transit slot,
+//! pipeline::backend).
 
 use super::maglev;
 use super::packet::Packet;

@@ -1,8 +1,6 @@
 //! Maglev slot choice for a new connection: `meta.slot = crc16(5-tuple) mod slot_count`,
-//! [`maglev_slots`](p4lb_p4::tables::maglev_slots) (action `set_backend`), and the `conn_learn`
-//! digest.
-
-use std::net::Ipv4Addr;
+//! [`maglev_slots`](p4lb_p4::tables::maglev_slots) (action `set_backend`). The choice is
+//! learned later, once the connection proves its client real (pipeline::backend).
 
 use p4lb_p4::hash::crc16_5tuple;
 
@@ -10,7 +8,7 @@ use super::packet::Packet;
 use super::vip::Service;
 use super::Meta;
 use crate::program::{Act, TableKind};
-use crate::state::{Dataplane, LearnMsg};
+use crate::state::Dataplane;
 
 /// `hash(meta.slot, HashAlgorithm.crc16, 16w0, {src, dst, proto, sport, dport}, slot_count)`.
 #[inline]
@@ -44,16 +42,5 @@ pub fn choose(dp: &Dataplane, pkt: &Packet<'_>, meta: &Meta, service: &Service) 
         Act::SetBackend { backend_id } => backend_id,
         _ => 0,
     };
-    if backend_id != 0 {
-        dp.digests.send(LearnMsg {
-            src_addr: Ipv4Addr::from(ip.src),
-            dst_addr: Ipv4Addr::from(ip.dst),
-            protocol: ip.protocol,
-            src_port: ip.l4_sport,
-            dst_port: ip.l4_dport,
-            service_id: service.service_id,
-            backend_id,
-        });
-    }
     Some(backend_id)
 }

@@ -14,6 +14,7 @@ pub mod packet;
 pub mod parse;
 pub mod reverse;
 pub mod route;
+pub mod transit;
 pub mod vip;
 
 use crate::program::spec::{drop_reason, CounterKind};
@@ -108,7 +109,7 @@ fn ipv4_ingress(dp: &Dataplane, pkt: &mut Packet<'_>, meta: &mut Meta) {
     }
     match vip::apply(dp, pkt, meta) {
         Some(service) => {
-            // 1. VIP traffic: pinned connection, or Maglev choice + digest.
+            // 1. VIP traffic: pinned connection, or Maglev choice (learned once proven).
             let choice = conn::apply(dp, pkt, meta, &service);
             backend::apply(dp, pkt, meta, &service, choice);
         }

@@ -39,6 +39,10 @@ pub struct Ipv4 {
     pub l4_dport: u16,
     /// TCP flags byte (0 when not TCP).
     pub tcp_flags: u8,
+    /// TCP sequence number (0 when not TCP).
+    pub tcp_seq: u32,
+    /// TCP acknowledgment number (0 when not TCP).
+    pub tcp_ack: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +113,8 @@ fn parse_ipv4(f: &[u8]) -> Result<Ipv4, ParseError> {
         l4_sport: 0,
         l4_dport: 0,
         tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
     };
     if more_fragments || frag_offset != 0 {
         return Ok(ip);
@@ -123,6 +129,8 @@ fn parse_ipv4(f: &[u8]) -> Result<Ipv4, ParseError> {
             ip.l4_sport = be16(f, l4);
             ip.l4_dport = be16(f, l4 + 2);
             ip.tcp_flags = f[l4 + 13];
+            ip.tcp_seq = be32(f, l4 + 4);
+            ip.tcp_ack = be32(f, l4 + 8);
         }
         PROTO_UDP => {
             if f.len() < l4 + 8 {

@@ -2,7 +2,7 @@
 //! checking widths and match kinds, and keeps the P4Info IDs for the runtime. Every table
 //! of [`p4lb_p4::tables::ALL`] is bound (those the data path applies first, in
 //! [`TableKind`] order), every action of [`p4lb_p4::actions::ALL`], the counters of
-//! [`CounterKind`], the transit register and the `conn_learn` digest.
+//! [`CounterKind`], the transit registers of [`RegisterKind`] and the `conn_learn` digest.
 
 use std::collections::HashMap;
 
@@ -10,7 +10,7 @@ use p4lb_p4::schema as contract;
 use p4lb_p4::{externs, short_name as short};
 use p4lb_proto::p4info::{self, match_field, p4_data_type_spec, P4Info};
 
-use super::spec::{ActionKind, CounterKind, MatchKind, TableKind, OPTIONAL_PARAMS};
+use super::spec::{ActionKind, CounterKind, MatchKind, RegisterKind, TableKind, OPTIONAL_PARAMS};
 
 #[derive(Debug, thiserror::Error)]
 #[error("P4Info is not the p4lb program: {0}")]
@@ -88,6 +88,7 @@ pub struct CounterInfo {
 
 #[derive(Debug, Clone)]
 pub struct RegisterInfo {
+    pub kind: RegisterKind,
     pub id: u32,
     pub size: u64,
     pub bits: u32,
@@ -110,7 +111,8 @@ pub struct Program {
     action_ids: HashMap<ActionKind, u32>,
     /// Indexed by [`CounterKind`] as usize.
     pub counters: Vec<CounterInfo>,
-    pub register: RegisterInfo,
+    /// Indexed by [`RegisterKind`] as usize; all of the same size.
+    pub registers: Vec<RegisterInfo>,
     pub digest: DigestInfo,
 }
 
@@ -129,6 +131,10 @@ impl Program {
 
     pub fn counter_by_id(&self, id: u32) -> Option<&CounterInfo> {
         self.counters.iter().find(|c| c.id == id)
+    }
+
+    pub fn register_by_id(&self, id: u32) -> Option<&RegisterInfo> {
+        self.registers.iter().find(|r| r.id == id)
     }
 
     /// Binds `p4info` by name; every object of the contract must be present and well-typed.
@@ -173,7 +179,7 @@ impl Program {
                 size: c.size as u64,
             });
         }
-        let register = bind_register(&p4info)?;
+        let registers = bind_registers(&p4info)?;
         let digest = bind_digest(&p4info)?;
         Ok(Program {
             p4info,
@@ -182,7 +188,7 @@ impl Program {
             actions,
             action_ids,
             counters,
-            register,
+            registers,
             digest,
         })
     }
@@ -421,28 +427,41 @@ fn bitstring_width(ts: &Option<p4info::P4DataTypeSpec>) -> Option<u32> {
     }
 }
 
-fn bind_register(p4info: &P4Info) -> Result<RegisterInfo, BindError> {
-    const TRANSIT_REGISTER: &str = externs::transit_marks::NAME;
-    const TRANSIT_BITS: u32 = externs::transit_marks::BITWIDTH;
-    let r = p4info
-        .registers
-        .iter()
-        .find(|r| preamble_name(&r.preamble) == TRANSIT_REGISTER)
-        .ok_or_else(|| BindError(format!("register `{TRANSIT_REGISTER}` missing")))?;
-    let bits = bitstring_width(&r.type_spec).unwrap_or(0);
-    if bits != TRANSIT_BITS {
-        return err(format!(
-            "register `{TRANSIT_REGISTER}` must hold bit<{TRANSIT_BITS}>, found width {bits}"
-        ));
+/// Binds every transit register; they are indexed alike, so they must have one size.
+fn bind_registers(p4info: &P4Info) -> Result<Vec<RegisterInfo>, BindError> {
+    let mut out: Vec<RegisterInfo> = Vec::with_capacity(RegisterKind::ALL.len());
+    for kind in RegisterKind::ALL {
+        let (name, want) = (kind.info().name, kind.info().bitwidth);
+        let r = p4info
+            .registers
+            .iter()
+            .find(|r| preamble_name(&r.preamble) == name)
+            .ok_or_else(|| BindError(format!("register `{name}` missing")))?;
+        let bits = bitstring_width(&r.type_spec).unwrap_or(0);
+        if bits != want {
+            return err(format!(
+                "register `{name}` must hold bit<{want}>, found width {bits}"
+            ));
+        }
+        if r.size <= 0 {
+            return err(format!("register `{name}` has size {}", r.size));
+        }
+        if let Some(first) = out.first() {
+            if first.size != r.size as u64 {
+                return err(format!(
+                    "register `{name}` has size {}, the transit registers must all have {}",
+                    r.size, first.size
+                ));
+            }
+        }
+        out.push(RegisterInfo {
+            kind,
+            id: preamble_id(&r.preamble),
+            size: r.size as u64,
+            bits,
+        });
     }
-    if r.size <= 0 {
-        return err(format!("register `{TRANSIT_REGISTER}` has size {}", r.size));
-    }
-    Ok(RegisterInfo {
-        id: preamble_id(&r.preamble),
-        size: r.size as u64,
-        bits,
-    })
+    Ok(out)
 }
 
 fn bind_digest(p4info: &P4Info) -> Result<DigestInfo, BindError> {

@@ -7,4 +7,4 @@ pub mod spec;
 
 pub use action::Act;
 pub use bind::{BindError, Program};
-pub use spec::{ActionKind, CounterKind, MatchKind, TableKind};
+pub use spec::{ActionKind, CounterKind, MatchKind, RegisterKind, TableKind};

@@ -2,11 +2,11 @@
 //!
 //! The contract itself (names, IDs, widths, match kinds, default actions, the digest layout)
 //! is `p4lb_p4`'s ([`p4lb_p4::tables`], [`p4lb_p4::actions`], [`p4lb_p4::externs`]); this
-//! module only names the tables, actions and counters the Rust data path executes, each
+//! module only names the tables, actions, counters and registers the Rust data path executes, each
 //! pointing at its contract description. A table of the contract without a [`TableKind`] is
 //! still bound and writable, but the data path does not apply it.
 
-use p4lb_p4::schema::{ActionInfo, CounterInfo, TableInfo};
+use p4lb_p4::schema::{ActionInfo, CounterInfo, RegisterInfo, TableInfo};
 use p4lb_p4::{actions, externs, tables};
 
 pub use p4lb_p4::schema::MatchKind;
@@ -150,6 +150,47 @@ impl CounterKind {
     }
 }
 
+/// The transit registers (one pending VIP connection per index across all of them), by
+/// index in [`RegisterKind::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterKind {
+    Mark = 0,
+    Client = 1,
+    Backend = 2,
+    ClientPort = 3,
+    BackendPort = 4,
+    Protocol = 5,
+    ReplySeen = 6,
+    ServerAck = 7,
+}
+
+impl RegisterKind {
+    pub const ALL: [RegisterKind; 8] = [
+        RegisterKind::Mark,
+        RegisterKind::Client,
+        RegisterKind::Backend,
+        RegisterKind::ClientPort,
+        RegisterKind::BackendPort,
+        RegisterKind::Protocol,
+        RegisterKind::ReplySeen,
+        RegisterKind::ServerAck,
+    ];
+
+    /// The contract's description of this register.
+    pub fn info(self) -> &'static RegisterInfo {
+        match self {
+            RegisterKind::Mark => &externs::transit_marks::INFO,
+            RegisterKind::Client => &externs::transit_client::INFO,
+            RegisterKind::Backend => &externs::transit_backend::INFO,
+            RegisterKind::ClientPort => &externs::transit_client_port::INFO,
+            RegisterKind::BackendPort => &externs::transit_backend_port::INFO,
+            RegisterKind::Protocol => &externs::transit_protocol::INFO,
+            RegisterKind::ReplySeen => &externs::transit_reply_seen::INFO,
+            RegisterKind::ServerAck => &externs::transit_server_ack::INFO,
+        }
+    }
+}
+
 /// Drop reasons (indexes into the `drops` counter), from [`p4lb_p4::DropReason`].
 pub mod drop_reason {
     use p4lb_p4::DropReason;
@@ -179,6 +220,11 @@ mod tests {
         for (i, k) in CounterKind::ALL.iter().enumerate() {
             assert_eq!(*k as usize, i);
             assert!(externs::COUNTERS.contains(k.info()));
+        }
+        assert_eq!(RegisterKind::ALL.len(), externs::REGISTERS.len());
+        for (i, k) in RegisterKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            assert_eq!(externs::REGISTERS[i], *k.info());
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Read: table entries (wildcards: table_id 0 = every table, no match = every entry of the
 //! table, `is_default_action` = the default entry), counters (id 0 = all, no index = all
-//! cells), the transit register and the digest configuration.
+//! cells), the transit registers and the digest configuration.
 
 use std::sync::atomic::Ordering;
 
@@ -181,39 +181,47 @@ fn read_register(
     req: &p4::RegisterEntry,
     out: &mut Vec<p4::Entity>,
 ) -> RtResult<()> {
-    if req.register_id != 0 && req.register_id != inst.program.register.id {
-        return Err(invalid(format!(
-            "Invalid P4 id: unknown register id {:#x}",
-            req.register_id
-        )));
-    }
-    let reg = &inst.dp.transit;
-    let push = |i: usize, out: &mut Vec<p4::Entity>| {
-        out.push(p4::Entity {
-            entity: Some(p4::entity::Entity::RegisterEntry(p4::RegisterEntry {
-                register_id: reg.id,
-                index: Some(p4::Index { index: i as i64 }),
-                data: Some(p4::P4Data {
-                    data: Some(p4::p4_data::Data::Bitstring(bytes::encode(u64::from(
-                        reg.read(i),
-                    )))),
-                }),
-            })),
-        });
-    };
-    match &req.index {
-        Some(ix) => {
-            if ix.index < 0 || ix.index as usize >= reg.size() {
-                return Err(rt(
-                    Code::OutOfRange,
-                    format!("register index {} out of range", ix.index),
-                ));
+    let regs: Vec<&crate::state::Register> = if req.register_id == 0 {
+        inst.dp.registers.iter().collect()
+    } else {
+        match inst.dp.register_by_id(req.register_id) {
+            Some(r) => vec![r],
+            None => {
+                return Err(invalid(format!(
+                    "Invalid P4 id: unknown register id {:#x}",
+                    req.register_id
+                )))
             }
-            push(ix.index as usize, out);
         }
-        None => {
-            for i in 0..reg.size() {
-                push(i, out);
+    };
+    for reg in regs {
+        let push = |i: usize, out: &mut Vec<p4::Entity>| {
+            out.push(p4::Entity {
+                entity: Some(p4::entity::Entity::RegisterEntry(p4::RegisterEntry {
+                    register_id: reg.id,
+                    index: Some(p4::Index { index: i as i64 }),
+                    data: Some(p4::P4Data {
+                        data: Some(p4::p4_data::Data::Bitstring(bytes::encode(u64::from(
+                            reg.read(i),
+                        )))),
+                    }),
+                })),
+            });
+        };
+        match &req.index {
+            Some(ix) => {
+                if ix.index < 0 || ix.index as usize >= reg.size() {
+                    return Err(rt(
+                        Code::OutOfRange,
+                        format!("register index {} out of range", ix.index),
+                    ));
+                }
+                push(ix.index as usize, out);
+            }
+            None => {
+                for i in 0..reg.size() {
+                    push(i, out);
+                }
             }
         }
     }

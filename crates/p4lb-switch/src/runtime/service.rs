@@ -75,8 +75,10 @@ fn same_ids(a: &Program, b: &Program) -> bool {
             .iter()
             .map(|c| (c.id, c.size))
             .eq(b.counters.iter().map(|c| (c.id, c.size)))
-        && a.register.id == b.register.id
-        && a.register.size == b.register.size
+        && a.registers
+            .iter()
+            .map(|r| (r.id, r.size))
+            .eq(b.registers.iter().map(|r| (r.id, r.size)))
         && a.digest.id == b.digest.id
 }
 

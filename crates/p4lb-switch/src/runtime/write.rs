@@ -222,18 +222,18 @@ fn register_write(inst: &Installed, ty: UpdateType, re: &p4::RegisterEntry) -> R
     if ty != UpdateType::Modify {
         return Err(invalid("register entries can only be modified"));
     }
-    if re.register_id != inst.program.register.id {
+    let Some(reg) = inst.dp.register_by_id(re.register_id) else {
         return Err(invalid(format!(
             "Invalid P4 id: unknown register id {:#x}",
             re.register_id
         )));
-    }
+    };
     let value = match re.data.as_ref().and_then(|d| d.data.as_ref()) {
-        Some(p4::p4_data::Data::Bitstring(b)) => bytes::decode(b, inst.program.register.bits)
-            .map_err(|e| invalid(format!("register value: {e}")))?,
+        Some(p4::p4_data::Data::Bitstring(b)) => {
+            bytes::decode(b, reg.bits).map_err(|e| invalid(format!("register value: {e}")))?
+        }
         _ => return Err(invalid("register data must be a bitstring")),
     };
-    let reg = &inst.dp.transit;
     match &re.index {
         Some(ix) => {
             if ix.index < 0 || ix.index as usize >= reg.size() {
@@ -242,11 +242,11 @@ fn register_write(inst: &Installed, ty: UpdateType, re: &p4::RegisterEntry) -> R
                     format!("register index {} out of range", ix.index),
                 ));
             }
-            reg.write(ix.index as usize, value as u16);
+            reg.write(ix.index as usize, value as u32);
         }
         None => {
             for i in 0..reg.size() {
-                reg.write(i, value as u16);
+                reg.write(i, value as u32);
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! A [`Fixture`] is one row: the table entries installed, the frames sent (each with its
 //! ingress port and what must come out: a frame on a port, or a drop with its reason), the
-//! counter deltas and the `conn_learn` digest expected. [`run`] executes every row on a fresh
+//! counter deltas and the `conn_learn` digests expected. [`run`] executes every row on a fresh
 //! switch of one target:
 //!
 //! - [`On::InProcess`]: p4lb-switch's P4Runtime server in this process, frames handed to
@@ -51,10 +51,11 @@ pub struct Fixture {
     /// Counter deltas over the whole row, besides the `drops` deltas that the packets'
     /// [`Expect::Drop`] reasons imply (checked too).
     pub counters: Vec<Counter>,
-    /// The one `conn_learn` digest the row must produce: its fields in P4Info order (src_addr,
-    /// dst_addr, protocol, src_port, dst_port, service_id, backend_id). Setting it also
-    /// enables the digest (DigestEntry with max_list_size 1) before the frames are sent.
-    pub digest: Option<[u64; 7]>,
+    /// The `conn_learn` digests the row must produce, in order and no others: each its
+    /// fields in P4Info order (src_addr, dst_addr, protocol, src_port, dst_port, service_id,
+    /// backend_id, event). `Some` (even empty) also enables the digest (DigestEntry with
+    /// max_list_size 1) before the frames are sent; `None` leaves digests off.
+    pub digests: Option<Vec<[u64; 8]>>,
     /// Only on the in-process target: for frames that cannot cross a veth (shorter than an
     /// Ethernet header: the kernel pads them).
     pub in_process_only: bool,
@@ -243,7 +244,7 @@ async fn run_fixture(s: &mut Session, ports: &Ports<'_>, fx: &Fixture) -> Result
             .await
             .map_err(|e| format!("modify entries: {e}"))?;
     }
-    if fx.digest.is_some() {
+    if fx.digests.is_some() {
         enable_digest(s).await?;
     }
     let counters = fx.expected_counters();
@@ -267,8 +268,13 @@ async fn run_fixture(s: &mut Session, ports: &Ports<'_>, fx: &Fixture) -> Result
             ));
         }
     }
-    if let Some(want) = fx.digest {
-        check_digest(s, want).await?;
+    if let Some(want) = &fx.digests {
+        for (i, w) in want.iter().enumerate() {
+            check_digest(s, *w)
+                .await
+                .map_err(|e| format!("digest {i} of {}: {e}", want.len()))?;
+        }
+        check_no_digest(s, want.len()).await?;
     }
     Ok(())
 }
@@ -371,7 +377,25 @@ async fn enable_digest(s: &mut Session) -> Result<(), String> {
     .map_err(|e| format!("enable conn_learn: {e}"))
 }
 
-async fn check_digest(s: &mut Session, want: [u64; 7]) -> Result<(), String> {
+/// After the expected digests: no further one arrives within [`QUIET`].
+async fn check_no_digest(s: &mut Session, expected: usize) -> Result<(), String> {
+    let extra = s
+        .next_matching(QUIET, |u| match u {
+            Resp::Digest(d) => Some(d),
+            _ => None,
+        })
+        .await;
+    match extra {
+        None => Ok(()),
+        Some(d) => Err(format!(
+            "{} digests expected, then another: {:?}",
+            expected,
+            d.data.first()
+        )),
+    }
+}
+
+async fn check_digest(s: &mut Session, want: [u64; 8]) -> Result<(), String> {
     let d = s
         .next_matching(WAIT, |u| match u {
             Resp::Digest(d) => Some(d),

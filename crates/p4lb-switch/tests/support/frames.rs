@@ -9,7 +9,9 @@ use etherparse::{
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
+pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
 
 pub fn ip(a: u8, b: u8, c: u8, d: u8) -> u32 {
@@ -28,6 +30,10 @@ pub struct Flow {
     pub dport: u16,
     pub ttl: u8,
     pub tcp_flags: u8,
+    /// TCP sequence number (1000 unless set).
+    pub seq: u32,
+    /// TCP acknowledgment number, sent when ACK is set (2000 unless set).
+    pub ack_no: u32,
     /// UDP only: send without a checksum (0), which the switch must keep at 0.
     pub udp_no_checksum: bool,
 }
@@ -44,6 +50,8 @@ impl Flow {
             dport,
             ttl: 64,
             tcp_flags: SYN,
+            seq: 1000,
+            ack_no: 2000,
             udp_no_checksum: false,
         }
     }
@@ -84,11 +92,13 @@ impl Flow {
         .expect("write to a Vec");
         iph.write_raw(&mut f).expect("write to a Vec");
         if self.proto == TCP {
-            let mut tcp = TcpHeader::new(self.sport, self.dport, 1000, 64240);
+            let mut tcp = TcpHeader::new(self.sport, self.dport, self.seq, 64240);
             tcp.syn = self.tcp_flags & SYN != 0;
             tcp.ack = self.tcp_flags & ACK != 0;
+            tcp.fin = self.tcp_flags & FIN != 0;
+            tcp.rst = self.tcp_flags & RST != 0;
             if tcp.ack {
-                tcp.acknowledgment_number = 2000;
+                tcp.acknowledgment_number = self.ack_no;
             }
             tcp.checksum = tcp.calc_checksum_ipv4(&iph, payload).expect("payload fits");
             tcp.write(&mut f).expect("write to a Vec");
