@@ -49,6 +49,12 @@ const bit<32> BACKEND_COUNTER_SIZE = 4096;
 const bit<32> SERVICE_COUNTER_SIZE = 1024;
 const bit<32> TRANSIT_SIZE         = 65536;
 
+/* transit_state values: a new attempt, the backend's reply went through the slot, the client
+ * proved itself (handshake-completing ACK, or a UDP datagram after the reply). */
+const bit<2> TRANSIT_NEW         = 0;
+const bit<2> TRANSIT_REPLY_SEEN  = 1;
+const bit<2> TRANSIT_ESTABLISHED = 2;
+
 /* ------------------------------------------------------------------------------------------ */
 /* Headers                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
@@ -156,7 +162,7 @@ struct metadata_t {
     bit<16> t_cport;
     bit<16> t_bport;
     bit<8>  t_proto;
-    bit<1>  t_seen;
+    bit<2>  t_state;
     bit<32> t_ack;
     bool    conn_miss;
     bool    rewritten;     /* source rewritten to a VIP on the reverse path */
@@ -274,7 +280,7 @@ control P4lbIngress(inout headers_t hdr,
     @id(0x16000006)
     register<bit<8>>(TRANSIT_SIZE) transit_protocol;
     @id(0x16000007)
-    register<bit<1>>(TRANSIT_SIZE) transit_reply_seen;    /* the backend's reply went through */
+    register<bit<2>>(TRANSIT_SIZE) transit_state;         /* TRANSIT_* below */
     @id(0x16000008)
     register<bit<32>>(TRANSIT_SIZE) transit_server_ack;   /* TCP: backend ISN + 1 */
 
@@ -594,7 +600,7 @@ control P4lbIngress(inout headers_t hdr,
                                 transit_client_port.read(meta.t_cport, meta.transit_index);
                                 transit_backend_port.read(meta.t_bport, meta.transit_index);
                                 transit_protocol.read(meta.t_proto, meta.transit_index);
-                                transit_reply_seen.read(meta.t_seen, meta.transit_index);
+                                transit_state.read(meta.t_state, meta.transit_index);
                                 transit_server_ack.read(meta.t_ack, meta.transit_index);
                                 bool holds = meta.t_mark != 0 &&
                                              meta.t_client == hdr.ipv4.src_addr &&
@@ -613,9 +619,13 @@ control P4lbIngress(inout headers_t hdr,
                                     transit_client_port.write(meta.transit_index, meta.l4_sport);
                                     transit_backend_port.write(meta.transit_index, meta.l4_dport);
                                     transit_protocol.write(meta.transit_index, hdr.ipv4.protocol);
-                                    transit_reply_seen.write(meta.transit_index, 0);
+                                    transit_state.write(meta.transit_index, TRANSIT_NEW);
                                     transit_server_ack.write(meta.transit_index, 0);
-                                } else if (holds && meta.t_seen == 1) {
+                                } else if (holds && meta.t_state == TRANSIT_ESTABLISHED) {
+                                    /* Proven before: every packet until the connection is
+                                     * pinned asks again, so a lost digest is not final. */
+                                    meta.send_digest = true;
+                                } else if (holds && meta.t_state == TRANSIT_REPLY_SEEN) {
                                     /* Learn only with proof the client is real: UDP after
                                      * the backend's reply; TCP on the ACK that completes
                                      * the handshake (ack_no = the backend's ISN + 1). */
@@ -626,6 +636,10 @@ control P4lbIngress(inout headers_t hdr,
                                                                  TCP_FLAG_RST)) == TCP_FLAG_ACK &&
                                                hdr.tcp.ack_no == meta.t_ack) {
                                         meta.send_digest = true;
+                                    }
+                                    if (meta.send_digest) {
+                                        transit_state.write(meta.transit_index,
+                                                            TRANSIT_ESTABLISHED);
                                     }
                                 }
                             } else if (hdr.tcp.isValid() &&
@@ -692,12 +706,19 @@ control P4lbIngress(inout headers_t hdr,
                             if (hdr.tcp.isValid()) {
                                 if ((hdr.tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) ==
                                         (TCP_FLAG_SYN | TCP_FLAG_ACK)) {
-                                    transit_server_ack.write(meta.transit_index,
-                                                             hdr.tcp.seq_no + 1);
-                                    transit_reply_seen.write(meta.transit_index, 1);
+                                    transit_state.read(meta.t_state, meta.transit_index);
+                                    if (meta.t_state == TRANSIT_NEW) {
+                                        transit_server_ack.write(meta.transit_index,
+                                                                 hdr.tcp.seq_no + 1);
+                                        transit_state.write(meta.transit_index,
+                                                            TRANSIT_REPLY_SEEN);
+                                    }
                                 }
                             } else if (hdr.udp.isValid()) {
-                                transit_reply_seen.write(meta.transit_index, 1);
+                                transit_state.read(meta.t_state, meta.transit_index);
+                                if (meta.t_state == TRANSIT_NEW) {
+                                    transit_state.write(meta.transit_index, TRANSIT_REPLY_SEEN);
+                                }
                             }
                         }
                     }
@@ -728,7 +749,7 @@ control P4lbIngress(inout headers_t hdr,
                             meta.t_cport == meta.l4_sport &&
                             meta.t_bport == meta.l4_dport) {
                         transit_marks.write(meta.transit_index, 0);
-                        transit_reply_seen.write(meta.transit_index, 0);
+                        transit_state.write(meta.transit_index, TRANSIT_NEW);
                     }
                 }
                 /* 3. Forwarding, lock and TTL. */

@@ -167,13 +167,19 @@ pub mod transit_protocol {
     };
 }
 
-/// Transit slot: 1 once the backend's reply went through the slot (for TCP: its SYN-ACK).
-pub mod transit_reply_seen {
+/// Transit slot: its state, one of [`NEW`](transit_state::NEW) (a new attempt),
+/// [`REPLY_SEEN`](transit_state::REPLY_SEEN) (the backend's reply went through the slot; for
+/// TCP its SYN-ACK) and [`ESTABLISHED`](transit_state::ESTABLISHED) (the client proved itself:
+/// every later packet asks to be learned until the connection is pinned).
+pub mod transit_state {
     use super::*;
     pub const ID: u32 = 0x1600_0007;
-    pub const NAME: &str = "P4lbIngress.transit_reply_seen";
+    pub const NAME: &str = "P4lbIngress.transit_state";
     pub const SIZE: i32 = TRANSIT_SIZE;
-    pub const BITWIDTH: u32 = 1;
+    pub const BITWIDTH: u32 = 2;
+    pub const NEW: u32 = 0;
+    pub const REPLY_SEEN: u32 = 1;
+    pub const ESTABLISHED: u32 = 2;
     pub const INFO: RegisterInfo = RegisterInfo {
         id: ID,
         name: NAME,
@@ -256,7 +262,7 @@ pub const REGISTERS: &[RegisterInfo] = &[
     transit_client_port::INFO,
     transit_backend_port::INFO,
     transit_protocol::INFO,
-    transit_reply_seen::INFO,
+    transit_state::INFO,
     transit_server_ack::INFO,
 ];
 pub const DIGESTS: &[DigestInfo] = &[conn_learn::INFO];

@@ -814,7 +814,7 @@ async fn transit_registers_are_read_and_written_by_id() {
             (externs::transit_client_port::ID, 1234),
             (externs::transit_backend_port::ID, 8080),
             (externs::transit_protocol::ID, u64::from(TCP)),
-            (externs::transit_reply_seen::ID, 0),
+            (externs::transit_state::ID, 0),
             (externs::transit_server_ack::ID, 0),
         ]
     );
@@ -832,22 +832,22 @@ async fn transit_registers_are_read_and_written_by_id() {
             },
         )
     };
-    // transit_reply_seen is bit<1>: 2 does not fit; 1 does.
+    // transit_state is bit<2>: 4 does not fit; 2 does.
     let e = s
-        .write(vec![write(externs::transit_reply_seen::ID, vec![2])])
+        .write(vec![write(externs::transit_state::ID, vec![4])])
         .await
         .unwrap_err();
     assert_eq!(p4rt::batch_codes(&e), vec![Code::InvalidArgument as i32]);
-    s.write(vec![write(externs::transit_reply_seen::ID, vec![1])])
+    s.write(vec![write(externs::transit_state::ID, vec![2])])
         .await
         .unwrap();
     let got = s
-        .read(vec![reg(externs::transit_reply_seen::ID, index)])
+        .read(vec![reg(externs::transit_state::ID, index)])
         .await
         .unwrap();
     assert_eq!(
         got.iter().map(value).collect::<Vec<_>>(),
-        vec![(externs::transit_reply_seen::ID, 1)]
+        vec![(externs::transit_state::ID, 2)]
     );
     let e = s
         .write(vec![write(0x1600_0077, vec![1])])

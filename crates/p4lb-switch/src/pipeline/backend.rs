@@ -89,7 +89,9 @@ pub fn apply(
 /// A packet of a connection `conn_table` does not pin, after DNAT: a SYN (or a UDP datagram
 /// of another flow than the slot's) takes the transit slot; a packet of the slot's own
 /// connection is learned once it proves its client real: UDP after the backend replied, TCP
-/// on the ACK that completes the handshake (`ack_no` = the backend's ISN + 1).
+/// on the ACK that completes the handshake (`ack_no` = the backend's ISN + 1). From then on
+/// (the slot is established) every packet asks again until the connection is pinned, so a
+/// digest lost while no controller listened is not final.
 fn pending(dp: &Dataplane, ip: &Ipv4, service: &Service, learn: LearnMsg) {
     let t = Tuple {
         client: ip.src,
@@ -104,7 +106,9 @@ fn pending(dp: &Dataplane, ip: &Ipv4, service: &Service, learn: LearnMsg) {
     let udp = matches!(ip.l4, L4::Udp(_));
     if is_syn(ip) || (udp && !holds) {
         transit::start(dp, idx, &t, service.service_id.wrapping_add(1));
-    } else if holds && slot.reply_seen {
+    } else if holds && slot.state == transit::State::Established {
+        dp.digests.send(learn);
+    } else if holds && slot.state == transit::State::ReplySeen {
         let proven = match ip.l4 {
             L4::Udp(_) => true,
             L4::Tcp(_) => {
@@ -114,6 +118,7 @@ fn pending(dp: &Dataplane, ip: &Ipv4, service: &Service, learn: LearnMsg) {
             L4::None => false,
         };
         if proven {
+            transit::established(dp, idx);
             dp.digests.send(learn);
         }
     }

@@ -160,7 +160,7 @@ pub enum RegisterKind {
     ClientPort = 3,
     BackendPort = 4,
     Protocol = 5,
-    ReplySeen = 6,
+    State = 6,
     ServerAck = 7,
 }
 
@@ -172,7 +172,7 @@ impl RegisterKind {
         RegisterKind::ClientPort,
         RegisterKind::BackendPort,
         RegisterKind::Protocol,
-        RegisterKind::ReplySeen,
+        RegisterKind::State,
         RegisterKind::ServerAck,
     ];
 
@@ -185,7 +185,7 @@ impl RegisterKind {
             RegisterKind::ClientPort => &externs::transit_client_port::INFO,
             RegisterKind::BackendPort => &externs::transit_backend_port::INFO,
             RegisterKind::Protocol => &externs::transit_protocol::INFO,
-            RegisterKind::ReplySeen => &externs::transit_reply_seen::INFO,
+            RegisterKind::State => &externs::transit_state::INFO,
             RegisterKind::ServerAck => &externs::transit_server_ack::INFO,
         }
     }
