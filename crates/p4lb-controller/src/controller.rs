@@ -560,9 +560,11 @@ impl Controller {
             }
         }
         let n = tuples.len();
-        if let Err(f) = self.link.write(ups).await {
-            if !f.only(5) {
-                tracing::warn!(error = %f.summary(), "removing idle connections");
+        for chunk in ups.chunks(self.cfg.switch.write_batch) {
+            if let Err(f) = self.link.write(chunk.to_vec()).await {
+                if !f.only(5) {
+                    tracing::warn!(error = %f.summary(), "removing idle connections");
+                }
             }
         }
         for _ in 0..n {
