@@ -499,17 +499,22 @@ impl Controller {
     /// the close task ([`Controller::reap_closed`]) deletes them then. A tuple that is no
     /// installed connection changes nothing.
     pub async fn on_close(&self, tuple: FiveTuple, kind: CloseKind) -> CloseOutcome {
-        let linger = Duration::from_millis(self.cfg.conn.close_linger_ms);
-        let out = self
-            .inner
-            .lock()
-            .await
-            .conns
-            .close(&tuple, kind, Instant::now(), linger);
-        if linger.is_zero() && matches!(out, CloseOutcome::Scheduled(_)) {
+        let out = {
+            let mut g = self.inner.lock().await;
+            self.note_close(&mut g, tuple, kind)
+        };
+        if self.cfg.conn.close_linger_ms == 0 && matches!(out, CloseOutcome::Scheduled(_)) {
             self.reap_closed(Instant::now()).await;
         }
         out
+    }
+
+    /// [`Controller::on_close`] for a caller that holds the controller lock already (the
+    /// digest handler): records the close and schedules the removal; the close task
+    /// deletes the entries once the linger is over (within its tick when the linger is 0).
+    pub fn note_close(&self, g: &mut Inner, tuple: FiveTuple, kind: CloseKind) -> CloseOutcome {
+        let linger = Duration::from_millis(self.cfg.conn.close_linger_ms);
+        g.conns.close(&tuple, kind, Instant::now(), linger)
     }
 
     /// Deletes the closed connections whose linger ended by `now`; returns how many.
