@@ -17,6 +17,8 @@ pub const MAX_CONFIG_MS: u64 = 365 * 24 * 3600 * 1000;
 pub const MAX_DIGEST_TIMEOUT_US: u64 = 3600 * 1_000_000;
 /// Largest `conn.digest_max_list_size`.
 pub const MAX_DIGEST_LIST_SIZE: i32 = 1 << 20;
+/// Largest `conn.max_entries`: the size of p4lb.p4's conn_table.
+pub const MAX_CONN_ENTRIES: u64 = p4lb_p4::tables::conn_table::SIZE as u64;
 /// Largest `switch.write_batch`.
 pub const MAX_WRITE_BATCH: usize = 1 << 20;
 
@@ -124,6 +126,15 @@ pub struct ConnConfig {
     /// changed, so that a switch that restarts with the controller gets them
     /// back (0 = never; they are then written on shutdown only).
     pub persist_interval_ms: u64,
+    /// Most learned connections the controller installs (1..=65536, the size of
+    /// p4lb.p4's conn_table). At this many, new connections are refused and counted
+    /// (`p4lb_controller_connections_refused_total`); installed ones are never evicted
+    /// to make room.
+    pub max_entries: u64,
+    /// How long a closed connection keeps its entries (RST seen, or FIN seen from both
+    /// sides) before the controller deletes them, so that the last ACK and
+    /// retransmissions still reach the backend.
+    pub close_linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -214,6 +225,8 @@ impl Default for ConnConfig {
             digest_max_timeout_us: 500,
             digest_max_list_size: 256,
             persist_interval_ms: 500,
+            max_entries: MAX_CONN_ENTRIES,
+            close_linger_ms: 2_000,
         }
     }
 }
@@ -385,6 +398,19 @@ impl Config {
             "ms",
         )?;
         range(
+            "conn.close_linger_ms",
+            self.conn.close_linger_ms,
+            MAX_CONFIG_MS,
+            "ms",
+        )?;
+        if !(1..=MAX_CONN_ENTRIES).contains(&self.conn.max_entries) {
+            return Err(ConfigError::Invalid(format!(
+                "conn.max_entries = {} is out of range (1..={MAX_CONN_ENTRIES} entries, the \
+                 size of the switch's conn_table)",
+                self.conn.max_entries
+            )));
+        }
+        range(
             "endpoints.liveness_interval_ms",
             self.endpoints.liveness_interval_ms,
             MAX_CONFIG_MS,
@@ -508,6 +534,12 @@ mod tests {
                 "[conn]\ndigest_max_list_size = -1",
                 "conn.digest_max_list_size",
             ),
+            ("[conn]\nmax_entries = 0", "conn.max_entries"),
+            ("[conn]\nmax_entries = 65537", "conn.max_entries"),
+            (
+                "[conn]\nclose_linger_ms = 9223372036854775807",
+                "conn.close_linger_ms",
+            ),
             (
                 "[switch]\nreconnect_max_ms = 9223372036854775807",
                 "switch.reconnect_max_ms",
@@ -524,6 +556,10 @@ mod tests {
             let e = Config::parse(text).expect_err(text).to_string();
             assert!(e.contains(key) && e.contains("out of range"), "{text}: {e}");
         }
+        // The capacity defaults to the size of the switch's conn_table.
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.conn.max_entries, 65536);
+        assert_eq!(c.conn.close_linger_ms, 2000);
         // The largest accepted values convert without overflow.
         let c = Config::parse(&format!(
             "[conn]\nidle_timeout_ms = {MAX_CONFIG_MS}\ndigest_max_timeout_us = {MAX_DIGEST_TIMEOUT_US}"

@@ -1,10 +1,13 @@
 //! Connection learning: conn_learn digests become a conn_table entry (client's
 //! 5-tuple → backend) and a conn_reverse entry (the backend's reply tuple → VIP),
 //! both written in one batch per digest list. Idle connections are removed on the
-//! switch's IdleTimeoutNotification or by the controller's sweep.
+//! switch's IdleTimeoutNotification or by the controller's sweep; closed ones (RST, or
+//! FIN from both sides) after `conn.close_linger_ms` ([`ConnTable::close`], driven by
+//! `Controller::on_close`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use p4lb_p4::entries as p;
 use p4lb_p4::{actions, ConnLearn, FiveTuple};
@@ -68,10 +71,51 @@ pub fn resolve(state: &State, l: &Learned) -> Option<ConnRec> {
     })
 }
 
+/// How a connection was seen closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// A FIN from one side: the connection is closed once both sides sent one.
+    Fin,
+    /// A RST from either side: the connection is closed.
+    Rst,
+}
+
+/// Which side of a connection a tuple names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's tuple (client -> VIP, the conn_table key).
+    Client,
+    /// The backend's reply tuple (backend -> client, the conn_reverse key).
+    Backend,
+}
+
+/// What a close event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// The tuple is no installed connection (either side): nothing to do.
+    Unknown,
+    /// A FIN from this side noted; the other side has not sent one yet.
+    HalfClosed(Side),
+    /// The connection is closed; its entries go at this instant.
+    Scheduled(Instant),
+}
+
+/// Close state of one connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Closing {
+    client_fin: bool,
+    backend_fin: bool,
+    delete_at: Option<Instant>,
+}
+
 /// Learned connections the controller has installed.
 #[derive(Debug, Default)]
 pub struct ConnTable {
     map: HashMap<FiveTuple, ConnRec>,
+    /// Reply tuple -> client tuple.
+    by_reverse: HashMap<FiveTuple, FiveTuple>,
+    /// Connections seen closing (at most one per installed connection).
+    closing: HashMap<FiveTuple, Closing>,
     /// Counts changes, so that a snapshot is taken only when there are any.
     version: u64,
 }
@@ -80,13 +124,23 @@ impl ConnTable {
     /// Adds or replaces a connection.
     pub fn insert(&mut self, t: FiveTuple, c: ConnRec) -> Option<ConnRec> {
         self.version += 1;
-        self.map.insert(t, c)
+        let old = self.map.insert(t, c);
+        if let Some(o) = &old {
+            self.by_reverse.remove(&o.reverse);
+        }
+        self.by_reverse.insert(c.reverse, t);
+        self.closing.remove(&t);
+        old
     }
 
     pub fn remove(&mut self, t: &FiveTuple) -> Option<ConnRec> {
         let old = self.map.remove(t);
-        if old.is_some() {
+        if let Some(o) = &old {
             self.version += 1;
+            if self.by_reverse.get(&o.reverse) == Some(t) {
+                self.by_reverse.remove(&o.reverse);
+            }
+            self.closing.remove(t);
         }
         old
     }
@@ -97,7 +151,82 @@ impl ConnTable {
         self.map.retain(keep);
         if self.map.len() != before {
             self.version += 1;
+            let map = &self.map;
+            self.by_reverse
+                .retain(|r, t| map.get(t).is_some_and(|c| c.reverse == *r));
+            self.closing.retain(|t, _| map.contains_key(t));
         }
+    }
+
+    /// The client tuple of the connection `t` names (either its client tuple or its
+    /// reply tuple), and which side `t` is.
+    pub fn lookup(&self, t: &FiveTuple) -> Option<(FiveTuple, Side)> {
+        if self.map.contains_key(t) {
+            return Some((*t, Side::Client));
+        }
+        self.by_reverse.get(t).map(|f| (*f, Side::Backend))
+    }
+
+    /// Records a close event of the connection `t` names (either tuple): a RST, or a FIN
+    /// that completes a FIN from the other side, schedules its removal `linger` after
+    /// `now`. A connection already scheduled keeps its instant.
+    pub fn close(
+        &mut self,
+        t: &FiveTuple,
+        kind: CloseKind,
+        now: Instant,
+        linger: Duration,
+    ) -> CloseOutcome {
+        let Some((fwd, side)) = self.lookup(t) else {
+            return CloseOutcome::Unknown;
+        };
+        self.close_side(fwd, side, kind, now, linger)
+    }
+
+    /// [`ConnTable::close`] of the connection whose client tuple is `fwd`, from `side`
+    /// (the data plane's close events name the client tuple on both sides and tell the side
+    /// by their backend id).
+    pub fn close_side(
+        &mut self,
+        fwd: FiveTuple,
+        side: Side,
+        kind: CloseKind,
+        now: Instant,
+        linger: Duration,
+    ) -> CloseOutcome {
+        if !self.map.contains_key(&fwd) {
+            return CloseOutcome::Unknown;
+        }
+        let c = self.closing.entry(fwd).or_default();
+        if let Some(at) = c.delete_at {
+            return CloseOutcome::Scheduled(at);
+        }
+        match (kind, side) {
+            (CloseKind::Fin, Side::Client) => c.client_fin = true,
+            (CloseKind::Fin, Side::Backend) => c.backend_fin = true,
+            (CloseKind::Rst, _) => {}
+        }
+        if kind == CloseKind::Rst || (c.client_fin && c.backend_fin) {
+            let at = now + linger;
+            c.delete_at = Some(at);
+            CloseOutcome::Scheduled(at)
+        } else {
+            CloseOutcome::HalfClosed(side)
+        }
+    }
+
+    /// Client tuples of the closed connections whose linger ended at `now`.
+    pub fn closed_due(&self, now: Instant) -> Vec<FiveTuple> {
+        self.closing
+            .iter()
+            .filter(|(_, c)| c.delete_at.is_some_and(|at| at <= now))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Connections seen closing (half-closed or scheduled).
+    pub fn closing_len(&self) -> usize {
+        self.closing.len()
     }
 
     pub fn contains(&self, t: &FiveTuple) -> bool {
@@ -242,6 +371,77 @@ mod tests {
         assert_eq!(tab.drain_where(|x| x.backend_id == 2).len(), 1);
         assert_eq!(tab.version(), 2);
         assert!(tab.is_empty());
+    }
+
+    #[test]
+    fn close_needs_a_rst_or_a_fin_from_both_sides_and_forgets_removed_connections() {
+        let t = |sport| FiveTuple {
+            src: Ipv4Addr::new(10, 66, 0, 2),
+            dst: Ipv4Addr::new(10, 99, 0, 1),
+            protocol: 6,
+            sport,
+            dport: 80,
+        };
+        let rec = |sport| ConnRec {
+            backend_id: 2,
+            service_id: 1,
+            reverse: FiveTuple {
+                src: Ipv4Addr::new(10, 88, 0, 2),
+                dst: Ipv4Addr::new(10, 66, 0, 2),
+                protocol: 6,
+                sport: 8080,
+                dport: sport,
+            },
+            vip: Ipv4Addr::new(10, 99, 0, 1),
+            vport: 80,
+        };
+        let mut tab = ConnTable::default();
+        for p in [1000, 1001, 1002] {
+            tab.insert(t(p), rec(p));
+        }
+        let now = Instant::now();
+        let linger = Duration::from_secs(2);
+        assert_eq!(
+            tab.close(&t(9), CloseKind::Rst, now, linger),
+            CloseOutcome::Unknown
+        );
+        assert_eq!(
+            tab.close(&t(1000), CloseKind::Rst, now, linger),
+            CloseOutcome::Scheduled(now + linger)
+        );
+        assert_eq!(
+            tab.close(&t(1001), CloseKind::Fin, now, linger),
+            CloseOutcome::HalfClosed(Side::Client)
+        );
+        assert_eq!(
+            tab.close(&t(1001), CloseKind::Fin, now, linger),
+            CloseOutcome::HalfClosed(Side::Client),
+            "the same side twice is still half closed"
+        );
+        assert_eq!(
+            tab.close(&rec(1002).reverse, CloseKind::Fin, now, linger),
+            CloseOutcome::HalfClosed(Side::Backend)
+        );
+        assert_eq!(tab.closed_due(now + linger), vec![t(1000)]);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            tab.close(&rec(1001).reverse, CloseKind::Fin, later, linger),
+            CloseOutcome::Scheduled(later + linger)
+        );
+        let mut due = tab.closed_due(later + linger);
+        due.sort_by_key(|t| t.sport);
+        assert_eq!(due, vec![t(1000), t(1001)]);
+        assert!(tab.closed_due(now).is_empty());
+        // Removal forgets the close state and the reverse index; a new connection on the
+        // same tuple starts open.
+        tab.remove(&t(1000));
+        tab.remove(&t(1001));
+        assert!(tab.lookup(&rec(1001).reverse).is_none());
+        tab.insert(t(1001), rec(1001));
+        assert!(tab.closed_due(later + linger).is_empty());
+        tab.retain(|k, _| k.sport != 1002);
+        assert_eq!(tab.closing_len(), 0);
+        assert!(tab.lookup(&rec(1002).reverse).is_none());
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The controller core: the state behind one lock, and the task that reacts to the
-//! switch (reconcile on every new session, digests, idle timeouts). Changes of the
-//! state go through [`crate::commit`].
+//! switch (reconcile on every new session, idle timeouts). Changes of the state go
+//! through [`crate::commit`].
+//!
+//! Digest lists go through a bounded queue ([`DIGEST_QUEUE_LISTS`]) to a task of their
+//! own, so that a digest storm neither blocks the switch session nor makes API calls
+//! wait for more than one list; a full queue drops (and counts) lists. Learned
+//! connections are capped at `conn.max_entries` ([`Controller::on_digest`]), closed ones
+//! go after a linger ([`Controller::on_close`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use p4lb_proto::p4runtime::{update::Type, DigestList, IdleTimeoutNotification};
 use crate::commit::{self, QueueTx};
 pub use crate::commit::{Change, Committed, OnAck};
 use crate::config::{Config, SwitchKind};
-use crate::conn::{self, ConnTable};
+use crate::conn::{self, CloseKind, CloseOutcome, ConnTable};
 use crate::conn_store;
 use crate::desired::{desired, Shape};
 use crate::embedded::EmbeddedSwitch;
@@ -51,7 +57,14 @@ pub struct Controller {
     pub idle_timeout_ns: i64,
     embedded: Mutex<Option<EmbeddedSwitch>>,
     pub(crate) queue: QueueTx,
+    digests: mpsc::Sender<DigestList>,
 }
+
+/// Digest lists waiting for the digest task. A list holds up to
+/// `conn.digest_max_list_size` members; beyond this many lists the newest are dropped
+/// (acknowledged, so that the switch reports their connections again on their next
+/// packet) and counted in `p4lb_controller_digest_lists_dropped_total`.
+pub const DIGEST_QUEUE_LISTS: usize = 64;
 
 impl Controller {
     /// Loads the persisted state, starts the switch session (and the embedded
@@ -140,6 +153,7 @@ impl Controller {
         };
         let (events, _) = broadcast::channel(1024);
         let (queue, queue_rx) = commit::queue();
+        let (digests, digests_rx) = mpsc::channel(DIGEST_QUEUE_LISTS);
         let ctl = Arc::new(Controller {
             shape: Shape {
                 router_mac: crate::addr::mac_u64(&router_mac),
@@ -161,9 +175,15 @@ impl Controller {
             cfg,
             embedded: Mutex::new(embedded),
             queue,
+            digests,
         });
         tokio::spawn(commit::commit_loop(Arc::downgrade(&ctl), queue_rx));
         tokio::spawn(event_loop(Arc::downgrade(&ctl), rx));
+        tokio::spawn(digest_loop(Arc::downgrade(&ctl), digests_rx));
+        tokio::spawn(close_loop(
+            Arc::downgrade(&ctl),
+            close_tick(ctl.cfg.conn.close_linger_ms),
+        ));
         if ctl.cfg.conn.sweep_interval_ms > 0 && ctl.cfg.conn.idle_timeout_ms > 0 {
             tokio::spawn(sweep_loop(
                 Arc::downgrade(&ctl),
@@ -364,16 +384,54 @@ impl Controller {
         }
         let n = ups.len();
         for chunk in ups.chunks(self.cfg.switch.write_batch) {
-            self.link.write(chunk.to_vec()).await.map_err(Error::from)?;
+            match self.link.write(chunk.to_vec()).await {
+                Ok(()) => {}
+                // The switch applied what it could: a refused connection is lost, the
+                // session and the rest of the reconciliation are not.
+                Err(f) if f.per_update() => {
+                    tracing::warn!(error = %f.summary(), "reconciling learned connections");
+                    self.metrics.conn_install_errors.inc_by(f.failed() as u64);
+                }
+                Err(f) => return Err(Error::from(f)),
+            }
         }
         Ok(n)
     }
 
-    /// Installs the connections of a digest list (one batch) and acknowledges it.
+    /// Hands a digest list to the digest task without waiting. When its queue is full
+    /// the list is dropped, counted and acknowledged (the switch then reports its
+    /// connections again on their next packet). Returns false when it was dropped.
+    pub async fn enqueue_digest(&self, d: DigestList) -> bool {
+        match self.digests.try_send(d) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d)) => {
+                Metrics::inc(&self.metrics.digest_lists_dropped);
+                let n = self.metrics.digest_lists_dropped.get();
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n,
+                        "digest lists dropped: {DIGEST_QUEUE_LISTS} are waiting already"
+                    );
+                }
+                self.link.ack_digest(d.digest_id, d.list_id).await;
+                false
+            }
+        }
+    }
+
+    /// Installs the connections of a digest list and acknowledges it.
+    ///
+    /// At most `conn.max_entries` connections are installed: beyond, new ones are
+    /// refused and counted (installed ones are never evicted for them). A connection
+    /// whose entries the switch refuses is not recorded, and what the switch may hold of
+    /// it is deleted again; per-update errors are logged and counted, never a session
+    /// error.
     pub async fn on_digest(&self, d: DigestList) {
         Metrics::inc(&self.metrics.digest_lists);
         let mut g = self.inner.lock().await;
-        let mut ups = Vec::new();
+        let cap = usize::try_from(self.cfg.conn.max_entries).unwrap_or(usize::MAX);
+        let mut room = cap.saturating_sub(g.conns.len());
+        let mut refused = 0u64;
         let mut new: Vec<(FiveTuple, conn::ConnRec)> = Vec::new();
         let mut seen = HashSet::new();
         for data in &d.data {
@@ -381,11 +439,25 @@ impl Controller {
                 tracing::warn!("malformed conn_learn digest member");
                 continue;
             };
-            let l = match m.event {
-                ConnEvent::Learn => conn::Learned::from(&m),
-                // Close events name connections to forget, not to learn.
-                ConnEvent::Fin | ConnEvent::Rst => continue,
+            let l = conn::Learned::from(&m);
+            let kind = match m.event {
+                ConnEvent::Learn => None,
+                ConnEvent::Fin => Some(CloseKind::Fin),
+                ConnEvent::Rst => Some(CloseKind::Rst),
             };
+            if let Some(kind) = kind {
+                // A close event names the client tuple on both sides; the backend side
+                // carries backend id 0 (conn_reverse does not know the backend).
+                let side = if m.backend_id == 0 {
+                    conn::Side::Backend
+                } else {
+                    conn::Side::Client
+                };
+                let linger = Duration::from_millis(self.cfg.conn.close_linger_ms);
+                g.conns
+                    .close_side(l.tuple, side, kind, Instant::now(), linger);
+                continue;
+            }
             if g.conns.contains(&l.tuple) || !seen.insert(l.tuple) {
                 continue;
             }
@@ -393,34 +465,122 @@ impl Controller {
                 tracing::debug!(?l, "digest for an unknown service or backend");
                 continue;
             };
-            ups.extend(ConnTable::inserts(&l.tuple, &c, self.idle_timeout_ns));
+            if room == 0 {
+                refused += 1;
+                continue;
+            }
+            room -= 1;
             new.push((l.tuple, c));
         }
-        if !ups.is_empty() {
+        if refused > 0 {
+            let before = self.metrics.conns_refused.get();
+            self.metrics.conns_refused.inc_by(refused);
+            // Warn when the count passes a power of two: a storm logs a few lines.
+            if (before + refused).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                tracing::warn!(
+                    refused_total = before + refused,
+                    max_entries = cap,
+                    "connection table full: new connections refused"
+                );
+            }
+        }
+        // Two updates per connection; whole connections per write.
+        let per_write = (self.cfg.switch.write_batch / 2).max(1);
+        for chunk in new.chunks(per_write) {
+            let ups: Vec<_> = chunk
+                .iter()
+                .flat_map(|(t, c)| ConnTable::inserts(t, c, self.idle_timeout_ns))
+                .collect();
             match self.link.write(ups).await {
                 Ok(()) => {
-                    for (t, c) in new.drain(..) {
-                        g.conns.insert(t, c);
+                    for (t, c) in chunk {
+                        g.conns.insert(*t, *c);
                         Metrics::inc(&self.metrics.conns_learned);
                     }
                 }
-                Err(f) if !f.codes.is_empty() => {
-                    for (i, (t, c)) in new.drain(..).enumerate() {
-                        let ok = |k: Option<&i32>| matches!(k, Some(0) | Some(6) | None);
-                        if ok(f.codes.get(2 * i)) && ok(f.codes.get(2 * i + 1)) {
-                            g.conns.insert(t, c);
+                Err(f) if f.per_update() => {
+                    // 0 = inserted, 6 = ALREADY_EXISTS (the switch had it: adopt it).
+                    let ok = |k: Option<i32>| matches!(k, Some(0) | Some(6));
+                    let mut undo = Vec::new();
+                    for (i, (t, c)) in chunk.iter().enumerate() {
+                        if ok(f.code(2 * i)) && ok(f.code(2 * i + 1)) {
+                            g.conns.insert(*t, *c);
                             Metrics::inc(&self.metrics.conns_learned);
+                        } else {
+                            // Refused or unknown: whatever half the switch took goes.
+                            Metrics::inc(&self.metrics.conn_install_errors);
+                            for (j, u) in ConnTable::deletes(t, c).into_iter().enumerate() {
+                                if f.code(2 * i + j) != Some(6) {
+                                    undo.push(u);
+                                }
+                            }
                         }
                     }
                     if !f.only(6) {
                         tracing::warn!(error = %f.summary(), "installing learned connections");
                     }
+                    if let Err(e) = self.link.write(undo).await {
+                        tracing::debug!(error = %e.summary(), "removing what the switch took of refused connections");
+                    }
                 }
-                Err(f) => tracing::warn!(error = %f.summary(), "installing learned connections"),
+                Err(f) => {
+                    // No per-update answer (the session broke): the next reconciliation
+                    // adopts what the switch holds.
+                    tracing::warn!(error = %f.summary(), "installing learned connections");
+                    break;
+                }
             }
         }
         drop(g);
         self.link.ack_digest(d.digest_id, d.list_id).await;
+    }
+
+    /// Handles a close event of a connection: `tuple` is its client tuple (client ->
+    /// VIP) or its backend's reply tuple. A RST, or a FIN once both sides sent one,
+    /// schedules the removal of its entries `conn.close_linger_ms` later (0 = at once);
+    /// the close task ([`Controller::reap_closed`]) deletes them then. A tuple that is no
+    /// installed connection changes nothing.
+    pub async fn on_close(&self, tuple: FiveTuple, kind: CloseKind) -> CloseOutcome {
+        let out = {
+            let mut g = self.inner.lock().await;
+            self.note_close(&mut g, tuple, kind)
+        };
+        if self.cfg.conn.close_linger_ms == 0 && matches!(out, CloseOutcome::Scheduled(_)) {
+            self.reap_closed(Instant::now()).await;
+        }
+        out
+    }
+
+    /// [`Controller::on_close`] for a caller that holds the controller lock already (the
+    /// digest handler): records the close and schedules the removal; the close task
+    /// deletes the entries once the linger is over (within its tick when the linger is 0).
+    pub fn note_close(&self, g: &mut Inner, tuple: FiveTuple, kind: CloseKind) -> CloseOutcome {
+        let linger = Duration::from_millis(self.cfg.conn.close_linger_ms);
+        g.conns.close(&tuple, kind, Instant::now(), linger)
+    }
+
+    /// Deletes the closed connections whose linger ended by `now`; returns how many.
+    pub async fn reap_closed(&self, now: Instant) -> usize {
+        let mut g = self.inner.lock().await;
+        let due = g.conns.closed_due(now);
+        if due.is_empty() {
+            return 0;
+        }
+        let mut ups = Vec::new();
+        for t in &due {
+            if let Some(c) = g.conns.remove(t) {
+                ups.extend(ConnTable::deletes(t, &c));
+                Metrics::inc(&self.metrics.conns_closed);
+            }
+        }
+        for chunk in ups.chunks(self.cfg.switch.write_batch) {
+            if let Err(f) = self.link.write(chunk.to_vec()).await {
+                if !f.only(5) {
+                    tracing::warn!(error = %f.summary(), "removing closed connections");
+                }
+            }
+        }
+        due.len()
     }
 
     /// Removes connections the switch reports idle.
@@ -447,9 +607,11 @@ impl Controller {
             }
         }
         let n = tuples.len();
-        if let Err(f) = self.link.write(ups).await {
-            if !f.only(5) {
-                tracing::warn!(error = %f.summary(), "removing idle connections");
+        for chunk in ups.chunks(self.cfg.switch.write_batch) {
+            if let Err(f) = self.link.write(chunk.to_vec()).await {
+                if !f.only(5) {
+                    tracing::warn!(error = %f.summary(), "removing idle connections");
+                }
             }
         }
         for _ in 0..n {
@@ -521,9 +683,34 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
                 ctl.inner.lock().await.synced = false;
                 ctl.emit("switch", "disconnected", ctl.link.address(), String::new());
             }
-            SwitchEvent::Digest(d) => ctl.on_digest(d).await,
+            SwitchEvent::Digest(d) => {
+                ctl.enqueue_digest(d).await;
+            }
             SwitchEvent::Idle(n) => ctl.on_idle(n).await,
         }
+    }
+}
+
+async fn digest_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<DigestList>) {
+    while let Some(d) = rx.recv().await {
+        let Some(ctl) = ctl.upgrade() else { return };
+        ctl.on_digest(d).await;
+    }
+}
+
+/// How often the close task looks for connections whose linger ended: a quarter of the
+/// linger, between 10 ms and 500 ms.
+fn close_tick(linger_ms: u64) -> Duration {
+    Duration::from_millis((linger_ms / 4).clamp(10, 500))
+}
+
+async fn close_loop(ctl: std::sync::Weak<Controller>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(ctl) = ctl.upgrade() else { return };
+        ctl.reap_closed(Instant::now()).await;
     }
 }
 

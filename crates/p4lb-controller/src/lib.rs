@@ -19,8 +19,11 @@
 //!   ([`southbound::session::SwitchSession`], whose steps are p4lb's P4Runtime client), the
 //!   pipeline config pushed ([`southbound::forwarding`]), table programming with diffs, port
 //!   attachment (software switch over gRPC, BMv2 over Thrift).
-//! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
-//!   their snapshot on disk, for a switch that restarts with the controller.
+//! - [`conn`]: connection learning from digests, idle timeouts and close events (RST,
+//!   FIN from both sides, then a linger); the capacity policy (`conn.max_entries`), the
+//!   bounded digest queue and the close task are in [`controller`]
+//!   (`Controller::on_digest`, `Controller::on_close`); [`conn_store`]: their snapshot
+//!   on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).
 //! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
 //!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state

@@ -26,6 +26,14 @@ pub struct Metrics {
     pub digest_lists: Counter,
     pub conns_learned: Counter,
     pub conns_expired: Counter,
+    /// Learned connections refused because `conn.max_entries` were installed.
+    pub conns_refused: Counter,
+    /// Learned connections the switch did not install (per-update errors).
+    pub conn_install_errors: Counter,
+    /// Connections removed after a close (RST, or FIN from both sides) and the linger.
+    pub conns_closed: Counter,
+    /// Digest lists dropped because the controller's digest queue was full.
+    pub digest_lists_dropped: Counter,
     pub migrations_started: Counter,
     pub migrations_done: Counter,
     pub migrations_aborted: Counter,
@@ -114,6 +122,26 @@ impl Metrics {
                 "connections_expired",
                 "Connections removed as idle",
                 &self.conns_expired,
+            ),
+            (
+                "connections_refused",
+                "Learned connections refused because conn.max_entries were installed",
+                &self.conns_refused,
+            ),
+            (
+                "connection_install_errors",
+                "Learned connections the switch did not install",
+                &self.conn_install_errors,
+            ),
+            (
+                "connections_closed",
+                "Connections removed after a close (RST, or FIN from both sides) and the linger",
+                &self.conns_closed,
+            ),
+            (
+                "digest_lists_dropped",
+                "Digest lists dropped because the controller's digest queue was full",
+                &self.digest_lists_dropped,
             ),
             (
                 "migrations_started",
@@ -233,12 +261,16 @@ mod tests {
     use super::*;
 
     /// Every metric with its type, as the controller has always exported them.
-    const EXPORTED: [(&str, &str); 29] = [
+    const EXPORTED: [(&str, &str); 33] = [
         ("api_calls_total", "counter"),
         ("api_errors_total", "counter"),
         ("digest_lists_total", "counter"),
         ("connections_learned_total", "counter"),
         ("connections_expired_total", "counter"),
+        ("connections_refused_total", "counter"),
+        ("connection_install_errors_total", "counter"),
+        ("connections_closed_total", "counter"),
+        ("digest_lists_dropped_total", "counter"),
         ("migrations_started_total", "counter"),
         ("migrations_done_total", "counter"),
         ("migrations_aborted_total", "counter"),

@@ -400,19 +400,23 @@ async fn a_connection_gone_from_the_switch_is_not_brought_back_from_the_snapshot
     );
     client.labels.clear();
     c.register_endpoint(client).await.unwrap();
-    for sport in 43000..43010u16 {
-        send_frame(
-            &client_if.peer,
-            &tcp_syn(
-                [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
-                [0x02, 0, 0, 0, 0x11, 0x64],
-                std::net::Ipv4Addr::new(10, 88, 11, 100),
-                std::net::Ipv4Addr::new(10, 96, 11, 1),
-                sport,
-                443,
-            ),
-        );
-    }
+    handshakes(
+        &client_if.peer,
+        (
+            [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+            [0x02, 0, 0, 0, 0x11, 0x64],
+        ),
+        (
+            std::net::Ipv4Addr::new(10, 88, 11, 100),
+            std::net::Ipv4Addr::new(10, 96, 11, 1),
+            443,
+        ),
+        &[
+            std::net::Ipv4Addr::new(10, 88, 11, 1),
+            std::net::Ipv4Addr::new(10, 88, 11, 2),
+        ],
+        43000..43010,
+    );
     let conns = dir.join("state").join("conns.json");
     assert!(
         eventually(Duration::from_secs(5), || {

@@ -43,6 +43,29 @@ pub const MAX_STATE_CELLS: u64 = 1 << 22;
 /// returns it on Read; p4lb's controller sets none.
 pub const MAX_ENTRY_METADATA_BYTES: usize = 1024;
 
+/// Largest encoded `google.rpc.Status` a failed Write carries in its details (4 KiB). The
+/// status travels in the `grpc-status-details-bin` header, base64-encoded, and must fit the
+/// peer's header list limit (8 KiB in gRPC C core, 16 KiB in hyper): the per-update errors
+/// of the first updates are reported one by one while they fit, and one summary error
+/// stands for the rest.
+pub const MAX_WRITE_ERROR_DETAILS_BYTES: usize = 4096;
+
+/// Longest message of one per-update error in a failed Write's details (bytes; longer
+/// messages are cut at a character boundary).
+pub const MAX_WRITE_ERROR_MESSAGE_BYTES: usize = 160;
+
+/// Largest ReadResponse (encoded bytes, 1 MiB): a wildcard Read streams as many responses
+/// as it takes, each below this and below clients' default 4 MiB message limit.
+pub const MAX_READ_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Most `conn_learn` digest messages the digest engine holds, waiting to be sent or to be
+/// acknowledged (its buffer plus its un-acked lists). Beyond it new messages are dropped
+/// and counted: they are reported again by the connection's next packet.
+pub const MAX_PENDING_DIGEST_MESSAGES: usize = 65536;
+
+/// Most messages in one DigestList when the DigestEntry sets no `max_list_size` (0).
+pub const MAX_DIGEST_LIST_MESSAGES: usize = 4096;
+
 /// A pipeline config over one of the limits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {

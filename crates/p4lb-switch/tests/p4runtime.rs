@@ -856,3 +856,128 @@ async fn transit_registers_are_read_and_written_by_id() {
     assert_eq!(p4rt::batch_codes(&e), vec![Code::InvalidArgument as i32]);
     h.shutdown().await;
 }
+
+fn conn_tuple(i: u32) -> p4lb_p4::FiveTuple {
+    p4lb_p4::FiveTuple {
+        src: Ipv4Addr::from(0x0b00_0000 + i),
+        dst: Ipv4Addr::from(VIP),
+        protocol: 6,
+        sport: 1024 + (i % 60000) as u16,
+        dport: 80,
+    }
+}
+
+#[tokio::test]
+async fn thousands_of_failing_updates_get_a_bounded_status_and_the_session_stays_up() {
+    let h = start().await;
+    let (mut s, _) = session(&h, 1).await;
+    s.set_pipeline(Vec::new()).await.unwrap();
+    const N: u32 = 5000;
+    let pins: Vec<p4::TableEntry> = (0..N)
+        .map(|i| entries::conn_pin(&conn_tuple(i), 1, 0))
+        .collect();
+    s.insert(pins.clone()).await;
+    // The same inserts again: every one fails (ALREADY_EXISTS), one newcomer succeeds.
+    let mut ups: Vec<p4::Update> = pins
+        .into_iter()
+        .map(|e| p4rt::update(Type::Insert, p4rt::table_entity(e)))
+        .collect();
+    ups.push(p4rt::update(
+        Type::Insert,
+        p4rt::table_entity(entries::conn_pin(&conn_tuple(N), 1, 0)),
+    ));
+    let e = s.write(ups).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "{e:?}");
+    assert!(
+        e.details().len() <= p4lb_switch::limits::MAX_WRITE_ERROR_DETAILS_BYTES,
+        "status details of {} bytes",
+        e.details().len()
+    );
+    assert!(
+        e.message()
+            .contains(&format!("{N} of {} updates failed", N + 1)),
+        "{}",
+        e.message()
+    );
+    let (codes, messages) = p4lb_controller::southbound::session::per_update_errors(&e);
+    // The first updates are reported one by one, then one summary stands for the rest.
+    assert!(
+        codes.len() > 10 && codes.len() < N as usize,
+        "{}",
+        codes.len()
+    );
+    assert!(codes[..codes.len() - 1]
+        .iter()
+        .all(|c| *c == Code::AlreadyExists as i32));
+    let summary = messages.last().unwrap();
+    assert!(summary.contains("not reported one by one"), "{summary}");
+    // The session is intact: the stream still answers and writes still work.
+    s.insert(vec![entries::conn_pin(&conn_tuple(N + 1), 1, 0)])
+        .await;
+    let all = s
+        .read(vec![p4rt::table_entity(entries::entry(
+            tables::conn_table::ID,
+            vec![],
+            None,
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(all.len(), N as usize + 2);
+    s.tx.send(p4rt::arbitration(3, 1)).await.unwrap();
+    assert_eq!(
+        s.next_matching(Duration::from_secs(2), arbitration_code)
+            .await,
+        Some((0, 1)),
+        "the stream channel survived the failed write"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wildcard_read_streams_responses_under_the_size_cap() {
+    let h = start().await;
+    let (mut s, _) = session(&h, 1).await;
+    s.set_pipeline(Vec::new()).await.unwrap();
+    const N: u32 = 3000;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
+        s.insert(
+            chunk
+                .iter()
+                .map(|i| {
+                    let mut e = entries::conn_pin(&conn_tuple(*i), 1, 0);
+                    e.metadata = vec![0xab; p4lb_switch::limits::MAX_ENTRY_METADATA_BYTES];
+                    e
+                })
+                .collect(),
+        )
+        .await;
+    }
+    let mut stream = s
+        .client
+        .read(p4::ReadRequest {
+            device_id: 3,
+            entities: vec![p4rt::table_entity(entries::entry(
+                tables::conn_table::ID,
+                vec![],
+                None,
+            ))],
+            role: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut total, mut responses) = (0, 0);
+    while let Some(r) = stream.message().await.unwrap() {
+        use prost::Message;
+        assert!(
+            r.encoded_len() <= p4lb_switch::limits::MAX_READ_RESPONSE_BYTES,
+            "a ReadResponse of {} bytes",
+            r.encoded_len()
+        );
+        total += r.entities.len();
+        responses += 1;
+    }
+    assert_eq!(total, N as usize);
+    assert!(responses > 1);
+    h.shutdown().await;
+}

@@ -1,16 +1,19 @@
 //! `p4lb-tools`: what runs in the hermetic testbed besides the tests: the
-//! live migration demo (`make demo`) and two benchmarks, one migration timed
-//! step by step (`bench-migration`) and the no-lock checkpoint/restore
-//! baseline (`bench-baseline`, `make baseline`). They use the `p4lb-testbed`
-//! binary to hold the testbed's namespaces (found next to this one, or
-//! `P4LB_TESTBED_BIN`).
+//! live migration demo (`make demo`) and three benchmarks, one migration timed
+//! step by step (`bench-migration`), the no-lock checkpoint/restore
+//! baseline (`bench-baseline`, `make baseline`) and a SYN flood against a VIP
+//! (`bench-flood`). The first ones use the `p4lb-testbed` binary to hold the
+//! testbed's namespaces (found next to this one, or `P4LB_TESTBED_BIN`); the
+//! flood runs the `p4lb-controller` binary in namespaces of its own.
 //!
 //! - `main.rs`: the command line and the demo,
 //! - `bench.rs`: `bench-migration`,
-//! - `baseline.rs`: `bench-baseline`.
+//! - `baseline.rs`: `bench-baseline`,
+//! - `flood.rs`: `bench-flood`.
 
 mod baseline;
 mod bench;
+mod flood;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +46,23 @@ enum Cmd {
     BenchBaseline {
         #[arg(long, default_value_t = 5)]
         tries: usize,
+    },
+    /// A spoofed SYN flood against a VIP while established connections stream
+    /// through it and one migration runs (the p4lb-controller binary with its
+    /// embedded switch, in network namespaces; needs root).
+    BenchFlood {
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        /// Established connections streaming during the flood.
+        #[arg(long, default_value_t = 200)]
+        conns: usize,
+        /// Seconds of measurement before the flood (the baseline).
+        #[arg(long, default_value_t = 10)]
+        baseline_s: u64,
+        /// Seconds between read-backs of the switch's conn_table (0 = never).
+        #[arg(long, default_value_t = 5)]
+        switch_read_every_s: u64,
     },
 }
 
@@ -267,6 +287,19 @@ fn main() -> ExitCode {
         Cmd::Demo => live_demo().map(|ok| if ok { 0 } else { 1 }),
         Cmd::BenchMigration => bench::bench_migration().map(|_| 0),
         Cmd::BenchBaseline { tries } => bench_baseline(tries).map(|_| 0),
+        Cmd::BenchFlood {
+            duration_s,
+            conns,
+            baseline_s,
+            switch_read_every_s,
+        } => flood::bench_flood(&flood::FloodOptions {
+            duration: Duration::from_secs(duration_s),
+            conns,
+            baseline: Duration::from_secs(baseline_s),
+            switch_read_every: (switch_read_every_s > 0)
+                .then(|| Duration::from_secs(switch_read_every_s)),
+        })
+        .map(|_| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

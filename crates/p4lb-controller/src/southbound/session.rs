@@ -69,11 +69,18 @@ struct Live {
 
 /// Outcome of a failed Write: the gRPC status plus per-update canonical codes
 /// (empty when the switch gave none).
+///
+/// A switch may report fewer errors than updates: p4lb's software switch keeps a failed
+/// Write's status small enough for a response header, so past a bound it reports the
+/// first updates one by one and ends with one summary error for the rest. [`Self::code`]
+/// says which updates have a known outcome.
 #[derive(Debug, Clone)]
 pub struct WriteFailure {
     pub status: tonic::Status,
     pub codes: Vec<i32>,
     pub messages: Vec<String>,
+    /// Updates in the request.
+    pub updates: usize,
 }
 
 impl WriteFailure {
@@ -81,6 +88,29 @@ impl WriteFailure {
     /// ALREADY_EXISTS on a dedup insert, 5 = NOT_FOUND on a delete).
     pub fn only(&self, code: i32) -> bool {
         !self.codes.is_empty() && self.codes.iter().all(|c| *c == 0 || *c == code)
+    }
+
+    /// The canonical code of update `i` (0 = it succeeded), or None when the switch did
+    /// not report it one by one (no details, or past the point where they were
+    /// summarized): its outcome is unknown.
+    pub fn code(&self, i: usize) -> Option<i32> {
+        let known = if self.codes.len() == self.updates {
+            self.codes.len()
+        } else {
+            self.codes.len().saturating_sub(1)
+        };
+        (i < known).then(|| self.codes[i])
+    }
+
+    /// Updates that failed, as far as the switch reported them (a summary counts as one).
+    pub fn failed(&self) -> usize {
+        self.codes.iter().filter(|c| **c != 0).count()
+    }
+
+    /// True when the switch answered with per-update errors: the request reached it and
+    /// was applied as far as it could be; the session is fine.
+    pub fn per_update(&self) -> bool {
+        !self.codes.is_empty()
     }
 
     pub fn summary(&self) -> String {
@@ -193,12 +223,13 @@ impl SwitchSession {
         if updates.is_empty() {
             return Ok(());
         }
+        let n = updates.len() as u64;
         let live = self.live().map_err(|e| WriteFailure {
             status: tonic::Status::unavailable(e.to_string()),
             codes: Vec::new(),
             messages: Vec::new(),
+            updates: n as usize,
         })?;
-        let n = updates.len() as u64;
         let req = write_request(self.target.device_id, self.election(), updates);
         let mut client = live.client;
         self.writes.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +244,7 @@ impl SwitchSession {
                     status,
                     codes,
                     messages,
+                    updates: n as usize,
                 })
             }
         }

@@ -3,8 +3,14 @@
 //! ack_timeout_ns) the way BMv2's P4Runtime server does: while a list is un-acked (and
 //! ack_timeout_ns > 0) the same message is not reported again; an ack, or the ack timeout,
 //! forgets it.
+//!
+//! What the engine holds is bounded: at most [`MAX_PENDING_DIGEST_MESSAGES`] messages
+//! waiting to be sent or acknowledged (newer ones are dropped and counted in
+//! [`DigestHandle::dropped`]; the connection's next packet reports them again), and a list
+//! holds at most [`MAX_DIGEST_LIST_MESSAGES`] messages whatever `max_list_size` says.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::arbitration::Arbitration;
+use crate::limits::{MAX_DIGEST_LIST_MESSAGES, MAX_PENDING_DIGEST_MESSAGES};
 use crate::state::{Dataplane, LearnMsg};
 
 #[derive(Debug)]
@@ -29,6 +36,8 @@ pub struct DigestHandle {
     cmd: mpsc::UnboundedSender<DigestCmd>,
     /// The configured entry (Read answers with it).
     pub config: Mutex<Option<p4::DigestEntry>>,
+    /// Messages dropped because the engine held [`MAX_PENDING_DIGEST_MESSAGES`] already.
+    pub dropped: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,21 +55,14 @@ impl DigestHandle {
     ) -> DigestHandle {
         let (cmd, cmd_rx) = mpsc::unbounded_channel();
         let digest_id = dp.program.digest.id;
-        let engine = Engine {
-            digest_id,
-            arbitration,
-            config: None,
-            buffer: Vec::new(),
-            buffer_since: None,
-            cache: HashSet::new(),
-            outstanding: HashMap::new(),
-            next_list_id: 1,
-        };
+        let engine = Engine::new(digest_id, arbitration);
+        let dropped = engine.dropped.clone();
         let task = tokio::spawn(engine.run(learn, cmd_rx));
         DigestHandle {
             digest_id,
             cmd,
             config: Mutex::new(None),
+            dropped,
             task,
         }
     }
@@ -83,10 +85,39 @@ struct Engine {
     cache: HashSet<LearnMsg>,
     /// list id -> (messages, sent at)
     outstanding: HashMap<u64, (Vec<LearnMsg>, Instant)>,
+    /// Messages in `buffer` and `outstanding`.
+    held: usize,
     next_list_id: u64,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Engine {
+    fn new(digest_id: u32, arbitration: Arc<Mutex<Arbitration>>) -> Engine {
+        Engine {
+            digest_id,
+            arbitration,
+            config: None,
+            buffer: Vec::new(),
+            buffer_since: None,
+            cache: HashSet::new(),
+            outstanding: HashMap::new(),
+            held: 0,
+            next_list_id: 1,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn drop_one(&self) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                held = self.held,
+                "digest messages dropped: {MAX_PENDING_DIGEST_MESSAGES} are waiting to be sent or acknowledged"
+            );
+        }
+    }
+
     fn ack_timeout(&self) -> Option<Duration> {
         let ns = self.config.as_ref()?.ack_timeout_ns;
         (ns > 0).then(|| Duration::from_nanos(ns as u64))
@@ -101,16 +132,27 @@ impl Engine {
         let Some(cfg) = self.config else {
             return;
         };
-        if self.ack_timeout().is_some() && !self.cache.insert(m) {
+        let acked = self.ack_timeout().is_some();
+        if acked && self.cache.contains(&m) {
             return;
+        }
+        if self.held >= MAX_PENDING_DIGEST_MESSAGES {
+            self.drop_one();
+            return;
+        }
+        if acked {
+            self.cache.insert(m);
         }
         if self.buffer.is_empty() {
             self.buffer_since = Some(Instant::now());
         }
         self.buffer.push(m);
-        if (cfg.max_list_size > 0 && self.buffer.len() >= cfg.max_list_size as usize)
-            || cfg.max_timeout_ns <= 0
-        {
+        self.held += 1;
+        let list_max = match usize::try_from(cfg.max_list_size) {
+            Ok(n) if n > 0 => n.min(MAX_DIGEST_LIST_MESSAGES),
+            _ => MAX_DIGEST_LIST_MESSAGES,
+        };
+        if self.buffer.len() >= list_max || cfg.max_timeout_ns <= 0 {
             self.send();
         }
     }
@@ -144,11 +186,14 @@ impl Engine {
         }
         if self.ack_timeout().is_some() {
             self.outstanding.insert(list_id, (list, Instant::now()));
+        } else {
+            self.held -= list.len();
         }
     }
 
     fn forget(&mut self, list_id: u64) {
         if let Some((msgs, _)) = self.outstanding.remove(&list_id) {
+            self.held -= msgs.len();
             for m in msgs {
                 self.cache.remove(&m);
             }
@@ -198,13 +243,22 @@ impl Engine {
             tokio::select! {
                 biased;
                 c = cmd.recv() => match c {
-                    Some(DigestCmd::Config(Some(c))) => self.config = Some(c),
+                    Some(DigestCmd::Config(Some(c))) => {
+                        self.config = Some(c);
+                        if self.ack_timeout().is_none() {
+                            // Nothing waits for an ack any more.
+                            self.cache.clear();
+                            self.outstanding.clear();
+                            self.held = self.buffer.len();
+                        }
+                    }
                     Some(DigestCmd::Config(None)) => {
                         self.config = None;
                         self.buffer.clear();
                         self.buffer_since = None;
                         self.cache.clear();
                         self.outstanding.clear();
+                        self.held = 0;
                     }
                     Some(DigestCmd::Ack(id)) => self.forget(id),
                     None => return,
@@ -215,6 +269,64 @@ impl Engine {
                 },
                 _ = tokio::time::sleep_until(deadline) => self.on_timer(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_PENDING_DIGEST_MESSAGES;
+    use std::net::Ipv4Addr;
+
+    /// A distinct message per `i` (the literal is the one place that knows the layout).
+    fn msg(i: u32) -> LearnMsg {
+        LearnMsg {
+            src_addr: Ipv4Addr::from(0x0b00_0000 + i),
+            dst_addr: Ipv4Addr::new(10, 96, 0, 1),
+            protocol: 6,
+            src_port: (i % 60000) as u16 + 1024,
+            dst_port: 80,
+            service_id: 1,
+            backend_id: 1,
+            event: p4lb_p4::ConnEvent::Learn,
+        }
+    }
+
+    fn engine(max_list_size: i32) -> Engine {
+        let mut e = Engine::new(1, Arc::new(Mutex::new(Arbitration::default())));
+        e.config = Some(p4::digest_entry::Config {
+            max_timeout_ns: 1_000_000_000,
+            max_list_size,
+            ack_timeout_ns: 10_000_000_000,
+        });
+        e
+    }
+
+    fn held(e: &Engine) -> usize {
+        e.buffer.len() + e.outstanding.values().map(|(m, _)| m.len()).sum::<usize>()
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_distinct_messages_is_held_up_to_the_bound_and_the_rest_counted() {
+        // Nobody acknowledges (no primary): lists stay outstanding until the ack timeout.
+        let n = MAX_PENDING_DIGEST_MESSAGES as u32 + 10_000;
+        for max_list_size in [64, 0] {
+            let mut e = engine(max_list_size);
+            for i in 0..n {
+                e.learn(msg(i));
+            }
+            assert!(
+                held(&e) <= MAX_PENDING_DIGEST_MESSAGES,
+                "max_list_size {max_list_size}: {} held",
+                held(&e)
+            );
+            assert!(e.cache.len() <= MAX_PENDING_DIGEST_MESSAGES);
+            assert!(e.buffer.len() <= crate::limits::MAX_DIGEST_LIST_MESSAGES);
+            assert_eq!(
+                e.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                u64::from(n) - held(&e) as u64
+            );
         }
     }
 }

@@ -16,13 +16,40 @@ use super::device::Device;
 use super::read::read_entity;
 use super::status::batch_status;
 use super::write::apply_update;
+use crate::limits::MAX_READ_RESPONSE_BYTES;
 use crate::program::Program;
 
 /// P4Runtime API version this server speaks (the one BMv2's server reports).
 pub const API_VERSION: &str = "1.3.0";
 
-/// Entities per ReadResponse message.
+/// Most entities per ReadResponse message (each is also kept under
+/// [`MAX_READ_RESPONSE_BYTES`]).
 const READ_CHUNK: usize = 1000;
+
+/// Splits a Read's entities into responses of at most [`READ_CHUNK`] entities and
+/// [`MAX_READ_RESPONSE_BYTES`] encoded bytes (an empty read is one empty response).
+fn chunk_read(out: Vec<p4::Entity>) -> Vec<Result<p4::ReadResponse, Status>> {
+    use prost::Message;
+    let mut msgs = Vec::new();
+    let mut cur = p4::ReadResponse::default();
+    let mut size = 0;
+    for e in out {
+        // Field tag and length prefix of the entity inside the response.
+        let len = e.encoded_len() + 6;
+        if !cur.entities.is_empty()
+            && (cur.entities.len() >= READ_CHUNK || size + len > MAX_READ_RESPONSE_BYTES)
+        {
+            msgs.push(Ok(std::mem::take(&mut cur)));
+            size = 0;
+        }
+        size += len;
+        cur.entities.push(e);
+    }
+    if !cur.entities.is_empty() || msgs.is_empty() {
+        msgs.push(Ok(cur));
+    }
+    msgs
+}
 
 #[derive(Debug, Clone)]
 pub struct P4RuntimeService {
@@ -123,19 +150,7 @@ impl P4Runtime for P4RuntimeService {
         for e in &req.entities {
             read_entity(&inst, e, &mut out)?;
         }
-        let mut msgs: Vec<Result<p4::ReadResponse, Status>> = Vec::new();
-        let mut it = out.into_iter().peekable();
-        loop {
-            let chunk: Vec<p4::Entity> = it.by_ref().take(READ_CHUNK).collect();
-            if chunk.is_empty() && !msgs.is_empty() {
-                break;
-            }
-            let last = chunk.len() < READ_CHUNK;
-            msgs.push(Ok(p4::ReadResponse { entities: chunk }));
-            if last || it.peek().is_none() {
-                break;
-            }
-        }
+        let msgs = chunk_read(out);
         Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
     }
 
