@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use p4lb_api::labels::is_runtime_label;
 use p4lb_proto::api;
 
 use crate::addr::{parse_ipv4, parse_mac, parse_opt_ipv4};
@@ -40,6 +41,35 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Merges a metadata update into `labels` (an empty value removes a label). Identity
+/// labels ([`is_runtime_label`]) may be added when missing, like a registration sets
+/// them, but never changed or removed afterwards: a service that selects by
+/// `k8s.namespace` cannot be joined by relabelling. Returns the identity labels whose
+/// change was ignored.
+fn merge_labels(
+    labels: &mut BTreeMap<String, String>,
+    update: BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut kept = Vec::new();
+    for (k, v) in update {
+        if is_runtime_label(&k) {
+            match labels.get(&k) {
+                Some(old) if *old == v => {}
+                Some(_) => kept.push(k),
+                None if v.is_empty() => {}
+                None => {
+                    labels.insert(k, v);
+                }
+            }
+        } else if v.is_empty() {
+            labels.remove(&k);
+        } else {
+            labels.insert(k, v);
+        }
+    }
+    kept
 }
 
 /// Which endpoint, if any, already uses `ip` (as address or migrated address).
@@ -404,8 +434,8 @@ impl Controller {
         Ok(keys)
     }
 
-    /// UpdateEndpointMetadata: merges labels (an empty value removes a label);
-    /// the caller must prove it is the endpoint.
+    /// UpdateEndpointMetadata: merges labels (an empty value removes a label; identity
+    /// labels are set once: [`merge_labels`]); the caller must prove it is the endpoint.
     pub async fn update_metadata(
         &self,
         r: api::UpdateEndpointMetadataRequest,
@@ -429,12 +459,13 @@ impl Controller {
             &format!("endpoint {}", ep.key),
             self.cfg.identity.check_addresses,
         )?;
-        for (k, v) in labels {
-            if v.is_empty() {
-                ep.labels.remove(&k);
-            } else {
-                ep.labels.insert(k, v);
-            }
+        let kept = merge_labels(&mut ep.labels, labels);
+        if !kept.is_empty() {
+            tracing::warn!(
+                key = %ep.key,
+                labels = ?kept,
+                "label update ignored: identity labels keep the value they were first given"
+            );
         }
         // The merged labels are bounded like the labels of a registration.
         crate::limits::check_labels(&ep.labels)?;

@@ -6,7 +6,8 @@
 //!   (restore and repointing of a migrated backend live in [`migration`], with the
 //!   migration states' transition table; the persisted model is [`state`]).
 //!   Whether a registration is a restore is decided in [`endpoints`]
-//!   (`restore_migration`); [`lock_watch`] unlocks endpoints no live migration holds.
+//!   (`restore_migration`); a metadata update never changes an identity label
+//!   (`merge_labels` in [`endpoints`]); [`lock_watch`] unlocks endpoints no live migration holds.
 //! - [`desired`]: the table entries a state implies (pure function), built with
 //!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
 //!   the controller derives from its state, and entries rendered as text.
