@@ -26,7 +26,9 @@
 //! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
 //!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
 //!   directory (the daemon takes it before anything else).
-//! - [`limits`]: every limit on API inputs, list replies and state files.
+//! - [`limits`]: every limit on API inputs, list replies and state files; `fuzzing`
+//!   (hidden): the entry point of the `api_messages` fuzz target (`fuzz/`), which runs
+//!   decoded requests through these limits and the calls' own checks and planning.
 //! - [`embedded`]: the software switch inside the controller process (cargo feature
 //!   `embedded-switch`, on by default).
 //! - [`api`]: the gRPC API served on the Unix socket (its clients, `p4lbctl` included, use
@@ -46,6 +48,8 @@ pub mod embedded;
 pub mod endpoints;
 pub mod entries;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod limits;
 pub mod liveness;
