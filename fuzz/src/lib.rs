@@ -176,6 +176,10 @@ pub fn fresh_switch() -> P4RuntimeService {
     svc
 }
 
+/// The switch port clients are behind, and the MAC of their next hop.
+const UPLINK_PORT: u32 = 3;
+const CLIENT_MAC: u64 = 0x02_00_00_00_0c_01;
+
 /// A client connection learned through the VIP of the seed service, pinned to the first
 /// endpoint's backend (forward entry and reverse translation).
 fn learned() -> FiveTuple {
@@ -204,16 +208,20 @@ fn table_set() -> Vec<p4::Update> {
     let mut entries: Vec<p4::TableEntry> = p4lb_controller::desired::desired(st, shape)
         .into_values()
         .collect();
-    let backend = st
-        .endpoints
-        .values()
-        .map(|e| e.backend_id)
-        .find(|b| *b != 0)
-        .unwrap_or(1);
+    // The service's backend (the first seed endpoint) serves the learned connection.
+    let web = Ipv4Addr::new(10, 88, 0, 5);
+    let backend = st.endpoint_by_ip(web).map(|e| e.backend_id).unwrap_or(1);
     let t = learned();
     entries.push(p::conn_pin(&t, backend, 0));
+    // Clients are reached through an uplink on port 3.
+    entries.push(p::route_to_port(
+        Ipv4Addr::new(192, 168, 1, 0),
+        24,
+        UPLINK_PORT,
+        CLIENT_MAC,
+    ));
     let back = FiveTuple {
-        src: Ipv4Addr::new(10, 88, 0, 5),
+        src: web,
         dst: t.src,
         protocol: t.protocol,
         sport: t.dport,
@@ -260,29 +268,35 @@ fn read_back(svc: &P4RuntimeService) {
 /// An IPv4/TCP SYN from the client of [`learned`] to the VIP, as the switch receives it.
 pub fn syn_frame() -> Vec<u8> {
     let t = learned();
+    tcp_frame((t.src, t.sport), (t.dst, t.dport), 0x02)
+}
+
+/// An IPv4/TCP segment (no payload, `flags` in the TCP flags byte) to the switch's router
+/// MAC, with correct checksums.
+pub fn tcp_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
     let mut f = Vec::with_capacity(54);
     f.extend_from_slice(&ROUTER_MAC.to_be_bytes()[2..]);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0x0c, 0x01]);
+    f.extend_from_slice(&CLIENT_MAC.to_be_bytes()[2..]);
     f.extend_from_slice(&[0x08, 0x00]);
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&40u16.to_be_bytes());
     ip[8] = 64;
     ip[9] = 6;
-    ip[12..16].copy_from_slice(&t.src.octets());
-    ip[16..20].copy_from_slice(&t.dst.octets());
+    ip[12..16].copy_from_slice(&src.0.octets());
+    ip[16..20].copy_from_slice(&dst.0.octets());
     let sum = checksum(&ip, 0);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&t.sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&t.dport.to_be_bytes());
+    tcp[0..2].copy_from_slice(&src.1.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.1.to_be_bytes());
     tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
+    tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
     let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&t.src.octets());
-    pseudo.extend_from_slice(&t.dst.octets());
+    pseudo.extend_from_slice(&src.0.octets());
+    pseudo.extend_from_slice(&dst.0.octets());
     pseudo.extend_from_slice(&[0, 6, 0, 20]);
     let sum = checksum(&tcp, sum_words(&pseudo));
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
@@ -311,8 +325,9 @@ fn checksum(b: &[u8], init: u32) -> u16 {
 /// directly (no gRPC server) on a switch with the real pipeline committed. First
 /// byte: bit 0 selects a `WriteRequest` (0) or a `SetForwardingPipelineConfigRequest`
 /// (1) encoded in the rest; unless bit 1 is set, the device id, role and election id
-/// are those of the primary, so the request reaches the table code. After a Write
-/// everything is read back; after a pipeline config the programmed table set is
+/// are those of the primary, so the request reaches the table code; bit 2 set = the
+/// programmed table set is written first (so MODIFY and DELETE find entries). After a
+/// Write everything is read back; after a pipeline config the programmed table set is
 /// written and a SYN runs through whatever pipeline is installed.
 pub fn p4rt_write(data: &[u8]) {
     let Some((&mode, body)) = bounded(data).split_first() else {
@@ -320,6 +335,9 @@ pub fn p4rt_write(data: &[u8]) {
     };
     let as_primary = mode & 2 == 0;
     let svc = fresh_switch();
+    if mode & 4 != 0 {
+        write(&svc, programmed_updates()).expect("the programmed table set is accepted");
+    }
     if mode & 1 == 0 {
         let Ok(mut r) = p4::WriteRequest::decode(body) else {
             return;

@@ -39,14 +39,23 @@ fn every_corpus_file_runs_through_its_target() {
 }
 
 #[test]
-fn the_syn_seed_reaches_a_backend() {
-    // The packet seed must take the VIP path, or the target fuzzes little but the parser.
-    let data = std::fs::read(corpus_root().join("packet_pipeline/syn-to-vip")).unwrap();
-    let v = p4lb_fuzz::packet_verdict(&data);
-    assert!(
-        matches!(v, Some(p4lb_switch::pipeline::Verdict::Forward(_))),
-        "{v:?}"
-    );
+fn the_packet_seeds_take_the_paths_they_are_named_after() {
+    // A seed the pipeline drops early would leave the fuzzer little but the parser.
+    for name in [
+        "syn-to-vip",
+        "syn-ack-from-backend",
+        "fin-to-vip",
+        "syn-to-endpoint",
+        "arp-request-gateway",
+    ] {
+        let data = std::fs::read(corpus_root().join("packet_pipeline").join(name)).unwrap();
+        let v = p4lb_fuzz::packet_verdict(&data);
+        eprintln!("{name}: {v:?}");
+        assert!(
+            matches!(v, Some(p4lb_switch::pipeline::Verdict::Forward(_))),
+            "{name}: {v:?}"
+        );
+    }
 }
 
 #[test]
@@ -192,6 +201,28 @@ fn write_seed_corpus() {
         .encode_to_vec(),
     );
     put("p4rt_write", "write-table-set", &w);
+    // On top of the programmed table set (mode bit 2): modify every entry, delete every
+    // entry, insert them again.
+    let set = p4lb_fuzz::programmed_updates();
+    let again = |ty: p4::update::Type| {
+        set.iter().cloned().map(move |mut u| {
+            u.r#type = ty as i32;
+            u
+        })
+    };
+    let mut m = vec![4u8];
+    m.extend(
+        p4::WriteRequest {
+            device_id: 1,
+            updates: again(p4::update::Type::Modify)
+                .chain(again(p4::update::Type::Delete))
+                .chain(again(p4::update::Type::Insert))
+                .collect(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    put("p4rt_write", "modify-delete-insert", &m);
     let mut c = vec![1u8];
     c.extend(
         p4::SetForwardingPipelineConfigRequest {
@@ -207,6 +238,36 @@ fn write_seed_corpus() {
     let mut syn = vec![3u8];
     syn.extend(p4lb_fuzz::syn_frame());
     put("packet_pipeline", "syn-to-vip", &syn);
+    // The learned connection's reply from its backend (reverse translation), on the
+    // backend's port.
+    let client = (std::net::Ipv4Addr::new(192, 168, 1, 10), 40000);
+    let backend = (std::net::Ipv4Addr::new(10, 88, 0, 5), 80);
+    let mut reply = vec![1u8];
+    reply.extend(p4lb_fuzz::tcp_frame(backend, client, 0x12));
+    put("packet_pipeline", "syn-ack-from-backend", &reply);
+    // A FIN of the learned connection, and a direct segment to an endpoint (routed).
+    let mut fin = vec![3u8];
+    fin.extend(p4lb_fuzz::tcp_frame(
+        client,
+        (std::net::Ipv4Addr::new(10, 96, 0, 10), 80),
+        0x11,
+    ));
+    put("packet_pipeline", "fin-to-vip", &fin);
+    let mut direct = vec![3u8];
+    direct.extend(p4lb_fuzz::tcp_frame(
+        client,
+        (std::net::Ipv4Addr::new(10, 88, 0, 6), 5432),
+        0x02,
+    ));
+    put("packet_pipeline", "syn-to-endpoint", &direct);
+    // An ARP request for the pods' gateway from an endpoint's port.
+    let mut arp = vec![1u8];
+    arp.extend_from_slice(&[0xff; 6]);
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 10, 88, 0, 5]);
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 88, 0, 1]);
+    put("packet_pipeline", "arp-request-gateway", &arp);
 
     let record = r#"{
   "version": 1,
