@@ -16,7 +16,7 @@ HOST_TOOLS := debootstrap:debootstrap ip:iproute2 nsenter:util-linux unshare:uti
 	iptables:iptables ethtool:ethtool modprobe:kmod \
 	/usr/lib/cni/host-local:containernetworking-plugins
 
-.PHONY: test demo baseline prereqs build static-testapp cleanup lint p4 p4-check
+.PHONY: test demo baseline prereqs build static-testapp cleanup lint p4 p4-check fuzz fuzz-smoke
 
 ## Host prerequisites: apt-get only what is missing.
 prereqs:
@@ -53,6 +53,9 @@ test: prereqs
 	fi; \
 	if [ $$status -eq 0 ]; then \
 		{ $(CARGO) test --workspace --no-fail-fast 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="cargo test"; }; \
+	fi; \
+	if [ $$status -eq 0 ]; then \
+		{ $(MAKE) --no-print-directory fuzz-smoke 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="fuzz smoke"; }; \
 	fi; \
 	end=$$(date +%s); \
 	echo; echo "==================== p4lb test summary ===================="; \
@@ -101,3 +104,53 @@ lint:
 ## checked-in P4Info with p4c's output; without p4c both say SKIPPED.
 p4 p4-check:
 	$(MAKE) -C crates/p4lb-p4 $@ BUILD_DIR=$(CURDIR)/build
+
+## Fuzzing (fuzz/README.md). The targets run on nightly `cargo fuzz`; a run's new
+## corpus entries go to $(FUZZ_WORK)/<target> (the checked-in seeds in
+## fuzz/corpus/<target> are only read), crashes to fuzz/artifacts/<target>/.
+FUZZ_TARGETS := cni_input api_messages p4rt_write packet_pipeline checkpoint_record
+## Seconds per target for `make fuzz`, and for each target of the smoke in `make test`.
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 10
+## Seconds one input may take before libFuzzer reports it as a hang.
+FUZZ_TIMEOUT ?= 10
+## The targets reach only safe Rust, so no sanitizer by default (several times more
+## executions); FUZZ_SANITIZER=address for AddressSanitizer.
+FUZZ_SANITIZER ?= none
+FUZZ_DIR := $(TARGET_DIR)/fuzz-runs
+FUZZ_WORK := $(FUZZ_DIR)/corpus
+FUZZ_CARGO := $(CARGO) +nightly fuzz
+FUZZ_BUILD_FLAGS = --fuzz-dir fuzz -s $(FUZZ_SANITIZER) --target-dir $(TARGET_DIR)/fuzz
+FUZZ_RUN_FLAGS = -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=2048 -print_final_stats=1
+
+## Every target for FUZZ_SECONDS; fails when any target found a crash or a hang
+## (the input is in fuzz/artifacts/<target>/; each target's log in $(FUZZ_DIR)/<target>.log).
+fuzz:
+	@$(FUZZ_CARGO) --version >/dev/null 2>&1 || { echo "error: make fuzz needs nightly Rust and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)" >&2; exit 1; }
+	$(FUZZ_CARGO) build $(FUZZ_BUILD_FLAGS)
+	@mkdir -p $(FUZZ_DIR); failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_WORK)/$$t; \
+		echo "=== fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_CARGO) run $(FUZZ_BUILD_FLAGS) $$t $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN_FLAGS) > $(FUZZ_DIR)/$$t.log 2>&1 || failed="$$failed $$t"; \
+		grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/$$t.log | tail -1 | sed "s/^/$$t: /" || true; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FUZZ FAILED:$$failed (inputs in fuzz/artifacts/, logs in $(FUZZ_DIR)/)"; exit 1; fi; \
+	echo "fuzz: every target ran $(FUZZ_SECONDS) s without a crash or a hang"
+
+## The fuzz smoke of `make test`: the checked-in corpus replayed through every target
+## on stable (always), then FUZZ_SMOKE_SECONDS of fuzzing per target when nightly and
+## cargo-fuzz are installed (otherwise a loud SKIPPED line).
+fuzz-smoke:
+	cd fuzz && $(CARGO) test --no-default-features
+	@if ! $(FUZZ_CARGO) --version >/dev/null 2>&1; then \
+		echo "SKIPPED (fuzz smoke): nightly Rust or cargo-fuzz is not installed; only the corpus replay ran"; exit 0; fi; \
+	$(FUZZ_CARGO) build $(FUZZ_BUILD_FLAGS); \
+	for t in $(FUZZ_TARGETS); do \
+		rm -rf $(FUZZ_DIR)/smoke/$$t; mkdir -p $(FUZZ_DIR)/smoke/$$t; \
+		$(FUZZ_CARGO) run $(FUZZ_BUILD_FLAGS) $$t $(FUZZ_DIR)/smoke/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SMOKE_SECONDS) $(FUZZ_RUN_FLAGS) > $(FUZZ_DIR)/smoke-$$t.log 2>&1 \
+			|| { tail -40 $(FUZZ_DIR)/smoke-$$t.log; echo "fuzz smoke: $$t FAILED (input in fuzz/artifacts/$$t/)"; exit 1; }; \
+		grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/smoke-$$t.log | tail -1 | sed "s/^/fuzz smoke $$t: /" || true; \
+	done

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Unused public items: every `pub` fn, struct, enum, union, const, static, trait,
 type or mod declared in a crate's `src/` whose name appears nowhere else in the
-workspace's Rust sources (comments do not count: an item only documented is unused).
+workspace's Rust sources or the fuzz targets (`fuzz/`) (comments do not count: an item only documented is unused).
 
 A name counts as used when it occurs anywhere besides its declaration (any file,
 tests and benches included), so the check errs towards "used" (a common name such
@@ -105,12 +105,14 @@ def main():
 
     uses = collections.Counter()
     decls = []
-    for path in rust_files(os.path.join(root, "crates")):
+    # The fuzz targets (fuzz/, a workspace of its own) use crate items too.
+    paths = [p for d in ("crates", "fuzz") for p in rust_files(os.path.join(root, d))]
+    for path in paths:
         rel = os.path.relpath(path, root)
         with open(path, encoding="utf-8") as f:
             code = strip_comments(f.read())
         uses.update(IDENT.findall(code))
-        if "/src/" not in rel:
+        if "/src/" not in rel or not rel.startswith("crates"):
             continue
         for no, line in enumerate(code.splitlines(), 1):
             m = DECL.match(line)

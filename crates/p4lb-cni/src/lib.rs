@@ -30,6 +30,8 @@
 //!   addresses/routes/neighbours, ethtool.
 //! - [`api_client`]: the controller client (`p4lb_api::Client`) with failures as CNI
 //!   errors.
+//! - [`parse_invocation`]: the whole input of a call (environment, stdin), parsed and
+//!   validated with no side effect (also the entry point of the `cni_input` fuzz target).
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, GC, STATUS, VERSION); [`cmd::del`] and
 //!   [`cmd::gc`] say what they never touch.
 //! - [`pending`]: deregistrations DEL could not make (controller unreachable), recorded
@@ -60,6 +62,26 @@ pub async fn run(
     if command == Command::Version {
         return Ok(Some(cmd::version::run(&stdin)));
     }
+    let inv = parse_invocation(command, get, stdin)?;
+    match command {
+        Command::Add => cmd::add::run(&inv).await.map(Some),
+        Command::Del => cmd::del::run(&inv).await,
+        Command::Check => cmd::check::run(&inv).await,
+        Command::Gc => cmd::gc::run(&inv).await,
+        Command::Status => cmd::status::run(&inv).await,
+        Command::Version => unreachable!("handled above"),
+    }
+}
+
+/// Parses and validates one invocation's input (the `CNI_*` environment through
+/// `get`, the network configuration on `stdin`, p4lb's own keys) without touching
+/// anything: no file, socket or namespace is opened. Every verb but VERSION starts
+/// here; the fuzz target `cni_input` calls it directly.
+pub fn parse_invocation(
+    command: Command,
+    get: impl Fn(&str) -> Option<String>,
+    stdin: Vec<u8>,
+) -> Result<cmd::Invocation, CniError> {
     let env = RuntimeEnv::from_lookup(command, get)?;
     let conf = NetConf::parse(stdin)?;
     let min = match command {
@@ -77,13 +99,5 @@ pub async fn run(
         }
     }
     let p4 = config::P4lbConf::from_netconf(&conf.value)?;
-    let inv = cmd::Invocation { env, conf, p4 };
-    match command {
-        Command::Add => cmd::add::run(&inv).await.map(Some),
-        Command::Del => cmd::del::run(&inv).await,
-        Command::Check => cmd::check::run(&inv).await,
-        Command::Gc => cmd::gc::run(&inv).await,
-        Command::Status => cmd::status::run(&inv).await,
-        Command::Version => unreachable!("handled above"),
-    }
+    Ok(cmd::Invocation { env, conf, p4 })
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use p4lb_api::labels::is_runtime_label;
 use p4lb_proto::api;
 
 use crate::addr::{parse_ipv4, parse_mac, parse_opt_ipv4};
@@ -19,7 +20,7 @@ pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
     format!("{container_id}/{ifname}")
 }
 
-fn check_name(field: &str, v: &str, max: usize) -> Result<()> {
+pub(crate) fn check_name(field: &str, v: &str, max: usize) -> Result<()> {
     if v.is_empty() {
         return Err(Error::invalid(format!("{field} is required")));
     }
@@ -31,7 +32,7 @@ fn check_name(field: &str, v: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in labels {
         if k.is_empty() || k.len() > 253 || v.len() > 1024 || k.contains(['=', ',']) {
             return Err(Error::invalid(format!(
@@ -40,6 +41,35 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Merges a metadata update into `labels` (an empty value removes a label). Identity
+/// labels ([`is_runtime_label`]) may be added when missing, like a registration sets
+/// them, but never changed or removed afterwards: a service that selects by
+/// `k8s.namespace` cannot be joined by relabelling. Returns the identity labels whose
+/// change was ignored.
+pub(crate) fn merge_labels(
+    labels: &mut BTreeMap<String, String>,
+    update: BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut kept = Vec::new();
+    for (k, v) in update {
+        if is_runtime_label(&k) {
+            match labels.get(&k) {
+                Some(old) if *old == v => {}
+                Some(_) => kept.push(k),
+                None if v.is_empty() => {}
+                None => {
+                    labels.insert(k, v);
+                }
+            }
+        } else if v.is_empty() {
+            labels.remove(&k);
+        } else {
+            labels.insert(k, v);
+        }
+    }
+    kept
 }
 
 /// Which endpoint, if any, already uses `ip` (as address or migrated address).
@@ -67,7 +97,7 @@ pub fn restore_migration(state: &State, old_ip: Ipv4Addr) -> Option<&str> {
 
 /// A RegisterEndpoint request whose fields passed validation.
 #[derive(Clone)]
-struct Registration {
+pub(crate) struct Registration {
     key: String,
     container_id: String,
     ifname: String,
@@ -84,9 +114,61 @@ struct Registration {
     restore_of_ip: Option<Ipv4Addr>,
 }
 
+/// Checks every field of a RegisterEndpoint request; no file or state is looked at
+/// (the namespace inode of `netns_path` is resolved by the caller).
+pub(crate) fn validate_registration(r: api::RegisterEndpointRequest) -> Result<Registration> {
+    check_name("container_id", &r.container_id, 256)?;
+    check_name("ifname", &r.ifname, 15)?;
+    let ip = parse_ipv4("ip", &r.ip)?;
+    let prefix_len = match r.prefix_len {
+        0 => 32,
+        n @ 1..=32 => n,
+        n => return Err(Error::invalid(format!("prefix_len {n} is not in 1..=32"))),
+    };
+    let mac = parse_mac("mac", &r.mac)?;
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(Error::invalid(format!(
+            "mac {} is not a unicast address",
+            r.mac
+        )));
+    }
+    let gateway = parse_opt_ipv4("gateway", &r.gateway)?;
+    let restore_of_ip = parse_opt_ipv4("restore_of_ip", &r.restore_of_ip)?;
+    if !r.restore_of_mac.is_empty() {
+        parse_mac("restore_of_mac", &r.restore_of_mac)?;
+    }
+    if !r.host_ifname.is_empty() {
+        check_name("host_ifname", &r.host_ifname, 15)?;
+    }
+    let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
+    check_labels(&labels)?;
+    if !r.netns_path.is_empty() && !Path::new(&r.netns_path).is_absolute() {
+        return Err(Error::invalid(format!(
+            "netns_path {:?} must be absolute",
+            r.netns_path
+        )));
+    }
+    Ok(Registration {
+        key: endpoint_key(&r.container_id, &r.ifname),
+        container_id: r.container_id,
+        ifname: r.ifname,
+        netns_path: r.netns_path,
+        netns_inode: 0,
+        ip,
+        prefix_len,
+        mac,
+        gateway,
+        host_ifname: r.host_ifname,
+        labels,
+        network: r.network,
+        locked: r.locked,
+        restore_of_ip,
+    })
+}
+
 /// The change that registers `r` on top of `state`: checks against the other
 /// endpoints and services, picks the switch port (in `ports`) and backend id.
-fn plan_registration(
+pub(crate) fn plan_registration(
     state: &State,
     r: Registration,
     ports: (u32, u32),
@@ -210,7 +292,7 @@ fn plan_registration(
 /// The change that removes endpoint `key` (routes, backend row, port and its
 /// connections); `None` when it is not registered. The source of an active
 /// migration is kept, detached and locked, for its restore.
-fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, bool) {
+pub(crate) fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, bool) {
     let mut st = state.clone();
     let Some(rec) = st.endpoints.remove(key) else {
         return (None, false);
@@ -250,61 +332,12 @@ fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, bool) {
 impl Controller {
     /// RegisterEndpoint.
     pub async fn register_endpoint(&self, r: api::RegisterEndpointRequest) -> Result<EndpointRec> {
-        check_name("container_id", &r.container_id, 256)?;
-        check_name("ifname", &r.ifname, 15)?;
-        let ip = parse_ipv4("ip", &r.ip)?;
-        let prefix_len = match r.prefix_len {
-            0 => 32,
-            n @ 1..=32 => n,
-            n => return Err(Error::invalid(format!("prefix_len {n} is not in 1..=32"))),
-        };
-        let mac = parse_mac("mac", &r.mac)?;
-        if mac[0] & 1 == 1 || mac == [0; 6] {
-            return Err(Error::invalid(format!(
-                "mac {} is not a unicast address",
-                r.mac
-            )));
+        let mut reg = validate_registration(r)?;
+        if !reg.netns_path.is_empty() {
+            reg.netns_inode = identity::netns_inode(Path::new(&reg.netns_path))
+                .map_err(|e| Error::invalid(format!("netns_path {}: {e}", reg.netns_path)))?;
         }
-        let gateway = parse_opt_ipv4("gateway", &r.gateway)?;
-        let restore_of_ip = parse_opt_ipv4("restore_of_ip", &r.restore_of_ip)?;
-        if !r.restore_of_mac.is_empty() {
-            parse_mac("restore_of_mac", &r.restore_of_mac)?;
-        }
-        if !r.host_ifname.is_empty() {
-            check_name("host_ifname", &r.host_ifname, 15)?;
-        }
-        let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
-        check_labels(&labels)?;
-        let netns_inode = if r.netns_path.is_empty() {
-            0
-        } else {
-            let p = Path::new(&r.netns_path);
-            if !p.is_absolute() {
-                return Err(Error::invalid(format!(
-                    "netns_path {:?} must be absolute",
-                    r.netns_path
-                )));
-            }
-            identity::netns_inode(p)
-                .map_err(|e| Error::invalid(format!("netns_path {}: {e}", r.netns_path)))?
-        };
-        let key = endpoint_key(&r.container_id, &r.ifname);
-        let reg = Registration {
-            key: key.clone(),
-            container_id: r.container_id,
-            ifname: r.ifname,
-            netns_path: r.netns_path,
-            netns_inode,
-            ip,
-            prefix_len,
-            mac,
-            gateway,
-            host_ifname: r.host_ifname,
-            labels,
-            network: r.network,
-            locked: r.locked,
-            restore_of_ip,
-        };
+        let (key, ip, restore_of_ip) = (reg.key.clone(), reg.ip, reg.restore_of_ip);
         let ports = (self.cfg.ports.first, self.cfg.ports.last);
         let (rec, _) = self
             .commit_queued(move |st: &State| {
@@ -404,8 +437,8 @@ impl Controller {
         Ok(keys)
     }
 
-    /// UpdateEndpointMetadata: merges labels (an empty value removes a label);
-    /// the caller must prove it is the endpoint.
+    /// UpdateEndpointMetadata: merges labels (an empty value removes a label; identity
+    /// labels are set once: [`merge_labels`]); the caller must prove it is the endpoint.
     pub async fn update_metadata(
         &self,
         r: api::UpdateEndpointMetadataRequest,
@@ -429,12 +462,13 @@ impl Controller {
             &format!("endpoint {}", ep.key),
             self.cfg.identity.check_addresses,
         )?;
-        for (k, v) in labels {
-            if v.is_empty() {
-                ep.labels.remove(&k);
-            } else {
-                ep.labels.insert(k, v);
-            }
+        let kept = merge_labels(&mut ep.labels, labels);
+        if !kept.is_empty() {
+            tracing::warn!(
+                key = %ep.key,
+                labels = ?kept,
+                "label update ignored: identity labels keep the value they were first given"
+            );
         }
         // The merged labels are bounded like the labels of a registration.
         crate::limits::check_labels(&ep.labels)?;

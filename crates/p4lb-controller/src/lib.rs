@@ -6,7 +6,8 @@
 //!   (restore and repointing of a migrated backend live in [`migration`], with the
 //!   migration states' transition table; the persisted model is [`state`]).
 //!   Whether a registration is a restore is decided in [`endpoints`]
-//!   (`restore_migration`); [`lock_watch`] unlocks endpoints no live migration holds.
+//!   (`restore_migration`); a metadata update never changes an identity label
+//!   (`merge_labels` in [`endpoints`]); [`lock_watch`] unlocks endpoints no live migration holds.
 //! - [`desired`]: the table entries a state implies (pure function), built with
 //!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
 //!   the controller derives from its state, and entries rendered as text.
@@ -28,7 +29,9 @@
 //! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
 //!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
 //!   directory (the daemon takes it before anything else).
-//! - [`limits`]: every limit on API inputs, list replies and state files.
+//! - [`limits`]: every limit on API inputs, list replies and state files; `fuzzing`
+//!   (hidden): the entry point of the `api_messages` fuzz target (`fuzz/`), which runs
+//!   decoded requests through these limits and the calls' own checks and planning.
 //! - [`embedded`]: the software switch inside the controller process (cargo feature
 //!   `embedded-switch`, on by default), for a demo or a single process; the packaged
 //!   install runs `p4lb-switch` as its own service instead, so that traffic outlives the
@@ -50,6 +53,8 @@ pub mod embedded;
 pub mod endpoints;
 pub mod entries;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod limits;
 pub mod liveness;

@@ -59,6 +59,14 @@ use crate::metrics::Metrics;
 use crate::services::refresh_services;
 use crate::state::{now_us, EndpointState, MigrationRec, MigrationState, State};
 
+/// The phase of a MigrationEvent request (UNSPECIFIED and unknown values refused).
+pub fn parse_phase(phase: i32) -> Result<MigrationPhase> {
+    MigrationPhase::try_from(phase)
+        .ok()
+        .filter(|p| *p != MigrationPhase::Unspecified)
+        .ok_or_else(|| Error::invalid(format!("phase {phase} is not a migration phase")))
+}
+
 /// The state migration `id` moves to on `phase` (the table in the module doc), or
 /// why the event is refused. LOCK is no event of an existing migration: it starts one.
 pub fn next_state(
@@ -243,10 +251,7 @@ impl Controller {
     /// handler and commits the result.
     pub async fn migration_event(&self, r: api::MigrationEventRequest) -> Result<MigrationRec> {
         let received = Instant::now();
-        let phase = MigrationPhase::try_from(r.phase)
-            .ok()
-            .filter(|p| *p != MigrationPhase::Unspecified)
-            .ok_or_else(|| Error::invalid(format!("phase {} is not a migration phase", r.phase)))?;
+        let phase = parse_phase(r.phase)?;
         let ns = identity::resolve(r.identity.as_ref(), self.cfg.identity.check_addresses)?;
         let mut g = self.inner.lock().await;
         let mut st = g.state.clone();

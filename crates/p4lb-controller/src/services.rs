@@ -113,45 +113,73 @@ fn parse_protocol(p: &str) -> Result<u8> {
     }
 }
 
+/// The fields of a service request that passed [`validate_service`].
+pub(crate) struct ValidService {
+    pub vip: std::net::Ipv4Addr,
+    pub protocol: u8,
+    pub port: u16,
+    pub target_port: u16,
+    pub slot_count: u16,
+}
+
+/// Checks every field of a service (name, VIP, protocol, ports, selector, slot
+/// count; `default_slots` when it gives none) without looking at the state.
+pub(crate) fn validate_service(s: &api::Service, default_slots: u16) -> Result<ValidService> {
+    if s.name.is_empty()
+        || s.name.len() > 128
+        || s.name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(format!(
+            "service name {:?} is not valid (1..128 characters, no spaces)",
+            s.name
+        )));
+    }
+    let vip = parse_ipv4("vip", &s.vip)?;
+    if vip.is_unspecified() || vip.is_broadcast() || vip.is_multicast() {
+        return Err(Error::invalid(format!(
+            "vip {vip} is not a unicast address"
+        )));
+    }
+    let protocol = parse_protocol(&s.protocol)?;
+    let port = u16::try_from(s.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| Error::invalid(format!("port {} is not in 1..=65535", s.port)))?;
+    let target_port = u16::try_from(s.target_port).map_err(|_| {
+        Error::invalid(format!("target_port {} is not in 0..=65535", s.target_port))
+    })?;
+    parse_selector(&s.selector)?;
+    let slot_count = match s.slot_count {
+        0 => default_slots,
+        n if n <= u32::from(u16::MAX) && maglev::is_prime(n) => n as u16,
+        n => {
+            return Err(Error::invalid(format!(
+                "slot_count {n} is not a prime below 65536"
+            )))
+        }
+    };
+    Ok(ValidService {
+        vip,
+        protocol,
+        port,
+        target_port,
+        slot_count,
+    })
+}
+
 impl Controller {
     /// AddService (or replace).
     pub async fn add_service(&self, r: api::AddServiceRequest) -> Result<ServiceRec> {
         let s = r
             .service
             .ok_or_else(|| Error::invalid("service is required"))?;
-        if s.name.is_empty()
-            || s.name.len() > 128
-            || s.name.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(Error::invalid(format!(
-                "service name {:?} is not valid (1..128 characters, no spaces)",
-                s.name
-            )));
-        }
-        let vip = parse_ipv4("vip", &s.vip)?;
-        if vip.is_unspecified() || vip.is_broadcast() || vip.is_multicast() {
-            return Err(Error::invalid(format!(
-                "vip {vip} is not a unicast address"
-            )));
-        }
-        let protocol = parse_protocol(&s.protocol)?;
-        let port = u16::try_from(s.port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| Error::invalid(format!("port {} is not in 1..=65535", s.port)))?;
-        let target_port = u16::try_from(s.target_port).map_err(|_| {
-            Error::invalid(format!("target_port {} is not in 0..=65535", s.target_port))
-        })?;
-        parse_selector(&s.selector)?;
-        let slot_count = match s.slot_count {
-            0 => self.cfg.maglev_slots,
-            n if n <= u32::from(u16::MAX) && maglev::is_prime(n) => n as u16,
-            n => {
-                return Err(Error::invalid(format!(
-                    "slot_count {n} is not a prime below 65536"
-                )))
-            }
-        };
+        let ValidService {
+            vip,
+            protocol,
+            port,
+            target_port,
+            slot_count,
+        } = validate_service(&s, self.cfg.maglev_slots)?;
         let mut g = self.inner.lock().await;
         let mut st = g.state.clone();
         for b in &s.backends {

@@ -11,7 +11,8 @@
 //! - [`config`]: configuration file and failure policy.
 //! - [`decision`]: what each action does given the run's state (pure).
 //! - [`dump`]: what happens at checkpoint; [`restore`]: what happens at restore.
-//! - [`record`]: the record that travels with the images; [`run_state`]: state
+//! - [`record`]: the record that travels with the images (`MigrationRecord::parse`:
+//!   its bytes checked without file access); [`run_state`]: state
 //!   between the actions of one CRIU run.
 //! - [`netns`]: adding addresses inside the target namespace.
 //!

@@ -142,12 +142,24 @@ impl MigrationRecord {
             }
             Err(e) => return Err(RecordError::Read { path, source: e }),
         };
-        let rec: Self = serde_json::from_slice(&bytes).map_err(|e| RecordError::Parse {
-            path: path.clone(),
+        Self::parse(&bytes, &path).map(Some)
+    }
+
+    /// Parses and validates the bytes of a record (`path` only names it in errors):
+    /// what [`Self::read_from`] does once the file is read, with no file access.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, RecordError> {
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge {
+                path: path.to_path_buf(),
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        let rec: Self = serde_json::from_slice(bytes).map_err(|e| RecordError::Parse {
+            path: path.to_path_buf(),
             source: e,
         })?;
-        rec.validate(&path)?;
-        Ok(Some(rec))
+        rec.validate(path)?;
+        Ok(rec)
     }
 
     /// Writes the record atomically ([`p4lb_api::write_atomic`]).
