@@ -53,6 +53,7 @@ impl DigestHandle {
             buffer: Vec::new(),
             buffer_since: None,
             cache: HashSet::new(),
+            pending: HashSet::new(),
             outstanding: HashMap::new(),
             next_list_id: 1,
         };
@@ -81,6 +82,8 @@ struct Engine {
     buffer: Vec<LearnMsg>,
     buffer_since: Option<Instant>,
     cache: HashSet<LearnMsg>,
+    /// The messages in `buffer` (without an ack timeout, `cache` is not kept).
+    pending: HashSet<LearnMsg>,
     /// list id -> (messages, sent at)
     outstanding: HashMap<u64, (Vec<LearnMsg>, Instant)>,
     next_list_id: u64,
@@ -101,7 +104,14 @@ impl Engine {
         let Some(cfg) = self.config else {
             return;
         };
-        if self.ack_timeout().is_some() && !self.cache.insert(m) {
+        // One list never carries the same message twice; with an ack timeout, neither do
+        // un-acked lists.
+        let fresh = if self.ack_timeout().is_some() {
+            self.cache.insert(m)
+        } else {
+            self.pending.insert(m)
+        };
+        if !fresh {
             return;
         }
         if self.buffer.is_empty() {
@@ -120,6 +130,7 @@ impl Engine {
             return;
         }
         let list = std::mem::take(&mut self.buffer);
+        self.pending.clear();
         self.buffer_since = None;
         let list_id = self.next_list_id;
         self.next_list_id += 1;
@@ -202,6 +213,7 @@ impl Engine {
                     Some(DigestCmd::Config(None)) => {
                         self.config = None;
                         self.buffer.clear();
+                        self.pending.clear();
                         self.buffer_since = None;
                         self.cache.clear();
                         self.outstanding.clear();
