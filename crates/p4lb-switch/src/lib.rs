@@ -19,7 +19,8 @@
 //!   frames in, frames out or drops, counters, digests), run in process, over veth and on BMv2
 //!   by `tests/support/fixtures.rs` (docs/switch-pipeline.md: how to add a case);
 //!   `tests/p4runtime.rs` the P4Runtime service; `tests/conformance.rs` the answers the
-//!   specification prescribes; `tests/packets.rs` what is not a fixture row.
+//!   specification prescribes; `tests/finsy.rs` (+ `tests/finsy/drive.py`) a third-party
+//!   client from PyPI driving the switch; `tests/packets.rs` what is not a fixture row.
 //! - `benches/throughput.rs`: the throughput benchmark against kernel forwarding and BMv2
 //!   (`cargo bench -p p4lb-switch --bench throughput`).
 
