@@ -9,7 +9,10 @@
 //! - [`bytes`]: P4Runtime bytestrings (p4lb-p4's, re-exported).
 //! - [`tables`], [`state`]: table storage, counters, the transit registers.
 //! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
-//!   digests, idle timeout).
+//!   digests, idle timeout); what it implements of the specification and what it refuses:
+//!   docs/p4runtime-conformance.md ([`runtime::unimplemented`]: entity kinds the program
+//!   lacks; [`runtime::value`]: bytestring status codes; [`runtime::replay`]:
+//!   VERIFY_AND_SAVE / COMMIT).
 //! - [`ports`]: AF_PACKET ports and the data-plane thread; [`server`]: [`serve`].
 //! - [`access`]: who may connect (a root-only Unix socket by default, SO_PEERCRED checked
 //!   on every call; TCP only with mutual TLS, see [`tls`], or without it on loopback with
@@ -18,7 +21,9 @@
 //! - Tests: `tests/dataplane.rs` is the data-plane behaviour as a fixture table (entries,
 //!   frames in, frames out or drops, counters, digests), run in process, over veth and on BMv2
 //!   by `tests/support/fixtures.rs` (docs/switch-pipeline.md: how to add a case);
-//!   `tests/p4runtime.rs` the P4Runtime service; `tests/packets.rs` what is not a fixture row.
+//!   `tests/p4runtime.rs` the P4Runtime service; `tests/conformance.rs` the answers the
+//!   specification prescribes; `tests/finsy.rs` (+ `tests/finsy/drive.py`) a third-party
+//!   client from PyPI driving the switch; `tests/packets.rs` what is not a fixture row.
 //! - `benches/throughput.rs`: the throughput benchmark against kernel forwarding and BMv2
 //!   (`cargo bench -p p4lb-switch --bench throughput`).
 

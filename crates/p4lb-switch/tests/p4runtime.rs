@@ -102,13 +102,25 @@ async fn arbitration_primary_backup_and_takeover() {
         .unwrap()
         .into_inner();
     assert_eq!(s.message().await.unwrap_err().code(), Code::NotFound);
-    // the primary leaves: the next highest (a, 10) becomes primary and is told so
+    // the primary leaves: a backup with a lower id (a, 10) does not take over (spec >= 1.1)
+    // and is told there is no primary; re-arbitrating with the previous primary's id does
     drop(c);
     let (code, primary) = a
         .next_matching(Duration::from_secs(2), arbitration_code)
         .await
         .unwrap();
-    assert_eq!((code, primary), (Code::Ok as i32, 10));
+    assert_eq!((code, primary), (Code::NotFound as i32, 20));
+    assert_eq!(
+        a.write(vec![]).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    a.tx.send(p4rt::arbitration(3, 20)).await.unwrap();
+    let (code, primary) = a
+        .next_matching(Duration::from_secs(2), arbitration_code)
+        .await
+        .unwrap();
+    assert_eq!((code, primary), (Code::Ok as i32, 20));
+    a.election_id = 20;
     a.write(vec![]).await.unwrap();
     drop(b);
     h.shutdown().await;
@@ -372,11 +384,11 @@ async fn failed_batch_reports_one_error_per_update_in_order() {
     let want: Vec<i32> = [
         Ok,
         InvalidArgument,
-        InvalidArgument,
+        OutOfRange, // too wide for its field (spec: OUT_OF_RANGE)
         AlreadyExists,
         NotFound,
         NotFound,
-        InvalidArgument,
+        PermissionDenied, // @defaultonly action in an entry (spec: PERMISSION_DENIED)
         InvalidArgument,
         InvalidArgument,
         InvalidArgument,
@@ -832,12 +844,12 @@ async fn transit_registers_are_read_and_written_by_id() {
             },
         )
     };
-    // transit_state is bit<2>: 4 does not fit; 2 does.
+    // transit_state is bit<2>: 4 does not fit (OUT_OF_RANGE, as the spec asks); 2 does.
     let e = s
         .write(vec![write(externs::transit_state::ID, vec![4])])
         .await
         .unwrap_err();
-    assert_eq!(p4rt::batch_codes(&e), vec![Code::InvalidArgument as i32]);
+    assert_eq!(p4rt::batch_codes(&e), vec![Code::OutOfRange as i32]);
     s.write(vec![write(externs::transit_state::ID, vec![2])])
         .await
         .unwrap();

@@ -56,7 +56,9 @@ impl Ctl {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(p4lb_controller::server::serve(ctl.clone(), rx));
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !sock.exists() && Instant::now() < deadline {
+        // The socket file appears at bind(), a moment before listen(): wait until a
+        // connection is accepted, not only for the file.
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let client = api_client(&sock).await.expect("connect API");

@@ -1,7 +1,17 @@
-//! Primary/backup arbitration over StreamChannel (P4Runtime spec, "Client Arbitration and
-//! Controller Replication"). Like BMv2's server, the live stream with the highest election
-//! id is the primary; every change of primary is announced to all streams, otherwise only
-//! the stream that sent the update hears back.
+//! Primary/backup arbitration over StreamChannel (P4Runtime spec ≥ 1.1, "Client Arbitration
+//! and Controller Replication").
+//!
+//! - The primary is the live stream with the highest election id, provided that id is at
+//!   least the highest election id a primary has held while streams stayed open: when the
+//!   primary disconnects, a backup with a lower id does not take over; the device has no
+//!   primary until a client arbitrates with an id at least that high (BMv2 promotes the next
+//!   backup instead). The remembered id is forgotten when the last stream closes, so a
+//!   restarted controller is never locked out of an idle switch.
+//! - A stream whose arbitration update has no election id is a backup forever.
+//! - Answers: OK to the primary, ALREADY_EXISTS to a backup while there is a primary,
+//!   NOT_FOUND while there is none; `election_id` is the primary's, or the highest one
+//!   remembered. Every change of primary (including to none) is announced to all streams,
+//!   otherwise only the stream that sent the update hears back.
 
 use p4lb_proto::google::rpc;
 use p4lb_proto::p4runtime as p4;
@@ -13,7 +23,8 @@ pub type StreamTx = mpsc::Sender<Result<p4::StreamMessageResponse, Status>>;
 #[derive(Debug)]
 struct Conn {
     id: u64,
-    election_id: u128,
+    /// `None`: the stream arbitrated without an election id.
+    election_id: Option<u128>,
     tx: StreamTx,
 }
 
@@ -21,12 +32,19 @@ struct Conn {
 pub struct Arbitration {
     conns: Vec<Conn>,
     next_id: u64,
+    /// The highest election id a primary held since the last time no stream was open.
+    highest: Option<u128>,
 }
 
 pub fn u128_of(e: &Option<p4::Uint128>) -> u128 {
     e.as_ref()
         .map(|e| (u128::from(e.high) << 64) | u128::from(e.low))
         .unwrap_or(0)
+}
+
+/// The election id of an arbitration update, `None` when it has none.
+pub fn election_of(e: &Option<p4::Uint128>) -> Option<u128> {
+    e.is_some().then(|| u128_of(e))
 }
 
 fn to_uint128(v: u128) -> p4::Uint128 {
@@ -46,21 +64,24 @@ impl Arbitration {
     }
 
     fn primary_index(&self) -> Option<usize> {
-        self.conns
+        let (i, id) = self
+            .conns
             .iter()
             .enumerate()
-            .max_by_key(|(_, c)| c.election_id)
-            .map(|(i, _)| i)
+            .filter_map(|(i, c)| c.election_id.map(|id| (i, id)))
+            .max_by_key(|(_, id)| *id)?;
+        (self.highest.is_none_or(|h| id >= h)).then_some(i)
     }
 
     pub fn primary_election_id(&self) -> Option<u128> {
-        self.primary_index().map(|i| self.conns[i].election_id)
+        self.primary_index().and_then(|i| self.conns[i].election_id)
     }
 
-    /// Is a request with this election id (absent = none) allowed to write?
+    /// Is a request with this election id (absent = none) allowed to write? Without any
+    /// stream, only a request without an election id; otherwise only the primary's.
     pub fn may_write(&self, election_id: &Option<p4::Uint128>) -> bool {
         match self.primary_election_id() {
-            None => election_id.is_none(),
+            None => election_id.is_none() && self.conns.is_empty(),
             Some(p) => election_id.is_some() && u128_of(election_id) == p,
         }
     }
@@ -69,31 +90,37 @@ impl Arbitration {
         self.primary_index().map(|i| &self.conns[i].tx)
     }
 
+    /// Records the primary's id as the highest seen; returns the primary's connection id.
+    fn settle(&mut self) -> Option<u64> {
+        let p = self.primary_index()?;
+        let id = self.conns[p].election_id;
+        if id > self.highest {
+            self.highest = id;
+        }
+        Some(self.conns[p].id)
+    }
+
     fn notify(&self, idx: usize, device_id: u64) {
-        let Some(p) = self.primary_index() else {
-            return;
+        let primary = self.primary_index();
+        let (code, message) = match primary {
+            Some(p) if p == idx => (Code::Ok, "Is primary"),
+            Some(_) => (Code::AlreadyExists, "Is backup"),
+            None => (Code::NotFound, "No primary"),
         };
-        let primary_id = self.conns[p].election_id;
-        let status = if idx == p {
-            rpc::Status {
-                code: Code::Ok as i32,
-                message: "Is primary".into(),
-                details: vec![],
-            }
-        } else {
-            rpc::Status {
-                code: Code::AlreadyExists as i32,
-                message: "Is backup".into(),
-                details: vec![],
-            }
-        };
+        let shown = primary
+            .and_then(|p| self.conns[p].election_id)
+            .or(self.highest);
         let msg = p4::StreamMessageResponse {
             update: Some(p4::stream_message_response::Update::Arbitration(
                 p4::MasterArbitrationUpdate {
                     device_id,
                     role: None,
-                    election_id: Some(to_uint128(primary_id)),
-                    status: Some(status),
+                    election_id: shown.map(to_uint128),
+                    status: Some(rpc::Status {
+                        code: code as i32,
+                        message: message.into(),
+                        details: vec![],
+                    }),
                 },
             )),
         };
@@ -106,9 +133,15 @@ impl Arbitration {
         }
     }
 
-    /// A stream's first arbitration message. Returns its connection id.
-    pub fn add(&mut self, election_id: u128, tx: StreamTx, device_id: u64) -> Result<u64, Status> {
-        if self.conns.iter().any(|c| c.election_id == election_id) {
+    /// A stream's first arbitration message (`None`: no election id). Returns its
+    /// connection id.
+    pub fn add(
+        &mut self,
+        election_id: Option<u128>,
+        tx: StreamTx,
+        device_id: u64,
+    ) -> Result<u64, Status> {
+        if election_id.is_some() && self.conns.iter().any(|c| c.election_id == election_id) {
             return Err(Status::invalid_argument("Election id already exists"));
         }
         let id = self.next_id;
@@ -119,7 +152,7 @@ impl Arbitration {
             election_id,
             tx,
         });
-        let now = self.primary_index().map(|i| self.conns[i].id);
+        let now = self.settle();
         if was != now {
             self.notify_all(device_id);
         } else {
@@ -129,7 +162,12 @@ impl Arbitration {
     }
 
     /// A later arbitration message on an established stream.
-    pub fn update(&mut self, conn: u64, election_id: u128, device_id: u64) -> Result<(), Status> {
+    pub fn update(
+        &mut self,
+        conn: u64,
+        election_id: Option<u128>,
+        device_id: u64,
+    ) -> Result<(), Status> {
         let Some(idx) = self.conns.iter().position(|c| c.id == conn) else {
             return Err(Status::internal("unknown stream"));
         };
@@ -137,16 +175,17 @@ impl Arbitration {
             self.notify(idx, device_id);
             return Ok(());
         }
-        if self
-            .conns
-            .iter()
-            .any(|c| c.id != conn && c.election_id == election_id)
+        if election_id.is_some()
+            && self
+                .conns
+                .iter()
+                .any(|c| c.id != conn && c.election_id == election_id)
         {
             return Err(Status::invalid_argument("New election id already exists"));
         }
         let was = self.primary_index().map(|i| self.conns[i].id);
         self.conns[idx].election_id = election_id;
-        let now = self.primary_index().map(|i| self.conns[i].id);
+        let now = self.settle();
         if was != now {
             self.notify_all(device_id);
         } else {
@@ -158,7 +197,11 @@ impl Arbitration {
     pub fn remove(&mut self, conn: u64, device_id: u64) {
         let was = self.primary_index().map(|i| self.conns[i].id);
         self.conns.retain(|c| c.id != conn);
-        if was == Some(conn) {
+        if self.conns.is_empty() {
+            self.highest = None;
+        }
+        let now = self.settle();
+        if was != now {
             self.notify_all(device_id);
         }
     }

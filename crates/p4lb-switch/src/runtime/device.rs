@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 use super::arbitration::Arbitration;
 use super::digest::DigestHandle;
 use super::idle;
+use super::replay::Saved;
 use super::status::{rt, RtError};
 use crate::program::Program;
 use crate::state::Dataplane;
@@ -52,8 +53,8 @@ pub struct Device {
     pub epoch: Instant,
     pub arbitration: Arc<Mutex<Arbitration>>,
     pub installed: RwLock<Option<Arc<Installed>>>,
-    /// VERIFY_AND_SAVE'd config waiting for COMMIT.
-    pub saved: Mutex<Option<(p4::ForwardingPipelineConfig, Arc<Program>)>>,
+    /// VERIFY_AND_SAVE'd config waiting for COMMIT, with the updates written since.
+    pub saved: Mutex<Option<Saved>>,
     /// Config accepted by RECONCILE_AND_COMMIT on top of the installed state.
     pub reconciled_config: Mutex<Option<p4::ForwardingPipelineConfig>>,
     /// Serializes Write and SetForwardingPipelineConfig.
@@ -119,17 +120,31 @@ impl Device {
 
     /// Makes `program` the running pipeline with fresh (empty) state.
     pub fn commit(&self, config: p4::ForwardingPipelineConfig, program: Arc<Program>) {
+        self.install(self.build(config, program));
+    }
+
+    /// `program` with fresh (empty) state, ready to [`install`](Self::install).
+    pub fn build(
+        &self,
+        config: p4::ForwardingPipelineConfig,
+        program: Arc<Program>,
+    ) -> Arc<Installed> {
         let (dp, learn_rx) = Dataplane::new(program.clone(), self.epoch);
         let dp = Arc::new(dp);
         let digest = DigestHandle::spawn(&dp, learn_rx, self.arbitration.clone());
         let idle_task = tokio::spawn(idle::sweep(Arc::downgrade(&dp), self.arbitration.clone()));
-        let inst = Arc::new(Installed {
+        Arc::new(Installed {
             config,
             program,
-            dp: dp.clone(),
+            dp,
             digest,
             idle_task,
-        });
+        })
+    }
+
+    /// Makes `inst` the running pipeline.
+    pub fn install(&self, inst: Arc<Installed>) {
+        let dp = inst.dp.clone();
         *self.installed.write() = Some(inst);
         *self.reconciled_config.lock() = None;
         self.slot.set(Some(dp));

@@ -83,6 +83,8 @@ struct Engine {
     buffer: Vec<LearnMsg>,
     buffer_since: Option<Instant>,
     cache: HashSet<LearnMsg>,
+    /// The messages in `buffer` (without an ack timeout, `cache` is not kept).
+    pending: HashSet<LearnMsg>,
     /// list id -> (messages, sent at)
     outstanding: HashMap<u64, (Vec<LearnMsg>, Instant)>,
     /// Messages in `buffer` and `outstanding`.
@@ -100,6 +102,7 @@ impl Engine {
             buffer: Vec::new(),
             buffer_since: None,
             cache: HashSet::new(),
+            pending: HashSet::new(),
             outstanding: HashMap::new(),
             held: 0,
             next_list_id: 1,
@@ -133,7 +136,9 @@ impl Engine {
             return;
         };
         let acked = self.ack_timeout().is_some();
-        if acked && self.cache.contains(&m) {
+        // One list never carries the same message twice; with an ack timeout, neither do
+        // un-acked lists.
+        if self.pending.contains(&m) || (acked && self.cache.contains(&m)) {
             return;
         }
         if self.held >= MAX_PENDING_DIGEST_MESSAGES {
@@ -147,6 +152,7 @@ impl Engine {
             self.buffer_since = Some(Instant::now());
         }
         self.buffer.push(m);
+        self.pending.insert(m);
         self.held += 1;
         let list_max = match usize::try_from(cfg.max_list_size) {
             Ok(n) if n > 0 => n.min(MAX_DIGEST_LIST_MESSAGES),
@@ -162,6 +168,7 @@ impl Engine {
             return;
         }
         let list = std::mem::take(&mut self.buffer);
+        self.pending.clear();
         self.buffer_since = None;
         let list_id = self.next_list_id;
         self.next_list_id += 1;
@@ -255,6 +262,7 @@ impl Engine {
                     Some(DigestCmd::Config(None)) => {
                         self.config = None;
                         self.buffer.clear();
+                        self.pending.clear();
                         self.buffer_since = None;
                         self.cache.clear();
                         self.outstanding.clear();

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::field_match::FieldMatchType;
 
-use super::status::{invalid, RtResult};
+use super::status::{invalid, rt, RtResult};
+use super::value::decode;
 use crate::bytes;
 use crate::program::bind::{Program, Scope, TableInfo};
 use crate::program::{Act, ActionKind, MatchKind};
@@ -56,8 +57,7 @@ pub fn decode_match(info: &TableInfo, matches: &[p4::FieldMatch]) -> RtResult<Ma
         let f = &info.fields[pos];
         match (&m.field_match_type, f.kind) {
             (Some(FieldMatchType::Exact(e)), MatchKind::Exact) => {
-                vals[pos] = bytes::decode(&e.value, f.bits)
-                    .map_err(|e| invalid(format!("match field {}: {e}", m.field_id)))?;
+                vals[pos] = decode(&e.value, f.bits, format_args!("match field {}", m.field_id))?;
             }
             (Some(FieldMatchType::Lpm(l)), MatchKind::Lpm) => {
                 if l.prefix_len < 0 {
@@ -71,8 +71,7 @@ pub fn decode_match(info: &TableInfo, matches: &[p4::FieldMatch]) -> RtResult<Ma
                         "invalid representation of a don't-care LPM match: omit the field",
                     ));
                 }
-                let v = bytes::decode(&l.value, f.bits)
-                    .map_err(|e| invalid(format!("match field {}: {e}", m.field_id)))?;
+                let v = decode(&l.value, f.bits, format_args!("match field {}", m.field_id))?;
                 let plen = l.prefix_len as u32;
                 if v as u32 & !lpm::mask(plen) != 0 {
                     return Err(invalid(
@@ -142,10 +141,13 @@ pub fn decode_action(
     };
     match (scope, for_default) {
         (Scope::DefaultOnly, false) => {
-            return Err(invalid(format!(
-                "action {} can only be the default action of table {}",
-                ainfo.name, info.name
-            )))
+            return Err(rt(
+                tonic::Code::PermissionDenied,
+                format!(
+                    "action {} can only be the default action of table {}",
+                    ainfo.name, info.name
+                ),
+            ))
         }
         (Scope::TableOnly, true) => {
             return Err(invalid(format!(
@@ -172,12 +174,11 @@ pub fn decode_action(
             return Err(invalid(format!("parameter id {} given twice", p.param_id)));
         }
         let bits = ainfo.params[pos].as_ref().map(|x| x.bits).unwrap_or(64);
-        let v = bytes::decode(&p.value, bits).map_err(|e| {
-            invalid(format!(
-                "action {} parameter {}: {e}",
-                ainfo.name, p.param_id
-            ))
-        })?;
+        let v = decode(
+            &p.value,
+            bits,
+            format_args!("action {} parameter {}", ainfo.name, p.param_id),
+        )?;
         params[pos] = Some(v);
     }
     for (i, pi) in ainfo.params.iter().enumerate() {

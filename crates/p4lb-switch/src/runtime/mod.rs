@@ -6,8 +6,11 @@ pub mod digest;
 pub mod entry;
 pub mod idle;
 pub mod read;
+pub mod replay;
 pub mod service;
 pub mod status;
+pub mod unimplemented;
+pub mod value;
 pub mod write;
 
 pub use device::{DataplaneSlot, Device};

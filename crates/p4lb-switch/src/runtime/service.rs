@@ -11,9 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::arbitration::u128_of;
+use super::arbitration::election_of;
 use super::device::Device;
 use super::read::read_entity;
+use super::replay::{commit_saved, Saved};
 use super::status::batch_status;
 use super::write::apply_update;
 use crate::limits::MAX_READ_RESPONSE_BYTES;
@@ -126,6 +127,9 @@ impl P4Runtime for P4RuntimeService {
             ));
         }
         let results: Vec<_> = req.updates.iter().map(|u| apply_update(&inst, u)).collect();
+        if let Some(saved) = dev.saved.lock().as_mut() {
+            saved.record(&req.updates, &results);
+        }
         if results.iter().all(|r| r.is_ok()) {
             Ok(Response::new(p4::WriteResponse {}))
         } else {
@@ -170,7 +174,7 @@ impl P4Runtime for P4RuntimeService {
             }
             CfgAction::VerifyAndSave => {
                 let (cfg, prog) = bind_config(&req.config)?;
-                *dev.saved.lock() = Some((cfg, prog));
+                *dev.saved.lock() = Some(Saved::new(cfg, prog));
             }
             CfgAction::VerifyAndCommit => {
                 let (cfg, prog) = bind_config(&req.config)?;
@@ -181,10 +185,10 @@ impl P4Runtime for P4RuntimeService {
                 if req.config.is_some() {
                     return Err(Status::invalid_argument("COMMIT takes no config"));
                 }
-                let Some((cfg, prog)) = dev.saved.lock().take() else {
+                let Some(saved) = dev.saved.lock().take() else {
                     return Err(Status::not_found("no saved config to commit"));
                 };
-                dev.commit(cfg, prog);
+                commit_saved(dev, saved)?;
             }
             CfgAction::ReconcileAndCommit => {
                 let (cfg, prog) = bind_config(&req.config)?;
@@ -273,7 +277,7 @@ impl P4Runtime for P4RuntimeService {
                                 } else {
                                     dev.arbitration
                                         .lock()
-                                        .add(u128_of(&a.election_id), tx.clone(), dev.device_id)
+                                        .add(election_of(&a.election_id), tx.clone(), dev.device_id)
                                         .map(|id| conn = Some(id))
                                 }
                             }
@@ -287,7 +291,7 @@ impl P4Runtime for P4RuntimeService {
                                 } else {
                                     dev.arbitration.lock().update(
                                         c,
-                                        u128_of(&a.election_id),
+                                        election_of(&a.election_id),
                                         dev.device_id,
                                     )
                                 }

@@ -10,7 +10,6 @@ use tonic::Code;
 use super::device::Installed;
 use super::entry::{decode_action, decode_match, KeyRepr};
 use super::status::{invalid, rt, RtResult};
-use crate::bytes;
 use crate::limits::MAX_ENTRY_METADATA_BYTES;
 use crate::program::Act;
 use crate::tables::{DefaultEntry, Entry};
@@ -29,7 +28,9 @@ pub fn apply_update(inst: &Installed, u: &p4::Update) -> RtResult<()> {
         Entity::CounterEntry(ce) => counter_write(inst, ty, ce),
         Entity::RegisterEntry(re) => register_write(inst, ty, re),
         Entity::DigestEntry(de) => digest_write(inst, ty, de),
-        Entity::DirectCounterEntry(_) => Err(invalid("the p4lb program has no direct counters")),
+        other => Err(super::unimplemented::write_error(
+            super::unimplemented::kind(other).unwrap_or("these entities"),
+        )),
     }
 }
 
@@ -195,14 +196,15 @@ fn counter_write(inst: &Installed, ty: UpdateType, ce: &p4::CounterEntry) -> RtR
         return Err(invalid("counter values must not be negative"));
     }
     match &ce.index {
+        Some(ix) if ix.index < 0 => {
+            return Err(invalid(format!("counter index {} is negative", ix.index)));
+        }
         Some(ix) => {
-            if ix.index < 0
-                || !counter.set(
-                    ix.index as usize,
-                    data.packet_count as u64,
-                    data.byte_count as u64,
-                )
-            {
+            if !counter.set(
+                ix.index as usize,
+                data.packet_count as u64,
+                data.byte_count as u64,
+            ) {
                 return Err(rt(
                     Code::OutOfRange,
                     format!("index {} out of range for counter {}", ix.index, info.name),
@@ -230,13 +232,16 @@ fn register_write(inst: &Installed, ty: UpdateType, re: &p4::RegisterEntry) -> R
     };
     let value = match re.data.as_ref().and_then(|d| d.data.as_ref()) {
         Some(p4::p4_data::Data::Bitstring(b)) => {
-            bytes::decode(b, reg.bits).map_err(|e| invalid(format!("register value: {e}")))?
+            super::value::decode(b, reg.bits, "register value")?
         }
         _ => return Err(invalid("register data must be a bitstring")),
     };
     match &re.index {
+        Some(ix) if ix.index < 0 => {
+            return Err(invalid(format!("register index {} is negative", ix.index)));
+        }
         Some(ix) => {
-            if ix.index < 0 || ix.index as usize >= reg.size() {
+            if ix.index as usize >= reg.size() {
                 return Err(rt(
                     Code::OutOfRange,
                     format!("register index {} out of range", ix.index),

@@ -141,7 +141,9 @@ impl Target {
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
         let child = cmd.spawn().expect("start switch");
         let start = Instant::now();
-        while !sock.exists() {
+        // The socket file appears at bind(), a moment before listen(): wait until a
+        // connection is accepted, not only for the file.
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "{} did not open {}",
