@@ -59,6 +59,9 @@ impl Controller {
     pub async fn start(cfg: Config) -> anyhow::Result<Arc<Controller>> {
         use anyhow::Context;
         cfg.validate()?;
+        if let Some(note) = cfg.digest_timeout_note() {
+            tracing::info!("{note}");
+        }
         let store = Store::open(&cfg.state_dir)?;
         let state = store.load().context("loading persisted state")?;
         let conns = match conn_store::load(&cfg.state_dir, &state) {

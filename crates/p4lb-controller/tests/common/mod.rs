@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod bmv2;
 pub mod packet;
 
 use std::collections::BTreeMap;

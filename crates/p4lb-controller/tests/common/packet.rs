@@ -52,3 +52,22 @@ pub fn send_frame(iface: &str, frame: &[u8]) {
         assert_eq!(n as usize, frame.len(), "sendto on {iface}");
     }
 }
+
+/// An Ethernet/IPv4/TCP ACK frame completing the handshake [`tcp_syn`] starts
+/// (seq 1001, ack 1).
+pub fn tcp_ack(
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1001, 64240)
+        .ack(1);
+    let mut f = Vec::with_capacity(b.size(0));
+    b.write(&mut f, &[]).expect("an ACK frame fits");
+    f
+}
