@@ -139,3 +139,43 @@ async fn connections_stay_pinned_through_a_pool_change_on_bmv2() {
     ));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4lbctl_lists_bmv2_ports() {
+    let Some(prefix) = prefix("p4lbctl_lists_bmv2_ports") else {
+        return;
+    };
+    p4lb_testutil::require_root();
+    let (_d, dir) = tempdir();
+    let bm = Bmv2::start(&prefix, &dir, 72);
+    bm.pod_link("p4bm72c", "p4bm72cp");
+    let mut c = Ctl::start(bm.config(&dir)).await;
+    c.client
+        .register_endpoint(register_req(
+            "pod",
+            "10.88.12.5",
+            "02:00:00:00:0c:05",
+            "p4bm72c",
+        ))
+        .await
+        .unwrap();
+    // p4lbctl lists the same ports through the controller.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+        .arg("--socket")
+        .arg(dir.join("api.sock"))
+        .args(["switch", "ports"])
+        .output()
+        .expect("running p4lbctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "p4lbctl switch ports on BMv2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.contains("p4bm72c"))
+        .unwrap_or_else(|| panic!("no row for the client port: {text}"));
+    assert!(row.contains(" - "), "BMv2 has no counters to show: {row}");
+    c.stop().await;
+}
