@@ -472,19 +472,48 @@ impl Controller {
     }
 }
 
+/// Failed attempts of one reconciliation after which the pipeline is pushed again
+/// (once per switch session).
+const REPUSH_AFTER_FAILURES: u32 = 3;
+
 async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<SwitchEvent>) {
     while let Some(ev) = rx.recv().await {
         let Some(ctl) = ctl.upgrade() else { return };
         match ev {
             SwitchEvent::Up { generation, fresh } => {
                 let mut delay = Duration::from_millis(20);
+                let mut fresh = fresh;
+                let mut repushed = false;
                 for attempt in 1.. {
-                    match ctl.reconcile(fresh && attempt == 1).await {
+                    match ctl.reconcile(fresh).await {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::warn!(generation, attempt, error = %e, "reconciling the switch");
                             if !ctl.link.is_connected() {
                                 break;
+                            }
+                            fresh = false;
+                            if attempt >= REPUSH_AFTER_FAILURES && !repushed {
+                                // The same reconcile keeps failing on a live session: the
+                                // switch's P4Runtime layer disagrees with its tables (BMv2
+                                // tables edited through its own CLI). Start the switch over
+                                // once; every table is then written again.
+                                repushed = true;
+                                tracing::warn!(
+                                    generation,
+                                    attempts = attempt,
+                                    "reconciling keeps failing; pushing the pipeline again \
+                                     (the switch's tables are cleared and rewritten)"
+                                );
+                                match ctl.link.repush_pipeline().await {
+                                    Ok(()) => {
+                                        fresh = true;
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(generation, error = %e, "pushing the pipeline again")
+                                    }
+                                }
                             }
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(2));

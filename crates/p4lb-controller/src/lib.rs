@@ -18,7 +18,9 @@
 //! - [`southbound`]: the controller's side of the switch: P4Runtime session
 //!   ([`southbound::session::SwitchSession`], whose steps are p4lb's P4Runtime client), the
 //!   pipeline config pushed ([`southbound::forwarding`]), table programming with diffs, port
-//!   attachment (software switch over gRPC, BMv2 over Thrift).
+//!   attachment (software switch over gRPC, BMv2 over Thrift). The reconciliation after
+//!   each new session, and the pipeline pushed again when it keeps failing, are in
+//!   [`controller`]; digest settings made valid for the switch kind in [`config`].
 //! - [`conn`]: connection learning from digests and idle timeouts; [`conn_store`]:
 //!   their snapshot on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit).

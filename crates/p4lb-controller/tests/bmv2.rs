@@ -179,3 +179,41 @@ async fn p4lbctl_lists_bmv2_ports() {
     assert!(row.contains(" - "), "BMv2 has no counters to show: {row}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_recovers_when_bmv2_p4runtime_is_out_of_sync() {
+    let Some(prefix) = prefix("reconcile_recovers_when_bmv2_p4runtime_is_out_of_sync") else {
+        return;
+    };
+    p4lb_testutil::require_root();
+    let (_d, dir) = tempdir();
+    let bm = Bmv2::start(&prefix, &dir, 73);
+    let mut c = Ctl::start(bm.config(&dir)).await;
+    c.client
+        .register_endpoint(register_req("pod", "10.88.13.5", "02:00:00:00:0d:05", ""))
+        .await
+        .unwrap();
+    assert!(c.ctl.wait_synced(Duration::from_secs(5)).await);
+    let route = |t: &BTreeMap<&str, Vec<p4lb_proto::p4runtime::TableEntry>>| {
+        rows(&t["ipv4_routes"])
+            .iter()
+            .any(|r| r.contains("10.88.13.5"))
+    };
+    assert!(route(&read_all(&bm.p4rt_sock).await));
+    c.stop().await;
+
+    // A table edited behind P4Runtime's back: BMv2's P4Runtime layer still
+    // believes the entries exist.
+    let out = bm.cli("table_clear P4lbIngress.ipv4_routes\n");
+    assert!(!out.contains("Error"), "simple_switch_CLI: {out}");
+    assert!(!route(&read_all(&bm.p4rt_sock).await));
+
+    // A new controller session reconciles, recovers, and the route is back.
+    let c = Ctl::start(bm.config(&dir)).await;
+    assert!(
+        route(&read_all(&bm.p4rt_sock).await),
+        "route not restored: {:?}",
+        rows(&read_all(&bm.p4rt_sock).await["ipv4_routes"])
+    );
+    c.stop().await;
+}
