@@ -472,8 +472,8 @@ impl Controller {
     }
 }
 
-/// Failed attempts of one reconciliation after which the pipeline is pushed again
-/// (once per switch session).
+/// Attempts of one reconciliation whose table writes the switch refused, after
+/// which the pipeline is pushed again (once per switch session).
 const REPUSH_AFTER_FAILURES: u32 = 3;
 
 async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<SwitchEvent>) {
@@ -484,6 +484,7 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
                 let mut delay = Duration::from_millis(20);
                 let mut fresh = fresh;
                 let mut repushed = false;
+                let mut refused = 0u32;
                 for attempt in 1.. {
                     match ctl.reconcile(fresh).await {
                         Ok(()) => break,
@@ -493,11 +494,16 @@ async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<Swi
                                 break;
                             }
                             fresh = false;
-                            if attempt >= REPUSH_AFTER_FAILURES && !repushed {
-                                // The same reconcile keeps failing on a live session: the
-                                // switch's P4Runtime layer disagrees with its tables (BMv2
-                                // tables edited through its own CLI). Start the switch over
-                                // once; every table is then written again.
+                            if matches!(e, Error::SwitchWrite(_)) {
+                                refused += 1;
+                            }
+                            if refused >= REPUSH_AFTER_FAILURES && !repushed {
+                                // The switch keeps refusing the same reconcile's writes on a
+                                // live session: its P4Runtime layer disagrees with its tables
+                                // (BMv2 tables edited through its own CLI). Start the switch
+                                // over once; every table is then written again. Other
+                                // failures (a port that cannot be attached) are not helped
+                                // by this and only retried.
                                 repushed = true;
                                 tracing::warn!(
                                     generation,
