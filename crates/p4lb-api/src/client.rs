@@ -12,9 +12,10 @@ use p4lb_proto::api::controller_client::ControllerClient;
 use p4lb_proto::api::{
     AddServiceRequest, Attachment, DeregisterEndpointRequest, DumpTablesRequest, Endpoint,
     GarbageCollectRequest, GetEndpointRequest, GetMigrationRequest, Identity, ListEndpointsRequest,
-    ListMigrationsRequest, ListServicesRequest, MetricsRequest, Migration, MigrationEventRequest,
-    RegisterEndpointRequest, RemoveServiceRequest, Service, StatusRequest, StatusResponse,
-    TableRow, UpdateEndpointMetadataRequest,
+    ListMigrationsRequest, ListPortsRequest, ListPortsResponse, ListServicesRequest,
+    MetricsRequest, Migration, MigrationEventRequest, RegisterEndpointRequest,
+    RemoveServiceRequest, Service, StatusRequest, StatusResponse, TableRow,
+    UpdateEndpointMetadataRequest,
 };
 use tonic::transport::Channel;
 
@@ -286,6 +287,13 @@ impl Client {
         self.call("DumpTables", c.dump_tables(req))
             .await
             .map(|r| r.rows)
+    }
+
+    /// The switch's data-plane ports as the controller lists them (any switch kind).
+    pub async fn list_switch_ports(&self) -> Result<ListPortsResponse, ApiError> {
+        let mut c = self.raw();
+        self.call("ListSwitchPorts", c.list_switch_ports(ListPortsRequest {}))
+            .await
     }
 
     /// The Prometheus text of the controller's metrics.

@@ -351,6 +351,26 @@ impl controller_server::Controller for Api {
         }))
     }
 
+    async fn list_switch_ports(
+        &self,
+        req: Request<api::ListPortsRequest>,
+    ) -> Result<Response<api::ListPortsResponse>, Status> {
+        self.authorize(&req, "ListSwitchPorts")?;
+        let ports = self.reply("ListSwitchPorts", self.ctl.ports.list().await)?;
+        Ok(self.list(
+            "ListSwitchPorts",
+            ports
+                .into_inner()
+                .into_iter()
+                .map(|(port, iface)| api::Port {
+                    port,
+                    iface,
+                    ..Default::default()
+                }),
+            |ports| api::ListPortsResponse { ports },
+        ))
+    }
+
     async fn metrics(
         &self,
         req: Request<api::MetricsRequest>,

@@ -448,9 +448,40 @@ impl Config {
         i64::try_from(self.conn.idle_timeout_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
     }
 
-    /// `conn.digest_max_timeout_us` in nanoseconds (saturating).
+    /// The conn_learn digest's max_timeout sent to the switch, in nanoseconds
+    /// (saturating): `conn.digest_max_timeout_us`, made valid for the switch kind
+    /// (see [`Config::effective_digest_max_timeout_us`]).
     pub fn digest_max_timeout_ns(&self) -> i64 {
-        i64::try_from(self.conn.digest_max_timeout_us.saturating_mul(1000)).unwrap_or(i64::MAX)
+        i64::try_from(self.effective_digest_max_timeout_us().saturating_mul(1000))
+            .unwrap_or(i64::MAX)
+    }
+
+    /// `conn.digest_max_timeout_us` as the switch can honour it. BMv2's P4Runtime
+    /// layer keeps the timeout in whole milliseconds (it truncates) and takes 0 as
+    /// "no timeout": a list then leaves only once `digest_max_list_size` samples
+    /// piled up, and connections are not learned while they are few. For kind
+    /// "bmv2" the value is therefore rounded up to whole milliseconds, at least 1 ms.
+    pub fn effective_digest_max_timeout_us(&self) -> u64 {
+        let us = self.conn.digest_max_timeout_us;
+        match self.switch.kind {
+            SwitchKind::Software => us,
+            SwitchKind::Bmv2 => us.div_ceil(1000).max(1) * 1000,
+        }
+    }
+
+    /// A note for the log when the digest timeout sent to the switch differs from
+    /// the configured one.
+    pub fn digest_timeout_note(&self) -> Option<String> {
+        let eff = self.effective_digest_max_timeout_us();
+        (eff != self.conn.digest_max_timeout_us).then(|| {
+            format!(
+                "conn.digest_max_timeout_us = {} is not a whole number of milliseconds >= 1, \
+                 which {} needs (it truncates to milliseconds and takes 0 as no timeout); \
+                 using {eff} us",
+                self.conn.digest_max_timeout_us,
+                self.switch.kind.as_str()
+            )
+        })
     }
 
     /// The P4Info file to use: configured, or the installed copy; None = the copy
@@ -575,5 +606,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("maglev_slots"), "{e}");
+    }
+
+    #[test]
+    fn bmv2_digest_timeout_is_whole_milliseconds_and_never_zero() {
+        // The default (500 us) would reach BMv2 as 0 ms, i.e. no timeout.
+        let c = Config::parse("[switch]\nkind = \"bmv2\"").unwrap();
+        assert_eq!(c.digest_max_timeout_ns(), 1_000_000);
+        let note = c.digest_timeout_note().expect("a note for the log");
+        assert!(note.contains("500") && note.contains("1000 us"), "{note}");
+        for (us, want_ns) in [(0, 1_000_000), (1000, 1_000_000), (1001, 2_000_000)] {
+            let c = Config::parse(&format!(
+                "[switch]\nkind = \"bmv2\"\n[conn]\ndigest_max_timeout_us = {us}"
+            ))
+            .unwrap();
+            assert_eq!(c.digest_max_timeout_ns(), want_ns, "{us} us");
+        }
+        let c = Config::parse("[switch]\nkind = \"bmv2\"\n[conn]\ndigest_max_timeout_us = 3000")
+            .unwrap();
+        assert_eq!(c.digest_timeout_note(), None);
+        // The software target takes microseconds as they are.
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.digest_max_timeout_ns(), 500_000);
+        assert_eq!(c.digest_timeout_note(), None);
     }
 }

@@ -72,6 +72,9 @@ impl Controller {
     pub async fn start(cfg: Config) -> anyhow::Result<Arc<Controller>> {
         use anyhow::Context;
         cfg.validate()?;
+        if let Some(note) = cfg.digest_timeout_note() {
+            tracing::info!("{note}");
+        }
         let store = Store::open(&cfg.state_dir)?;
         let state = store.load().context("loading persisted state")?;
         let conns = match conn_store::load(&cfg.state_dir, &state) {
@@ -659,19 +662,54 @@ impl Controller {
     }
 }
 
+/// Attempts of one reconciliation whose table writes the switch refused, after
+/// which the pipeline is pushed again (once per switch session).
+const REPUSH_AFTER_FAILURES: u32 = 3;
+
 async fn event_loop(ctl: std::sync::Weak<Controller>, mut rx: mpsc::Receiver<SwitchEvent>) {
     while let Some(ev) = rx.recv().await {
         let Some(ctl) = ctl.upgrade() else { return };
         match ev {
             SwitchEvent::Up { generation, fresh } => {
                 let mut delay = Duration::from_millis(20);
+                let mut fresh = fresh;
+                let mut repushed = false;
+                let mut refused = 0u32;
                 for attempt in 1.. {
-                    match ctl.reconcile(fresh && attempt == 1).await {
+                    match ctl.reconcile(fresh).await {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::warn!(generation, attempt, error = %e, "reconciling the switch");
                             if !ctl.link.is_connected() {
                                 break;
+                            }
+                            fresh = false;
+                            if matches!(e, Error::SwitchWrite(_)) {
+                                refused += 1;
+                            }
+                            if refused >= REPUSH_AFTER_FAILURES && !repushed {
+                                // The switch keeps refusing the same reconcile's writes on a
+                                // live session: its P4Runtime layer disagrees with its tables
+                                // (BMv2 tables edited through its own CLI). Start the switch
+                                // over once; every table is then written again. Other
+                                // failures (a port that cannot be attached) are not helped
+                                // by this and only retried.
+                                repushed = true;
+                                tracing::warn!(
+                                    generation,
+                                    attempts = attempt,
+                                    "reconciling keeps failing; pushing the pipeline again \
+                                     (the switch's tables are cleared and rewritten)"
+                                );
+                                match ctl.link.repush_pipeline().await {
+                                    Ok(()) => {
+                                        fresh = true;
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(generation, error = %e, "pushing the pipeline again")
+                                    }
+                                }
                             }
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(2));

@@ -19,7 +19,9 @@
 //! - [`southbound`]: the controller's side of the switch: P4Runtime session
 //!   ([`southbound::session::SwitchSession`], whose steps are p4lb's P4Runtime client), the
 //!   pipeline config pushed ([`southbound::forwarding`]), table programming with diffs, port
-//!   attachment (software switch over gRPC, BMv2 over Thrift).
+//!   attachment (software switch over gRPC, BMv2 over Thrift). The reconciliation after
+//!   each new session, and the pipeline pushed again when it keeps failing, are in
+//!   [`controller`]; digest settings made valid for the switch kind in [`config`].
 //! - [`conn`]: connection learning from digests, idle timeouts and close events (RST,
 //!   FIN from both sides, then a linger); the capacity policy (`conn.max_entries`), the
 //!   bounded digest queue and the close task are in [`controller`]

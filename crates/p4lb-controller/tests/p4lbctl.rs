@@ -134,3 +134,39 @@ async fn a_closed_pipe_ends_p4lbctl_quietly() {
     assert_eq!(status.trim(), "0", "{stderr}");
     ctl.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_ports_lists_bmv2_ports_through_the_controller() {
+    // The controller in BMv2 mode: P4Runtime served by the software switch (it keeps
+    // any device config), ports from a stand-in for BMv2's Thrift API. Port 300 is
+    // outside the controller's range, so reconciliation leaves it alone.
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let _sw = start_switch(&ssock).await;
+    let json = dir.join("p4lb.json");
+    std::fs::write(&json, "{}").unwrap();
+    let mut cfg = config(&dir, &ssock);
+    cfg.switch.kind = p4lb_controller::config::SwitchKind::Bmv2;
+    cfg.switch.bmv2_json = json;
+    cfg.switch.thrift = fake_thrift::serve(vec![(300, "bm300".to_string())]);
+    let ctl = Ctl::start(cfg).await;
+    let d = dir.clone();
+    let (human, json_out) = tokio::task::spawn_blocking(move || {
+        (
+            stdout_ok(&d, &["switch", "ports"]),
+            stdout_ok(&d, &["--json", "switch", "ports"]),
+        )
+    })
+    .await
+    .unwrap();
+    let row = human
+        .lines()
+        .find(|l| l.contains("bm300"))
+        .unwrap_or_else(|| panic!("no row for port 300: {human}"));
+    assert!(row.trim_start().starts_with("300"), "{row}");
+    assert!(row.contains(" - "), "BMv2 reports no counters: {row}");
+    let ports: Vec<api::Port> = serde_json::from_str(&json_out).expect("--json output");
+    assert_eq!(ports.len(), 1, "{json_out}");
+    assert_eq!((ports[0].port, ports[0].iface.as_str()), (300, "bm300"));
+    ctl.stop().await;
+}

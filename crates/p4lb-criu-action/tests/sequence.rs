@@ -136,6 +136,12 @@ impl Controller for Svc {
     async fn dump_tables(&self, _: Request<DumpTablesRequest>) -> R<DumpTablesResponse> {
         no()
     }
+    async fn list_switch_ports(
+        &self,
+        _: Request<p4lb_proto::api::ListPortsRequest>,
+    ) -> R<p4lb_proto::api::ListPortsResponse> {
+        no()
+    }
     async fn metrics(&self, _: Request<MetricsRequest>) -> R<MetricsResponse> {
         no()
     }

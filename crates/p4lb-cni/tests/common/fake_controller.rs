@@ -156,6 +156,12 @@ impl Controller for Fake {
     async fn dump_tables(&self, _: Request<DumpTablesRequest>) -> R<DumpTablesResponse> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_switch_ports(
+        &self,
+        _: Request<p4lb_proto::api::ListPortsRequest>,
+    ) -> R<p4lb_proto::api::ListPortsResponse> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn metrics(&self, _: Request<MetricsRequest>) -> R<MetricsResponse> {
         Err(Status::unimplemented("fake"))
     }

@@ -553,20 +553,24 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
         }
         Cmd::Switch(SwitchCmd::Ports) => {
             let s = c.status().await?;
-            if s.switch_kind != "software" {
-                anyhow::bail!("port listing needs the software switch (this switch is {}); use BMv2's runtime CLI", s.switch_kind);
-            }
-            let ch = p4lb_controller::southbound::session::connect_channel(
-                &s.switch_address,
-                std::time::Duration::from_secs(2),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-            let l = api::switch_ports_client::SwitchPortsClient::new(ch)
-                .list_ports(api::ListPortsRequest {})
+            // The software switch reports per-port counters itself; other switches
+            // (BMv2) are listed by the controller, which manages their ports.
+            let l = if s.switch_kind == "software" {
+                let ch = p4lb_controller::southbound::session::connect_channel(
+                    &s.switch_address,
+                    std::time::Duration::from_secs(2),
+                )
                 .await
-                .map_err(status)?
-                .into_inner();
+                .map_err(|e| anyhow::anyhow!(e))?;
+                api::switch_ports_client::SwitchPortsClient::new(ch)
+                    .list_ports(api::ListPortsRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+            } else {
+                c.list_switch_ports().await?
+            };
+            let counters = s.switch_kind == "software";
             if args.json {
                 return json_into(out, &l.ports);
             }
@@ -578,12 +582,19 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
                 ("DROPS", true),
             ]);
             for p in l.ports {
+                let n = |v: u64| {
+                    if counters {
+                        v.to_string()
+                    } else {
+                        String::from("-")
+                    }
+                };
                 t.row(vec![
                     p.port.to_string(),
                     p.iface,
-                    p.rx_packets.to_string(),
-                    p.tx_packets.to_string(),
-                    p.drops.to_string(),
+                    n(p.rx_packets),
+                    n(p.tx_packets),
+                    n(p.drops),
                 ]);
             }
             t.render(out);

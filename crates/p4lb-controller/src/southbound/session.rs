@@ -218,6 +218,21 @@ impl SwitchSession {
         u128::from(self.target.election_id)
     }
 
+    /// Pushes the pipeline again on the current session and configures the digest:
+    /// the switch drops every table entry and its P4Runtime layer starts over from
+    /// what this controller writes next. For a switch whose P4Runtime state no longer
+    /// matches its tables (BMv2 tables edited through its own CLI).
+    pub async fn repush_pipeline(&self) -> Result<(), Error> {
+        let mut client = self.live()?.client;
+        let unavailable = |e: String| Error::Unavailable(format!("{}: {e}", self.target.address));
+        push_pipeline(self, &mut client)
+            .await
+            .map_err(unavailable)?;
+        configure_digest(self, &mut client)
+            .await
+            .map_err(unavailable)
+    }
+
     /// Writes `updates` in one request (CONTINUE_ON_ERROR).
     pub async fn write(&self, updates: Vec<Update>) -> Result<(), WriteFailure> {
         if updates.is_empty() {
@@ -594,17 +609,44 @@ async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String
         .map(|c| c.cookie);
     let fresh = have != Some(want);
     if fresh {
-        client
-            .set_forwarding_pipeline_config(set_pipeline_request(
-                t.device_id,
-                link.election(),
-                SetAction::VerifyAndCommit,
-                Some(t.pipeline.clone()),
-            ))
-            .await
-            .map_err(|s| format!("SetForwardingPipelineConfig: {s}"))?;
+        push_pipeline(link, &mut client).await?;
     }
-    // Digest delivery for conn_learn: insert, or modify when it survived.
+    configure_digest(link, &mut client).await?;
+    Ok((
+        Live {
+            client,
+            channel,
+            stream: tx,
+        },
+        inbound,
+        fresh,
+    ))
+}
+
+/// Pushes the pipeline (VERIFY_AND_COMMIT): the switch starts over with empty tables.
+async fn push_pipeline(
+    link: &SwitchSession,
+    client: &mut P4RuntimeClient<Channel>,
+) -> Result<(), String> {
+    let t = &link.target;
+    client
+        .set_forwarding_pipeline_config(set_pipeline_request(
+            t.device_id,
+            link.election(),
+            SetAction::VerifyAndCommit,
+            Some(t.pipeline.clone()),
+        ))
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("SetForwardingPipelineConfig: {s}"))
+}
+
+/// Digest delivery for conn_learn: insert, or modify when it survived.
+async fn configure_digest(
+    link: &SwitchSession,
+    client: &mut P4RuntimeClient<Channel>,
+) -> Result<(), String> {
+    let t = &link.target;
     let digest = |ty: update::Type| Update {
         r#type: ty as i32,
         entity: Some(Entity {
@@ -621,13 +663,5 @@ async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String
             .await
             .map_err(|s| format!("configuring digest: insert: {first}; modify: {s}"))?;
     }
-    Ok((
-        Live {
-            client,
-            channel,
-            stream: tx,
-        },
-        inbound,
-        fresh,
-    ))
+    Ok(())
 }

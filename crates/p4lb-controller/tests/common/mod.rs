@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod bmv2;
+pub mod fake_thrift;
 pub mod packet;
 
 use std::collections::BTreeMap;
