@@ -60,6 +60,8 @@ pub struct FloodOptions {
     /// How often the switch's conn_table is read back (a wildcard Read of up to 65 536
     /// entries costs the switch, and its transient memory shows in the RSS); None = never.
     pub switch_read_every: Option<Duration>,
+    /// SYNs per second; 0 = as fast as one thread goes.
+    pub syn_rate: u64,
 }
 
 /// What one streaming connection saw.
@@ -205,7 +207,12 @@ impl Rng {
 
 /// Sends spoofed SYNs out of `eth0` of the calling thread's namespace until `stop`;
 /// returns how many.
-fn syn_flood(router_mac: [u8; 6], stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<()> {
+fn syn_flood(
+    router_mac: [u8; 6],
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
     // SAFETY: plain libc calls with valid, owned arguments; the fd is closed below.
     let fd = unsafe {
         libc::socket(
@@ -228,7 +235,15 @@ fn syn_flood(router_mac: [u8; 6], stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut frame = Vec::with_capacity(64);
     let mut n = 0u64;
+    let start = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // Paced: every 256 frames, sleep until the rate allows the next ones.
+        if rate > 0 && n.is_multiple_of(256) {
+            let due = Duration::from_secs_f64(n as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         let r = rng.next();
         // Any unicast source in 1.0.0.0-223.255.255.255 outside 10.0.0.0/8 (the bench's
         // own addresses).
@@ -444,10 +459,21 @@ pub fn bench_flood(opts: &FloodOptions) -> Result<()> {
         srv_if,
         defaults.switch.device_id,
     ));
+    // Threads still blocked in the runtime's blocking pool are not waited for.
+    rt.shutdown_timeout(Duration::from_secs(1));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
+    // A controller that does not stop within 5 s of SIGTERM is killed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        eprintln!("the controller did not stop within 5 s of SIGTERM: killed");
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let _ = Net::host().and_then(|h| {
         h.delete_link(cli_if)?;
@@ -601,8 +627,8 @@ async fn run(
             break;
         }
         if flood.is_none() && now >= opts.baseline && flood_started.is_none() {
-            let (s, n) = (stop_flood.clone(), sent.clone());
-            flood = Some(cli.spawn(move || syn_flood(router_mac, s, n))?);
+            let (s, n, rate) = (stop_flood.clone(), sent.clone(), opts.syn_rate);
+            flood = Some(cli.spawn(move || syn_flood(router_mac, rate, s, n))?);
             flood_started = Some(Instant::now());
             println!("t={:.1}s flood started", now.as_secs_f64());
         }

@@ -63,6 +63,9 @@ enum Cmd {
         /// Seconds between read-backs of the switch's conn_table (0 = never).
         #[arg(long, default_value_t = 5)]
         switch_read_every_s: u64,
+        /// SYNs per second (0 = as fast as one thread goes).
+        #[arg(long, default_value_t = 0)]
+        syn_rate: u64,
     },
 }
 
@@ -292,12 +295,14 @@ fn main() -> ExitCode {
             conns,
             baseline_s,
             switch_read_every_s,
+            syn_rate,
         } => flood::bench_flood(&flood::FloodOptions {
             duration: Duration::from_secs(duration_s),
             conns,
             baseline: Duration::from_secs(baseline_s),
             switch_read_every: (switch_read_every_s > 0)
                 .then(|| Duration::from_secs(switch_read_every_s)),
+            syn_rate,
         })
         .map(|_| 0),
     };
