@@ -232,54 +232,7 @@ async fn learned_connections_survive_a_restart_of_controller_and_switch_together
     let sw = start_switch(&ssock).await;
     let mut child = spawn_controller(&dir, &ssock);
     let mut c = client_ready(&dir).await;
-    for i in 1..=2 {
-        c.register_endpoint(register_req(
-            &format!("j{i}"),
-            &format!("10.88.6.{i}"),
-            &format!("02:00:00:00:06:{i:02x}"),
-            "",
-        ))
-        .await
-        .unwrap();
-    }
-    c.add_service(api::AddServiceRequest {
-        service: Some(api::Service {
-            name: "j".into(),
-            vip: "10.96.6.1".into(),
-            port: 443,
-            selector: "app=web".into(),
-            ..Default::default()
-        }),
-        replace: false,
-    })
-    .await
-    .unwrap();
-    let client_if = Veth::new("p4r-cj");
-    let mut client = register_req(
-        "client",
-        "10.88.6.100",
-        "02:00:00:00:06:64",
-        &client_if.host,
-    );
-    client.labels.clear();
-    c.register_endpoint(client).await.unwrap();
-    handshakes(
-        &client_if.peer,
-        (
-            [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
-            [0x02, 0, 0, 0, 0x06, 0x64],
-        ),
-        (
-            std::net::Ipv4Addr::new(10, 88, 6, 100),
-            std::net::Ipv4Addr::new(10, 96, 6, 1),
-            443,
-        ),
-        &[
-            std::net::Ipv4Addr::new(10, 88, 6, 1),
-            std::net::Ipv4Addr::new(10, 88, 6, 2),
-        ],
-        42000..42010,
-    );
+    let _client_if = learn_through_vip(&mut c, "j", 6, "p4r-cj", 42000..42010).await;
     assert!(
         eventually(Duration::from_secs(5), || {
             let s = ssock.clone();
@@ -369,54 +322,7 @@ async fn a_connection_gone_from_the_switch_is_not_brought_back_from_the_snapshot
     let sw = start_switch(&ssock).await;
     let mut child = Killed(spawn_controller(&dir, &ssock));
     let mut c = client_ready(&dir).await;
-    for i in 1..=2 {
-        c.register_endpoint(register_req(
-            &format!("g{i}"),
-            &format!("10.88.11.{i}"),
-            &format!("02:00:00:00:11:{i:02x}"),
-            "",
-        ))
-        .await
-        .unwrap();
-    }
-    c.add_service(api::AddServiceRequest {
-        service: Some(api::Service {
-            name: "g".into(),
-            vip: "10.96.11.1".into(),
-            port: 443,
-            selector: "app=web".into(),
-            ..Default::default()
-        }),
-        replace: false,
-    })
-    .await
-    .unwrap();
-    let client_if = Veth::new("p4r-cg");
-    let mut client = register_req(
-        "client",
-        "10.88.11.100",
-        "02:00:00:00:11:64",
-        &client_if.host,
-    );
-    client.labels.clear();
-    c.register_endpoint(client).await.unwrap();
-    handshakes(
-        &client_if.peer,
-        (
-            [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
-            [0x02, 0, 0, 0, 0x11, 0x64],
-        ),
-        (
-            std::net::Ipv4Addr::new(10, 88, 11, 100),
-            std::net::Ipv4Addr::new(10, 96, 11, 1),
-            443,
-        ),
-        &[
-            std::net::Ipv4Addr::new(10, 88, 11, 1),
-            std::net::Ipv4Addr::new(10, 88, 11, 2),
-        ],
-        43000..43010,
-    );
+    let _client_if = learn_through_vip(&mut c, "g", 11, "p4r-cg", 43000..43010).await;
     let conns = dir.join("state").join("conns.json");
     assert!(
         eventually(Duration::from_secs(5), || {
@@ -462,4 +368,67 @@ async fn a_connection_gone_from_the_switch_is_not_brought_back_from_the_snapshot
     assert_eq!(after, without);
     drop(child);
     sw.shutdown().await;
+}
+
+/// Two backends `{name}1`, `{name}2` at 10.88.`net`.1-2 behind VIP 10.96.`net`.1:443 (service
+/// `name`), a client at 10.88.`net`.100 on a real port `ifname`, and one completed handshake
+/// through the VIP per client port of `sports`. MAC addresses spell `net` in hex digits
+/// (02:00:00:00:`net`:…). Returns the client's veth, which must outlive the connections.
+async fn learn_through_vip(
+    c: &mut p4lb_proto::api::controller_client::ControllerClient<tonic::transport::Channel>,
+    name: &str,
+    net: u8,
+    ifname: &str,
+    sports: std::ops::Range<u16>,
+) -> Veth {
+    let mac_byte = u8::from_str_radix(&format!("{net:02}"), 16).expect("net in hex digits");
+    for i in 1..=2 {
+        c.register_endpoint(register_req(
+            &format!("{name}{i}"),
+            &format!("10.88.{net}.{i}"),
+            &format!("02:00:00:00:{net:02}:{i:02x}"),
+            "",
+        ))
+        .await
+        .unwrap();
+    }
+    c.add_service(api::AddServiceRequest {
+        service: Some(api::Service {
+            name: name.into(),
+            vip: format!("10.96.{net}.1"),
+            port: 443,
+            selector: "app=web".into(),
+            ..Default::default()
+        }),
+        replace: false,
+    })
+    .await
+    .unwrap();
+    let client_if = Veth::new(ifname);
+    let mut client = register_req(
+        "client",
+        &format!("10.88.{net}.100"),
+        &format!("02:00:00:00:{net:02}:64"),
+        &client_if.host,
+    );
+    client.labels.clear();
+    c.register_endpoint(client).await.unwrap();
+    handshakes(
+        &client_if.peer,
+        (
+            [0x02, 0x70, 0x34, 0x6c, 0x62, 0x01],
+            [0x02, 0, 0, 0, mac_byte, 0x64],
+        ),
+        (
+            std::net::Ipv4Addr::new(10, 88, net, 100),
+            std::net::Ipv4Addr::new(10, 96, net, 1),
+            443,
+        ),
+        &[
+            std::net::Ipv4Addr::new(10, 88, net, 1),
+            std::net::Ipv4Addr::new(10, 88, net, 2),
+        ],
+        sports,
+    );
+    client_if
 }
