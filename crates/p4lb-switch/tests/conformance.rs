@@ -8,7 +8,6 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use p4lb_controller::addr::mac_u64;
 use p4lb_controller::southbound::session::set_pipeline_request;
 use p4lb_p4::{actions, entries, externs, tables};
 use p4lb_proto::p4runtime as p4;
@@ -18,7 +17,7 @@ use p4lb_proto::p4runtime::stream_message_response::Update as Resp;
 use p4lb_proto::p4runtime::update::Type;
 use p4lb_switch::pipeline;
 use p4lb_switch::{serve, GrpcAddr, SwitchConfig, SwitchHandle};
-use support::frames::{Flow, ACK, SYN, TCP};
+use support::frames::{Flow, ACK, SYN};
 use support::p4rt::{self, Session};
 use tonic::Code;
 
@@ -171,23 +170,7 @@ async fn one_digest_list_never_carries_a_message_twice() {
     let h = start().await;
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
-    s.insert(vec![
-        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
-        entries::backend_forward(
-            4,
-            Ipv4Addr::new(10, 1, 0, 4),
-            mac_u64(&[2, 0, 0, 0, 0, 4]),
-            2,
-        ),
-        entries::service_vip(1, Ipv4Addr::from(VIP), 80),
-    ])
-    .await;
-    s.insert(
-        (0..7)
-            .map(|slot| entries::maglev_slot(1, slot, 4))
-            .collect(),
-    )
-    .await;
+    s.program_vip_on_backend_4(Ipv4Addr::from(VIP)).await;
     // No ack timeout: lists are not remembered, but one list still holds distinct messages.
     let cfg = p4::digest_entry::Config {
         max_timeout_ns: 200_000_000,

@@ -546,23 +546,7 @@ async fn digests_are_batched_deduplicated_until_acked() {
     let h = start().await;
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
-    s.insert(vec![
-        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
-        entries::backend_forward(
-            4,
-            Ipv4Addr::new(10, 1, 0, 4),
-            mac_u64(&[2, 0, 0, 0, 0, 4]),
-            2,
-        ),
-        entries::service_vip(1, Ipv4Addr::from(VIP), 80),
-    ])
-    .await;
-    s.insert(
-        (0..7)
-            .map(|slot| entries::maglev_slot(1, slot, 4))
-            .collect(),
-    )
-    .await;
+    s.program_vip_on_backend_4(Ipv4Addr::from(VIP)).await;
     let dig = |cfg: Option<p4::digest_entry::Config>| p4::Entity {
         entity: Some(p4::entity::Entity::DigestEntry(p4::DigestEntry {
             digest_id: externs::conn_learn::ID,
@@ -764,17 +748,7 @@ async fn transit_registers_are_read_and_written_by_id() {
     let (mut s, _) = session(&h, 1).await;
     s.set_pipeline(Vec::new()).await.unwrap();
     let b4 = Ipv4Addr::new(10, 1, 0, 4);
-    s.insert(vec![
-        entries::vip_service(Ipv4Addr::from(VIP), TCP, 80, 1, 7, 8080),
-        entries::backend_forward(4, b4, mac_u64(&[2, 0, 0, 0, 0, 4]), 2),
-    ])
-    .await;
-    s.insert(
-        (0..7)
-            .map(|slot| entries::maglev_slot(1, slot, 4))
-            .collect(),
-    )
-    .await;
+    s.program_vip_on_backend_4(Ipv4Addr::from(VIP)).await;
     let dp = h.device.installed().unwrap().dp.clone();
     pipeline::process(
         &dp,

@@ -104,6 +104,29 @@ impl Session {
         self.write(ups).await.expect("insert entries");
     }
 
+    /// Service 1 at `vip`:80/TCP (target port 8080): every one of its 7 Maglev slots on
+    /// backend 4 (10.1.0.4, MAC 02:00:00:00:00:04, port 2), and its reverse path
+    /// (`service_vip`, mark 2).
+    pub async fn program_vip_on_backend_4(&mut self, vip: std::net::Ipv4Addr) {
+        self.insert(vec![
+            entries::vip_service(vip, 6, 80, 1, 7, 8080),
+            entries::backend_forward(
+                4,
+                std::net::Ipv4Addr::new(10, 1, 0, 4),
+                p4lb_controller::addr::mac_u64(&[2, 0, 0, 0, 0, 4]),
+                2,
+            ),
+            entries::service_vip(1, vip, 80),
+        ])
+        .await;
+        self.insert(
+            (0..7)
+                .map(|slot| entries::maglev_slot(1, slot, 4))
+                .collect(),
+        )
+        .await;
+    }
+
     pub async fn read(
         &mut self,
         entities: Vec<p4::Entity>,
