@@ -54,17 +54,8 @@ struct Host {
 impl Host {
     fn new(prefix: &str, host_if: &str, ip: &str, mac: [u8; 6]) -> Host {
         let ns = NamedNetns::unique(prefix);
-        let host = p4lb_testutil::Net::host().expect("host netlink");
-        let _ = host.delete_link(host_if);
-        host.add_veth(host_if, "eth0", Some(ns.netns()))
-            .expect("creating a veth pair");
-        host.link_up(host_if).expect("host end up");
-        ns.link_up("lo").expect("lo up");
-        ns.set_mac("eth0", mac).expect("MAC");
-        ns.add_addr("eth0", &format!("{ip}/24")).expect("address");
-        ns.link_up("eth0").expect("eth0 up");
-        ns.add_route("default", Some(GATEWAY), "eth0")
-            .expect("default route");
+        ns.wire_eth0(host_if, &format!("{ip}/24"), mac, GATEWAY)
+            .expect("wiring the namespace to the switch port");
         Host {
             ns,
             host_if: host_if.to_string(),

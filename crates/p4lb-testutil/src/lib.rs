@@ -465,6 +465,27 @@ impl NamedNetns {
             .unwrap_or_else(|e| panic!("creating network namespace {name}: {e}"))
     }
 
+    /// Wires this namespace as a pod on a switch port: a veth whose host end `host_if` is
+    /// up in the host namespace (for the controller to attach) and whose peer is `eth0`
+    /// here, with `mac`, `cidr` (`a.b.c.d/len`) and a default route via `gateway`.
+    pub fn wire_eth0(
+        &self,
+        host_if: &str,
+        cidr: &str,
+        mac: [u8; 6],
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        let host = Net::host()?;
+        let _ = host.delete_link(host_if);
+        host.add_veth(host_if, "eth0", Some(self.netns()))?;
+        host.link_up(host_if)?;
+        self.link_up("lo")?;
+        self.set_mac("eth0", mac)?;
+        self.add_addr("eth0", cidr)?;
+        self.link_up("eth0")?;
+        self.add_route("default", Some(gateway), "eth0")
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -103,16 +103,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// A namespace with `eth0` (the peer of host interface `host_if`, attached to the switch
 /// by the controller), `addr`/24, a default route via the gateway and `mac`.
 fn wire(ns: &NamedNetns, host_if: &str, addr: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
-    let host = Net::host()?;
-    let _ = host.delete_link(host_if);
-    host.add_veth(host_if, "eth0", Some(ns.netns()))?;
-    host.link_up(host_if)?;
-    ns.link_up("lo")?;
-    ns.set_mac("eth0", mac)?;
-    ns.link_up("eth0")?;
-    ns.add_addr("eth0", &format!("{addr}/24"))?;
-    ns.add_route("0.0.0.0/0", Some(GATEWAY.parse()?), "eth0")?;
-    Ok(())
+    Ok(ns.wire_eth0(host_if, &format!("{addr}/24"), mac, GATEWAY.parse()?)?)
 }
 
 fn percentile(v: &[f64], q: f64) -> f64 {
