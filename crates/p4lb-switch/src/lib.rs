@@ -13,7 +13,8 @@
 //!   docs/p4runtime-conformance.md ([`runtime::unimplemented`]: entity kinds the program
 //!   lacks; [`runtime::value`]: bytestring status codes; [`runtime::replay`]:
 //!   VERIFY_AND_SAVE / COMMIT).
-//! - [`ports`]: AF_PACKET ports and the data-plane thread; [`server`]: [`serve`].
+//! - [`ports`]: AF_PACKET ports and the data-plane thread (`ports::classify`: each port's
+//!   handshake queue for SYNs, served after the main queue); [`server`]: [`serve`].
 //! - [`access`]: who may connect (a root-only Unix socket by default, SO_PEERCRED checked
 //!   on every call; TCP only with mutual TLS, see [`tls`], or without it on loopback with
 //!   an explicit `insecure_loopback`); [`limits`]: the bounds on messages, pipeline

@@ -1,5 +1,7 @@
-//! One switch port = one AF_PACKET socket bound to a Linux interface (SOCK_RAW, ETH_P_ALL,
-//! promiscuous, PACKET_IGNORE_OUTGOING so the switch never reads back what it sent).
+//! A switch port's AF_PACKET sockets, bound to a Linux interface (SOCK_RAW, ETH_P_ALL,
+//! promiscuous, PACKET_IGNORE_OUTGOING so the switch never reads back what it sent). A port
+//! has two, each receiving one class of frames ([`super::classify`]); frames leave through
+//! the main one.
 //!
 //! Offloads: the socket uses PACKET_VNET_HDR, so every frame comes with a virtio-net header
 //! telling whether its TCP/UDP checksum is still partial (`NEEDS_CSUM`, the usual case for
@@ -13,6 +15,8 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::classify::Queue;
 
 pub const VNET_HDR_LEN: usize = 10;
 pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
@@ -116,9 +120,10 @@ pub fn ifindex(iface: &str) -> io::Result<i32> {
 }
 
 impl PortSocket {
-    /// Opens the port's socket; `ring` asks for a TPACKET_V3 receive ring (falls back to
+    /// Opens one of the port's two sockets (`queue`: which frames it receives, see
+    /// [`super::classify`]); `ring` asks for a TPACKET_V3 receive ring (falls back to
     /// `recvmmsg` if the kernel refuses it).
-    pub fn open(iface: &str, ring: bool) -> io::Result<PortSocket> {
+    pub fn open(iface: &str, queue: Queue, ring: bool) -> io::Result<PortSocket> {
         let ifindex = ifindex(iface)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // Protocol 0: the socket receives nothing until bind() below gives it ETH_P_ALL
@@ -136,6 +141,7 @@ impl PortSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         setopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
         setopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        super::classify::attach(raw, queue)?;
         let ring = if ring {
             match RxRing::setup(raw) {
                 Ok(r) => Some(parking_lot::Mutex::new(r)),

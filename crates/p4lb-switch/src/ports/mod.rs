@@ -4,8 +4,17 @@
 //! ports, drains each with `recvmmsg` in batches, runs [`crate::pipeline::process`] on every
 //! frame in place and sends it out of its egress port. Ports are attached and detached at
 //! run time through [`PortManager`] (a command queue plus an eventfd wakes the thread).
+//!
+//! Each port has two receive queues ([`classify`]): TCP segments with SYN set go to the
+//! handshake queue, everything else to the main queue. In every round the thread first
+//! drains the ready main queues (up to [`FAIR_SHARE`] frames each), then takes at most
+//! [`HANDSHAKE_SHARE`] frames from each ready handshake queue, and starts the next round.
+//! Under a SYN flood larger than the thread can forward, the kernel drops the excess SYNs
+//! from the handshake socket's buffer while established connections' packets keep their
+//! own queue and are served first.
 
 pub mod afpacket;
+pub mod classify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -24,8 +33,14 @@ use afpacket::{PortSocket, RxBatch, VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VNET_H
 pub const MAX_PORT: u32 = 510;
 /// Frames received per `recvmmsg`.
 const BATCH: usize = 64;
-/// Frames taken from one port before looking at the others.
-const FAIR_SHARE: usize = 512;
+/// Frames taken from one port's main queue before looking at the others.
+pub const FAIR_SHARE: usize = 512;
+/// Frames taken from one port's handshake queue per round, after every main queue.
+pub const HANDSHAKE_SHARE: usize = 128;
+/// Marks a handshake queue's epoll key (the port number is in the low 32 bits).
+const HANDSHAKE_KEY: u64 = 1 << 32;
+/// The eventfd's epoll key.
+const WAKE_KEY: u64 = u64::MAX;
 /// How long the data-plane thread keeps polling without sleeping after the last frame.
 const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
@@ -58,7 +73,10 @@ pub struct PortStats {
 pub struct Port {
     pub num: u32,
     pub iface: String,
+    /// The main receive queue; every frame leaves through this socket.
     pub sock: PortSocket,
+    /// The handshake receive queue (TCP segments with SYN set).
+    pub handshake: PortSocket,
     pub stats: PortStats,
 }
 
@@ -140,7 +158,7 @@ impl PortManager {
         }
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: u64::MAX,
+            u64: WAKE_KEY,
         };
         // SAFETY: registering a valid fd with a valid epoll instance.
         if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, wake_fd, &mut ev) } < 0 {
@@ -188,14 +206,19 @@ impl PortManager {
         if let Some(p) = ports.values().find(|p| p.iface == iface) {
             return Err(PortError::IfaceInUse(iface.to_string(), p.num));
         }
-        let sock = PortSocket::open(iface, self.rx_ring).map_err(|source| PortError::Open {
-            iface: iface.to_string(),
-            source,
-        })?;
+        let open = |queue| {
+            PortSocket::open(iface, queue, self.rx_ring).map_err(|source| PortError::Open {
+                iface: iface.to_string(),
+                source,
+            })
+        };
+        let sock = open(classify::Queue::Main)?;
+        let handshake = open(classify::Queue::Handshake)?;
         let p = Arc::new(Port {
             num: port,
             iface: iface.to_string(),
             sock,
+            handshake,
             stats: PortStats::default(),
         });
         self.tx
@@ -266,33 +289,44 @@ impl DataPlaneLoop {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Cmd::Add(p) => {
-                    let mut ev = libc::epoll_event {
-                        events: libc::EPOLLIN as u32,
-                        u64: u64::from(p.num),
-                    };
-                    // SAFETY: registering the port's live socket.
-                    if unsafe {
-                        libc::epoll_ctl(self.ep, libc::EPOLL_CTL_ADD, p.sock.fd(), &mut ev)
-                    } < 0
-                    {
-                        tracing::error!(port = p.num, error = %io::Error::last_os_error(), "epoll_ctl failed");
+                    let key = u64::from(p.num);
+                    let queues = [(p.sock.fd(), key), (p.handshake.fd(), key | HANDSHAKE_KEY)];
+                    let mut failed = None;
+                    for (fd, key) in queues {
+                        let mut ev = libc::epoll_event {
+                            events: libc::EPOLLIN as u32,
+                            u64: key,
+                        };
+                        // SAFETY: registering the port's live socket.
+                        if unsafe { libc::epoll_ctl(self.ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0
+                        {
+                            failed = Some(io::Error::last_os_error());
+                            break;
+                        }
+                    }
+                    if let Some(e) = failed {
+                        tracing::error!(port = p.num, error = %e, "epoll_ctl failed");
+                        self.unregister(&p);
                         continue;
                     }
                     self.ports.insert(p.num, p);
                 }
                 Cmd::Remove(n) => {
                     if let Some(p) = self.ports.remove(&n) {
-                        // SAFETY: deregistering a socket we registered.
-                        unsafe {
-                            libc::epoll_ctl(
-                                self.ep,
-                                libc::EPOLL_CTL_DEL,
-                                p.sock.fd(),
-                                std::ptr::null_mut(),
-                            );
-                        }
+                        self.unregister(&p);
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes both of a port's sockets out of epoll (a socket that was never added is
+    /// refused by the kernel, which is harmless here).
+    fn unregister(&self, p: &Port) {
+        for fd in [p.sock.fd(), p.handshake.fd()] {
+            // SAFETY: deregistering a live socket of ours.
+            unsafe {
+                libc::epoll_ctl(self.ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
             }
         }
     }
@@ -368,17 +402,19 @@ impl DataPlaneLoop {
         }
     }
 
-    /// Drains a port's TPACKET_V3 ring block by block.
+    /// Drains one of a port's TPACKET_V3 rings block by block, up to `share` frames (a
+    /// block is taken whole).
     fn drain_ring(
         &self,
         port: &Port,
         ring: &parking_lot::Mutex<afpacket::RxRing>,
         frames: &mut Vec<afpacket::RingFrame>,
+        share: usize,
     ) {
         let dp = self.slot.get();
         let mut ring = ring.lock();
         let mut taken = 0;
-        while taken < FAIR_SHARE && ring.next_block(frames) {
+        while taken < share && ring.next_block(frames) {
             let mut out: Vec<(u32, [u8; VNET_HDR_LEN], &[u8])> = Vec::with_capacity(frames.len());
             for rf in frames.iter() {
                 taken += 1;
@@ -439,28 +475,36 @@ impl DataPlaneLoop {
                 }
                 continue;
             }
-            let ready: Vec<u64> = events[..n as usize].iter().map(|e| e.u64).collect();
+            let mut ready: Vec<u64> = events[..n as usize].iter().map(|e| e.u64).collect();
+            // Main queues (and the wake key) first, handshake queues last.
+            ready.sort_by_key(|k| *k != WAKE_KEY && k & HANDSHAKE_KEY != 0);
             for key in ready {
-                if key == u64::MAX {
+                if key == WAKE_KEY {
                     self.commands();
                     continue;
                 }
                 let Some(port) = self.ports.get(&(key as u32)).cloned() else {
                     continue;
                 };
-                match port.sock.ring.as_ref() {
-                    Some(ring) => self.drain_ring(&port, ring, &mut ring_frames),
-                    None => self.drain(&port, &mut batch),
+                let (sock, share) = if key & HANDSHAKE_KEY != 0 {
+                    (&port.handshake, HANDSHAKE_SHARE)
+                } else {
+                    (&port.sock, FAIR_SHARE)
+                };
+                match sock.ring.as_ref() {
+                    Some(ring) => self.drain_ring(&port, ring, &mut ring_frames, share),
+                    None => self.drain(&port, sock, &mut batch, share),
                 }
             }
         }
     }
 
-    fn drain(&self, port: &Port, batch: &mut RxBatch) {
+    /// Receives from one of a port's sockets with `recvmmsg`, up to about `share` frames.
+    fn drain(&self, port: &Port, sock: &PortSocket, batch: &mut RxBatch, share: usize) {
         let dp = self.slot.get();
         let mut taken = 0;
-        while taken < FAIR_SHARE {
-            let n = match batch.recv(&port.sock) {
+        while taken < share {
+            let n = match batch.recv(sock) {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) => {
