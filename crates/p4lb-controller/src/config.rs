@@ -21,6 +21,10 @@ pub const MAX_DIGEST_LIST_SIZE: i32 = 1 << 20;
 pub const MAX_CONN_ENTRIES: u64 = p4lb_p4::tables::conn_table::SIZE as u64;
 /// Largest `switch.write_batch`.
 pub const MAX_WRITE_BATCH: usize = 1 << 20;
+/// Default `switch.bmv2_queue_depth` (packets per BMv2 egress queue).
+pub const DEFAULT_BMV2_QUEUE_DEPTH: u32 = 1024;
+/// Largest `switch.bmv2_queue_depth`.
+pub const MAX_BMV2_QUEUE_DEPTH: u32 = 1 << 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,6 +88,9 @@ pub struct SwitchConfig {
     pub bmv2_json: PathBuf,
     /// BMv2 Thrift runtime address for port management.
     pub thrift: String,
+    /// Depth in packets of every BMv2 egress queue, set over Thrift before ports are
+    /// attached (BMv2's own default is 64, which a burst of new connections overflows).
+    pub bmv2_queue_depth: u32,
     /// MAC address of the switch's router (ARP replies and source MAC).
     pub router_mac: String,
     /// Answer every ARP request with the router MAC (0.0.0.0/0 in arp_proxy).
@@ -196,6 +203,7 @@ impl Default for SwitchConfig {
             p4info: PathBuf::new(),
             bmv2_json: PathBuf::new(),
             thrift: String::from("127.0.0.1:9090"),
+            bmv2_queue_depth: DEFAULT_BMV2_QUEUE_DEPTH,
             router_mac: String::from("02:70:34:6c:62:01"),
             arp_proxy_all: true,
             reconnect_max_ms: 250,
@@ -352,6 +360,12 @@ impl Config {
                 "switch.tls_ca/tls_cert/tls_key are used with an https:// switch.address only \
                  (it is {:?})",
                 self.switch.address
+            )));
+        }
+        if !(1..=MAX_BMV2_QUEUE_DEPTH).contains(&self.switch.bmv2_queue_depth) {
+            return Err(ConfigError::Invalid(format!(
+                "switch.bmv2_queue_depth = {} is out of range (1..={MAX_BMV2_QUEUE_DEPTH} packets)",
+                self.switch.bmv2_queue_depth
             )));
         }
         if self.switch.write_batch == 0 {
@@ -578,6 +592,11 @@ mod tests {
             (
                 "[switch]\nwrite_batch = 9223372036854775807",
                 "switch.write_batch",
+            ),
+            ("[switch]\nbmv2_queue_depth = 0", "switch.bmv2_queue_depth"),
+            (
+                "[switch]\nbmv2_queue_depth = 65537",
+                "switch.bmv2_queue_depth",
             ),
             (
                 "[migration]\nrestore_lock_timeout_ms = 9223372036854775807",

@@ -152,7 +152,7 @@ impl Controller {
         let (link, rx) = SwitchSession::spawn(target);
         let ports = match cfg.switch.kind {
             SwitchKind::Software => PortAttacher::Software(link.clone()),
-            SwitchKind::Bmv2 => PortAttacher::bmv2(&cfg.switch.thrift),
+            SwitchKind::Bmv2 => PortAttacher::bmv2(&cfg.switch.thrift, cfg.switch.bmv2_queue_depth),
         };
         let (events, _) = broadcast::channel(1024);
         let (queue, queue_rx) = commit::queue();
@@ -295,6 +295,7 @@ impl Controller {
             .filter(|e| !e.host_ifname.is_empty())
             .map(|e| (e.switch_port, e.host_ifname.clone()))
             .collect();
+        self.ports.prepare().await;
         let have = self.ports.list().await?;
         let (first, last) = (self.cfg.ports.first, self.cfg.ports.last);
         for (port, iface) in &have {

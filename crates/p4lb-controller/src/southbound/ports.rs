@@ -18,15 +18,44 @@ use crate::southbound::thrift::Bmv2Thrift;
 pub enum PortAttacher {
     /// SwitchPorts served next to P4Runtime on the switch's gRPC address.
     Software(Arc<SwitchSession>),
-    Bmv2(Bmv2Thrift),
+    /// BMv2's Thrift API, and the egress queue depth set before ports are attached.
+    Bmv2 {
+        thrift: Bmv2Thrift,
+        queue_depth: u32,
+    },
 }
 
 impl PortAttacher {
-    pub fn bmv2(addr: &str) -> PortAttacher {
-        PortAttacher::Bmv2(Bmv2Thrift {
-            addr: addr.to_string(),
-            timeout: Duration::from_secs(2),
-        })
+    pub fn bmv2(addr: &str, queue_depth: u32) -> PortAttacher {
+        PortAttacher::Bmv2 {
+            thrift: Bmv2Thrift {
+                addr: addr.to_string(),
+                timeout: Duration::from_secs(2),
+            },
+            queue_depth,
+        }
+    }
+
+    /// What the switch needs before ports are attached: on BMv2, egress queues deeper
+    /// than its default of 64 packets, which a burst of new connections (a client
+    /// opening 200 at once) overflows, dropping SYNs. Idempotent; a failure is logged
+    /// and ports are attached anyway.
+    pub async fn prepare(&self) {
+        if let PortAttacher::Bmv2 {
+            thrift,
+            queue_depth,
+        } = self
+        {
+            match thrift.set_all_egress_queue_depths(*queue_depth).await {
+                Ok(()) => tracing::debug!(queue_depth, "BMv2 egress queue depth set"),
+                Err(e) => tracing::warn!(
+                    queue_depth,
+                    error = %e,
+                    "cannot set BMv2's egress queue depth (switch.bmv2_queue_depth); bursts \
+                     beyond its default of 64 packets per port will be dropped"
+                ),
+            }
+        }
     }
 
     fn soft(link: &SwitchSession) -> Result<SwitchPortsClient<tonic::transport::Channel>> {
@@ -45,7 +74,7 @@ impl PortAttacher {
                     .await
                     .map_err(|s| port_error("attach", port, iface, s))?;
             }
-            PortAttacher::Bmv2(t) => t.add_port(iface, port).await.map_err(|e| {
+            PortAttacher::Bmv2 { thrift: t, .. } => t.add_port(iface, port).await.map_err(|e| {
                 Error::precondition(format!("attaching {iface} as BMv2 port {port}: {e}"))
             })?,
         }
@@ -61,7 +90,7 @@ impl PortAttacher {
                     .await
                     .map_err(|s| port_error("detach", port, "", s))?;
             }
-            PortAttacher::Bmv2(t) => t
+            PortAttacher::Bmv2 { thrift: t, .. } => t
                 .remove_port(port)
                 .await
                 .map_err(|e| Error::precondition(format!("detaching BMv2 port {port}: {e}")))?,
@@ -83,7 +112,7 @@ impl PortAttacher {
                     .map(|p| (p.port, p.iface))
                     .collect())
             }
-            PortAttacher::Bmv2(t) => Ok(t
+            PortAttacher::Bmv2 { thrift: t, .. } => Ok(t
                 .show_ports()
                 .await
                 .map_err(|e| Error::Unavailable(format!("listing BMv2 ports: {e}")))?

@@ -1,9 +1,10 @@
-//! BMv2's Thrift runtime API, the three port-management calls p4lb needs
-//! (`standard` service: bm_dev_mgr_add_port, bm_dev_mgr_remove_port,
-//! bm_dev_mgr_show_ports), spoken with TBinaryProtocol (strict), buffered transport
-//! and the multiplexed service name "standard".
+//! BMv2's Thrift runtime API, the calls p4lb needs: the three port-management calls
+//! of the `standard` service (bm_dev_mgr_add_port, bm_dev_mgr_remove_port,
+//! bm_dev_mgr_show_ports) and `set_all_egress_queue_depths` of the `simple_switch`
+//! service, spoken with TBinaryProtocol (strict), buffered transport and multiplexed
+//! service names.
 //!
-//! A small hand encoder instead of the `thrift` crate: three calls with a handful of
+//! A small hand encoder instead of the `thrift` crate: four calls with a handful of
 //! field types do not justify a code generator and a blocking client library, and
 //! an encoder this size can be checked byte for byte against the protocol.
 
@@ -27,6 +28,8 @@ const T_LIST: u8 = 15;
 
 /// The multiplexed service name of BMv2's standard runtime API.
 pub const SERVICE: &str = "standard";
+/// The multiplexed service name of simple_switch's own runtime API.
+pub const SIMPLE_SWITCH_SERVICE: &str = "simple_switch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ThriftError {
@@ -71,9 +74,13 @@ fn field(b: &mut Vec<u8>, ty: u8, id: i16) {
 }
 
 fn message(name: &str, seq: i32, args: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    message_to(SERVICE, name, seq, args)
+}
+
+fn message_to(service: &str, name: &str, seq: i32, args: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut b = Vec::new();
     put_i32(&mut b, (VERSION_1 | u32::from(CALL)) as i32);
-    put_str(&mut b, &format!("{SERVICE}:{name}"));
+    put_str(&mut b, &format!("{service}:{name}"));
     put_i32(&mut b, seq);
     args(&mut b);
     b.push(T_STOP);
@@ -103,6 +110,19 @@ pub fn encode_remove_port(seq: i32, port: i32) -> Vec<u8> {
 /// Encodes a bm_dev_mgr_show_ports call.
 pub fn encode_show_ports(seq: i32) -> Vec<u8> {
     message("bm_dev_mgr_show_ports", seq, |_| {})
+}
+
+/// Encodes a simple_switch `set_all_egress_queue_depths(depth_pkts)` call.
+pub fn encode_set_all_egress_queue_depths(seq: i32, depth_pkts: i32) -> Vec<u8> {
+    message_to(
+        SIMPLE_SWITCH_SERVICE,
+        "set_all_egress_queue_depths",
+        seq,
+        |b| {
+            field(b, T_I32, 1);
+            put_i32(b, depth_pkts);
+        },
+    )
 }
 
 /// A cursor over bytes received so far; `Truncated` means "read more".
@@ -332,6 +352,17 @@ impl Bmv2Thrift {
             .map(|_| ())
     }
 
+    /// Sets the depth (in packets) of every egress queue, present and future.
+    pub async fn set_all_egress_queue_depths(&self, depth_pkts: u32) -> Result<(), ThriftError> {
+        let depth = i32::try_from(depth_pkts).unwrap_or(i32::MAX);
+        self.call(
+            "set_all_egress_queue_depths",
+            encode_set_all_egress_queue_depths(1, depth),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn show_ports(&self) -> Result<Vec<PortInfo>, ThriftError> {
         self.call("bm_dev_mgr_show_ports", encode_show_ports(1))
             .await
@@ -362,6 +393,16 @@ mod tests {
     #[test]
     fn add_port_bytes_match_the_protocol() {
         assert_eq!(encode_add_port(1, "veth1", 3, ""), ADD_PORT_VETH1_3);
+    }
+
+    #[test]
+    fn queue_depth_bytes_match_the_protocol() {
+        let mut want = vec![0x80, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 41];
+        want.extend_from_slice(b"simple_switch:set_all_egress_queue_depths");
+        want.extend_from_slice(&[0, 0, 0, 1]); // seqid
+        want.extend_from_slice(&[0x08, 0x00, 0x01, 0x00, 0x00, 0x04, 0x00]); // 1: i32 1024
+        want.push(0x00); // stop
+        assert_eq!(encode_set_all_egress_queue_depths(1, 1024), want);
     }
 
     #[test]
