@@ -4,6 +4,8 @@
 //! - [`scenario`]: live migration with p4lb installed the way packaging does
 //!   (controller with its embedded switch, CNI plugin, CRIU action script, OCI
 //!   hook, a VIP service), a server container and a client holding connections,
+//! - [`bmv2`]: BMv2 as the scenario's switch (`P4LB_P4_PREFIX`; the host's
+//!   `simple_switch_grpc` in the testbed's network namespace),
 //! - [`judge`]: which client connections survived a checkpoint/restore,
 //! - [`cri`]: a minimal blocking CRI client for the containerd tests (its
 //!   module doc says why it is not the `k8s-cri` crate),
@@ -16,6 +18,7 @@
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 
+pub mod bmv2;
 pub mod cri;
 pub mod error;
 pub mod judge;

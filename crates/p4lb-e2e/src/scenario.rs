@@ -70,8 +70,29 @@ pub fn parse_record(json: &str) -> Result<MigrationRecord> {
         .map_err(|e| Error::Scenario(format!("migration record: {json:?}: {e}")))
 }
 
+/// The switch a scenario's controller drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchTarget {
+    /// p4lb's software switch, embedded in the controller (the default).
+    Embedded,
+    /// BMv2 from this install prefix (see [`crate::bmv2`]).
+    Bmv2(PathBuf),
+}
+
+impl SwitchTarget {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SwitchTarget::Embedded => "p4lb-switch (embedded)",
+            SwitchTarget::Bmv2(_) => "BMv2",
+        }
+    }
+}
+
 /// The testbed with p4lb installed and the controller running.
 pub struct World {
+    /// Declared before the testbed so that BMv2 stops first.
+    bmv2: Option<crate::bmv2::Bmv2>,
+    pub switch: SwitchTarget,
     pub tb: Testbed,
     /// Paths inside the testbed of the p4lb binaries.
     pub controller: String,
@@ -87,6 +108,11 @@ impl World {
     /// namespaces, see [`p4lb_testbed::session::helper_binary`]), builds the
     /// images, installs p4lb and starts the controller.
     pub fn start(helper: PathBuf) -> Result<World> {
+        World::start_on(helper, SwitchTarget::Embedded)
+    }
+
+    /// [`World::start`] with the controller driving `switch`.
+    pub fn start_on(helper: PathBuf, switch: SwitchTarget) -> Result<World> {
         let testapp = testapp::ensure_static()?;
         let controller = inside(&bin("p4lb-controller")?)?;
         let ctl = inside(&bin("p4lbctl")?)?;
@@ -98,7 +124,9 @@ impl World {
             helper: Some(helper),
             ..Default::default()
         })?;
-        let w = World {
+        let mut w = World {
+            bmv2: None,
+            switch,
             tb,
             controller,
             ctl,
@@ -109,6 +137,9 @@ impl World {
         };
         images::build_podman_images(&w.tb)?;
         w.install()?;
+        if let SwitchTarget::Bmv2(prefix) = &w.switch {
+            w.bmv2 = Some(crate::bmv2::Bmv2::start(&w.tb, prefix)?);
+        }
         w.start_controller()?;
         Ok(w)
     }
@@ -146,10 +177,20 @@ impl World {
         Ok(())
     }
 
-    /// Starts the controller (embedded software switch); its socket must be 0600.
+    /// Starts the controller (embedded software switch, or BMv2 over P4Runtime and
+    /// Thrift); its socket must be 0600.
     pub fn start_controller(&self) -> Result<()> {
+        let switch = match &self.bmv2 {
+            None => String::new(),
+            Some(b) => format!(
+                " --switch-kind bmv2 --switch-address unix:{} --bmv2-json {} --thrift {}",
+                crate::bmv2::P4RT_SOCKET,
+                inside(&b.json)?,
+                crate::bmv2::THRIFT
+            ),
+        };
         self.sh(&format!(
-            "rm -f {SOCKET}; setsid {} --state-dir /var/lib/p4lb --socket {SOCKET} \
+            "rm -f {SOCKET}; setsid {} --state-dir /var/lib/p4lb --socket {SOCKET}{switch} \
              </dev/null >>/tmp/controller.log 2>&1 & echo $! > /tmp/controller.pid; \
              for i in $(seq 100); do [ -S {SOCKET} ] && exit 0; sleep 0.1; done; \
              echo controller did not start; cat /tmp/controller.log; exit 1",

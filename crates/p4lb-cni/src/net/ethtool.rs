@@ -1,5 +1,6 @@
 //! Turning transmit checksum offload off (`ethtool -K dev tx off`) with the
-//! `SIOCETHTOOL` ioctl.
+//! `SIOCETHTOOL` ioctl, and on the switch's end also segmentation and receive offloads
+//! (`ethtool -K dev tx off tso off gso off gro off`).
 //!
 //! Why: a veth with tx checksum offload on hands frames to its peer with
 //! `CHECKSUM_PARTIAL` (the TCP/UDP checksum field holds only the pseudo-header sum) and,
@@ -10,6 +11,12 @@
 //! checksums and super-frames with the virtio-net header, see `p4lb_switch::ports::afpacket`),
 //! but the plugin does not know which target serves the network, so both ends are always
 //! turned off (crates/p4lb-cni/README.md, "Why transmit checksum offload is turned off").
+//!
+//! On the host end, which the switch reads, TSO, GSO and GRO go off as well: libpcap sizes
+//! each slot of its receive ring for a 64 KiB frame when any of them is on, so BMv2's
+//! default 2 MiB ring then holds about 30 frames and a burst of new connections (a client
+//! opening 200 at once) loses most of its SYNs before BMv2 reads them. With them off the
+//! slots are MTU-sized and the same ring holds over a thousand frames.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -20,6 +27,9 @@ use crate::cni::error::{CniError, Code};
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_SGSO: u32 = 0x24;
+const ETHTOOL_SGRO: u32 = 0x2c;
 
 #[repr(C)]
 struct EthtoolValue {
@@ -78,6 +88,16 @@ impl Ethtool {
             data: on as u32,
         };
         self.request(ifname, &mut v)
+    }
+
+    /// Prepares the switch's end of a pod's veth: transmit checksum, TSO, GSO and GRO off.
+    pub fn prepare_switch_end(&self, ifname: &str) -> Result<(), CniError> {
+        self.set_tx_checksum(ifname, false)?;
+        for cmd in [ETHTOOL_STSO, ETHTOOL_SGSO, ETHTOOL_SGRO] {
+            let mut v = EthtoolValue { cmd, data: 0 };
+            self.request(ifname, &mut v)?;
+        }
+        Ok(())
     }
 
     /// Reads transmit checksum offload.

@@ -22,7 +22,7 @@ use p4lb_testbed::{images, paths, preflight, session, Testbed, TestbedOptions};
 use serde_json::Value;
 
 #[allow(unused_imports)]
-pub use p4lb_e2e::scenario::{Moved, CLIENT_NETNS, POD_NETNS, PORT, SOCKET, VIP};
+pub use p4lb_e2e::scenario::{Moved, SwitchTarget, CLIENT_NETNS, POD_NETNS, PORT, SOCKET, VIP};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -67,6 +67,24 @@ pub fn record(line: &str) {
     }
 }
 
+/// BMv2 as the target when `P4LB_P4_PREFIX` is set; otherwise a `SKIPPED (BMv2)` line
+/// on the real stderr (the harness does not capture it; `make test` counts it) and None.
+pub fn bmv2_or_skip(test: &str) -> Option<SwitchTarget> {
+    use std::io::Write;
+    match p4lb_e2e::bmv2::prefix_from_env() {
+        Ok(Some(p)) => Some(SwitchTarget::Bmv2(p)),
+        Ok(None) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (BMv2): {} not set [{test}]",
+                p4lb_e2e::bmv2::PREFIX_ENV
+            );
+            None
+        }
+        Err(e) => panic!("FAILED: {e}"),
+    }
+}
+
 /// A bare testbed with the local images built.
 pub fn start_with_images() -> Testbed {
     let opts = TestbedOptions {
@@ -91,7 +109,12 @@ impl Deref for World {
 
 impl World {
     pub fn start() -> World {
-        World(scenario::World::start(helper()).unwrap_or_else(|e| panic!("FAILED: {e}")))
+        World::start_on(SwitchTarget::Embedded)
+    }
+
+    /// A world whose controller drives `target`.
+    pub fn start_on(target: SwitchTarget) -> World {
+        World(scenario::World::start_on(helper(), target).unwrap_or_else(|e| panic!("FAILED: {e}")))
     }
 
     pub fn start_controller(&self) {
