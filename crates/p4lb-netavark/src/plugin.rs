@@ -12,15 +12,16 @@
 //!
 //! # Restore without hints
 //!
-//! What podman passes to `setup` (same versions):
+//! What podman passes to `setup` (same versions, logged from the plugin's stdin):
 //!
-//! - `podman container restore --import X --tcp-established`: the same
-//!   `container_id` and `container_name` as before the checkpoint, a new network
-//!   namespace path, `static_ips` = the address before the checkpoint (the one the
-//!   status block reported) and `static_mac` = the MAC before.
-//! - with `--ignore-static-ip` (`--ignore-static-mac`): the same `container_id` and
-//!   name, a new namespace, and a new address from podman's IPAM (a new MAC).
+//! | command | `container_id`, `container_name` | netns path | `static_ips` | `static_mac` |
+//! |---|---|---|---|---|
+//! | `podman run` | new | new | assigned by podman | `null` |
+//! | `podman container restore --import X --tcp-established` | as before the checkpoint | new | the address before | the MAC before |
+//! | the same with `--ignore-static-ip` | as before | new | a new address | the MAC before |
+//! | with `--ignore-static-ip --ignore-static-mac` | as before | new | a new address | `null` |
 //!
+//! Each `setup` is matched by one `teardown` with the same input and namespace path.
 //! Neither says "restore", and a fresh `podman run --ip X --mac-address Y` looks like
 //! the first. The controller knows: [`restore_of`] finds an active migration in state
 //! `checkpointed` (or `restoring`) whose source was this container on this interface.
