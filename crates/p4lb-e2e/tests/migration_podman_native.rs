@@ -354,3 +354,112 @@ fn controller_down_at_podman_run_fails_clearly_and_leaves_nothing() {
     let ip = address(&w, "web", NET);
     assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
 }
+
+#[test]
+fn controller_down_at_checkpoint_or_restore_fails_loudly_and_the_container_stays_restorable() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    w.add_service();
+    run_server(&w, "web", NET);
+    let old_ip = address(&w, "web", NET);
+
+    // At checkpoint: refused, the container keeps running.
+    w.stop_controller();
+    let (ok, out) = w.checkpoint("web", "/tmp/ck-down.tar");
+    assert!(!ok, "checkpoint succeeded with the controller down: {out}");
+    let state = w.sh("podman inspect -f '{{.State.Status}}' web");
+    assert_eq!(state.trim(), "running", "the container must keep running");
+    w.start_controller();
+
+    // At restore: the plugin cannot ask whether this is a restore; podman says why.
+    let (ok, out) = w.checkpoint("web", "/tmp/ck.tar");
+    assert!(ok, "checkpoint failed: {out}\n{}", w.diag());
+    w.sh("podman rm web >/dev/null");
+    w.stop_controller();
+    let (ok, o, e) = w.try_sh(
+        "podman container restore --import /tmp/ck.tar --tcp-established --ignore-static-ip",
+    );
+    println!("restore with the controller down: {}", e.trim());
+    assert!(!ok, "restore succeeded with the controller down: {o}");
+    assert!(e.contains("p4lb controller unavailable"), "{e:?}");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+
+    // The archive is still good: with the controller back the restore completes.
+    w.start_controller();
+    w.sh("podman rm -f web >/dev/null 2>&1 || true");
+    let (ok, o, e) = w.try_sh(
+        "podman container restore --import /tmp/ck.tar --tcp-established --ignore-static-ip",
+    );
+    assert!(
+        ok,
+        "restore after the controller came back: {o}{e}\n{}",
+        w.diag()
+    );
+    let new_ip = address(&w, "web", NET);
+    assert_ne!(new_ip, old_ip);
+    let ep = endpoints(&w)
+        .into_iter()
+        .find(|e| e.ip == new_ip)
+        .unwrap_or_else(|| panic!("no endpoint for {new_ip}\n{}", w.diag()));
+    assert_eq!(ep.state, "ready", "{ep:?}");
+    assert!(!ep.locked, "{ep:?}");
+    let migs = w.migrations();
+    let done = migs.iter().filter(|m| m.state == "done").count();
+    assert_eq!(done, 1, "{migs:?}");
+}
+
+/// The plugin killed while it waits for the controller (SIGKILL, as an OOM kill or
+/// a runtime timeout would): `podman run` fails, and nothing is left once the
+/// container is removed. The wait is on a frozen controller, which accepts the
+/// connection and never answers; the plugin's state at that point is whatever it
+/// did before asking.
+#[test]
+fn plugin_killed_mid_setup_leaves_nothing_after_the_next_teardown() {
+    let _s = serial();
+    let w = World::start();
+    // A long controller timeout, so the plugin is still waiting when it is killed.
+    w.sh(&format!(
+        "podman network create -d p4lb --subnet {SUBNET} -o labels=app=web \
+         -o timeout_ms=120000 {NET}"
+    ));
+    w.sh("kill -STOP $(cat /tmp/controller.pid)");
+    let mut run =
+        w.tb.spawn(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "podman run -d --name web --network {NET} {TEST_IMAGE} {TESTAPP_IN_IMAGE} \
+                 server --listen 0.0.0.0:{PORT} >/tmp/run.out 2>&1"
+            ),
+        ])
+        .unwrap();
+    wait::until(30, "the plugin to wait for the controller", || {
+        w.try_sh("pgrep -f '^/usr/libexec/netavark/p4lb setup'").0
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = w.sh("pgrep -f '^/usr/libexec/netavark/p4lb setup'");
+    w.sh(&format!("kill -KILL {}", pid.trim()));
+    let status = run.wait().unwrap();
+    let out = w.sh("cat /tmp/run.out");
+    println!("podman run with the plugin killed: {}", out.trim());
+    assert!(!status.success(), "podman run succeeded: {out}");
+    w.sh("kill -CONT $(cat /tmp/controller.pid)");
+    w.sh("podman rm -f web >/dev/null 2>&1 || true");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+    let eps = endpoints(&w);
+    assert!(eps.is_empty(), "endpoints left: {eps:?}");
+    // The network works afterwards.
+    run_server(&w, "web", NET);
+    let ip = address(&w, "web", NET);
+    assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
+}
