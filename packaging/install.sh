@@ -55,7 +55,7 @@ inst -m 0644 "$repo/crates/p4lb-oci-hook/hooks.d/p4lb.json" "$root/usr/share/con
 [ -e "$root/etc/p4lb/controller.toml" ] ||
     inst -m 0600 "$here/p4lb/controller.toml" "$root/etc/p4lb/controller.toml"
 inst -m 0644 "$here/README.md" "$here/cni/10-p4lb.conflist.example" "$root/usr/share/doc/p4lb/"
-for d in migration.md controller.md; do
+for d in migration.md controller.md podman.md; do
     [ -f "$repo/docs/$d" ] && inst -m 0644 "$repo/docs/$d" "$root/usr/share/doc/p4lb/"
 done
 
