@@ -463,3 +463,53 @@ fn plugin_killed_mid_setup_leaves_nothing_after_the_next_teardown() {
     let ip = address(&w, "web", NET);
     assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
 }
+
+/// Figure (not a timed assertion): `podman run -d` until the container runs, on a
+/// p4lb network and on Podman's default bridge network, alternating, same run.
+#[test]
+fn figure_podman_run_on_a_p4lb_network_vs_the_default_bridge() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    let (ok, _, e) = w.try_sh(&format!(
+        "podman run -d --name probe --network podman {TEST_IMAGE} sleep 1 >/dev/null && \
+         podman rm -f probe >/dev/null"
+    ));
+    if !ok {
+        println!("SKIPPED: Podman's default bridge network does not work here: {e}");
+        return;
+    }
+    let rounds = 5;
+    let mut p4lb_ms = Vec::new();
+    let mut bridge_ms = Vec::new();
+    for i in 0..rounds {
+        for (net, out) in [(NET, &mut p4lb_ms), ("podman", &mut bridge_ms)] {
+            let name = format!("lat{i}");
+            let t = std::time::Instant::now();
+            w.sh(&format!(
+                "podman run -d --name {name} --network {net} {TEST_IMAGE} sleep 600 >/dev/null"
+            ));
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+            if net == NET {
+                let ip = address(&w, &name, NET);
+                assert!(
+                    endpoints(&w).iter().any(|e| e.ip == ip),
+                    "{name} not registered\n{}",
+                    w.diag()
+                );
+            }
+            w.sh(&format!("podman rm -f -t 0 {name} >/dev/null"));
+        }
+    }
+    assert!(endpoints(&w).is_empty(), "{}", w.diag());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, b) = (median(&mut p4lb_ms), median(&mut bridge_ms));
+    record(&format!(
+        "podman run -d, median of {rounds}: p4lb network {p:.0} ms, default bridge {b:.0} ms \
+         (ratio {:.2})",
+        p / b
+    ));
+}
