@@ -513,3 +513,84 @@ fn figure_podman_run_on_a_p4lb_network_vs_the_default_bridge() {
         p / b
     ));
 }
+
+/// One migration of [`figure_criu_network_lock_vs_skip`].
+struct LockRow {
+    skip: bool,
+    client_stall_ms: f64,
+    p4lb_stall_ms: f64,
+    checkpoint_ms: f64,
+    restore_ms: f64,
+}
+
+/// Figure (not a timed assertion): CRIU's own network lock vs `network-lock skip`
+/// (p4lb's switch lock alone), alternating in the same run, one client session per
+/// migration. Every connection must survive either way; the figures are the
+/// client's longest stall, p4lb's lock-to-unlock stall and podman's times.
+#[test]
+fn figure_criu_network_lock_vs_skip() {
+    let _s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    create_network(&w, NET, SUBNET);
+    w.add_service();
+    run_server(&w, "web", NET);
+    let conns = 50;
+    let rounds = 3;
+    let mut rows: Vec<LockRow> = Vec::new();
+    for i in 0..rounds * 2 {
+        let skip = i % 2 == 1;
+        // The lock method is chosen at dump and stored in the images.
+        w.sh(&format!(
+            "for f in crun.conf runc.conf; do sed -i '/^network-lock /d' /etc/criu/$f; {} done",
+            if skip {
+                "echo 'network-lock skip' >> /etc/criu/$f;"
+            } else {
+                ""
+            }
+        ));
+        let client = w.start_client(conns, 5.0).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        client.mark().unwrap();
+        let m = migrate(&w, "web", 100 + i, true);
+        std::thread::sleep(Duration::from_secs(2));
+        let out = client.finish().unwrap();
+        let before = out.interim.first().expect("interim report");
+        let (survived, _) = judge(before, &out.last).unwrap();
+        let mode = if skip { "skip" } else { "iptables (default)" };
+        assert_eq!(out.last.totals.reset, 0, "{mode}: {}", out.stderr);
+        assert_eq!(survived, conns as u64, "{mode}: {}", out.stderr);
+        let mig = w.migrations().pop().expect("a migration record");
+        assert_eq!(mig.state, "done", "{mig:?}");
+        rows.push(LockRow {
+            skip,
+            client_stall_ms: out.last.totals.longest_stall_ms as f64,
+            p4lb_stall_ms: mig.stall_us as f64 / 1000.0,
+            checkpoint_ms: m.checkpoint_ms as f64,
+            restore_ms: m.restore_ms as f64,
+        });
+    }
+    w.sh("for f in crun.conf runc.conf; do sed -i '/^network-lock /d' /etc/criu/$f; done");
+    let avg = |skip: bool, f: &dyn Fn(&LockRow) -> f64| {
+        let v: Vec<f64> = rows.iter().filter(|r| r.skip == skip).map(f).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let mut text =
+        format!("CRIU network lock, {rounds} migrations each, {conns} connections, all kept:\n");
+    for (skip, name) in [(false, "iptables (default)"), (true, "skip")] {
+        text.push_str(&format!(
+            "  {name:<18}: client longest stall {:.0} ms, p4lb lock->unlock {:.0} ms, \
+             podman checkpoint {:.0} ms, rm + restore {:.0} ms\n",
+            avg(skip, &|r| r.client_stall_ms),
+            avg(skip, &|r| r.p4lb_stall_ms),
+            avg(skip, &|r| r.checkpoint_ms),
+            avg(skip, &|r| r.restore_ms),
+        ));
+    }
+    text.push_str(&format!(
+        "  ratio skip/default: client stall {:.2}, p4lb stall {:.2}",
+        avg(true, &|r| r.client_stall_ms) / avg(false, &|r| r.client_stall_ms),
+        avg(true, &|r| r.p4lb_stall_ms) / avg(false, &|r| r.p4lb_stall_ms)
+    ));
+    record(&text);
+}
