@@ -119,22 +119,26 @@ async fn confirm_podman_hint(
     }
 }
 
-/// Runs IPAM ADD; an invalid answer releases the lease again.
+/// Runs IPAM ADD. When it fails or its answer is invalid, IPAM DEL releases
+/// whatever it may have allocated (the specification asks for a DEL after a failed
+/// ADD too).
 fn run_ipam(
     inv: &Invocation,
     ipam_env: Vec<(&'static str, String)>,
 ) -> Result<CniResult, CniError> {
-    let out = inv.ipam("ADD", ipam_env.clone())?;
-    let parsed = serde_json::from_slice::<Value>(&out)
-        .map_err(|e| {
-            CniError::new(Code::Ipam, "IPAM plugin returned invalid JSON").details(e.to_string())
-        })
-        .and_then(|v| {
-            CniResult::from_value(&v, "IPAM result").map_err(|e| CniError {
-                code: Code::Ipam as u32,
-                ..e
+    let parsed = inv.ipam("ADD", ipam_env.clone()).and_then(|out| {
+        serde_json::from_slice::<Value>(&out)
+            .map_err(|e| {
+                CniError::new(Code::Ipam, "IPAM plugin returned invalid JSON")
+                    .details(e.to_string())
             })
-        });
+            .and_then(|v| {
+                CniResult::from_value(&v, "IPAM result").map_err(|e| CniError {
+                    code: Code::Ipam as u32,
+                    ..e
+                })
+            })
+    });
     if parsed.is_err() {
         if let Err(e) = inv.ipam("DEL", ipam_env) {
             eprintln!("p4lb: rollback: releasing IPAM lease: {e}");
