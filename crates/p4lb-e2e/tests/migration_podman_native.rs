@@ -594,3 +594,36 @@ fn figure_criu_network_lock_vs_skip() {
     ));
     record(&text);
 }
+
+#[test]
+fn controller_down_at_podman_rm_still_removes_the_container() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    run_server(&w, "web", NET);
+    w.stop_controller();
+    let (ok, o, e) = w.try_sh("podman rm -f web");
+    println!(
+        "podman rm with the controller down: {}{}",
+        o.trim(),
+        e.trim()
+    );
+    assert!(ok, "podman rm failed with the controller down: {o}{e}");
+    let (exists, _, _) = w.try_sh("podman container exists web");
+    assert!(!exists, "the container is still there");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+    // Back up, the controller withdraws the endpoint whose namespace is gone.
+    w.start_controller();
+    wait::until(30, "the controller to withdraw the endpoint", || {
+        let eps = endpoints(&w);
+        eps.len() == 1 && eps[0].state == "stale"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.diag()));
+    let key = endpoints(&w)[0].key.clone();
+    w.sh(&format!("{} --socket {SOCKET} endpoints rm {key}", w.ctl));
+    assert!(endpoints(&w).is_empty(), "{}", w.diag());
+}

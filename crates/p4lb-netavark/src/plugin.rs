@@ -43,6 +43,7 @@ use std::path::PathBuf;
 
 use p4lb_api::api::Migration;
 use p4lb_cni::attach::{self, ControllerConf, Registration, Target, Wiring};
+use p4lb_cni::cni::error::Code;
 use p4lb_cni::cni::result::IpNet;
 use p4lb_cni::net::link::{mac_to_string, parse_mac};
 use p4lb_cni::restore::{HintSource, RestoreHint};
@@ -259,12 +260,28 @@ pub async fn setup(netns: &str, input: &[u8]) -> Result<StatusBlock, Error> {
 }
 
 /// `teardown <netns>`: deregisters the endpoint and removes p4lb's veth. Both are
-/// tried; every failure is reported.
+/// tried. An unreachable controller does not fail it (so `podman rm` is never held
+/// up by an absent controller): the veth is gone, and the controller withdraws an
+/// endpoint whose namespace or veth is gone when it next checks (it shows as
+/// `stale` in `p4lbctl endpoints ls` until removed). Every other failure is
+/// reported.
 pub async fn teardown(netns: &str, input: &[u8]) -> Result<(), Error> {
     let exec: PluginExec = parse_input("teardown input", input)?;
     let opts = NetOptions::parse(exec.network.options.as_ref())?;
     let target = target(&exec, netns, &opts)?;
-    let errors = attach::detach(&target, &controller(&opts)).await;
+    let (unreachable, errors): (Vec<_>, Vec<_>) = attach::detach(&target, &controller(&opts))
+        .await
+        .into_iter()
+        .partition(|e| e.code == Code::TryAgainLater as u32);
+    for e in &unreachable {
+        eprintln!(
+            "p4lb: warning: {}; the controller withdraws the endpoint once it sees its \
+             namespace gone (p4lbctl endpoints rm {}/{} removes its record)",
+            Error::Attach(e.clone()),
+            target.container_id,
+            target.ifname
+        );
+    }
     if errors.is_empty() {
         return Ok(());
     }
