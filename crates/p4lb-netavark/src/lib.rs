@@ -22,6 +22,8 @@
 //!   hint from the user.
 //! - [`plugin::endpoint_id`]: the container ID the controller knows the endpoint by.
 //! - `main.rs`: arguments, bounded stdin, the JSON on stdout.
+//! - `tests/binary.rs`: the binary against real namespaces; end to end with Podman:
+//!   `crates/p4lb-e2e/tests/migration_podman_native.rs`.
 
 pub mod options;
 pub mod plugin;
