@@ -77,7 +77,7 @@ test: prereqs
 ## Live migration: a container behind a VIP moves twice to a new pod with a
 ## new address while a client keeps its connections (p4lb-tools demo).
 demo: prereqs static-testapp
-	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed -p p4lb-tools
+	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed -p p4lb-tools
 	$(TARGET_DIR)/debug/p4lb-tools demo
 
 ## The no-lock checkpoint/restore baseline (podman, same IP): a benchmark,

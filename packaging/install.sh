@@ -36,15 +36,17 @@ need() {
         exit 1
     fi
 }
-for b in p4lb-controller p4lbctl p4lb-switch p4lb p4lb-criu-action p4lb-oci-hook; do need "$b"; done
+for b in p4lb-controller p4lbctl p4lb-switch p4lb p4lb-netavark p4lb-criu-action p4lb-oci-hook; do need "$b"; done
 
 inst() { install -o root -g root "$@"; }
 
-inst -d -m 0755 "$root/usr/bin" "$root/usr/libexec/p4lb" "$root/opt/cni/bin" \
+inst -d -m 0755 "$root/usr/bin" "$root/usr/libexec/p4lb" "$root/usr/libexec/netavark" "$root/opt/cni/bin" \
     "$root/usr/share/containers/oci/hooks.d" "$root/usr/share/doc/p4lb"
 inst -d -m 0700 "$root/etc/p4lb" "$root/var/lib/p4lb"
 inst -m 0755 "$from/p4lb-controller" "$from/p4lbctl" "$from/p4lb-switch" "$root/usr/bin/"
 inst -m 0755 "$from/p4lb" "$root/opt/cni/bin/p4lb"
+# The netavark plugin: its file name is the driver name (`podman network create -d p4lb`).
+inst -m 0755 "$from/p4lb-netavark" "$root/usr/libexec/netavark/p4lb"
 inst -m 0755 "$from/p4lb-criu-action" "$from/p4lb-oci-hook" "$root/usr/libexec/p4lb/"
 inst -m 0644 "$repo/crates/p4lb-oci-hook/hooks.d/p4lb.json" "$root/usr/share/containers/oci/hooks.d/p4lb.json"
 [ -e "$root/etc/p4lb/criu-action.toml" ] ||
@@ -53,7 +55,7 @@ inst -m 0644 "$repo/crates/p4lb-oci-hook/hooks.d/p4lb.json" "$root/usr/share/con
 [ -e "$root/etc/p4lb/controller.toml" ] ||
     inst -m 0600 "$here/p4lb/controller.toml" "$root/etc/p4lb/controller.toml"
 inst -m 0644 "$here/README.md" "$here/cni/10-p4lb.conflist.example" "$root/usr/share/doc/p4lb/"
-for d in migration.md controller.md; do
+for d in migration.md controller.md podman.md; do
     [ -f "$repo/docs/$d" ] && inst -m 0644 "$repo/docs/$d" "$root/usr/share/doc/p4lb/"
 done
 

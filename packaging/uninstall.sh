@@ -25,9 +25,11 @@ rm -f "$root/etc/systemd/system/p4lb-controller.service" \
     "$root/etc/systemd/system/p4lb-switch.service" \
     "$root/usr/bin/p4lb-controller" "$root/usr/bin/p4lbctl" "$root/usr/bin/p4lb-switch" \
     "$root/opt/cni/bin/p4lb" \
+    "$root/usr/libexec/netavark/p4lb" \
     "$root/usr/libexec/p4lb/p4lb-criu-action" "$root/usr/libexec/p4lb/p4lb-oci-hook" \
     "$root/usr/share/containers/oci/hooks.d/p4lb.json"
 rmdir "$root/usr/libexec/p4lb" 2>/dev/null || true
+rmdir "$root/usr/libexec/netavark" 2>/dev/null || true
 rm -rf "$root/usr/share/doc/p4lb"
 for f in runc.conf crun.conf default.conf; do
     conf="$root/etc/criu/$f"

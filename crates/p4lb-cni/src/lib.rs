@@ -32,12 +32,16 @@
 //!   errors.
 //! - [`parse_invocation`]: the whole input of a call (environment, stdin), parsed and
 //!   validated with no side effect (also the entry point of the `cni_input` fuzz target).
+//! - [`attach`]: wiring a container to a switch port and registering it (and undoing
+//!   both) from plain typed inputs; the CNI verbs and the netavark plugin
+//!   (`p4lb-netavark`) both call it.
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, GC, STATUS, VERSION); [`cmd::del`] and
 //!   [`cmd::gc`] say what they never touch.
 //! - [`pending`]: deregistrations DEL could not make (controller unreachable), recorded
 //!   in `stateDir` and finished by the next DEL or GC that reaches the controller.
 
 pub mod api_client;
+pub mod attach;
 pub mod cmd;
 pub mod cni;
 pub mod config;

@@ -47,6 +47,9 @@ pub enum HintSource {
     PodmanArgs,
     P4lbArgs,
     PodAnnotation,
+    /// No hint from the runtime: the controller's checkpointed migration of the same
+    /// container (the netavark plugin's restores).
+    Migration,
 }
 
 /// A restore: the container's address before the checkpoint.

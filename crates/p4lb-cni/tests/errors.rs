@@ -161,6 +161,9 @@ fn ipam_failure_is_passed_on_and_rolled_back() {
     c["ipam"] = json!({"type": "fail-ipam"});
     let e = w.p4lb("ADD", "if", &ns.path, "", &c).err(11);
     assert!(e["msg"].as_str().unwrap().contains("pool busy"), "{e}");
+    // A failed IPAM ADD is followed by an IPAM DEL, as the specification asks.
+    let calls = std::fs::read_to_string(w.cni_path.join("fail-ipam.calls")).unwrap();
+    assert_eq!(calls, "ADD\nDEL\n");
     let mut c = w.conf("1.0.0");
     c["ipam"]["type"] = json!("no-such-ipam");
     let e = w.p4lb("ADD", "if", &ns.path, "", &c).err(101);

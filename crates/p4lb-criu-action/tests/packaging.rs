@@ -29,6 +29,7 @@ fn install_then_uninstall_into_a_scratch_root() {
         "p4lbctl",
         "p4lb-switch",
         "p4lb",
+        "p4lb-netavark",
         "p4lb-criu-action",
         "p4lb-oci-hook",
     ] {
@@ -61,6 +62,7 @@ fn install_then_uninstall_into_a_scratch_root() {
         ("usr/bin/p4lbctl", 0o755),
         ("usr/bin/p4lb-switch", 0o755),
         ("opt/cni/bin/p4lb", 0o755),
+        ("usr/libexec/netavark/p4lb", 0o755),
         ("usr/libexec/p4lb/p4lb-criu-action", 0o755),
         ("usr/libexec/p4lb/p4lb-oci-hook", 0o755),
         ("usr/share/containers/oci/hooks.d/p4lb.json", 0o644),
@@ -121,6 +123,7 @@ fn install_then_uninstall_into_a_scratch_root() {
     assert!(!r.join("etc/criu/crun.conf").exists());
     assert!(!r.join("usr/libexec/p4lb").exists());
     assert!(!r.join("opt/cni/bin/p4lb").exists());
+    assert!(!r.join("usr/libexec/netavark/p4lb").exists());
     assert!(!r.join("usr/bin/p4lb-switch").exists());
     assert!(!r.join("etc/systemd/system/p4lb-switch.service").exists());
     assert!(!r.join("etc/p4lb").exists());

@@ -2,8 +2,8 @@
 //! the end-to-end tests (`tests/`) that run them.
 //!
 //! - [`scenario`]: live migration with p4lb installed the way packaging does
-//!   (controller with its embedded switch, CNI plugin, CRIU action script, OCI
-//!   hook, a VIP service), a server container and a client holding connections,
+//!   (controller with its embedded switch, CNI plugin, netavark plugin, CRIU action
+//!   script, OCI hook, a VIP service), a server container and a client holding connections,
 //! - [`bmv2`]: BMv2 as the scenario's switch (`P4LB_P4_PREFIX`; the host's
 //!   `simple_switch_grpc` in the testbed's network namespace),
 //! - [`judge`]: which client connections survived a checkpoint/restore,
@@ -11,7 +11,9 @@
 //!   module doc says why it is not the `k8s-cri` crate),
 //! - [`error`]: the scenarios' error type.
 //!
-//! The tests: `migration_podman` (migrations to new addresses under load),
+//! The tests: `migration_podman_native` (a p4lb netavark network and only Podman
+//! commands: migrations, network commands, faults, figures), `migration_podman`
+//! (migrations to new addresses under load, namespaces wired by hand),
 //! `migration_faults` (restores that must be refused), `migration_cri` and
 //! `cni_containerd` (containerd's CRI path), `containerd` (containerd with the
 //! `bridge` plugin and the local registry). They need root and the p4lb

@@ -7,7 +7,10 @@
 //!
 //! The p4lb binaries are used from `target/debug` (mounted read-only inside the
 //! testbed); build them first:
-//! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-criu-action -p p4lb-oci-hook`.
+//! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action
+//! -p p4lb-oci-hook`. The netavark plugin is copied to `/usr/libexec/netavark/p4lb`
+//! (where packaging/install.sh puts it), so `podman network create -d p4lb` works
+//! inside.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -39,7 +42,7 @@ fn bin(name: &str) -> Result<PathBuf> {
     if !p.is_file() {
         return Err(Error::Missing(format!(
             "{} is missing; build it first: cargo build -p p4lb-controller -p p4lb-cni \
-             -p p4lb-criu-action -p p4lb-oci-hook",
+             -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook",
             p.display()
         )));
     }
@@ -98,6 +101,8 @@ pub struct World {
     pub controller: String,
     pub ctl: String,
     pub cni: String,
+    /// The netavark plugin, as built (installed as /usr/libexec/netavark/p4lb).
+    pub netavark: String,
     pub action: String,
     pub hook: String,
     pub testapp: String,
@@ -117,6 +122,7 @@ impl World {
         let controller = inside(&bin("p4lb-controller")?)?;
         let ctl = inside(&bin("p4lbctl")?)?;
         let cni = inside(&bin("p4lb")?)?;
+        let netavark = inside(&bin("p4lb-netavark")?)?;
         let action = inside(&bin("p4lb-criu-action")?)?;
         let hook = inside(&bin("p4lb-oci-hook")?)?;
         let testapp = inside(&testapp)?;
@@ -131,6 +137,7 @@ impl World {
             controller,
             ctl,
             cni,
+            netavark,
             action,
             hook,
             testapp,
@@ -161,7 +168,9 @@ impl World {
              chmod 0700 /run/p4lb /var/lib/p4lb /etc/p4lb && \
              for f in runc.conf crun.conf; do grep -v '^action-script ' > /etc/criu/$f <<'EOF'\n{criu}EOF\n\
              done && cat > /etc/criu/default.conf <<'EOF'\n{criu}EOF\n\
-             cat > /usr/share/containers/oci/hooks.d/p4lb.json <<'EOF'\n{hooks}\nEOF\n"
+             cat > /usr/share/containers/oci/hooks.d/p4lb.json <<'EOF'\n{hooks}\nEOF\n\
+             mkdir -p /usr/libexec/netavark && install -m 0755 {} /usr/libexec/netavark/p4lb\n",
+            self.netavark
         ))?;
         for (name, labels, subnet) in [
             ("pods", r#"{"app":"web"}"#, "10.88.0.0/24"),

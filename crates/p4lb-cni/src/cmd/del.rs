@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 
-use super::{host_alias, host_ifname, Invocation};
+use super::Invocation;
 use crate::api_client::Controller;
 use crate::cni::env::MAX_CONTAINER_ID_LEN;
 use crate::cni::error::{CniError, Code};
@@ -41,7 +41,7 @@ pub async fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
     };
 
     // 2. The veth, if it is ours.
-    delete_own_veth(inv).await?;
+    crate::attach::remove_own_veth(&inv.target()).await?;
     // A refusal (not "try again later") fails DEL, and the lease is kept.
     let deregistered =
         deregistered.map_err(|e| e.context("endpoint not deregistered; the IPAM lease is kept"))?;
@@ -97,24 +97,4 @@ async fn deregister(inv: &Invocation) -> Result<bool, CniError> {
         Err(e) => eprintln!("p4lb: warning: pending deregistrations: {e}"),
     }
     Ok(true)
-}
-
-/// Deletes the host end named for this attachment if ADD made it (its alias).
-async fn delete_own_veth(inv: &Invocation) -> Result<(), CniError> {
-    let (host, _host_ns) = inv.host_netlink()?;
-    let name = host_ifname(&inv.env.container_id, &inv.env.ifname);
-    let Some(link) = host.link(&name).await? else {
-        return Ok(());
-    };
-    let ours = host_alias(&inv.conf.name, &inv.env.container_id, &inv.env.ifname);
-    if link.alias.as_deref() == Some(ours.as_str()) {
-        host.delete(&name).await?;
-    } else {
-        eprintln!(
-            "p4lb: warning: {name} left alone: not created by p4lb for {}/{} on network {} \
-             (alias {:?})",
-            inv.env.container_id, inv.env.ifname, inv.conf.name, link.alias
-        );
-    }
-    Ok(())
 }

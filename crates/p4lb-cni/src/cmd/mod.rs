@@ -69,19 +69,32 @@ pub fn parse_alias<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a st
 }
 
 impl Invocation {
+    /// The attachment this call is about, for [`crate::attach`].
+    pub fn target(&self) -> crate::attach::Target {
+        crate::attach::Target {
+            container_id: self.env.container_id.clone(),
+            ifname: self.env.ifname.clone(),
+            netns: self.env.netns.clone().into(),
+            network: self.conf.name.clone(),
+            switch_netns: self.p4.switch_netns.clone(),
+        }
+    }
+
+    /// The controller's socket and timeout, for [`crate::attach`].
+    pub fn controller(&self) -> crate::attach::ControllerConf {
+        crate::attach::ControllerConf {
+            socket: self.p4.controller_socket.clone(),
+            timeout: self.p4.controller_timeout,
+        }
+    }
+
     pub fn args(&self) -> Result<CniArgs, CniError> {
         CniArgs::parse(&self.env.args, KNOWN_ARGS)
     }
 
     /// The netlink connection for the side the switch sees.
     pub fn host_netlink(&self) -> Result<(Netlink, Option<NetNs>), CniError> {
-        match &self.p4.switch_netns {
-            None => Ok((Netlink::current()?, None)),
-            Some(p) => {
-                let ns = NetNs::open_any(p)?;
-                Ok((Netlink::in_ns(&ns)?, Some(ns)))
-            }
-        }
+        self.target().host_netlink()
     }
 
     /// Runs the IPAM plugin with `verb`. `set_env` overrides variables (GC sets the

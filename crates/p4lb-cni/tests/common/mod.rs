@@ -291,11 +291,12 @@ impl World {
                 std::os::unix::fs::symlink(&src, cni_path.join(p)).unwrap();
             }
         }
-        // An IPAM plugin that always fails with "try again later".
+        // An IPAM plugin that always fails with "try again later", and appends each
+        // verb it is called with to fail-ipam.calls next to it.
         let fail = cni_path.join("fail-ipam");
         std::fs::write(
             &fail,
-            "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"pool busy\",\"details\":\"test IPAM\"}'\nexit 1\n",
+            "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND\" >> \"$(dirname \"$0\")/fail-ipam.calls\"\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"pool busy\",\"details\":\"test IPAM\"}'\nexit 1\n",
         )
         .unwrap();
         std::fs::set_permissions(&fail, std::os::unix::fs::PermissionsExt::from_mode(0o755))

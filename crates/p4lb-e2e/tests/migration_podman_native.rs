@@ -1,0 +1,629 @@
+//! End to end, the way a Podman user works: a p4lb network made with `podman
+//! network create -d p4lb` (the netavark plugin `p4lb-netavark`, installed as
+//! /usr/libexec/netavark/p4lb), `podman run --network NAME`, and migrations that
+//! are nothing but `podman container checkpoint --tcp-established --export`,
+//! `podman rm` and `podman container restore --import --tcp-established
+//! [--ignore-static-ip]`. The plugin tells each restore from a fresh start by
+//! asking the controller (a checkpointed migration of the same container), registers
+//! the new endpoint locked, and the CRIU action script does the rest. A client
+//! outside holds connections to the VIP all along.
+//!
+//! The client's own namespace is wired by the CNI plugin (it stands for the world
+//! outside); the server container only ever sees Podman commands.
+
+mod migration_common;
+
+use std::time::Duration;
+
+use migration_common::*;
+use p4lb_api::api;
+use p4lb_api::labels::CheckpointMode;
+use p4lb_criu_action::record::RecordState;
+use p4lb_e2e::judge::judge;
+use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
+use p4lb_testbed::{cgroups, wait};
+
+/// The p4lb network of the server container.
+const NET: &str = "p4pods";
+const SUBNET: &str = "10.89.0.0/24";
+
+/// `podman network create -d p4lb` of a network whose endpoints the service `web`
+/// selects (`app=web`).
+fn create_network(w: &World, name: &str, subnet: &str) {
+    w.sh(&format!(
+        "podman network create -d p4lb --subnet {subnet} -o labels=app=web {name}"
+    ));
+}
+
+/// `podman run` of the stateful test server on network `net`.
+fn run_server(w: &World, name: &str, net: &str) {
+    w.sh(&format!(
+        "podman run -d --name {name} --network {net} {TEST_IMAGE} {TESTAPP_IN_IMAGE} server \
+         --listen 0.0.0.0:{PORT} --stateful"
+    ));
+    wait::until(20, "the server container to listen", || {
+        w.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
+            .0
+    })
+    .unwrap();
+}
+
+/// The container's address on `net`, as podman reports it.
+fn address(w: &World, name: &str, net: &str) -> String {
+    w.sh(&format!(
+        "podman inspect -f '{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}' {name}"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// The container's network namespace (a name under /run/netns).
+fn netns_name(w: &World, name: &str) -> String {
+    let key = w.sh(&format!(
+        "podman inspect -f '{{{{.NetworkSettings.SandboxKey}}}}' {name}"
+    ));
+    key.trim()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn endpoints(w: &World) -> Vec<api::Endpoint> {
+    w.ctl_json("endpoints ls")
+}
+
+/// Host links made by p4lb (the host ends of its veths).
+fn p4lb_links(w: &World) -> Vec<String> {
+    w.sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^p4lb' || true")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Move {
+    old_ip: String,
+    new_ip: String,
+    checkpoint_ms: u128,
+    restore_ms: u128,
+}
+
+/// One migration as a Podman user types it: checkpoint, rm, restore.
+fn migrate(w: &World, name: &str, i: usize, ignore_static_ip: bool) -> Move {
+    let archive = format!("/tmp/native-ck-{i}.tar");
+    let old_ip = address(w, name, NET);
+    let t = std::time::Instant::now();
+    let (ok, out) = w.checkpoint(name, &archive);
+    assert!(ok, "checkpoint {i} failed: {out}\n{}", w.diag());
+    let checkpoint_ms = t.elapsed().as_millis();
+    let rec = w.record_in(&archive).unwrap();
+    assert_eq!(rec.state, RecordState::Checkpointed, "{rec:?}");
+    assert_eq!(rec.mode, CheckpointMode::Migrate, "{rec:?}");
+    assert_eq!(rec.source.ip.to_string(), old_ip);
+    let t = std::time::Instant::now();
+    w.sh(&format!("podman rm {name} >/dev/null"));
+    let ignore = if ignore_static_ip {
+        " --ignore-static-ip"
+    } else {
+        ""
+    };
+    let (ok, o, e) = w.try_sh(&format!(
+        "podman container restore --import {archive} --tcp-established{ignore}"
+    ));
+    assert!(ok, "restore {i} failed: {o}{e}\n{}", w.diag());
+    let restore_ms = t.elapsed().as_millis();
+    let id = w.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}"));
+    cgroups::prune_restore_copies(id.trim());
+    w.sh(&format!("rm -f {archive}"));
+    Move {
+        old_ip,
+        new_ip: address(w, name, NET),
+        checkpoint_ms,
+        restore_ms,
+    }
+}
+
+/// `migrations` migrations in a row of a stateful server behind the VIP with
+/// `conns` client connections; every connection must survive, with no byte lost
+/// or duplicated and the server's state kept.
+fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, conns: usize) {
+    let _s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    create_network(&w, NET, SUBNET);
+    w.add_service();
+    run_server(&w, "web", NET);
+    let first_ip = address(&w, "web", NET);
+    let ep = endpoints(&w)
+        .into_iter()
+        .find(|e| e.ip == first_ip)
+        .unwrap_or_else(|| panic!("no endpoint for {first_ip}\n{}", w.diag()));
+    assert_eq!(ep.network, NET, "{ep:?}");
+    assert_eq!(ep.labels.get("app").map(String::as_str), Some("web"));
+    assert!(!ep.locked, "{ep:?}");
+
+    let client = w.start_client(conns, 5.0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    client.mark().unwrap();
+
+    let mut history = vec![first_ip.clone()];
+    let mut moved = Vec::new();
+    for i in 1..=migrations {
+        let m = migrate(&w, "web", i, ignore_static_ip);
+        assert_eq!(&m.old_ip, history.last().unwrap());
+        if ignore_static_ip {
+            assert!(
+                !history.contains(&m.new_ip),
+                "migration {i}: {} is not a new address ({history:?})",
+                m.new_ip
+            );
+        } else {
+            assert_eq!(m.new_ip, m.old_ip, "migration {i} did not keep its address");
+        }
+        history.push(m.new_ip.clone());
+        // Every address the container ever had is configured in the new namespace.
+        let addrs = w.addrs_in(&netns_name(&w, "web"));
+        for a in &history {
+            assert!(addrs.contains(a), "migration {i}: {a} missing in {addrs:?}");
+        }
+        let eps = endpoints(&w);
+        let ep = eps
+            .iter()
+            .find(|e| e.ip == m.new_ip)
+            .unwrap_or_else(|| panic!("no endpoint for {}\n{}", m.new_ip, w.diag()));
+        assert_eq!(ep.state, "ready", "{ep:?}\n{}", w.diag());
+        assert!(!ep.locked, "{ep:?}");
+        assert_eq!(
+            eps.iter().filter(|e| e.network == NET).count(),
+            1,
+            "the source endpoint is gone after podman rm: {eps:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        moved.push(m);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let after = &out.last;
+
+    let migs = w.migrations();
+    let mut summary = String::new();
+    for (m, v) in moved.iter().zip(migs.iter().rev().take(migrations).rev()) {
+        summary.push_str(&format!(
+            "  {} ({} -> {}): state {}, switchover {:.1} ms, stall {:.1} ms, conns carried {}, \
+             podman checkpoint {} ms, rm + restore {} ms\n",
+            v.id,
+            m.old_ip,
+            m.new_ip,
+            v.state,
+            v.switchover_us as f64 / 1000.0,
+            v.stall_us as f64 / 1000.0,
+            v.connections_carried,
+            m.checkpoint_ms,
+            m.restore_ms
+        ));
+    }
+    let (survived, more) = judge(before, after).unwrap();
+    let t = &after.totals;
+    record(&format!(
+        "podman-native, {migrations} migrations ({}), {conns} connections: {survived} \
+         survived, {} reset, {} failed, {} bytes lost, {} duplicated, {} state regressions, \
+         {more} requests after the first checkpoint, longest stall {} ms\n{summary}",
+        if ignore_static_ip {
+            "--ignore-static-ip, a new address each"
+        } else {
+            "address kept"
+        },
+        t.reset,
+        t.failed,
+        t.lost_bytes,
+        t.duplicated_bytes,
+        t.state_regressions,
+        t.longest_stall_ms
+    ));
+    assert_eq!(migs.len(), migrations, "{migs:?}");
+    for v in &migs {
+        assert_eq!(v.state, "done", "{v:?}");
+    }
+    assert_eq!(t.connections, conns as u64);
+    assert_eq!(t.reset, 0, "resets: {}", out.stderr);
+    assert_eq!(t.failed, 0);
+    assert_eq!(t.lost_bytes, 0);
+    assert_eq!(t.duplicated_bytes, 0);
+    assert_eq!(t.state_regressions, 0, "the server lost its state");
+    assert_eq!(t.server_count_mismatches, 0, "the server lost its state");
+    assert_eq!(survived, conns as u64, "{}", out.stderr);
+    assert!(more > 0);
+}
+
+#[test]
+fn podman_restore_ignore_static_ip_moves_to_new_addresses_keeping_every_connection() {
+    migrations_keep_every_connection(true, 5, 200);
+}
+
+#[test]
+fn podman_restore_keeping_the_address_keeps_every_connection_and_the_state() {
+    migrations_keep_every_connection(false, 3, 200);
+}
+
+#[test]
+fn podman_network_commands_work_on_p4lb_networks_and_refuse_bad_options() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    create_network(&w, "p4second", "10.90.0.0/24");
+    let ls = w.sh("podman network ls --format '{{.Name}} {{.Driver}}'");
+    for n in [NET, "p4second"] {
+        assert!(ls.contains(&format!("{n} p4lb")), "{ls}");
+    }
+    let inspect = w.sh(&format!("podman network inspect {NET}"));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["driver"], "p4lb", "{inspect}");
+    assert_eq!(v[0]["subnets"][0]["subnet"], SUBNET, "{inspect}");
+    assert_eq!(v[0]["options"]["labels"], "app=web", "{inspect}");
+
+    // One container on each network: two endpoints, each on its own network.
+    run_server(&w, "one", NET);
+    run_server(&w, "two", "p4second");
+    let (a, b) = (address(&w, "one", NET), address(&w, "two", "p4second"));
+    assert!(a.starts_with("10.89.0."), "{a}");
+    assert!(b.starts_with("10.90.0."), "{b}");
+    let eps = endpoints(&w);
+    for (ip, net) in [(&a, NET), (&b, "p4second")] {
+        assert!(
+            eps.iter().any(|e| &e.ip == ip && e.network == net),
+            "no endpoint {ip} on {net}: {eps:?}"
+        );
+    }
+    // A network in use is refused by Podman as usual.
+    let (ok, _, err) = w.try_sh(&format!("podman network rm {NET}"));
+    assert!(!ok, "podman network rm of a network in use succeeded");
+    assert!(err.contains("in use") || err.contains("used"), "{err}");
+
+    // podman rm tears down: the endpoint and the veth are gone.
+    w.sh("podman rm -f one two >/dev/null");
+    let eps = endpoints(&w);
+    assert!(eps.is_empty(), "endpoints left after podman rm: {eps:?}");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+    w.sh(&format!("podman network rm {NET} p4second"));
+    let ls = w.sh("podman network ls --format '{{.Name}}'");
+    assert!(!ls.contains(NET) && !ls.contains("p4second"), "{ls}");
+
+    // Bad options: a clear error, and no network.
+    for (args, why) in [
+        (
+            "--subnet 10.91.0.0/24 -o sockett=/x",
+            "unknown option \"sockett\"",
+        ),
+        ("--subnet 10.91.0.0/24 -o mtu=10", "68..65535"),
+        (
+            "--subnet 10.91.0.0/24 -o labels=container.id=x",
+            "identity label",
+        ),
+        (
+            "--subnet 10.91.0.0/24 -o checkpoint_mode=move",
+            "migrate, snapshot",
+        ),
+        (
+            "--subnet 10.91.0.0/24 -o socket=relative.sock",
+            "absolute path",
+        ),
+        ("", "needs an IPv4 subnet"),
+    ] {
+        let (ok, o, e) = w.try_sh(&format!("podman network create -d p4lb {args} p4bad"));
+        println!("podman network create -d p4lb {args} p4bad: {}", e.trim());
+        assert!(!ok, "{args}: created: {o}");
+        assert!(e.contains(why), "{args}: {e:?} does not say {why:?}");
+        let (exists, _, _) = w.try_sh("podman network exists p4bad");
+        assert!(!exists, "{args}: the network was created anyway");
+    }
+}
+
+#[test]
+fn controller_down_at_podman_run_fails_clearly_and_leaves_nothing() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    w.stop_controller();
+    let (ok, o, e) = w.try_sh(&format!(
+        "podman run -d --name web --network {NET} {TEST_IMAGE} {TESTAPP_IN_IMAGE} server \
+         --listen 0.0.0.0:{PORT}"
+    ));
+    println!("podman run with the controller down: {}", e.trim());
+    assert!(!ok, "podman run succeeded with the controller down: {o}");
+    assert!(
+        e.contains("p4lb controller unavailable"),
+        "podman does not say why: {e:?}"
+    );
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+    let running = w.sh("podman ps -q");
+    assert!(running.trim().is_empty(), "{running}");
+
+    // Once the controller is back the same container starts, wired and registered.
+    w.start_controller();
+    w.sh("podman rm -f web >/dev/null 2>&1 || true");
+    run_server(&w, "web", NET);
+    let ip = address(&w, "web", NET);
+    assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
+}
+
+#[test]
+fn controller_down_at_checkpoint_or_restore_fails_loudly_and_the_container_stays_restorable() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    w.add_service();
+    run_server(&w, "web", NET);
+    let old_ip = address(&w, "web", NET);
+
+    // At checkpoint: refused, the container keeps running.
+    w.stop_controller();
+    let (ok, out) = w.checkpoint("web", "/tmp/ck-down.tar");
+    assert!(!ok, "checkpoint succeeded with the controller down: {out}");
+    let state = w.sh("podman inspect -f '{{.State.Status}}' web");
+    assert_eq!(state.trim(), "running", "the container must keep running");
+    w.start_controller();
+
+    // At restore: the plugin cannot ask whether this is a restore; podman says why.
+    let (ok, out) = w.checkpoint("web", "/tmp/ck.tar");
+    assert!(ok, "checkpoint failed: {out}\n{}", w.diag());
+    w.sh("podman rm web >/dev/null");
+    w.stop_controller();
+    let (ok, o, e) = w.try_sh(
+        "podman container restore --import /tmp/ck.tar --tcp-established --ignore-static-ip",
+    );
+    println!("restore with the controller down: {}", e.trim());
+    assert!(!ok, "restore succeeded with the controller down: {o}");
+    assert!(e.contains("p4lb controller unavailable"), "{e:?}");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+
+    // The archive is still good: with the controller back the restore completes.
+    w.start_controller();
+    w.sh("podman rm -f web >/dev/null 2>&1 || true");
+    let (ok, o, e) = w.try_sh(
+        "podman container restore --import /tmp/ck.tar --tcp-established --ignore-static-ip",
+    );
+    assert!(
+        ok,
+        "restore after the controller came back: {o}{e}\n{}",
+        w.diag()
+    );
+    let new_ip = address(&w, "web", NET);
+    assert_ne!(new_ip, old_ip);
+    let ep = endpoints(&w)
+        .into_iter()
+        .find(|e| e.ip == new_ip)
+        .unwrap_or_else(|| panic!("no endpoint for {new_ip}\n{}", w.diag()));
+    assert_eq!(ep.state, "ready", "{ep:?}");
+    assert!(!ep.locked, "{ep:?}");
+    let migs = w.migrations();
+    let done = migs.iter().filter(|m| m.state == "done").count();
+    assert_eq!(done, 1, "{migs:?}");
+}
+
+/// The plugin killed while it waits for the controller (SIGKILL, as an OOM kill or
+/// a runtime timeout would): `podman run` fails, and nothing is left once the
+/// container is removed. The wait is on a frozen controller, which accepts the
+/// connection and never answers; the plugin's state at that point is whatever it
+/// did before asking.
+#[test]
+fn plugin_killed_mid_setup_leaves_nothing_after_the_next_teardown() {
+    let _s = serial();
+    let w = World::start();
+    // A long controller timeout, so the plugin is still waiting when it is killed.
+    w.sh(&format!(
+        "podman network create -d p4lb --subnet {SUBNET} -o labels=app=web \
+         -o timeout_ms=120000 {NET}"
+    ));
+    w.sh("kill -STOP $(cat /tmp/controller.pid)");
+    let mut run =
+        w.tb.spawn(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "podman run -d --name web --network {NET} {TEST_IMAGE} {TESTAPP_IN_IMAGE} \
+                 server --listen 0.0.0.0:{PORT} >/tmp/run.out 2>&1"
+            ),
+        ])
+        .unwrap();
+    wait::until(30, "the plugin to wait for the controller", || {
+        w.try_sh("pgrep -f '^/usr/libexec/netavark/p4lb setup'").0
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = w.sh("pgrep -f '^/usr/libexec/netavark/p4lb setup'");
+    w.sh(&format!("kill -KILL {}", pid.trim()));
+    let status = run.wait().unwrap();
+    let out = w.sh("cat /tmp/run.out");
+    println!("podman run with the plugin killed: {}", out.trim());
+    assert!(!status.success(), "podman run succeeded: {out}");
+    w.sh("kill -CONT $(cat /tmp/controller.pid)");
+    w.sh("podman rm -f web >/dev/null 2>&1 || true");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+    let eps = endpoints(&w);
+    assert!(eps.is_empty(), "endpoints left: {eps:?}");
+    // The network works afterwards.
+    run_server(&w, "web", NET);
+    let ip = address(&w, "web", NET);
+    assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
+}
+
+/// Figure (not a timed assertion): `podman run -d` until the container runs, on a
+/// p4lb network and on Podman's default bridge network, alternating, same run.
+#[test]
+fn figure_podman_run_on_a_p4lb_network_vs_the_default_bridge() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    let (ok, _, e) = w.try_sh(&format!(
+        "podman run -d --name probe --network podman {TEST_IMAGE} sleep 1 >/dev/null && \
+         podman rm -f probe >/dev/null"
+    ));
+    if !ok {
+        println!("SKIPPED: Podman's default bridge network does not work here: {e}");
+        return;
+    }
+    let rounds = 5;
+    let mut p4lb_ms = Vec::new();
+    let mut bridge_ms = Vec::new();
+    for i in 0..rounds {
+        for (net, out) in [(NET, &mut p4lb_ms), ("podman", &mut bridge_ms)] {
+            let name = format!("lat{i}");
+            let t = std::time::Instant::now();
+            w.sh(&format!(
+                "podman run -d --name {name} --network {net} {TEST_IMAGE} sleep 600 >/dev/null"
+            ));
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+            if net == NET {
+                let ip = address(&w, &name, NET);
+                assert!(
+                    endpoints(&w).iter().any(|e| e.ip == ip),
+                    "{name} not registered\n{}",
+                    w.diag()
+                );
+            }
+            w.sh(&format!("podman rm -f -t 0 {name} >/dev/null"));
+        }
+    }
+    assert!(endpoints(&w).is_empty(), "{}", w.diag());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, b) = (median(&mut p4lb_ms), median(&mut bridge_ms));
+    record(&format!(
+        "podman run -d, median of {rounds}: p4lb network {p:.0} ms, default bridge {b:.0} ms \
+         (ratio {:.2})",
+        p / b
+    ));
+}
+
+/// One migration of [`figure_criu_network_lock_vs_skip`].
+struct LockRow {
+    skip: bool,
+    client_stall_ms: f64,
+    p4lb_stall_ms: f64,
+    checkpoint_ms: f64,
+    restore_ms: f64,
+}
+
+/// Figure (not a timed assertion): CRIU's own network lock vs `network-lock skip`
+/// (p4lb's switch lock alone), alternating in the same run, one client session per
+/// migration. Every connection must survive either way; the figures are the
+/// client's longest stall, p4lb's lock-to-unlock stall and podman's times.
+#[test]
+fn figure_criu_network_lock_vs_skip() {
+    let _s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    create_network(&w, NET, SUBNET);
+    w.add_service();
+    run_server(&w, "web", NET);
+    let conns = 50;
+    let rounds = 3;
+    let mut rows: Vec<LockRow> = Vec::new();
+    for i in 0..rounds * 2 {
+        let skip = i % 2 == 1;
+        // The lock method is chosen at dump and stored in the images.
+        w.sh(&format!(
+            "for f in crun.conf runc.conf; do sed -i '/^network-lock /d' /etc/criu/$f; {} done",
+            if skip {
+                "echo 'network-lock skip' >> /etc/criu/$f;"
+            } else {
+                ""
+            }
+        ));
+        let client = w.start_client(conns, 5.0).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        client.mark().unwrap();
+        let m = migrate(&w, "web", 100 + i, true);
+        std::thread::sleep(Duration::from_secs(2));
+        let out = client.finish().unwrap();
+        let before = out.interim.first().expect("interim report");
+        let (survived, _) = judge(before, &out.last).unwrap();
+        let mode = if skip { "skip" } else { "iptables (default)" };
+        assert_eq!(out.last.totals.reset, 0, "{mode}: {}", out.stderr);
+        assert_eq!(survived, conns as u64, "{mode}: {}", out.stderr);
+        let mig = w.migrations().pop().expect("a migration record");
+        assert_eq!(mig.state, "done", "{mig:?}");
+        rows.push(LockRow {
+            skip,
+            client_stall_ms: out.last.totals.longest_stall_ms as f64,
+            p4lb_stall_ms: mig.stall_us as f64 / 1000.0,
+            checkpoint_ms: m.checkpoint_ms as f64,
+            restore_ms: m.restore_ms as f64,
+        });
+    }
+    w.sh("for f in crun.conf runc.conf; do sed -i '/^network-lock /d' /etc/criu/$f; done");
+    let avg = |skip: bool, f: &dyn Fn(&LockRow) -> f64| {
+        let v: Vec<f64> = rows.iter().filter(|r| r.skip == skip).map(f).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let mut text =
+        format!("CRIU network lock, {rounds} migrations each, {conns} connections, all kept:\n");
+    for (skip, name) in [(false, "iptables (default)"), (true, "skip")] {
+        text.push_str(&format!(
+            "  {name:<18}: client longest stall {:.0} ms, p4lb lock->unlock {:.0} ms, \
+             podman checkpoint {:.0} ms, rm + restore {:.0} ms\n",
+            avg(skip, &|r| r.client_stall_ms),
+            avg(skip, &|r| r.p4lb_stall_ms),
+            avg(skip, &|r| r.checkpoint_ms),
+            avg(skip, &|r| r.restore_ms),
+        ));
+    }
+    text.push_str(&format!(
+        "  ratio skip/default: client stall {:.2}, p4lb stall {:.2}",
+        avg(true, &|r| r.client_stall_ms) / avg(false, &|r| r.client_stall_ms),
+        avg(true, &|r| r.p4lb_stall_ms) / avg(false, &|r| r.p4lb_stall_ms)
+    ));
+    record(&text);
+}
+
+#[test]
+fn controller_down_at_podman_rm_still_removes_the_container() {
+    let _s = serial();
+    let w = World::start();
+    create_network(&w, NET, SUBNET);
+    run_server(&w, "web", NET);
+    w.stop_controller();
+    let (ok, o, e) = w.try_sh("podman rm -f web");
+    println!(
+        "podman rm with the controller down: {}{}",
+        o.trim(),
+        e.trim()
+    );
+    assert!(ok, "podman rm failed with the controller down: {o}{e}");
+    let (exists, _, _) = w.try_sh("podman container exists web");
+    assert!(!exists, "the container is still there");
+    assert!(
+        p4lb_links(&w).is_empty(),
+        "links left: {:?}",
+        p4lb_links(&w)
+    );
+    // Back up, the controller withdraws the endpoint whose namespace is gone.
+    w.start_controller();
+    wait::until(30, "the controller to withdraw the endpoint", || {
+        let eps = endpoints(&w);
+        eps.len() == 1 && eps[0].state == "stale"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.diag()));
+    let key = endpoints(&w)[0].key.clone();
+    w.sh(&format!("{} --socket {SOCKET} endpoints rm {key}", w.ctl));
+    assert!(endpoints(&w).is_empty(), "{}", w.diag());
+}
