@@ -311,7 +311,7 @@ impl Prepared {
             CniError::new(Code::Netlink, "host interface vanished").details(host_name.to_string())
         })?;
         host.set_up(host_link.index).await?;
-        let set_host_csum = || Ethtool::new().and_then(|e| e.set_tx_checksum(host_name, false));
+        let set_host_csum = || Ethtool::new().and_then(|e| e.prepare_switch_end(host_name));
         match &self.host_ns {
             Some(hns) => hns.run(set_host_csum)??,
             None => set_host_csum()?,

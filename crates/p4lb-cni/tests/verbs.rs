@@ -152,6 +152,16 @@ fn tx_checksum_offload_is_off_on_both_ends() {
     {
         let h = read(&["ethtool", "-k", &host]);
         assert!(h.contains("tx-checksumming: off"), "{h}");
+        // The switch's end: no segmentation or receive offload, so libpcap (BMv2) sizes
+        // its receive ring for MTU-sized frames.
+        for f in [
+            "tx-tcp-segmentation: off",
+            "tx-tcp6-segmentation: off",
+            "generic-segmentation-offload: off",
+            "generic-receive-offload: off",
+        ] {
+            assert!(h.contains(f), "{f} on {host}:\n{h}");
+        }
         let p = ns.exec(&["ethtool", "-k", "eth0"]);
         assert!(p.contains("tx-checksumming: off"), "{p}");
     } else {
