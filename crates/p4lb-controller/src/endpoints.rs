@@ -167,11 +167,13 @@ pub(crate) fn validate_registration(r: api::RegisterEndpointRequest) -> Result<R
 }
 
 /// The change that registers `r` on top of `state`: checks against the other
-/// endpoints and services, picks the switch port (in `ports`) and backend id.
+/// endpoints and services, picks the switch port (in `ports`, none of `retired`) and
+/// backend id.
 pub(crate) fn plan_registration(
     state: &State,
     r: Registration,
     ports: (u32, u32),
+    retired: &std::collections::BTreeSet<u32>,
 ) -> Result<(Change, EndpointRec)> {
     let key = r.key;
     let ip = r.ip;
@@ -231,7 +233,7 @@ pub(crate) fn plan_registration(
         }
     }
     let port = st
-        .free_port(ports.0, ports.1)
+        .free_port(ports.0, ports.1, retired)
         .ok_or_else(|| Error::precondition("no free switch port"))?;
     let backend_id = match &inherited {
         Some(old) => old.backend_id,
@@ -339,9 +341,10 @@ impl Controller {
         }
         let (key, ip, restore_of_ip) = (reg.key.clone(), reg.ip, reg.restore_of_ip);
         let ports = (self.cfg.ports.first, self.cfg.ports.last);
+        let retired = self.ports.retired();
         let (rec, _) = self
             .commit_queued(move |st: &State| {
-                let (change, rec) = plan_registration(st, reg.clone(), ports)?;
+                let (change, rec) = plan_registration(st, reg.clone(), ports, &retired)?;
                 Ok((Some(change), rec))
             })
             .await?;

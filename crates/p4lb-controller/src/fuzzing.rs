@@ -62,7 +62,7 @@ pub fn seed_state() -> &'static State {
         ] {
             let reg = validate_registration(seed_registration(cid, ip, labels))
                 .expect("seed registration is valid");
-            st = plan_registration(&st, reg, PORTS)
+            st = plan_registration(&st, reg, PORTS, &Default::default())
                 .expect("seed registration plans")
                 .0
                 .state;
@@ -127,7 +127,7 @@ pub fn api_request(data: &[u8]) {
                 return;
             }
             if let Ok(reg) = validate_registration(r) {
-                if let Ok((change, rec)) = plan_registration(st, reg, PORTS) {
+                if let Ok((change, rec)) = plan_registration(st, reg, PORTS, &Default::default()) {
                     assert!(change.state.endpoints.contains_key(&rec.key));
                     let _ = rec.to_api();
                 }

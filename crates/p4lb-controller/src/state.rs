@@ -323,10 +323,10 @@ impl State {
         self.services.values().find(|s| s.service_id == service_id)
     }
 
-    /// Smallest free data-plane port in `first..=last`.
-    pub fn free_port(&self, first: u32, last: u32) -> Option<u32> {
+    /// Smallest free data-plane port in `first..=last` that is not in `retired`.
+    pub fn free_port(&self, first: u32, last: u32, retired: &BTreeSet<u32>) -> Option<u32> {
         let used: BTreeSet<u32> = self.endpoints.values().map(|e| e.switch_port).collect();
-        (first..=last).find(|p| !used.contains(p))
+        (first..=last).find(|p| !used.contains(p) && !retired.contains(p))
     }
 
     /// Smallest free backend id (1..=4095).

@@ -1,8 +1,8 @@
 //! Attaching endpoints' host-side interfaces to switch ports: the software switch's
 //! SwitchPorts gRPC service, or BMv2's Thrift runtime API.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p4lb_proto::api::{
@@ -18,10 +18,12 @@ use crate::southbound::thrift::Bmv2Thrift;
 pub enum PortAttacher {
     /// SwitchPorts served next to P4Runtime on the switch's gRPC address.
     Software(Arc<SwitchSession>),
-    /// BMv2's Thrift API, and the egress queue depth set before ports are attached.
+    /// BMv2's Thrift API, the egress queue depth set before ports are attached, and the
+    /// ports of departed endpoints, left attached (see [`PortAttacher::remove`]).
     Bmv2 {
         thrift: Bmv2Thrift,
         queue_depth: u32,
+        retired: Arc<Mutex<BTreeSet<u32>>>,
     },
 }
 
@@ -33,17 +35,29 @@ impl PortAttacher {
                 timeout: Duration::from_secs(2),
             },
             queue_depth,
+            retired: Arc::default(),
+        }
+    }
+
+    /// Port numbers that must not be given to a new endpoint: on BMv2, the ports of
+    /// departed endpoints, which stay attached until BMv2 restarts.
+    pub fn retired(&self) -> BTreeSet<u32> {
+        match self {
+            PortAttacher::Software(_) => BTreeSet::new(),
+            PortAttacher::Bmv2 { retired, .. } => {
+                retired.lock().map(|r| r.clone()).unwrap_or_default()
+            }
         }
     }
 
     /// What the switch needs before ports are attached: on BMv2, egress queues deeper
-    /// than its default of 64 packets, which a burst of new connections (a client
-    /// opening 200 at once) overflows, dropping SYNs. Idempotent; a failure is logged
-    /// and ports are attached anyway.
+    /// than its default of 64 packets (a burst of more towards one port is dropped).
+    /// Idempotent; a failure is logged and ports are attached anyway.
     pub async fn prepare(&self) {
         if let PortAttacher::Bmv2 {
             thrift,
             queue_depth,
+            ..
         } = self
         {
             match thrift.set_all_egress_queue_depths(*queue_depth).await {
@@ -81,7 +95,13 @@ impl PortAttacher {
         Ok(())
     }
 
-    /// Detaches port `port`.
+    /// Detaches port `port`. On BMv2 the port stays attached and its number is retired
+    /// instead: BMv2's `bm_dev_mgr_remove_port` takes the port manager's write lock and then
+    /// waits for its packet thread to acknowledge, while that thread waits for the same
+    /// lock whenever it is not blocked in `select` (that is, whenever packets are flowing):
+    /// removing a port under traffic deadlocks BMv2's whole data plane (seen with BMv2
+    /// 1.15.5 during a migration). The departed pod's interface is gone, so the port
+    /// carries nothing; its number is used again only after BMv2 restarts.
     pub async fn remove(&self, port: u32) -> Result<()> {
         match self {
             PortAttacher::Software(link) => {
@@ -90,10 +110,16 @@ impl PortAttacher {
                     .await
                     .map_err(|s| port_error("detach", port, "", s))?;
             }
-            PortAttacher::Bmv2 { thrift: t, .. } => t
-                .remove_port(port)
-                .await
-                .map_err(|e| Error::precondition(format!("detaching BMv2 port {port}: {e}")))?,
+            PortAttacher::Bmv2 { retired, .. } => {
+                if let Ok(mut r) = retired.lock() {
+                    r.insert(port);
+                }
+                tracing::info!(
+                    port,
+                    "BMv2 port left attached and retired (removing a port under traffic \
+                     deadlocks BMv2); its number is free again after BMv2 restarts"
+                );
+            }
         }
         Ok(())
     }
