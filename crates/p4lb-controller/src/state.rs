@@ -374,6 +374,15 @@ pub fn now_us() -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn free_port_skips_used_and_retired_ports() {
+        let st = State::default();
+        assert_eq!(st.free_port(1, 10, &BTreeSet::new()), Some(1));
+        assert_eq!(st.free_port(1, 10, &BTreeSet::from([1, 2, 4])), Some(3));
+        assert_eq!(st.free_port(1, 2, &BTreeSet::from([1, 2])), None);
+    }
+
     use super::*;
 
     /// A `state.json` as versions that kept the migration state as a string wrote it.

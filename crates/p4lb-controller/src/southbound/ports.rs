@@ -158,3 +158,17 @@ fn port_error(what: &str, port: u32, iface: &str, s: tonic::Status) -> Error {
         _ => Error::FailedPrecondition(msg),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bmv2_ports_are_retired_not_removed() {
+        // Nothing listens on port 1: any Thrift call would fail.
+        let p = PortAttacher::bmv2("127.0.0.1:1", 1024);
+        p.remove(7).await.unwrap();
+        p.remove(9).await.unwrap();
+        assert_eq!(p.retired(), BTreeSet::from([7, 9]));
+    }
+}
