@@ -221,8 +221,9 @@ struct CriMigration {
 /// p4lb CNI plugin (new IP) → CreateContainer from the checkpoint; the source is
 /// then removed as an orchestrator would. With `lock` false the CRIU action
 /// script runs with p4lb's lock off (`lock = false` in criu-action.toml).
-fn cri_migration(lock: bool) -> CriMigration {
-    let w = World::start();
+fn cri_migration(lock: bool, target: SwitchTarget) -> CriMigration {
+    let switch = target.name();
+    let w = World::start_on(target);
     use_p4lb_cni_for_containerd(&w);
     if !lock {
         w.sh("echo 'lock = false' > /etc/p4lb/criu-action.toml");
@@ -282,18 +283,19 @@ fn cri_migration(lock: bool) -> CriMigration {
     let before = out.interim.first().expect("interim report");
     let after = &out.last;
     let (survived, more) = judge(before, after).unwrap();
-    println!(
-        "CRI migration, p4lb lock {}: {} -> {} ({old_ip} -> {new_ip}): {survived}/{conns} \
-         connections kept, {} reset, {} failed, {more} requests after; switchover {:.1} ms, \
-         stall {:.1} ms",
+    record(&format!(
+        "CRI migration on {switch}, p4lb lock {}: {} -> {} ({old_ip} -> {new_ip}): \
+         {survived}/{conns} connections kept, {} reset, {} failed, {more} requests after; \
+         switchover {:.1} ms, stall {:.1} ms, longest client stall {} ms",
         if lock { "on" } else { "OFF" },
         m.source_key,
         m.target_key,
         after.totals.reset,
         after.totals.failed,
         m.switchover_us as f64 / 1000.0,
-        m.stall_us as f64 / 1000.0
-    );
+        m.stall_us as f64 / 1000.0,
+        after.totals.longest_stall_ms
+    ));
     let mut states = std::collections::BTreeMap::new();
     for c in &after.connections {
         *states.entry(format!("{:?}", c.state)).or_insert(0) += 1;
@@ -311,7 +313,21 @@ fn cri_migration(lock: bool) -> CriMigration {
 #[test]
 fn cri_migration_to_a_new_pod_keeps_every_connection() {
     let _s = serial();
-    let r = cri_migration(true);
+    keeps_every_connection(SwitchTarget::Embedded);
+}
+
+/// The same on BMv2 (`P4LB_P4_PREFIX`); the same assertions.
+#[test]
+fn cri_migration_on_bmv2_keeps_every_connection() {
+    let Some(target) = bmv2_or_skip("cri_migration_on_bmv2_keeps_every_connection") else {
+        return;
+    };
+    let _s = serial();
+    keeps_every_connection(target);
+}
+
+fn keeps_every_connection(target: SwitchTarget) {
+    let r = cri_migration(true, target);
     assert_eq!(r.resets, 0, "{}", r.stderr);
     assert_eq!(r.failed, 0, "{}", r.stderr);
     assert_eq!(r.survived, r.conns as u64, "{}", r.stderr);
@@ -326,7 +342,7 @@ fn cri_migration_to_a_new_pod_keeps_every_connection() {
 #[test]
 fn cri_migration_without_p4lbs_lock_breaks_clients() {
     let _s = serial();
-    let r = cri_migration(false);
+    let r = cri_migration(false, SwitchTarget::Embedded);
     println!(
         "without p4lb's lock: {} of {} connections survived; final states {:?} \
          ({} reset, {} closed or failed)",
