@@ -8,8 +8,9 @@
 #   p4lb-setup install     [--from DIR | --from-root DIR] [--source DIR] [--root DIR]
 #                          [--set host|node] [--no-systemd] [--no-criu] [--cni-conflist FILE]
 #       copy every entry of the set into ROOT, then `configure`
-#   p4lb-setup stage       --from DIR --source DIR --root DIR
-#       copy the files the packages ship (no links, no host configuration; no root needed)
+#   p4lb-setup stage       --from DIR --source DIR --root DIR [--strip]
+#       copy the files the packages and the image ship (no links, no host configuration;
+#       no root needed); --strip strips the programs' debug information
 #   p4lb-setup configure   [--root DIR] [--set host|node] [--no-systemd] [--no-criu]
 #       state directories, links, the CRIU configuration block, systemd reload
 #   p4lb-setup unconfigure [--root DIR] [--no-systemd]
@@ -18,7 +19,7 @@
 #       stop the services, remove every installed file, `unconfigure`; --purge also
 #       deletes /etc/p4lb and the state directories
 #   p4lb-setup list        KIND...
-#       print `mode source destination` of the entries of those kinds (package builds)
+#       print `kind mode source destination` of the entries of those kinds (package builds)
 #
 # --from DIR:      the build output (cargo's target/release) holding the `build` entries
 # --from-root DIR: take every file from DIR/<destination> instead (an installed tree,
@@ -46,13 +47,14 @@ set_name=host
 systemd=1
 criu=1
 purge=0
+strip=0
 conflist=""
 case "$cmd" in
     list)
         [ $# -gt 0 ] || die "list: name at least one kind"
         for k in "$@"; do
             grep -v '^[[:space:]]*\(#\|$\)' "$list" | while read -r kind mode sets src dest; do
-                [ "$kind" = "$k" ] && echo "$mode $src $dest"
+                if [ "$kind" = "$k" ]; then echo "$kind $mode $src $dest"; fi
             done
         done
         exit 0
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
         --no-systemd) systemd=0; shift ;;
         --no-criu) criu=0; shift ;;
         --purge) purge=1; shift ;;
+        --strip) strip=1; shift ;;
         --cni-conflist) conflist=$2; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
@@ -193,7 +196,7 @@ configure() {
         # and crun) and then the runtime's own file, adding up their action-script
         # lines: the script is named in default.conf only, so it runs once per action.
         # tcp-established goes into every file.
-        noscript=$(mktemp)
+        noscript=$(mktemp "$root/etc/criu/p4lb-block.XXXXXX")
         grep -v '^action-script ' "$snippet" >"$noscript"
         criu_block "$root/etc/criu/runc.conf" "$noscript"
         criu_block "$root/etc/criu/crun.conf" "$noscript"
@@ -238,6 +241,14 @@ remove() {
 case "$cmd" in
     stage)
         copy_files
+        # Release binaries carry line tables (profile.release debug = 1).
+        if [ "$strip" = 1 ]; then
+            entries | while read -r kind mode src dest; do
+                f="$root$dest"
+                case "$kind" in build | "build?") ;; *) continue ;; esac
+                if [ -f "$f" ] && head -c 4 "$f" | grep -q ELF; then strip --strip-unneeded "$f"; fi
+            done
+        fi
         ;;
     install)
         copy_files
