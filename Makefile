@@ -42,8 +42,8 @@ static-testapp:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp --target $(STATIC_TARGET)
 
 ## Every test: unit and integration tests of all crates, including the
-## rootfs-based ones (they serialize themselves with a lock). The summary is
-## printed whatever fails.
+## rootfs-based ones (they serialize themselves with a lock), after `make packages`
+## (the package tests install its output). The summary is printed whatever fails.
 test: prereqs
 	@mkdir -p $(dir $(FIGURES)); : > $(FIGURES); : > $(TEST_LOG)
 	@start=$$(date +%s); status=0; stage=""; \
@@ -51,6 +51,9 @@ test: prereqs
 	if [ $$status -eq 0 ]; then \
 		{ RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp \
 			--target $(STATIC_TARGET) 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="static testapp build"; }; \
+	fi; \
+	if [ $$status -eq 0 ]; then \
+		{ $(MAKE) --no-print-directory packages 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="packages"; }; \
 	fi; \
 	if [ $$status -eq 0 ]; then \
 		{ $(CARGO) test --workspace --no-fail-fast 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="cargo test"; }; \

@@ -132,9 +132,16 @@ set -e
 if [ -d /run/systemd/system ] && [ "\$1" = remove ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
 fi
-# Purge: the configuration and the state of the controller and of the CNI plugin.
+# Purge: the configuration and the state of the controller and of the CNI plugin (a
+# directory that is a mount point is emptied).
 if [ "\$1" = purge ]; then
-    rm -rf$purge_paths /run/p4lb-switch
+    for p in$purge_paths /run/p4lb-switch; do
+        if [ -d "\$p" ] && mountpoint -q "\$p"; then
+            find "\$p" -mindepth 1 -delete
+        else
+            rm -rf "\$p"
+        fi
+    done
 fi
 EOF
 chmod 0755 "$deb/DEBIAN/postinst" "$deb/DEBIAN/prerm" "$deb/DEBIAN/postrm"

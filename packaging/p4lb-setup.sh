@@ -231,7 +231,15 @@ remove() {
         case "$kind" in
             build | "build?" | repo | unit) rm -f "$root$dest"; prune "$(dirname "$root$dest")" ;;
             config | dir | state)
-                if [ "$purge" = 1 ]; then rm -rf "$root$dest"; prune "$(dirname "$root$dest")"; fi ;;
+                [ "$purge" = 1 ] || continue
+                # A directory that is a mount point is emptied.
+                if [ -d "$root$dest" ] && mountpoint -q "$root$dest"; then
+                    find "$root$dest" -mindepth 1 -delete
+                else
+                    rm -rf "$root$dest"
+                    prune "$(dirname "$root$dest")"
+                fi
+                ;;
         esac
     done
     rm -rf "$root/run/p4lb-switch"

@@ -7,17 +7,21 @@
 //! - [`judge`]: which client connections survived a checkpoint/restore,
 //! - [`cri`]: a minimal blocking CRI client for the containerd tests (its
 //!   module doc says why it is not the `k8s-cri` crate),
+//! - [`files_list`]: `packaging/files.list`, what p4lb installs (the package and
+//!   node-installer tests check installed trees against it),
 //! - [`error`]: the scenarios' error type.
 //!
 //! The tests: `migration_podman` (migrations to new addresses under load),
 //! `migration_faults` (restores that must be refused), `migration_cri` and
 //! `cni_containerd` (containerd's CRI path), `containerd` (containerd with the
-//! `bridge` plugin and the local registry). They need root and the p4lb
+//! `bridge` plugin and the local registry), `packages` (the .deb installed, upgraded,
+//! removed and purged in the testbed; the .rpm's contents and scripts). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 
 pub mod cri;
 pub mod error;
+pub mod files_list;
 pub mod judge;
 pub mod scenario;
 
