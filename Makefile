@@ -17,7 +17,7 @@ HOST_TOOLS := debootstrap:debootstrap ip:iproute2 nsenter:util-linux unshare:uti
 	/usr/lib/cni/host-local:containernetworking-plugins
 
 .PHONY: test demo baseline prereqs build static-testapp cleanup lint p4 p4-check fuzz fuzz-smoke \
-	release-static packages package-prereqs
+	release-static packages package-prereqs image
 
 ## Host prerequisites: apt-get only what is missing.
 prereqs:
@@ -109,6 +109,14 @@ package-prereqs:
 packages: package-prereqs release-static
 	$(MAKE) --no-print-directory -C crates/p4lb-p4 p4 BUILD_DIR=$(PKG_BIN)
 	sh packaging/build-packages.sh --from $(PKG_BIN) --out $(PKG_OUT)
+
+## The p4lb container image, an OCI archive in $(TARGET_DIR)/image, built by Podman in
+## the testbed from the static release binaries (packaging/build-image.sh); the
+## Kubernetes DaemonSet in deploy/kubernetes runs it.
+image: prereqs release-static
+	$(CARGO) build -p p4lb-testbed
+	sh packaging/build-image.sh --from $(PKG_BIN) --out $(TARGET_DIR)/image \
+		--testbed $(TARGET_DIR)/debug/p4lb-testbed
 
 ## The main job.
 ## Live migration: a container behind a VIP moves twice to a new pod with a

@@ -15,7 +15,9 @@
 //! `migration_faults` (restores that must be refused), `migration_cri` and
 //! `cni_containerd` (containerd's CRI path), `containerd` (containerd with the
 //! `bridge` plugin and the local registry), `packages` (the .deb installed, upgraded,
-//! removed and purged in the testbed; the .rpm's contents and scripts). They need root and the p4lb
+//! removed and purged in the testbed; the .rpm's contents and scripts), `kubernetes`
+//! (deploy/kubernetes parsed into typed objects; the node installer run with the
+//! DaemonSet's hostPath mounts). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 
