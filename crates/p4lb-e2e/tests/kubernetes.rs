@@ -230,6 +230,20 @@ fn written_outside(dir: &Path, mount_parents: &[PathBuf], out: &mut Vec<PathBuf>
     }
 }
 
+/// Every file and link under `dir` (directories left out).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[test]
 fn the_node_installer_writes_only_through_the_declared_host_paths() {
     if !nix::unistd::geteuid().is_root() {
@@ -362,6 +376,30 @@ fn the_node_installer_writes_only_through_the_declared_host_paths() {
     assert!(default.contains("action-script /usr/libexec/p4lb/p4lb-criu-action"));
     let runc = std::fs::read_to_string(node.join("etc/criu/runc.conf")).unwrap();
     assert!(runc.contains("\ntcp-established\n") && !runc.contains("\naction-script "));
+
+    // Uninstalled as docs/install.md says (the installer from the image, on the node's
+    // root; the conflist is the user's to delete): nothing of p4lb is left.
+    let out = Command::new("sh")
+        .arg(image.join("usr/libexec/p4lb/p4lb-setup"))
+        .args([
+            "remove",
+            "--set",
+            "node",
+            "--no-systemd",
+            "--purge",
+            "--root",
+        ])
+        .arg(&node)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(node.join("etc/cni/net.d/10-p4lb.conflist")).unwrap();
+    let files = files_under(&node);
+    assert!(files.is_empty(), "left on the node: {files:?}");
 
     // The CNI plugin on the node reaches the controller in the pod on the same path.
     let conf: Value = serde_json::from_str(&conflist).unwrap();
