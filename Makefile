@@ -43,7 +43,7 @@ static-testapp:
 
 ## Every test: unit and integration tests of all crates, including the
 ## rootfs-based ones (they serialize themselves with a lock), after `make packages`
-## (the package tests install its output). The summary is printed whatever fails.
+## and `make image` (the package and node tests install their output). The summary is printed whatever fails.
 test: prereqs
 	@mkdir -p $(dir $(FIGURES)); : > $(FIGURES); : > $(TEST_LOG)
 	@start=$$(date +%s); status=0; stage=""; \
@@ -53,7 +53,7 @@ test: prereqs
 			--target $(STATIC_TARGET) 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="static testapp build"; }; \
 	fi; \
 	if [ $$status -eq 0 ]; then \
-		{ $(MAKE) --no-print-directory packages 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="packages"; }; \
+		{ $(MAKE) --no-print-directory packages image 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="packages and image"; }; \
 	fi; \
 	if [ $$status -eq 0 ]; then \
 		{ $(CARGO) test --workspace --no-fail-fast 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="cargo test"; }; \

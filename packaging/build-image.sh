@@ -49,6 +49,8 @@ tmp="$archive.part"
 d=\$(mktemp -d /tmp/p4lb-image.XXXXXX)
 cp -a $inside/rootfs/. \"\$d/\"
 mkdir -p \"\$d/bin\" \"\$d/tmp\" \"\$d/proc\" \"\$d/sys\" \"\$d/dev\" \"\$d/run\" \"\$d/host\"
+# Runtimes name network namespaces /var/run/netns/...: /var/run is /run, as on a host.
+mkdir -p \"\$d/var\" && ln -s ../run \"\$d/var/run\"
 cp /bin/busybox \"\$d/bin/busybox\"
 for a in \$(/bin/busybox --list); do [ -e \"\$d/bin/\$a\" ] || ln -s busybox \"\$d/bin/\$a\"; done
 echo 'root:x:0:0:root:/:/bin/sh' > \"\$d/etc/passwd\"

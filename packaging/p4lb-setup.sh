@@ -66,7 +66,8 @@ esac
 while [ $# -gt 0 ]; do
     case "$1" in
         --from) from=$2; shift 2 ;;
-        --from-root) fromroot=${2%/}; shift 2 ;;
+        # Kept as given: "/" (the image's own root) must not become "".
+        --from-root) fromroot=$2; shift 2 ;;
         --source) source=$2; shift 2 ;;
         --prefix | --root) root=${2%/}; shift 2 ;;
         --set) set_name=$2; shift 2 ;;
@@ -96,7 +97,7 @@ entries() {
 # Where the file of an entry comes from (empty for an optional one that is absent).
 origin() { # kind src dest
     if [ -n "$fromroot" ]; then
-        p="$fromroot$3"
+        p="${fromroot%/}$3"
     elif [ "$1" = build ] || [ "$1" = "build?" ]; then
         p="$from/$2"
     else

@@ -9,6 +9,8 @@
 //!   module doc says why it is not the `k8s-cri` crate),
 //! - [`files_list`]: `packaging/files.list`, what p4lb installs (the package and
 //!   node-installer tests check installed trees against it),
+//! - [`manifests`]: deploy/kubernetes parsed into typed objects (unknown fields
+//!   refused), and its containers as `podman run` arguments,
 //! - [`error`]: the scenarios' error type.
 //!
 //! The tests: `migration_podman` (migrations to new addresses under load),
@@ -17,7 +19,9 @@
 //! `bridge` plugin and the local registry), `packages` (the .deb installed, upgraded,
 //! removed and purged in the testbed; the .rpm's contents and scripts), `kubernetes`
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
-//! DaemonSet's hostPath mounts). They need root and the p4lb
+//! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
+//! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
+//! of p4lb on the node). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 
@@ -25,6 +29,7 @@ pub mod cri;
 pub mod error;
 pub mod files_list;
 pub mod judge;
+pub mod manifests;
 pub mod scenario;
 
 pub use error::{Error, Result};

@@ -9,113 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace};
-use serde::Deserialize;
+use k8s_openapi::api::core::v1::{ConfigMap, Container};
+use p4lb_e2e::manifests::{check_all, deploy_dir};
 use serde_json::Value;
+
+fn object<T: serde::de::DeserializeOwned>(kind: &str) -> T {
+    p4lb_e2e::manifests::object(kind).unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn deploy() -> PathBuf {
-    repo().join("deploy/kubernetes")
-}
-
-/// kustomization.yaml, with the fields these manifests use (anything else is refused).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[allow(dead_code)]
-struct Kustomization {
-    api_version: String,
-    kind: String,
-    namespace: String,
-    resources: Vec<String>,
-    #[serde(default)]
-    images: Vec<Value>,
-    #[serde(default)]
-    labels: Vec<Value>,
-}
-
-/// The documents of a YAML file, as JSON values.
-fn documents(text: &str) -> Vec<Value> {
-    serde_norway::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("YAML: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-/// The first path at which `want` (what the file says) and `got` (what the typed object
-/// kept of it) differ.
-fn difference(want: &Value, got: &Value, at: &str) -> Option<String> {
-    match (want, got) {
-        (Value::Object(w), Value::Object(g)) => {
-            for (k, v) in w {
-                let here = format!("{at}.{k}");
-                match g.get(k) {
-                    None => return Some(format!("{here}: not a field of the API object")),
-                    Some(gv) => {
-                        if let Some(d) = difference(v, gv, &here) {
-                            return Some(d);
-                        }
-                    }
-                }
-            }
-            g.keys()
-                .find(|k| !w.contains_key(*k))
-                .map(|k| format!("{at}.{k}: added by the typed object"))
-        }
-        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => w
-            .iter()
-            .zip(g)
-            .enumerate()
-            .find_map(|(i, (a, b))| difference(a, b, &format!("{at}[{i}]"))),
-        _ if want == got => None,
-        _ => Some(format!("{at}: {want} became {got}")),
-    }
-}
-
-/// Parses one manifest into its typed object and refuses whatever the type drops.
-fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
-    doc: &Value,
-    file: &str,
-) -> Result<T, String> {
-    let obj: T = serde_json::from_value(doc.clone()).map_err(|e| format!("{file}: {e}"))?;
-    let back = serde_json::to_value(&obj).map_err(|e| format!("{file}: {e}"))?;
-    match difference(doc, &back, "") {
-        Some(d) => Err(format!("{file}: {d}")),
-        None => Ok(obj),
-    }
-}
-
-/// Every object of the kustomization, checked.
-fn check_all(dir: &Path) -> Result<Vec<Value>, String> {
-    let k: Kustomization = serde_norway::from_str(
-        &std::fs::read_to_string(dir.join("kustomization.yaml")).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("kustomization.yaml: {e}"))?;
-    let mut all = Vec::new();
-    for file in &k.resources {
-        let text = std::fs::read_to_string(dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
-        for doc in documents(&text) {
-            match doc["kind"].as_str() {
-                Some("Namespace") => drop(typed::<Namespace>(&doc, file)?),
-                Some("ConfigMap") => drop(typed::<ConfigMap>(&doc, file)?),
-                Some("DaemonSet") => drop(typed::<DaemonSet>(&doc, file)?),
-                other => return Err(format!("{file}: kind {other:?} has no typed check here")),
-            }
-            all.push(doc);
-        }
-    }
-    Ok(all)
-}
-
-fn object<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    let doc = check_all(&deploy())
-        .unwrap()
-        .into_iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes"));
-    serde_json::from_value(doc).unwrap()
+    deploy_dir()
 }
 
 #[test]
@@ -169,7 +76,7 @@ fn a_misspelled_field_fails_the_check() {
             ds.replacen(right, wrong, 1),
         )
         .unwrap();
-        let e = check_all(dir.path()).expect_err(wrong);
+        let e = check_all(dir.path()).expect_err(wrong).to_string();
         assert!(e.contains(wrong.trim_end_matches(':')), "{e}");
     }
     std::fs::write(dir.path().join("daemonset.yaml"), &ds).unwrap();
