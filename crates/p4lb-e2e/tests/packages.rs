@@ -6,7 +6,11 @@
 //!   the installed commands run; `apt remove` keeps /etc/p4lb and the state, `apt purge`
 //!   leaves nothing (the rootfs' tree is compared with the one before the install);
 //! - the `.rpm`: the same files with the same modes as the list, and scripts that run the
-//!   installed p4lb-setup.
+//!   installed p4lb-setup;
+//! - a containerd CRI migration to a new pod with a new address on a node where p4lb
+//!   comes from the `.deb` alone (the switch and the controller started from /usr/bin
+//!   with the installed configuration, the packaged example conflist, the CRIU block
+//!   of `postinst`): 100 connections, 0 reset, all kept.
 //!
 //! Without packages the tests say SKIPPED (build them with `make packages`).
 
@@ -18,7 +22,8 @@ use std::process::Command;
 
 use migration_common::*;
 use p4lb_e2e::files_list::{self, Entry};
-use p4lb_testbed::{paths, Testbed, TestbedOptions};
+use p4lb_e2e::scenario;
+use p4lb_testbed::{paths, wait, Testbed, TestbedOptions};
 
 /// The newest package in `<target>/packages` whose name starts and ends so.
 fn package(prefix: &str, suffix: &str) -> Option<PathBuf> {
@@ -311,4 +316,50 @@ fn rpm_ships_the_list_with_its_modes_and_runs_p4lb_setup() {
         scripts.contains("/usr/libexec/p4lb/p4lb-setup unconfigure"),
         "{scripts}"
     );
+}
+
+#[test]
+fn a_cri_migration_runs_on_what_the_deb_installed() {
+    let Some(deb) = package("p4lb_", "_amd64.deb") else {
+        println!(
+            "SKIPPED: no p4lb_*_amd64.deb in {}; build the packages with `make packages`",
+            paths::target_dir().join("packages").display()
+        );
+        return;
+    };
+    let _serial = serial();
+    let tb = start_with_images();
+    sh(&tb, &format!("{APT} install {}", inside(&deb)));
+    // No systemd in the testbed: the two daemons as docs/install.md starts them by hand,
+    // with the installed configuration; the network is the packaged example.
+    sh(
+        &tb,
+        "rm -f /etc/cni/net.d/* && \
+         cp /usr/share/doc/p4lb/10-p4lb.conflist.example /etc/cni/net.d/10-p4lb.conflist && \
+         install -d -m 0700 /run/p4lb /run/p4lb-switch && \
+         (setsid /usr/bin/p4lb-switch </dev/null >/tmp/switch.log 2>&1 &) && \
+         (setsid /usr/bin/p4lb-controller </dev/null >/tmp/controller.log 2>&1 &)",
+    );
+    let ready = wait::until(30, "the installed controller to answer", || {
+        tb.sh("/usr/bin/p4lbctl status >/dev/null").is_ok()
+    });
+    if let Err(e) = ready {
+        let logs = tb
+            .sh("tail -n 30 /tmp/switch.log /tmp/controller.log")
+            .unwrap_or_default();
+        panic!("{e}\n{logs}");
+    }
+    let w = World(
+        scenario::World::installed(tb, "/usr/bin/p4lbctl", "/opt/cni/bin/p4lb")
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    // The example network labels nothing: the pods carry `app: web` themselves.
+    let r = cri_migration_in(&w, &[("labels.p4lb.io/app", "web")], true);
+    record(&format!(
+        "CRI migration with p4lb from the .deb only: {}/{} connections kept, {} reset, {} failed",
+        r.survived, r.conns, r.resets, r.failed
+    ));
+    assert_eq!(r.resets, 0, "{}", r.stderr);
+    assert_eq!(r.failed, 0, "{}", r.stderr);
+    assert_eq!(r.survived, r.conns as u64, "{}", r.stderr);
 }
