@@ -17,7 +17,8 @@
 //! `migration_faults` (restores that must be refused), `migration_cri` and
 //! `cni_containerd` (containerd's CRI path), `containerd` (containerd with the
 //! `bridge` plugin and the local registry), `packages` (the .deb installed, upgraded,
-//! removed and purged in the testbed; the .rpm's contents and scripts), `kubernetes`
+//! removed and purged in the testbed; the .rpm's contents and scripts; CRI and Podman
+//! migrations with nothing of p4lb but the installed .deb), `kubernetes`
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
 //! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else

@@ -7,10 +7,11 @@
 //!   leaves nothing (the rootfs' tree is compared with the one before the install);
 //! - the `.rpm`: the same files with the same modes as the list, and scripts that run the
 //!   installed p4lb-setup;
-//! - a containerd CRI migration to a new pod with a new address on a node where p4lb
-//!   comes from the `.deb` alone (the switch and the controller started from /usr/bin
-//!   with the installed configuration, the packaged example conflist, the CRIU block
-//!   of `postinst`): 100 connections, 0 reset, all kept.
+//! - on a node where p4lb comes from the `.deb` alone (the switch and the controller
+//!   started from /usr/bin with the installed configuration, the packaged example
+//!   conflist, the CRIU block of `postinst`, the installed OCI hook): a containerd CRI
+//!   migration to a new pod with a new address (100 connections) and two Podman
+//!   migrations to new addresses (50 connections), 0 reset, all kept.
 //!
 //! Without packages the tests say SKIPPED (build them with `make packages`).
 
@@ -318,20 +319,12 @@ fn rpm_ships_the_list_with_its_modes_and_runs_p4lb_setup() {
     );
 }
 
-#[test]
-fn a_cri_migration_runs_on_what_the_deb_installed() {
-    let Some(deb) = package("p4lb_", "_amd64.deb") else {
-        println!(
-            "SKIPPED: no p4lb_*_amd64.deb in {}; build the packages with `make packages`",
-            paths::target_dir().join("packages").display()
-        );
-        return;
-    };
-    let _serial = serial();
+/// A testbed node where p4lb comes from the `.deb` alone: installed with apt, the two
+/// daemons started as docs/install.md starts them without systemd (no systemd in the
+/// testbed), with the installed configuration; the network is the packaged example.
+fn node_from_deb(deb: &Path) -> World {
     let tb = start_with_images();
-    sh(&tb, &format!("{APT} install {}", inside(&deb)));
-    // No systemd in the testbed: the two daemons as docs/install.md starts them by hand,
-    // with the installed configuration; the network is the packaged example.
+    sh(&tb, &format!("{APT} install {}", inside(deb)));
     sh(
         &tb,
         "rm -f /etc/cni/net.d/* && \
@@ -349,10 +342,30 @@ fn a_cri_migration_runs_on_what_the_deb_installed() {
             .unwrap_or_default();
         panic!("{e}\n{logs}");
     }
-    let w = World(
+    World(
         scenario::World::installed(tb, "/usr/bin/p4lbctl", "/opt/cni/bin/p4lb")
             .unwrap_or_else(|e| panic!("{e}")),
-    );
+    )
+}
+
+fn deb_or_skip() -> Option<PathBuf> {
+    let deb = package("p4lb_", "_amd64.deb");
+    if deb.is_none() {
+        println!(
+            "SKIPPED: no p4lb_*_amd64.deb in {}; build the packages with `make packages`",
+            paths::target_dir().join("packages").display()
+        );
+    }
+    deb
+}
+
+#[test]
+fn a_cri_migration_runs_on_what_the_deb_installed() {
+    let Some(deb) = deb_or_skip() else {
+        return;
+    };
+    let _serial = serial();
+    let w = node_from_deb(&deb);
     // The example network labels nothing: the pods carry `app: web` themselves.
     let r = cri_migration_in(&w, &[("labels.p4lb.io/app", "web")], true);
     record(&format!(
@@ -362,4 +375,51 @@ fn a_cri_migration_runs_on_what_the_deb_installed() {
     assert_eq!(r.resets, 0, "{}", r.stderr);
     assert_eq!(r.failed, 0, "{}", r.stderr);
     assert_eq!(r.survived, r.conns as u64, "{}", r.stderr);
+}
+
+/// Podman checkpoint/restore to a new namespace with a new address, twice, with the
+/// CRIU block, action script and OCI hook of the `.deb` (the scenario's namespaces are
+/// wired by the installed CNI plugin).
+#[test]
+fn podman_migrations_run_on_what_the_deb_installed() {
+    let Some(deb) = deb_or_skip() else {
+        return;
+    };
+    let _serial = serial();
+    let w = node_from_deb(&deb);
+    let conns = 50;
+    w.pod_netns("cli", "cli", "clients", "");
+    w.pod_netns("srv", "srv0", "pods", "");
+    w.add_service();
+    w.run_server("web", &["p4lb.io/tier=gold"]);
+    // The installed OCI hook labelled the endpoint from the container's annotations.
+    let ep = w.endpoint("srv0/eth0");
+    assert_eq!(
+        ep.labels.get("p4lb.io/tier").map(String::as_str),
+        Some("gold"),
+        "{ep:?}"
+    );
+    let client = w.start_client(conns, 5.0).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    client.mark().unwrap();
+    for i in 1..=2 {
+        let m = w.migrate("web", &format!("srv{}", i - 1), &format!("srv{i}"), i);
+        assert_ne!(m.new_ip, m.old_ip);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let after = &out.last;
+    let (survived, _) = p4lb_e2e::judge::judge(before, after).unwrap();
+    record(&format!(
+        "Podman migrations (2) with p4lb from the .deb only: {survived}/{conns} connections \
+         kept, {} reset, {} failed",
+        after.totals.reset, after.totals.failed
+    ));
+    for m in w.migrations() {
+        assert_eq!(m.state, "done", "{m:?}");
+    }
+    assert_eq!(after.totals.reset, 0, "{}", out.stderr);
+    assert_eq!(after.totals.failed, 0, "{}", out.stderr);
+    assert_eq!(survived, conns as u64, "{}", out.stderr);
 }
