@@ -16,7 +16,8 @@ HOST_TOOLS := debootstrap:debootstrap ip:iproute2 nsenter:util-linux unshare:uti
 	iptables:iptables ethtool:ethtool modprobe:kmod \
 	/usr/lib/cni/host-local:containernetworking-plugins
 
-.PHONY: test demo baseline prereqs build static-testapp cleanup lint p4 p4-check fuzz fuzz-smoke
+.PHONY: test demo baseline prereqs build static-testapp cleanup lint p4 p4-check fuzz fuzz-smoke \
+	release-static packages package-prereqs image
 
 ## Host prerequisites: apt-get only what is missing.
 prereqs:
@@ -41,8 +42,8 @@ static-testapp:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp --target $(STATIC_TARGET)
 
 ## Every test: unit and integration tests of all crates, including the
-## rootfs-based ones (they serialize themselves with a lock). The summary is
-## printed whatever fails.
+## rootfs-based ones (they serialize themselves with a lock), after `make packages`
+## and `make image` (the package and node tests install their output). The summary is printed whatever fails.
 test: prereqs
 	@mkdir -p $(dir $(FIGURES)); : > $(FIGURES); : > $(TEST_LOG)
 	@start=$$(date +%s); status=0; stage=""; \
@@ -50,6 +51,9 @@ test: prereqs
 	if [ $$status -eq 0 ]; then \
 		{ RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p p4lb-testapp \
 			--target $(STATIC_TARGET) 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="static testapp build"; }; \
+	fi; \
+	if [ $$status -eq 0 ]; then \
+		{ $(MAKE) --no-print-directory packages image 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="packages and image"; }; \
 	fi; \
 	if [ $$status -eq 0 ]; then \
 		{ $(CARGO) test --workspace --no-fail-fast 2>&1 | tee -a $(TEST_LOG); } || { status=$$?; stage="cargo test"; }; \
@@ -72,6 +76,47 @@ test: prereqs
 	echo "time: $$((end - start)) s; full log: $(TEST_LOG)"; \
 	if [ $$status -eq 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL ($$stage exited $$status)"; fi; \
 	exit $$status
+
+## Release binaries for the packages and the container image: statically linked
+## (glibc included), so that the same files run on every distribution the .deb and
+## the .rpm install on and in an image with nothing else in it. Every crate with a
+## binary except the development ones.
+PKG_BIN := $(TARGET_DIR)/$(STATIC_TARGET)/release
+PKG_OUT := $(TARGET_DIR)/packages
+DEV_CRATES := p4lb-testbed p4lb-e2e p4lb-tools p4lb-testutil p4lb-testapp
+release-static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(STATIC_TARGET) \
+		--workspace --bins $(foreach c,$(DEV_CRATES),--exclude $(c))
+
+## tool:debian-package pairs `make packages` needs; installed when missing.
+PACKAGE_TOOLS := dpkg-deb:dpkg rpmbuild:rpm lintian:lintian rpmlint:rpmlint help2man:help2man \
+	strip:binutils gzip:gzip
+package-prereqs:
+	@missing=""; \
+	for pair in $(PACKAGE_TOOLS); do \
+		tool=$${pair%%:*}; pkg=$${pair#*:}; \
+		command -v "$$tool" >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		[ "$$(id -u)" = 0 ] || { echo "error: make packages needs$$missing; run it as root to install them" >&2; exit 1; }; \
+		echo "installing package tools:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+## The Debian and RPM packages in $(PKG_OUT), checked with lintian and rpmlint
+## (packaging/build-packages.sh). With p4c (P4LB_P4_PREFIX or on PATH) they carry the
+## BMv2 JSON too.
+packages: package-prereqs release-static
+	$(MAKE) --no-print-directory -C crates/p4lb-p4 p4 BUILD_DIR=$(PKG_BIN)
+	sh packaging/build-packages.sh --from $(PKG_BIN) --out $(PKG_OUT)
+
+## The p4lb container image, an OCI archive in $(TARGET_DIR)/image, built by Podman in
+## the testbed from the static release binaries (packaging/build-image.sh); the
+## Kubernetes DaemonSet in deploy/kubernetes runs it.
+image: prereqs release-static
+	$(CARGO) build -p p4lb-testbed
+	sh packaging/build-image.sh --from $(PKG_BIN) --out $(TARGET_DIR)/image \
+		--testbed $(TARGET_DIR)/debug/p4lb-testbed
 
 ## The main job.
 ## Live migration: a container behind a VIP moves twice to a new pod with a

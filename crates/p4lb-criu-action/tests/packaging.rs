@@ -29,7 +29,6 @@ fn install_then_uninstall_into_a_scratch_root() {
         "p4lbctl",
         "p4lb-switch",
         "p4lb",
-        "p4lb-netavark",
         "p4lb-criu-action",
         "p4lb-oci-hook",
     ] {
@@ -61,8 +60,7 @@ fn install_then_uninstall_into_a_scratch_root() {
         ("usr/bin/p4lb-controller", 0o755),
         ("usr/bin/p4lbctl", 0o755),
         ("usr/bin/p4lb-switch", 0o755),
-        ("opt/cni/bin/p4lb", 0o755),
-        ("usr/libexec/netavark/p4lb", 0o755),
+        ("usr/lib/cni/p4lb", 0o755),
         ("usr/libexec/p4lb/p4lb-criu-action", 0o755),
         ("usr/libexec/p4lb/p4lb-oci-hook", 0o755),
         ("usr/share/containers/oci/hooks.d/p4lb.json", 0o644),
@@ -70,8 +68,8 @@ fn install_then_uninstall_into_a_scratch_root() {
         ("etc/p4lb/controller.toml", 0o600),
         ("etc/p4lb", 0o700),
         ("var/lib/p4lb", 0o700),
-        ("etc/systemd/system/p4lb-controller.service", 0o644),
-        ("etc/systemd/system/p4lb-switch.service", 0o644),
+        ("usr/lib/systemd/system/p4lb-controller.service", 0o644),
+        ("usr/lib/systemd/system/p4lb-switch.service", 0o644),
         ("etc/criu/runc.conf", 0o644),
         ("etc/criu/crun.conf", 0o644),
         ("etc/criu/default.conf", 0o644),
@@ -80,6 +78,10 @@ fn install_then_uninstall_into_a_scratch_root() {
         assert_eq!(mode(&path), m, "{p}");
         assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0, "{p} owner");
     }
+    assert_eq!(
+        std::fs::read_link(r.join("opt/cni/bin/p4lb")).unwrap(),
+        Path::new("/usr/lib/cni/p4lb")
+    );
     let runc = std::fs::read_to_string(r.join("etc/criu/runc.conf")).unwrap();
     assert!(runc.starts_with("log-file /var/log/criu.log\n"), "{runc}");
     assert_eq!(runc.matches("# BEGIN p4lb").count(), 1, "{runc}");
@@ -122,11 +124,117 @@ fn install_then_uninstall_into_a_scratch_root() {
     );
     assert!(!r.join("etc/criu/crun.conf").exists());
     assert!(!r.join("usr/libexec/p4lb").exists());
-    assert!(!r.join("opt/cni/bin/p4lb").exists());
-    assert!(!r.join("usr/libexec/netavark/p4lb").exists());
+    assert!(!r.join("opt/cni/bin/p4lb").is_symlink());
     assert!(!r.join("usr/bin/p4lb-switch").exists());
-    assert!(!r.join("etc/systemd/system/p4lb-switch.service").exists());
+    assert!(!r
+        .join("usr/lib/systemd/system/p4lb-switch.service")
+        .exists());
     assert!(!r.join("etc/p4lb").exists());
+    // Nothing of p4lb is left: only the directories every system has, empty, and the
+    // CRIU file that was there before.
+    let left = tree(r);
+    let base = [
+        "etc",
+        "etc/criu",
+        "etc/criu/runc.conf",
+        "opt",
+        "usr",
+        "usr/bin",
+        "usr/lib",
+        "usr/libexec",
+        "usr/share",
+        "usr/share/doc",
+        "usr/lib/systemd",
+        "usr/lib/systemd/system",
+        "var",
+        "var/lib",
+    ];
+    let extra: Vec<&String> = left
+        .iter()
+        .filter(|p| !base.contains(&p.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "left behind after uninstall --purge: {extra:?}"
+    );
+}
+
+/// Every path under `root`, relative, sorted.
+fn tree(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() && !p.is_symlink() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn the_cni_plugin_is_in_debians_directory_and_linked_from_upstreams() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: install.sh must run as root (chown root:root)");
+        return;
+    }
+    let from = tempfile::tempdir().unwrap();
+    for b in [
+        "p4lb-controller",
+        "p4lbctl",
+        "p4lb-switch",
+        "p4lb",
+        "p4lb-criu-action",
+        "p4lb-oci-hook",
+        "p4lb-netavark",
+    ] {
+        std::fs::write(from.path().join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let out = Command::new("sh")
+        .arg(repo().join("packaging/install.sh"))
+        .args(["--from", from.path().to_str().unwrap()])
+        .args(["--prefix", r.to_str().unwrap(), "--no-systemd"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&r.join("usr/lib/cni/p4lb")), 0o755);
+    assert_eq!(
+        std::fs::read_link(r.join("opt/cni/bin/p4lb")).unwrap(),
+        Path::new("/usr/lib/cni/p4lb")
+    );
+    // The netavark plugin is installed when it was built.
+    assert_eq!(mode(&r.join("usr/libexec/netavark/p4lb")), 0o755);
+    assert!(!r
+        .join("usr/lib/systemd/system/p4lb-controller.service")
+        .exists());
+    // A link somebody else made is not ours to remove.
+    std::fs::remove_file(r.join("opt/cni/bin/p4lb")).unwrap();
+    std::os::unix::fs::symlink("/somewhere/else", r.join("opt/cni/bin/p4lb")).unwrap();
+    let out = Command::new("sh")
+        .arg(repo().join("packaging/uninstall.sh"))
+        .args(["--prefix", r.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(r.join("opt/cni/bin/p4lb").is_symlink());
+    assert!(!r.join("usr/libexec/netavark").exists());
+    assert!(!r.join("usr/lib/cni").exists());
+    // Without --purge the configuration stays.
+    assert!(r.join("etc/p4lb/controller.toml").exists());
 }
 
 /// `key=value` lines of one section of a systemd unit file.

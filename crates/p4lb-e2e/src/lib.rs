@@ -9,6 +9,10 @@
 //! - [`judge`]: which client connections survived a checkpoint/restore,
 //! - [`cri`]: a minimal blocking CRI client for the containerd tests (its
 //!   module doc says why it is not the `k8s-cri` crate),
+//! - [`files_list`]: `packaging/files.list`, what p4lb installs (the package and
+//!   node-installer tests check installed trees against it),
+//! - [`manifests`]: deploy/kubernetes parsed into typed objects (unknown fields
+//!   refused), and its containers as `podman run` arguments,
 //! - [`error`]: the scenarios' error type.
 //!
 //! The tests: `migration_podman_native` (a p4lb netavark network and only Podman
@@ -16,14 +20,22 @@
 //! (migrations to new addresses under load, namespaces wired by hand),
 //! `migration_faults` (restores that must be refused), `migration_cri` and
 //! `cni_containerd` (containerd's CRI path), `containerd` (containerd with the
-//! `bridge` plugin and the local registry). They need root and the p4lb
+//! `bridge` plugin and the local registry), `packages` (the .deb installed, upgraded,
+//! removed and purged in the testbed; the .rpm's contents and scripts; CRI and Podman
+//! migrations with nothing of p4lb but the installed .deb), `kubernetes`
+//! (deploy/kubernetes parsed into typed objects; the node installer run with the
+//! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
+//! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
+//! of p4lb on the node). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 
 pub mod bmv2;
 pub mod cri;
 pub mod error;
+pub mod files_list;
 pub mod judge;
+pub mod manifests;
 pub mod scenario;
 
 pub use error::{Error, Result};

@@ -151,6 +151,29 @@ impl World {
         Ok(w)
     }
 
+    /// A testbed where p4lb was installed by other means (a package, the node installer
+    /// of the image) and whose controller runs already: `ctl` is how `p4lbctl` is run
+    /// (a path, or a command prefix such as `podman exec NAME /usr/bin/p4lbctl`), `cni`
+    /// the installed CNI plugin. Nothing of the build tree is used but the test
+    /// application. Writes the scenario's CNI configurations.
+    pub fn installed(tb: Testbed, ctl: &str, cni: &str) -> Result<World> {
+        let testapp = inside(&testapp::ensure_static()?)?;
+        let w = World {
+            bmv2: None,
+            switch: SwitchTarget::Embedded,
+            tb,
+            controller: String::new(),
+            ctl: ctl.to_string(),
+            cni: cni.to_string(),
+            netavark: "/usr/libexec/netavark/p4lb".into(),
+            action: "/usr/libexec/p4lb/p4lb-criu-action".into(),
+            hook: "/usr/libexec/p4lb/p4lb-oci-hook".into(),
+            testapp,
+        };
+        w.write_cni_confs()?;
+        Ok(w)
+    }
+
     /// What packaging/install.sh puts in /etc/criu and hooks.d, pointing at the
     /// binaries in the mounted target dir; and the CNI configurations.
     fn install(&self) -> Result<()> {
@@ -172,6 +195,12 @@ impl World {
              mkdir -p /usr/libexec/netavark && install -m 0755 {} /usr/libexec/netavark/p4lb\n",
             self.netavark
         ))?;
+        self.write_cni_confs()
+    }
+
+    /// /tmp/pods.json and /tmp/clients.json, the networks of the scenario's
+    /// namespaces.
+    fn write_cni_confs(&self) -> Result<()> {
         for (name, labels, subnet) in [
             ("pods", r#"{"app":"web"}"#, "10.88.0.0/24"),
             ("clients", "{}", "10.66.0.0/24"),

@@ -7,11 +7,9 @@
 
 mod migration_common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_api::api;
 use p4lb_api::labels::CheckpointMode;
 use p4lb_e2e::cri::{self, Cri};
 use p4lb_e2e::judge::judge;
@@ -36,74 +34,6 @@ fn pod(
     annotations: &[(&str, &str)],
 ) -> (String, String, String) {
     pod_from(w, c, name, annotations, images::TEST_IMAGE)
-}
-
-/// A pod sandbox with a server container from `image` (an image name, or a CRI
-/// checkpoint archive: containerd then restores the container from it).
-fn pod_from(
-    w: &World,
-    c: &mut Cri,
-    name: &str,
-    annotations: &[(&str, &str)],
-    image: &str,
-) -> (String, String, String) {
-    let mut cfg = cri::pod_config(name, &format!("uid-{name}"));
-    cfg.annotations = annotations
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect::<HashMap<_, _>>();
-    let id = c
-        .run_pod_sandbox(cfg.clone())
-        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"));
-    let ip = c
-        .pod_sandbox_status(&id)
-        .unwrap()
-        .network
-        .map(|n| n.ip)
-        .unwrap_or_default();
-    let ctr = c
-        .create_container(
-            &id,
-            cri::pb::ContainerConfig {
-                metadata: Some(cri::pb::ContainerMetadata {
-                    name: "server".into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::pb::ImageSpec {
-                    image: image.into(),
-                    annotations: Default::default(),
-                }),
-                command: vec![images::TESTAPP_IN_IMAGE.into()],
-                args: vec![
-                    "server".into(),
-                    "--listen".into(),
-                    format!("0.0.0.0:{PORT}"),
-                    "--stateful".into(),
-                ],
-                log_path: "server.log".into(),
-                linux: cri::container_linux(),
-                ..Default::default()
-            },
-            cfg,
-        )
-        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
-    c.start_container(&ctr).unwrap_or_else(|e| {
-        // CRIU's own reason is only in its log next to the container's bundle.
-        let (_, logs, _) = w.try_sh(
-            "for f in $(find /run/containerd /var/lib/containerd -name 'restore.log' 2>/dev/null); do \
-             echo \"== $f\"; grep -n -i -E 'error|warn' \"$f\" | tail -n 30; tail -n 30 \"$f\"; done",
-        );
-        panic!("StartContainer {name}: {e}\n{logs}\n{}", w.diag())
-    });
-    (id, ctr, ip)
-}
-
-fn migration_of(w: &World, key: &str) -> api::Migration {
-    w.migrations()
-        .into_iter()
-        .rev()
-        .find(|m| m.source_key == key)
-        .unwrap_or_else(|| panic!("no migration of {key}\n{}", w.diag()))
 }
 
 #[test]
@@ -206,108 +136,17 @@ fn cri_checkpoint_is_a_snapshot_by_default_and_a_migration_when_annotated() {
     );
 }
 
-/// What one CRI migration did to its clients.
-struct CriMigration {
-    conns: usize,
-    survived: u64,
-    resets: u64,
-    failed: u64,
-    /// Final state of every connection: how many ended which way.
-    states: std::collections::BTreeMap<String, usize>,
-    stderr: String,
-}
-
 /// CheckpointContainer of a pod annotated for migration → a new pod through the
-/// p4lb CNI plugin (new IP) → CreateContainer from the checkpoint; the source is
-/// then removed as an orchestrator would. With `lock` false the CRIU action
-/// script runs with p4lb's lock off (`lock = false` in criu-action.toml).
+/// p4lb CNI plugin (new IP) → CreateContainer from the checkpoint (see
+/// [`cri_migration_in`]). With `lock` false the CRIU action script runs with p4lb's
+/// lock off (`lock = false` in criu-action.toml).
 fn cri_migration(lock: bool, target: SwitchTarget) -> CriMigration {
-    let switch = target.name();
     let w = World::start_on(target);
     use_p4lb_cni_for_containerd(&w);
     if !lock {
         w.sh("echo 'lock = false' > /etc/p4lb/criu-action.toml");
     }
-    let socket = cri::start_containerd(&w.tb).unwrap_or_else(|e| panic!("containerd: {e}"));
-    images::load_into_containerd(&w.tb).unwrap();
-    // containerd restores only images it can pull by name.
-    images::start_registry(&w.tb).unwrap_or_else(|e| panic!("registry: {e}"));
-    let remote = images::push_to_registry(&w.tb, images::TEST_IMAGE).unwrap();
-    let mut c = Cri::connect(&socket).unwrap();
-    c.pull_image(&remote).unwrap();
-    w.pod_netns("cli", "cli", "clients", "");
-    w.add_service();
-
-    let (src_sb, src_ctr, old_ip) = pod_from(
-        &w,
-        &mut c,
-        "web-a",
-        &[("labels.p4lb.io/checkpoint", "migrate")],
-        &remote,
-    );
-    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
-        w.try_sh(&format!(
-            "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
-            w.testapp
-        ))
-        .0
-    })
-    .unwrap();
-    let conns = 100;
-    let client = w.start_client(conns, 5.0).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    client.mark().unwrap();
-
-    c.checkpoint_container(&src_ctr, "/tmp/cri-mig.tar", 60)
-        .unwrap_or_else(|e| panic!("CheckpointContainer: {e}\n{}", w.diag()));
-    // The target pod: a new sandbox, registered locked as a restore of old_ip.
-    let (dst_sb, _dst_ctr, new_ip) = pod_from(
-        &w,
-        &mut c,
-        "web-b",
-        &[("p4lb.io/restore-from", old_ip.as_str())],
-        "/tmp/cri-mig.tar",
-    );
-    assert_ne!(new_ip, old_ip);
-    let m = migration_of(&w, &format!("{src_sb}/eth0"));
-    assert_eq!(m.state, "done", "{m:?}\n{}", w.diag());
-    assert_eq!(m.target_key, format!("{dst_sb}/eth0"), "{m:?}");
-    assert_eq!(m.no_lock, !lock, "{m:?}");
-    // The source goes away as an orchestrator would remove it.
-    c.stop_container(&src_ctr, 5).unwrap();
-    c.remove_container(&src_ctr).unwrap();
-    c.stop_pod_sandbox(&src_sb).unwrap();
-    c.remove_pod_sandbox(&src_sb).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let out = client.finish().unwrap();
-    let before = out.interim.first().expect("interim report");
-    let after = &out.last;
-    let (survived, more) = judge(before, after).unwrap();
-    record(&format!(
-        "CRI migration on {switch}, p4lb lock {}: {} -> {} ({old_ip} -> {new_ip}): \
-         {survived}/{conns} connections kept, {} reset, {} failed, {more} requests after; \
-         switchover {:.1} ms, stall {:.1} ms, longest client stall {} ms",
-        if lock { "on" } else { "OFF" },
-        m.source_key,
-        m.target_key,
-        after.totals.reset,
-        after.totals.failed,
-        m.switchover_us as f64 / 1000.0,
-        m.stall_us as f64 / 1000.0,
-        after.totals.longest_stall_ms
-    ));
-    let mut states = std::collections::BTreeMap::new();
-    for c in &after.connections {
-        *states.entry(format!("{:?}", c.state)).or_insert(0) += 1;
-    }
-    CriMigration {
-        conns,
-        survived,
-        resets: after.totals.reset,
-        failed: after.totals.failed,
-        states,
-        stderr: out.stderr,
-    }
+    cri_migration_in(&w, &[], lock)
 }
 
 #[test]
