@@ -74,8 +74,10 @@ test: prereqs
 	exit $$status
 
 ## The main job.
-## Live migration: a container behind a VIP moves twice to a new pod with a
-## new address while a client keeps its connections (p4lb-tools demo).
+## Live migration with Podman's own commands: a container on a p4lb network
+## (podman network create -d p4lb), behind a VIP, is checkpointed, removed and
+## restored with --ignore-static-ip twice, coming back with a new address each
+## time, while a client keeps its connections (p4lb-tools demo).
 demo: prereqs static-testapp
 	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed -p p4lb-tools
 	$(TARGET_DIR)/debug/p4lb-tools demo
