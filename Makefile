@@ -110,7 +110,7 @@ p4 p4-check:
 ## Fuzzing (fuzz/README.md). The targets run on nightly `cargo fuzz`; a run's new
 ## corpus entries go to $(FUZZ_WORK)/<target> (the checked-in seeds in
 ## fuzz/corpus/<target> are only read), crashes to fuzz/artifacts/<target>/.
-FUZZ_TARGETS := cni_input api_messages p4rt_write packet_pipeline checkpoint_record
+FUZZ_TARGETS := cni_input api_messages p4rt_write packet_pipeline checkpoint_record netavark_input
 ## Seconds per target for `make fuzz`, and for each target of the smoke in `make test`.
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 10
