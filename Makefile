@@ -119,8 +119,10 @@ image: prereqs release-static
 		--testbed $(TARGET_DIR)/debug/p4lb-testbed
 
 ## The main job.
-## Live migration: a container behind a VIP moves twice to a new pod with a
-## new address while a client keeps its connections (p4lb-tools demo).
+## Live migration with Podman's own commands: a container on a p4lb network
+## (podman network create -d p4lb), behind a VIP, is checkpointed, removed and
+## restored with --ignore-static-ip twice, coming back with a new address each
+## time, while a client keeps its connections (p4lb-tools demo).
 demo: prereqs static-testapp
 	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed -p p4lb-tools
 	$(TARGET_DIR)/debug/p4lb-tools demo
@@ -153,7 +155,7 @@ p4 p4-check:
 ## Fuzzing (fuzz/README.md). The targets run on nightly `cargo fuzz`; a run's new
 ## corpus entries go to $(FUZZ_WORK)/<target> (the checked-in seeds in
 ## fuzz/corpus/<target> are only read), crashes to fuzz/artifacts/<target>/.
-FUZZ_TARGETS := cni_input api_messages p4rt_write packet_pipeline checkpoint_record
+FUZZ_TARGETS := cni_input api_messages p4rt_write packet_pipeline checkpoint_record netavark_input
 ## Seconds per target for `make fuzz`, and for each target of the smoke in `make test`.
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 10

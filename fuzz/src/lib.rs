@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("p4rt_write", p4rt_write),
     ("packet_pipeline", packet_pipeline),
     ("checkpoint_record", checkpoint_record),
+    ("netavark_input", netavark_input),
 ];
 
 /// The largest input any target looks at; longer ones are cut.
@@ -425,4 +426,117 @@ pub fn checkpoint_record(data: &[u8]) {
     let text = serde_json::to_vec_pretty(&rec).expect("a record serializes");
     let again = MigrationRecord::parse(&text, path).expect("a written record parses");
     assert_eq!(rec, again, "a record changed through a write and a read");
+}
+
+// ---- netavark_input ------------------------------------------------------
+
+/// The namespace path of a `setup`/`teardown` input without one.
+const DEFAULT_NETNS: &str = "/run/netns/netavark-fuzz";
+
+/// The netavark plugin's input. First byte, modulo 3: the verb (0 `create`, 1
+/// `setup`, 2 `teardown`); the rest is `create`'s network JSON, or for `setup` and
+/// `teardown` the namespace path argument, a NUL byte, then stdin (without a NUL
+/// all of it is stdin and the path is [`DEFAULT_NETNS`]). Runs the plugin's pure
+/// parsing and validation ([`p4lb_netavark::plugin::create`],
+/// [`p4lb_netavark::plugin::parse_setup`], [`p4lb_netavark::plugin::parse_teardown`]),
+/// then what `setup` derives from an accepted input without the controller: the
+/// endpoint's labels and the restore hint against a fixed list of migrations. An
+/// accepted network must be accepted again as podman stores it (the output of
+/// `create`), an accepted address must lie in a subnet of the network, and every
+/// refusal must be the JSON error netavark expects.
+pub fn netavark_input(data: &[u8]) {
+    use p4lb_netavark::plugin;
+
+    let data = bounded(data);
+    let Some((&verb, rest)) = data.split_first() else {
+        return;
+    };
+    let (netns, stdin) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (
+            String::from_utf8_lossy(&rest[..i]).into_owned(),
+            &rest[i + 1..],
+        ),
+        None => (DEFAULT_NETNS.to_string(), rest),
+    };
+    let refused = |e: p4lb_netavark::Error| {
+        let doc: serde_json::Value =
+            serde_json::from_str(&e.to_json()).expect("an error is a JSON document");
+        let msg = doc["error"].as_str().expect("an error has an error string");
+        assert!(msg.starts_with("p4lb: "), "{msg:?}");
+    };
+    match verb % 3 {
+        0 => match plugin::create(stdin) {
+            Err(e) => refused(e),
+            Ok(net) => {
+                assert_eq!(net["dns_enabled"], serde_json::Value::Bool(false));
+                let stored = serde_json::to_vec(&net).expect("a network serializes");
+                if let Err(e) = plugin::create(&stored) {
+                    panic!("create refused the network it returned: {e}");
+                }
+            }
+        },
+        1 => match plugin::parse_setup(&netns, stdin) {
+            Err(e) => refused(e),
+            Ok(r) => {
+                assert!(r.address.addr.is_ipv4(), "{:?}", r.address);
+                assert!(
+                    r.request
+                        .exec
+                        .network
+                        .subnets
+                        .iter()
+                        .flatten()
+                        .filter_map(|s| s.subnet.parse::<p4lb_cni::cni::result::IpNet>().ok())
+                        .any(|s| s.contains(r.address.addr) && s.contains(r.gateway)),
+                    "{:?} / {} in no subnet of the network",
+                    r.address,
+                    r.gateway
+                );
+                let t = &r.request.target;
+                assert_eq!(
+                    t.container_id,
+                    plugin::endpoint_id(&r.request.exec.container_id, &netns)
+                );
+                let _ = r.request.opts.endpoint_labels();
+                let migrations = fixed_migrations();
+                if let Err(e) = plugin::restore_hint(
+                    &migrations,
+                    &r.request.exec.container_id,
+                    &t.ifname,
+                    r.mac,
+                ) {
+                    refused(e);
+                }
+            }
+        },
+        _ => match plugin::parse_teardown(&netns, stdin) {
+            Err(e) => refused(e),
+            Ok(r) => assert_eq!(
+                r.target.container_id,
+                plugin::endpoint_id(&r.exec.container_id, &netns)
+            ),
+        },
+    }
+}
+
+/// The podman container ID of the netavark seeds: [`fixed_migrations`] holds a
+/// checkpointed migration of it, so a `setup` seed of it takes the restore path.
+pub const SEED_CONTAINER: &str = "e782cb91648c0d7a4e1f35b9c2a8d6e0f4b7a1c3e5d9f2b6a8c0e4d7f1a3b5c9";
+
+/// Migrations as the controller lists them: a checkpointed one of [`SEED_CONTAINER`]
+/// on `eth0`, a finished one of it, and one whose source address is not IPv4.
+pub fn fixed_migrations() -> Vec<p4lb_api::api::Migration> {
+    use p4lb_netavark::plugin::endpoint_id;
+    let mig = |id: &str, container: &str, ip: &str, state: &str| p4lb_api::api::Migration {
+        id: id.into(),
+        state: state.into(),
+        source_key: format!("{}/eth0", endpoint_id(container, "/run/netns/netns-old")),
+        source_ip: ip.into(),
+        ..Default::default()
+    };
+    vec![
+        mig("mig-1", SEED_CONTAINER, "10.89.0.2", "done"),
+        mig("mig-2", SEED_CONTAINER, "10.89.0.3", "checkpointed"),
+        mig("mig-3", "c6", "not-an-address", "restoring"),
+    ]
 }

@@ -78,6 +78,30 @@ fn the_seeds_are_accepted_inputs() {
     let rec = std::fs::read(root.join("checkpoint_record/record")).unwrap();
     p4lb_criu_action::record::MigrationRecord::parse(&rec, Path::new("record")).unwrap();
 
+    let create = std::fs::read(root.join("netavark_input/create")).unwrap();
+    p4lb_netavark::plugin::create(&create[1..]).unwrap_or_else(|e| panic!("{e}"));
+    for name in ["setup-run", "setup-restore", "teardown"] {
+        let d = std::fs::read(root.join("netavark_input").join(name)).unwrap();
+        let nul = d.iter().position(|&b| b == 0).unwrap();
+        let netns = std::str::from_utf8(&d[1..nul]).unwrap();
+        let stdin = &d[nul + 1..];
+        if d[0] % 3 == 2 {
+            p4lb_netavark::plugin::parse_teardown(netns, stdin).unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
+        let r = p4lb_netavark::plugin::parse_setup(netns, stdin)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let hint = p4lb_netavark::plugin::restore_hint(
+            &p4lb_fuzz::fixed_migrations(),
+            &r.request.exec.container_id,
+            &r.request.target.ifname,
+            r.mac,
+        )
+        .unwrap();
+        // The restore seed reaches the restore path, the run seed the fresh start.
+        assert_eq!(hint.is_some(), name == "setup-restore", "{name}: {hint:?}");
+    }
+
     let w = std::fs::read(root.join("p4rt_write/write-table-set")).unwrap();
     let req = p4lb_proto::p4runtime::WriteRequest::decode(&w[1..]).unwrap();
     let sw = p4lb_fuzz::fresh_switch();
@@ -118,6 +142,62 @@ fn write_seed_corpus() {
         "cni_input",
         "gc",
         format!("CNI_COMMAND=GC\nCNI_PATH=/opt/cni/bin\n\0{gc}").as_bytes(),
+    );
+
+    // netavark_input: what podman 5.8 / netavark 1.17 pass to the plugin.
+    let network = |opts: &str| {
+        format!(
+            r#"{{"name":"p4pods","id":"3b4c1f0e9a7d2c5b8e6f1a4d7c0b3e9f2a5d8c1b4e7f0a3d6c9b2e5f8a1d4c7b","driver":"p4lb","network_interface":"","created":"2026-11-30T07:38:00.123456789Z","subnets":[{{"subnet":"10.89.0.0/24","gateway":"10.89.0.1"}}],"ipv6_enabled":false,"internal":false,"dns_enabled":true,"options":{opts},"ipam_options":{{"driver":"host-local"}}}}"#
+        )
+    };
+    let opts = r#"{"labels":"app=web,tier=front","timeout_ms":"5000","checkpoint_mode":"migrate","mtu":"1500"}"#;
+    put(
+        "netavark_input",
+        "create",
+        format!("\x00{}", network(opts)).as_bytes(),
+    );
+    put(
+        "netavark_input",
+        "create-unknown-option",
+        format!("\x00{}", network(r#"{"sockett":"/x"}"#)).as_bytes(),
+    );
+    let exec = |id: &str, ip: &str, mac: &str| {
+        format!(
+            r#"{{"container_id":"{id}","container_name":"web","port_mappings":null,"network":{},"network_options":{{"interface_name":"eth0","static_ips":["{ip}"],"static_mac":{mac},"aliases":["web"]}}}}"#,
+            network(opts)
+        )
+    };
+    let fresh = "9a1c3e5d7f9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f";
+    put(
+        "netavark_input",
+        "setup-run",
+        format!(
+            "\x01/run/netns/netns-5e1a2b3c\0{}",
+            exec(fresh, "10.89.0.2", "null")
+        )
+        .as_bytes(),
+    );
+    put(
+        "netavark_input",
+        "setup-restore",
+        format!(
+            "\x01/run/netns/netns-7c2d4e6f\0{}",
+            exec(
+                p4lb_fuzz::SEED_CONTAINER,
+                "10.89.0.4",
+                r#""02:00:0a:59:00:03""#
+            )
+        )
+        .as_bytes(),
+    );
+    put(
+        "netavark_input",
+        "teardown",
+        format!(
+            "\x02/run/netns/netns-5e1a2b3c\0{}",
+            exec(fresh, "10.89.0.2", "null")
+        )
+        .as_bytes(),
     );
 
     let reg = api::RegisterEndpointRequest {

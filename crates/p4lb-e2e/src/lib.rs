@@ -3,7 +3,9 @@
 //!
 //! - [`scenario`]: live migration with p4lb installed the way packaging does
 //!   (controller with its embedded switch, CNI plugin, netavark plugin, CRIU action
-//!   script, OCI hook, a VIP service), a server container and a client holding connections,
+//!   script, OCI hook, a VIP service), a server container and a client holding connections;
+//!   its Podman-native steps (network create, run, address, checkpoint → rm → restore)
+//!   are the one source for the tests and `make demo`,
 //! - [`bmv2`]: BMv2 as the scenario's switch (`P4LB_P4_PREFIX`; the host's
 //!   `simple_switch_grpc` in the testbed's network namespace),
 //! - [`judge`]: which client connections survived a checkpoint/restore,

@@ -5,6 +5,12 @@
 //! a VIP service, a `p4lb-testapp` server container behind it and a client
 //! holding connections to the VIP while the container migrates.
 //!
+//! Two ways to migrate: [`World::migrate_podman`] is Podman's own commands on a p4lb
+//! netavark network ([`World::create_network`], [`World::run_server_on_network`]):
+//! the end-to-end tests of that path and `make demo` run it; [`World::migrate`] is the
+//! hand-wired `--network ns:` fallback (the namespace recreated and wired by the CNI
+//! plugin with a restore hint).
+//!
 //! The p4lb binaries are used from `target/debug` (mounted read-only inside the
 //! testbed); build them first:
 //! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action
@@ -465,6 +471,135 @@ impl World {
     }
 }
 
+/// The Podman-native steps: a p4lb netavark network (`podman network create -d
+/// p4lb`), containers run on it, and a migration that is nothing but `podman
+/// container checkpoint --export`, `podman rm` and `podman container restore
+/// --import`. The netavark plugin tells the restore from a fresh start by itself.
+impl World {
+    /// `podman network create -d p4lb --subnet SUBNET -o labels=app=web NAME`: a p4lb
+    /// network whose endpoints the service `web` (see [`World::add_service`]) selects.
+    pub fn create_network(&self, name: &str, subnet: &str) -> Result<()> {
+        self.sh(&format!(
+            "podman network create -d p4lb --subnet {subnet} -o labels=app=web {name}"
+        ))
+        .map(|_| ())
+    }
+
+    /// `podman run --network NET` of the stateful test server listening on PORT;
+    /// returns once it listens.
+    pub fn run_server_on_network(&self, name: &str, net: &str) -> Result<()> {
+        self.sh(&format!(
+            "podman run -d --name {name} --network {net} {} {} server --listen \
+             0.0.0.0:{PORT} --stateful",
+            images::TEST_IMAGE,
+            images::TESTAPP_IN_IMAGE
+        ))?;
+        wait::until(20, "the server container to listen", || {
+            self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
+                .map(|(ok, _, _)| ok)
+                .unwrap_or(false)
+        })?;
+        Ok(())
+    }
+
+    /// The container's address on network `net`, as `podman inspect` reports it.
+    pub fn address(&self, name: &str, net: &str) -> Result<String> {
+        let ip = self.sh(&format!(
+            "podman inspect -f '{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}' \
+             {name}"
+        ))?;
+        let ip = ip.trim();
+        if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(Error::Scenario(format!(
+                "container {name} has no IPv4 address on network {net}: {ip:?}"
+            )));
+        }
+        Ok(ip.to_string())
+    }
+
+    /// The container's network namespace: its name under /run/netns.
+    pub fn netns_of(&self, name: &str) -> Result<String> {
+        let key = self.sh(&format!(
+            "podman inspect -f '{{{{.NetworkSettings.SandboxKey}}}}' {name}"
+        ))?;
+        match key.trim().rsplit('/').next() {
+            Some(n) if !n.is_empty() => Ok(n.to_string()),
+            _ => Err(Error::Scenario(format!(
+                "container {name} has no network namespace: {key:?}"
+            ))),
+        }
+    }
+
+    /// The controller's endpoints (`p4lbctl --json endpoints ls`).
+    pub fn endpoints(&self) -> Result<Vec<api::Endpoint>> {
+        self.ctl_json("endpoints ls")
+    }
+
+    /// One migration of container `name` on p4lb network `net` as a Podman user
+    /// types it: `podman container checkpoint --tcp-established --export`, `podman
+    /// rm`, `podman container restore --import … --tcp-established`, with
+    /// `--ignore-static-ip` (a new address) or without (the address kept). The
+    /// record in the archive must be a checkpointed migration of the address the
+    /// container had. `i` numbers the archive.
+    pub fn migrate_podman(
+        &self,
+        name: &str,
+        net: &str,
+        i: usize,
+        ignore_static_ip: bool,
+    ) -> Result<Moved> {
+        let archive = format!("/tmp/native-ck-{i}.tar");
+        let old_ip = self.address(name, net)?;
+        let t = Instant::now();
+        let (ok, out) = self.checkpoint(name, &archive)?;
+        if !ok {
+            return Err(Error::Scenario(format!(
+                "checkpoint {i} failed: {out}\n{}",
+                self.diag()
+            )));
+        }
+        let checkpoint_ms = t.elapsed().as_millis();
+        let rec = self.record_in(&archive)?;
+        if rec.state != RecordState::Checkpointed || rec.mode != CheckpointMode::Migrate {
+            return Err(Error::Scenario(format!(
+                "record is not a checkpointed migration: {rec:?}"
+            )));
+        }
+        if rec.source.ip.to_string() != old_ip {
+            return Err(Error::Scenario(format!(
+                "the record's source is {}, the container was at {old_ip}: {rec:?}",
+                rec.source.ip
+            )));
+        }
+        let t = Instant::now();
+        self.sh(&format!("podman rm {name} >/dev/null"))?;
+        let ignore = if ignore_static_ip {
+            " --ignore-static-ip"
+        } else {
+            ""
+        };
+        let (ok, o, e) = self.try_sh(&format!(
+            "podman container restore --import {archive} --tcp-established{ignore}"
+        ))?;
+        if !ok {
+            return Err(Error::Scenario(format!(
+                "restore {i} failed: {o}{e}\n{}",
+                self.diag()
+            )));
+        }
+        let restore_ms = t.elapsed().as_millis();
+        let id = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}"))?;
+        cgroups::prune_restore_copies(id.trim());
+        self.sh(&format!("rm -f {archive}"))?;
+        Ok(Moved {
+            old_ip,
+            new_ip: self.address(name, net)?,
+            checkpoint_ms,
+            restore_ms,
+        })
+    }
+}
+
 const CLIENT_PID: &str = "/tmp/client.pid";
 
 /// What one migration did.
@@ -473,7 +608,8 @@ pub struct Moved {
     pub old_ip: String,
     pub new_ip: String,
     pub checkpoint_ms: u128,
-    /// From the new namespace's creation to the end of the restore.
+    /// From the new namespace's creation ([`World::migrate`]) or from `podman rm`
+    /// ([`World::migrate_podman`]) to the end of the restore.
     pub restore_ms: u128,
 }
 

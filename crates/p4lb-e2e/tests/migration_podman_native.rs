@@ -9,69 +9,22 @@
 //! outside holds connections to the VIP all along.
 //!
 //! The client's own namespace is wired by the CNI plugin (it stands for the world
-//! outside); the server container only ever sees Podman commands.
+//! outside); the server container only ever sees Podman commands. Those commands
+//! are [`p4lb_e2e::scenario::World`]'s Podman-native methods (`create_network`,
+//! `run_server_on_network`, `address`, `migrate_podman`), the same ones `make demo` runs.
 
 mod migration_common;
 
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_api::api;
-use p4lb_api::labels::CheckpointMode;
-use p4lb_criu_action::record::RecordState;
 use p4lb_e2e::judge::judge;
 use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
-use p4lb_testbed::{cgroups, wait};
+use p4lb_testbed::wait;
 
 /// The p4lb network of the server container.
 const NET: &str = "p4pods";
 const SUBNET: &str = "10.89.0.0/24";
-
-/// `podman network create -d p4lb` of a network whose endpoints the service `web`
-/// selects (`app=web`).
-fn create_network(w: &World, name: &str, subnet: &str) {
-    w.sh(&format!(
-        "podman network create -d p4lb --subnet {subnet} -o labels=app=web {name}"
-    ));
-}
-
-/// `podman run` of the stateful test server on network `net`.
-fn run_server(w: &World, name: &str, net: &str) {
-    w.sh(&format!(
-        "podman run -d --name {name} --network {net} {TEST_IMAGE} {TESTAPP_IN_IMAGE} server \
-         --listen 0.0.0.0:{PORT} --stateful"
-    ));
-    wait::until(20, "the server container to listen", || {
-        w.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
-            .0
-    })
-    .unwrap();
-}
-
-/// The container's address on `net`, as podman reports it.
-fn address(w: &World, name: &str, net: &str) -> String {
-    w.sh(&format!(
-        "podman inspect -f '{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}' {name}"
-    ))
-    .trim()
-    .to_string()
-}
-
-/// The container's network namespace (a name under /run/netns).
-fn netns_name(w: &World, name: &str) -> String {
-    let key = w.sh(&format!(
-        "podman inspect -f '{{{{.NetworkSettings.SandboxKey}}}}' {name}"
-    ));
-    key.trim()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn endpoints(w: &World) -> Vec<api::Endpoint> {
-    w.ctl_json("endpoints ls")
-}
 
 /// Host links made by p4lb (the host ends of its veths).
 fn p4lb_links(w: &World) -> Vec<String> {
@@ -81,48 +34,6 @@ fn p4lb_links(w: &World) -> Vec<String> {
         .collect()
 }
 
-struct Move {
-    old_ip: String,
-    new_ip: String,
-    checkpoint_ms: u128,
-    restore_ms: u128,
-}
-
-/// One migration as a Podman user types it: checkpoint, rm, restore.
-fn migrate(w: &World, name: &str, i: usize, ignore_static_ip: bool) -> Move {
-    let archive = format!("/tmp/native-ck-{i}.tar");
-    let old_ip = address(w, name, NET);
-    let t = std::time::Instant::now();
-    let (ok, out) = w.checkpoint(name, &archive);
-    assert!(ok, "checkpoint {i} failed: {out}\n{}", w.diag());
-    let checkpoint_ms = t.elapsed().as_millis();
-    let rec = w.record_in(&archive).unwrap();
-    assert_eq!(rec.state, RecordState::Checkpointed, "{rec:?}");
-    assert_eq!(rec.mode, CheckpointMode::Migrate, "{rec:?}");
-    assert_eq!(rec.source.ip.to_string(), old_ip);
-    let t = std::time::Instant::now();
-    w.sh(&format!("podman rm {name} >/dev/null"));
-    let ignore = if ignore_static_ip {
-        " --ignore-static-ip"
-    } else {
-        ""
-    };
-    let (ok, o, e) = w.try_sh(&format!(
-        "podman container restore --import {archive} --tcp-established{ignore}"
-    ));
-    assert!(ok, "restore {i} failed: {o}{e}\n{}", w.diag());
-    let restore_ms = t.elapsed().as_millis();
-    let id = w.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}"));
-    cgroups::prune_restore_copies(id.trim());
-    w.sh(&format!("rm -f {archive}"));
-    Move {
-        old_ip,
-        new_ip: address(w, name, NET),
-        checkpoint_ms,
-        restore_ms,
-    }
-}
-
 /// `migrations` migrations in a row of a stateful server behind the VIP with
 /// `conns` client connections; every connection must survive, with no byte lost
 /// or duplicated and the server's state kept.
@@ -130,11 +41,12 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
     let _s = serial();
     let w = World::start();
     w.pod_netns("cli", "cli", "clients", "");
-    create_network(&w, NET, SUBNET);
+    w.create_network(NET, SUBNET);
     w.add_service();
-    run_server(&w, "web", NET);
-    let first_ip = address(&w, "web", NET);
-    let ep = endpoints(&w)
+    w.run_server_on_network("web", NET);
+    let first_ip = w.address("web", NET);
+    let ep = w
+        .endpoints()
         .into_iter()
         .find(|e| e.ip == first_ip)
         .unwrap_or_else(|| panic!("no endpoint for {first_ip}\n{}", w.diag()));
@@ -149,7 +61,7 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
     let mut history = vec![first_ip.clone()];
     let mut moved = Vec::new();
     for i in 1..=migrations {
-        let m = migrate(&w, "web", i, ignore_static_ip);
+        let m = w.migrate_podman("web", NET, i, ignore_static_ip);
         assert_eq!(&m.old_ip, history.last().unwrap());
         if ignore_static_ip {
             assert!(
@@ -162,11 +74,11 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
         }
         history.push(m.new_ip.clone());
         // Every address the container ever had is configured in the new namespace.
-        let addrs = w.addrs_in(&netns_name(&w, "web"));
+        let addrs = w.addrs_in(&w.netns_of("web"));
         for a in &history {
             assert!(addrs.contains(a), "migration {i}: {a} missing in {addrs:?}");
         }
-        let eps = endpoints(&w);
+        let eps = w.endpoints();
         let ep = eps
             .iter()
             .find(|e| e.ip == m.new_ip)
@@ -250,8 +162,8 @@ fn podman_restore_keeping_the_address_keeps_every_connection_and_the_state() {
 fn podman_network_commands_work_on_p4lb_networks_and_refuse_bad_options() {
     let _s = serial();
     let w = World::start();
-    create_network(&w, NET, SUBNET);
-    create_network(&w, "p4second", "10.90.0.0/24");
+    w.create_network(NET, SUBNET);
+    w.create_network("p4second", "10.90.0.0/24");
     let ls = w.sh("podman network ls --format '{{.Name}} {{.Driver}}'");
     for n in [NET, "p4second"] {
         assert!(ls.contains(&format!("{n} p4lb")), "{ls}");
@@ -263,12 +175,12 @@ fn podman_network_commands_work_on_p4lb_networks_and_refuse_bad_options() {
     assert_eq!(v[0]["options"]["labels"], "app=web", "{inspect}");
 
     // One container on each network: two endpoints, each on its own network.
-    run_server(&w, "one", NET);
-    run_server(&w, "two", "p4second");
-    let (a, b) = (address(&w, "one", NET), address(&w, "two", "p4second"));
+    w.run_server_on_network("one", NET);
+    w.run_server_on_network("two", "p4second");
+    let (a, b) = (w.address("one", NET), w.address("two", "p4second"));
     assert!(a.starts_with("10.89.0."), "{a}");
     assert!(b.starts_with("10.90.0."), "{b}");
-    let eps = endpoints(&w);
+    let eps = w.endpoints();
     for (ip, net) in [(&a, NET), (&b, "p4second")] {
         assert!(
             eps.iter().any(|e| &e.ip == ip && e.network == net),
@@ -282,7 +194,7 @@ fn podman_network_commands_work_on_p4lb_networks_and_refuse_bad_options() {
 
     // podman rm tears down: the endpoint and the veth are gone.
     w.sh("podman rm -f one two >/dev/null");
-    let eps = endpoints(&w);
+    let eps = w.endpoints();
     assert!(eps.is_empty(), "endpoints left after podman rm: {eps:?}");
     assert!(
         p4lb_links(&w).is_empty(),
@@ -327,7 +239,7 @@ fn podman_network_commands_work_on_p4lb_networks_and_refuse_bad_options() {
 fn controller_down_at_podman_run_fails_clearly_and_leaves_nothing() {
     let _s = serial();
     let w = World::start();
-    create_network(&w, NET, SUBNET);
+    w.create_network(NET, SUBNET);
     w.stop_controller();
     let (ok, o, e) = w.try_sh(&format!(
         "podman run -d --name web --network {NET} {TEST_IMAGE} {TESTAPP_IN_IMAGE} server \
@@ -350,19 +262,19 @@ fn controller_down_at_podman_run_fails_clearly_and_leaves_nothing() {
     // Once the controller is back the same container starts, wired and registered.
     w.start_controller();
     w.sh("podman rm -f web >/dev/null 2>&1 || true");
-    run_server(&w, "web", NET);
-    let ip = address(&w, "web", NET);
-    assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
+    w.run_server_on_network("web", NET);
+    let ip = w.address("web", NET);
+    assert!(w.endpoints().iter().any(|e| e.ip == ip), "{}", w.diag());
 }
 
 #[test]
 fn controller_down_at_checkpoint_or_restore_fails_loudly_and_the_container_stays_restorable() {
     let _s = serial();
     let w = World::start();
-    create_network(&w, NET, SUBNET);
+    w.create_network(NET, SUBNET);
     w.add_service();
-    run_server(&w, "web", NET);
-    let old_ip = address(&w, "web", NET);
+    w.run_server_on_network("web", NET);
+    let old_ip = w.address("web", NET);
 
     // At checkpoint: refused, the container keeps running.
     w.stop_controller();
@@ -400,9 +312,10 @@ fn controller_down_at_checkpoint_or_restore_fails_loudly_and_the_container_stays
         "restore after the controller came back: {o}{e}\n{}",
         w.diag()
     );
-    let new_ip = address(&w, "web", NET);
+    let new_ip = w.address("web", NET);
     assert_ne!(new_ip, old_ip);
-    let ep = endpoints(&w)
+    let ep = w
+        .endpoints()
         .into_iter()
         .find(|e| e.ip == new_ip)
         .unwrap_or_else(|| panic!("no endpoint for {new_ip}\n{}", w.diag()));
@@ -456,12 +369,12 @@ fn plugin_killed_mid_setup_leaves_nothing_after_the_next_teardown() {
         "links left: {:?}",
         p4lb_links(&w)
     );
-    let eps = endpoints(&w);
+    let eps = w.endpoints();
     assert!(eps.is_empty(), "endpoints left: {eps:?}");
     // The network works afterwards.
-    run_server(&w, "web", NET);
-    let ip = address(&w, "web", NET);
-    assert!(endpoints(&w).iter().any(|e| e.ip == ip), "{}", w.diag());
+    w.run_server_on_network("web", NET);
+    let ip = w.address("web", NET);
+    assert!(w.endpoints().iter().any(|e| e.ip == ip), "{}", w.diag());
 }
 
 /// Figure (not a timed assertion): `podman run -d` until the container runs, on a
@@ -470,7 +383,7 @@ fn plugin_killed_mid_setup_leaves_nothing_after_the_next_teardown() {
 fn figure_podman_run_on_a_p4lb_network_vs_the_default_bridge() {
     let _s = serial();
     let w = World::start();
-    create_network(&w, NET, SUBNET);
+    w.create_network(NET, SUBNET);
     let (ok, _, e) = w.try_sh(&format!(
         "podman run -d --name probe --network podman {TEST_IMAGE} sleep 1 >/dev/null && \
          podman rm -f probe >/dev/null"
@@ -491,9 +404,9 @@ fn figure_podman_run_on_a_p4lb_network_vs_the_default_bridge() {
             ));
             out.push(t.elapsed().as_secs_f64() * 1000.0);
             if net == NET {
-                let ip = address(&w, &name, NET);
+                let ip = w.address(&name, NET);
                 assert!(
-                    endpoints(&w).iter().any(|e| e.ip == ip),
+                    w.endpoints().iter().any(|e| e.ip == ip),
                     "{name} not registered\n{}",
                     w.diag()
                 );
@@ -501,7 +414,7 @@ fn figure_podman_run_on_a_p4lb_network_vs_the_default_bridge() {
             w.sh(&format!("podman rm -f -t 0 {name} >/dev/null"));
         }
     }
-    assert!(endpoints(&w).is_empty(), "{}", w.diag());
+    assert!(w.endpoints().is_empty(), "{}", w.diag());
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -532,9 +445,9 @@ fn figure_criu_network_lock_vs_skip() {
     let _s = serial();
     let w = World::start();
     w.pod_netns("cli", "cli", "clients", "");
-    create_network(&w, NET, SUBNET);
+    w.create_network(NET, SUBNET);
     w.add_service();
-    run_server(&w, "web", NET);
+    w.run_server_on_network("web", NET);
     let conns = 50;
     let rounds = 3;
     let mut rows: Vec<LockRow> = Vec::new();
@@ -552,7 +465,7 @@ fn figure_criu_network_lock_vs_skip() {
         let client = w.start_client(conns, 5.0).unwrap();
         std::thread::sleep(Duration::from_secs(2));
         client.mark().unwrap();
-        let m = migrate(&w, "web", 100 + i, true);
+        let m = w.migrate_podman("web", NET, 100 + i, true);
         std::thread::sleep(Duration::from_secs(2));
         let out = client.finish().unwrap();
         let before = out.interim.first().expect("interim report");
@@ -599,8 +512,8 @@ fn figure_criu_network_lock_vs_skip() {
 fn controller_down_at_podman_rm_still_removes_the_container() {
     let _s = serial();
     let w = World::start();
-    create_network(&w, NET, SUBNET);
-    run_server(&w, "web", NET);
+    w.create_network(NET, SUBNET);
+    w.run_server_on_network("web", NET);
     w.stop_controller();
     let (ok, o, e) = w.try_sh("podman rm -f web");
     println!(
@@ -619,11 +532,11 @@ fn controller_down_at_podman_rm_still_removes_the_container() {
     // Back up, the controller withdraws the endpoint whose namespace is gone.
     w.start_controller();
     wait::until(30, "the controller to withdraw the endpoint", || {
-        let eps = endpoints(&w);
+        let eps = w.endpoints();
         eps.len() == 1 && eps[0].state == "stale"
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", w.diag()));
-    let key = endpoints(&w)[0].key.clone();
+    let key = w.endpoints()[0].key.clone();
     w.sh(&format!("{} --socket {SOCKET} endpoints rm {key}", w.ctl));
-    assert!(endpoints(&w).is_empty(), "{}", w.diag());
+    assert!(w.endpoints().is_empty(), "{}", w.diag());
 }

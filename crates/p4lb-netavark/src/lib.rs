@@ -18,8 +18,11 @@
 //! - [`options`]: the network's options (`-o socket=… -o labels=app=web …`).
 //! - [`plugin`]: the verbs. Wiring, rollback and registration are
 //!   [`p4lb_cni::attach`], shared with the CNI plugin.
-//! - [`plugin::restore_of`]: how a restore is told from a fresh start without any
-//!   hint from the user.
+//! - [`plugin::parse_setup`], [`plugin::parse_teardown`], [`plugin::create`]: the
+//!   input parsed and validated without side effects (the verbs start with them;
+//!   the `netavark_input` fuzz target in `fuzz/` runs them).
+//! - [`plugin::restore_of`], [`plugin::restore_hint`]: how a restore is told from a
+//!   fresh start without any hint from the user.
 //! - [`plugin::endpoint_id`]: the container ID the controller knows the endpoint by.
 //! - `main.rs`: arguments, bounded stdin, the JSON on stdout.
 //! - `tests/binary.rs`: the binary against real namespaces; end to end with Podman:

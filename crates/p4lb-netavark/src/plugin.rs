@@ -192,11 +192,43 @@ fn controller(opts: &NetOptions) -> ControllerConf {
     }
 }
 
-/// `setup <netns>`: wires the container and registers it (locked, as a restore,
-/// when [`restore_of`] finds the migration it belongs to). A failure leaves nothing
-/// behind ([`p4lb_cni::attach`]); an unreachable controller fails it before anything
-/// is created.
-pub async fn setup(netns: &str, input: &[u8]) -> Result<StatusBlock, Error> {
+/// What a `setup` or `teardown` input asks for, parsed and validated: nothing is
+/// touched to get it (no file, socket or namespace), so it is also what the
+/// `netavark_input` fuzz target runs.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub exec: PluginExec,
+    pub opts: NetOptions,
+    pub target: Target,
+}
+
+/// A validated `setup` input: the [`Request`] and the container's addressing.
+#[derive(Clone, Debug)]
+pub struct SetupRequest {
+    pub request: Request,
+    /// The container's address with its subnet's prefix.
+    pub address: IpNet,
+    pub gateway: IpAddr,
+    /// The MAC podman asks for (a restore keeps the old one), if any.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Parses and validates the stdin of `teardown <netns>` (pure).
+pub fn parse_teardown(netns: &str, input: &[u8]) -> Result<Request, Error> {
+    parse_request("teardown input", netns, input)
+}
+
+fn parse_request(what: &str, netns: &str, input: &[u8]) -> Result<Request, Error> {
+    let exec: PluginExec = parse_input(what, input)?;
+    let opts = NetOptions::parse(exec.network.options.as_ref())?;
+    let target = target(&exec, netns, &opts)?;
+    Ok(Request { exec, opts, target })
+}
+
+/// Parses and validates the stdin of `setup <netns>` (pure): the options, the
+/// address podman assigned within a subnet of the network, the MAC, the namespace
+/// path.
+pub fn parse_setup(netns: &str, input: &[u8]) -> Result<SetupRequest, Error> {
     let exec: PluginExec = parse_input("setup input", input)?;
     let opts = NetOptions::parse(exec.network.options.as_ref())?;
     let static_ips = exec.network_options.static_ips.clone().unwrap_or_default();
@@ -208,27 +240,56 @@ pub async fn setup(netns: &str, input: &[u8]) -> Result<StatusBlock, Error> {
         ),
     };
     let target = target(&exec, netns, &opts)?;
+    Ok(SetupRequest {
+        request: Request { exec, opts, target },
+        address,
+        gateway,
+        mac,
+    })
+}
+
+/// The restore hint of a `setup` of `container_id` on `ifname` with `mac`, given the
+/// controller's migrations (pure): None for a fresh start ([`restore_of`] finds no
+/// migration), otherwise the source's address, refused when it is not IPv4.
+pub fn restore_hint(
+    migrations: &[Migration],
+    container_id: &str,
+    ifname: &str,
+    mac: Option<[u8; 6]>,
+) -> Result<Option<RestoreHint>, Error> {
+    let Some(m) = restore_of(migrations, container_id, ifname) else {
+        return Ok(None);
+    };
+    let old_ip: Ipv4Addr = m.source_ip.parse().map_err(|_| {
+        Error::Input(format!(
+            "migration {} has no IPv4 source address ({:?})",
+            m.id, m.source_ip
+        ))
+    })?;
+    tracing::info!(migration = %m.id, %old_ip, "restore of a checkpointed container");
+    Ok(Some(RestoreHint {
+        old_ip,
+        old_mac: mac.map(|m| mac_to_string(&m)),
+        source: HintSource::Migration,
+    }))
+}
+
+/// `setup <netns>`: wires the container and registers it (locked, as a restore,
+/// when [`restore_of`] finds the migration it belongs to). A failure leaves nothing
+/// behind ([`p4lb_cni::attach`]); an unreachable controller fails it before anything
+/// is created. The input is checked first ([`parse_setup`]).
+pub async fn setup(netns: &str, input: &[u8]) -> Result<StatusBlock, Error> {
+    let SetupRequest {
+        request: Request { exec, opts, target },
+        address,
+        gateway,
+        mac,
+    } = parse_setup(netns, input)?;
     let ifname = target.ifname.clone();
     let prepared = target.prepare().await?;
     let ctl = controller(&opts);
     let migrations = ctl.connect().await?.migrations().await?;
-    let restore = match restore_of(&migrations, &exec.container_id, &ifname) {
-        None => None,
-        Some(m) => {
-            let old_ip: Ipv4Addr = m.source_ip.parse().map_err(|_| {
-                Error::Input(format!(
-                    "migration {} has no IPv4 source address ({:?})",
-                    m.id, m.source_ip
-                ))
-            })?;
-            tracing::info!(migration = %m.id, %old_ip, "restore of a checkpointed container");
-            Some(RestoreHint {
-                old_ip,
-                old_mac: mac.map(|m| mac_to_string(&m)),
-                source: HintSource::Migration,
-            })
-        }
-    };
+    let restore = restore_hint(&migrations, &exec.container_id, &ifname, mac)?;
     let wiring = Wiring {
         addresses: vec![address],
         gateway,
@@ -259,16 +320,14 @@ pub async fn setup(netns: &str, input: &[u8]) -> Result<StatusBlock, Error> {
     Ok(status)
 }
 
-/// `teardown <netns>`: deregisters the endpoint and removes p4lb's veth. Both are
-/// tried. An unreachable controller does not fail it (so `podman rm` is never held
+/// `teardown <netns>`: deregisters the endpoint and removes p4lb's veth (the input
+/// checked first, [`parse_teardown`]). Both are tried. An unreachable controller does not fail it (so `podman rm` is never held
 /// up by an absent controller): the veth is gone, and the controller withdraws an
 /// endpoint whose namespace or veth is gone when it next checks (it shows as
 /// `stale` in `p4lbctl endpoints ls` until removed). Every other failure is
 /// reported.
 pub async fn teardown(netns: &str, input: &[u8]) -> Result<(), Error> {
-    let exec: PluginExec = parse_input("teardown input", input)?;
-    let opts = NetOptions::parse(exec.network.options.as_ref())?;
-    let target = target(&exec, netns, &opts)?;
+    let Request { opts, target, .. } = parse_teardown(netns, input)?;
     let (unreachable, errors): (Vec<_>, Vec<_>) = attach::detach(&target, &controller(&opts))
         .await
         .into_iter()
@@ -438,5 +497,51 @@ mod tests {
             "{}",
             e.to_json()
         );
+    }
+    #[test]
+    fn setup_and_teardown_inputs_parse_without_touching_anything() {
+        let input = json!({"container_id": "c1", "container_name": "w", "network": {"name": "n",
+            "driver": "p4lb", "subnets": [{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}],
+            "options": {"labels": "app=web", "mtu": "1400"}},
+            "network_options": {"interface_name": "eth0", "static_ips": ["10.89.0.7"],
+            "static_mac": "02:00:00:00:00:07"}})
+        .to_string();
+        let r = parse_setup("/run/netns/x", input.as_bytes()).unwrap();
+        assert_eq!(r.address.to_string(), "10.89.0.7/24");
+        assert_eq!(r.gateway.to_string(), "10.89.0.1");
+        assert_eq!(r.mac, Some([2, 0, 0, 0, 0, 7]));
+        assert_eq!(r.request.opts.mtu, Some(1400));
+        assert_eq!(
+            r.request.target.container_id,
+            endpoint_id("c1", "/run/netns/x")
+        );
+        assert_eq!(r.request.target.ifname, "eth0");
+        let t = parse_teardown("/run/netns/x", input.as_bytes()).unwrap();
+        assert_eq!(t.target.container_id, r.request.target.container_id);
+        let e = parse_teardown("x", input.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("absolute path"), "{e}");
+        let e = parse_teardown("/run/netns/x", b"{").unwrap_err();
+        assert!(e.to_string().contains("teardown input"), "{e}");
+    }
+
+    #[test]
+    fn the_restore_hint_carries_the_source_address_and_the_mac() {
+        let mig = |src: &str| Migration {
+            id: "mig-1".into(),
+            state: "checkpointed".into(),
+            source_key: format!("{}/eth0", endpoint_id("c1", "/run/netns/a")),
+            source_ip: src.into(),
+            ..Default::default()
+        };
+        let h = restore_hint(&[mig("10.89.0.2")], "c1", "eth0", Some([2, 0, 0, 0, 0, 7]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.old_ip, Ipv4Addr::new(10, 89, 0, 2));
+        assert_eq!(h.old_mac.as_deref(), Some("02:00:00:00:00:07"));
+        assert!(restore_hint(&[mig("10.89.0.2")], "c2", "eth0", None)
+            .unwrap()
+            .is_none());
+        let e = restore_hint(&[mig("fe80::1")], "c1", "eth0", None).unwrap_err();
+        assert!(e.to_string().contains("no IPv4 source address"), "{e}");
     }
 }

@@ -1,6 +1,10 @@
 //! `p4lb-tools bench-migration`: one Podman migration to a new address, with
 //! p4lb's own share of the stall measured step by step against CRIU's time in
-//! the same run:
+//! the same run. It keeps the hand-wired `--network ns:` path
+//! ([`World::migrate`]'s steps: a new namespace at the same path wired by the CNI
+//! plugin with a restore hint), whose CNI DEL/ADD it times separately; the
+//! Podman-native path of `make demo` runs the same CRIU action script and controller
+//! steps.
 //!
 //! - CRIU's statistics (`podman ... --print-stats`) and the total time of each
 //!   CRIU run (the last timestamp of its `dump.log` / `restore.log`);

@@ -1,5 +1,6 @@
 //! `p4lb-tools`: what runs in the hermetic testbed besides the tests: the
-//! live migration demo (`make demo`) and three benchmarks, one migration timed
+//! live migration demo (`make demo`, Podman's own commands on a p4lb netavark
+//! network) and three benchmarks, one migration timed
 //! step by step (`bench-migration`), the no-lock checkpoint/restore
 //! baseline (`bench-baseline`, `make baseline`) and a SYN flood against a VIP
 //! (`bench-flood`). The first ones use the `p4lb-testbed` binary to hold the
@@ -35,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Live migration demo: a container behind a VIP migrates twice to a new
+    /// Live migration demo: a container on a p4lb Podman network, behind a VIP,
+    /// migrates twice (podman checkpoint/rm/restore --ignore-static-ip) to a new
     /// address while a client keeps 50 connections.
     Demo,
     /// One migration with CRIU's own dump/restore times (`--print-stats`)
@@ -69,22 +71,33 @@ enum Cmd {
     },
 }
 
-/// The live migration demo: a server container behind a VIP migrates twice to
-/// a new pod with a new address while a client holds connections to the VIP.
-/// Returns false when a connection was reset, failed or lost data.
+/// The p4lb network of the demo's server container, and its subnet.
+const DEMO_NET: &str = "p4pods";
+const DEMO_SUBNET: &str = "10.89.0.0/24";
+
+/// The live migration demo, with nothing but what a Podman user types for the
+/// server container: a p4lb network (`podman network create -d p4lb`), `podman run
+/// --network`, then twice `podman container checkpoint --tcp-established --export`,
+/// `podman rm`, `podman container restore --import --tcp-established
+/// --ignore-static-ip` (a new address each time), while a client in a namespace of
+/// its own (wired by the CNI plugin: the world outside, not a container that
+/// migrates) holds connections to the VIP. Returns false when a connection was
+/// reset, failed or lost data.
 fn live_demo() -> Result<bool> {
     const CONNS: usize = 50;
     const RATE: f64 = 5.0;
     const MIGRATIONS: usize = 2;
     let helper = helper_binary()?;
-    println!("starting the testbed, the p4lb controller (embedded software switch) and the CNI plugin...");
+    println!("starting the testbed, the p4lb controller (embedded software switch) and the netavark plugin...");
     let w = scenario::World::start(helper).context("setting up the live migration demo")?;
     w.pod_netns("cli", "cli", "clients", "")?;
-    let mut ip = w.pod_netns("srv", "srv0", "pods", "")?;
+    w.create_network(DEMO_NET, DEMO_SUBNET)?;
+    println!("podman network create -d p4lb --subnet {DEMO_SUBNET} -o labels=app=web {DEMO_NET}");
     w.add_service()?;
-    w.run_server("web", &[])?;
+    w.run_server_on_network("web", DEMO_NET)?;
+    let mut ip = w.address("web", DEMO_NET)?;
     println!(
-        "server container `web` in pod srv0 at {ip}, behind VIP {}:{}",
+        "server container `web` (podman run --network {DEMO_NET}) at {ip}, behind VIP {}:{}",
         scenario::VIP,
         scenario::PORT
     );
@@ -92,30 +105,25 @@ fn live_demo() -> Result<bool> {
     println!("client: {CONNS} connections to the VIP, {RATE} requests/s each");
     std::thread::sleep(Duration::from_secs(4));
     let mut moved = Vec::new();
-    let mut ids = vec!["srv0".to_string()];
+    let mut history = vec![ip.clone()];
     for i in 1..=MIGRATIONS {
         client.mark()?;
-        let new_id = format!("srv{i}");
         let m = w
-            .migrate("web", &ids[i - 1], &new_id, i)
+            .migrate_podman("web", DEMO_NET, i, true)
             .with_context(|| format!("migration {i}"))?;
-        if m.old_ip != ip || m.new_ip == m.old_ip {
+        if m.old_ip != ip || history.contains(&m.new_ip) {
             bail!(
-                "migration {i}: expected {ip} -> a new address, got {} -> {}",
+                "migration {i}: expected {ip} -> a new address (not one of {history:?}), got {} -> {}",
                 m.old_ip,
                 m.new_ip
             );
         }
         println!(
-            "migration {i}: {ids_old} ({}) -> {new_id} ({}): podman checkpoint {} ms, new pod + restore {} ms",
-            m.old_ip,
-            m.new_ip,
-            m.checkpoint_ms,
-            m.restore_ms,
-            ids_old = ids[i - 1]
+            "migration {i}: web ({}) -> web ({}): podman checkpoint {} ms, podman rm + restore {} ms",
+            m.old_ip, m.new_ip, m.checkpoint_ms, m.restore_ms,
         );
         ip = m.new_ip.clone();
-        ids.push(new_id);
+        history.push(m.new_ip.clone());
         moved.push(m);
         std::thread::sleep(Duration::from_secs(3));
     }
@@ -175,8 +183,8 @@ fn live_demo() -> Result<bool> {
         println!(
             "  {} {} -> {} ({} -> {}): {}, switchover {:.1} ms, lock->unlock stall {:.1} ms, {} connections carried",
             v.id,
-            v.source_key,
-            v.target_key,
+            short_key(&v.source_key),
+            short_key(&v.target_key),
             m.old_ip,
             m.new_ip,
             v.state,
@@ -210,6 +218,15 @@ fn live_demo() -> Result<bool> {
     w.tb.sh("podman rm -f -t 0 web >/dev/null 2>&1 || true")?;
     drop(w);
     Ok(ok)
+}
+
+/// An endpoint key for a line of the report: a 64-character container id at its
+/// start cut to 12 characters, as `podman ps` shows it.
+fn short_key(key: &str) -> String {
+    match key.split_once('-') {
+        Some((id, rest)) if id.len() == 64 && id.is_ascii() => format!("{}-{rest}", &id[..12]),
+        _ => key.to_string(),
+    }
 }
 
 /// Shows the testbed (rootfs, package versions, CRIU, Podman, containerd's
@@ -312,5 +329,21 @@ fn main() -> ExitCode {
             eprintln!("p4lb-tools: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_key;
+
+    #[test]
+    fn short_key_cuts_a_full_container_id_and_keeps_anything_else() {
+        let id = "ed7ffab21c259af353c02abdcc8abc1ccdf1642dbc4482e4e954d6c1c879fcb4";
+        assert_eq!(
+            short_key(&format!("{id}-5990b980dd/eth0")),
+            "ed7ffab21c25-5990b980dd/eth0"
+        );
+        assert_eq!(short_key("srv0/eth0"), "srv0/eth0");
+        assert_eq!(short_key("short-id/eth0"), "short-id/eth0");
     }
 }

@@ -201,6 +201,41 @@ impl World {
             .migrate(name, cur_id, new_id, i)
             .unwrap_or_else(|e| panic!("{e}"))
     }
+
+    /// `podman network create -d p4lb` (see [`scenario::World::create_network`]).
+    pub fn create_network(&self, name: &str, subnet: &str) {
+        self.0
+            .create_network(name, subnet)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// `podman run --network NET` of the stateful test server.
+    pub fn run_server_on_network(&self, name: &str, net: &str) {
+        self.0
+            .run_server_on_network(name, net)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The container's address on network `net`.
+    pub fn address(&self, name: &str, net: &str) -> String {
+        self.0.address(name, net).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The container's network namespace (a name under /run/netns).
+    pub fn netns_of(&self, name: &str) -> String {
+        self.0.netns_of(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn endpoints(&self) -> Vec<api::Endpoint> {
+        self.0.endpoints().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One Podman-native migration (see [`scenario::World::migrate_podman`]).
+    pub fn migrate_podman(&self, name: &str, net: &str, i: usize, ignore_static_ip: bool) -> Moved {
+        self.0
+            .migrate_podman(name, net, i, ignore_static_ip)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 /// A pod sandbox with a server container from `image` (an image name, or a CRI
