@@ -123,9 +123,11 @@ image: prereqs release-static
 ## (podman network create -d p4lb), behind a VIP, is checkpointed, removed and
 ## restored with --ignore-static-ip twice, coming back with a new address each
 ## time, while a client keeps its connections (p4lb-tools demo).
+## SWITCH=bmv2 (with P4LB_P4_PREFIX) runs it on BMv2 instead of p4lb's software switch.
+SWITCH ?= embedded
 demo: prereqs static-testapp
 	$(CARGO) build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-testbed -p p4lb-tools
-	$(TARGET_DIR)/debug/p4lb-tools demo
+	$(TARGET_DIR)/debug/p4lb-tools demo --switch $(SWITCH)
 
 ## The no-lock checkpoint/restore baseline (podman, same IP): a benchmark,
 ## not part of `make test` (p4lb-tools bench-baseline).

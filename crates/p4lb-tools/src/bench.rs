@@ -300,9 +300,10 @@ fn use_profile(w: &mut World) -> Result<String> {
 }
 
 /// Runs the benchmark; prints the figures.
-pub fn bench_migration() -> Result<()> {
+pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     let helper = helper_binary()?;
-    let mut w = scenario::World::start(helper).context("setting up the testbed")?;
+    println!("switch: {}", switch.name());
+    let mut w = scenario::World::start_on(helper, switch).context("setting up the testbed")?;
     let profile = use_profile(&mut w)?;
     let w = w;
     w.pod_netns("cli", "cli", "clients", "")?;

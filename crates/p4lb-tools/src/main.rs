@@ -39,10 +39,19 @@ enum Cmd {
     /// Live migration demo: a container on a p4lb Podman network, behind a VIP,
     /// migrates twice (podman checkpoint/rm/restore --ignore-static-ip) to a new
     /// address while a client keeps 50 connections.
-    Demo,
+    Demo {
+        /// The switch: `embedded` (p4lb's software switch inside the controller) or
+        /// `bmv2` (the `simple_switch_grpc` of the install prefix in `P4LB_P4_PREFIX`).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "bmv2"])]
+        switch: String,
+    },
     /// One migration with CRIU's own dump/restore times (`--print-stats`)
     /// next to the p4lb lock -> unlock stall and the client's longest stall.
-    BenchMigration,
+    BenchMigration {
+        /// The switch, as for `demo`.
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "bmv2"])]
+        switch: String,
+    },
     /// Shows the testbed and measures the no-lock checkpoint/restore baseline
     /// (Podman, same IP).
     BenchBaseline {
@@ -83,13 +92,33 @@ const DEMO_SUBNET: &str = "10.89.0.0/24";
 /// its own (wired by the CNI plugin: the world outside, not a container that
 /// migrates) holds connections to the VIP. Returns false when a connection was
 /// reset, failed or lost data.
-fn live_demo() -> Result<bool> {
+/// The switch named on the command line.
+fn switch_target(name: &str) -> Result<scenario::SwitchTarget> {
+    if name != "bmv2" {
+        return Ok(scenario::SwitchTarget::Embedded);
+    }
+    match p4lb_e2e::bmv2::prefix_from_env()? {
+        Some(p) => Ok(scenario::SwitchTarget::Bmv2(p)),
+        None => bail!(
+            "--switch bmv2 needs {} (the BMv2/p4c install prefix with bin/simple_switch_grpc \
+             and bin/p4c-bm2-ss)",
+            p4lb_e2e::bmv2::PREFIX_ENV
+        ),
+    }
+}
+
+fn live_demo(switch: &str) -> Result<bool> {
     const CONNS: usize = 50;
     const RATE: f64 = 5.0;
     const MIGRATIONS: usize = 2;
     let helper = helper_binary()?;
-    println!("starting the testbed, the p4lb controller (embedded software switch) and the netavark plugin...");
-    let w = scenario::World::start(helper).context("setting up the live migration demo")?;
+    let target = switch_target(switch)?;
+    println!(
+        "starting the testbed, the p4lb controller (switch: {}) and the netavark plugin...",
+        target.name()
+    );
+    let w =
+        scenario::World::start_on(helper, target).context("setting up the live migration demo")?;
     w.pod_netns("cli", "cli", "clients", "")?;
     w.create_network(DEMO_NET, DEMO_SUBNET)?;
     println!("podman network create -d p4lb --subnet {DEMO_SUBNET} -o labels=app=web {DEMO_NET}");
@@ -304,8 +333,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.cmd {
-        Cmd::Demo => live_demo().map(|ok| if ok { 0 } else { 1 }),
-        Cmd::BenchMigration => bench::bench_migration().map(|_| 0),
+        Cmd::Demo { switch } => live_demo(&switch).map(|ok| if ok { 0 } else { 1 }),
+        Cmd::BenchMigration { switch } => {
+            switch_target(&switch).and_then(|t| bench::bench_migration(t).map(|_| 0))
+        }
         Cmd::BenchBaseline { tries } => bench_baseline(tries).map(|_| 0),
         Cmd::BenchFlood {
             duration_s,
