@@ -155,7 +155,7 @@ fn podman_restore_ignore_static_ip_moves_to_new_addresses_keeping_every_connecti
 
 #[test]
 fn podman_restore_keeping_the_address_keeps_every_connection_and_the_state() {
-    migrations_keep_every_connection(false, 3, 200);
+    migrations_keep_every_connection(false, 5, 200);
 }
 
 #[test]
