@@ -344,9 +344,15 @@ impl World {
             .iter()
             .map(|a| format!(" --annotation {a}"))
             .collect();
+        self.start_test_server(name, &format!("{ann} --network ns:{POD_NETNS}"))
+    }
+
+    /// `podman run -d --name NAME{options}` of the stateful test server listening on
+    /// PORT; returns once it listens.
+    fn start_test_server(&self, name: &str, options: &str) -> Result<()> {
         self.sh(&format!(
-            "podman run -d --name {name}{ann} --network ns:{POD_NETNS} {} {} server --listen \
-             0.0.0.0:{PORT} --stateful",
+            "podman run -d --name {name}{options} {} {} server --listen 0.0.0.0:{PORT} \
+             --stateful",
             images::TEST_IMAGE,
             images::TESTAPP_IN_IMAGE
         ))?;
@@ -488,18 +494,7 @@ impl World {
     /// `podman run --network NET` of the stateful test server listening on PORT;
     /// returns once it listens.
     pub fn run_server_on_network(&self, name: &str, net: &str) -> Result<()> {
-        self.sh(&format!(
-            "podman run -d --name {name} --network {net} {} {} server --listen \
-             0.0.0.0:{PORT} --stateful",
-            images::TEST_IMAGE,
-            images::TESTAPP_IN_IMAGE
-        ))?;
-        wait::until(20, "the server container to listen", || {
-            self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
-                .map(|(ok, _, _)| ok)
-                .unwrap_or(false)
-        })?;
-        Ok(())
+        self.start_test_server(name, &format!(" --network {net}"))
     }
 
     /// The container's address on network `net`, as `podman inspect` reports it.
