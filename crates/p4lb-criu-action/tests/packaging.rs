@@ -17,23 +17,31 @@ fn mode(p: &Path) -> u32 {
         & 0o7777
 }
 
-#[test]
-fn install_then_uninstall_into_a_scratch_root() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED: install.sh must run as root (chown root:root)");
-        return;
-    }
+/// A build directory holding a stand-in script for each binary install.sh requires,
+/// plus `extra` ones.
+fn fake_build(extra: &[&str]) -> tempfile::TempDir {
     let from = tempfile::tempdir().unwrap();
-    for b in [
+    let required = [
         "p4lb-controller",
         "p4lbctl",
         "p4lb-switch",
         "p4lb",
         "p4lb-criu-action",
         "p4lb-oci-hook",
-    ] {
+    ];
+    for b in required.iter().chain(extra) {
         std::fs::write(from.path().join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
     }
+    from
+}
+
+#[test]
+fn install_then_uninstall_into_a_scratch_root() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: install.sh must run as root (chown root:root)");
+        return;
+    }
+    let from = fake_build(&[]);
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     std::fs::create_dir_all(r.join("etc/criu")).unwrap();
@@ -182,18 +190,7 @@ fn the_cni_plugin_is_in_debians_directory_and_linked_from_upstreams() {
         println!("SKIPPED: install.sh must run as root (chown root:root)");
         return;
     }
-    let from = tempfile::tempdir().unwrap();
-    for b in [
-        "p4lb-controller",
-        "p4lbctl",
-        "p4lb-switch",
-        "p4lb",
-        "p4lb-criu-action",
-        "p4lb-oci-hook",
-        "p4lb-netavark",
-    ] {
-        std::fs::write(from.path().join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
-    }
+    let from = fake_build(&["p4lb-netavark"]);
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let out = Command::new("sh")
