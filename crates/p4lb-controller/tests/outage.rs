@@ -177,18 +177,40 @@ fn bytes_of(flows: &[Arc<Flow>]) -> Vec<u64> {
         .collect()
 }
 
+/// The TCP sockets of each namespace (`ss -tnioa`), for a failure's message: which side
+/// still has the connection, and its counters.
+fn sockets(hosts: &[&Host]) -> String {
+    hosts
+        .iter()
+        .map(|h| {
+            let out = h.ns.command("ss").args(["-tnioa"]).output();
+            let text = match out {
+                Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+                Err(e) => format!("(ss: {e})"),
+            };
+            format!("--- sockets of {} ({}):\n{text}", h.host_if, h.ip)
+        })
+        .collect()
+}
+
 /// Asserts that every flow received data since `before` and none failed; returns the bytes.
-fn assert_all_advanced(flows: &[Arc<Flow>], before: &[u64], when: &str) -> u64 {
+/// On failure the message carries the sockets of `hosts`.
+fn assert_all_advanced(flows: &[Arc<Flow>], before: &[u64], when: &str, hosts: &[&Host]) -> u64 {
     let now = bytes_of(flows);
     for (i, f) in flows.iter().enumerate() {
         if let Some(e) = f.error.lock().unwrap().as_ref() {
-            panic!("{when}: connection {} failed: {e}", f.local);
+            panic!(
+                "{when}: connection {} failed: {e}\n{}",
+                f.local,
+                sockets(hosts)
+            );
         }
         assert!(
             now[i] > before[i],
-            "{when}: connection {} received nothing ({} bytes in total)",
+            "{when}: connection {} received nothing ({} bytes in total)\n{}",
             f.local,
-            now[i]
+            now[i],
+            sockets(hosts)
         );
     }
     now.iter().zip(before).map(|(a, b)| a - b).sum()
@@ -297,6 +319,7 @@ async fn outage() {
     })
     .await
     .unwrap();
+    let hosts = [&client, &b1, &b2];
     let stop = Arc::new(AtomicBool::new(false));
     serve(&b1.ns, stop.clone());
     serve(&b2.ns, stop.clone());
@@ -324,7 +347,7 @@ async fn outage() {
     }
     let t0 = bytes_of(&flows);
     tokio::time::sleep(WINDOW).await;
-    let before_bytes = assert_all_advanced(&flows, &t0, "before the kill");
+    let before_bytes = assert_all_advanced(&flows, &t0, "before the kill", &hosts);
     let baseline_gap = flows
         .iter()
         .map(|f| f.max_gap_us.swap(0, Ordering::Relaxed))
@@ -337,7 +360,7 @@ async fn outage() {
     let killed = Instant::now();
     let t1 = bytes_of(&flows);
     tokio::time::sleep(WINDOW / 2).await;
-    assert_all_advanced(&flows, &t1, "during the outage");
+    assert_all_advanced(&flows, &t1, "during the outage", &hosts);
     // New connections to the VIP work while the controller is down.
     let new_flows: Vec<Arc<Flow>> = (0..DURING_OUTAGE)
         .map(|_| {
@@ -348,8 +371,13 @@ async fn outage() {
         .collect();
     tokio::time::sleep(WINDOW.saturating_sub(killed.elapsed())).await;
     let outage = killed.elapsed();
-    let outage_bytes = assert_all_advanced(&flows, &t1, "during the outage");
-    assert_all_advanced(&new_flows, &[0; DURING_OUTAGE], "new connection, outage");
+    let outage_bytes = assert_all_advanced(&flows, &t1, "during the outage", &hosts);
+    assert_all_advanced(
+        &new_flows,
+        &[0; DURING_OUTAGE],
+        "new connection, outage",
+        &hosts,
+    );
     // Nothing was written to the switch meanwhile.
     assert_eq!(read_all(&ssock).await, before);
 
@@ -362,7 +390,7 @@ async fn outage() {
     flows.extend(new_flows);
     let t2 = bytes_of(&flows);
     tokio::time::sleep(WINDOW).await;
-    let after_bytes = assert_all_advanced(&flows, &t2, "after the restart");
+    let after_bytes = assert_all_advanced(&flows, &t2, "after the restart", &hosts);
     // Connections opened during the outage are learned too, once the controller is back.
     let all: Vec<SocketAddr> = flows.iter().map(|f| f.local).collect();
     assert!(
