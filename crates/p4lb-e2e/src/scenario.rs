@@ -7,7 +7,9 @@
 //!
 //! Two ways to migrate: [`World::migrate_podman`] is Podman's own commands on a p4lb
 //! netavark network ([`World::create_network`], [`World::run_server_on_network`]):
-//! the end-to-end tests of that path and `make demo` run it; [`World::migrate`] is the
+//! the end-to-end tests of that path and `make demo` run it (and
+//! [`World::migrate_podman_in_place`] the same without export/import, for a move on
+//! one host); [`World::migrate`] is the
 //! hand-wired `--network ns:` fallback (the namespace recreated and wired by the CNI
 //! plugin with a restore hint).
 //!
@@ -568,23 +570,13 @@ impl World {
         }
         let t = Instant::now();
         self.sh(&format!("podman rm {name} >/dev/null"))?;
-        let ignore = if ignore_static_ip {
-            " --ignore-static-ip"
-        } else {
-            ""
-        };
-        let (ok, o, e) = self.try_sh(&format!(
-            "podman container restore --import {archive} --tcp-established{ignore}"
-        ))?;
-        if !ok {
-            return Err(Error::Scenario(format!(
-                "restore {i} failed: {o}{e}\n{}",
-                self.diag()
-            )));
-        }
+        self.restore_podman(
+            &format!("podman container restore --import {archive} --tcp-established"),
+            name,
+            i,
+            ignore_static_ip,
+        )?;
         let restore_ms = t.elapsed().as_millis();
-        let id = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}"))?;
-        cgroups::prune_restore_copies(id.trim());
         self.sh(&format!("rm -f {archive}"))?;
         Ok(Moved {
             old_ip,
@@ -592,6 +584,71 @@ impl World {
             checkpoint_ms,
             restore_ms,
         })
+    }
+
+    /// One migration of container `name` on p4lb network `net` on the same host, without
+    /// an archive: `podman container checkpoint --tcp-established NAME` (the images stay
+    /// in the container's storage), then `podman container restore --tcp-established
+    /// [--ignore-static-ip] NAME`. No export, `rm` or import; the netavark plugin tells
+    /// the restore from a fresh start as it does for an imported archive.
+    pub fn migrate_podman_in_place(
+        &self,
+        name: &str,
+        net: &str,
+        i: usize,
+        ignore_static_ip: bool,
+    ) -> Result<Moved> {
+        let old_ip = self.address(name, net)?;
+        let t = Instant::now();
+        let (ok, o, e) = self.try_sh(&format!(
+            "podman container checkpoint --tcp-established {name}"
+        ))?;
+        if !ok {
+            return Err(Error::Scenario(format!(
+                "checkpoint {i} (in place) failed: {o}{e}\n{}",
+                self.diag()
+            )));
+        }
+        let checkpoint_ms = t.elapsed().as_millis();
+        let t = Instant::now();
+        self.restore_podman(
+            &format!("podman container restore --tcp-established {name}"),
+            name,
+            i,
+            ignore_static_ip,
+        )?;
+        Ok(Moved {
+            old_ip,
+            new_ip: self.address(name, net)?,
+            checkpoint_ms,
+            restore_ms: t.elapsed().as_millis(),
+        })
+    }
+
+    /// Runs the restore command `restore` (with `--ignore-static-ip` when asked) of
+    /// container `name`, and prunes the cgroup copies the restore left.
+    fn restore_podman(
+        &self,
+        restore: &str,
+        name: &str,
+        i: usize,
+        ignore_static_ip: bool,
+    ) -> Result<()> {
+        let ignore = if ignore_static_ip {
+            " --ignore-static-ip"
+        } else {
+            ""
+        };
+        let (ok, o, e) = self.try_sh(&format!("{restore}{ignore}"))?;
+        if !ok {
+            return Err(Error::Scenario(format!(
+                "restore {i} failed: {o}{e}\n{}",
+                self.diag()
+            )));
+        }
+        let id = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}"))?;
+        cgroups::prune_restore_copies(id.trim());
+        Ok(())
     }
 }
 
@@ -603,8 +660,9 @@ pub struct Moved {
     pub old_ip: String,
     pub new_ip: String,
     pub checkpoint_ms: u128,
-    /// From the new namespace's creation ([`World::migrate`]) or from `podman rm`
-    /// ([`World::migrate_podman`]) to the end of the restore.
+    /// From the new namespace's creation ([`World::migrate`]), from `podman rm`
+    /// ([`World::migrate_podman`]) or from the restore command
+    /// ([`World::migrate_podman_in_place`]) to the end of the restore.
     pub restore_ms: u128,
 }
 

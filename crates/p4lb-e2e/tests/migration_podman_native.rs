@@ -34,10 +34,29 @@ fn p4lb_links(w: &World) -> Vec<String> {
         .collect()
 }
 
-/// `migrations` migrations in a row of a stateful server behind the VIP with
+/// How a migration moves the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// `checkpoint --export`, `rm`, `restore --import`: the archive could go anywhere.
+    ExportImport,
+    /// `checkpoint`, `restore` of the same container: a move on one host.
+    InPlace,
+}
+
+impl How {
+    fn name(self) -> &'static str {
+        match self {
+            How::ExportImport => "export/import",
+            How::InPlace => "in place",
+        }
+    }
+}
+
+/// The migrations `moves`, in a row, of a stateful server behind the VIP with
 /// `conns` client connections; every connection must survive, with no byte lost
 /// or duplicated and the server's state kept.
-fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, conns: usize) {
+fn migrations_keep_every_connection(ignore_static_ip: bool, moves: &[How], conns: usize) {
+    let migrations = moves.len();
     let _s = serial();
     let w = World::start();
     w.pod_netns("cli", "cli", "clients", "");
@@ -60,8 +79,11 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
 
     let mut history = vec![first_ip.clone()];
     let mut moved = Vec::new();
-    for i in 1..=migrations {
-        let m = w.migrate_podman("web", NET, i, ignore_static_ip);
+    for (i, how) in (1..=migrations).zip(moves) {
+        let m = match how {
+            How::ExportImport => w.migrate_podman("web", NET, i, ignore_static_ip),
+            How::InPlace => w.migrate_podman_in_place("web", NET, i, ignore_static_ip),
+        };
         assert_eq!(&m.old_ip, history.last().unwrap());
         if ignore_static_ip {
             assert!(
@@ -100,10 +122,17 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
 
     let migs = w.migrations();
     let mut summary = String::new();
-    for (m, v) in moved.iter().zip(migs.iter().rev().take(migrations).rev()) {
+    let mut by_how: Vec<(How, u128, i64)> = Vec::new();
+    for ((m, v), how) in moved
+        .iter()
+        .zip(migs.iter().rev().take(migrations).rev())
+        .zip(moves)
+    {
+        by_how.push((*how, m.checkpoint_ms + m.restore_ms, v.stall_us));
         summary.push_str(&format!(
-            "  {} ({} -> {}): state {}, switchover {:.1} ms, stall {:.1} ms, conns carried {}, \
-             podman checkpoint {} ms, rm + restore {} ms\n",
+            "  {} {} ({} -> {}): state {}, switchover {:.1} ms, stall {:.1} ms, conns carried \
+             {}, podman checkpoint {} ms, (rm +) restore {} ms\n",
+            how.name(),
             v.id,
             m.old_ip,
             m.new_ip,
@@ -113,6 +142,28 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
             v.connections_carried,
             m.checkpoint_ms,
             m.restore_ms
+        ));
+    }
+    // Each way's mean, when the run mixed them: the same machine, container and clients.
+    let kinds: std::collections::BTreeSet<&str> = moves.iter().map(|h| h.name()).collect();
+    if kinds.len() > 1 {
+        let mut stall = Vec::new();
+        for how in [How::ExportImport, How::InPlace] {
+            let runs: Vec<&(How, u128, i64)> = by_how.iter().filter(|r| r.0 == how).collect();
+            let n = runs.len().max(1) as f64;
+            let mean_stall = runs.iter().map(|r| r.2 as f64 / 1000.0).sum::<f64>() / n;
+            stall.push(mean_stall);
+            summary.push_str(&format!(
+                "  {}: mean podman checkpoint + restore {:.0} ms, mean lock -> unlock \
+                 {mean_stall:.0} ms over {} migrations\n",
+                how.name(),
+                runs.iter().map(|r| r.1 as f64).sum::<f64>() / n,
+                runs.len()
+            ));
+        }
+        summary.push_str(&format!(
+            "  lock -> unlock, in place / export-import: {:.2}\n",
+            stall[1] / stall[0].max(f64::MIN_POSITIVE)
         ));
     }
     let (survived, more) = judge(before, after).unwrap();
@@ -150,12 +201,21 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
 
 #[test]
 fn podman_restore_ignore_static_ip_moves_to_new_addresses_keeping_every_connection() {
-    migrations_keep_every_connection(true, 5, 200);
+    migrations_keep_every_connection(true, &[How::ExportImport; 5], 200);
 }
 
 #[test]
 fn podman_restore_keeping_the_address_keeps_every_connection_and_the_state() {
-    migrations_keep_every_connection(false, 5, 200);
+    migrations_keep_every_connection(false, &[How::ExportImport; 5], 200);
+}
+
+/// A move on one host without an archive (`podman container checkpoint NAME`, `podman
+/// container restore --ignore-static-ip NAME`), alternated with export/import in the same
+/// run so their times compare.
+#[test]
+fn podman_in_place_restore_without_export_keeps_every_connection() {
+    use How::*;
+    migrations_keep_every_connection(true, &[ExportImport, InPlace, ExportImport, InPlace], 100);
 }
 
 #[test]

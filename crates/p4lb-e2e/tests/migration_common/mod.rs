@@ -236,6 +236,20 @@ impl World {
             .migrate_podman(name, net, i, ignore_static_ip)
             .unwrap_or_else(|e| panic!("{e}"))
     }
+
+    /// One Podman-native migration on the same host without export/import (see
+    /// [`scenario::World::migrate_podman_in_place`]).
+    pub fn migrate_podman_in_place(
+        &self,
+        name: &str,
+        net: &str,
+        i: usize,
+        ignore_static_ip: bool,
+    ) -> Moved {
+        self.0
+            .migrate_podman_in_place(name, net, i, ignore_static_ip)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 /// A pod sandbox with a server container from `image` (an image name, or a CRI
