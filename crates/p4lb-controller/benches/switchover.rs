@@ -197,6 +197,17 @@ async fn main() -> Result<()> {
             })
             .await?
             .into_inner();
+        // A restore hint counts only for a checkpointed migration.
+        c.migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Checkpointed as i32,
+            identity: Some(api::Identity {
+                pid: 0,
+                netns_path: ns_a.clone(),
+            }),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await?;
         c.register_endpoint(api::RegisterEndpointRequest {
             container_id: tgt.clone(),
             ifname: "eth0".into(),
