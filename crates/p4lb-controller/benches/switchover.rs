@@ -170,6 +170,12 @@ async fn main() -> Result<()> {
     .await?;
     let mut server_us = Vec::new();
     let mut rtt_us = Vec::new();
+    let phases = &ctl.metrics.commit;
+    let at_start = (
+        phases.commits.get(),
+        phases.desired_us.get(),
+        phases.write_us.get(),
+    );
     for i in 0..args.migrations {
         let ip = format!("10.88.{}.{}", 10 + i / 200, 1 + i % 200);
         let src = format!("src{i}");
@@ -256,6 +262,13 @@ async fn main() -> Result<()> {
         args.migrations,
         pct(&mut server_us, 0.50),
         pct(&mut server_us, 0.99)
+    );
+    let commits = (phases.commits.get() - at_start.0).max(1) as f64;
+    println!(
+        "commits in the switchover run: {commits:.0}; mean per commit: computing the desired \
+         entries {:.0} us, writing the difference to the switch {:.0} us",
+        (phases.desired_us.get() - at_start.1) as f64 / commits,
+        (phases.write_us.get() - at_start.2) as f64 / commits,
     );
     println!(
         "RESTORED_AT round trip at the caller (includes the durable save): p50 {:.0} us, p99 {:.0} us",

@@ -57,43 +57,51 @@ impl Programmer {
 
     /// The updates that turn the installed set into `desired`.
     pub fn plan(&self, desired: &BTreeMap<EntryKey, TableEntry>) -> Vec<Update> {
-        let mut ups = Vec::new();
+        self.diff(desired)
+            .into_iter()
+            .map(|(_, ty, e)| table_update(ty, e))
+            .collect()
+    }
+
+    /// The difference to `desired`, entry by entry: (key, update type, entry; the key
+    /// fields only for a delete).
+    fn diff(
+        &self,
+        desired: &BTreeMap<EntryKey, TableEntry>,
+    ) -> Vec<(EntryKey, update::Type, TableEntry)> {
+        let mut out = Vec::new();
         for (k, e) in &self.installed {
             if !desired.contains_key(k) {
-                ups.push(table_update(update::Type::Delete, key_only(e)));
+                out.push((k.clone(), update::Type::Delete, key_only(e)));
             }
         }
         for (k, e) in desired {
             match self.installed.get(k) {
-                None => ups.push(table_update(update::Type::Insert, e.clone())),
+                None => out.push((k.clone(), update::Type::Insert, e.clone())),
                 Some(cur) if !same_action(cur, e) => {
-                    ups.push(table_update(update::Type::Modify, e.clone()))
+                    out.push((k.clone(), update::Type::Modify, e.clone()))
                 }
                 Some(_) => {}
             }
         }
-        ups
+        out
     }
 
     /// Writes the difference to `desired`. On success the installed view is
-    /// `desired`; on failure it is re-read from the switch (when reachable).
+    /// `desired` (updated entry by entry: a switchover changes a handful of entries
+    /// among thousands); on failure it is re-read from the switch (when reachable).
     pub async fn apply(
         &mut self,
         link: &SwitchSession,
         desired: &BTreeMap<EntryKey, TableEntry>,
     ) -> Result<usize> {
-        let ups = self.plan(desired);
-        let n = ups.len();
-        if n == 0 {
-            return Ok(0);
-        }
-        let mut ups = ups;
-        while !ups.is_empty() {
-            let rest = if ups.len() > self.batch {
-                ups.split_off(self.batch)
-            } else {
-                Vec::new()
-            };
+        let changes = self.diff(desired);
+        let n = changes.len();
+        for chunk in changes.chunks(self.batch) {
+            let ups: Vec<Update> = chunk
+                .iter()
+                .map(|(_, ty, e)| table_update(*ty, e.clone()))
+                .collect();
             if let Err(f) = link.write(ups).await {
                 let err: Error = f.into();
                 if link.is_connected() {
@@ -103,9 +111,14 @@ impl Programmer {
                 }
                 return Err(err);
             }
-            ups = rest;
         }
-        self.installed = desired.clone().into_iter().collect();
+        for (k, ty, e) in changes {
+            if ty == update::Type::Delete {
+                self.installed.remove(&k);
+            } else {
+                self.installed.insert(k, e);
+            }
+        }
         Ok(n)
     }
 
