@@ -108,18 +108,8 @@ fn sh(tb: &Testbed, script: &str) -> String {
         .unwrap_or_else(|e| panic!("in the testbed: {script}\n{e}"))
 }
 
-/// Every path of the rootfs but the kernel's, the package manager's own records and
-/// logs, scratch directories and the bind-mounted target dir.
 fn tree(tb: &Testbed) -> BTreeSet<String> {
-    sh(
-        tb,
-        "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
-         -o -path /p4lb -o -path /var/lib/dpkg -o -path /var/lib/apt -o -path /var/log \
-         -o -path /var/cache -o -path /oldroot \\) -prune -o -print",
-    )
-    .lines()
-    .map(str::to_string)
-    .collect()
+    files_list::rootfs_tree(tb).unwrap_or_else(|e| panic!("listing the rootfs: {e}"))
 }
 
 /// `name: content` of every CRIU configuration file.

@@ -1,0 +1,337 @@
+//! The user guide's walkthroughs, run as written: the marked shell blocks of the docs
+//! (`<!-- walkthrough: NAME/STEP -->`, read by [`p4lb_e2e::walkthrough`]) are executed in
+//! order in the testbed, with p4lb installed the way they say (`packaging/install.sh` from
+//! the source tree, which is bound into the testbed at [`SRC`]). A doc edit that breaks a
+//! command fails the test at that block, with its file and line.
+//!
+//! Between the blocks the test checks what the doc promises: the endpoint and its labels, a
+//! new (or the same) address after each restore, the migrations `done`, the client's
+//! connection alive with every number echoed back in order, nothing of p4lb left after the
+//! clean-up, and no file or empty directory left after the uninstall.
+//!
+//! What the testbed cannot run verbatim is in [`PREPARATIONS`] and [`substitutions`], the
+//! one place that lists it, each with the reason.
+
+mod migration_common;
+
+use std::time::Instant;
+
+use migration_common::{helper, record, serial};
+use p4lb_api::api;
+use p4lb_e2e::files_list;
+use p4lb_e2e::walkthrough::{self, Step, Substitution};
+use p4lb_testbed::enter::Bind;
+use p4lb_testbed::{cgroups, images, paths, wait, Testbed, TestbedOptions};
+
+/// Where the source tree (the repository, read-only) appears inside the testbed; the
+/// walkthrough's commands run there, as a user runs them in a checkout.
+const SRC: &str = "/p4lb/src";
+
+/// Set up in the testbed before the walkthrough: (script, why).
+const PREPARATIONS: &[(&str, &str)] = &[
+    (
+        "printf '#!/bin/sh\\nexec \"$@\"\\n' > /usr/local/bin/sudo && chmod 0755 /usr/local/bin/sudo",
+        "the testbed runs as root and has no sudo: `sudo` runs its arguments",
+    ),
+    (
+        "ln -sf /bin/busybox /usr/local/bin/nc",
+        "the testbed has no netcat package: `nc` is busybox's",
+    ),
+    (
+        "podman tag localhost/p4lb/testimg:latest docker.io/library/busybox:latest",
+        "no registry is reachable: `docker.io/library/busybox` is the local image built from \
+         Debian's busybox-static",
+    ),
+];
+
+/// Made by Podman itself during the walkthrough, not by p4lb: the directory of its
+/// network definitions, created by the first `podman network create` and kept (empty)
+/// after `podman network rm`.
+const PODMANS_OWN: &[&str] = &["/etc/containers/networks"];
+
+/// Doc lines replaced in the testbed.
+fn substitutions() -> Vec<Substitution> {
+    let target = paths::inside_target(&paths::target_dir().join("debug"))
+        .expect("the target dir is bound into the testbed");
+    let start = step(
+        "docs/install.md",
+        "without-systemd",
+        "without-systemd/start",
+    );
+    vec![
+        Substitution {
+            line: "cargo build --release".into(),
+            with: ": cargo build ran on the host".into(),
+            why: "the testbed has no Rust toolchain: the host's build (target/debug, as for \
+                  every end-to-end test) is installed instead"
+                .into(),
+        },
+        Substitution {
+            line: "sudo packaging/install.sh                 # binaries, CRIU action script, OCI hook, units".into(),
+            with: format!("sudo packaging/install.sh --from {}", target.display()),
+            why: "the build output is the host's target/debug, not the tree's target/release"
+                .into(),
+        },
+        Substitution {
+            line: "sudo systemctl enable --now p4lb-switch p4lb-controller".into(),
+            with: start.script,
+            why: "no systemd in the testbed: docs/install.md's commands for running \
+                  without it (`without-systemd/start`)"
+                .into(),
+        },
+    ]
+}
+
+fn step(doc: &str, name: &str, id: &str) -> Step {
+    walkthrough::load(doc, name)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("{doc} has no step {id}"))
+}
+
+/// The walkthrough `name` of `doc`, which must have exactly the steps `want`.
+fn steps(doc: &str, name: &str, want: &[&str]) -> Vec<Step> {
+    let s = walkthrough::load(doc, name).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        walkthrough::ids(&s),
+        want,
+        "{doc}: the walkthrough's marked steps changed; the test checks after each of them"
+    );
+    s
+}
+
+struct Guide {
+    tb: Testbed,
+}
+
+impl Guide {
+    fn start() -> Guide {
+        let mut opts = TestbedOptions {
+            helper: Some(helper()),
+            ..Default::default()
+        };
+        opts.binds.push(Bind {
+            source: paths::repo_root(),
+            target: SRC.into(),
+            readonly: true,
+        });
+        let tb = Testbed::start(opts)
+            .unwrap_or_else(|e| panic!("FAILED: the testbed is not available: {e}"));
+        images::build_podman_images(&tb).unwrap_or_else(|e| panic!("building images: {e}"));
+        let g = Guide { tb };
+        for (script, why) in PREPARATIONS {
+            println!("preparation: {script}  -- {why}");
+            g.sh(script);
+        }
+        g
+    }
+
+    fn sh(&self, script: &str) -> String {
+        self.tb
+            .sh(script)
+            .unwrap_or_else(|e| panic!("in the testbed: {script}\n{e}"))
+    }
+
+    /// Runs one doc block as a user pastes it into a shell, stopping at the first failing
+    /// command.
+    fn run(&self, s: &Step) -> String {
+        println!("--- {}\n{}", s.place(), s.script);
+        let out = self
+            .tb
+            .output(&["/bin/sh", "-c", &format!("set -e\ncd {SRC}\n{}", s.script)])
+            .unwrap_or_else(|e| panic!("{}: {e}", s.place()));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        print!("{stdout}");
+        assert!(
+            out.status.success(),
+            "the walkthrough step at {} failed ({}):\n{}\nstdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+            s.place(),
+            out.status,
+            s.script,
+            self.diag()
+        );
+        stdout
+    }
+
+    fn diag(&self) -> String {
+        self.tb
+            .sh(
+                "tail -n 30 /var/log/p4lb-controller.log /var/log/p4lb-switch.log 2>&1; \
+                 p4lbctl endpoints ls 2>&1; p4lbctl migrations ls 2>&1; true",
+            )
+            .unwrap_or_default()
+    }
+
+    fn ctl<T: serde::de::DeserializeOwned>(&self, args: &str) -> T {
+        let out = self.sh(&format!("p4lbctl --json {args}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("p4lbctl {args}: {out:?}: {e}"))
+    }
+
+    fn address(&self) -> String {
+        self.sh(
+            "podman inspect -f '{{(index .NetworkSettings.Networks \"p4net\").IPAddress}}' echo",
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// After a restore: the empty cgroup copies CRIU makes below the container's group.
+    fn prune_cgroups(&self) {
+        let id = self.sh("podman inspect -f '{{.Id}}' echo");
+        cgroups::prune_restore_copies(id.trim());
+    }
+
+    /// The numbers the echo client got back so far; they must be 1, 2, 3, … with none
+    /// missing or repeated.
+    fn echoed(&self) -> u64 {
+        let log = self.sh("cat /tmp/echoed.log");
+        let mut n = 0;
+        for l in log.lines() {
+            let got: u64 = l
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("the client printed {l:?}:\n{log}"));
+            assert_eq!(got, n + 1, "a number was lost or repeated:\n{log}");
+            n = got;
+        }
+        n
+    }
+
+    /// The client's connection is alive: its `nc` still runs and new numbers come back.
+    fn client_kept(&self, before: u64, what: &str) -> u64 {
+        let pids = self.sh("ip netns pids p4client");
+        assert!(
+            !pids.trim().is_empty(),
+            "{what}: the client ended (its connection was closed or reset):\n{}",
+            self.sh("cat /tmp/echoed.log")
+        );
+        let mut now = 0;
+        wait::until(20, "the client's numbers to come back again", || {
+            now = self.echoed();
+            now >= before + 2
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.diag()));
+        now
+    }
+
+    fn p4lb_links(&self) -> String {
+        self.sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^p4lb' || true")
+    }
+}
+
+/// docs/podman.md sections 1 to 6, then docs/install.md's uninstall of a source install.
+#[test]
+fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
+    let _s = serial();
+    let t0 = Instant::now();
+    let mut walk = steps(
+        "docs/podman.md",
+        "podman",
+        &[
+            "podman/install",
+            "podman/network",
+            "podman/workload",
+            "podman/client",
+            "podman/migrate",
+            "podman/migrate-keep",
+            "podman/cleanup",
+        ],
+    );
+    let subs = substitutions();
+    for s in &subs {
+        println!("substituted: {:?} -> {:?}  -- {}", s.line, s.with, s.why);
+    }
+    walkthrough::substitute(&mut walk, &subs).unwrap_or_else(|e| panic!("{e}"));
+    let stop = step("docs/install.md", "without-systemd", "without-systemd/stop");
+    let uninstall = steps("docs/install.md", "source", &["source/uninstall"]);
+
+    let g = Guide::start();
+    let before = files_list::rootfs_tree(&g.tb).unwrap_or_else(|e| panic!("{e}"));
+    let mut echoed = 0;
+    let mut addr = String::new();
+    for s in &walk {
+        let out = g.run(s);
+        match s.id.as_str() {
+            "podman/install" => {
+                assert!(out.contains("p4lb-setup: p4lb installed"), "{out}");
+            }
+            "podman/workload" => {
+                addr = g.address();
+                let eps: Vec<api::Endpoint> = g.ctl("endpoints ls");
+                let ep = eps
+                    .iter()
+                    .find(|e| e.ip == addr)
+                    .unwrap_or_else(|| panic!("no endpoint for {addr}: {eps:?}"));
+                assert_eq!(ep.network, "p4net", "{ep:?}");
+                assert_eq!(ep.labels.get("app").map(String::as_str), Some("echo"));
+                assert_eq!(ep.state, "ready", "{ep:?}");
+                assert!(
+                    out.contains(&addr),
+                    "the walkthrough did not show {addr}: {out}"
+                );
+            }
+            "podman/client" => {
+                echoed = g.client_kept(0, "the client's first numbers");
+            }
+            "podman/migrate" | "podman/migrate-keep" => {
+                g.prune_cgroups();
+                let new = g.address();
+                if s.id == "podman/migrate" {
+                    assert_ne!(new, addr, "--ignore-static-ip kept the address");
+                } else {
+                    assert_eq!(new, addr, "the restore without --ignore-static-ip moved");
+                }
+                addr = new;
+                let migs: Vec<api::Migration> = g.ctl("migrations ls");
+                assert!(
+                    !migs.is_empty() && migs.iter().all(|m| m.state == "done"),
+                    "{migs:?}"
+                );
+                echoed = g.client_kept(echoed, &s.id);
+                record(&format!(
+                    "guide walkthrough {}: migrations {}, the client's connection kept, {echoed} \
+                     numbers echoed in order",
+                    s.id,
+                    migs.len()
+                ));
+            }
+            "podman/cleanup" => {
+                assert_eq!(g.p4lb_links().trim(), "", "p4lb veths left");
+                let eps: Vec<api::Endpoint> = g.ctl("endpoints ls");
+                assert!(eps.is_empty(), "endpoints left: {eps:?}");
+                let svcs: Vec<api::Service> = g.ctl("services ls");
+                assert!(svcs.is_empty(), "services left: {svcs:?}");
+            }
+            _ => {}
+        }
+    }
+    g.run(&stop);
+    for s in &uninstall {
+        g.run(s);
+    }
+    let after = files_list::rootfs_tree(&g.tb).unwrap_or_else(|e| panic!("{e}"));
+    let added: Vec<&String> = after
+        .difference(&before)
+        .filter(|p| !PODMANS_OWN.contains(&p.as_str()))
+        .collect();
+    let removed: Vec<&String> = before.difference(&after).collect();
+    println!("left after the uninstall: {added:?}; gone that was there before: {removed:?}");
+    assert!(
+        added.is_empty(),
+        "the walkthrough and uninstall left {added:?}"
+    );
+    assert!(
+        removed.is_empty(),
+        "install + uninstall removed {removed:?}"
+    );
+    record(&format!(
+        "guide walkthrough docs/podman.md + uninstall: {} steps as written, {} lines substituted, \
+         {:.0} s",
+        walk.len() + 2,
+        subs.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+    g.tb.stop().unwrap();
+}
