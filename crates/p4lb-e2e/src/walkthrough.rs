@@ -243,6 +243,7 @@ mod tests {
             ("docs/podman.md", "podman"),
             ("docs/install.md", "source"),
             ("docs/install.md", "without-systemd"),
+            ("docs/migration.md", "podman-failed"),
         ] {
             let s = load(doc, name).unwrap();
             assert!(!s.is_empty(), "{doc} has no {name} walkthrough");

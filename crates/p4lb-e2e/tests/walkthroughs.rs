@@ -335,3 +335,135 @@ fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
     ));
     g.tb.stop().unwrap();
 }
+
+/// docs/migration.md's clean-up after a failed Podman restore: the podman walkthrough up to
+/// the client, a checkpoint and `podman rm`, a restore that fails because the controller is
+/// down (the fault, made by the test), then the doc's recovery block as written. The
+/// migration ends `done` at a new address and the client's connection was kept throughout.
+#[test]
+fn a_failed_podman_restore_is_recovered_as_the_guide_says() {
+    let _s = serial();
+    let t0 = Instant::now();
+    let mut setup = steps(
+        "docs/podman.md",
+        "podman",
+        &[
+            "podman/install",
+            "podman/network",
+            "podman/workload",
+            "podman/client",
+            "podman/migrate",
+            "podman/migrate-keep",
+            "podman/cleanup",
+        ],
+    );
+    setup.retain(|s| {
+        matches!(
+            s.id.as_str(),
+            "podman/install" | "podman/network" | "podman/workload" | "podman/client"
+        )
+    });
+    let mut recover = steps(
+        "docs/migration.md",
+        "podman-failed",
+        &["podman-failed/recover"],
+    );
+    let mut subs = substitutions();
+    let controller_only: String = step(
+        "docs/install.md",
+        "without-systemd",
+        "without-systemd/start",
+    )
+    .script
+    .lines()
+    .filter(|l| l.contains("setsid p4lb-controller") || l.contains("until sudo p4lbctl"))
+    .map(|l| format!("{l}\n"))
+    .collect();
+    assert_eq!(controller_only.lines().count(), 2, "{controller_only}");
+    subs.push(Substitution {
+        line: "sudo systemctl start p4lb-controller      # or whatever made the restore fail"
+            .into(),
+        with: controller_only,
+        why: "no systemd in the testbed: the controller's line of docs/install.md's \
+              `without-systemd/start`"
+            .into(),
+    });
+    for s in &subs {
+        println!("substitution: {:?}  -- {}", s.line, s.why);
+    }
+    let (walk_subs, recover_subs) = subs.split_at(subs.len() - 1);
+    walkthrough::substitute(&mut setup, walk_subs).unwrap_or_else(|e| panic!("{e}"));
+    walkthrough::substitute(&mut recover, recover_subs).unwrap_or_else(|e| panic!("{e}"));
+
+    let g = Guide::start();
+    for s in &setup {
+        g.run(s);
+    }
+    let addr = g.address();
+    let echoed = g.client_kept(0, "the client's first numbers");
+
+    // The fault: checkpoint and remove, then the controller goes down before the restore.
+    g.sh("podman container checkpoint --tcp-established --export /tmp/echo.tar echo && podman rm echo");
+    let links = g.p4lb_links();
+    let source_key = {
+        let eps: Vec<api::Endpoint> = g.ctl("endpoints ls");
+        let src = eps
+            .iter()
+            .find(|e| e.ip == addr)
+            .unwrap_or_else(|| panic!("no source endpoint kept for {addr}: {eps:?}"));
+        assert!(src.locked, "the checkpointed source is not locked: {src:?}");
+        src.key.clone()
+    };
+    // `endpoints rm --force` does not end the migration: the source stays for the restore.
+    let forced = g.sh(&format!(
+        "p4lbctl endpoints rm --force {source_key} 2>&1 || true"
+    ));
+    let eps: Vec<api::Endpoint> = g.ctl("endpoints ls");
+    assert!(
+        eps.iter().any(|e| e.key == source_key && e.locked),
+        "endpoints rm --force removed the source of a live migration ({forced}): {eps:?}"
+    );
+    g.sh("pkill -x p4lb-controller; for i in $(seq 50); do pgrep -x p4lb-controller >/dev/null || exit 0; sleep 0.1; done; exit 1");
+    let out =
+        g.tb.output(&[
+            "/bin/sh",
+            "-c",
+            "podman container restore --import /tmp/echo.tar --tcp-established --ignore-static-ip",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the restore succeeded without a controller"
+    );
+    assert!(err.contains("p4lb controller unavailable"), "{err}");
+    let records = g.sh("podman ps -a --format '{{.Names}} {{.State}}'");
+    println!(
+        "the failed restore said: {err}\nleft behind: containers {records:?}; \
+         `endpoints rm --force` of the source said {forced:?}"
+    );
+    assert_eq!(g.p4lb_links(), links, "the failed restore left a veth");
+
+    for s in &recover {
+        let out = g.run(s);
+        assert!(out.contains("checkpointed"), "{out}");
+    }
+    g.prune_cgroups();
+    let migs: Vec<api::Migration> = g.ctl("migrations ls");
+    assert_eq!(migs.len(), 1, "{migs:?}");
+    assert_eq!(migs[0].state, "done", "{migs:?}");
+    assert_ne!(g.address(), addr, "the recovery restore kept the address");
+    let echoed = g.client_kept(echoed, "after the recovery");
+    let eps: Vec<api::Endpoint> = g.ctl("endpoints ls");
+    assert!(
+        !eps.iter().any(|e| e.key == source_key),
+        "the source outlived the finished migration: {eps:?}"
+    );
+    record(&format!(
+        "guide walkthrough docs/migration.md podman-failed: restore refused with the \
+         controller down, recovered as written, client kept ({echoed} numbers echoed in \
+         order), {:.0} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    g.tb.stop().unwrap();
+}
