@@ -271,6 +271,17 @@ fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
                     out.contains(&addr),
                     "the walkthrough did not show {addr}: {out}"
                 );
+                // install.md's label table: the OCI hook adds the container's id, and
+                // Podman's annotations carry no name for a `podman.name` label.
+                let id = g.sh("podman inspect -f '{{.Id}}' echo");
+                let show = format!("endpoints show {}", ep.key);
+                wait::until(10, "the OCI hook's container.id label", || {
+                    let e: api::Endpoint = g.ctl(&show);
+                    e.labels.get("container.id").map(String::as_str) == Some(id.trim())
+                })
+                .unwrap_or_else(|e| panic!("{e}: {:?}", g.ctl::<api::Endpoint>(&show)));
+                let e: api::Endpoint = g.ctl(&show);
+                assert!(!e.labels.contains_key("podman.name"), "{e:?}");
             }
             "podman/client" => {
                 echoed = g.client_kept(0, "the client's first numbers");
