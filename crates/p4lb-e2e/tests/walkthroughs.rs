@@ -105,8 +105,27 @@ struct Guide {
     tb: Testbed,
 }
 
+/// The programs `packaging/install.sh --from <target>/debug` installs must be built, the
+/// netavark plugin (optional for the installer) too: the walkthrough's network needs it.
+fn require_debug_build() {
+    let dir = paths::target_dir().join("debug");
+    let list = files_list::load().unwrap_or_else(|e| panic!("{e}"));
+    let missing: Vec<&str> = list
+        .iter()
+        .filter(|e| (e.kind == "build" || e.source == "p4lb-netavark") && e.in_set("host"))
+        .filter(|e| !dir.join(&e.source).is_file())
+        .map(|e| e.source.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "FAILED: {missing:?} not built in {}: run `cargo build --workspace --bins` first",
+        dir.display()
+    );
+}
+
 impl Guide {
     fn start() -> Guide {
+        require_debug_build();
         let mut opts = TestbedOptions {
             helper: Some(helper()),
             ..Default::default()
