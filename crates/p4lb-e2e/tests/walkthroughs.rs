@@ -27,6 +27,17 @@ use p4lb_testbed::{cgroups, images, paths, wait, Testbed, TestbedOptions};
 /// walkthrough's commands run there, as a user runs them in a checkout.
 const SRC: &str = "/p4lb/src";
 
+/// docs/podman.md's walkthrough, in order; the tests check after these steps.
+const PODMAN_STEPS: &[&str] = &[
+    "podman/install",
+    "podman/network",
+    "podman/workload",
+    "podman/client",
+    "podman/migrate",
+    "podman/migrate-keep",
+    "podman/cleanup",
+];
+
 /// Set up in the testbed before the walkthrough: (script, why).
 const PREPARATIONS: &[(&str, &str)] = &[
     (
@@ -245,19 +256,7 @@ impl Guide {
 fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
     let _s = serial();
     let t0 = Instant::now();
-    let mut walk = steps(
-        "docs/podman.md",
-        "podman",
-        &[
-            "podman/install",
-            "podman/network",
-            "podman/workload",
-            "podman/client",
-            "podman/migrate",
-            "podman/migrate-keep",
-            "podman/cleanup",
-        ],
-    );
+    let mut walk = steps("docs/podman.md", "podman", PODMAN_STEPS);
     let subs = substitutions();
     for s in &subs {
         println!("substituted: {:?} -> {:?}  -- {}", s.line, s.with, s.why);
@@ -374,19 +373,7 @@ fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
 fn a_failed_podman_restore_is_recovered_as_the_guide_says() {
     let _s = serial();
     let t0 = Instant::now();
-    let mut setup = steps(
-        "docs/podman.md",
-        "podman",
-        &[
-            "podman/install",
-            "podman/network",
-            "podman/workload",
-            "podman/client",
-            "podman/migrate",
-            "podman/migrate-keep",
-            "podman/cleanup",
-        ],
-    );
+    let mut setup = steps("docs/podman.md", "podman", PODMAN_STEPS);
     setup.retain(|s| {
         matches!(
             s.id.as_str(),
