@@ -30,8 +30,9 @@
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
 //! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
-//! of p4lb on the node), `walkthroughs` (docs/podman.md's walkthrough and the source
-//! uninstall of docs/install.md, run as written). They need root and the p4lb
+//! of p4lb on the node), `walkthroughs` (the guide's walkthroughs run as written:
+//! docs/podman.md with the source install and uninstall, the recovery of a failed restore
+//! in docs/migration.md, the package install and purge of docs/install.md). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 

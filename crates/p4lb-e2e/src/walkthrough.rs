@@ -242,6 +242,7 @@ mod tests {
         for (doc, name) in [
             ("docs/podman.md", "podman"),
             ("docs/install.md", "source"),
+            ("docs/install.md", "package"),
             ("docs/install.md", "without-systemd"),
             ("docs/migration.md", "podman-failed"),
         ] {

@@ -1,16 +1,25 @@
 //! The user guide's walkthroughs, run as written: the marked shell blocks of the docs
 //! (`<!-- walkthrough: NAME/STEP -->`, read by [`p4lb_e2e::walkthrough`]) are executed in
-//! order in the testbed, with p4lb installed the way they say (`packaging/install.sh` from
-//! the source tree, which is bound into the testbed at [`SRC`]). A doc edit that breaks a
+//! order in the testbed, each as a user pastes it into a shell. A doc edit that breaks a
 //! command fails the test at that block, with its file and line.
+//!
+//! - docs/podman.md sections 1 to 6 (p4lb installed by `packaging/install.sh` from the
+//!   source tree, bound into the testbed at [`SRC`]; a p4lb network, an echo server behind
+//!   a VIP, a client in a namespace wired by the CNI plugin, two migrations, clean-up),
+//!   then docs/install.md's source uninstall;
+//! - docs/migration.md's recovery after a Podman restore that failed with the controller
+//!   down;
+//! - docs/install.md sections 1, 3 and 6 with the `.deb` (install, check, network,
+//!   service, `apt remove`, `apt purge`); SKIPPED without `make packages`.
 //!
 //! Between the blocks the test checks what the doc promises: the endpoint and its labels, a
 //! new (or the same) address after each restore, the migrations `done`, the client's
 //! connection alive with every number echoed back in order, nothing of p4lb left after the
-//! clean-up, and no file or empty directory left after the uninstall.
+//! clean-up, and no file or empty directory left after the uninstall or the purge.
 //!
-//! What the testbed cannot run verbatim is in [`PREPARATIONS`] and [`substitutions`], the
-//! one place that lists it, each with the reason.
+//! What the testbed cannot run verbatim is in [`PREPARATIONS`], [`substitutions`] and, for
+//! the package, next to them in its test: the only places that list it, each with the
+//! reason; every one is printed when the test runs.
 
 mod migration_common;
 
@@ -136,7 +145,6 @@ fn require_debug_build() {
 
 impl Guide {
     fn start() -> Guide {
-        require_debug_build();
         let mut opts = TestbedOptions {
             helper: Some(helper()),
             ..Default::default()
@@ -163,13 +171,18 @@ impl Guide {
             .unwrap_or_else(|e| panic!("in the testbed: {script}\n{e}"))
     }
 
-    /// Runs one doc block as a user pastes it into a shell, stopping at the first failing
-    /// command.
+    /// Runs one doc block as a user pastes it into a shell in the source tree, stopping at
+    /// the first failing command.
     fn run(&self, s: &Step) -> String {
+        self.run_in(s, SRC)
+    }
+
+    /// [`Guide::run`] in directory `dir`.
+    fn run_in(&self, s: &Step, dir: &str) -> String {
         println!("--- {}\n{}", s.place(), s.script);
         let out = self
             .tb
-            .output(&["/bin/sh", "-c", &format!("set -e\ncd {SRC}\n{}", s.script)])
+            .output(&["/bin/sh", "-c", &format!("set -e\ncd {dir}\n{}", s.script)])
             .unwrap_or_else(|e| panic!("{}: {e}", s.place()));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -265,6 +278,7 @@ fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
     let stop = step("docs/install.md", "without-systemd", "without-systemd/stop");
     let uninstall = steps("docs/install.md", "source", &["source/uninstall"]);
 
+    require_debug_build();
     let g = Guide::start();
     let before = files_list::rootfs_tree(&g.tb).unwrap_or_else(|e| panic!("{e}"));
     let mut echoed = 0;
@@ -412,6 +426,7 @@ fn a_failed_podman_restore_is_recovered_as_the_guide_says() {
     walkthrough::substitute(&mut setup, walk_subs).unwrap_or_else(|e| panic!("{e}"));
     walkthrough::substitute(&mut recover, recover_subs).unwrap_or_else(|e| panic!("{e}"));
 
+    require_debug_build();
     let g = Guide::start();
     for s in &setup {
         g.run(s);
@@ -480,6 +495,141 @@ fn a_failed_podman_restore_is_recovered_as_the_guide_says() {
         "guide walkthrough docs/migration.md podman-failed: restore refused with the \
          controller down, recovered as written, client kept ({echoed} numbers echoed in \
          order), {:.0} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    g.tb.stop().unwrap();
+}
+
+/// Where docs/install.md's package walkthrough runs: a stand-in checkout whose `target`
+/// is the host's target directory, so `./target/packages/…` is the package `make
+/// packages` built there.
+const CHECKOUT: &str = "/tmp/checkout";
+
+/// Answers apt's questions with yes, as the user at the terminal does.
+const APT_YES: &str =
+    "echo 'APT::Get::Assume-Yes \"true\";' > /etc/apt/apt.conf.d/90p4lb-walkthrough-yes";
+
+/// docs/install.md sections 1 and 3 with the `.deb` (install, check, network, service),
+/// then section 6's `apt remove` and `apt purge`: nothing is left.
+#[test]
+fn package_guide_runs_as_written_and_purge_leaves_nothing() {
+    let packages = paths::target_dir().join("packages");
+    let built = std::fs::read_dir(&packages)
+        .map(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("p4lb_") && n.ends_with("_amd64.deb")
+            })
+        })
+        .unwrap_or(false);
+    if !built {
+        println!(
+            "SKIPPED: no p4lb_*_amd64.deb in {}; build the packages with `make packages`",
+            packages.display()
+        );
+        return;
+    }
+    let _s = serial();
+    let t0 = Instant::now();
+    let mut walk = steps(
+        "docs/install.md",
+        "package",
+        &[
+            "package/install",
+            "package/check",
+            "package/network",
+            "package/service",
+            "package/remove",
+        ],
+    );
+    let remove = walk.pop().expect("package/remove");
+    let start = step(
+        "docs/install.md",
+        "without-systemd",
+        "without-systemd/start",
+    );
+    let stop = step("docs/install.md", "without-systemd", "without-systemd/stop");
+    let subs = vec![
+        Substitution {
+            line: "sudo make packages                       # target/packages/p4lb_0.1.0-1_amd64.deb and the .rpm".into(),
+            with: ": make packages ran on the host".into(),
+            why: "the testbed has no Rust toolchain: the packages `make packages` built on the \
+                  host are in ./target/packages"
+                .into(),
+        },
+        Substitution {
+            line: "sudo systemctl enable --now p4lb-switch p4lb-controller".into(),
+            with: start.script,
+            why: "no systemd in the testbed: docs/install.md's commands for running \
+                  without it (`without-systemd/start`)"
+                .into(),
+        },
+        Substitution {
+            line: "man p4lbctl".into(),
+            with: "zcat /usr/share/man/man1/p4lbctl.1.gz | grep -q p4lbctl".into(),
+            why: "the testbed has no man-db: the installed page is read directly".into(),
+        },
+    ];
+    for s in &subs {
+        println!("substituted: {:?} -> {:?}  -- {}", s.line, s.with, s.why);
+    }
+    walkthrough::substitute(&mut walk, &subs).unwrap_or_else(|e| panic!("{e}"));
+
+    let g = Guide::start();
+    g.sh(&format!(
+        "mkdir -p {CHECKOUT} && ln -s {} {CHECKOUT}/target",
+        paths::TARGET_INSIDE
+    ));
+    println!(
+        "preparation: {CHECKOUT}/target -> {}  -- the package walkthrough runs in a checkout \
+         whose target/ is the host's",
+        paths::TARGET_INSIDE
+    );
+    g.sh(APT_YES);
+    println!(
+        "preparation: {APT_YES}  -- apt asks `Continue? [Y/n]` before a removal, which a \
+         user answers; the test has no terminal"
+    );
+    let before = files_list::rootfs_tree(&g.tb).unwrap_or_else(|e| panic!("{e}"));
+    for s in &walk {
+        let out = g.run_in(s, CHECKOUT);
+        match s.id.as_str() {
+            "package/install" => {
+                let v = g.sh("dpkg-query -W -f '${Status} ${Version}' p4lb");
+                assert!(v.starts_with("install ok installed"), "{v}");
+            }
+            "package/check" => {
+                assert!(
+                    out.contains("action-script /usr/libexec/p4lb/p4lb-criu-action"),
+                    "{out}"
+                );
+            }
+            "package/service" => {
+                let svcs: Vec<api::Service> = g.ctl("services ls");
+                assert!(
+                    svcs.iter().any(|v| v.name == "web" && v.vip == "10.99.0.1"),
+                    "{svcs:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    g.run_in(&stop, CHECKOUT);
+    g.run_in(&remove, CHECKOUT);
+    let after = files_list::rootfs_tree(&g.tb).unwrap_or_else(|e| panic!("{e}"));
+    let added: Vec<&String> = after.difference(&before).collect();
+    let removed: Vec<&String> = before.difference(&after).collect();
+    println!("left after apt purge: {added:?}; gone that was there before: {removed:?}");
+    assert!(
+        added.is_empty(),
+        "the package walkthrough and purge left {added:?}"
+    );
+    assert!(removed.is_empty(), "install + purge removed {removed:?}");
+    record(&format!(
+        "guide walkthrough docs/install.md (package): {} steps as written, {} lines \
+         substituted, {:.0} s",
+        walk.len() + 2,
+        subs.len(),
         t0.elapsed().as_secs_f64()
     ));
     g.tb.stop().unwrap();
