@@ -133,13 +133,15 @@ if [ -d /run/systemd/system ] && [ "\$1" = remove ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
 fi
 # Purge: the configuration and the state of the controller and of the CNI plugin (a
-# directory that is a mount point is emptied).
+# directory that is a mount point is emptied), and a parent left empty (/var/lib/cni when
+# only p4lb's plugin state was in it), as p4lb-setup's remove --purge does.
 if [ "\$1" = purge ]; then
     for p in$purge_paths /run/p4lb-switch; do
         if [ -d "\$p" ] && mountpoint -q "\$p"; then
             find "\$p" -mindepth 1 -delete
         else
             rm -rf "\$p"
+            rmdir "\$(dirname "\$p")" 2>/dev/null || true
         fi
     done
 fi

@@ -1,8 +1,13 @@
 //! `packaging/files.list`, what p4lb installs (kind, mode, sets, source, destination):
 //! packaging/p4lb-setup.sh installs from it, and the package and node-installer tests
 //! check an installed tree against it. The format is described at the top of that file.
+//! [`rootfs_tree`] lists a testbed's files, to compare before an install and after the
+//! removal.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+
+use p4lb_testbed::Testbed;
 
 use crate::{Error, Result};
 
@@ -83,6 +88,18 @@ pub fn load() -> Result<Vec<Entry>> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::Missing(format!("{}: {e}", path.display())))?;
     parse(&text)
+}
+
+/// Every path of a testbed's rootfs but the kernel's, the package manager's own records
+/// and logs, scratch directories and the bind mounts (the target dir and source tree under
+/// /p4lb): compared before an install and after the uninstall, it shows what was left.
+pub fn rootfs_tree(tb: &Testbed) -> Result<BTreeSet<String>> {
+    let out = tb.sh(
+        "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
+         -o -path /p4lb -o -path /var/lib/dpkg -o -path /var/lib/apt -o -path /var/log \
+         -o -path /var/cache -o -path /oldroot \\) -prune -o -print",
+    )?;
+    Ok(out.lines().map(str::to_string).collect())
 }
 
 #[cfg(test)]

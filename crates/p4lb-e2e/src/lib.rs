@@ -15,6 +15,8 @@
 //!   node-installer tests check installed trees against it),
 //! - [`manifests`]: deploy/kubernetes parsed into typed objects (unknown fields
 //!   refused), and its containers as `podman run` arguments,
+//! - [`walkthrough`]: the user guide's walkthroughs (marked shell blocks of the docs)
+//!   read out for the tests that run them as written,
 //! - [`error`]: the scenarios' error type.
 //!
 //! The tests: `migration_podman_native` (a p4lb netavark network and only Podman
@@ -28,7 +30,9 @@
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
 //! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
-//! of p4lb on the node). They need root and the p4lb
+//! of p4lb on the node), `walkthroughs` (the guide's walkthroughs run as written:
+//! docs/podman.md with the source install and uninstall, the recovery of a failed restore
+//! in docs/migration.md, the package install and purge of docs/install.md). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
 //! `p4lb-testapp`), and they serialize themselves with the testbed's tests.
 
@@ -39,5 +43,6 @@ pub mod files_list;
 pub mod judge;
 pub mod manifests;
 pub mod scenario;
+pub mod walkthrough;
 
 pub use error::{Error, Result};
