@@ -183,31 +183,54 @@ fn sockets(hosts: &[&Host]) -> String {
     hosts
         .iter()
         .map(|h| {
-            let out = h.ns.command("ss").args(["-tnioa"]).output();
-            let text = match out {
+            let run = |cmd: &mut std::process::Command| match cmd.output() {
                 Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-                Err(e) => format!("(ss: {e})"),
+                Err(e) => format!("({cmd:?}: {e})"),
             };
-            format!("--- sockets of {} ({}):\n{text}", h.host_if, h.ip)
+            let socks = run(h.ns.command("ss").args(["-tnioa"]));
+            // The namespace's TCP counters that say why a handshake went nowhere.
+            let counters: String = run(h.ns.command("nstat").args(["-asz"]))
+                .lines()
+                .filter(|l| {
+                    [
+                        "Syn", "Listen", "Reset", "Rst", "Drop", "Req", "Abort", "Cookie",
+                    ]
+                    .iter()
+                    .any(|w| l.contains(w))
+                        && l.split_whitespace().nth(1).is_none_or(|v| v != "0")
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            format!(
+                "--- sockets of {} ({}):\n{socks}--- its TCP counters (non-zero):\n{counters}",
+                h.host_if, h.ip
+            )
         })
         .collect()
 }
 
 /// Asserts that every flow received data since `before` and none failed; returns the bytes.
-/// On failure the message carries the sockets of `hosts`.
-fn assert_all_advanced(flows: &[Arc<Flow>], before: &[u64], when: &str, hosts: &[&Host]) -> u64 {
+/// On failure the message carries the sockets of `hosts` and `switch` (the switch's
+/// connection entries, read just before).
+fn assert_all_advanced(
+    flows: &[Arc<Flow>],
+    before: &[u64],
+    when: &str,
+    hosts: &[&Host],
+    switch: &str,
+) -> u64 {
     let now = bytes_of(flows);
     for (i, f) in flows.iter().enumerate() {
         if let Some(e) = f.error.lock().unwrap().as_ref() {
             panic!(
-                "{when}: connection {} failed: {e}\n{}",
+                "{when}: connection {} failed: {e}\n{}{switch}",
                 f.local,
                 sockets(hosts)
             );
         }
         assert!(
             now[i] > before[i],
-            "{when}: connection {} received nothing ({} bytes in total)\n{}",
+            "{when}: connection {} received nothing ({} bytes in total)\n{}{switch}",
             f.local,
             now[i],
             sockets(hosts)
@@ -263,6 +286,20 @@ fn reconcile_ms(log: &Path) -> Option<u64> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["fields"]["message"] == "switch reconciled")
         .and_then(|v| v["fields"]["elapsed_ms"].as_u64())
+}
+
+/// The switch's connection entries, for a failure's message.
+async fn switch_conns(ssock: &Path) -> String {
+    let t = read_all(ssock).await;
+    let mut out = String::new();
+    for table in ["conn_table", "conn_reverse"] {
+        out.push_str(&format!("--- switch {table}:\n"));
+        for r in rows(&t[table]) {
+            out.push_str(&r);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn conn_tuples(
@@ -347,7 +384,13 @@ async fn outage() {
     }
     let t0 = bytes_of(&flows);
     tokio::time::sleep(WINDOW).await;
-    let before_bytes = assert_all_advanced(&flows, &t0, "before the kill", &hosts);
+    let before_bytes = assert_all_advanced(
+        &flows,
+        &t0,
+        "before the kill",
+        &hosts,
+        &switch_conns(&ssock).await,
+    );
     let baseline_gap = flows
         .iter()
         .map(|f| f.max_gap_us.swap(0, Ordering::Relaxed))
@@ -360,7 +403,13 @@ async fn outage() {
     let killed = Instant::now();
     let t1 = bytes_of(&flows);
     tokio::time::sleep(WINDOW / 2).await;
-    assert_all_advanced(&flows, &t1, "during the outage", &hosts);
+    assert_all_advanced(
+        &flows,
+        &t1,
+        "during the outage",
+        &hosts,
+        &switch_conns(&ssock).await,
+    );
     // New connections to the VIP work while the controller is down.
     let new_flows: Vec<Arc<Flow>> = (0..DURING_OUTAGE)
         .map(|_| {
@@ -371,12 +420,19 @@ async fn outage() {
         .collect();
     tokio::time::sleep(WINDOW.saturating_sub(killed.elapsed())).await;
     let outage = killed.elapsed();
-    let outage_bytes = assert_all_advanced(&flows, &t1, "during the outage", &hosts);
+    let outage_bytes = assert_all_advanced(
+        &flows,
+        &t1,
+        "during the outage",
+        &hosts,
+        &switch_conns(&ssock).await,
+    );
     assert_all_advanced(
         &new_flows,
         &[0; DURING_OUTAGE],
         "new connection, outage",
         &hosts,
+        &switch_conns(&ssock).await,
     );
     // Nothing was written to the switch meanwhile.
     assert_eq!(read_all(&ssock).await, before);
@@ -390,7 +446,13 @@ async fn outage() {
     flows.extend(new_flows);
     let t2 = bytes_of(&flows);
     tokio::time::sleep(WINDOW).await;
-    let after_bytes = assert_all_advanced(&flows, &t2, "after the restart", &hosts);
+    let after_bytes = assert_all_advanced(
+        &flows,
+        &t2,
+        "after the restart",
+        &hosts,
+        &switch_conns(&ssock).await,
+    );
     // Connections opened during the outage are learned too, once the controller is back.
     let all: Vec<SocketAddr> = flows.iter().map(|f| f.local).collect();
     assert!(
