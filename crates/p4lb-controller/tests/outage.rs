@@ -288,10 +288,21 @@ fn reconcile_ms(log: &Path) -> Option<u64> {
         .and_then(|v| v["fields"]["elapsed_ms"].as_u64())
 }
 
-/// The switch's connection entries, for a failure's message.
-async fn switch_conns(ssock: &Path) -> String {
+/// The switch's connection entries and what the controller's log (`log`) says about its
+/// switch session, for a failure's message.
+async fn switch_conns(ssock: &Path, log: &Path) -> String {
     let t = read_all(ssock).await;
     let mut out = String::new();
+    out.push_str(&format!("--- {} (switch session):\n", log.display()));
+    for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        if ["session", "pipeline", "reconcil"]
+            .iter()
+            .any(|w| l.contains(w))
+        {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
     for table in ["conn_table", "conn_reverse"] {
         out.push_str(&format!("--- switch {table}:\n"));
         for r in rows(&t[table]) {
@@ -389,7 +400,7 @@ async fn outage() {
         &t0,
         "before the kill",
         &hosts,
-        &switch_conns(&ssock).await,
+        &switch_conns(&ssock, &log1).await,
     );
     let baseline_gap = flows
         .iter()
@@ -408,7 +419,7 @@ async fn outage() {
         &t1,
         "during the outage",
         &hosts,
-        &switch_conns(&ssock).await,
+        &switch_conns(&ssock, &log1).await,
     );
     // New connections to the VIP work while the controller is down.
     let new_flows: Vec<Arc<Flow>> = (0..DURING_OUTAGE)
@@ -425,14 +436,14 @@ async fn outage() {
         &t1,
         "during the outage",
         &hosts,
-        &switch_conns(&ssock).await,
+        &switch_conns(&ssock, &log1).await,
     );
     assert_all_advanced(
         &new_flows,
         &[0; DURING_OUTAGE],
         "new connection, outage",
         &hosts,
-        &switch_conns(&ssock).await,
+        &switch_conns(&ssock, &log1).await,
     );
     // Nothing was written to the switch meanwhile.
     assert_eq!(read_all(&ssock).await, before);
@@ -451,7 +462,7 @@ async fn outage() {
         &t2,
         "after the restart",
         &hosts,
-        &switch_conns(&ssock).await,
+        &switch_conns(&ssock, &log2).await,
     );
     // Connections opened during the outage are learned too, once the controller is back.
     let all: Vec<SocketAddr> = flows.iter().map(|f| f.local).collect();

@@ -603,11 +603,13 @@ async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String
             response_type: ResponseType::CookieOnly as i32,
         })
         .await
-        .ok()
-        .and_then(|r| r.into_inner().config)
-        .and_then(|c| c.cookie)
-        .map(|c| c.cookie);
-    let fresh = have != Some(want);
+        .map(|r| {
+            r.into_inner()
+                .config
+                .and_then(|c| c.cookie)
+                .map(|c| c.cookie)
+        });
+    let fresh = must_push_pipeline(have, want)?;
     if fresh {
         push_pipeline(link, &mut client).await?;
     }
@@ -621,6 +623,22 @@ async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String
         inbound,
         fresh,
     ))
+}
+
+/// Whether the pipeline must be pushed, from the answer to a cookie-only
+/// GetForwardingPipelineConfig: yes when the switch has no pipeline
+/// (FAILED_PRECONDITION, as p4lb-switch and BMv2 answer) or another one (no cookie, or
+/// another cookie); no when it runs ours. Any other failure is an error, retried with
+/// the session: pushing wipes every table, so a read that failed (a timeout on a busy
+/// machine) must never be taken for an empty switch.
+fn must_push_pipeline(have: Result<Option<u64>, tonic::Status>, want: u64) -> Result<bool, String> {
+    match have {
+        Ok(cookie) => Ok(cookie != Some(want)),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(true),
+        Err(s) => Err(format!(
+            "reading the switch's pipeline cookie (GetForwardingPipelineConfig): {s}"
+        )),
+    }
 }
 
 /// Pushes the pipeline (VERIFY_AND_COMMIT): the switch starts over with empty tables.
@@ -664,4 +682,30 @@ async fn configure_digest(
             .map_err(|s| format!("configuring digest: insert: {first}; modify: {s}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::must_push_pipeline;
+
+    #[test]
+    fn only_a_switch_without_our_pipeline_gets_it_pushed_and_a_failed_read_wipes_nothing() {
+        // Ours: keep every table.
+        assert_eq!(must_push_pipeline(Ok(Some(7)), 7), Ok(false));
+        // Another pipeline, or one without a cookie: push.
+        assert_eq!(must_push_pipeline(Ok(Some(8)), 7), Ok(true));
+        assert_eq!(must_push_pipeline(Ok(None), 7), Ok(true));
+        // No pipeline at all (p4lb-switch's and BMv2's answer): push.
+        let none = tonic::Status::failed_precondition("No forwarding pipeline config set");
+        assert_eq!(must_push_pipeline(Err(none), 7), Ok(true));
+        // A read that failed says nothing about the switch: no push, the session retries.
+        for s in [
+            tonic::Status::deadline_exceeded("timeout"),
+            tonic::Status::unavailable("connection reset"),
+            tonic::Status::internal("boom"),
+        ] {
+            let e = must_push_pipeline(Err(s), 7).unwrap_err();
+            assert!(e.contains("pipeline cookie"), "{e}");
+        }
+    }
 }
