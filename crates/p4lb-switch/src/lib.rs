@@ -6,6 +6,8 @@
 //! - [`pipeline`]: the packet processing, one file per table/stage (hashes: `p4lb_p4::hash`);
 //!   `pipeline::transit`: the transit slots of pending VIP connections (exact tuple, reply
 //!   seen, the backend's ISN + 1), which decide reverse translation and learning.
+//! - [`hold`]: the hold port's buffer (frames of a locked backend or route, run through the
+//!   pipeline again when `backends` or `ipv4_routes` changes) and its bounds.
 //! - [`bytes`]: P4Runtime bytestrings (p4lb-p4's, re-exported).
 //! - [`tables`], [`state`]: table storage, counters, the transit registers.
 //! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
@@ -30,6 +32,7 @@
 
 pub mod access;
 pub mod bytes;
+pub mod hold;
 pub mod limits;
 pub mod pipeline;
 pub mod ports;
