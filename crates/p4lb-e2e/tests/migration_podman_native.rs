@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use migration_common::*;
 use p4lb_e2e::judge::judge;
+use p4lb_testapp::report::{waits_after_unlock, waits_after_unlock_line};
 use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
 use p4lb_testbed::wait;
 
@@ -117,10 +118,17 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
     }
     let (survived, more) = judge(before, after).unwrap();
     let t = &after.totals;
+    // Unlock -> the reply that ended each connection's longest stall (the migration's).
+    let unlocks: Vec<(i64, i64)> = migs
+        .iter()
+        .map(|v| (v.locked_unix_us, v.unlocked_unix_us))
+        .collect();
+    let waits = waits_after_unlock(&after.connections, &unlocks);
     record(&format!(
         "podman-native, {migrations} migrations ({}), {conns} connections: {survived} \
          survived, {} reset, {} failed, {} bytes lost, {} duplicated, {} state regressions, \
-         {more} requests after the first checkpoint, longest stall {} ms\n{summary}",
+         {more} requests after the first checkpoint, longest stall {} ms, wait after unlock \
+         {}\n{summary}",
         if ignore_static_ip {
             "--ignore-static-ip, a new address each"
         } else {
@@ -131,7 +139,8 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
         t.lost_bytes,
         t.duplicated_bytes,
         t.state_regressions,
-        t.longest_stall_ms
+        t.longest_stall_ms,
+        waits_after_unlock_line(&waits)
     ));
     assert_eq!(migs.len(), migrations, "{migs:?}");
     for v in &migs {

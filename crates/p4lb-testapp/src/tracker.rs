@@ -38,6 +38,11 @@ pub struct Tracker {
     last_state: u64,
     last_progress: Instant,
     longest_stall: Duration,
+    /// When the longest stall ended (the reply that ended it).
+    longest_stall_end: Option<Instant>,
+    /// `now` of [`Tracker::new`] and the wall clock then (µs since the Unix epoch): turns
+    /// instants into wall-clock times other programs can compare with theirs.
+    anchor: (Instant, i64),
     report: ConnReport,
 }
 
@@ -53,6 +58,8 @@ impl Tracker {
             last_state: 0,
             last_progress: now,
             longest_stall: Duration::ZERO,
+            longest_stall_end: None,
+            anchor: (now, unix_us_now()),
             report: ConnReport::new(id),
         }
     }
@@ -124,8 +131,20 @@ impl Tracker {
 
     fn progress(&mut self, now: Instant) {
         let stall = now.saturating_duration_since(self.last_progress);
-        self.longest_stall = self.longest_stall.max(stall);
+        if stall > self.longest_stall {
+            self.longest_stall = stall;
+            self.longest_stall_end = Some(now);
+        }
         self.last_progress = now;
+    }
+
+    /// `t` on the wall clock (µs since the Unix epoch), through the anchor.
+    fn unix_us(&self, t: Instant) -> i64 {
+        let (at, unix) = self.anchor;
+        match t.checked_duration_since(at) {
+            Some(d) => unix + d.as_micros() as i64,
+            None => unix - at.saturating_duration_since(t).as_micros() as i64,
+        }
     }
 
     /// Marks the connection established (stall time counts from here).
@@ -154,13 +173,27 @@ impl Tracker {
     pub fn report(&self, now: Instant) -> ConnReport {
         let mut r = self.report.clone();
         let mut stall = self.longest_stall;
+        r.longest_stall_end_unix_us = self.longest_stall_end.map_or(0, |t| self.unix_us(t));
         if r.state == ConnState::Open && self.outstanding() > 0 {
-            stall = stall.max(now.saturating_duration_since(self.last_progress));
+            let open = now.saturating_duration_since(self.last_progress);
+            if open > stall {
+                // The longest stall has not ended yet.
+                stall = open;
+                r.longest_stall_end_unix_us = 0;
+            }
         }
         r.longest_stall_ms = stall.as_millis() as u64;
         r.missing_replies = self.missing.len() as u64;
         r
     }
+}
+
+/// The wall clock, µs since the Unix epoch.
+pub fn unix_us_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -185,6 +218,29 @@ mod tests {
     fn feed(t: &mut Tracker, seq: u64, now: Instant) -> Verdict {
         let (h, p) = reply(t, seq, seq, 0);
         t.on_reply(&h, &p, now)
+    }
+
+    #[test]
+    fn the_end_of_the_longest_stall_is_reported_on_the_wall_clock_once_it_ended() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(0, 9, 16, t0);
+        let start = t.anchor.1;
+        t.on_connected("a".into(), "b".into(), t0);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let (s1, _) = t.next_request();
+        feed(&mut t, s1, ms(10));
+        let (s2, _) = t.next_request();
+        feed(&mut t, s2, ms(900)); // the longest stall: 10 -> 900 ms
+        let (s3, _) = t.next_request();
+        feed(&mut t, s3, ms(950));
+        let r = t.report(ms(960));
+        assert_eq!(r.longest_stall_ms, 890);
+        assert_eq!(r.longest_stall_end_unix_us, start + 900_000);
+        // A wait longer than that, still open: no end yet.
+        t.next_request();
+        let r = t.report(ms(2000));
+        assert_eq!(r.longest_stall_ms, 1050);
+        assert_eq!(r.longest_stall_end_unix_us, 0);
     }
 
     #[test]
