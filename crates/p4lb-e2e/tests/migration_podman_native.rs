@@ -118,7 +118,7 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, migrations: usize, c
     }
     let (survived, more) = judge(before, after).unwrap();
     let t = &after.totals;
-    // Unlock -> the reply that ended each connection's longest stall (the migration's).
+    // Unlock -> the reply to each connection's slowest request (one that met a lock).
     let unlocks: Vec<(i64, i64)> = migs
         .iter()
         .map(|v| (v.locked_unix_us, v.unlocked_unix_us))

@@ -179,7 +179,7 @@ async fn connection(
 
 /// Sends one request and reads one reply.
 async fn exchange(stream: &mut TcpStream, tracker: &Mutex<Tracker>) -> Step {
-    let (_, frame) = lock(tracker).next_request();
+    let (_, frame) = lock(tracker).next_request(Instant::now());
     if let Err(e) = stream.write_all(&frame).await {
         return Step::End(classify(&e), format!("write: {e}"));
     }

@@ -43,10 +43,12 @@ pub struct ConnReport {
     pub server_count_mismatches: u64,
     pub state_regressions: u64,
     pub longest_stall_ms: u64,
-    /// Wall clock (µs since the Unix epoch) of the reply that ended the longest stall; 0
-    /// when there was none or it has not ended.
+    /// The longest a request waited for its reply (sent → reply received).
     #[serde(default)]
-    pub longest_stall_end_unix_us: i64,
+    pub slowest_request_ms: u64,
+    /// Wall clock (µs since the Unix epoch) when that reply came; 0 when no reply came.
+    #[serde(default)]
+    pub slowest_reply_unix_us: i64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -71,7 +73,8 @@ impl ConnReport {
             server_count_mismatches: 0,
             state_regressions: 0,
             longest_stall_ms: 0,
-            longest_stall_end_unix_us: 0,
+            slowest_request_ms: 0,
+            slowest_reply_unix_us: 0,
             bytes_sent: 0,
             bytes_received: 0,
         }
@@ -194,17 +197,17 @@ impl Report {
     }
 }
 
-/// Waits after unlock: for every connection whose longest stall ended, the time from the
-/// unlock of the migration that stall belongs to (the last one locked before the stall
-/// ended) to the reply that ended it, in µs (negative: the reply came before the
-/// controller recorded the unlock). `migrations` are `(locked, unlocked)` wall-clock times
-/// (µs since the Unix epoch); unfinished ones (unlocked 0) are skipped.
+/// Waits after unlock: for every connection, the time from the unlock of a migration to
+/// the reply of its slowest request (one that met the lock: it waited longest), in µs
+/// (negative: the reply came before the controller recorded the unlock). The migration is
+/// the last one locked before that reply. `migrations` are `(locked, unlocked)` wall-clock
+/// times (µs since the Unix epoch); unfinished ones (unlocked 0) are skipped.
 pub fn waits_after_unlock(connections: &[ConnReport], migrations: &[(i64, i64)]) -> Vec<i64> {
     let mut waits: Vec<i64> = connections
         .iter()
-        .filter(|c| c.longest_stall_end_unix_us > 0)
+        .filter(|c| c.slowest_reply_unix_us > 0)
         .filter_map(|c| {
-            let end = c.longest_stall_end_unix_us;
+            let end = c.slowest_reply_unix_us;
             migrations
                 .iter()
                 .filter(|(locked, unlocked)| *unlocked > 0 && *locked <= end)
@@ -243,7 +246,7 @@ mod tests {
     #[test]
     fn waits_after_unlock_belong_to_the_last_migration_locked_before_the_stall_ended() {
         let conn = |end: i64| ConnReport {
-            longest_stall_end_unix_us: end,
+            slowest_reply_unix_us: end,
             ..ConnReport::new(0)
         };
         let migs = [(1_000, 2_000), (10_000, 12_000), (20_000, 0)];

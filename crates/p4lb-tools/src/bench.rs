@@ -14,8 +14,8 @@
 //!   lines in between carry no CRIU timestamp);
 //! - the controller's switchover (RESTORED_AT → switch ack) and its lock →
 //!   unlock stall;
-//! - the wait after unlock: from the controller's unlock to the reply that ended each
-//!   connection's longest stall (p50, p99, max over the connections);
+//! - the wait after unlock: from the controller's unlock to the reply to each
+//!   connection's slowest request (p50, p99, max over the connections);
 //! - the wall-clock spans of the orchestration (podman export/import, removing
 //!   the old pod, CNI DEL/ADD), which are the runtime's, not p4lb's.
 
@@ -504,7 +504,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         &[(m.locked_unix_us, m.unlocked_unix_us)],
     );
     println!(
-        "  wait after unlock (unlock -> the reply ending each connection's longest stall): {}",
+        "  wait after unlock (unlock -> the reply to each connection's slowest request): {}",
         p4lb_testapp::report::waits_after_unlock_line(&waits)
     );
     println!(
