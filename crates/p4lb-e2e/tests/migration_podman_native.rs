@@ -517,6 +517,59 @@ fn figure_criu_network_lock_vs_skip() {
     record(&text);
 }
 
+/// Figure (not a timed assertion): the wait after unlock of clients that keep sending while
+/// the backend is locked (pipelined: a request every 50 ms whether or not the last one was
+/// answered). Their segments meet the lock, unlike a ping-pong client's, whose one request
+/// is usually in the frozen server's socket already (docs/migration.md, "At unlock"). One
+/// migration to a new address; every connection must survive it.
+#[test]
+fn figure_wait_after_unlock_of_clients_sending_during_the_lock() {
+    let _s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    w.create_network(NET, SUBNET);
+    w.add_service();
+    w.run_server_on_network("web", NET);
+    let conns = 50;
+    let client = w.start_pipelined_client(conns, 20.0).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    client.mark().unwrap();
+    let m = w.migrate_podman("web", NET, 1, true);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let (survived, _) = judge(before, &out.last).unwrap();
+    let t = &out.last.totals;
+    let mig = w.migrations().pop().expect("a migration record");
+    let waits = waits_after_unlock(
+        &out.last.connections,
+        &[(mig.locked_unix_us, mig.unlocked_unix_us)],
+    );
+    let slowest = out
+        .last
+        .connections
+        .iter()
+        .map(|c| c.slowest_request_ms)
+        .max()
+        .unwrap_or(0);
+    record(&format!(
+        "pipelined clients (a request every 50 ms, not waiting for replies), {conns} \
+         connections, one migration ({} -> {}): {survived} survived, {} reset; p4lb lock -> \
+         unlock {:.0} ms, client longest stall {} ms, slowest request {slowest} ms, wait after \
+         unlock {}",
+        m.old_ip,
+        m.new_ip,
+        t.reset,
+        mig.stall_us as f64 / 1000.0,
+        t.longest_stall_ms,
+        waits_after_unlock_line(&waits)
+    ));
+    assert_eq!(mig.state, "done", "{mig:?}");
+    assert_eq!(t.reset, 0, "{}", out.stderr);
+    assert_eq!(t.lost_bytes + t.duplicated_bytes, 0, "{}", out.stderr);
+    assert_eq!(survived, conns as u64, "{}", out.stderr);
+}
+
 #[test]
 fn controller_down_at_podman_rm_still_removes_the_container() {
     let _s = serial();
