@@ -26,7 +26,9 @@
 //!   by `tests/support/fixtures.rs` (docs/switch-pipeline.md: how to add a case);
 //!   `tests/p4runtime.rs` the P4Runtime service; `tests/conformance.rs` the answers the
 //!   specification prescribes; `tests/finsy.rs` (+ `tests/finsy/drive.py`) a third-party
-//!   client from PyPI driving the switch; `tests/packets.rs` what is not a fixture row.
+//!   client from PyPI driving the switch; `tests/packets.rs` what is not a fixture row;
+//!   `tests/unlock.rs` the hold port with real TCP (a client's reply right after the unlock)
+//!   and raw frames (order, DNAT to the new backend, the bound).
 //! - `benches/throughput.rs`: the throughput benchmark against kernel forwarding and BMv2
 //!   (`cargo bench -p p4lb-switch --bench throughput`).
 
