@@ -44,6 +44,16 @@ const bit<32> DROP_NO_ROUTE     = 2;
 const bit<32> DROP_PARSER_ERROR = 3;
 const bit<32> DROP_TTL          = 4;
 const bit<32> DROP_NO_BACKEND   = 5;
+/* Not counted by this program: a target that holds frames counts here a frame sent to
+ * HOLD_PORT that its hold buffer had no room for (docs/switch-pipeline.md). */
+const bit<32> DROP_HOLD_FULL    = 6;
+
+/* The hold port: frames of a locked backend or route leave for it instead of being dropped.
+ * A target with a hold buffer (p4lb-switch) keeps them there and, when the backends or
+ * ipv4_routes table changes, runs each through the pipeline again as if it had just arrived
+ * on its ingress port; a target without one (BMv2: no interface is port 510) drops them.
+ * Never a data port (ports are 1..509), never the drop port (511). */
+const bit<9> HOLD_PORT = 510;
 
 const bit<32> BACKEND_COUNTER_SIZE = 4096;
 const bit<32> SERVICE_COUNTER_SIZE = 1024;
@@ -401,10 +411,11 @@ control P4lbIngress(inout headers_t hdr,
         standard_metadata.egress_spec = port;
     }
 
+    /* The backend is locked (migrating): the packet is held, not forwarded (HOLD_PORT). */
     @id(0x01000007)
     action backend_locked() {
         drops.count(DROP_LOCKED);
-        mark_to_drop(standard_metadata);
+        standard_metadata.egress_spec = HOLD_PORT;
     }
 
     @id(0x02000005)
@@ -476,10 +487,11 @@ control P4lbIngress(inout headers_t hdr,
         standard_metadata.egress_spec = port;
     }
 
+    /* The destination is locked (migrating): held like backend_locked. */
     @id(0x0100000A)
     action route_locked() {
         drops.count(DROP_LOCKED);
-        mark_to_drop(standard_metadata);
+        standard_metadata.egress_spec = HOLD_PORT;
     }
 
     @id(0x0100000B)

@@ -332,9 +332,11 @@ impl Config {
                 self.maglev_slots
             )));
         }
-        if self.ports.first == 0 || self.ports.first > self.ports.last || self.ports.last > 510 {
+        // Port 510 is the pipeline's hold port, 511 v1model's drop port.
+        let max = u32::from(p4lb_p4::MAX_DATA_PORT);
+        if self.ports.first == 0 || self.ports.first > self.ports.last || self.ports.last > max {
             return Err(ConfigError::Invalid(format!(
-                "ports: first = {}, last = {} must satisfy 1 <= first <= last <= 510",
+                "ports: first = {}, last = {} must satisfy 1 <= first <= last <= {max}",
                 self.ports.first, self.ports.last
             )));
         }

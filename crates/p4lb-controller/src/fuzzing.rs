@@ -18,7 +18,7 @@ use crate::services::{glob_match, refresh_services, resolve, validate_service};
 use crate::state::{MigrationRec, MigrationState, ServiceRec, State};
 
 /// Switch ports the planning uses (the default configuration's range).
-const PORTS: (u32, u32) = (1, 510);
+const PORTS: (u32, u32) = (1, p4lb_p4::MAX_DATA_PORT as u32);
 /// Maglev slots of a service that names none (a small prime keeps runs fast).
 const SLOTS: u16 = 251;
 

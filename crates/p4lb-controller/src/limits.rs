@@ -40,7 +40,7 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_PATH_LEN: usize = 1024;
 /// Length of an endpoint key (`<container_id>/<ifname>`).
 pub const MAX_KEY_LEN: usize = MAX_CONTAINER_ID_LEN + 1 + MAX_IFNAME_LEN;
-/// Services in the state (endpoints are bounded by the port range, at most 510).
+/// Services in the state (endpoints are bounded by the port range, at most 509).
 pub const MAX_SERVICES: usize = 256;
 /// Static backends named by one service.
 pub const MAX_SERVICE_BACKENDS: usize = 512;

@@ -453,6 +453,16 @@ impl World {
         self.start_client_to(&format!("{VIP}:{PORT}"), CLIENT_PID, conns, rate)
     }
 
+    /// [`World::start_client`] with `--pipeline`: requests leave on schedule without
+    /// waiting for replies, so they keep coming while the backend is locked.
+    pub fn start_pipelined_client(&self, conns: usize, rate: f64) -> Result<Client<'_>> {
+        self.spawn_client(
+            &format!("{VIP}:{PORT}"),
+            CLIENT_PID,
+            &format!("--conns {conns} --rate {rate} --pipeline"),
+        )
+    }
+
     /// Starts `p4lb-testapp client` in the client namespace against `target`;
     /// its pid goes to `pid_file` (one per client running at the same time).
     pub fn start_client_to(
@@ -462,12 +472,15 @@ impl World {
         conns: usize,
         rate: f64,
     ) -> Result<Client<'_>> {
+        self.spawn_client(target, pid_file, &format!("--conns {conns} --rate {rate}"))
+    }
+
+    fn spawn_client(&self, target: &str, pid_file: &str, args: &str) -> Result<Client<'_>> {
         let child = self.tb.spawn(&[
             "/bin/sh",
             "-c",
             &format!(
-                "echo $$ > {pid_file}; exec ip netns exec cli {} client --target {target} \
-                 --conns {conns} --rate {rate}",
+                "echo $$ > {pid_file}; exec ip netns exec cli {} client --target {target} {args}",
                 self.testapp
             ),
         ])?;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use migration_common::*;
 use p4lb_e2e::judge::judge;
+use p4lb_testapp::report::{waits_after_unlock, waits_after_unlock_line};
 use p4lb_testbed::images::{TESTAPP_IN_IMAGE, TEST_IMAGE};
 use p4lb_testbed::wait;
 
@@ -168,10 +169,17 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, moves: &[How], conns
     }
     let (survived, more) = judge(before, after).unwrap();
     let t = &after.totals;
+    // Unlock -> the reply to each connection's slowest request (one that met a lock).
+    let unlocks: Vec<(i64, i64)> = migs
+        .iter()
+        .map(|v| (v.locked_unix_us, v.unlocked_unix_us))
+        .collect();
+    let waits = waits_after_unlock(&after.connections, &unlocks);
     record(&format!(
         "podman-native, {migrations} migrations ({}), {conns} connections: {survived} \
          survived, {} reset, {} failed, {} bytes lost, {} duplicated, {} state regressions, \
-         {more} requests after the first checkpoint, longest stall {} ms\n{summary}",
+         {more} requests after the first checkpoint, longest stall {} ms, wait after unlock \
+         {}\n{summary}",
         if ignore_static_ip {
             "--ignore-static-ip, a new address each"
         } else {
@@ -182,7 +190,8 @@ fn migrations_keep_every_connection(ignore_static_ip: bool, moves: &[How], conns
         t.lost_bytes,
         t.duplicated_bytes,
         t.state_regressions,
-        t.longest_stall_ms
+        t.longest_stall_ms,
+        waits_after_unlock_line(&waits)
     ));
     assert_eq!(migs.len(), migrations, "{migs:?}");
     for v in &migs {
@@ -566,6 +575,59 @@ fn figure_criu_network_lock_vs_skip() {
         avg(true, &|r| r.p4lb_stall_ms) / avg(false, &|r| r.p4lb_stall_ms)
     ));
     record(&text);
+}
+
+/// Figure (not a timed assertion): the wait after unlock of clients that keep sending while
+/// the backend is locked (pipelined: a request every 50 ms whether or not the last one was
+/// answered). Their segments meet the lock, unlike a ping-pong client's, whose one request
+/// is usually in the frozen server's socket already (docs/migration.md, "At unlock"). One
+/// migration to a new address; every connection must survive it.
+#[test]
+fn figure_wait_after_unlock_of_clients_sending_during_the_lock() {
+    let _s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    w.create_network(NET, SUBNET);
+    w.add_service();
+    w.run_server_on_network("web", NET);
+    let conns = 50;
+    let client = w.start_pipelined_client(conns, 20.0).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    client.mark().unwrap();
+    let m = w.migrate_podman("web", NET, 1, true);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = client.finish().unwrap();
+    let before = out.interim.first().expect("interim report");
+    let (survived, _) = judge(before, &out.last).unwrap();
+    let t = &out.last.totals;
+    let mig = w.migrations().pop().expect("a migration record");
+    let waits = waits_after_unlock(
+        &out.last.connections,
+        &[(mig.locked_unix_us, mig.unlocked_unix_us)],
+    );
+    let slowest = out
+        .last
+        .connections
+        .iter()
+        .map(|c| c.slowest_request_ms)
+        .max()
+        .unwrap_or(0);
+    record(&format!(
+        "pipelined clients (a request every 50 ms, not waiting for replies), {conns} \
+         connections, one migration ({} -> {}): {survived} survived, {} reset; p4lb lock -> \
+         unlock {:.0} ms, client longest stall {} ms, slowest request {slowest} ms, wait after \
+         unlock {}",
+        m.old_ip,
+        m.new_ip,
+        t.reset,
+        mig.stall_us as f64 / 1000.0,
+        t.longest_stall_ms,
+        waits_after_unlock_line(&waits)
+    ));
+    assert_eq!(mig.state, "done", "{mig:?}");
+    assert_eq!(t.reset, 0, "{}", out.stderr);
+    assert_eq!(t.lost_bytes + t.duplicated_bytes, 0, "{}", out.stderr);
+    assert_eq!(survived, conns as u64, "{}", out.stderr);
 }
 
 #[test]

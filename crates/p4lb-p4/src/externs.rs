@@ -45,7 +45,8 @@ pub mod drops {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DropReason {
-    /// Backend or endpoint locked (migrating).
+    /// Backend or endpoint locked (migrating): the packet went to the hold port
+    /// ([`HOLD_PORT`](crate::HOLD_PORT)), held by a target that can, dropped by one that cannot.
     Locked = 1,
     /// No IPv4 route (or a `route_drop` route).
     NoRoute = 2,
@@ -55,15 +56,19 @@ pub enum DropReason {
     Ttl = 4,
     /// VIP traffic without a usable backend.
     NoBackend = 5,
+    /// Sent to the hold port while the target's hold buffer was full (counted by the target,
+    /// not by the P4 program).
+    HoldFull = 6,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Locked,
         DropReason::NoRoute,
         DropReason::ParserError,
         DropReason::Ttl,
         DropReason::NoBackend,
+        DropReason::HoldFull,
     ];
 
     /// The counter index.

@@ -20,6 +20,8 @@
 //! - [`hash`]: BMv2's crc16 over a 5-tuple (`crc16_5tuple`, behind the Maglev slot and the
 //!   index of the transit registers) and the slot itself (`maglev_slot`), bit-exact with BMv2; the
 //!   software switch's data path hashes with it.
+//! - [`HOLD_PORT`]: where `backend_locked` / `route_locked` send a locked destination's
+//!   packets (held and run again at unlock on p4lb-switch; dropped on BMv2).
 //! - [`bmv2`]: loading the BMv2 JSON that p4c produces (never checked in) and where to find
 //!   it (`$P4LB_BMV2_JSON`, `build/p4lb.json`).
 //!
@@ -45,3 +47,28 @@ pub use p4info::{check_ids, p4info, parse_p4info_text, short_name, PipelineIds, 
 
 /// The P4 source, for tools that want to show or compile it.
 pub const P4_SOURCE: &str = include_str!("../p4lb.p4");
+
+/// `HOLD_PORT` of p4lb.p4: the egress port of `backend_locked` and `route_locked`. A target
+/// with a hold buffer keeps what leaves for it and runs it through the pipeline again when
+/// the `backends` or `ipv4_routes` table changes; one without drops it. Data ports are
+/// 1..=[`MAX_DATA_PORT`].
+pub const HOLD_PORT: u16 = 510;
+
+/// The largest port number a data port may have: below [`HOLD_PORT`] and v1model's drop
+/// port (511).
+pub const MAX_DATA_PORT: u16 = 509;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_port_and_hold_full_reason_are_those_of_the_program() {
+        assert!(P4_SOURCE.contains(&format!("const bit<9> HOLD_PORT = {HOLD_PORT};")));
+        assert!(P4_SOURCE.contains(&format!(
+            "const bit<32> DROP_HOLD_FULL    = {};",
+            DropReason::HoldFull.index()
+        )));
+        const { assert!(MAX_DATA_PORT < HOLD_PORT && HOLD_PORT < 511) };
+    }
+}

@@ -6,6 +6,8 @@
 //! - [`pipeline`]: the packet processing, one file per table/stage (hashes: `p4lb_p4::hash`);
 //!   `pipeline::transit`: the transit slots of pending VIP connections (exact tuple, reply
 //!   seen, the backend's ISN + 1), which decide reverse translation and learning.
+//! - [`hold`]: the hold port's buffer (frames of a locked backend or route, run through the
+//!   pipeline again when `backends` or `ipv4_routes` changes) and its bounds.
 //! - [`bytes`]: P4Runtime bytestrings (p4lb-p4's, re-exported).
 //! - [`tables`], [`state`]: table storage, counters, the transit registers.
 //! - [`runtime`]: the P4Runtime gRPC service (arbitration, pipeline config, write, read,
@@ -24,12 +26,15 @@
 //!   by `tests/support/fixtures.rs` (docs/switch-pipeline.md: how to add a case);
 //!   `tests/p4runtime.rs` the P4Runtime service; `tests/conformance.rs` the answers the
 //!   specification prescribes; `tests/finsy.rs` (+ `tests/finsy/drive.py`) a third-party
-//!   client from PyPI driving the switch; `tests/packets.rs` what is not a fixture row.
+//!   client from PyPI driving the switch; `tests/packets.rs` what is not a fixture row;
+//!   `tests/unlock.rs` the hold port with real TCP (a client's reply right after the unlock)
+//!   and raw frames (order, DNAT to the new backend, the bound).
 //! - `benches/throughput.rs`: the throughput benchmark against kernel forwarding and BMv2
 //!   (`cargo bench -p p4lb-switch --bench throughput`).
 
 pub mod access;
 pub mod bytes;
+pub mod hold;
 pub mod limits;
 pub mod pipeline;
 pub mod ports;

@@ -1,5 +1,5 @@
 //! Everything the data path reads and the runtime writes for one committed pipeline config:
-//! tables, indirect counters, the transit registers and the digest sink.
+//! tables, indirect counters, the transit registers, the digest sink and the hold buffer.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -139,6 +139,8 @@ pub struct Dataplane {
     /// Indexed by [`RegisterKind`] as usize (the transit slots, pipeline::transit).
     pub registers: Vec<Register>,
     pub digests: DigestSink,
+    /// Frames sent to the hold port (crate::hold).
+    pub hold: crate::hold::Hold,
     pub epoch: Instant,
 }
 
@@ -193,6 +195,7 @@ impl Dataplane {
                 counters,
                 registers,
                 digests,
+                hold: crate::hold::Hold::default(),
                 epoch,
             },
             rx,

@@ -91,7 +91,6 @@ fn backend_packets(backend: i64, n: i64) -> support::fixtures::Counter {
 }
 
 const PARSER: Option<DropReason> = Some(DropReason::ParserError);
-const LOCKED: Option<DropReason> = Some(DropReason::Locked);
 const TTL: Option<DropReason> = Some(DropReason::Ttl);
 
 fn fixtures() -> Vec<Fixture> {
@@ -234,15 +233,15 @@ fn fixtures() -> Vec<Fixture> {
             ..Default::default()
         },
         Fixture {
-            name: "a locked backend and a locked route drop and count as locked",
+            name: "a locked backend and a locked route hold and count as locked",
             entries: service(|_| 1),
             modify: vec![vec![
                 entries::backend_locked(1),
                 entries::route_locked(B2.into(), 32),
             ]],
             packets: vec![
-                Packet::drop(1, Flow::tcp(CLIENT, 1, VIP, 80).frame(b""), LOCKED),
-                Packet::drop(1, Flow::tcp(CLIENT, 1, B2, 80).frame(b""), LOCKED),
+                Packet::held(1, Flow::tcp(CLIENT, 1, VIP, 80).frame(b"")),
+                Packet::held(1, Flow::tcp(CLIENT, 1, B2, 80).frame(b"")),
             ],
             ..Default::default()
         },
@@ -254,8 +253,8 @@ fn fixtures() -> Vec<Fixture> {
                 entries::route_locked(B1.into(), 32),
             ]],
             packets: vec![
-                Packet::drop(1, Flow::tcp(CLIENT, 1, VIP, 80).frame(b""), LOCKED),
-                Packet::drop(1, Flow::udp(CLIENT, 1, B1, 9).frame(b""), LOCKED),
+                Packet::held(1, Flow::tcp(CLIENT, 1, VIP, 80).frame(b"")),
+                Packet::held(1, Flow::udp(CLIENT, 1, B1, 9).frame(b"")),
             ],
             ..Default::default()
         },

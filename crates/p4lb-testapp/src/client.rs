@@ -21,6 +21,9 @@ pub struct ClientOptions {
     pub conns: usize,
     /// Requests per second per connection; 0 = as fast as replies come.
     pub rate: f64,
+    /// Send on schedule without waiting for replies (requests keep leaving while replies
+    /// are held up, as a streaming client's do); needs `rate` > 0.
+    pub pipeline: bool,
     pub payload: usize,
     pub connect_timeout: Duration,
 }
@@ -141,6 +144,15 @@ async fn connection(
         .map(|a| a.to_string())
         .unwrap_or_default();
     lock(tracker).on_connected(local, opts.target.to_string(), Instant::now());
+    if opts.pipeline && opts.rate > 0.0 {
+        return pipelined(
+            stream,
+            Duration::from_secs_f64(1.0 / opts.rate),
+            tracker,
+            stop,
+        )
+        .await;
+    }
     let interval = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
     let mut next_send = Instant::now();
     loop {
@@ -177,12 +189,52 @@ async fn connection(
     }
 }
 
+/// Pipelined: one request every `interval` from the writer, every reply read as it comes.
+async fn pipelined(
+    stream: TcpStream,
+    interval: Duration,
+    tracker: &Mutex<Tracker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = async {
+        let mut next = tokio::time::Instant::now();
+        loop {
+            let (_, frame) = lock(tracker).next_request(Instant::now());
+            if let Err(e) = wr.write_all(&frame).await {
+                return (classify(&e), format!("write: {e}"));
+            }
+            next += interval;
+            tokio::time::sleep_until(next).await;
+        }
+    };
+    let reader = async {
+        loop {
+            if let Step::End(state, msg) = read_reply(&mut rd, tracker).await {
+                return (state, msg);
+            }
+        }
+    };
+    let (state, msg) = tokio::select! {
+        _ = stop.changed() => (ConnState::Done, String::new()),
+        r = writer => r,
+        r = reader => r,
+    };
+    let error = (state != ConnState::Done).then_some(msg);
+    lock(tracker).on_end(state, error, Instant::now());
+}
+
 /// Sends one request and reads one reply.
 async fn exchange(stream: &mut TcpStream, tracker: &Mutex<Tracker>) -> Step {
-    let (_, frame) = lock(tracker).next_request();
+    let (_, frame) = lock(tracker).next_request(Instant::now());
     if let Err(e) = stream.write_all(&frame).await {
         return Step::End(classify(&e), format!("write: {e}"));
     }
+    read_reply(stream, tracker).await
+}
+
+/// Reads one reply and records it.
+async fn read_reply<R: AsyncReadExt + Unpin>(stream: &mut R, tracker: &Mutex<Tracker>) -> Step {
     let mut header = [0u8; protocol::REPLY_HEADER_LEN];
     if let Err(e) = stream.read_exact(&mut header).await {
         return Step::End(classify(&e), format!("read: {e}"));
@@ -233,6 +285,7 @@ mod tests {
             target: addr,
             conns: 8,
             rate: 200.0,
+            pipeline: false,
             payload: 64,
             connect_timeout: Duration::from_secs(2),
         });
@@ -253,6 +306,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pipelined_client_keeps_sending_on_schedule_and_checks_every_reply() {
+        let addr = server(true).await;
+        let client = Client::start(ClientOptions {
+            target: addr,
+            conns: 4,
+            rate: 100.0,
+            pipeline: true,
+            payload: 32,
+            connect_timeout: Duration::from_secs(2),
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = client.finish().await;
+        assert_eq!(r.totals.connections, 4);
+        assert_eq!(r.totals.clean, 4, "{}", r.human());
+        for c in &r.connections {
+            assert_eq!(c.state, ConnState::Done, "{c:?}");
+            assert!(c.requests_done >= 10, "{c:?}");
+            assert_eq!(
+                c.lost_bytes + c.duplicated_bytes + c.corrupt_replies,
+                0,
+                "{c:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn refused_connections_are_reported() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -261,6 +340,7 @@ mod tests {
             target: addr,
             conns: 2,
             rate: 0.0,
+            pipeline: false,
             payload: 8,
             connect_timeout: Duration::from_secs(2),
         });
@@ -291,6 +371,7 @@ mod tests {
             target: addr,
             conns: 1,
             rate: 0.0,
+            pipeline: false,
             payload: 8,
             connect_timeout: Duration::from_secs(2),
         });

@@ -45,6 +45,9 @@ enum Mode {
         /// Payload bytes per request.
         #[arg(long, default_value_t = 64)]
         payload: usize,
+        /// Send requests on schedule without waiting for replies (needs --rate > 0).
+        #[arg(long)]
+        pipeline: bool,
         /// Stop after this many seconds (default: run until signalled).
         #[arg(long)]
         duration: Option<f64>,
@@ -71,6 +74,9 @@ async fn run_client(opts: ClientOptions, duration: Option<Duration>, strict: boo
     }
     if !(opts.rate >= 0.0 && opts.rate.is_finite()) {
         anyhow::bail!("--rate must be a finite number >= 0");
+    }
+    if opts.pipeline && opts.rate == 0.0 {
+        anyhow::bail!("--pipeline needs a --rate above 0");
     }
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -131,6 +137,7 @@ async fn main() -> Result<()> {
             conns,
             rate,
             payload,
+            pipeline,
             duration,
             connect_timeout,
             strict,
@@ -139,6 +146,7 @@ async fn main() -> Result<()> {
                 target,
                 conns,
                 rate,
+                pipeline,
                 payload,
                 connect_timeout: secs("--connect-timeout", connect_timeout)?,
             };

@@ -43,6 +43,12 @@ pub struct ConnReport {
     pub server_count_mismatches: u64,
     pub state_regressions: u64,
     pub longest_stall_ms: u64,
+    /// The longest a request waited for its reply (sent → reply received).
+    #[serde(default)]
+    pub slowest_request_ms: u64,
+    /// Wall clock (µs since the Unix epoch) when that reply came; 0 when no reply came.
+    #[serde(default)]
+    pub slowest_reply_unix_us: i64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -67,6 +73,8 @@ impl ConnReport {
             server_count_mismatches: 0,
             state_regressions: 0,
             longest_stall_ms: 0,
+            slowest_request_ms: 0,
+            slowest_reply_unix_us: 0,
             bytes_sent: 0,
             bytes_received: 0,
         }
@@ -189,8 +197,69 @@ impl Report {
     }
 }
 
+/// Waits after unlock: for every connection, the time from the unlock of a migration to
+/// the reply of its slowest request (one that met the lock: it waited longest), in µs
+/// (negative: the reply came before the controller recorded the unlock). The migration is
+/// the last one locked before that reply. `migrations` are `(locked, unlocked)` wall-clock
+/// times (µs since the Unix epoch); unfinished ones (unlocked 0) are skipped.
+pub fn waits_after_unlock(connections: &[ConnReport], migrations: &[(i64, i64)]) -> Vec<i64> {
+    let mut waits: Vec<i64> = connections
+        .iter()
+        .filter(|c| c.slowest_reply_unix_us > 0)
+        .filter_map(|c| {
+            let end = c.slowest_reply_unix_us;
+            migrations
+                .iter()
+                .filter(|(locked, unlocked)| *unlocked > 0 && *locked <= end)
+                .max_by_key(|(locked, _)| *locked)
+                .map(|(_, unlocked)| end - unlocked)
+        })
+        .collect();
+    waits.sort_unstable();
+    waits
+}
+
+/// p50, p99 and max of sorted values (nearest rank); `None` when there are none.
+pub fn p50_p99_max(sorted: &[i64]) -> Option<(i64, i64, i64)> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank =
+        |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    Some((rank(0.50), rank(0.99), sorted[last]))
+}
+
+/// "p50 …, p99 …, max … ms over N connections" of [`waits_after_unlock`].
+pub fn waits_after_unlock_line(waits: &[i64]) -> String {
+    match p50_p99_max(waits) {
+        Some((p50, p99, max)) => format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} connections",
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0,
+            max as f64 / 1000.0,
+            waits.len()
+        ),
+        None => "no connection stalled".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn waits_after_unlock_belong_to_the_last_migration_locked_before_the_stall_ended() {
+        let conn = |end: i64| ConnReport {
+            slowest_reply_unix_us: end,
+            ..ConnReport::new(0)
+        };
+        let migs = [(1_000, 2_000), (10_000, 12_000), (20_000, 0)];
+        let conns = [conn(2_500), conn(12_040), conn(11_990), conn(0), conn(500)];
+        // 2_500 after the first unlock, 12_040 and 11_990 around the second; 0 has no
+        // ended stall, 500 precedes every lock; the third migration is unfinished.
+        assert_eq!(waits_after_unlock(&conns, &migs), vec![-10, 40, 500]);
+        assert_eq!(p50_p99_max(&[-10, 40, 500]), Some((40, 500, 500)));
+        assert_eq!(p50_p99_max(&[]), None);
+        let hundred: Vec<i64> = (1..=100).collect();
+        assert_eq!(p50_p99_max(&hundred), Some((50, 99, 100)));
+    }
+
     use super::*;
 
     #[test]

@@ -6,7 +6,7 @@
 //! its checksum and echoed payload, the server's own count of requests on the
 //! connection, and (stateful servers) that the server state never goes back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, ReplyHeader};
@@ -38,6 +38,13 @@ pub struct Tracker {
     last_state: u64,
     last_progress: Instant,
     longest_stall: Duration,
+    /// When each request without a reply yet was sent, by sequence number.
+    sent_at: BTreeMap<u64, Instant>,
+    /// The request that waited longest for its reply: how long, and when the reply came.
+    slowest: Option<(Duration, Instant)>,
+    /// `now` of [`Tracker::new`] and the wall clock then (µs since the Unix epoch): turns
+    /// instants into wall-clock times other programs can compare with theirs.
+    anchor: (Instant, i64),
     report: ConnReport,
 }
 
@@ -53,6 +60,9 @@ impl Tracker {
             last_state: 0,
             last_progress: now,
             longest_stall: Duration::ZERO,
+            sent_at: BTreeMap::new(),
+            slowest: None,
+            anchor: (now, unix_us_now()),
             report: ConnReport::new(id),
         }
     }
@@ -61,10 +71,11 @@ impl Tracker {
         (protocol::REPLY_HEADER_LEN + self.payload_len) as u64
     }
 
-    /// The next request frame to send; records it as sent.
-    pub fn next_request(&mut self) -> (u64, Vec<u8>) {
+    /// The next request frame to send; records it as sent at `now`.
+    pub fn next_request(&mut self, now: Instant) -> (u64, Vec<u8>) {
         let seq = self.next_to_send;
         self.next_to_send += 1;
+        self.sent_at.insert(seq, now);
         let p = protocol::payload(self.salt, seq, self.payload_len);
         let frame = protocol::encode_request(seq, &p);
         self.report.requests_sent += 1;
@@ -103,6 +114,12 @@ impl Tracker {
             return Verdict::Duplicate;
         };
 
+        if let Some(sent) = self.sent_at.remove(&h.seq) {
+            let waited = now.saturating_duration_since(sent);
+            if self.slowest.is_none_or(|(d, _)| waited > d) {
+                self.slowest = Some((waited, now));
+            }
+        }
         let expected = protocol::payload(self.salt, h.seq, self.payload_len);
         if h.checksum != protocol::checksum(&expected) || echoed != expected.as_slice() {
             self.report.corrupt_replies += 1;
@@ -126,6 +143,15 @@ impl Tracker {
         let stall = now.saturating_duration_since(self.last_progress);
         self.longest_stall = self.longest_stall.max(stall);
         self.last_progress = now;
+    }
+
+    /// `t` on the wall clock (µs since the Unix epoch), through the anchor.
+    fn unix_us(&self, t: Instant) -> i64 {
+        let (at, unix) = self.anchor;
+        match t.checked_duration_since(at) {
+            Some(d) => unix + d.as_micros() as i64,
+            None => unix - at.saturating_duration_since(t).as_micros() as i64,
+        }
     }
 
     /// Marks the connection established (stall time counts from here).
@@ -154,6 +180,10 @@ impl Tracker {
     pub fn report(&self, now: Instant) -> ConnReport {
         let mut r = self.report.clone();
         let mut stall = self.longest_stall;
+        if let Some((waited, at)) = self.slowest {
+            r.slowest_request_ms = waited.as_millis() as u64;
+            r.slowest_reply_unix_us = self.unix_us(at);
+        }
         if r.state == ConnState::Open && self.outstanding() > 0 {
             stall = stall.max(now.saturating_duration_since(self.last_progress));
         }
@@ -161,6 +191,14 @@ impl Tracker {
         r.missing_replies = self.missing.len() as u64;
         r
     }
+}
+
+/// The wall clock, µs since the Unix epoch.
+pub fn unix_us_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -188,12 +226,32 @@ mod tests {
     }
 
     #[test]
+    fn the_slowest_request_and_when_its_reply_came_are_reported_on_the_wall_clock() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(0, 9, 16, t0);
+        let start = t.anchor.1;
+        t.on_connected("a".into(), "b".into(), t0);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let (s1, _) = t.next_request(ms(0));
+        feed(&mut t, s1, ms(10));
+        // Two requests meet a lock; the first waits longest.
+        let (s2, _) = t.next_request(ms(100));
+        let (s3, _) = t.next_request(ms(300));
+        feed(&mut t, s2, ms(1_900));
+        feed(&mut t, s3, ms(1_901));
+        let r = t.report(ms(2_000));
+        assert_eq!(r.slowest_request_ms, 1_800);
+        assert_eq!(r.slowest_reply_unix_us, start + 1_900_000);
+        assert_eq!(r.longest_stall_ms, 1_890);
+    }
+
+    #[test]
     fn clean_stream_counts_everything_once() {
         let t0 = Instant::now();
         let mut t = Tracker::new(0, 9, 16, t0);
         t.on_connected("a".into(), "b".into(), t0);
         for i in 1..=5u64 {
-            let (seq, frame) = t.next_request();
+            let (seq, frame) = t.next_request(t0);
             assert_eq!(seq, i);
             assert_eq!(frame.len(), protocol::REQUEST_HEADER_LEN + 16);
             assert_eq!(
@@ -219,7 +277,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tracker::new(1, 1, 8, t0);
         for _ in 0..4 {
-            t.next_request();
+            t.next_request(t0);
         }
         let frame = protocol::REPLY_HEADER_LEN as u64 + 8;
         assert_eq!(feed(&mut t, 1, t0), Verdict::InOrder);
@@ -239,8 +297,8 @@ mod tests {
     fn duplicates_unknown_and_corrupt_replies_are_counted() {
         let t0 = Instant::now();
         let mut t = Tracker::new(2, 5, 4, t0);
-        t.next_request();
-        t.next_request();
+        t.next_request(t0);
+        t.next_request(t0);
         assert_eq!(feed(&mut t, 1, t0), Verdict::InOrder);
         assert_eq!(feed(&mut t, 1, t0), Verdict::Duplicate);
         assert_eq!(feed(&mut t, 7, t0), Verdict::Unknown);
@@ -259,7 +317,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tracker::new(3, 5, 4, t0);
         for _ in 0..3 {
-            t.next_request();
+            t.next_request(t0);
         }
         let (h, p) = reply(&t, 1, 1, 10);
         t.on_reply(&h, &p, t0);
@@ -278,7 +336,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tracker::new(4, 5, 4, t0);
         t.on_connected("a".into(), "b".into(), t0);
-        t.next_request();
+        t.next_request(t0);
         assert_eq!(t.outstanding(), 1);
         assert_eq!(
             t.report(t0 + Duration::from_millis(700)).longest_stall_ms,

@@ -14,6 +14,8 @@
 //!   lines in between carry no CRIU timestamp);
 //! - the controller's switchover (RESTORED_AT → switch ack) and its lock →
 //!   unlock stall;
+//! - the wait after unlock: from the controller's unlock to the reply to each
+//!   connection's slowest request (p50, p99, max over the connections);
 //! - the wall-clock spans of the orchestration (podman export/import, removing
 //!   the old pod, CNI DEL/ADD), which are the runtime's, not p4lb's.
 
@@ -497,11 +499,19 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     );
     println!("  p4lb lock -> unlock stall:       {stall:.1} ms");
     println!("  client longest stall:            {client_stall:.1} ms");
+    let waits = p4lb_testapp::report::waits_after_unlock(
+        &after.connections,
+        &[(m.locked_unix_us, m.unlocked_unix_us)],
+    );
+    println!(
+        "  wait after unlock (unlock -> the reply to each connection's slowest request): {}",
+        p4lb_testapp::report::waits_after_unlock_line(&waits)
+    );
     println!(
         "  lock -> unlock minus CRIU frozen + restore: {:.1} ms (everything around CRIU: \
          podman's export/import and container setup, the pod rewiring); the client waits \
-         {:.1} ms more than lock -> unlock (TCP retransmission backoff, request interval \
-         {:.0} ms)",
+         {:.1} ms more than lock -> unlock (the request interval, {:.0} ms, and whatever \
+         the wait after unlock adds)",
         stall - criu,
         client_stall - stall,
         1000.0 / RATE

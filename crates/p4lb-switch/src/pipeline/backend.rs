@@ -1,5 +1,6 @@
 //! [`backends`](p4lb_p4::tables::backends): DNAT of a VIP packet to its backend
-//! (`backend_forward`), or drop while the backend is locked for migration (`backend_locked`). Also
+//! (`backend_forward`), or hold while the backend is locked for migration (`backend_locked`:
+//! to the hold port, crate::hold). Also
 //! the per-backend and per-service counters, the transit slot of a pending connection, the
 //! `conn_learn` digest once that connection proves its client real, and the close events of
 //! pinned connections (client side).
@@ -81,7 +82,7 @@ pub fn apply(
                 dp.digests.send(LearnMsg { event, ..learn });
             }
         }
-        Act::BackendLocked => meta.drop_counted(dp, drop_reason::LOCKED),
+        Act::BackendLocked => meta.hold_counted(dp, drop_reason::LOCKED),
         _ => meta.drop_counted(dp, drop_reason::NO_BACKEND),
     }
 }

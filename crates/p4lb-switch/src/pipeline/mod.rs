@@ -1,7 +1,8 @@
 //! The p4lb.p4 pipeline in Rust (docs/switch-pipeline.md maps each P4 construct here).
 //!
 //! `process` runs parser, ingress, egress and checksum update for one frame, in place (no
-//! p4lb action changes a frame's length), and says which port it leaves on.
+//! p4lb action changes a frame's length), and says which port it leaves on, or that it goes
+//! to the hold port ([`Verdict::Hold`], kept by [`crate::hold`]).
 
 pub mod arp;
 pub mod backend;
@@ -25,10 +26,15 @@ use parse::Parsed;
 /// v1model's drop port (`mark_to_drop` sets `egress_spec` to it).
 pub const DROP_PORT: u16 = 511;
 
+/// `HOLD_PORT` of p4lb.p4 (`backend_locked`, `route_locked`).
+pub use p4lb_p4::HOLD_PORT;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Drop,
     Forward(u16),
+    /// Left for [`HOLD_PORT`]: the frame (as it is now) waits for the lock to be lifted.
+    Hold,
 }
 
 /// `standard_metadata` and the bits of `meta` shared between stages.
@@ -49,6 +55,12 @@ impl Meta {
     pub fn drop_counted(&mut self, dp: &Dataplane, reason: usize) {
         dp.counter(CounterKind::Drops).count(reason, self.len);
         self.mark_to_drop();
+    }
+
+    /// `drops.count(reason); standard_metadata.egress_spec = HOLD_PORT`.
+    pub fn hold_counted(&mut self, dp: &Dataplane, reason: usize) {
+        dp.counter(CounterKind::Drops).count(reason, self.len);
+        self.egress_spec = HOLD_PORT;
     }
 
     pub fn mark_to_drop(&mut self) {
@@ -97,6 +109,9 @@ pub fn process(dp: &Dataplane, frame: &mut [u8], ingress_port: u16, partial_csum
     }
     if is_ipv4 {
         egress::apply(dp, frame, meta.egress_spec, &meta);
+    }
+    if meta.egress_spec == HOLD_PORT {
+        return Verdict::Hold;
     }
     Verdict::Forward(meta.egress_spec)
 }

@@ -1,5 +1,6 @@
 //! [`ipv4_routes`](p4lb_p4::tables::ipv4_routes): longest-prefix routing of every IPv4 packet that
-//! is not VIP traffic (`route_to_port` with TTL decrement, `route_locked`, `route_drop`).
+//! is not VIP traffic (`route_to_port` with TTL decrement, `route_locked` to the hold port,
+//! `route_drop`).
 
 use super::packet::Packet;
 use super::Meta;
@@ -17,7 +18,7 @@ pub fn apply(dp: &Dataplane, pkt: &mut Packet<'_>, meta: &mut Meta) {
             pkt.decrement_ttl();
             meta.egress_spec = port;
         }
-        Act::RouteLocked => meta.drop_counted(dp, drop_reason::LOCKED),
+        Act::RouteLocked => meta.hold_counted(dp, drop_reason::LOCKED),
         Act::RouteDrop => meta.drop_counted(dp, drop_reason::NO_ROUTE),
         _ => {}
     }

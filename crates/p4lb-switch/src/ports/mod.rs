@@ -12,6 +12,11 @@
 //! Under a SYN flood larger than the thread can forward, the kernel drops the excess SYNs
 //! from the handshake socket's buffer while established connections' packets keep their
 //! own queue and are served first.
+//!
+//! Frames the pipeline sends to the hold port go into the pipeline's [`crate::hold`] buffer;
+//! at the start of every round the thread runs them through the pipeline again if a
+//! `backends` or `ipv4_routes` write released them, and while any are held it sleeps in epoll
+//! for at most [`crate::hold::POLL_WHILE_HELD`].
 
 pub mod afpacket;
 pub mod classify;
@@ -25,12 +30,15 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
+use crate::hold::HeldFrame;
 use crate::pipeline::{self, Verdict};
+use crate::program::spec::{drop_reason, CounterKind};
 use crate::runtime::DataplaneSlot;
 use afpacket::{PortSocket, RxBatch, VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VNET_HDR_LEN};
 
-/// Largest port number a port may use (9-bit ports; 511 is the drop port).
-pub const MAX_PORT: u32 = 510;
+/// Largest port number a port may use (9-bit ports; 510 is the hold port, 511 the drop
+/// port).
+pub const MAX_PORT: u32 = p4lb_p4::MAX_DATA_PORT as u32;
 /// Frames received per `recvmmsg`.
 const BATCH: usize = 64;
 /// Frames taken from one port's main queue before looking at the others.
@@ -387,10 +395,29 @@ impl DataPlaneLoop {
             port.stats.drops.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        Self::pipeline_one(dp, port, vnet, frame)
+    }
+
+    /// [`Self::forward_one`] without the receive statistics (also the replay of held frames).
+    fn pipeline_one(
+        dp: &crate::state::Dataplane,
+        port: &Port,
+        vnet: &[u8],
+        frame: &mut [u8],
+    ) -> Option<(u32, [u8; VNET_HDR_LEN])> {
         let mut hdr = VnetHdr::parse(vnet);
         match pipeline::process(dp, frame, port.num as u16, hdr.needs_csum()) {
             Verdict::Drop => {
                 port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Verdict::Hold => {
+                if let Err(e) = dp.hold.push(port.num as u16, vnet, frame) {
+                    dp.counter(CounterKind::Drops)
+                        .count(drop_reason::HOLD_FULL, frame.len());
+                    port.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(port = port.num, error = %e, "held frame dropped");
+                }
                 None
             }
             Verdict::Forward(egress) => {
@@ -440,6 +467,58 @@ impl DataPlaneLoop {
         }
     }
 
+    /// Runs the held frames through the pipeline again if a table write released them;
+    /// frames of one ingress port keep their order. Returns whether frames are held now.
+    fn replay(&self) -> bool {
+        let Some(dp) = self.slot.get() else {
+            return false;
+        };
+        let Some(mut frames) = dp.hold.take_release() else {
+            return !dp.hold.is_empty();
+        };
+        if frames.is_empty() {
+            return false;
+        }
+        let count = frames.len();
+        frames.sort_by_key(|f| f.ingress_port);
+        let mut rest: &mut [HeldFrame] = &mut frames;
+        while let Some(first) = rest.first() {
+            let ingress = first.ingress_port;
+            let n = rest
+                .iter()
+                .take_while(|f| f.ingress_port == ingress)
+                .count();
+            let (group, tail) = rest.split_at_mut(n);
+            rest = tail;
+            let Some(port) = self.ports.get(&u32::from(ingress)).cloned() else {
+                tracing::debug!(
+                    port = ingress,
+                    frames = n,
+                    "held frames of a detached port dropped"
+                );
+                continue;
+            };
+            let mut leaving: Vec<(u32, [u8; VNET_HDR_LEN], usize)> = Vec::with_capacity(n);
+            for (i, hf) in group.iter_mut().enumerate() {
+                let vnet = hf.vnet;
+                if let Some((egress, hb)) = Self::pipeline_one(&dp, &port, &vnet, &mut hf.frame) {
+                    leaving.push((egress, hb, i));
+                }
+            }
+            let mut out: Vec<(u32, [u8; VNET_HDR_LEN], &[u8])> = leaving
+                .iter()
+                .map(|(e, h, i)| (*e, *h, group[*i].frame.as_slice()))
+                .collect();
+            self.transmit(&port, &mut out);
+        }
+        tracing::debug!(
+            frames = count,
+            still_held = dp.hold.len(),
+            "held frames run again"
+        );
+        !dp.hold.is_empty()
+    }
+
     fn run(&mut self) {
         if let Some(nice) = self.nice {
             // SAFETY: setpriority on this thread's own tid.
@@ -455,9 +534,13 @@ impl DataPlaneLoop {
         let mut ring_frames = Vec::with_capacity(1024);
         let mut last_busy = std::time::Instant::now() - BUSY_POLL;
         while !self.stop.load(Ordering::Relaxed) {
-            // Busy-poll (timeout 0) while traffic flows, sleep in epoll once idle.
+            // Busy-poll (timeout 0) while traffic flows, sleep in epoll once idle (briefly
+            // while frames are held: their release is seen at the top of the next round).
+            let held = self.replay();
             let timeout = if last_busy.elapsed() < BUSY_POLL {
                 0
+            } else if held {
+                crate::hold::POLL_WHILE_HELD.as_millis() as i32
             } else {
                 200
             };

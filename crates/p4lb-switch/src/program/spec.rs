@@ -200,6 +200,7 @@ pub mod drop_reason {
     pub const PARSER_ERROR: usize = DropReason::ParserError as usize;
     pub const TTL: usize = DropReason::Ttl as usize;
     pub const NO_BACKEND: usize = DropReason::NoBackend as usize;
+    pub const HOLD_FULL: usize = DropReason::HoldFull as usize;
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::device::Device;
 use super::read::read_entity;
 use super::replay::{commit_saved, Saved};
 use super::status::batch_status;
-use super::write::apply_update;
+use super::write::apply_batch;
 use crate::limits::MAX_READ_RESPONSE_BYTES;
 use crate::program::Program;
 
@@ -126,7 +126,7 @@ impl P4Runtime for P4RuntimeService {
                 "only CONTINUE_ON_ERROR atomicity is supported",
             ));
         }
-        let results: Vec<_> = req.updates.iter().map(|u| apply_update(&inst, u)).collect();
+        let results = apply_batch(&inst, &req.updates);
         if let Some(saved) = dev.saved.lock().as_mut() {
             saved.record(&req.updates, &results);
         }

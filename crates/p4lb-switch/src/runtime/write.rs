@@ -11,6 +11,7 @@ use super::device::Installed;
 use super::entry::{decode_action, decode_match, KeyRepr};
 use super::status::{invalid, rt, RtResult};
 use crate::limits::MAX_ENTRY_METADATA_BYTES;
+use crate::program::spec::TableKind;
 use crate::program::Act;
 use crate::tables::{DefaultEntry, Entry};
 
@@ -32,6 +33,33 @@ pub fn apply_update(inst: &Installed, u: &p4::Update) -> RtResult<()> {
             super::unimplemented::kind(other).unwrap_or("these entities"),
         )),
     }
+}
+
+/// One Write RPC: every update in order, then, if one of them changed `backends` or
+/// `ipv4_routes` (a lock may be lifted), one release of the held frames (crate::hold), so
+/// they run again against the whole batch, never against half of it.
+pub fn apply_batch(inst: &Installed, updates: &[p4::Update]) -> Vec<RtResult<()>> {
+    let results: Vec<RtResult<()>> = updates.iter().map(|u| apply_update(inst, u)).collect();
+    let releases = updates.iter().zip(&results).any(|(u, r)| {
+        r.is_ok()
+            && matches!(
+                u.entity.as_ref().and_then(|e| e.entity.as_ref()),
+                Some(p4::entity::Entity::TableEntry(te)) if may_lock(inst, te.table_id)
+            )
+    });
+    if releases {
+        inst.dp.hold.release();
+    }
+    results
+}
+
+/// `backends` and `ipv4_routes`: the tables whose actions lock.
+fn may_lock(inst: &Installed, table_id: u32) -> bool {
+    inst.program.table_by_id(table_id).is_some_and(|info| {
+        [TableKind::Backends, TableKind::Ipv4Routes]
+            .iter()
+            .any(|k| k.index() == info.index)
+    })
 }
 
 fn table_write(inst: &Installed, ty: UpdateType, te: &p4::TableEntry) -> RtResult<()> {

@@ -1,7 +1,8 @@
 //! Data-plane fixtures and the one runner that executes them on every target.
 //!
 //! A [`Fixture`] is one row: the table entries installed, the frames sent (each with its
-//! ingress port and what must come out: a frame on a port, or a drop with its reason), the
+//! ingress port and what must come out: a frame on a port, a drop with its reason, or a
+//! frame kept at the hold port), the
 //! counter deltas and the `conn_learn` digests expected. [`run`] executes every row on a fresh
 //! switch of one target:
 //!
@@ -72,6 +73,9 @@ pub enum Expect {
     Out { port: u16, frame: Vec<u8> },
     /// Dropped; with a reason, the `drops` counter at that index counts it.
     Drop(Option<DropReason>),
+    /// Sent to the hold port by a lock (`drops[LOCKED]` counts it): kept by p4lb-switch,
+    /// dropped by BMv2; nothing comes out of any port either way.
+    Held,
 }
 
 impl Packet {
@@ -84,6 +88,15 @@ impl Packet {
                 port: out_port,
                 frame: want,
             },
+        }
+    }
+
+    /// `frame` in on `port`, sent to the hold port by a lock.
+    pub fn held(port: u16, frame: Vec<u8>) -> Packet {
+        Packet {
+            port,
+            frame,
+            expect: Expect::Held,
         }
     }
 
@@ -118,8 +131,14 @@ impl Fixture {
     fn expected_counters(&self) -> Vec<Counter> {
         let mut drops: BTreeMap<i64, i64> = BTreeMap::new();
         for p in &self.packets {
-            if let Expect::Drop(Some(r)) = p.expect {
-                *drops.entry(i64::from(r.index())).or_default() += 1;
+            match p.expect {
+                Expect::Drop(Some(r)) => *drops.entry(i64::from(r.index())).or_default() += 1,
+                Expect::Held => {
+                    *drops
+                        .entry(i64::from(DropReason::Locked.index()))
+                        .or_default() += 1
+                }
+                _ => {}
             }
         }
         let mut v = self.counters.clone();
@@ -284,7 +303,7 @@ fn exchange_in_process(dp: &Dataplane, packets: &[Packet]) -> Result<(), String>
         let mut f = p.frame.clone();
         let v = pipeline::process(dp, &mut f, p.port, false);
         match (&p.expect, v) {
-            (Expect::Drop(_), Verdict::Drop) => {}
+            (Expect::Drop(_), Verdict::Drop) | (Expect::Held, Verdict::Hold) => {}
             (Expect::Out { port, frame }, Verdict::Forward(got)) if got == *port => {
                 frames::check_frame(&f, frame).map_err(|e| format!("packet {i}: {e}"))?
             }
@@ -292,6 +311,7 @@ fn exchange_in_process(dp: &Dataplane, packets: &[Packet]) -> Result<(), String>
                 return Err(format!("packet {i}: {v:?}, want Forward({port})"))
             }
             (Expect::Drop(_), v) => return Err(format!("packet {i}: {v:?}, want Drop")),
+            (Expect::Held, v) => return Err(format!("packet {i}: {v:?}, want Hold")),
         }
     }
     Ok(())
@@ -309,7 +329,7 @@ async fn exchange_on_wire(socks: &[(u16, RawSock)], packets: &[Packet]) -> Resul
     let mut dropped = Vec::new();
     for (i, p) in packets.iter().enumerate() {
         match &p.expect {
-            Expect::Drop(_) => {
+            Expect::Drop(_) | Expect::Held => {
                 sock(p.port)?.send(&p.frame);
                 dropped.push(i);
             }

@@ -163,6 +163,21 @@ impl RawSock {
         RawSock { fd, ifindex }
     }
 
+    /// A receive buffer of `bytes` (SO_RCVBUFFORCE, root), for tests that take bursts.
+    pub fn grow_rcvbuf(&self, bytes: i32) {
+        // SAFETY: valid option pointer/size on our own socket.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &bytes as *const _ as *const libc::c_void,
+                4,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    }
+
     pub fn send(&self, frame: &[u8]) {
         // SAFETY: sending from a live buffer.
         let r = unsafe {
