@@ -600,10 +600,12 @@ control P4lbIngress(inout headers_t hdr,
                                 service_packets.count((bit<32>)meta.service_id);
                             }
                             if (meta.conn_miss) {
-                                /* Pending connection: its transit slot, keyed by (client,
-                                 * backend) after DNAT. */
+                                /* Pending connection: its transit slot, keyed by the client
+                                 * and both ports after DNAT; the backend's address is left
+                                 * out (crc16 is linear: with it, one client's connections to
+                                 * two backends collided at ports a fixed XOR apart). */
                                 hash(meta.transit_index, HashAlgorithm.crc16, 32w0,
-                                     { hdr.ipv4.src_addr, hdr.ipv4.dst_addr, hdr.ipv4.protocol,
+                                     { hdr.ipv4.src_addr, hdr.ipv4.protocol,
                                        meta.l4_sport, meta.l4_dport },
                                      TRANSIT_SIZE);
                                 transit_marks.read(meta.t_mark, meta.transit_index);
@@ -697,7 +699,7 @@ control P4lbIngress(inout headers_t hdr,
                 } else {
                     /* The slot of the reversed tuple, used only if it holds exactly it. */
                     hash(meta.transit_index, HashAlgorithm.crc16, 32w0,
-                         { hdr.ipv4.dst_addr, hdr.ipv4.src_addr, hdr.ipv4.protocol,
+                         { hdr.ipv4.dst_addr, hdr.ipv4.protocol,
                            meta.l4_dport, meta.l4_sport },
                          TRANSIT_SIZE);
                     transit_marks.read(meta.t_mark, meta.transit_index);
@@ -745,7 +747,7 @@ control P4lbIngress(inout headers_t hdr,
                     /* A direct connection starts: a slot holding exactly its tuple (a VIP
                      * connection that used it before) is stale; free it. */
                     hash(meta.transit_index, HashAlgorithm.crc16, 32w0,
-                         { hdr.ipv4.src_addr, hdr.ipv4.dst_addr, hdr.ipv4.protocol,
+                         { hdr.ipv4.src_addr, hdr.ipv4.protocol,
                            meta.l4_sport, meta.l4_dport },
                          TRANSIT_SIZE);
                     transit_marks.read(meta.t_mark, meta.transit_index);

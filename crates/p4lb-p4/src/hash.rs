@@ -73,6 +73,30 @@ pub fn crc16(data: &[u8]) -> u16 {
     crc
 }
 
+/// The transit slot of a connection between `client` and a backend (p4lb.p4's
+/// `meta.transit_index`): crc16 of the 9-byte field list `{client address, protocol,
+/// client port, backend port}`, each in network byte order; `TRANSIT_SIZE` is 65536, so the
+/// crc is the index. Both directions compute it: the client's packets after DNAT (source,
+/// source port, destination port) and the backend's replies (destination, destination port,
+/// source port).
+///
+/// The backend's address is left out on purpose. crc16 is linear: with the backend's
+/// address in the list, a connection to one backend and one to another collided whenever
+/// their client ports differed by a fixed XOR (0x00F0 for backends .1 and .2), which
+/// sequential ephemeral ports of one client hit within a few connections, and the later SYN
+/// took over the slot of a connection not learned yet (its replies then left without the VIP).
+/// Without it, the connections of one client to one backend port never collide: the map
+/// from the 16-bit client port to the crc is one to one.
+#[inline]
+pub fn transit_crc(client: u32, protocol: u8, client_port: u16, backend_port: u16) -> u16 {
+    let mut buf = [0u8; 9];
+    buf[0..4].copy_from_slice(&client.to_be_bytes());
+    buf[4] = protocol;
+    buf[5..7].copy_from_slice(&client_port.to_be_bytes());
+    buf[7..9].copy_from_slice(&backend_port.to_be_bytes());
+    crc16(&buf)
+}
+
 /// crc16 of the 13-byte field list `{addr_a, addr_b, protocol, port_a, port_b}` (each in
 /// network byte order), on the stack: what the data path hashes for a 5-tuple.
 #[inline]
@@ -111,11 +135,13 @@ mod tests {
     }
 
     /// Index into `transit_marks` for the connection between a client and a backend, given as
-    /// the client → backend flow after DNAT (a reply uses the index of the reversed flow).
-    /// The data path computes it with [`crc16_5tuple`].
+    /// the client → backend flow after DNAT. The data path computes it with [`transit_crc`].
     fn transit_index(client_to_backend: &FlowKey) -> u32 {
-        // hash(..., 32w0, {...}, 65536): crc16 % 65536 is the crc itself.
-        u32::from(crc16(&client_to_backend.to_bytes()))
+        // hash(..., 32w0, {client, protocol, client port, backend port}, 65536): crc16.
+        let b = client_to_backend.to_bytes();
+        let mut list = Vec::from(&b[0..4]);
+        list.extend_from_slice(&b[8..13]);
+        u32::from(crc16(&list))
     }
 
     /// CRC-32/ISO-HDLC, as BMv2's `crc32` hash (the zlib/Ethernet CRC); p4lb.p4 does not use it.
@@ -283,6 +309,38 @@ mod tests {
         let crc = crc16(&f.to_bytes());
         assert_eq!(maglev_slot(&f, 1021), Some(crc % 1021));
         assert_eq!(maglev_slot(&f, 0), None);
-        assert_eq!(transit_index(&f), u32::from(crc));
+        assert_eq!(
+            transit_index(&f),
+            u32::from(transit_crc(
+                u32::from(f.src_addr),
+                f.protocol,
+                f.src_port,
+                f.dst_port
+            ))
+        );
+    }
+
+    /// One client's connections to one backend port never share a transit slot, whatever
+    /// backend each went to; the old list (with the backend's address) made two connections
+    /// to backends .1 and .2 collide when their ports differed by 0x00F0.
+    #[test]
+    fn one_clients_connections_never_share_a_transit_slot() {
+        let client = u32::from(Ipv4Addr::new(10, 88, 12, 100));
+        let mut seen = std::collections::HashSet::new();
+        for port in 0..=u16::MAX {
+            assert!(
+                seen.insert(transit_crc(client, 6, port, 8080)),
+                "port {port}"
+            );
+        }
+        let (b1, b2) = (
+            u32::from(Ipv4Addr::new(10, 88, 12, 1)),
+            u32::from(Ipv4Addr::new(10, 88, 12, 2)),
+        );
+        assert_eq!(
+            crc16_5tuple(client, b1, 6, 55928, 8080),
+            crc16_5tuple(client, b2, 6, 55928 ^ 0x00F0, 8080),
+            "the collision the old field list had"
+        );
     }
 }

@@ -187,6 +187,7 @@ fn fixtures() -> Vec<Fixture> {
         spoofed_acks_learn_nothing(),
         a_chosen_syn_cannot_rewrite_unrelated_traffic(),
         a_direct_start_frees_only_its_own_slot(),
+        one_clients_pending_connections_to_two_backends_keep_their_slots(),
         close_events_of_pinned_connections(),
         udp_is_learnt_after_the_reply(),
         Fixture {
@@ -528,9 +529,10 @@ impl Lcg {
     }
 }
 
-/// The transit index of a connection: crc16 of its tuple after DNAT (p4lb_p4::hash).
-fn transit_index(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u16 {
-    p4lb_p4::hash::crc16_5tuple(src, dst, proto, sport, dport)
+/// The transit index of a connection, from its tuple after DNAT (`p4lb_p4::hash::transit_crc`:
+/// the backend's address `_dst` is not part of it).
+fn transit_index(src: u32, _dst: u32, proto: u8, sport: u16, dport: u16) -> u16 {
+    p4lb_p4::hash::transit_crc(src, proto, sport, dport)
 }
 
 /// 10 000 SYNs from random sources reach the backend, and none is learnt.
@@ -626,6 +628,48 @@ fn a_chosen_syn_cannot_rewrite_unrelated_traffic() -> Fixture {
                rewrite that flow (UDP and TCP keep their own source)",
         entries: service(|_| 1),
         packets,
+        ..Default::default()
+    }
+}
+
+/// Two pending connections of one client, to B1 and to B2, with client ports 0x00F0 apart:
+/// with the backend's address in the transit hash they shared a slot (crc16 is linear), the
+/// second SYN took it over, and B1's reply to the first left with B1's address. Each keeps
+/// its own slot, and B1's reply is rewritten to the VIP.
+fn one_clients_pending_connections_to_two_backends_keep_their_slots() -> Fixture {
+    let slot = |port: u16| {
+        p4lb_p4::hash::maglev_slot(
+            &p4lb_p4::hash::FlowKey {
+                src_addr: CLIENT.into(),
+                dst_addr: VIP.into(),
+                protocol: TCP,
+                src_port: port,
+                dst_port: 80,
+            },
+            7,
+        )
+        .expect("7 slots")
+    };
+    let pa = (40000..u16::MAX)
+        .find(|p| slot(*p) != slot(p ^ 0x00F0))
+        .expect("ports on two slots");
+    let (to_b2, pb) = (slot(pa ^ 0x00F0), pa ^ 0x00F0);
+    let a = Flow::tcp(CLIENT, pa, VIP, 80);
+    let b = Flow::tcp(CLIENT, pb, VIP, 80);
+    let synack_a = Flow::tcp(B1, 8080, CLIENT, pa).with(|f| {
+        f.tcp_flags = SYN | ACK;
+        f.smac = B1_MAC;
+    });
+    let data_a = synack_a.with(|f| f.tcp_flags = ACK);
+    Fixture {
+        name: "one client's pending connections to two backends, client ports 0x00F0 apart,                keep their own transit slots (B1's reply is still rewritten)",
+        entries: service(|s| if s == to_b2 { 2 } else { 1 }),
+        packets: vec![
+            Packet::forward(1, a.frame(b""), 2, dnat(a, B1, 8080, B1_MAC).frame(b"")),
+            Packet::forward(2, synack_a.frame(b""), 1, snat(synack_a, 80).frame(b"")),
+            Packet::forward(1, b.frame(b""), 3, dnat(b, B2, 8080, B2_MAC).frame(b"")),
+            Packet::forward(2, data_a.frame(b"a"), 1, snat(data_a, 80).frame(b"a")),
+        ],
         ..Default::default()
     }
 }

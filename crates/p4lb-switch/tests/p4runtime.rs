@@ -756,13 +756,7 @@ async fn transit_registers_are_read_and_written_by_id() {
         1,
         false,
     );
-    let index = i64::from(p4lb_p4::hash::crc16_5tuple(
-        CLIENT,
-        u32::from(b4),
-        TCP,
-        1234,
-        8080,
-    ));
+    let index = i64::from(p4lb_p4::hash::transit_crc(CLIENT, TCP, 1234, 8080));
     let reg = |register_id: u32, index: i64| p4::Entity {
         entity: Some(p4::entity::Entity::RegisterEntry(p4::RegisterEntry {
             register_id,

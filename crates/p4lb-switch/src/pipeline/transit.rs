@@ -10,7 +10,7 @@
 //! docs/switch-pipeline.md describes what uses them (backend, reverse).
 
 use p4lb_p4::externs::transit_state;
-use p4lb_p4::hash::crc16_5tuple;
+use p4lb_p4::hash::transit_crc;
 
 use crate::program::RegisterKind as R;
 use crate::state::Dataplane;
@@ -26,13 +26,12 @@ pub struct Tuple {
 }
 
 impl Tuple {
-    /// `hash(meta.transit_index, HashAlgorithm.crc16, 32w0, {client, backend, protocol,
-    /// client port, backend port}, TRANSIT_SIZE)`.
+    /// `hash(meta.transit_index, HashAlgorithm.crc16, 32w0, {client, protocol, client port,
+    /// backend port}, TRANSIT_SIZE)` ([`transit_crc`]: why the backend's address is not in it).
     pub fn index(&self, dp: &Dataplane) -> usize {
         let size = dp.register(R::Mark).size().max(1);
-        let crc = crc16_5tuple(
+        let crc = transit_crc(
             self.client,
-            self.backend,
             self.protocol,
             self.client_port,
             self.backend_port,
