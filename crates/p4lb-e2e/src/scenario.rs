@@ -480,7 +480,8 @@ impl World {
             "/bin/sh",
             "-c",
             &format!(
-                "echo $$ > {pid_file}; exec ip netns exec cli {} client --target {target} {args}",
+                "echo $$ > {pid_file}; ulimit -n $(ulimit -Hn); exec ip netns exec cli {} \
+                 client --target {target} {args}",
                 self.testapp
             ),
         ])?;
