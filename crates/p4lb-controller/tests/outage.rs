@@ -293,14 +293,24 @@ fn reconcile_ms(log: &Path) -> Option<u64> {
 async fn switch_conns(ssock: &Path, log: &Path) -> String {
     let t = read_all(ssock).await;
     let mut out = String::new();
-    out.push_str(&format!("--- {} (switch session):\n", log.display()));
+    out.push_str(&format!(
+        "--- {} (switch session, warnings, removals):\n",
+        log.display()
+    ));
     for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        if ["session", "pipeline", "reconcil"]
-            .iter()
-            .any(|w| l.contains(w))
+        if [
+            "session", "pipeline", "reconcil", "WARN", "ERROR", "stale", "withdr", "remov",
+        ]
+        .iter()
+        .any(|w| l.contains(w))
         {
             out.push_str(l);
             out.push('\n');
+        }
+    }
+    for (table, entries) in &t {
+        if !["conn_table", "conn_reverse"].contains(table) {
+            out.push_str(&format!("--- switch {table}: {} entries\n", entries.len()));
         }
     }
     for table in ["conn_table", "conn_reverse"] {

@@ -51,12 +51,16 @@ impl Client {
                 .collect(),
         );
         let (stop, stop_rx) = watch::channel(false);
+        let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
         let tasks = (0..opts.conns)
             .map(|i| {
                 let trackers = trackers.clone();
                 let opts = opts.clone();
                 let stop_rx = stop_rx.clone();
-                tokio::spawn(async move { connection(i, opts, trackers, stop_rx).await })
+                let connecting = connecting.clone();
+                tokio::spawn(
+                    async move { connection(i, opts, trackers, stop_rx, connecting).await },
+                )
             })
             .collect();
         Client {
@@ -116,13 +120,23 @@ enum Step {
     End(ConnState, String),
 }
 
+/// Connections being opened at once. Thousands of SYNs in one burst overflow the server's
+/// listen backlog (1024 for a tokio listener) and its SYN queue, and the kernel answers with
+/// SYN cookies and resets that have nothing to do with what is being measured; a client
+/// population opens its connections over time.
+const CONNECTS_IN_FLIGHT: usize = 128;
+
 async fn connection(
     i: usize,
     opts: ClientOptions,
     trackers: Arc<Vec<Mutex<Tracker>>>,
     mut stop: watch::Receiver<bool>,
+    connecting: Arc<tokio::sync::Semaphore>,
 ) {
     let tracker = &trackers[i];
+    let Ok(permit) = connecting.acquire_owned().await else {
+        return;
+    };
     let connect = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(opts.target));
     let mut stream = tokio::select! {
         _ = stop.changed() => return,
@@ -138,6 +152,7 @@ async fn connection(
             }
         }
     };
+    drop(permit);
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
