@@ -340,7 +340,7 @@ impl Controller {
         if fx.save_after_answer {
             self.commit_deferred(g, change).await?;
         } else {
-            self.commit(g, change).await?;
+            self.commit_writing_while_saving(g, change).await?;
         }
         if switchover {
             self.metrics

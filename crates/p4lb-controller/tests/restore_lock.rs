@@ -271,7 +271,8 @@ fn saved_migration_state(dir: &std::path::Path, id: &str) -> Option<String> {
 /// RESTORE_STARTED of a target registered locked changes nothing at the switch and
 /// is answered before it is saved. Its save follows; and if a crash loses it (the
 /// state file put back to what it held before), the restarted controller still has
-/// the target locked and the restore finishes from `checkpointed`.
+/// the target locked and the restore finishes from `checkpointed`. RESTORED_AT and
+/// UNLOCK are in the file when they are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
     let (_d, dir) = tempdir();
@@ -342,6 +343,12 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
         .into_inner();
     assert_eq!(m.state, "restored");
     assert_eq!(m.target_key, "tgt/eth0");
+    // RESTORED_AT and UNLOCK change the switch: saved before the answer (the save
+    // runs while the switch takes the entries).
+    assert_eq!(
+        saved_migration_state(&dir, &id).as_deref(),
+        Some("restored")
+    );
     let m = c
         .client
         .migration_event(event(api::MigrationPhase::Unlock, &tgt_ns, &id))
@@ -349,6 +356,18 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
         .unwrap()
         .into_inner();
     assert_eq!(m.state, "done");
+    assert_eq!(saved_migration_state(&dir, &id).as_deref(), Some("done"));
+    // The switchover time, recorded after the switch acknowledged RESTORED_AT, is
+    // in the file with UNLOCK's save.
+    let text = std::fs::read_to_string(dir.join("state").join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let saved = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap();
+    assert!(saved["switchover_us"].as_i64().unwrap_or(0) > 0, "{saved}");
     let e = endpoint(&mut c, "tgt/eth0").await;
     assert!(!e.locked && e.state == "ready", "{e:?}");
     assert!(e.migrated_ips.contains(&"10.88.7.61".to_string()), "{e:?}");
