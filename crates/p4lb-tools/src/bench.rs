@@ -65,7 +65,7 @@ pub(crate) struct ActionTime {
     pub(crate) runs: usize,
     pub(crate) ms: f64,
     /// The part of `ms` from runs that ended at a CRIU line other than the
-    /// next start of the script: an upper bound (CRIU may have worked before
+    /// start of a script: an upper bound (CRIU may have worked before
     /// it logged that line); the rest is exact.
     pub(crate) bound_ms: f64,
     /// What the script measured itself (`elapsed_us` of its last log line):
@@ -437,7 +437,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     );
     println!(
         "  (upper-bound: the part of ms from runs that ended at a CRIU line other than the \
-         script's next start; CRIU may have worked before it logged that line. self: what the \
+         start of a script; CRIU may have worked before it logged that line. self: what the \
          script measured itself from its start to its exit, without process creation)"
     );
     print_side("dump", &dump_times);
@@ -451,7 +451,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     // At least what the script measured itself, or the exact part if larger.
     let at_least = own.max(exact);
     println!(
-        "  p4lb inside CRIU, exact part (runs ended by the next start of the script): \
+        "  p4lb inside CRIU, exact part (runs ended by the start of a script): \
          {exact:.2} ms"
     );
     println!("  p4lb inside CRIU, as the script measured itself (all runs): {own:.2} ms");
