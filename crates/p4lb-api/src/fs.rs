@@ -1,4 +1,5 @@
-//! Crash-safe replacement of a file, and bounded reads of regular files.
+//! Crash-safe replacement of a file ([`write_atomic`]; [`replace_atomic`] when the
+//! file need not survive a crash of the machine), and bounded reads of regular files.
 //!
 //! Written here rather than with `tempfile::NamedTempFile::persist` or
 //! `atomic-write-file` because p4lb wants a fixed temporary name (`.<name>.tmp`
@@ -86,6 +87,22 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 /// directory. A reader sees the old or the new content, and after a crash the
 /// file holds one of them. On an error the temporary file is removed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace(path, data, true)
+}
+
+/// Atomically replaces `path` with `data` like [`write_atomic`], without its two
+/// fsyncs: a reader (another process) sees the old or the new content, never a
+/// torn file, and a process that dies mid-write leaves the old content; a crash
+/// of the machine may leave the old content, the new one, or (before the kernel
+/// wrote the data back) an empty file. For files that need not outlive the
+/// machine's uptime or that live among files nobody fsyncs either (CRIU's image
+/// directory, the CRIU action script's per-run state on tmpfs): there the two
+/// fsyncs cost milliseconds and protect nothing.
+pub fn replace_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace(path, data, false)
+}
+
+fn replace(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -108,14 +125,19 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    File::open(dir).and_then(|d| d.sync_all())
+    if durable {
+        File::open(dir).and_then(|d| d.sync_all())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -183,6 +205,25 @@ mod tests {
         assert_eq!(names(d.path()), vec!["state.json"]);
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn replace_atomic_replaces_the_file_like_write_atomic() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("record.json");
+        replace_atomic(&p, b"one").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A torn temporary file of an earlier crash is reused, never read.
+        std::fs::write(d.path().join(".record.json.tmp"), b"{\"partial").unwrap();
+        replace_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(names(d.path()), vec!["record.json"]);
+        let busy = d.path().join("busy");
+        std::fs::create_dir(&busy).unwrap();
+        std::fs::write(busy.join("x"), b"x").unwrap();
+        assert!(replace_atomic(&busy, b"data").is_err());
+        assert_eq!(names(d.path()), vec!["busy", "record.json"]);
     }
 
     #[test]

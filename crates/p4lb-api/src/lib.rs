@@ -9,7 +9,8 @@
 //!   timeouts, and [`ApiError`] (unavailable vs refused).
 //! - [`labels`]: endpoint label and pod annotation names, [`CheckpointMode`], the identity
 //!   labels only runtimes set ([`labels::is_runtime_label`]).
-//! - [`fs`]: [`write_atomic`], the one crash-safe file replacement, and
+//! - [`fs`]: [`write_atomic`], the one crash-safe file replacement ([`replace_atomic`]:
+//!   the same without fsync, for files that need not survive a crash of the machine), and
 //!   [`read_bounded`], the one size-capped, regular-file-only read (records, run
 //!   state, the controller's state files).
 //! - [`log`]: the stderr logging of the helpers the runtimes start (`P4LB_LOG`).
@@ -25,7 +26,7 @@ pub mod log;
 
 pub use client::{endpoint_key, ApiError, Client};
 pub use connect::{connect_unix, connect_unix_bounded, ConnectError};
-pub use fs::{read_bounded, write_atomic};
+pub use fs::{read_bounded, replace_atomic, write_atomic};
 pub use labels::{CheckpointMode, ParseCheckpointModeError, CHECKPOINT_LABEL};
 pub use p4lb_proto::api;
 

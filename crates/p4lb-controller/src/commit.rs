@@ -16,7 +16,13 @@
 //! - if the save fails, the whole group is undone and every request in it fails.
 //!
 //! Nobody is answered before the save covering their change, so a crash at any point
-//! loses no acknowledged change. One double fault is not covered: when a group is redone
+//! loses no acknowledged change. The one exception is asked for by name:
+//! [`Controller::commit_deferred`] answers a change that leaves the switch as it is
+//! and is saved right after the answer (by a background save, or by the next
+//! commit's save, whichever comes first); its caller must be able to do without it
+//! after a crash (RESTORE_STARTED, see migration.rs). The migration events that must
+//! reach the switch ([`Controller::commit_writing_while_saving`]) save while the
+//! switch takes the entries, as a group does. One double fault is not covered: when a group is redone
 //! after its speculative save reached the disk and the redone save then fails too, the
 //! file holds the speculative state (changes whose callers got an error) until the next
 //! successful save.
@@ -189,6 +195,35 @@ pub(crate) async fn commit_loop(ctl: Weak<Controller>, mut rx: QueueRx) {
     }
 }
 
+/// How long a change answered before its save waits for the next commit's save
+/// to cover it before it is saved on its own.
+pub const DEFERRED_SAVE_AFTER: Duration = Duration::from_millis(100);
+
+/// Saves changes answered before their save ([`Controller::commit_deferred`])
+/// [`DEFERRED_SAVE_AFTER`] after it is woken, unless a commit's save covered them
+/// meanwhile (the next migration event usually follows within that time); a
+/// failed save is retried every 100 ms while the change is still unsaved.
+pub(crate) async fn deferred_save_loop(
+    ctl: Weak<Controller>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(DEFERRED_SAVE_AFTER).await;
+        loop {
+            let Some(c) = ctl.upgrade() else { return };
+            match c.save_deferred().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "saving a change answered before its save; retrying");
+                }
+            }
+            drop(c);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 impl Controller {
     /// Applies a change and makes it durable while the caller holds the lock.
     pub async fn commit(&self, g: &mut Inner, change: Change) -> Result<Committed> {
@@ -199,6 +234,127 @@ impl Controller {
             .await?;
         Metrics::inc(&self.metrics.commit.commits);
         Ok(committed)
+    }
+
+    /// Makes a change current and answers before it is durable: the save runs
+    /// right after, off the caller's path ([`deferred_save_loop`]), unless another
+    /// commit's save covers it first. Only for a change whose loss on a crash its
+    /// caller recovers from, and only when it leaves the switch exactly as it is and
+    /// has nothing that waits for durability (ports, learned connections to drop,
+    /// an acknowledgement time): any other change is committed with [`Controller::commit`].
+    pub async fn commit_deferred(&self, g: &mut Inner, change: Change) -> Result<Committed> {
+        let plain = !change.require_switch
+            && change.on_ack.is_none()
+            && change.port_adds.is_empty()
+            && change.port_removes.is_empty()
+            && change.drop_backends.is_empty()
+            && change.drop_services.is_empty()
+            && desired(&change.state, self.shape) == desired(&g.state, self.shape);
+        if !plain {
+            return self.commit(g, change).await;
+        }
+        let acked_at = Instant::now();
+        make_current(g, change, Vec::new(), false, acked_at);
+        g.unsaved = true;
+        self.save_soon.notify_one();
+        Metrics::inc(&self.metrics.commit.commits);
+        Ok(Committed {
+            written: false,
+            acked_at,
+        })
+    }
+
+    /// [`Controller::commit`] for a change that must reach the switch
+    /// (`require_switch`) and attaches or detaches no port: the migration events
+    /// that lock, unlock or repoint. The save of the new state runs while the
+    /// switch takes the entries, and the caller is answered once both are done, so
+    /// it still never hears of a change that is not durable. If the switch refuses,
+    /// its entries are put back, the state stays as it was and is saved again (if
+    /// that save fails too, the file holds the refused change until the next
+    /// successful save: the double fault of a group, module doc). If the save
+    /// fails, the entries are put back. What `on_ack` records after the
+    /// acknowledgement (the switchover time) becomes current then and is saved
+    /// by the deferred save or the next commit: a crash right after the answer
+    /// loses those figures, never the change.
+    pub async fn commit_writing_while_saving(
+        &self,
+        g: &mut Inner,
+        mut change: Change,
+    ) -> Result<Committed> {
+        let plain = change.require_switch
+            && change.port_adds.is_empty()
+            && change.port_removes.is_empty()
+            && self.link.is_connected()
+            && g.synced;
+        if !plain {
+            return self.commit(g, change).await;
+        }
+        let save = self.spawn_save(Store::encode(&change.state, &self.store.path())?);
+        let t = Instant::now();
+        let want = desired(&change.state, self.shape);
+        let t_desired = t.elapsed();
+        let applied = g.prog.apply(&self.link, &want).await;
+        let t_write = t.elapsed().saturating_sub(t_desired);
+        let acked_at = Instant::now();
+        let saved = self.finish_save(save, 1).await;
+        if let Err(e) = applied {
+            let old = desired(&g.state, self.shape);
+            if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                tracing::warn!(error = %e2, "restoring previous entries after a failed write");
+            }
+            if saved.is_ok() {
+                // The file holds the refused change: save the state as it is.
+                let again = match Store::encode(&g.state, &self.store.path()) {
+                    Ok(data) => self.finish_save(self.spawn_save(data), 1).await,
+                    Err(e3) => Err(e3),
+                };
+                if let Err(e3) = again {
+                    tracing::warn!(
+                        error = %e3,
+                        "saving the state back after a refused write: the state file holds the \
+                         refused change until the next successful save"
+                    );
+                }
+            }
+            return Err(e);
+        }
+        if let Err(e) = saved {
+            let old = desired(&g.state, self.shape);
+            if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                tracing::warn!(error = %e2, "restoring the durable state's entries after a failed save");
+            }
+            return Err(e);
+        }
+        let phases = &self.metrics.commit;
+        CommitPhases::add(&phases.desired_us, t_desired);
+        CommitPhases::add(&phases.write_us, t_write);
+        let on_ack = change.on_ack.take();
+        let staged = make_current(g, change, Vec::new(), true, acked_at);
+        // The save covered any change answered before its own save.
+        g.unsaved = false;
+        if let Some(f) = on_ack {
+            f(&mut g.state, acked_at);
+            g.unsaved = true;
+            self.save_soon.notify_one();
+        }
+        self.after_durable(g, &staged).await;
+        Metrics::inc(&phases.commits);
+        Ok(Committed {
+            written: true,
+            acked_at,
+        })
+    }
+
+    /// Saves the current state if it holds a change answered before its save.
+    pub(crate) async fn save_deferred(&self) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        if !g.unsaved {
+            return Ok(());
+        }
+        let data = Store::encode(&g.state, &self.store.path())?;
+        self.finish_save(self.spawn_save(data), 1).await?;
+        g.unsaved = false;
+        Ok(())
     }
 
     /// Queues a change that `prepare` builds against the state current at its turn
@@ -326,6 +482,8 @@ impl Controller {
                     .collect(),
             );
         }
+        // The save covered any change answered before its own save.
+        g.unsaved = false;
         let mut done = Vec::with_capacity(changes.len());
         for c in changes {
             Metrics::inc(&phases.commits);
@@ -515,6 +673,8 @@ impl Controller {
             self.roll_back(g, durable, staged).await;
             return Err(e);
         }
+        // The save covered any change answered before its own save.
+        g.unsaved = false;
         for s in staged {
             self.after_durable(g, s).await;
         }

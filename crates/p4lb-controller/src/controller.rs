@@ -42,6 +42,10 @@ pub struct Inner {
     pub conns: ConnTable,
     /// The switch holds what `state` implies (set after each reconciliation).
     pub synced: bool,
+    /// `state` holds a change answered before it was saved
+    /// ([`Controller::commit_deferred`]); the deferred save or the next save
+    /// of any commit covers it.
+    pub unsaved: bool,
 }
 
 pub struct Controller {
@@ -58,6 +62,8 @@ pub struct Controller {
     embedded: Mutex<Option<EmbeddedSwitch>>,
     pub(crate) queue: QueueTx,
     digests: mpsc::Sender<DigestList>,
+    /// Wakes the deferred save ([`commit::deferred_save_loop`]).
+    pub(crate) save_soon: Arc<tokio::sync::Notify>,
 }
 
 /// Digest lists waiting for the digest task. A list holds up to
@@ -172,6 +178,7 @@ impl Controller {
                 prog: Programmer::new(cfg.switch.write_batch),
                 conns,
                 synced: false,
+                unsaved: false,
             }),
             digest_id: ids.conn_learn_digest,
             idle_timeout_ns: cfg.idle_timeout_ns(),
@@ -179,7 +186,12 @@ impl Controller {
             embedded: Mutex::new(embedded),
             queue,
             digests,
+            save_soon: Arc::new(tokio::sync::Notify::new()),
         });
+        tokio::spawn(commit::deferred_save_loop(
+            Arc::downgrade(&ctl),
+            ctl.save_soon.clone(),
+        ));
         tokio::spawn(commit::commit_loop(Arc::downgrade(&ctl), queue_rx));
         tokio::spawn(event_loop(Arc::downgrade(&ctl), rx));
         tokio::spawn(digest_loop(Arc::downgrade(&ctl), digests_rx));
@@ -215,6 +227,9 @@ impl Controller {
     /// Stops talking to the switch (and stops the embedded switch), after a last
     /// snapshot of the learned connections.
     pub async fn shutdown(&self) {
+        if let Err(e) = self.save_deferred().await {
+            tracing::warn!(error = %e, "saving a change answered before its save, at shutdown");
+        }
         if let Err(e) = self.persist_conns(None).await {
             tracing::warn!(error = %e, "saving learned connections at shutdown");
         }

@@ -27,7 +27,8 @@
 //!   bounded digest queue and the close task are in [`controller`]
 //!   (`Controller::on_digest`, `Controller::on_close`); [`conn_store`]: their snapshot
 //!   on disk, for a switch that restarts with the controller.
-//! - [`commit`]: how a change reaches the switch and the disk (group commit).
+//! - [`commit`]: how a change reaches the switch and the disk (group commit; the
+//!   deferred save of a change answered before its save).
 //! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
 //!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
 //!   directory (the daemon takes it before anything else).

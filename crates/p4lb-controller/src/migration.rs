@@ -4,7 +4,11 @@
 //! - LOCK (source): the source's backend row → `backend_locked`, its routes →
 //!   `route_locked`. Nothing reaches the frozen process; nothing reaches the target.
 //! - CHECKPOINTED, RESTORE_STARTED: recorded (RESTORE_STARTED also locks a target
-//!   that is already registered).
+//!   that is already registered). A RESTORE_STARTED that leaves the switch as it is
+//!   (the target was registered locked) is answered before it is saved
+//!   ([`Controller::commit_deferred`]): a crash loses at most that record, and the
+//!   restore goes on from `checkpointed`. Every other event is saved before its
+//!   answer.
 //! - RESTORED_AT (target): the repoint. The target takes over the source's backend id
 //!   (so `conn_table` entries pinned to it follow with no change), the backend row
 //!   points at the target's port and MAC, and the source's address moves with the
@@ -123,6 +127,10 @@ struct Effects {
     repointed: bool,
     /// A backend whose learned connections must go.
     drop_backend: Option<u16>,
+    /// The caller may be answered before the change is durable
+    /// ([`Controller::commit_deferred`]): its loss on a crash is recovered
+    /// without it (see `on_restore_started`).
+    save_after_answer: bool,
 }
 
 /// The active endpoint living in `ns` (preferring one whose address is configured there).
@@ -329,7 +337,11 @@ impl Controller {
                 m.connections_carried = carried;
             }));
         }
-        self.commit(g, change).await?;
+        if fx.save_after_answer {
+            self.commit_deferred(g, change).await?;
+        } else {
+            self.commit_writing_while_saving(g, change).await?;
+        }
         if switchover {
             self.metrics
                 .last_switchover_us
@@ -419,6 +431,15 @@ impl Controller {
             }
         }
         st.migrations[i].restore_started_unix_us = ev.now;
+        // Nothing for the switch: the answer need not wait for the save. Lost on a
+        // controller crash before the save, the migration is `checkpointed` again
+        // after the restart: RESTORED_AT and UNLOCK are accepted from
+        // `checkpointed` (next_state), the target is found as the endpoint
+        // registered as a restore of the source's address (is_designated_target),
+        // and it stays locked because it was registered locked (durably) by the
+        // CNI plugin; a target that was not locked yet changes the switch here and
+        // is saved before the answer.
+        fx.save_after_answer = !fx.require_switch;
         Ok(fx)
     }
 
@@ -438,6 +459,7 @@ impl Controller {
             require_switch: true,
             repointed: true,
             drop_backend: None,
+            save_after_answer: false,
         })
     }
 
@@ -468,6 +490,7 @@ impl Controller {
             require_switch: true,
             repointed,
             drop_backend: self.finish_migration(st, i, ev.now),
+            save_after_answer: false,
         })
     }
 
@@ -501,6 +524,7 @@ impl Controller {
             require_switch: true,
             repointed: false,
             drop_backend: self.finish_migration(st, i, ev.now),
+            save_after_answer: false,
         })
     }
 

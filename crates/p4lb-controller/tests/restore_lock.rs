@@ -255,3 +255,122 @@ async fn a_restore_lock_older_than_the_timeout_is_released() {
     c.stop().await;
     sw.shutdown().await;
 }
+
+/// The migration's state as `state.json` in `dir` holds it.
+fn saved_migration_state(dir: &std::path::Path, id: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("state").join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["migrations"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == id)
+        .and_then(|m| m["state"].as_str())
+        .map(str::to_string)
+}
+
+/// RESTORE_STARTED of a target registered locked changes nothing at the switch and
+/// is answered before it is saved. Its save follows; and if a crash loses it (the
+/// state file put back to what it held before), the restarted controller still has
+/// the target locked and the restore finishes from `checkpointed`. RESTORED_AT and
+/// UNLOCK are in the file when they are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let src_ns = Netns::new("p4rl-lsrc", &["10.88.7.61"]);
+    let tgt_ns = Netns::new("p4rl-ltgt", &["10.88.7.62", "10.88.7.61"]);
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    let id = checkpointed_source(&mut c, &src_ns, "10.88.7.61").await;
+    let tgt = c
+        .client
+        .register_endpoint(restore_req("tgt", "10.88.7.62", "10.88.7.61", &tgt_ns))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tgt.locked, "{tgt:?}");
+    assert_eq!(
+        saved_migration_state(&dir, &id).as_deref(),
+        Some("checkpointed")
+    );
+    let before_restore = std::fs::read(dir.join("state").join("state.json")).unwrap();
+
+    let m = c
+        .client
+        .migration_event(event(api::MigrationPhase::RestoreStarted, &tgt_ns, &id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.state, "restoring");
+    // The save follows the answer.
+    let d = dir.clone();
+    let i = id.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = saved_migration_state(&d, &i);
+            async move { s.as_deref() == Some("restoring") }
+        })
+        .await,
+        "RESTORE_STARTED was never saved"
+    );
+
+    // A crash between the answer and the save: the file holds the state before.
+    c.stop().await;
+    std::fs::write(dir.join("state").join("state.json"), &before_restore).unwrap();
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    let ms = c
+        .client
+        .list_migrations(api::ListMigrationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .migrations;
+    let m = ms.iter().find(|m| m.id == id).expect("the migration");
+    assert_eq!(m.state, "checkpointed", "{m:?}");
+    assert!(endpoint(&mut c, "tgt/eth0").await.locked);
+    let routes = routes_of(&ssock, "10.88.7.62").await;
+    assert!(
+        routes.len() == 1 && routes[0].contains("route_locked"),
+        "the target must stay locked across the restart: {routes:?}"
+    );
+
+    // The restore goes on: RESTORED_AT and UNLOCK from the target.
+    let m = c
+        .client
+        .migration_event(event(api::MigrationPhase::RestoredAt, &tgt_ns, &id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.state, "restored");
+    assert_eq!(m.target_key, "tgt/eth0");
+    // RESTORED_AT and UNLOCK change the switch: saved before the answer (the save
+    // runs while the switch takes the entries).
+    assert_eq!(
+        saved_migration_state(&dir, &id).as_deref(),
+        Some("restored")
+    );
+    let m = c
+        .client
+        .migration_event(event(api::MigrationPhase::Unlock, &tgt_ns, &id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.state, "done");
+    assert_eq!(saved_migration_state(&dir, &id).as_deref(), Some("done"));
+    // The switchover time, recorded after the switch acknowledged RESTORED_AT, is
+    // in the file with UNLOCK's save.
+    let text = std::fs::read_to_string(dir.join("state").join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let saved = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap();
+    assert!(saved["switchover_us"].as_i64().unwrap_or(0) > 0, "{saved}");
+    let e = endpoint(&mut c, "tgt/eth0").await;
+    assert!(!e.locked && e.state == "ready", "{e:?}");
+    assert!(e.migrated_ips.contains(&"10.88.7.61".to_string()), "{e:?}");
+    c.stop().await;
+    sw.shutdown().await;
+}

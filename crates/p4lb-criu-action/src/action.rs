@@ -66,6 +66,17 @@ impl CriuAction {
         }
     }
 
+    /// Whether p4lb has work at this action in any run. CRIU starts the script
+    /// at every action; at the others it exits before reading anything (no log
+    /// set-up, configuration, run state or runtime), so that they cost CRIU only
+    /// the exec.
+    pub fn has_work(self) -> bool {
+        !matches!(
+            self,
+            Self::PostSetupNamespaces | Self::PreResume | Self::Other
+        )
+    }
+
     pub fn side(self) -> Side {
         match self {
             Self::PreDump | Self::NetworkLock | Self::PostDump => Side::Dump,
@@ -115,6 +126,53 @@ mod tests {
         assert_eq!(CriuAction::parse(""), CriuAction::Other);
         assert_eq!(CriuAction::parse("PRE-DUMP"), CriuAction::Other);
         assert_eq!(CriuAction::Other.side(), Side::None);
+    }
+
+    #[test]
+    fn actions_without_work_decide_nothing_in_every_state() {
+        use crate::decision::{decide, Step};
+        use crate::run_state::{RunSide, RunState};
+        let mut states = vec![None];
+        for side in [RunSide::Dump, RunSide::Restore] {
+            for managed in [false, true] {
+                for flags in 0..32u8 {
+                    let mut s = RunState::unmanaged(side);
+                    s.managed = managed;
+                    s.locked = flags & 1 != 0;
+                    s.checkpointed = flags & 2 != 0;
+                    s.restore_started = flags & 4 != 0;
+                    s.restored = flags & 8 != 0;
+                    s.unlocked = flags & 16 != 0;
+                    states.push(Some(s));
+                }
+            }
+        }
+        for a in [
+            CriuAction::PreDump,
+            CriuAction::NetworkLock,
+            CriuAction::PostDump,
+            CriuAction::PreRestore,
+            CriuAction::SetupNamespaces,
+            CriuAction::PostSetupNamespaces,
+            CriuAction::PostRestore,
+            CriuAction::NetworkUnlock,
+            CriuAction::PreResume,
+            CriuAction::PostResume,
+            CriuAction::Other,
+        ] {
+            if a.has_work() {
+                continue;
+            }
+            for st in &states {
+                assert!(
+                    matches!(decide(a, st.as_ref()), Step::Nothing(_)),
+                    "{a} skipped by main() but has work in {st:?}"
+                );
+            }
+        }
+        assert!(!CriuAction::PreResume.has_work());
+        assert!(CriuAction::PostResume.has_work());
+        assert!(CriuAction::NetworkUnlock.has_work());
     }
 
     #[test]

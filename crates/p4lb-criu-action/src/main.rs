@@ -11,6 +11,12 @@ use p4lb_criu_action::env::ActionEnv;
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
+    // An action p4lb has no work at costs CRIU only the exec.
+    if std::env::var("CRTOOLS_SCRIPT_ACTION")
+        .is_ok_and(|a| !p4lb_criu_action::action::CriuAction::parse(&a).has_work())
+    {
+        return ExitCode::SUCCESS;
+    }
     p4lb_api::log::init_stderr();
     let vars: HashMap<String, String> = std::env::vars().collect();
     let env = match ActionEnv::from_map(&vars) {

@@ -162,7 +162,13 @@ impl MigrationRecord {
         Ok(rec)
     }
 
-    /// Writes the record atomically ([`p4lb_api::write_atomic`]).
+    /// Writes the record atomically, without fsync ([`p4lb_api::replace_atomic`]):
+    /// CRIU does not fsync the images the record travels with either, and the
+    /// runtimes copy or archive them from the page cache. A crash of the machine
+    /// during or right after the dump loses CRIU's images as much as the record;
+    /// a dump that dies (CRIU, the script) leaves the record whole (old or new,
+    /// by the rename), and the restore side refuses any record that is not
+    /// `checkpointed`.
     pub fn write_to(&self, image_dir: &Path) -> Result<PathBuf, RecordError> {
         let path = Self::path_in(image_dir);
         self.validate(&path)?;
@@ -171,7 +177,7 @@ impl MigrationRecord {
             source: std::io::Error::other(e),
         })?;
         text.push(b'\n');
-        p4lb_api::write_atomic(&path, &text).map_err(|e| RecordError::Write {
+        p4lb_api::replace_atomic(&path, &text).map_err(|e| RecordError::Write {
             path: path.clone(),
             source: e,
         })?;

@@ -139,7 +139,10 @@ impl StateFile {
                 .map_err(io)?;
         }
         let body = serde_json::to_vec(st).map_err(|e| io(std::io::Error::other(e)))?;
-        p4lb_api::write_atomic(&self.path, &body).map_err(io)
+        // No fsync (replace_atomic): the state lives between the actions of one
+        // CRIU run, in /run (tmpfs); a crash of the machine ends that run anyway.
+        // The rename still keeps a dying script from leaving a torn file.
+        p4lb_api::replace_atomic(&self.path, &body).map_err(io)
     }
 
     pub fn remove(&self) {

@@ -62,14 +62,14 @@ fn stamped(line: &str) -> Option<(f64, &str)> {
 
 /// Time spent by CRIU in one action (all invocations of the script for it).
 #[derive(Debug, Clone, PartialEq)]
-struct ActionTime {
-    action: String,
-    runs: usize,
-    ms: f64,
+pub(crate) struct ActionTime {
+    pub(crate) action: String,
+    pub(crate) runs: usize,
+    pub(crate) ms: f64,
     /// The part of `ms` from runs that ended at a CRIU line other than the
-    /// next start of the script: an upper bound (CRIU may have worked before
+    /// start of a script: an upper bound (CRIU may have worked before
     /// it logged that line); the rest is exact.
-    bound_ms: f64,
+    pub(crate) bound_ms: f64,
     /// What the script measured itself (`elapsed_us` of its last log line):
     /// its time from start to exit, without process creation.
     self_ms: f64,
@@ -77,14 +77,14 @@ struct ActionTime {
 
 /// What one CRIU log says about p4lb's action script.
 #[derive(Debug, Clone, PartialEq)]
-struct ScriptTimes {
+pub(crate) struct ScriptTimes {
     /// In the order CRIU ran the actions.
-    actions: Vec<ActionTime>,
+    pub(crate) actions: Vec<ActionTime>,
     /// The action of a last run the log ends with (no end time), and what
     /// that run measured itself.
     untimed: Option<(String, f64)>,
     /// The last timestamp of the log: how long the CRIU run took.
-    criu_total_ms: f64,
+    pub(crate) criu_total_ms: f64,
 }
 
 impl ScriptTimes {
@@ -121,10 +121,16 @@ fn self_reported_ms(line: &str) -> Option<f64> {
     digits.parse::<f64>().ok().map(|us| us / 1000.0)
 }
 
+/// Whether a CRIU log line (without its timestamp) is the start of an action
+/// script: `[<path>]`.
+fn is_script_start(rest: &str) -> bool {
+    rest.len() > 2 && rest.starts_with("[/") && rest.ends_with(']')
+}
+
 /// Reads a CRIU log: every run of `script` from its `[script]` line to the
 /// next timestamped line, attributed to the action of the last `Running
 /// <action> scripts` line, with the time the script reported itself.
-fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
+pub(crate) fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
     let marker = format!("[{script}]");
     let mut action = String::new();
     // The running script: its action, start, and self-reported time.
@@ -142,9 +148,10 @@ fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
         let rest = rest.trim();
         if let Some((a, start, own)) = open.take() {
             let d = (t - start) * 1000.0;
-            // Ended by the next start of the script: exact. Ended by another
-            // CRIU line: CRIU may have worked before logging it.
-            let bound = if rest == marker { 0.0 } else { d };
+            // Ended by the start of the next script (this one or another):
+            // exact. Ended by another CRIU line: CRIU may have worked before
+            // logging it.
+            let bound = if is_script_start(rest) { 0.0 } else { d };
             match actions.iter_mut().find(|x| x.action == a) {
                 Some(x) => {
                     x.runs += 1;
@@ -189,7 +196,7 @@ fn script_times(log: &str, script: &str) -> Result<ScriptTimes> {
 /// The lines of a CRIU log that the timing of `script` rests on: each
 /// `Running <action> scripts` line, each start of the script, its output and
 /// the CRIU line that follows it.
-fn script_excerpt(log: &str, script: &str) -> String {
+pub(crate) fn script_excerpt(log: &str, script: &str) -> String {
     let marker = format!("[{script}]");
     let mut out = String::new();
     let mut inside = false;
@@ -214,7 +221,7 @@ fn script_excerpt(log: &str, script: &str) -> String {
 
 /// The CRIU log `name` (dump.log, restore.log) of container `id`, as podman
 /// keeps it in the container's directory.
-fn criu_log(w: &World, id: &str, name: &str) -> Result<String> {
+pub(crate) fn criu_log(w: &World, id: &str, name: &str) -> Result<String> {
     let found = w.sh(&format!(
         "find /var/lib/containers /run/containers -name {name} -path '*{id}*' 2>/dev/null"
     ))?;
@@ -307,6 +314,10 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     println!("switch: {}", switch.name());
     let mut w = scenario::World::start_on(helper, switch).context("setting up the testbed")?;
     let profile = use_profile(&mut w)?;
+    let floor = crate::criu_floor::enabled();
+    if floor {
+        crate::criu_floor::install(&w, &w.action)?;
+    }
     let w = w;
     w.pod_netns("cli", "cli", "clients", "")?;
     w.pod_netns("srv", "srv0", "pods", "")?;
@@ -318,6 +329,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     client.mark()?;
 
     let archive = "/tmp/ck-bench.tar";
+    let commits_before = crate::criu_floor::Commits::read(&w)?;
     let t = Instant::now();
     let (ok, out, err) = w.try_sh(&format!(
         "podman container checkpoint --tcp-established --compress none --print-stats --keep \
@@ -355,6 +367,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         bail!("restore failed: {out}{err}\n{}", w.diag());
     }
     let (restore_all, restore) = criu_stats("restore", &out)?;
+    let commits_after = crate::criu_floor::Commits::read(&w)?;
     let restored_id = w.sh("podman inspect -f '{{.Id}}' web")?.trim().to_string();
     p4lb_testbed::cgroups::prune_restore_copies(&restored_id);
     let restore_log = criu_log(&w, &restored_id, "restore.log")?;
@@ -426,7 +439,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     );
     println!(
         "  (upper-bound: the part of ms from runs that ended at a CRIU line other than the \
-         script's next start; CRIU may have worked before it logged that line. self: what the \
+         start of a script; CRIU may have worked before it logged that line. self: what the \
          script measured itself from its start to its exit, without process creation)"
     );
     print_side("dump", &dump_times);
@@ -440,7 +453,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     // At least what the script measured itself, or the exact part if larger.
     let at_least = own.max(exact);
     println!(
-        "  p4lb inside CRIU, exact part (runs ended by the next start of the script): \
+        "  p4lb inside CRIU, exact part (runs ended by the start of a script): \
          {exact:.2} ms"
     );
     println!("  p4lb inside CRIU, as the script measured itself (all runs): {own:.2} ms");
@@ -472,6 +485,28 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         } else {
             "NOT DECIDED (the exact part is within the goal, the upper bound is not)"
         }
+    );
+
+    if floor {
+        let read = |log: &str, what: &str| {
+            crate::criu_floor::floor_of(log)
+                .with_context(|| format!("reading the floor's runs in CRIU's {what}"))
+        };
+        let (fd, fr) = (
+            read(&dump_log, "dump.log")?,
+            read(&restore_log, "restore.log")?,
+        );
+        let (_, fl) = crate::criu_floor::print((&fd, &fr), &dump_times, &restore_times);
+        println!(
+            "  the two do-nothing scripts around p4lb's add about 2 x {fl:.2} ms to the CRIU runs \
+             above (of it in the lock about 2 x {:.2} ms); P4LB_BENCH_FLOOR=0 leaves them out",
+            fd.in_lock_ms() + fr.in_lock_ms()
+        );
+    }
+    println!(
+        "  the controller from the checkpoint to the end of the restore (the script's five \
+         events, and the CNI plugin's registrations): {}",
+        commits_before.since(&commits_after)
     );
 
     println!("orchestration (the runtime's, not p4lb's), wall clock:");

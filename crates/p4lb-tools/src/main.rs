@@ -8,12 +8,14 @@
 //! flood runs the `p4lb-controller` binary in namespaces of its own.
 //!
 //! - `main.rs`: the command line and the demo,
-//! - `bench.rs`: `bench-migration`,
+//! - `bench.rs`: `bench-migration`; `criu_floor.rs`: its exec floor (a do-nothing
+//!   CRIU action script, same run),
 //! - `baseline.rs`: `bench-baseline`,
 //! - `flood.rs`: `bench-flood`.
 
 mod baseline;
 mod bench;
+mod criu_floor;
 mod flood;
 
 use std::process::ExitCode;
