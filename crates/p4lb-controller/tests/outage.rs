@@ -356,9 +356,12 @@ async fn outage() {
     let mut ctl = spawn_controller_logging(&dir, &address, &log1);
     let mut c = client_ready(&dir).await;
 
-    let client = Host::new("p4o-cl", "p4o-cl", CLIENT_IP, [2, 0, 0, 0, 0x12, 0x64]);
-    let b1 = Host::new("p4o-b1", "p4o-b1", "10.88.12.1", [2, 0, 0, 0, 0x12, 1]);
-    let b2 = Host::new("p4o-b2", "p4o-b2", "10.88.12.2", [2, 0, 0, 0, 0x12, 2]);
+    // Host-side interface names carry the process id: two runs at once (another test
+    // binary, another checkout) must not take each other's links.
+    let link = p4lb_testutil::unique_name;
+    let client = Host::new("p4o-cl", &link("p4oc"), CLIENT_IP, [2, 0, 0, 0, 0x12, 0x64]);
+    let b1 = Host::new("p4o-b1", &link("p4oa"), "10.88.12.1", [2, 0, 0, 0, 0x12, 1]);
+    let b2 = Host::new("p4o-b2", &link("p4ob"), "10.88.12.2", [2, 0, 0, 0, 0x12, 2]);
     c.register_endpoint(client.register("client", false))
         .await
         .unwrap();
