@@ -128,7 +128,17 @@ fn migrations_keep_every_connection_at(
         std::thread::sleep(Duration::from_secs(2));
         moved.push(m);
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Time for every connection to be answered again: 2 s, or twice the longest lock when
+    // that is longer. A connection whose packets the switch could not hold (over its hold
+    // bound, thousands of connections) resumes at its next retransmission, at most one
+    // backed-off interval (≤ the lock) after the unlock.
+    let longest_lock = w
+        .migrations()
+        .iter()
+        .map(|m| Duration::from_micros(m.stall_us.max(0) as u64))
+        .max()
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(2).max(2 * longest_lock));
     let out = client.finish().unwrap();
     let before = out.interim.first().expect("interim report");
     let after = &out.last;
