@@ -55,14 +55,6 @@ impl Programmer {
         self.installed.values()
     }
 
-    /// The updates that turn the installed set into `desired`.
-    pub fn plan(&self, desired: &BTreeMap<EntryKey, TableEntry>) -> Vec<Update> {
-        self.diff(desired)
-            .into_iter()
-            .map(|(_, ty, e)| table_update(ty, e))
-            .collect()
-    }
-
     /// The difference to `desired`, entry by entry: (key, update type, entry; the key
     /// fields only for a delete).
     fn diff(
