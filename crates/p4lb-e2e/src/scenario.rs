@@ -379,11 +379,32 @@ impl World {
 
     /// Checkpoints `name` to an uncompressed archive; returns (ok, stdout+stderr).
     pub fn checkpoint(&self, name: &str, archive: &str) -> Result<(bool, String)> {
-        let (ok, o, e) = self.try_sh(&format!(
-            "podman container checkpoint --tcp-established --compress none --export {archive} \
-             {name}"
-        ))?;
+        let (ok, o, e) = self.try_sh(&checkpoint_command(name, archive))?;
         Ok((ok, format!("{o}{e}")))
+    }
+
+    /// Runs `cmd`; when it fails, an error saying `what` failed, with its output and the
+    /// testbed's diagnostics.
+    fn step(&self, what: &str, cmd: &str) -> Result<()> {
+        let (ok, o, e) = self.try_sh(cmd)?;
+        if ok {
+            return Ok(());
+        }
+        Err(Error::Scenario(format!(
+            "{what} failed: {o}{e}\n{}",
+            self.diag()
+        )))
+    }
+
+    /// The record in `archive`, which must be a checkpointed migration.
+    fn checkpointed_record(&self, archive: &str) -> Result<MigrationRecord> {
+        let rec = self.record_in(archive)?;
+        if rec.state != RecordState::Checkpointed || rec.mode != CheckpointMode::Migrate {
+            return Err(Error::Scenario(format!(
+                "record is not a checkpointed migration: {rec:?}"
+            )));
+        }
+        Ok(rec)
     }
 
     /// The record the CRIU action script wrote into the images, read back
@@ -400,21 +421,13 @@ impl World {
     pub fn migrate(&self, name: &str, cur_id: &str, new_id: &str, i: usize) -> Result<Moved> {
         let archive = format!("/tmp/ck-{i}.tar");
         let t = Instant::now();
-        let (ok, out) = self.checkpoint(name, &archive)?;
-        if !ok {
-            return Err(Error::Scenario(format!(
-                "checkpoint {i} failed: {out}\n{}",
-                self.diag()
-            )));
-        }
+        self.step(
+            &format!("checkpoint {i}"),
+            &checkpoint_command(name, &archive),
+        )?;
         let checkpoint_ms = t.elapsed().as_millis();
-        let rec = self.record_in(&archive)?;
+        let rec = self.checkpointed_record(&archive)?;
         let old_ip = rec.source.ip.to_string();
-        if rec.state != RecordState::Checkpointed || rec.mode != CheckpointMode::Migrate {
-            return Err(Error::Scenario(format!(
-                "record is not a checkpointed migration: {rec:?}"
-            )));
-        }
         self.sh(&format!("podman rm -f {name} >/dev/null"))?;
         self.cni("DEL", cur_id, POD_NETNS, "pods", "")?;
         self.sh("ip netns del srv")?;
@@ -425,15 +438,10 @@ impl World {
             "pods",
             &format!("IgnoreUnknown=1;P4LB_RESTORE_FROM={old_ip}"),
         )?;
-        let (ok, o, e) = self.try_sh(&format!(
-            "podman container restore --import {archive} --tcp-established"
-        ))?;
-        if !ok {
-            return Err(Error::Scenario(format!(
-                "restore {i} failed: {o}{e}\n{}",
-                self.diag()
-            )));
-        }
+        self.step(
+            &format!("restore {i}"),
+            &format!("podman container restore --import {archive} --tcp-established"),
+        )?;
         let restore_ms = t.elapsed().as_millis();
         if let Ok(id) = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}")) {
             cgroups::prune_restore_copies(id.trim());
@@ -562,20 +570,12 @@ impl World {
         let archive = format!("/tmp/native-ck-{i}.tar");
         let old_ip = self.address(name, net)?;
         let t = Instant::now();
-        let (ok, out) = self.checkpoint(name, &archive)?;
-        if !ok {
-            return Err(Error::Scenario(format!(
-                "checkpoint {i} failed: {out}\n{}",
-                self.diag()
-            )));
-        }
+        self.step(
+            &format!("checkpoint {i}"),
+            &checkpoint_command(name, &archive),
+        )?;
         let checkpoint_ms = t.elapsed().as_millis();
-        let rec = self.record_in(&archive)?;
-        if rec.state != RecordState::Checkpointed || rec.mode != CheckpointMode::Migrate {
-            return Err(Error::Scenario(format!(
-                "record is not a checkpointed migration: {rec:?}"
-            )));
-        }
+        let rec = self.checkpointed_record(&archive)?;
         if rec.source.ip.to_string() != old_ip {
             return Err(Error::Scenario(format!(
                 "the record's source is {}, the container was at {old_ip}: {rec:?}",
@@ -614,15 +614,10 @@ impl World {
     ) -> Result<Moved> {
         let old_ip = self.address(name, net)?;
         let t = Instant::now();
-        let (ok, o, e) = self.try_sh(&format!(
-            "podman container checkpoint --tcp-established {name}"
-        ))?;
-        if !ok {
-            return Err(Error::Scenario(format!(
-                "checkpoint {i} (in place) failed: {o}{e}\n{}",
-                self.diag()
-            )));
-        }
+        self.step(
+            &format!("checkpoint {i} (in place)"),
+            &format!("podman container checkpoint --tcp-established {name}"),
+        )?;
         let checkpoint_ms = t.elapsed().as_millis();
         let t = Instant::now();
         self.restore_podman(
@@ -653,13 +648,7 @@ impl World {
         } else {
             ""
         };
-        let (ok, o, e) = self.try_sh(&format!("{restore}{ignore}"))?;
-        if !ok {
-            return Err(Error::Scenario(format!(
-                "restore {i} failed: {o}{e}\n{}",
-                self.diag()
-            )));
-        }
+        self.step(&format!("restore {i}"), &format!("{restore}{ignore}"))?;
         let id = self.sh(&format!("podman inspect -f '{{{{.Id}}}}' {name}"))?;
         cgroups::prune_restore_copies(id.trim());
         Ok(())
@@ -667,6 +656,13 @@ impl World {
 }
 
 const CLIENT_PID: &str = "/tmp/client.pid";
+
+/// `podman container checkpoint` of `name` to the uncompressed archive `archive`.
+fn checkpoint_command(name: &str, archive: &str) -> String {
+    format!(
+        "podman container checkpoint --tcp-established --compress none --export {archive} {name}"
+    )
+}
 
 /// What one migration did.
 #[derive(Debug, Clone)]

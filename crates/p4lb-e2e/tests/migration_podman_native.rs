@@ -35,6 +35,19 @@ fn p4lb_links(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// What the migration tests start from: the client namespace `cli`, the p4lb network
+/// `NET`, the VIP service and the stateful server `web` on the network. The guard keeps
+/// other tests out; it is dropped after the world.
+fn web_behind_the_vip() -> (Serial, World) {
+    let s = serial();
+    let w = World::start();
+    w.pod_netns("cli", "cli", "clients", "");
+    w.create_network(NET, SUBNET);
+    w.add_service();
+    w.run_server_on_network("web", NET);
+    (s, w)
+}
+
 /// How a migration moves the container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum How {
@@ -69,12 +82,7 @@ fn migrations_keep_every_connection_at(
     rate: f64,
 ) {
     let migrations = moves.len();
-    let _s = serial();
-    let w = World::start();
-    w.pod_netns("cli", "cli", "clients", "");
-    w.create_network(NET, SUBNET);
-    w.add_service();
-    w.run_server_on_network("web", NET);
+    let (_s, w) = web_behind_the_vip();
     let first_ip = w.address("web", NET);
     let ep = w
         .endpoints()
@@ -551,12 +559,7 @@ struct LockRow {
 /// client's longest stall, p4lb's lock-to-unlock stall and podman's times.
 #[test]
 fn figure_criu_network_lock_vs_skip() {
-    let _s = serial();
-    let w = World::start();
-    w.pod_netns("cli", "cli", "clients", "");
-    w.create_network(NET, SUBNET);
-    w.add_service();
-    w.run_server_on_network("web", NET);
+    let (_s, w) = web_behind_the_vip();
     let conns = 50;
     let rounds = 3;
     let mut rows: Vec<LockRow> = Vec::new();
@@ -624,12 +627,7 @@ fn figure_criu_network_lock_vs_skip() {
 /// migration to a new address; every connection must survive it.
 #[test]
 fn figure_wait_after_unlock_of_clients_sending_during_the_lock() {
-    let _s = serial();
-    let w = World::start();
-    w.pod_netns("cli", "cli", "clients", "");
-    w.create_network(NET, SUBNET);
-    w.add_service();
-    w.run_server_on_network("web", NET);
+    let (_s, w) = web_behind_the_vip();
     let conns = 50;
     let client = w.start_pipelined_client(conns, 20.0).unwrap();
     std::thread::sleep(Duration::from_secs(2));
