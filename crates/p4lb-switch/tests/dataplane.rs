@@ -14,8 +14,8 @@ use p4lb_p4::{entries, externs, ConnEvent, DropReason};
 use p4lb_proto::p4runtime::TableEntry;
 use support::fixtures::{counter, run, Fixture, On, Packet};
 use support::frames::{self, ip, mutate, Flow, ACK, FIN, RST, SYN, TCP};
-use support::netns::is_root;
-use support::target::{kinds, loud};
+use support::netns::root_or_skip;
+use support::target::kinds;
 
 const ROUTER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0xfe];
 const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -878,8 +878,7 @@ async fn fixtures_on_p4lb_switch_in_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_on_the_wire() {
-    if !is_root() {
-        loud("SKIPPED: fixtures_on_the_wire needs root (network namespaces, veth)");
+    if !root_or_skip("fixtures_on_the_wire") {
         return;
     }
     let rows = fixtures();

@@ -15,7 +15,7 @@ use p4lb_proto::p4runtime as p4;
 use p4lb_proto::p4runtime::stream_message_response::Update as Resp;
 use p4lb_proto::p4runtime::update::Type;
 use support::frames::{self, ip, Flow, ACK, TCP};
-use support::netns::{is_root, Topology};
+use support::netns::{root_or_skip, Topology};
 use support::p4rt::{self, Session};
 use support::target::{kinds, Kind, Target};
 use tonic::Code;
@@ -30,16 +30,6 @@ const B1: u32 = 0x0a01_0001;
 const B2: u32 = 0x0a01_0002;
 const WAIT: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(400);
-
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        support::target::loud(&format!(
-            "SKIPPED: {test} needs root (network namespaces, veth)"
-        ));
-        return false;
-    }
-    true
-}
 
 /// Client on port 1, backends on ports 2 and 3, service 1 (VIP:80/tcp -> 8080).
 async fn program(s: &mut Session, slot_backend: impl Fn(u16) -> u16) {

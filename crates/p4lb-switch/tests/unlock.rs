@@ -17,7 +17,7 @@ use p4lb_p4::{externs, DropReason};
 use p4lb_proto::p4runtime::update::Type;
 use p4lb_switch::hold::MAX_HELD_PER_PORT;
 use support::frames::{self, ip, Flow, ACK, TCP};
-use support::netns::{is_root, Topology};
+use support::netns::{root_or_skip, Topology};
 use support::p4rt;
 use support::target::{loud, Kind, Target};
 
@@ -42,18 +42,24 @@ fn round(c: &mut TcpStream, n: u8) -> Instant {
     Instant::now()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_whose_requests_met_the_lock_has_its_reply_right_after_the_unlock() {
-    let test = "a_client_whose_requests_met_the_lock_has_its_reply_right_after_the_unlock";
-    if !is_root() {
-        loud(&format!(
-            "SKIPPED: {test} needs root (network namespaces, veth)"
-        ));
-        return;
+/// Whether `test` may go on (root, see [`root_or_skip`]); it runs on p4lb-switch only,
+/// which a loud line says for BMv2, the other target (no hold port there).
+fn p4lb_switch_only(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
     }
     loud(&format!(
         "SKIPPED (BMv2): {test} runs on p4lb-switch only (BMv2 has no hold port)"
     ));
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_requests_met_the_lock_has_its_reply_right_after_the_unlock() {
+    let test = "a_client_whose_requests_met_the_lock_has_its_reply_right_after_the_unlock";
+    if !p4lb_switch_only(test) {
+        return;
+    }
     let topo = Topology::create_isolated(2);
     let t = Target::start(&Kind::P4lb, &topo);
     let mut s = t.primary().await;
@@ -152,15 +158,9 @@ async fn a_client_whose_requests_met_the_lock_has_its_reply_right_after_the_unlo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_held_by_a_lock_leave_in_order_for_the_new_backend_and_the_bound_is_counted() {
     let test = "frames_held_by_a_lock_leave_in_order_for_the_new_backend_and_the_bound_is_counted";
-    if !is_root() {
-        loud(&format!(
-            "SKIPPED: {test} needs root (network namespaces, veth)"
-        ));
+    if !p4lb_switch_only(test) {
         return;
     }
-    loud(&format!(
-        "SKIPPED (BMv2): {test} runs on p4lb-switch only (BMv2 has no hold port)"
-    ));
     let topo = Topology::create(3);
     let t = Target::start(&Kind::P4lb, &topo);
     let mut s = t.primary().await;

@@ -14,6 +14,18 @@ pub fn is_root() -> bool {
     p4lb_testutil::is_root()
 }
 
+/// Whether `test` may go on: without root it prints a loud SKIPPED line (network
+/// namespaces and veth pairs need root) and says no.
+pub fn root_or_skip(test: &str) -> bool {
+    if !is_root() {
+        super::target::loud(&format!(
+            "SKIPPED: {test} needs root (network namespaces, veth)"
+        ));
+        return false;
+    }
+    true
+}
+
 /// A namespace for a topology: IPv6 off (no router solicitations in the captures), lo up.
 fn quiet_netns(name: &str, default_too: bool) -> NamedNetns {
     let ns = NamedNetns::create(name)
