@@ -315,13 +315,7 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
         .into_inner()
         .services[0];
     assert_eq!(svc.resolved_backends, vec!["tgt/eth0".to_string()]);
-    let all = c
-        .client
-        .list_migrations(api::ListMigrationsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .migrations;
+    let all = c.migrations().await;
     assert_eq!(all.len(), 1);
     c.stop().await;
     sw.shutdown().await;
@@ -478,13 +472,7 @@ async fn snapshot_and_abort_unlock_the_source() {
         .into_inner();
     assert_eq!(ab.state, "aborted");
     assert_eq!(rows(&read_all(&ssock).await["backends"]), vec![forward]);
-    let ms = c
-        .client
-        .list_migrations(api::ListMigrationsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .migrations;
+    let ms = c.migrations().await;
     assert_eq!(ms.len(), 2);
     let e = c
         .client

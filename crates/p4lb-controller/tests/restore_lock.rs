@@ -318,13 +318,7 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
     c.stop().await;
     std::fs::write(dir.join("state").join("state.json"), &before_restore).unwrap();
     let mut c = Ctl::start(config(&dir, &ssock)).await;
-    let ms = c
-        .client
-        .list_migrations(api::ListMigrationsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .migrations;
+    let ms = c.migrations().await;
     let m = ms.iter().find(|m| m.id == id).expect("the migration");
     assert_eq!(m.state, "checkpointed", "{m:?}");
     assert!(endpoint(&mut c, "tgt/eth0").await.locked);

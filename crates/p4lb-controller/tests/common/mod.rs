@@ -76,6 +76,16 @@ impl Ctl {
         }
     }
 
+    /// Every migration the controller lists.
+    pub async fn migrations(&mut self) -> Vec<api::Migration> {
+        self.client
+            .list_migrations(api::ListMigrationsRequest {})
+            .await
+            .expect("ListMigrations")
+            .into_inner()
+            .migrations
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
