@@ -182,6 +182,19 @@ async fn tcp_callers_without_a_certificate_of_the_client_ca_never_reach_the_api(
             .await;
         assert!(r.is_err(), "plain TCP: {r:?}");
     }
+    // A client that connects and never starts the handshake is dropped
+    // (p4lb_api::tls::HANDSHAKE_TIMEOUT); the outer bound only keeps a failure from hanging.
+    let mut silent = tokio::net::TcpStream::connect(ctl.ctl.api_tcp_addr.get().unwrap())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        p4lb_api::tls::HANDSHAKE_TIMEOUT * 3,
+        tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the server closes a connection without a handshake");
+    assert!(buf.is_empty(), "{read:?} {buf:?}");
     // None of them reached a handler.
     assert_eq!(ctl.ctl.metrics.api_calls.get(), calls);
 
@@ -279,6 +292,7 @@ async fn a_node_changes_only_its_own_endpoints() {
         msg.contains("may not restore endpoint b1/eth0 of node node-b"),
         "{msg}"
     );
+    assert_eq!(snapshot(&a).await, before, "nothing changed");
     let mut same_key = reg("b1", "10.88.9.2", "02:00:00:00:09:02");
     same_key.locked = true;
     // B's runtime deletes the checkpointed container: its record stays, detached.
