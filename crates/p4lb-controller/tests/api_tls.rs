@@ -408,17 +408,24 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         (m.source_node.as_str(), m.target_node.as_str()),
         ("node-a", "node-b")
     );
-    // Only the source's node (or an admin) names the target.
-    let mut steal = event(MigrationPhase::RestoreStarted, "", &m.id);
+    // Only the source's node (or an admin) names the target; a node's events are about
+    // one of its endpoints.
+    let ec = c
+        .register_endpoint(reg("c0", "10.88.9.9", "02:00:00:00:09:09"))
+        .await
+        .unwrap();
+    let mut steal = event(MigrationPhase::RestoreStarted, &ec.key, &m.id);
     steal.target_node = "node-c".into();
-    let msg = refused(
-        c.migration_event(steal).await,
+    refused(
+        c.migration_event(steal.clone()).await,
         Code::PermissionDenied,
         "C names itself as target",
     );
-    assert!(
-        msg.contains("node node-c may not set the target node"),
-        "{msg}"
+    steal.endpoint_key.clear();
+    refused(
+        c.migration_event(steal).await,
+        Code::InvalidArgument,
+        "C sends an event about no endpoint",
     );
     // Before the checkpoint finished, not even B restores it.
     let before = snapshot(&a).await;
@@ -456,6 +463,17 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         .expect("B restores A's endpoint");
     assert_eq!((t.node.as_str(), t.locked), ("node-b", true));
     assert_eq!(t.restore_of_ip, ea.ip);
+    let mut retarget = event(MigrationPhase::RestoreStarted, &t.key, &m.id);
+    retarget.target_node = "node-c".into();
+    let msg = refused(
+        b.migration_event(retarget).await,
+        Code::PermissionDenied,
+        "B changes the target node",
+    );
+    assert!(
+        msg.contains("node node-b may not set the target node"),
+        "{msg}"
+    );
     b.migration_event(event(MigrationPhase::RestoreStarted, &t.key, &m.id))
         .await
         .unwrap();
