@@ -658,3 +658,62 @@ async fn tcp_without_tls_and_readable_keys_do_not_start() {
     assert!(!sock.exists(), "nothing was served");
     ctl.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_beyond_the_limit_are_closed() {
+    let (_d, dir) = tempdir();
+    let pki = Pki::new(&dir);
+    let ssock = dir.join("switch.sock");
+    let _sw = start_switch(&ssock).await;
+    let mut cfg = config(&dir, &ssock);
+    pki.configure(&mut cfg);
+    cfg.api.tcp_max_connections = 2;
+    let ctl = Ctl::start(cfg).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            ctl.ctl.api_tcp_addr.get().is_some()
+        })
+        .await
+    );
+    let sock = *ctl.ctl.api_tcp_addr.get().unwrap();
+    // Two clients that connect and stall hold both slots.
+    let held = [
+        tokio::net::TcpStream::connect(sock).await.unwrap(),
+        tokio::net::TcpStream::connect(sock).await.unwrap(),
+    ];
+    // A third is closed at once, while the two are still open.
+    let mut third = tokio::net::TcpStream::connect(sock).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        p4lb_api::tls::HANDSHAKE_TIMEOUT * 3,
+        tokio::io::AsyncReadExt::read_to_end(&mut third, &mut buf),
+    )
+    .await
+    .expect("the third connection is closed")
+    .ok();
+    assert!(buf.is_empty());
+    for h in &held {
+        let mut b = [0u8; 1];
+        match h.try_read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a held connection was closed: {other:?}"),
+        }
+    }
+    // Their slots come back when they go.
+    drop(held);
+    let addr = format!("https://{sock}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (addr, tls) = (addr.clone(), pki.tls("node-a"));
+            async move {
+                match Client::connect_tls(&addr, &tls, CONNECT, CALL).await {
+                    Ok(c) => c.status().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await,
+        "a client gets through once the stalled ones are gone"
+    );
+    ctl.stop().await;
+}
