@@ -6,7 +6,10 @@
 //! 1. Batched table writes per second against p4lb's software switch (conn_table
 //!    inserts over P4Runtime, in batches).
 //! 2. Switchover latency of migrations: RESTORED_AT received → table write
-//!    acknowledged (as the controller records it), and the caller's round trip.
+//!    acknowledged (as the controller records it), and the caller's round trip, for
+//!    each number of services selecting the migrating backend (`--services`) and of
+//!    connections learned on it before the switchover (`--learned`, through the
+//!    digest path as the switch reports them).
 //!
 //! Runs the software switch in-process on a Unix socket in a temporary directory.
 
@@ -19,8 +22,9 @@ use clap::Parser;
 use p4lb_controller::config::Config;
 use p4lb_controller::conn::{ConnRec, ConnTable};
 use p4lb_controller::{server, Controller};
-use p4lb_p4::FiveTuple;
+use p4lb_p4::{ConnEvent, ConnLearn, FiveTuple};
 use p4lb_proto::api;
+use p4lb_proto::p4runtime::DigestList;
 use p4lb_testutil::NamedNetns;
 
 #[derive(Debug, Parser)]
@@ -31,9 +35,20 @@ struct Args {
     /// Updates per Write request.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Migrations in the switchover run.
+    /// Migrations per row of the switchover run.
     #[arg(long, default_value_t = 200)]
     migrations: usize,
+    /// Migrations per row when 1 000 or more connections are learned for each.
+    #[arg(long, default_value_t = 50)]
+    migrations_large: usize,
+    /// Connections learned (through the digest path) on the migrating backend before
+    /// each switchover; one row per value.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
+    learned: Vec<u32>,
+    /// Services selecting the migrating backend (each with its own Maglev slots); one
+    /// group of rows per value, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    services: Vec<usize>,
     /// Passed by `cargo bench` to every bench target; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -132,7 +147,7 @@ async fn main() -> Result<()> {
         args.entries as f64 / secs
     );
 
-    // 2. Switchover latency.
+    // 2. Switchover latency, as a function of learned connections and services.
     let mut c = p4lb_api::Client::connect(
         &cfg.api.socket,
         Duration::from_secs(5),
@@ -143,9 +158,11 @@ async fn main() -> Result<()> {
     // The source and target sides of every migration (removed on drop).
     let holder_a = NamedNetns::create(&p4lb_testutil::unique_name("p4lbbench-a"))?;
     let holder_b = NamedNetns::create(&p4lb_testutil::unique_name("p4lbbench-b"))?;
-    let ns_a = holder_a.path().display().to_string();
-    let ns_b = holder_b.path().display().to_string();
-    // A service with a second, steady backend, as in a real deployment.
+    let ns = Sides {
+        a: holder_a.path().display().to_string(),
+        b: holder_b.path().display().to_string(),
+    };
+    // A service's second, steady backend, as in a real deployment.
     c.register_endpoint(api::RegisterEndpointRequest {
         container_id: "steady".into(),
         ifname: "eth0".into(),
@@ -157,124 +174,119 @@ async fn main() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    c.add_service(api::AddServiceRequest {
-        service: Some(api::Service {
-            name: "bench".into(),
-            vip: "10.96.9.1".into(),
-            port: 80,
-            selector: "app=bench".into(),
-            ..Default::default()
-        }),
-        replace: false,
-    })
-    .await?;
-    let mut server_us = Vec::new();
-    let mut rtt_us = Vec::new();
-    let phases = &ctl.metrics.commit;
-    let at_start = (
-        phases.commits.get(),
-        phases.desired_us.get(),
-        phases.write_us.get(),
-    );
-    for i in 0..args.migrations {
-        let ip = format!("10.88.{}.{}", 10 + i / 200, 1 + i % 200);
-        let src = format!("src{i}");
-        let tgt = format!("tgt{i}");
-        c.register_endpoint(api::RegisterEndpointRequest {
-            container_id: src.clone(),
-            ifname: "eth0".into(),
-            netns_path: ns_a.clone(),
-            ip: ip.clone(),
-            mac: "02:00:00:00:0a:01".into(),
-            labels: [("app".to_string(), "bench".to_string())]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        })
-        .await?;
-        let m = c
-            .migration_event(api::MigrationEventRequest {
-                phase: api::MigrationPhase::Lock as i32,
-                identity: Some(api::Identity {
-                    pid: 0,
-                    netns_path: ns_a.clone(),
+    let mut services = 0usize;
+    let mut rows = Vec::new();
+    let mut seq = 0usize;
+    for &want_services in &args.services {
+        // Every service selects the migrating endpoint: each one's Maglev slots name it.
+        while services < want_services {
+            c.add_service(api::AddServiceRequest {
+                service: Some(api::Service {
+                    name: format!("bench{services}"),
+                    vip: format!("10.96.{}.{}", 9 + services / 250, 1 + services % 250),
+                    port: 80,
+                    selector: "app=bench".into(),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        // A restore hint counts only for a checkpointed migration.
-        c.migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Checkpointed as i32,
-            identity: Some(api::Identity {
-                pid: 0,
-                netns_path: ns_a.clone(),
-            }),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
-        .await?;
-        c.register_endpoint(api::RegisterEndpointRequest {
-            container_id: tgt.clone(),
-            ifname: "eth0".into(),
-            netns_path: ns_b.clone(),
-            ip: ip.clone(),
-            mac: "02:00:00:00:0b:01".into(),
-            restore_of_ip: ip.clone(),
-            ..Default::default()
-        })
-        .await?;
-        let t0 = Instant::now();
-        let r = c
-            .migration_event(api::MigrationEventRequest {
-                phase: api::MigrationPhase::RestoredAt as i32,
-                identity: Some(api::Identity {
-                    pid: 0,
-                    netns_path: ns_b.clone(),
-                }),
-                migration_id: m.id.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        rtt_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        server_us.push(r.switchover_us as f64);
-        c.migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Unlock as i32,
-            identity: Some(api::Identity {
-                pid: 0,
-                netns_path: ns_b.clone(),
-            }),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
-        .await?;
-        for cid in [src, tgt] {
-            c.deregister_endpoint(api::DeregisterEndpointRequest {
-                container_id: cid,
-                ifname: "eth0".into(),
+                replace: false,
             })
             .await?;
+            services += 1;
+        }
+        let service_id = c
+            .list_services(api::ListServicesRequest {})
+            .await?
+            .into_inner()
+            .services
+            .iter()
+            .find(|s| s.name == "bench0")
+            .map(|s| s.service_id as u16)
+            .ok_or_else(|| anyhow::anyhow!("service bench0 is gone"))?;
+        for &learned in &args.learned {
+            let migrations = if learned >= 1000 {
+                args.migrations.min(args.migrations_large)
+            } else {
+                args.migrations
+            };
+            let mut server_us = Vec::new();
+            let mut rtt_us = Vec::new();
+            let phases = &ctl.metrics.commit;
+            let at_start = (
+                phases.commits.get(),
+                phases.desired_us.get(),
+                phases.write_us.get(),
+            );
+            let mut carried = 0u32;
+            for _ in 0..migrations {
+                let r = migrate(&ctl, &mut c, &ns, seq, service_id, learned).await?;
+                seq += 1;
+                server_us.push(r.switchover_us as f64);
+                rtt_us.push(r.rtt_us);
+                carried = carried.max(r.carried);
+            }
+            let commits = (phases.commits.get() - at_start.0).max(1) as f64;
+            rows.push(Row {
+                services,
+                learned,
+                carried,
+                migrations,
+                p50: pct(&mut server_us, 0.50),
+                p99: pct(&mut server_us, 0.99),
+                max: pct(&mut server_us, 1.0),
+                desired: (phases.desired_us.get() - at_start.1) as f64 / commits,
+                write: (phases.write_us.get() - at_start.2) as f64 / commits,
+                rtt_p50: pct(&mut rtt_us, 0.50),
+                rtt_p99: pct(&mut rtt_us, 0.99),
+            });
         }
     }
     println!(
-        "switchover (RESTORED_AT received -> write acked, {} migrations): p50 {:.0} us, p99 {:.0} us",
-        args.migrations,
-        pct(&mut server_us, 0.50),
-        pct(&mut server_us, 0.99)
-    );
-    let commits = (phases.commits.get() - at_start.0).max(1) as f64;
-    println!(
-        "commits in the switchover run: {commits:.0}; mean per commit: computing the desired \
-         entries {:.0} us, writing the difference to the switch {:.0} us",
-        (phases.desired_us.get() - at_start.1) as f64 / commits,
-        (phases.write_us.get() - at_start.2) as f64 / commits,
+        "switchover = RESTORED_AT received -> write acked (us); desired, write = mean per commit of \
+         the row, registrations and removals included (us); rtt = RESTORED_AT at the caller, with \
+         the durable save (us)"
     );
     println!(
-        "RESTORED_AT round trip at the caller (includes the durable save): p50 {:.0} us, p99 {:.0} us",
-        pct(&mut rtt_us, 0.50),
-        pct(&mut rtt_us, 0.99)
+        "{:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "services",
+        "learned",
+        "carried",
+        "migrations",
+        "p50",
+        "p99",
+        "max",
+        "desired",
+        "write",
+        "rtt p50",
+        "rtt p99"
     );
+    for r in &rows {
+        println!(
+            "{:>8} {:>8} {:>8} {:>10} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>9.0} {:>9.0}",
+            r.services,
+            r.learned,
+            r.carried,
+            r.migrations,
+            r.p50,
+            r.p99,
+            r.max,
+            r.desired,
+            r.write,
+            r.rtt_p50,
+            r.rtt_p99
+        );
+    }
+    if let (Some(base), Some(last)) = (rows.first(), rows.last()) {
+        if base.p99 > 0.0 {
+            println!(
+                "p99 with {} services and {} learned connections = {:.2} x the p99 with {} and {}",
+                last.services,
+                last.learned,
+                last.p99 / base.p99,
+                base.services,
+                base.learned
+            );
+        }
+    }
     drop((holder_a, holder_b));
     let _ = stop.send(true);
     let _ = srv.await;
@@ -282,6 +294,168 @@ async fn main() -> Result<()> {
     sw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The namespaces of a migration's source and target.
+struct Sides {
+    a: String,
+    b: String,
+}
+
+/// One row of the switchover table.
+struct Row {
+    services: usize,
+    learned: u32,
+    carried: u32,
+    migrations: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    desired: f64,
+    write: f64,
+    rtt_p50: f64,
+    rtt_p99: f64,
+}
+
+/// What one migration measured.
+struct Measured {
+    switchover_us: i64,
+    rtt_us: f64,
+    carried: u32,
+}
+
+/// Connection `i` of migration `seq`: a client of its own, so no two collide.
+fn client_tuple(seq: usize, i: u32) -> FiveTuple {
+    FiveTuple {
+        src: Ipv4Addr::from(0x0c00_0000 + ((seq as u32 & 0xff) << 16) + (i >> 8)),
+        dst: Ipv4Addr::new(10, 96, 9, 1),
+        protocol: 6,
+        sport: 1024 + (i & 0xff) as u16,
+        dport: 80,
+    }
+}
+
+/// One migration driven as the action script and the CNI plugin drive it (LOCK,
+/// CHECKPOINTED, the restore registered, RESTORED_AT, UNLOCK), with `learned`
+/// connections learned on the source's backend first (digests, as the switch sends
+/// them); both endpoints are removed afterwards.
+async fn migrate(
+    ctl: &Controller,
+    c: &mut api::controller_client::ControllerClient<tonic::transport::Channel>,
+    ns: &Sides,
+    seq: usize,
+    service_id: u16,
+    learned: u32,
+) -> Result<Measured> {
+    let ip = format!("10.88.{}.{}", 10 + (seq / 200) % 200, 1 + seq % 200);
+    let src = format!("src{seq}");
+    let tgt = format!("tgt{seq}");
+    let ident = |netns: &str| {
+        Some(api::Identity {
+            pid: 0,
+            netns_path: netns.to_string(),
+        })
+    };
+    let ep = c
+        .register_endpoint(api::RegisterEndpointRequest {
+            container_id: src.clone(),
+            ifname: "eth0".into(),
+            netns_path: ns.a.clone(),
+            ip: ip.clone(),
+            mac: "02:00:00:00:0a:01".into(),
+            labels: [("app".to_string(), "bench".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let backend_id = ep.backend_id as u16;
+    let mut list_id = (seq as u64) << 32;
+    let mut next = 0u32;
+    while next < learned {
+        let end = (next + 1000).min(learned);
+        list_id += 1;
+        ctl.on_digest(DigestList {
+            digest_id: p4lb_p4::externs::conn_learn::ID,
+            list_id,
+            data: (next..end)
+                .map(|i| {
+                    let t = client_tuple(seq, i);
+                    ConnLearn {
+                        src_addr: t.src,
+                        dst_addr: t.dst,
+                        protocol: t.protocol,
+                        src_port: t.sport,
+                        dst_port: t.dport,
+                        service_id,
+                        backend_id,
+                        event: ConnEvent::Learn,
+                    }
+                    .to_p4data()
+                })
+                .collect(),
+            timestamp: 0,
+        })
+        .await;
+        next = end;
+    }
+    let m = c
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Lock as i32,
+            identity: ident(&ns.a),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    // A restore hint counts only for a checkpointed migration.
+    c.migration_event(api::MigrationEventRequest {
+        phase: api::MigrationPhase::Checkpointed as i32,
+        identity: ident(&ns.a),
+        migration_id: m.id.clone(),
+        ..Default::default()
+    })
+    .await?;
+    c.register_endpoint(api::RegisterEndpointRequest {
+        container_id: tgt.clone(),
+        ifname: "eth0".into(),
+        netns_path: ns.b.clone(),
+        ip: ip.clone(),
+        mac: "02:00:00:00:0b:01".into(),
+        restore_of_ip: ip.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let t0 = Instant::now();
+    let r = c
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::RestoredAt as i32,
+            identity: ident(&ns.b),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let rtt_us = t0.elapsed().as_secs_f64() * 1e6;
+    c.migration_event(api::MigrationEventRequest {
+        phase: api::MigrationPhase::Unlock as i32,
+        identity: ident(&ns.b),
+        migration_id: m.id.clone(),
+        ..Default::default()
+    })
+    .await?;
+    for cid in [src, tgt] {
+        c.deregister_endpoint(api::DeregisterEndpointRequest {
+            container_id: cid,
+            ifname: "eth0".into(),
+        })
+        .await?;
+    }
+    Ok(Measured {
+        switchover_us: r.switchover_us,
+        rtt_us,
+        carried: r.connections_carried,
+    })
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -27,18 +27,16 @@
 //! file holds the speculative state (changes whose callers got an error) until the next
 //! successful save.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use p4lb_proto::p4runtime::TableEntry;
-
 use crate::conn::ConnTable;
 use crate::controller::{Controller, Inner};
-use crate::desired::{desired, EntryKey};
+use crate::desired::entries_differ;
 use crate::error::{Error, Result};
 use crate::metrics::{CommitPhases, Metrics};
 use crate::state::State;
@@ -123,6 +121,8 @@ struct Applied {
     written: bool,
     /// A port or the write failed: the group is redone one request at a time.
     failed: bool,
+    /// Time spent bringing the desired entries to the group's state.
+    desired: Duration,
 }
 
 /// A request waiting in the commit queue.
@@ -249,7 +249,7 @@ impl Controller {
             && change.port_removes.is_empty()
             && change.drop_backends.is_empty()
             && change.drop_services.is_empty()
-            && desired(&change.state, self.shape) == desired(&g.state, self.shape);
+            && !entries_differ(&change.state, &g.state, self.shape);
         if !plain {
             return self.commit(g, change).await;
         }
@@ -289,17 +289,19 @@ impl Controller {
         if !plain {
             return self.commit(g, change).await;
         }
-        let save = self.spawn_save(Store::encode(&change.state, &self.store.path())?);
+        // Encoded on the save's thread too: the switch takes the entries meanwhile.
+        let save = self.spawn_save_of(change.state.clone());
         let t = Instant::now();
-        let want = desired(&change.state, self.shape);
-        let t_desired = t.elapsed();
-        let applied = g.prog.apply(&self.link, &want).await;
+        let applied = g
+            .prog
+            .apply_state(&self.link, &change.state, self.shape)
+            .await;
+        let t_desired = applied.as_ref().map(|p| p.desired).unwrap_or_default();
         let t_write = t.elapsed().saturating_sub(t_desired);
         let acked_at = Instant::now();
         let saved = self.finish_save(save, 1).await;
         if let Err(e) = applied {
-            let old = desired(&g.state, self.shape);
-            if let Err(e2) = g.prog.apply(&self.link, &old).await {
+            if let Err(e2) = g.prog.apply_state(&self.link, &g.state, self.shape).await {
                 tracing::warn!(error = %e2, "restoring previous entries after a failed write");
             }
             if saved.is_ok() {
@@ -319,8 +321,7 @@ impl Controller {
             return Err(e);
         }
         if let Err(e) = saved {
-            let old = desired(&g.state, self.shape);
-            if let Err(e2) = g.prog.apply(&self.link, &old).await {
+            if let Err(e2) = g.prog.apply_state(&self.link, &g.state, self.shape).await {
                 tracing::warn!(error = %e2, "restoring the durable state's entries after a failed save");
             }
             return Err(e);
@@ -444,17 +445,16 @@ impl Controller {
 
         let phases = &self.metrics.commit;
         let t = Instant::now();
-        let want = desired(&last.state, self.shape);
-        let t_desired = t.elapsed();
         let port_adds: Vec<(u32, String)> = changes
             .iter()
             .flat_map(|c| c.port_adds.iter().cloned())
             .collect();
-        let (applied, t_port) = self.apply_group(g, &port_adds, &want).await;
+        let (applied, t_port) = self.apply_group(g, &port_adds, &last.state).await;
         let Applied {
             attached,
             written,
             failed,
+            desired: t_desired,
         } = applied;
         let t_write = t.elapsed().saturating_sub(t_port + t_desired);
         let acked_at = Instant::now();
@@ -468,8 +468,7 @@ impl Controller {
         CommitPhases::add(&phases.write_us, t_write);
         if let Err(e) = saved {
             if written {
-                let old = desired(&g.state, self.shape);
-                if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                if let Err(e2) = g.prog.apply_state(&self.link, &g.state, self.shape).await {
                     tracing::warn!(error = %e2, "restoring the durable state's entries after a failed save");
                 }
             }
@@ -508,13 +507,14 @@ impl Controller {
         &self,
         g: &mut Inner,
         port_adds: &[(u32, String)],
-        want: &BTreeMap<EntryKey, TableEntry>,
+        want: &State,
     ) -> (Applied, Duration) {
         let t = Instant::now();
         let mut out = Applied {
             attached: Vec::new(),
             written: true,
             failed: false,
+            desired: Duration::ZERO,
         };
         for (port, iface) in port_adds {
             if let Err(e) = self.ports.add(*port, iface).await {
@@ -525,8 +525,8 @@ impl Controller {
             out.attached.push(*port);
         }
         let t_port = t.elapsed();
-        match g.prog.apply(&self.link, want).await {
-            Ok(_) => {}
+        match g.prog.apply_state(&self.link, want, self.shape).await {
+            Ok(p) => out.desired = p.desired,
             Err(Error::Unavailable(e)) => {
                 // Lost the switch mid-way; reconciliation finishes the job.
                 tracing::warn!(error = %e, "switch lost during a group commit");
@@ -536,8 +536,7 @@ impl Controller {
             Err(e) => {
                 tracing::debug!(error = %e, "a group's write failed: redoing the group one by one");
                 out.failed = true;
-                let old = desired(&g.state, self.shape);
-                if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                if let Err(e2) = g.prog.apply_state(&self.link, &g.state, self.shape).await {
                     tracing::warn!(error = %e2, "restoring previous entries after a failed write");
                 }
             }
@@ -626,10 +625,12 @@ impl Controller {
             attached.push(*port);
         }
         let t_port = t.elapsed();
-        let want = desired(&change.state, self.shape);
-        let t_desired = t.elapsed() - t_port;
         let mut written = true;
-        let applied = g.prog.apply(&self.link, &want).await;
+        let applied = g
+            .prog
+            .apply_state(&self.link, &change.state, self.shape)
+            .await;
+        let t_desired = applied.as_ref().map(|p| p.desired).unwrap_or_default();
         let t_write = t.elapsed().saturating_sub(t_port + t_desired);
         if let Err(e) = applied {
             if matches!(e, Error::Unavailable(_)) && !change.require_switch {
@@ -638,8 +639,7 @@ impl Controller {
                 g.synced = false;
             } else {
                 self.detach_all(&attached).await;
-                let old = desired(&g.state, self.shape);
-                if let Err(e2) = g.prog.apply(&self.link, &old).await {
+                if let Err(e2) = g.prog.apply_state(&self.link, &g.state, self.shape).await {
                     tracing::warn!(error = %e2, "restoring previous entries after a failed write");
                 }
                 return Err(e);
@@ -691,6 +691,16 @@ impl Controller {
         })
     }
 
+    /// [`Controller::spawn_save`] of `state`, encoded on the save's thread.
+    fn spawn_save_of(&self, state: State) -> JoinHandle<(Result<()>, Duration)> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let r = Store::encode(&state, &store.path()).and_then(|data| store.write(&data));
+            (r, t.elapsed())
+        })
+    }
+
     /// Waits for a save started by [`Controller::spawn_save`] (covering `changes`).
     async fn finish_save(
         &self,
@@ -713,8 +723,7 @@ impl Controller {
 
     async fn roll_back(&self, g: &mut Inner, durable: State, staged: &[Staged]) {
         if staged.iter().any(|s| s.written) {
-            let old = desired(&durable, self.shape);
-            if let Err(e) = g.prog.apply(&self.link, &old).await {
+            if let Err(e) = g.prog.apply_state(&self.link, &durable, self.shape).await {
                 tracing::warn!(error = %e, "restoring the durable state's entries after a failed save");
             }
         }

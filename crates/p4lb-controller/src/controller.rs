@@ -24,7 +24,7 @@ pub use crate::commit::{Change, Committed, OnAck};
 use crate::config::{Config, SwitchKind};
 use crate::conn::{self, CloseKind, CloseOutcome, ConnTable};
 use crate::conn_store;
-use crate::desired::{desired, Shape};
+use crate::desired::Shape;
 use crate::embedded::EmbeddedSwitch;
 use crate::error::{Error, Result};
 use crate::metrics::{Gauges, Metrics};
@@ -285,8 +285,12 @@ impl Controller {
         } else {
             g.prog.resync(&self.link).await?;
         }
-        let want = desired(&g.state, self.shape);
-        let static_writes = g.prog.apply(&self.link, &want).await?;
+        let inner = &mut *g;
+        let static_writes = inner
+            .prog
+            .apply_state(&self.link, &inner.state, self.shape)
+            .await?
+            .writes;
         let conn_writes = self.reconcile_conns(&mut g, fresh).await?;
         g.synced = true;
         Metrics::inc(&self.metrics.reconciles);

@@ -89,11 +89,26 @@ pub fn populate(backends: &[u16], m: u16) -> Vec<u16> {
 
 /// The table for `backends`, moving as few slots as possible from `prev`.
 pub fn rebalance(prev: &[u16], backends: &[u16], m: u16) -> Vec<u16> {
-    let fresh = populate(backends, m);
+    let now: HashSet<u16> = backends.iter().copied().collect();
+    if !now.is_empty()
+        && prev.len() == usize::from(m)
+        && !prev.contains(&0)
+        && prev.iter().all(|b| now.contains(b))
+        && now.iter().all(|b| prev.contains(b))
+    {
+        // The same backends: every slot keeps its backend (what the merge below
+        // gives), without building the fresh table.
+        return prev.to_vec();
+    }
+    merge(prev, populate(backends, m), &now)
+}
+
+/// `prev` moved towards `fresh`: slots of added backends take them, the others keep a
+/// backend that is still there.
+fn merge(prev: &[u16], fresh: Vec<u16>, now: &HashSet<u16>) -> Vec<u16> {
     if fresh.is_empty() || prev.len() != fresh.len() {
         return fresh;
     }
-    let now: HashSet<u16> = backends.iter().copied().collect();
     let before: HashSet<u16> = prev.iter().copied().filter(|b| *b != 0).collect();
     let added: HashSet<u16> = now.difference(&before).copied().collect();
     prev.iter()
@@ -114,6 +129,26 @@ pub fn rebalance(prev: &[u16], backends: &[u16], m: u16) -> Vec<u16> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The shortcut for unchanged backends gives what the merge gives.
+    #[test]
+    fn unchanged_backends_keep_the_merged_table() {
+        for n in 1..=6u16 {
+            let ids: Vec<u16> = (1..=n).collect();
+            let mut prev = populate(&ids, 13);
+            // A table that went through changes (not the fresh one).
+            prev = rebalance(&prev, &ids[..ids.len().saturating_sub(1).max(1)], 13);
+            prev = rebalance(&prev, &ids, 13);
+            let mut reordered = ids.clone();
+            reordered.reverse();
+            let now: HashSet<u16> = ids.iter().copied().collect();
+            assert_eq!(
+                rebalance(&prev, &reordered, 13),
+                merge(&prev, populate(&reordered, 13), &now),
+                "{n} backends"
+            );
+        }
+    }
 
     fn counts(t: &[u16]) -> HashMap<u16, usize> {
         let mut c = HashMap::new();

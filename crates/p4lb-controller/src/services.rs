@@ -2,7 +2,7 @@
 //! selector, a glob on the pod name. Selection is re-resolved on every endpoint
 //! change and the Maglev table rebalanced with minimal movement.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use p4lb_proto::api;
 
@@ -67,9 +67,13 @@ fn pod_name(e: &EndpointRec) -> Option<&str> {
 
 /// Endpoint keys a service selects now.
 pub fn resolve(svc: &ServiceRec, state: &State) -> Vec<String> {
+    resolve_among(svc, &state.endpoints)
+}
+
+fn resolve_among(svc: &ServiceRec, endpoints: &BTreeMap<String, EndpointRec>) -> Vec<String> {
     let selector = parse_selector(&svc.selector).unwrap_or_default();
     let mut keys = BTreeSet::new();
-    for e in state.endpoints.values() {
+    for e in endpoints.values() {
         if !e.active() || e.backend_id == 0 {
             continue;
         }
@@ -89,15 +93,21 @@ pub fn resolve(svc: &ServiceRec, state: &State) -> Vec<String> {
     keys.into_iter().collect()
 }
 
-/// Re-resolves every service and rebalances its slots.
+/// Re-resolves every service and rebalances its slots (kept as they are when the
+/// service's backend ids did not change, which is what a migration does: the target
+/// takes the source's backend id).
 pub fn refresh_services(state: &mut State) {
-    let snapshot = state.clone();
-    for svc in state.services.values_mut() {
-        svc.resolved = resolve(svc, &snapshot);
+    let State {
+        endpoints,
+        services,
+        ..
+    } = state;
+    for svc in services.values_mut() {
+        svc.resolved = resolve_among(svc, endpoints);
         let ids: Vec<u16> = svc
             .resolved
             .iter()
-            .filter_map(|k| snapshot.endpoints.get(k).map(|e| e.backend_id))
+            .filter_map(|k| endpoints.get(k).map(|e| e.backend_id))
             .collect();
         svc.slots = maglev::rebalance(&svc.slots, &ids, svc.slot_count);
     }

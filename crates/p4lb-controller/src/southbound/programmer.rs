@@ -1,15 +1,23 @@
 //! Table programming by difference: the controller remembers what it believes the
 //! switch holds for the state-derived tables, and each change writes only the
 //! inserts, modifies and deletes that turn it into the desired set.
+//!
+//! The desired set is kept part by part ([`DesiredIndex`]): while the installed view is
+//! known to equal the desired set of the previous state, a change compares only the
+//! keys its parts touched, so a switchover costs the migrating endpoint's entries
+//! whatever the number of services and their Maglev slots. After a failed write, a
+//! re-read of the switch or a pipeline push, the next change compares everything.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use p4lb_proto::p4runtime::{entity, update, Entity, TableEntry, Update};
 
-use crate::desired::{entry_key, same_action, EntryKey};
+use crate::desired::{entry_key, same_action, DesiredIndex, EntryKey, Shape};
 use crate::entries::STATIC_TABLES;
 use crate::error::{Error, Result};
 use crate::southbound::session::SwitchSession;
+use crate::state::State;
 
 /// Builds an Update of a table entry.
 pub fn table_update(ty: update::Type, e: TableEntry) -> Update {
@@ -26,6 +34,18 @@ pub fn table_update(ty: update::Type, e: TableEntry) -> Update {
 pub struct Programmer {
     installed: HashMap<EntryKey, TableEntry>,
     batch: usize,
+    index: DesiredIndex,
+    /// `installed` equals the index's entries (as of its last sync).
+    in_step: bool,
+}
+
+/// What [`Programmer::apply_state`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Programmed {
+    /// Updates written.
+    pub writes: usize,
+    /// Time spent bringing the desired entries to the state.
+    pub desired: Duration,
 }
 
 impl Programmer {
@@ -33,6 +53,8 @@ impl Programmer {
         Programmer {
             installed: HashMap::new(),
             batch: batch.max(1),
+            index: DesiredIndex::default(),
+            in_step: false,
         }
     }
 
@@ -48,6 +70,7 @@ impl Programmer {
     /// Forgets everything (the switch was reset by a pipeline push).
     pub fn clear(&mut self) {
         self.installed.clear();
+        self.in_step = false;
     }
 
     /// Entries believed installed (for DumpTables).
@@ -79,15 +102,53 @@ impl Programmer {
         out
     }
 
-    /// Writes the difference to `desired`. On success the installed view is
-    /// `desired` (updated entry by entry: a switchover changes a handful of entries
-    /// among thousands); on failure it is re-read from the switch (when reachable).
-    pub async fn apply(
+    /// The difference to the index's entry of each key in `keys` (valid only while
+    /// the installed view is in step with the index).
+    fn diff_keys(&self, keys: &[EntryKey]) -> Vec<(EntryKey, update::Type, TableEntry)> {
+        let mut out = Vec::new();
+        for k in keys {
+            match (self.index.get(k), self.installed.get(k)) {
+                (None, Some(cur)) => out.push((k.clone(), update::Type::Delete, key_only(cur))),
+                (Some(e), None) => out.push((k.clone(), update::Type::Insert, e.clone())),
+                (Some(e), Some(cur)) if !same_action(cur, e) => {
+                    out.push((k.clone(), update::Type::Modify, e.clone()))
+                }
+                _ => {}
+            }
+        }
+        // Deletes first, as the full difference orders them.
+        out.sort_by_key(|(_, ty, _)| *ty != update::Type::Delete);
+        out
+    }
+
+    /// Writes the entries `state` implies: only the difference to what is installed,
+    /// found among the keys the change touched while the installed view is in step
+    /// (see the module doc), else among all of them. On failure the installed view
+    /// is re-read from the switch (when reachable).
+    pub async fn apply_state(
         &mut self,
         link: &SwitchSession,
-        desired: &BTreeMap<EntryKey, TableEntry>,
+        state: &State,
+        shape: Shape,
+    ) -> Result<Programmed> {
+        let t = Instant::now();
+        let touched = self.index.sync(state, shape);
+        let changes = if self.in_step {
+            self.diff_keys(&touched)
+        } else {
+            self.diff(&self.index.to_map())
+        };
+        let desired = t.elapsed();
+        let writes = self.write(link, changes).await?;
+        self.in_step = true;
+        Ok(Programmed { writes, desired })
+    }
+
+    async fn write(
+        &mut self,
+        link: &SwitchSession,
+        changes: Vec<(EntryKey, update::Type, TableEntry)>,
     ) -> Result<usize> {
-        let changes = self.diff(desired);
         let n = changes.len();
         for chunk in changes.chunks(self.batch) {
             let ups: Vec<Update> = chunk
@@ -95,6 +156,7 @@ impl Programmer {
                 .map(|(_, ty, e)| table_update(*ty, e.clone()))
                 .collect();
             if let Err(f) = link.write(ups).await {
+                self.in_step = false;
                 let err: Error = f.into();
                 if link.is_connected() {
                     if let Err(e) = self.resync(link).await {
@@ -126,6 +188,7 @@ impl Programmer {
             }
         }
         self.installed = fresh;
+        self.in_step = false;
         Ok(())
     }
 }
