@@ -413,6 +413,7 @@ mod tests {
             created_unix_ms: 0,
             detached: false,
             host_if_local: false,
+            node: String::from("n1"),
         }
     }
 
