@@ -13,6 +13,9 @@
 //!   the same without fsync, for files that need not survive a crash of the machine), and
 //!   [`read_bounded`], the one size-capped, regular-file-only read (records, run
 //!   state, the controller's state files).
+//! - `tls` (cargo feature `tls`): mutual TLS for every TCP surface: bounded PEM reads
+//!   with the key-mode check, `client_config`, `server_config`, and `peer_name` (the
+//!   identity of a TCP caller, from its certificate).
 //! - [`log`]: the stderr logging of the helpers the runtimes start (`P4LB_LOG`).
 //! - [`DEFAULT_SOCKET`]: where the controller serves the API.
 //! - [`api`]: the generated API types (from p4lb-proto); they derive serde, which is
@@ -23,6 +26,8 @@ pub mod connect;
 pub mod fs;
 pub mod labels;
 pub mod log;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{endpoint_key, ApiError, Client};
 pub use connect::{connect_unix, connect_unix_bounded, ConnectError};

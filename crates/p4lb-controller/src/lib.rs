@@ -43,9 +43,13 @@
 //!   `p4lb_api::Client`; the default socket is `p4lb_api::DEFAULT_SOCKET`); [`server`]: its
 //!   listeners and the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;
 //!   [`readiness`]: systemd notification (`READY=1` once serving and in sync).
+//! - [`cert`]: `p4lbctl cert`, a CA and the certificates of nodes and admins for the
+//!   TCP surfaces' mutual TLS (which is `p4lb_api::tls`; the switch client's use of it is
+//!   [`southbound::tls`]).
 
 pub mod addr;
 pub mod api;
+pub mod cert;
 pub mod commit;
 pub mod config;
 pub mod conn;

@@ -217,3 +217,80 @@ async fn keys_others_can_read_and_tcp_without_tls_are_refused() {
     let e = cfg.validate().expect_err("https without TLS files");
     assert!(e.to_string().contains("switch.tls_ca"), "{e}");
 }
+
+/// Runs `p4lbctl cert ARGS`; its output names the files written.
+fn p4lbctl_cert(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+        .arg("cert")
+        .args(args)
+        .output()
+        .expect("running p4lbctl");
+    assert!(
+        out.status.success(),
+        "p4lbctl cert {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_made_by_p4lbctl_cert_carry_a_mutual_tls_handshake() {
+    let (_d, dir) = tempdir();
+    let ca = dir.join("ca");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let written = p4lbctl_cert(&["ca", "--out", &s(&ca)]);
+    assert!(written.contains("ca-key.pem"), "{written}");
+    p4lbctl_cert(&[
+        "issue",
+        "--ca",
+        &s(&ca),
+        "--name",
+        "switch",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        &s(&dir),
+    ]);
+    p4lbctl_cert(&[
+        "issue",
+        "--ca",
+        &s(&ca),
+        "--name",
+        "p4lb-controller",
+        "--out",
+        &s(&dir),
+    ]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ca.join("ca-key.pem")), 0o600);
+    assert_eq!(mode(&dir.join("switch-key.pem")), 0o600);
+    // Issuing the same name again replaces nothing.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_p4lbctl"))
+        .args(["cert", "issue", "--ca", &s(&ca), "--name", "switch"])
+        .args(["--out", &s(&dir)])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never replaces"));
+
+    let sw = p4lb_switch::serve(p4lb_switch::SwitchConfig {
+        grpc_addr: p4lb_switch::GrpcAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+        tls: Some(p4lb_switch::TlsFiles {
+            cert: dir.join("switch.pem"),
+            key: dir.join("switch-key.pem"),
+            client_ca: ca.join("ca.pem"),
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("a switch with p4lbctl's certificates");
+    let tls = client_config(
+        &ca.join("ca.pem"),
+        &dir.join("p4lb-controller.pem"),
+        &dir.join("p4lb-controller-key.pem"),
+    )
+    .unwrap();
+    call(&https(&sw), tls)
+        .await
+        .expect("the handshake with p4lbctl's certificates");
+    sw.shutdown().await;
+}

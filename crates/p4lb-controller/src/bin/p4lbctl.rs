@@ -46,6 +46,65 @@ enum Cmd {
     Switch(SwitchCmd),
     /// Prometheus metrics text.
     Metrics,
+    /// Certificates for the mutual TLS of the API over TCP, switches and node agents
+    /// (local files only; does not contact the controller).
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCmd {
+    /// A new certificate authority: DIR/ca.pem and DIR/ca-key.pem (mode 0600).
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "p4lb CA")]
+        cn: String,
+    },
+    /// A certificate signed by the CA in --ca: OUT/NAME.pem and OUT/NAME-key.pem (mode
+    /// 0600). NAME is its first DNS name: the node or admin name the controller sees.
+    Issue {
+        /// The CA directory (ca.pem, ca-key.pem).
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// An IP address the holder serves on (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// A further DNS name (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = p4lb_controller::cert::LEAF_DAYS)]
+        days: i64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `p4lbctl cert ...`: files only, no controller.
+fn cert(cmd: CertCmd, out: &mut String) -> Result<()> {
+    use p4lb_controller::cert;
+    use std::fmt::Write;
+    let issued = match cmd {
+        CertCmd::Ca { out: dir, cn } => cert::make_ca(&dir, &cn)?,
+        CertCmd::Issue {
+            ca,
+            name,
+            ips,
+            dns,
+            days,
+            out: dir,
+        } => {
+            anyhow::ensure!(days > 0, "--days must be positive");
+            cert::issue(&ca, &name, &cert::Names { dns, ips }, days, &dir)?
+        }
+    };
+    writeln!(out, "{}", issued.cert.display())?;
+    writeln!(out, "{}", issued.key.display())?;
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,9 +406,14 @@ async fn main() -> Result<()> {
 
 async fn run(args: Args, out: &mut String) -> Result<()> {
     use std::fmt::Write;
+    let cmd = match args.cmd {
+        Cmd::Cert(c) => return cert(c, out),
+        cmd => cmd,
+    };
     let c = Client::connect(&args.socket, CONNECT_TIMEOUT, CALL_TIMEOUT).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
-    match args.cmd {
+    match cmd {
+        Cmd::Cert(_) => unreachable!("handled above"),
         Cmd::Status => {
             let s = c.status().await?;
             if args.json {
