@@ -10,6 +10,9 @@ use serde_json::json;
 
 use p4lb_api::{api, Client, DEFAULT_SOCKET};
 
+#[path = "p4lbctl/migrate.rs"]
+mod migrate;
+
 /// How long connecting to the controller may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take (a table dump of a large switch is the slowest).
@@ -50,6 +53,8 @@ enum Cmd {
     /// (local files only; does not contact the controller).
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Moves a container to another node through the nodes' agents.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,6 +413,7 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
     use std::fmt::Write;
     let cmd = match args.cmd {
         Cmd::Cert(c) => return cert(c, out),
+        Cmd::Migrate(m) => return migrate::run(m, &args.socket, args.json, out).await,
         cmd => cmd,
     };
     let c = Client::connect(&args.socket, CONNECT_TIMEOUT, CALL_TIMEOUT).await?;
@@ -666,6 +672,7 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
         Cmd::Metrics => {
             out.push_str(&c.metrics().await?);
         }
+        Cmd::Migrate(_) => anyhow::bail!("migrate is handled before connecting"),
     }
     Ok(())
 }
