@@ -45,7 +45,7 @@ pub const POD_NETNS: &str = "/run/netns/srv";
 pub const CLIENT_NETNS: &str = "/run/netns/cli";
 
 /// Host path of a p4lb binary in target/debug; an error says how to build it.
-fn bin(name: &str) -> Result<PathBuf> {
+pub(crate) fn bin(name: &str) -> Result<PathBuf> {
     let p = paths::target_dir().join("debug").join(name);
     if !p.is_file() {
         return Err(Error::Missing(format!(
@@ -58,7 +58,7 @@ fn bin(name: &str) -> Result<PathBuf> {
 }
 
 /// Where a host path under the target directory appears inside the testbed.
-fn inside(host: &Path) -> Result<String> {
+pub(crate) fn inside(host: &Path) -> Result<String> {
     paths::inside_target(host)
         .map(|p| p.display().to_string())
         .ok_or_else(|| {
