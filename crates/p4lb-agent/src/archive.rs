@@ -5,6 +5,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use p4lb_proto::api::{archive_part, ArchiveHeader, ArchivePart};
 use sha2::{Digest, Sha256};
@@ -69,12 +71,18 @@ pub fn digest_file(path: &Path) -> Result<(u64, [u8; 32]), ArchiveError> {
 }
 
 /// The parts a source sends for the archive at `path`: `header`, then the file's bytes
-/// in chunks. Reading stops when the receiver goes away.
+/// in chunks. Reading stops when the receiver goes away. The flag turns true once the
+/// last chunk was handed on.
 pub fn send_stream(
     path: PathBuf,
     header: ArchiveHeader,
-) -> impl Stream<Item = ArchivePart> + Send + 'static {
+) -> (
+    impl Stream<Item = ArchivePart> + Send + 'static,
+    Arc<AtomicBool>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let all_sent = Arc::new(AtomicBool::new(false));
+    let done = all_sent.clone();
     tokio::spawn(async move {
         let part = |p| ArchivePart { part: Some(p) };
         if tx
@@ -94,7 +102,10 @@ pub fn send_stream(
         loop {
             let mut buf = vec![0u8; CHUNK];
             match f.read(&mut buf).await {
-                Ok(0) => return,
+                Ok(0) => {
+                    done.store(true, Ordering::SeqCst);
+                    return;
+                }
                 Ok(n) => {
                     buf.truncate(n);
                     if tx.send(part(archive_part::Part::Chunk(buf))).await.is_err() {
@@ -109,7 +120,7 @@ pub fn send_stream(
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    (tokio_stream::wrappers::ReceiverStream::new(rx), all_sent)
 }
 
 /// An archive received in full and checked: its header and the private file holding
@@ -306,8 +317,10 @@ mod tests {
             size,
             sha256: sha.to_vec(),
         };
-        let s = send_stream(src, h).map(Ok::<_, String>);
+        let (s, all_sent) = send_stream(src, h);
+        let s = s.map(Ok::<_, String>);
         let r = receive(Box::pin(s), d.path(), u64::MAX).await.unwrap();
         assert_eq!(std::fs::read(&r.file).unwrap(), data);
+        assert!(all_sent.load(Ordering::SeqCst));
     }
 }

@@ -305,6 +305,8 @@ pub mod fake {
         pub checkpoint: bool,
         pub restore_archive: bool,
         pub restore_in_place: bool,
+        /// How long a restore from an archive takes (it is recorded when it starts).
+        pub restore_delay: std::time::Duration,
     }
 
     /// Containers by name; an archive is a file with a first line `fake-archive NAME`
@@ -421,8 +423,13 @@ pub mod fake {
                 command: "fake restore".into(),
                 source,
             })?;
+            let delay = {
+                let mut s = self.state();
+                s.calls.push("restore-archive".into());
+                s.fail.restore_delay
+            };
+            std::thread::sleep(delay);
             let mut s = self.state();
-            s.calls.push("restore-archive".into());
             if s.fail.restore_archive {
                 return Err(Self::failed("restore --import"));
             }

@@ -9,10 +9,18 @@
 //! digest → stream to the target, which checks size and digest and restores → remove
 //! the checkpointed source. A failure after the checkpoint restores the container on
 //! the source in place; the error says that it did, or, if that failed too, which
-//! command restores it by hand (and keeps the archive).
+//! command restores it by hand (and keeps the archive). The target marks every error
+//! it answers with [`NOTHING_RESTORED`] (a failed restore's leftovers are removed, and
+//! a container of the same name already there is refused before anything is
+//! restored); a call that breaks after the whole archive was sent, without that
+//! answer, may have left the container running on the target, so the source does not
+//! restore it too (two copies would answer the same connections): the error says how to
+//! decide. The migration runs on a task of its own, so an interrupted caller does not
+//! leave it half done.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,8 +63,13 @@ pub struct Settings {
     pub faults: Faults,
 }
 
-/// The agent service over runtime `R`.
+/// The agent service over runtime `R`. A migration runs in a task of its own: a caller
+/// that goes away (an interrupted `p4lbctl`) does not stop it half-way.
 pub struct AgentService<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+struct Inner<R: Runtime> {
     s: Arc<Settings>,
     runtime: Arc<R>,
     /// Containers being migrated from this node.
@@ -67,10 +80,12 @@ pub struct AgentService<R: Runtime> {
 impl<R: Runtime> AgentService<R> {
     pub fn new(settings: Settings, runtime: Arc<R>) -> Self {
         AgentService {
-            s: Arc::new(settings),
-            runtime,
-            busy: Arc::default(),
-            receives: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RECEIVES)),
+            inner: Arc::new(Inner {
+                s: Arc::new(settings),
+                runtime,
+                busy: Arc::default(),
+                receives: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RECEIVES)),
+            }),
         }
     }
 
@@ -80,7 +95,9 @@ impl<R: Runtime> AgentService<R> {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
+}
 
+impl<R: Runtime> Inner<R> {
     /// The caller's name if it is one of `allowed`; PERMISSION_DENIED otherwise.
     fn authorize<T>(
         &self,
@@ -155,7 +172,7 @@ impl Drop for BusyGuard {
     }
 }
 
-impl<R: Runtime> AgentService<R> {
+impl<R: Runtime> Inner<R> {
     /// The archive path for an outgoing migration of `container`.
     fn outgoing(&self, container: &str) -> PathBuf {
         let ms = SystemTime::now()
@@ -173,28 +190,35 @@ impl<R: Runtime> AgentService<R> {
         req: &MigrateRequest,
         path: &std::path::Path,
         header: ArchiveHeader,
-    ) -> Result<ReceiveResponse, Status> {
+    ) -> Result<ReceiveResponse, Failed> {
         let mut client = crate::client::connect(
             &req.target_address,
             &req.target_node,
             self.s.client_tls.clone(),
         )
         .await
-        .map_err(|e| match e {
-            ConnectError::Address { .. } => Status::invalid_argument(e.to_string()),
-            ConnectError::Unreachable { .. } => Status::unavailable(e.to_string()),
-        })?;
-        let parts = archive::send_stream(path.to_path_buf(), header);
-        client
-            .receive(parts)
-            .await
-            .map(Response::into_inner)
-            .map_err(|e| {
-                Status::new(
-                    e.code(),
-                    format!("target node {}: {}", req.target_node, e.message()),
-                )
+        .map_err(|e| {
+            Failed::NothingRestored(match e {
+                ConnectError::Address { .. } => Status::invalid_argument(e.to_string()),
+                ConnectError::Unreachable { .. } => Status::unavailable(e.to_string()),
             })
+        })?;
+        let (parts, all_sent) = archive::send_stream(path.to_path_buf(), header);
+        let e = match client.receive(parts).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e) => e,
+        };
+        let status = Status::new(
+            e.code(),
+            format!("target node {}: {}", req.target_node, e.message()),
+        );
+        // The target restores only a whole archive, and says so when it restored
+        // nothing; a broken call after the whole archive left leaves it unknown.
+        if target_restored_nothing(&e) || !all_sent.load(Ordering::SeqCst) {
+            Err(Failed::NothingRestored(status))
+        } else {
+            Err(Failed::Unknown(status))
+        }
     }
 
     /// Everything after a successful checkpoint: digest, transfer, restore on the target.
@@ -202,22 +226,24 @@ impl<R: Runtime> AgentService<R> {
         &self,
         req: &MigrateRequest,
         path: &std::path::Path,
-    ) -> Result<(ReceiveResponse, u64, [u8; 32], Duration), Status> {
+    ) -> Result<(ReceiveResponse, u64, [u8; 32], Duration), Failed> {
         let t = Instant::now();
         let p = path.to_path_buf();
+        let local = |e: String| Failed::NothingRestored(Status::internal(e));
         let (size, sha) = tokio::task::spawn_blocking(move || archive::digest_file(&p))
             .await
-            .map_err(|e| Status::internal(format!("digest: {e}")))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| local(format!("digest: {e}")))?
+            .map_err(|e| local(e.to_string()))?;
         if size > self.s.max_archive_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "the archive has {size} bytes, over this node's limit of {}",
-                self.s.max_archive_bytes
+            return Err(Failed::NothingRestored(Status::resource_exhausted(
+                format!(
+                    "the archive has {size} bytes, over this node's limit of {}",
+                    self.s.max_archive_bytes
+                ),
             )));
         }
         if self.s.faults.corrupt_archive {
-            corrupt_one_byte(path)
-                .map_err(|e| Status::internal(format!("fault injection: {e}")))?;
+            corrupt_one_byte(path).map_err(|e| local(format!("fault injection: {e}")))?;
         }
         let header = ArchiveHeader {
             container: req.container.clone(),
@@ -227,6 +253,35 @@ impl<R: Runtime> AgentService<R> {
         let r = self.send(req, path, header).await?;
         Ok((r, size, sha, t.elapsed()))
     }
+}
+
+/// How a migration failed after the checkpoint.
+#[derive(Debug)]
+enum Failed {
+    /// The target restored nothing: the source may restore in place.
+    NothingRestored(Status),
+    /// The call broke after the whole archive was sent: the target may have restored
+    /// it, so the source must not (two copies would answer the same connections).
+    Unknown(Status),
+}
+
+/// Metadata key of a target's error that guarantees nothing was restored.
+pub const NOTHING_RESTORED: &str = "x-p4lb-nothing-restored";
+
+fn target_restored_nothing(s: &Status) -> bool {
+    s.metadata()
+        .get(NOTHING_RESTORED)
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+/// `s` marked as an error after which nothing is restored on this node.
+fn nothing_restored(s: Status) -> Status {
+    let mut md = tonic::metadata::MetadataMap::new();
+    md.insert(
+        NOTHING_RESTORED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    Status::with_metadata(s.code(), s.message(), md)
 }
 
 /// Flips the middle byte of a file (fault injection).
@@ -250,7 +305,8 @@ impl<R: Runtime> Agent for AgentService<R> {
         &self,
         request: Request<MigrateRequest>,
     ) -> Result<Response<MigrateResponse>, Status> {
-        let who = self.authorize(&request, &self.s.admins, "Migrate")?;
+        let s = &self.inner.s;
+        let who = self.inner.authorize(&request, &s.admins, "Migrate")?;
         let req = request.into_inner();
         if !valid_name(&req.container) {
             return Err(Status::invalid_argument(format!(
@@ -264,10 +320,10 @@ impl<R: Runtime> Agent for AgentService<R> {
                 req.target_node
             )));
         }
-        if req.target_node == self.s.node {
+        if req.target_node == s.node {
             return Err(Status::invalid_argument(format!(
                 "{} is already on node {}",
-                req.container, self.s.node
+                req.container, s.node
             )));
         }
         if !req.target_address.starts_with("https://") {
@@ -276,6 +332,42 @@ impl<R: Runtime> Agent for AgentService<R> {
                 req.target_address
             )));
         }
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.migrate(who, req).await })
+            .await
+            .map_err(|e| Status::internal(format!("the migration task failed: {e}")))?
+            .map(Response::new)
+    }
+
+    async fn receive(
+        &self,
+        request: Request<Streaming<ArchivePart>>,
+    ) -> Result<Response<ReceiveResponse>, Status> {
+        self.inner
+            .receive(request)
+            .await
+            .map(Response::new)
+            .map_err(nothing_restored)
+    }
+
+    async fn node_info(
+        &self,
+        request: Request<NodeInfoRequest>,
+    ) -> Result<Response<NodeInfoResponse>, Status> {
+        let s = &self.inner.s;
+        let allowed: Vec<String> = s.admins.iter().chain(&s.peers).cloned().collect();
+        self.inner.authorize(&request, &allowed, "NodeInfo")?;
+        Ok(Response::new(NodeInfoResponse {
+            node: s.node.clone(),
+            runtime: self.inner.runtime.name().to_string(),
+            max_archive_bytes: s.max_archive_bytes,
+        }))
+    }
+}
+
+impl<R: Runtime> Inner<R> {
+    /// A migration of `req.container` asked for by `who` (checked), on its own task.
+    async fn migrate(&self, who: String, req: MigrateRequest) -> Result<MigrateResponse, Status> {
         let c = req.container.clone();
         let source = self
             .blocking(move |r| r.inspect(&c))
@@ -313,10 +405,12 @@ impl<R: Runtime> Agent for AgentService<R> {
             )));
         }
         let checkpoint = t.elapsed();
-        let moved = self.move_archive(&req, &path).await;
-        let (got, size, sha, transfer_and_restore) = match moved {
+        let (got, size, sha, transfer_and_restore) = match self.move_archive(&req, &path).await {
             Ok(x) => x,
-            Err(e) => return Err(self.restore_on_source(&source.name, &path, &req, e).await),
+            Err(Failed::NothingRestored(e)) => {
+                return Err(self.restore_on_source(&source.name, &path, &req, e).await)
+            }
+            Err(Failed::Unknown(e)) => return Err(self.unknown(&source.name, &path, &req, e)),
         };
         let _ = std::fs::remove_file(&path);
         let t = Instant::now();
@@ -326,7 +420,7 @@ impl<R: Runtime> Agent for AgentService<R> {
         }
         let cleanup = t.elapsed();
         let restore = Duration::from_micros(u64::try_from(got.restore_us).unwrap_or(0));
-        Ok(Response::new(MigrateResponse {
+        Ok(MigrateResponse {
             container: source.name,
             source_node: self.s.node.clone(),
             target_node: got.node,
@@ -341,13 +435,15 @@ impl<R: Runtime> Agent for AgentService<R> {
                 cleanup_us: micros(cleanup),
                 total_us: micros(total.elapsed()),
             }),
-        }))
+        })
     }
 
+    /// An archive from a peer: checked, then restored (restore and the clean-up of a
+    /// failed one run on the blocking pool to their end, whatever happens to the call).
     async fn receive(
         &self,
         request: Request<Streaming<ArchivePart>>,
-    ) -> Result<Response<ReceiveResponse>, Status> {
+    ) -> Result<ReceiveResponse, Status> {
         let who = self.authorize(&request, &self.s.peers, "Receive")?;
         let _permit = self.receives.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
@@ -370,42 +466,50 @@ impl<R: Runtime> Agent for AgentService<R> {
             })?;
         let size = got.header.size;
         let container = got.header.container.clone();
+        let c = container.clone();
+        match self.blocking(move |r| r.inspect(&c)).await {
+            Err(RuntimeError::NotFound(_)) => {}
+            Ok(_) => {
+                return Err(Status::already_exists(format!(
+                    "node {} already has a container {container} (nothing restored)",
+                    self.s.node
+                )))
+            }
+            Err(e) => return Err(Status::internal(e.to_string())),
+        }
         tracing::info!(from = %who, %container, size, "archive received, restoring");
         let t = Instant::now();
-        let path = got.file.to_path_buf();
-        let restored = self.blocking(move |r| r.restore_archive(&path)).await;
+        let c = container.clone();
+        let restored = self
+            .blocking(move |r| {
+                let file = got.file;
+                let res = r.restore_archive(&file);
+                if res.is_err() {
+                    // Whatever a failed restore left of the container (there was none
+                    // of that name before).
+                    if let Err(e) = r.remove(&c) {
+                        tracing::debug!(container = %c, "after a failed restore: {e}");
+                    }
+                }
+                res
+            })
+            .await;
         let restore = t.elapsed();
-        drop(got);
         let c = restored.map_err(|e| {
             Status::failed_precondition(format!(
                 "restore of {container} on node {} failed: {e}",
                 self.s.node
             ))
         })?;
-        Ok(Response::new(ReceiveResponse {
+        Ok(ReceiveResponse {
             node: self.s.node.clone(),
             container: c.name,
             address: c.address,
             received_bytes: size,
             restore_us: micros(restore),
-        }))
+        })
     }
 
-    async fn node_info(
-        &self,
-        request: Request<NodeInfoRequest>,
-    ) -> Result<Response<NodeInfoResponse>, Status> {
-        let allowed: Vec<String> = self.s.admins.iter().chain(&self.s.peers).cloned().collect();
-        self.authorize(&request, &allowed, "NodeInfo")?;
-        Ok(Response::new(NodeInfoResponse {
-            node: self.s.node.clone(),
-            runtime: self.runtime.name().to_string(),
-            max_archive_bytes: self.s.max_archive_bytes,
-        }))
-    }
-}
-
-impl<R: Runtime> AgentService<R> {
     /// After a failure `why` past the checkpoint: restores `container` in place and
     /// returns the error to answer (ABORTED: restored here; INTERNAL: not, with the
     /// commands that do it by hand).
@@ -441,5 +545,28 @@ impl<R: Runtime> AgentService<R> {
                 archive.display()
             )),
         }
+    }
+
+    /// After the call to the target broke once the whole archive was sent: the target
+    /// may run the container, so it is not restored here; the error says how to decide.
+    fn unknown(
+        &self,
+        container: &str,
+        archive: &std::path::Path,
+        req: &MigrateRequest,
+        why: Status,
+    ) -> Status {
+        tracing::warn!(%container, target = %req.target_node, "migration outcome unknown: {}", why.message());
+        Status::unknown(format!(
+            "migration of {container} to {t}: {w}; the whole archive was sent and {t} may have \
+             restored it, so it was not restored on {s}: look on {t} (`podman ps`); if \
+             {container} does not run there, restore it on {s}: `{cmd}` (its archive is kept \
+             at {a})",
+            t = req.target_node,
+            w = why.message(),
+            s = self.s.node,
+            cmd = self.runtime.restore_in_place_command(container),
+            a = archive.display()
+        ))
     }
 }

@@ -179,7 +179,9 @@ fn restored_on_a(a: &Node, b: &Node, e: &tonic::Status, why: &str) {
         ["checkpoint web", "restore-in-place web"],
         "{m}"
     );
-    assert_eq!(b.runtime.state_of("web"), None, "{m}");
+    if !m.contains("already has a container") {
+        assert_eq!(b.runtime.state_of("web"), None, "{m}");
+    }
     assert!(
         files_in(a.work.path()).is_empty(),
         "{:?}",
@@ -360,6 +362,98 @@ async fn the_link_drops_mid_transfer_and_the_source_is_restored() {
     // B saw a broken stream and restored nothing; its file is gone once it noticed.
     nothing_left_on(&b).await;
     assert!(b.runtime.calls().is_empty());
+}
+
+/// A TCP relay to `target` that carries everything until `cut` fires, then closes both
+/// sides.
+async fn relay_until(target: String, cut: Arc<tokio::sync::Notify>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = l.accept().await {
+            let target = target.clone();
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let mut up = TcpStream::connect(target.trim_start_matches("https://"))
+                    .await
+                    .unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                    _ = cut.notified() => {}
+                }
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+#[tokio::test]
+async fn a_link_that_drops_during_the_targets_restore_leaves_the_source_alone_and_says_how_to_decide(
+) {
+    let pki = Pki::new("nodes");
+    let (a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
+    b.runtime.fail(Failures {
+        restore_delay: std::time::Duration::from_millis(500),
+        ..Default::default()
+    });
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let req = MigrateRequest {
+        target_address: relay_until(b.address.clone(), cut.clone()).await,
+        ..to(&b)
+    };
+    let call = tokio::spawn({
+        let a_addr = a.address.clone();
+        let admin = pki.issue("admin");
+        async move {
+            p4lb_agent::client::connect(&a_addr, "node-a", client_tls(&admin))
+                .await
+                .unwrap()
+                .migrate(req)
+                .await
+        }
+    });
+    // B has the whole archive and restores: the link drops now.
+    for _ in 0..200 {
+        if !b.runtime.calls().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.runtime.calls(), ["restore-archive"]);
+    cut.notify_waiters();
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "{e:?}");
+    let m = e.message();
+    assert!(
+        m.contains("node-b may have restored it, so it was not restored on node-a"),
+        "{m}"
+    );
+    assert!(m.contains("`fake container restore web`"), "{m}");
+    // Not restored on A (B runs it once its restore is done), the archive kept.
+    assert_eq!(a.runtime.state_of("web").as_deref(), Some("exited"));
+    assert_eq!(a.runtime.calls(), ["checkpoint web"]);
+    assert_eq!(files_in(a.work.path()).len(), 1);
+    for _ in 0..200 {
+        if b.runtime.state_of("web").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.runtime.state_of("web").as_deref(), Some("running"));
+}
+
+#[tokio::test]
+async fn a_target_that_already_has_the_container_refuses_it_and_the_source_is_restored() {
+    let pki = Pki::new("nodes");
+    let (a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
+    b.runtime.run("web");
+    let e = migrate(&pki, &a, to(&b)).await.unwrap_err();
+    restored_on_a(
+        &a,
+        &b,
+        &e,
+        "node node-b already has a container web (nothing restored)",
+    );
 }
 
 #[tokio::test]
