@@ -1,9 +1,10 @@
 //! The `Agent` gRPC service: `Migrate` on the source node, `Receive` on the target,
-//! `NodeInfo`.
+//! `NodeInfo` and `Inspect` (where is a container).
 //!
 //! Callers are known by their certificate's DNS name ([`p4lb_api::tls::peer_name`]); the
 //! TLS handshake has already refused anyone without a certificate of the nodes' CA.
-//! `Migrate` is for the configured admins, `Receive` for the configured peer nodes.
+//! `Migrate` and `Inspect` are for the configured admins, `Receive` for the configured
+//! peer nodes.
 //!
 //! A migration: inspect → checkpoint (`--keep`: the images stay on the source) →
 //! digest → stream to the target, which checks size and digest and restores → remove
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p4lb_proto::api::agent_server::Agent;
 use p4lb_proto::api::{
-    ArchiveHeader, ArchivePart, MigrateRequest, MigrateResponse, NodeInfoRequest, NodeInfoResponse,
-    PhaseTimes, ReceiveResponse,
+    ArchiveHeader, ArchivePart, InspectRequest, InspectResponse, MigrateRequest, MigrateResponse,
+    NodeInfoRequest, NodeInfoResponse, PhaseTimes, ReceiveResponse,
 };
 use tonic::transport::ClientTlsConfig;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -350,6 +351,13 @@ impl<R: Runtime> Agent for AgentService<R> {
             .map_err(nothing_restored)
     }
 
+    async fn inspect(
+        &self,
+        request: Request<InspectRequest>,
+    ) -> Result<Response<InspectResponse>, Status> {
+        self.inner.inspect(request).await.map(Response::new)
+    }
+
     async fn node_info(
         &self,
         request: Request<NodeInfoRequest>,
@@ -366,6 +374,28 @@ impl<R: Runtime> Agent for AgentService<R> {
 }
 
 impl<R: Runtime> Inner<R> {
+    /// A container of this node, for an admin.
+    async fn inspect(&self, request: Request<InspectRequest>) -> Result<InspectResponse, Status> {
+        self.authorize(&request, &self.s.admins, "Inspect")?;
+        let c = request.into_inner().container;
+        if !valid_name(&c) {
+            return Err(Status::invalid_argument(format!(
+                "invalid container name {c:?}"
+            )));
+        }
+        let i = self
+            .blocking(move |r| r.inspect(&c))
+            .await
+            .map_err(runtime_status)?;
+        Ok(InspectResponse {
+            node: self.s.node.clone(),
+            id: i.id,
+            name: i.name,
+            state: i.state,
+            address: i.address,
+        })
+    }
+
     /// A migration of `req.container` asked for by `who` (checked), on its own task.
     async fn migrate(&self, who: String, req: MigrateRequest) -> Result<MigrateResponse, Status> {
         let c = req.container.clone();

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use p4lb_agent::runtime::fake::{Failures, FakeRuntime};
 use p4lb_agent::{AgentService, Faults, Settings};
-use p4lb_proto::api::{archive_part, ArchiveHeader, ArchivePart, MigrateRequest, NodeInfoRequest};
+use p4lb_proto::api::{
+    archive_part, ArchiveHeader, ArchivePart, InspectRequest, MigrateRequest, NodeInfoRequest,
+};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -592,4 +594,36 @@ async fn callers_are_known_by_their_certificate() {
         (info.node.as_str(), info.runtime.as_str()),
         ("node-a", "fake")
     );
+}
+
+#[tokio::test]
+async fn an_admin_finds_which_node_runs_a_container() {
+    let pki = Pki::new("nodes");
+    let (a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
+    let admin = pki.issue("admin");
+    let ask = |n: &Node, id: &Id| {
+        let (addr, name, tls) = (n.address.clone(), n.name.clone(), client_tls(id));
+        async move {
+            p4lb_agent::client::connect(&addr, &name, tls)
+                .await
+                .unwrap()
+                .inspect(InspectRequest {
+                    container: "web".into(),
+                })
+                .await
+        }
+    };
+    let i = ask(&a, &admin).await.unwrap().into_inner();
+    assert_eq!(
+        (
+            i.node.as_str(),
+            i.name.as_str(),
+            i.state.as_str(),
+            i.address.as_str()
+        ),
+        ("node-a", "web", "running", "10.89.0.2")
+    );
+    assert_eq!(ask(&b, &admin).await.unwrap_err().code(), Code::NotFound);
+    let e = ask(&a, &pki.issue("node-b")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 }
