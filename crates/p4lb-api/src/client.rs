@@ -3,6 +3,10 @@
 //! no answer in time, broken connection) or "the controller refused" (it answered
 //! with a gRPC status). Short-lived callers (the CNI plugin, the CRIU action
 //! script, the OCI hook) must never hang the runtime that called them.
+//!
+//! A controller on another host is reached over TCP with mutual TLS (cargo feature
+//! `tls`): [`tls_channel`] builds the channel (also for other p4lb TCP surfaces, such as
+//! node agents), [`Client::connect_tls`] the client.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -12,10 +16,10 @@ use p4lb_proto::api::controller_client::ControllerClient;
 use p4lb_proto::api::{
     AddServiceRequest, Attachment, DeregisterEndpointRequest, DumpTablesRequest, Endpoint,
     GarbageCollectRequest, GetEndpointRequest, GetMigrationRequest, Identity, ListEndpointsRequest,
-    ListMigrationsRequest, ListPortsRequest, ListPortsResponse, ListServicesRequest,
-    MetricsRequest, Migration, MigrationEventRequest, RegisterEndpointRequest,
-    RemoveServiceRequest, Service, StatusRequest, StatusResponse, TableRow,
-    UpdateEndpointMetadataRequest,
+    ListMigrationsRequest, ListNodesRequest, ListPortsRequest, ListPortsResponse,
+    ListServicesRequest, MetricsRequest, Migration, MigrationEventRequest, Node,
+    RegisterEndpointRequest, RegisterNodeRequest, RemoveServiceRequest, Service, StatusRequest,
+    StatusResponse, TableRow, UpdateEndpointMetadataRequest,
 };
 use tonic::transport::Channel;
 
@@ -24,6 +28,7 @@ use crate::connect::{connect_unix_bounded, error_chain, ConnectError};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Could not talk to the controller at all (down, socket missing, timeout).
+    /// `socket` is the Unix socket, or the `https://` address of a controller over TCP.
     #[error("p4lb controller at {} is unavailable: {detail}", socket.display())]
     Unavailable { socket: PathBuf, detail: String },
     /// The controller answered with an error.
@@ -46,6 +51,45 @@ impl ApiError {
             Self::Refused { code, .. } => Some(*code),
             Self::Unavailable { .. } => None,
         }
+    }
+}
+
+/// Opens a gRPC channel over TCP with mutual TLS to `address` (`https://HOST:PORT`; the
+/// server's certificate must name HOST), giving up after `connect_timeout`; with
+/// `request_timeout`, every request on it is bounded too. The one TCP+TLS dialer of
+/// p4lb's clients: the controller API, node agents, the controller's switch client.
+#[cfg(feature = "tls")]
+pub async fn tls_channel(
+    address: &str,
+    tls: &tonic::transport::ClientTlsConfig,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+) -> Result<Channel, ConnectError> {
+    let failed = |detail: String| ConnectError::Failed {
+        path: PathBuf::from(address),
+        detail,
+    };
+    if !address.starts_with("https://") {
+        return Err(failed(format!(
+            "{address:?} is not an https://HOST:PORT address"
+        )));
+    }
+    let mut endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+        .map_err(|e| failed(format!("bad address {address:?}: {e}")))?
+        .tls_config(tls.clone())
+        .map_err(|e| failed(format!("TLS for {address}: {}", error_chain(&e))))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    if let Some(t) = request_timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+        Err(_) => Err(ConnectError::Timeout {
+            path: PathBuf::from(address),
+            timeout: connect_timeout,
+        }),
+        Ok(Err(e)) => Err(failed(error_chain(&e))),
+        Ok(Ok(c)) => Ok(c),
     }
 }
 
@@ -88,7 +132,30 @@ impl Client {
         })
     }
 
-    /// The socket this client talks to.
+    /// Connects to a controller over TCP with mutual TLS (`address` =
+    /// `https://HOST:PORT`, `tls` from [`crate::tls::client_config`]); bounded like
+    /// [`Client::connect`].
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        address: &str,
+        tls: &tonic::transport::ClientTlsConfig,
+        connect_timeout: Duration,
+        call_timeout: Duration,
+    ) -> Result<Self, ApiError> {
+        let channel = tls_channel(address, tls, connect_timeout, Some(call_timeout))
+            .await
+            .map_err(|e| ApiError::Unavailable {
+                socket: PathBuf::from(address),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: ControllerClient::new(channel),
+            call_timeout,
+            socket: PathBuf::from(address),
+        })
+    }
+
+    /// The socket this client talks to (the `https://` address over TCP).
     pub fn socket(&self) -> &Path {
         &self.socket
     }
@@ -122,7 +189,12 @@ impl Client {
                         detail: format!("{call}: {}", s.message()),
                     })
                 }
-                tonic::Code::Unavailable if std::error::Error::source(&s).is_some() => {
+                // A transport failure of this side (a status carrying a local error
+                // as its source: a broken connection, a TLS handshake the server
+                // refused), never an answer of the controller.
+                tonic::Code::Unavailable | tonic::Code::Unknown
+                    if std::error::Error::source(&s).is_some() =>
+                {
                     Err(ApiError::Unavailable {
                         socket: self.socket.clone(),
                         detail: format!("{call}: {}", error_chain(&s)),
@@ -265,6 +337,23 @@ impl Client {
         )
         .await
         .map(|r| r.migrations)
+    }
+
+    /// Registers the calling node (named by its certificate; on the Unix socket the
+    /// controller's own node) with its agent's `https://` address.
+    pub async fn register_node(&self, agent_address: &str) -> Result<Node, ApiError> {
+        let mut c = self.raw();
+        let req = RegisterNodeRequest {
+            agent_address: agent_address.to_owned(),
+        };
+        self.call("RegisterNode", c.register_node(req)).await
+    }
+
+    pub async fn list_nodes(&self) -> Result<Vec<Node>, ApiError> {
+        let mut c = self.raw();
+        self.call("ListNodes", c.list_nodes(ListNodesRequest {}))
+            .await
+            .map(|r| r.nodes)
     }
 
     pub async fn get_migration(&self, id: &str) -> Result<Migration, ApiError> {

@@ -22,7 +22,7 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// The socket that was dialled.
+    /// The socket that was dialled (the `https://` address for a TCP dial).
     pub fn path(&self) -> &Path {
         match self {
             Self::Timeout { path, .. } | Self::Failed { path, .. } => path,

@@ -41,6 +41,7 @@ fn an_endpoint_round_trips() {
         created_unix_ms: -1,
         router_mac: "02:00:00:00:00:01".into(),
         restore_of_ip: "10.88.0.4".into(),
+        node: "node-a".into(),
     };
     let v = serde_json::to_value(&e).unwrap();
     assert_eq!(v["ip"], "10.88.0.5");
@@ -78,6 +79,7 @@ fn field_names_are_the_proto_names() {
             "created_unix_ms",
             "router_mac",
             "restore_of_ip",
+            "node",
         ])
     );
     let v = serde_json::to_value(api::Service::default()).unwrap();
@@ -119,6 +121,8 @@ fn field_names_are_the_proto_names() {
             "error",
             "image_dir",
             "no_lock",
+            "source_node",
+            "target_node",
         ])
     );
     let v = serde_json::to_value(api::StatusResponse::default()).unwrap();

@@ -1,5 +1,6 @@
-//! The gRPC API (p4lb.v1.Controller): caller checks, then the calls of
-//! [`crate::endpoints`], [`crate::services`] and [`crate::migration`].
+//! The gRPC API (p4lb.v1.Controller): caller checks (who calls: [`Caller`], from the
+//! transport), then the calls of [`crate::endpoints`], [`crate::services`],
+//! [`crate::migration`] and [`crate::nodes`], which apply the rules by node.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use p4lb_proto::api::{self, controller_server, Identity};
 
+use crate::caller::Caller;
 use crate::controller::Controller;
 use crate::entries::{format_action, format_match};
 use crate::error::{Error, Result};
@@ -16,10 +18,13 @@ use crate::identity;
 use crate::limits::{self, check_request, take_within, Request as Checked};
 use crate::metrics::Metrics;
 
-/// Who may call: root, or members of the configured socket group.
-#[derive(Debug, Clone, Copy)]
+/// Who may call: on the Unix socket root, or members of the configured socket group;
+/// over TCP holders of a client certificate of the client CA (the TLS handshake checks
+/// it), admins when their certificate's name is in `admins`.
+#[derive(Debug, Clone, Default)]
 pub struct Access {
     pub group: Option<u32>,
+    pub admins: Vec<String>,
 }
 
 /// The tonic service.
@@ -75,15 +80,21 @@ impl Api {
         resp
     }
 
-    fn authorize<T>(&self, req: &Request<T>, call: &str) -> Result<(), Status> {
+    /// Who calls, from the transport: the Unix socket's peer credentials (root or the
+    /// socket's group), or the TLS client certificate's name. A TCP caller without a
+    /// certificate name is refused (the TLS handshake already refused callers without
+    /// a certificate of the client CA).
+    fn authorize<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
         Metrics::inc(&self.ctl.metrics.api_calls);
         let info = req
             .extensions()
             .get::<tonic::transport::server::UdsConnectInfo>();
+        if info.is_none() {
+            return self.tcp_caller(req, call);
+        }
         let Some(cred) = info.and_then(|i| i.peer_cred) else {
-            // TCP (explicitly configured) or an in-process transport.
-            tracing::debug!(call, "API call without peer credentials");
-            return Ok(());
+            tracing::debug!(call, "API call on the Unix socket without peer credentials");
+            return Ok(Caller::Local);
         };
         tracing::debug!(call, uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "API call");
         let allowed = cred.uid() == 0 || self.access.group.is_some();
@@ -95,7 +106,40 @@ impl Api {
                 cred.uid()
             )));
         }
-        Ok(())
+        Ok(Caller::Local)
+    }
+
+    /// A caller that is not on the Unix socket: a TLS client (admin or node by its
+    /// certificate's name), or no transport at all (in-process).
+    fn tcp_caller<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
+        if let Some(name) = p4lb_api::tls::peer_name(req) {
+            let caller = if self.access.admins.contains(&name) {
+                Caller::Admin(name)
+            } else {
+                Caller::Node(name)
+            };
+            tracing::debug!(call, caller = %caller.describe(), peer = ?req.remote_addr(), "API call");
+            return Ok(caller);
+        }
+        if req.remote_addr().is_some() || req.peer_certs().is_some() {
+            Metrics::inc(&self.ctl.metrics.api_errors);
+            tracing::warn!(call, peer = ?req.remote_addr(), "refused API call over TCP without a named client certificate");
+            return Err(Status::permission_denied(
+                "a caller over TCP needs a client certificate whose first DNS subject \
+                 alternative name names it",
+            ));
+        }
+        tracing::debug!(call, "API call without transport information (in-process)");
+        Ok(Caller::InProcess)
+    }
+
+    /// Counts and logs a refusal by caller kind (a node calling an admin's call).
+    fn require_admin(&self, caller: &Caller, call: &str) -> Result<(), Status> {
+        caller.require_admin(call).map_err(|e| {
+            Metrics::inc(&self.ctl.metrics.api_errors);
+            tracing::warn!(call, caller = %caller.describe(), error = %e, "API call refused");
+            e.into()
+        })
     }
 
     /// The claimed `identity` must be one the connecting process may speak for
@@ -155,9 +199,12 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::RegisterEndpointRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
-        self.authorize(&req, "RegisterEndpoint")?;
+        let caller = self.authorize(&req, "RegisterEndpoint")?;
         self.check("RegisterEndpoint", Checked::Register(req.get_ref()))?;
-        let r = self.ctl.register_endpoint(req.into_inner()).await;
+        let r = self
+            .ctl
+            .register_endpoint_as(&caller, req.into_inner())
+            .await;
         self.reply("RegisterEndpoint", r.map(|e| self.endpoint_api(&e)))
     }
 
@@ -165,12 +212,12 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::DeregisterEndpointRequest>,
     ) -> Result<Response<api::DeregisterEndpointResponse>, Status> {
-        self.authorize(&req, "DeregisterEndpoint")?;
+        let caller = self.authorize(&req, "DeregisterEndpoint")?;
         self.check("DeregisterEndpoint", Checked::Deregister(req.get_ref()))?;
         let r = req.into_inner();
         let out = self
             .ctl
-            .deregister_endpoint(&r.container_id, &r.ifname)
+            .deregister_endpoint_as(&caller, &r.container_id, &r.ifname)
             .await
             .map(|existed| api::DeregisterEndpointResponse { existed });
         self.reply("DeregisterEndpoint", out)
@@ -180,12 +227,12 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::GetEndpointRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
-        self.authorize(&req, "GetEndpoint")?;
+        let caller = self.authorize(&req, "GetEndpoint")?;
         self.check("GetEndpoint", Checked::GetEndpoint(req.get_ref()))?;
         if req.get_ref().key.is_empty() && req.get_ref().ip.is_empty() {
             self.check_identity(&req, req.get_ref().identity.as_ref(), "GetEndpoint")?;
         }
-        let r = self.ctl.get_endpoint(req.into_inner()).await;
+        let r = self.ctl.get_endpoint_as(&caller, req.into_inner()).await;
         self.reply("GetEndpoint", r.map(|e| self.endpoint_api(&e)))
     }
 
@@ -205,7 +252,7 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::UpdateEndpointMetadataRequest>,
     ) -> Result<Response<api::Endpoint>, Status> {
-        self.authorize(&req, "UpdateEndpointMetadata")?;
+        let caller = self.authorize(&req, "UpdateEndpointMetadata")?;
         self.check(
             "UpdateEndpointMetadata",
             Checked::UpdateMetadata(req.get_ref()),
@@ -215,7 +262,7 @@ impl controller_server::Controller for Api {
             req.get_ref().identity.as_ref(),
             "UpdateEndpointMetadata",
         )?;
-        let r = self.ctl.update_metadata(req.into_inner()).await;
+        let r = self.ctl.update_metadata_as(&caller, req.into_inner()).await;
         self.reply("UpdateEndpointMetadata", r.map(|e| self.endpoint_api(&e)))
     }
 
@@ -223,11 +270,11 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::GarbageCollectRequest>,
     ) -> Result<Response<api::GarbageCollectResponse>, Status> {
-        self.authorize(&req, "GarbageCollect")?;
+        let caller = self.authorize(&req, "GarbageCollect")?;
         self.check("GarbageCollect", Checked::GarbageCollect(req.get_ref()))?;
         let r = self
             .ctl
-            .garbage_collect(req.into_inner())
+            .garbage_collect_as(&caller, req.into_inner())
             .await
             .map(|removed_keys| api::GarbageCollectResponse { removed_keys });
         self.reply("GarbageCollect", r)
@@ -237,7 +284,8 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::AddServiceRequest>,
     ) -> Result<Response<api::Service>, Status> {
-        self.authorize(&req, "AddService")?;
+        let caller = self.authorize(&req, "AddService")?;
+        self.require_admin(&caller, "AddService")?;
         self.check("AddService", Checked::AddService(req.get_ref()))?;
         let r = self.ctl.add_service(req.into_inner()).await;
         self.reply("AddService", r.map(|s| s.to_api()))
@@ -247,7 +295,8 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::RemoveServiceRequest>,
     ) -> Result<Response<api::RemoveServiceResponse>, Status> {
-        self.authorize(&req, "RemoveService")?;
+        let caller = self.authorize(&req, "RemoveService")?;
+        self.require_admin(&caller, "RemoveService")?;
         self.check("RemoveService", Checked::RemoveService(req.get_ref()))?;
         let r = self
             .ctl
@@ -273,10 +322,10 @@ impl controller_server::Controller for Api {
         &self,
         req: Request<api::MigrationEventRequest>,
     ) -> Result<Response<api::Migration>, Status> {
-        self.authorize(&req, "MigrationEvent")?;
+        let caller = self.authorize(&req, "MigrationEvent")?;
         self.check("MigrationEvent", Checked::MigrationEvent(req.get_ref()))?;
         self.check_identity(&req, req.get_ref().identity.as_ref(), "MigrationEvent")?;
-        let r = self.ctl.migration_event(req.into_inner()).await;
+        let r = self.ctl.migration_event_as(&caller, req.into_inner()).await;
         self.reply("MigrationEvent", r.map(|m| m.to_api()))
     }
 
@@ -393,6 +442,25 @@ impl controller_server::Controller for Api {
         let s = tokio_stream::wrappers::BroadcastStream::new(rx);
         let s = futures::StreamExt::filter_map(s, |r| async move { r.ok().map(Ok) });
         Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn register_node(
+        &self,
+        req: Request<api::RegisterNodeRequest>,
+    ) -> Result<Response<api::Node>, Status> {
+        let caller = self.authorize(&req, "RegisterNode")?;
+        self.check("RegisterNode", Checked::RegisterNode(req.get_ref()))?;
+        let r = self.ctl.register_node(&caller, req.into_inner()).await;
+        self.reply("RegisterNode", r.map(|n| n.to_api()))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<api::ListNodesRequest>,
+    ) -> Result<Response<api::ListNodesResponse>, Status> {
+        self.authorize(&req, "ListNodes")?;
+        let nodes = self.ctl.list_nodes().await.into_iter().map(|n| n.to_api());
+        Ok(self.list("ListNodes", nodes, |nodes| api::ListNodesResponse { nodes }))
     }
 }
 

@@ -25,8 +25,6 @@ pub const CA_KEY: &str = "ca-key.pem";
 pub const CA_DAYS: i64 = 3650;
 /// How long an issued certificate is valid by default, in days.
 pub const LEAF_DAYS: i64 = 825;
-/// Longest holder name (a DNS name).
-pub const MAX_NAME_LEN: usize = 253;
 
 /// Why a certificate was not made.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +33,8 @@ pub enum CertError {
         "{path} exists; p4lbctl cert never replaces a file (remove it or choose another --out)"
     )]
     Exists { path: String },
-    #[error("invalid name {name:?}: {why}")]
-    Name { name: String, why: &'static str },
+    #[error("{0}")]
+    Name(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -71,31 +69,10 @@ pub struct Names {
     pub ips: Vec<IpAddr>,
 }
 
-/// A holder name: a DNS name (letters, digits, '-', '.'; no leading '-' or '.'), which
-/// also names its files.
+/// A holder name: a DNS name (the rule of node names,
+/// [`crate::nodes::check_node_name`]), which also names its files.
 pub fn check_name(name: &str) -> Result<(), CertError> {
-    let bad = |why| {
-        Err(CertError::Name {
-            name: name.to_string(),
-            why,
-        })
-    };
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return bad("longer than 253 bytes");
-    }
-    if name.starts_with(['-', '.']) || name.ends_with('.') || name.contains("..") {
-        return bad("a DNS name does not start with '-' or '.', end with '.' or hold '..'");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return bad("only letters, digits, '-' and '.' are allowed");
-    }
-    Ok(())
+    crate::nodes::check_node_name("name", name).map_err(|e| CertError::Name(e.to_string()))
 }
 
 fn rcgen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertError {
@@ -298,7 +275,7 @@ mod tests {
         let ca = make_ca(d.path(), "ca").unwrap();
         for bad in ["", "../x", "a/b", "-a", "a..b", "a b"] {
             let e = issue(d.path(), bad, &Names::default(), 1, d.path()).expect_err(bad);
-            assert!(matches!(e, CertError::Name { .. }), "{bad}: {e}");
+            assert!(matches!(e, CertError::Name(_)), "{bad}: {e}");
         }
         std::fs::set_permissions(&ca.key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = issue(d.path(), "n", &Names::default(), 1, d.path()).expect_err("0644 CA key");

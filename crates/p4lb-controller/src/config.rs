@@ -41,6 +41,9 @@ pub struct Config {
     pub migration: MigrationConfig,
     /// Slot count of new services' Maglev tables (prime).
     pub maglev_slots: u16,
+    /// The node this controller runs on: the node of callers on the Unix socket (and
+    /// of admins over TCP). Empty: the host name (/proc/sys/kernel/hostname).
+    pub node_name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,8 +53,18 @@ pub struct ApiConfig {
     pub socket: PathBuf,
     /// Group allowed to use the socket (name or numeric gid); empty = root only.
     pub group: String,
-    /// Optional TCP listen address ("127.0.0.1:50061"); empty = none.
+    /// Optional TCP listen address ("192.0.2.1:50061"); empty = none. Served with
+    /// mutual TLS only: needs `tls_cert`, `tls_key` and `tls_client_ca`.
     pub tcp: String,
+    /// The controller's certificate and private key (PEM; the key mode 0600 or
+    /// stricter) for the TCP listener.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// The CA that signs the certificates of callers over TCP (nodes and admins).
+    pub tls_client_ca: PathBuf,
+    /// Certificate names (first DNS name) with the whole API over TCP; every other
+    /// certificate of the client CA is a node, with the rights of a node.
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +192,7 @@ impl Default for Config {
             endpoints: EndpointsConfig::default(),
             migration: MigrationConfig::default(),
             maglev_slots: crate::maglev::DEFAULT_SLOTS,
+            node_name: String::new(),
         }
     }
 }
@@ -189,6 +203,10 @@ impl Default for ApiConfig {
             socket: PathBuf::from(DEFAULT_SOCKET),
             group: String::new(),
             tcp: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            admins: Vec::new(),
         }
     }
 }
@@ -291,6 +309,22 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The node this controller runs on: `node_name`, or the host name.
+    pub fn local_node(&self) -> Result<String, ConfigError> {
+        if !self.node_name.is_empty() {
+            return Ok(self.node_name.clone());
+        }
+        let path = Path::new("/proc/sys/kernel/hostname");
+        let text = p4lb_api::read_bounded(path, 4096).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = String::from_utf8_lossy(&text).trim().to_string();
+        crate::nodes::check_node_name("the host name (node_name is empty)", &name)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(name)
+    }
+
     /// Loads `path`; a missing file at the default location gives the defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
@@ -363,6 +397,34 @@ impl Config {
                  (it is {:?})",
                 self.switch.address
             )));
+        }
+        let api_tls = [
+            &self.api.tls_cert,
+            &self.api.tls_key,
+            &self.api.tls_client_ca,
+        ]
+        .iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .count();
+        if !self.api.tcp.is_empty() && api_tls != 3 {
+            return Err(ConfigError::Invalid(format!(
+                "api.tcp = {:?} needs api.tls_cert, api.tls_key and api.tls_client_ca: the API \
+                 is served over TCP with mutual TLS only",
+                self.api.tcp
+            )));
+        }
+        if api_tls > 0 && self.api.tcp.is_empty() {
+            return Err(ConfigError::Invalid(String::from(
+                "api.tls_cert/tls_key/tls_client_ca are used with api.tcp only (it is empty)",
+            )));
+        }
+        for a in &self.api.admins {
+            crate::nodes::check_node_name("api.admins", a)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if !self.node_name.is_empty() {
+            crate::nodes::check_node_name("node_name", &self.node_name)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if !(1..=MAX_BMV2_QUEUE_DEPTH).contains(&self.switch.bmv2_queue_depth) {
             return Err(ConfigError::Invalid(format!(

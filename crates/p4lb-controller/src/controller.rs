@@ -59,6 +59,11 @@ pub struct Controller {
     pub inner: Mutex<Inner>,
     pub digest_id: u32,
     pub idle_timeout_ns: i64,
+    /// The node this controller runs on ([`Config::local_node`]): the node of callers on
+    /// the Unix socket.
+    pub node_name: String,
+    /// The address the API's TCP listener is bound to, once it is.
+    pub api_tcp_addr: std::sync::OnceLock<std::net::SocketAddr>,
     embedded: Mutex<Option<EmbeddedSwitch>>,
     pub(crate) queue: QueueTx,
     digests: mpsc::Sender<DigestList>,
@@ -81,8 +86,10 @@ impl Controller {
         if let Some(note) = cfg.digest_timeout_note() {
             tracing::info!("{note}");
         }
+        let node_name = cfg.local_node()?;
         let store = Store::open(&cfg.state_dir)?;
-        let state = store.load().context("loading persisted state")?;
+        let mut state = store.load().context("loading persisted state")?;
+        state.adopt_unnamed(&node_name);
         let conns = match conn_store::load(&cfg.state_dir, &state) {
             Ok((t, dropped)) => {
                 if !t.is_empty() || dropped > 0 {
@@ -182,6 +189,8 @@ impl Controller {
             }),
             digest_id: ids.conn_learn_digest,
             idle_timeout_ns: cfg.idle_timeout_ns(),
+            node_name,
+            api_tcp_addr: std::sync::OnceLock::new(),
             cfg,
             embedded: Mutex::new(embedded),
             queue,

@@ -9,6 +9,7 @@ use p4lb_api::labels::is_runtime_label;
 use p4lb_proto::api;
 
 use crate::addr::{parse_ipv4, parse_mac, parse_opt_ipv4};
+use crate::caller::Caller;
 use crate::controller::{Change, Controller};
 use crate::error::{Error, Result};
 use crate::identity;
@@ -112,6 +113,11 @@ pub(crate) struct Registration {
     network: String,
     locked: bool,
     restore_of_ip: Option<Ipv4Addr>,
+    /// The node it registers on (the caller's, [`Caller::node`]).
+    node: String,
+    /// Its namespace and host interface are in the controller's kernel (a caller on
+    /// the Unix socket); a node's are not, and are recorded as given.
+    local: bool,
 }
 
 /// Checks every field of a RegisterEndpoint request; no file or state is looked at
@@ -163,6 +169,8 @@ pub(crate) fn validate_registration(r: api::RegisterEndpointRequest) -> Result<R
         network: r.network,
         locked: r.locked,
         restore_of_ip,
+        node: String::new(),
+        local: true,
     })
 }
 
@@ -179,11 +187,34 @@ pub(crate) fn plan_registration(
     let ip = r.ip;
     let mut st = state.clone();
     // A container restored under its old id replaces the record its
-    // checkpoint left behind and inherits its backend.
+    // checkpoint left behind and inherits its backend. Another node's record is taken
+    // over only by the restore of a migration that names this node as its target.
     let inherited = match st.endpoints.get(&key) {
-        Some(e) if e.detached => st.endpoints.remove(&key),
-        // A withdrawn (stale) record gives way to the new registration.
+        Some(e) if e.detached => {
+            if e.node != r.node {
+                let m = st
+                    .migrations
+                    .iter()
+                    .rev()
+                    .find(|m| m.active() && m.source_key == key)
+                    .ok_or_else(|| {
+                        Error::denied(format!(
+                            "endpoint {key} is on node {}; no migration of it is active",
+                            e.node
+                        ))
+                    })?;
+                crate::migration::cross_node_restore(m, &r.node)?;
+            }
+            st.endpoints.remove(&key)
+        }
+        // A withdrawn (stale) record gives way to the new registration (of its node).
         Some(e) if e.state == EndpointState::Stale => {
+            if e.node != r.node {
+                return Err(Error::denied(format!(
+                    "endpoint {key} is on node {}: node {} may not replace it",
+                    e.node, r.node
+                )));
+            }
             st.endpoints.remove(&key);
             None
         }
@@ -194,6 +225,18 @@ pub(crate) fn plan_registration(
         }
         None => None,
     };
+    // A restore of another node's endpoint, while a migration of it runs: only through
+    // a checkpointed migration that names this node as its target.
+    if let Some(old) = r.restore_of_ip {
+        if let Some(m) = st
+            .migrations
+            .iter()
+            .rev()
+            .find(|m| m.active() && m.source_ip == Some(old))
+        {
+            crate::migration::cross_node_restore(m, &r.node)?;
+        }
+    }
     // A restore hint counts only for a migration the controller knows: an active
     // one of that source address, checkpointed (or restoring, for a retried
     // restore). Anything else is a fresh start: unlocked, no restore target.
@@ -218,6 +261,22 @@ pub(crate) fn plan_registration(
                 "{ip} is already used by endpoint {}",
                 other.key
             )));
+        }
+        if other.node != r.node {
+            let m = st
+                .migrations
+                .iter()
+                .rev()
+                .find(|m| m.active() && m.source_key == other.key);
+            match m {
+                Some(m) => crate::migration::cross_node_restore(m, &r.node)?,
+                None => {
+                    return Err(Error::exists(format!(
+                        "{ip} is already used by endpoint {}",
+                        other.key
+                    )))
+                }
+            }
         }
     }
     if !r.host_ifname.is_empty() {
@@ -267,8 +326,10 @@ pub(crate) fn plan_registration(
         restore_of_ip,
         created_unix_ms: now_ms(),
         detached: false,
-        host_if_local: !r.host_ifname.is_empty()
+        host_if_local: r.local
+            && !r.host_ifname.is_empty()
             && crate::liveness::interface_exists(&r.host_ifname),
+        node: r.node,
     };
     if let Some(old) = inherited {
         rec.backend_ip = old.backend_ip;
@@ -332,10 +393,22 @@ pub(crate) fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, 
 }
 
 impl Controller {
-    /// RegisterEndpoint.
+    /// RegisterEndpoint from a caller on the controller's own host.
     pub async fn register_endpoint(&self, r: api::RegisterEndpointRequest) -> Result<EndpointRec> {
+        self.register_endpoint_as(&Caller::InProcess, r).await
+    }
+
+    /// RegisterEndpoint: on the caller's node. The netns path of a caller over TCP
+    /// names a namespace of another kernel: it is recorded as given, never resolved.
+    pub async fn register_endpoint_as(
+        &self,
+        caller: &Caller,
+        r: api::RegisterEndpointRequest,
+    ) -> Result<EndpointRec> {
         let mut reg = validate_registration(r)?;
-        if !reg.netns_path.is_empty() {
+        reg.node = caller.node(&self.node_name).to_string();
+        reg.local = caller.is_local();
+        if reg.local && !reg.netns_path.is_empty() {
             reg.netns_inode = identity::netns_inode(Path::new(&reg.netns_path))
                 .map_err(|e| Error::invalid(format!("netns_path {}: {e}", reg.netns_path)))?;
         }
@@ -356,7 +429,7 @@ impl Controller {
                 "restore hint ignored, starting fresh: no checkpointed migration of {old} is known"
             );
         }
-        tracing::info!(key = %key, %ip, port = rec.switch_port, backend_id = rec.backend_id, locked = rec.locked, "endpoint registered");
+        tracing::info!(key = %key, %ip, port = rec.switch_port, backend_id = rec.backend_id, locked = rec.locked, node = %rec.node, "endpoint registered");
         self.emit(
             "endpoint",
             "added",
@@ -366,14 +439,32 @@ impl Controller {
         Ok(rec)
     }
 
-    /// DeregisterEndpoint: removes routes, backend row, port, and its connections.
+    /// DeregisterEndpoint from a caller on the controller's own host.
     pub async fn deregister_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool> {
+        self.deregister_endpoint_as(&Caller::InProcess, container_id, ifname)
+            .await
+    }
+
+    /// DeregisterEndpoint: removes routes, backend row, port, and its connections. A
+    /// node removes only its own endpoints.
+    pub async fn deregister_endpoint_as(
+        &self,
+        caller: &Caller,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<bool> {
         check_name("container_id", container_id, 256)?;
         check_name("ifname", ifname, 15)?;
         let key = endpoint_key(container_id, ifname);
         let k = key.clone();
+        let caller = caller.clone();
         let (removed, _) = self
-            .commit_queued(move |st: &State| Ok(plan_deregistration(st, &k)))
+            .commit_queued(move |st: &State| {
+                if let Some(e) = st.endpoints.get(&k) {
+                    caller.require_own(&format!("endpoint {k}"), &e.node)?;
+                }
+                Ok(plan_deregistration(st, &k))
+            })
             .await?;
         if removed {
             tracing::info!(key = %key, "endpoint deregistered");
@@ -382,8 +473,23 @@ impl Controller {
         Ok(removed)
     }
 
-    /// GarbageCollect: removes endpoints of `network` not among the valid ones.
+    /// GarbageCollect from a caller on the controller's own host.
     pub async fn garbage_collect(&self, r: api::GarbageCollectRequest) -> Result<Vec<String>> {
+        self.garbage_collect_as(&Caller::InProcess, r).await
+    }
+
+    /// GarbageCollect: removes endpoints of `network` not among the valid ones, of the
+    /// caller's node only (a runtime lists its own attachments); an admin's, of every
+    /// node.
+    pub async fn garbage_collect_as(
+        &self,
+        caller: &Caller,
+        r: api::GarbageCollectRequest,
+    ) -> Result<Vec<String>> {
+        let node = match caller {
+            Caller::Admin(_) => None,
+            c => Some(c.node(&self.node_name).to_string()),
+        };
         if r.network.is_empty() {
             return Err(Error::invalid("network is required"));
         }
@@ -405,7 +511,10 @@ impl Controller {
             .endpoints
             .values()
             .filter(|e| {
-                e.network == r.network && !valid.contains(&e.key) && !migrating.contains(&e.key)
+                e.network == r.network
+                    && node.as_ref().is_none_or(|n| *n == e.node)
+                    && !valid.contains(&e.key)
+                    && !migrating.contains(&e.key)
             })
             .cloned()
             .collect();
@@ -440,16 +549,33 @@ impl Controller {
         Ok(keys)
     }
 
-    /// UpdateEndpointMetadata: merges labels (an empty value removes a label; identity
-    /// labels are set once: [`merge_labels`]); the caller must prove it is the endpoint.
+    /// UpdateEndpointMetadata from a caller on the controller's own host.
     pub async fn update_metadata(
         &self,
+        r: api::UpdateEndpointMetadataRequest,
+    ) -> Result<EndpointRec> {
+        self.update_metadata_as(&Caller::InProcess, r).await
+    }
+
+    /// UpdateEndpointMetadata: merges labels (an empty value removes a label; identity
+    /// labels are set once: [`merge_labels`]); a local caller must prove it is the
+    /// endpoint (its identity), a node that the endpoint is its own.
+    pub async fn update_metadata_as(
+        &self,
+        caller: &Caller,
         r: api::UpdateEndpointMetadataRequest,
     ) -> Result<EndpointRec> {
         if r.key.is_empty() {
             return Err(Error::invalid("key is required"));
         }
-        let ns = identity::resolve(r.identity.as_ref(), self.cfg.identity.check_addresses)?;
+        let ns = if caller.is_local() {
+            Some(identity::resolve(
+                r.identity.as_ref(),
+                self.cfg.identity.check_addresses,
+            )?)
+        } else {
+            None
+        };
         let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
         check_labels(&labels)?;
         let mut g = self.inner.lock().await;
@@ -458,13 +584,16 @@ impl Controller {
             .endpoints
             .get_mut(&r.key)
             .ok_or_else(|| Error::not_found(format!("no endpoint {}", r.key)))?;
-        identity::verify(
-            &ns,
-            ep.netns_inode,
-            ep.ip,
-            &format!("endpoint {}", ep.key),
-            self.cfg.identity.check_addresses,
-        )?;
+        match &ns {
+            Some(ns) => identity::verify(
+                ns,
+                ep.netns_inode,
+                ep.ip,
+                &format!("endpoint {}", ep.key),
+                self.cfg.identity.check_addresses,
+            )?,
+            None => caller.require_own(&format!("endpoint {}", ep.key), &ep.node)?,
+        }
         let kept = merge_labels(&mut ep.labels, labels);
         if !kept.is_empty() {
             tracing::warn!(
@@ -483,8 +612,18 @@ impl Controller {
         Ok(rec)
     }
 
-    /// GetEndpoint by key, address or identity.
+    /// GetEndpoint from a caller on the controller's own host.
     pub async fn get_endpoint(&self, r: api::GetEndpointRequest) -> Result<EndpointRec> {
+        self.get_endpoint_as(&Caller::InProcess, r).await
+    }
+
+    /// GetEndpoint by key, address or identity (identity: local callers only, whose
+    /// namespaces are the controller's kernel's).
+    pub async fn get_endpoint_as(
+        &self,
+        caller: &Caller,
+        r: api::GetEndpointRequest,
+    ) -> Result<EndpointRec> {
         if !r.key.is_empty() {
             let g = self.inner.lock().await;
             return g
@@ -504,6 +643,12 @@ impl Controller {
                 .ok_or_else(|| Error::not_found(format!("no endpoint has {ip}")));
         }
         if r.identity.is_some() {
+            if !caller.is_local() {
+                return Err(Error::invalid(
+                    "a caller over TCP looks endpoints up by key or ip: the controller does \
+                     not resolve another host's namespaces",
+                ));
+            }
             let ns = identity::resolve(r.identity.as_ref(), false)?;
             let g = self.inner.lock().await;
             return g

@@ -43,12 +43,17 @@
 //!   `p4lb_api::Client`; the default socket is `p4lb_api::DEFAULT_SOCKET`); [`server`]: its
 //!   listeners and the `GET /metrics` HTTP listener; [`metrics`]: the Prometheus metrics;
 //!   [`readiness`]: systemd notification (`READY=1` once serving and in sync).
+//! - [`caller`]: who calls (local on the Unix socket, admin or node over TCP with mutual
+//!   TLS, in-process) and what a node may change; [`nodes`]: the node registry
+//!   (RegisterNode, ListNodes). The checks by node are in the calls themselves
+//!   ([`endpoints`], [`migration`]: `cross_node_restore`).
 //! - [`cert`]: `p4lbctl cert`, a CA and the certificates of nodes and admins for the
 //!   TCP surfaces' mutual TLS (which is `p4lb_api::tls`; the switch client's use of it is
 //!   [`southbound::tls`]).
 
 pub mod addr;
 pub mod api;
+pub mod caller;
 pub mod cert;
 pub mod commit;
 pub mod config;
@@ -70,6 +75,7 @@ pub mod lock_watch;
 pub mod maglev;
 pub mod metrics;
 pub mod migration;
+pub mod nodes;
 pub mod readiness;
 pub mod server;
 pub mod services;

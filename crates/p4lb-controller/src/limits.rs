@@ -42,6 +42,10 @@ pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_KEY_LEN: usize = MAX_CONTAINER_ID_LEN + 1 + MAX_IFNAME_LEN;
 /// Services in the state (endpoints are bounded by the port range, at most 509).
 pub const MAX_SERVICES: usize = 256;
+/// Nodes in the state (RegisterNode).
+pub const MAX_NODES: usize = 1024;
+/// Length of a node name (a DNS name).
+pub const MAX_NODE_NAME_LEN: usize = 253;
 /// Static backends named by one service.
 pub const MAX_SERVICE_BACKENDS: usize = 512;
 /// Attachments named in one garbage-collection request.
@@ -126,6 +130,7 @@ pub enum Request<'a> {
     MigrationEvent(&'a api::MigrationEventRequest),
     GetMigration(&'a api::GetMigrationRequest),
     DumpTables(&'a api::DumpTablesRequest),
+    RegisterNode(&'a api::RegisterNodeRequest),
 }
 
 /// Checks every string, list and map of `r` against its limit.
@@ -188,10 +193,13 @@ pub fn check_request(r: Request<'_>) -> Result<()> {
             check_identity(r.identity.as_ref())?;
             check_len("migration_id", &r.migration_id, MAX_NAME_LEN)?;
             check_len("image_dir", &r.image_dir, MAX_PATH_LEN)?;
-            check_len("source_ip", &r.source_ip, MAX_NAME_LEN)
+            check_len("source_ip", &r.source_ip, MAX_NAME_LEN)?;
+            check_len("endpoint_key", &r.endpoint_key, MAX_KEY_LEN)?;
+            check_len("target_node", &r.target_node, MAX_NODE_NAME_LEN)
         }
         Request::GetMigration(r) => check_len("migration id", &r.id, MAX_NAME_LEN),
         Request::DumpTables(r) => check_len("table", &r.table, MAX_NAME_LEN),
+        Request::RegisterNode(r) => check_len("agent_address", &r.agent_address, MAX_NAME_LEN),
     }
 }
 

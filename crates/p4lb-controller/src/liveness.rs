@@ -213,6 +213,7 @@ mod tests {
             created_unix_ms: 0,
             detached: false,
             host_if_local: true,
+            node: String::from("n1"),
         }
     }
 

@@ -50,18 +50,56 @@
 //! The restore-side events (RESTORE_STARTED, RESTORED_AT, UNLOCK) are accepted only
 //! from the migration's designated target (`is_designated_target`): an event names
 //! a migration but never chooses whose backend moves.
+//!
+//! # Nodes
+//!
+//! A caller on the Unix socket proves its endpoint with its identity (resolved here); a
+//! caller over TCP names it (`endpoint_key`), and a node may name only its own
+//! endpoints ([`Caller::Node`]). A migration records its source's node; a restore on
+//! another node (its registration with `restore_of_ip`, or of the source's own key) is
+//! allowed only through a migration that the source's checkpoint started
+//! (`checkpointed` or `restoring`) and whose `target_node` is that node
+//! ([`cross_node_restore`]). `target_node` is set by the source's node, an admin or a
+//! local caller, on LOCK or while the migration is still `locked`.
 
 use std::time::Instant;
 
 use p4lb_proto::api::{self, MigrationPhase};
 
 use crate::addr::parse_opt_ipv4;
+use crate::caller::Caller;
 use crate::controller::{Change, Controller, Inner};
 use crate::error::{Error, Result};
 use crate::identity::{self, Netns};
 use crate::metrics::Metrics;
 use crate::services::refresh_services;
 use crate::state::{now_us, EndpointState, MigrationRec, MigrationState, State};
+
+/// PERMISSION_DENIED unless node `node` may restore migration `m`'s source: the
+/// source's own node, or the node `m` names as its target once the source's checkpoint
+/// finished (`checkpointed` or `restoring`).
+pub fn cross_node_restore(m: &MigrationRec, node: &str) -> Result<()> {
+    if m.source_node == node {
+        return Ok(());
+    }
+    let checkpointed = matches!(
+        m.state,
+        MigrationState::Checkpointed | MigrationState::Restoring
+    );
+    if checkpointed && m.target_node == node {
+        return Ok(());
+    }
+    let target = if m.target_node.is_empty() {
+        String::from("it names no target node")
+    } else {
+        format!("its target node is {}", m.target_node)
+    };
+    Err(Error::denied(format!(
+        "node {node} may not restore endpoint {} of node {}: only through a checkpointed \
+         migration that names {node} as its target_node (migration {} is {}, {target})",
+        m.source_key, m.source_node, m.id, m.state
+    )))
+}
 
 /// The phase of a MigrationEvent request (UNSPECIFIED and unknown values refused).
 pub fn parse_phase(phase: i32) -> Result<MigrationPhase> {
@@ -103,8 +141,12 @@ pub fn next_state(
 /// One migration event as the handlers see it.
 struct Event<'a> {
     r: &'a api::MigrationEventRequest,
-    ns: &'a Netns,
-    /// The active endpoint living in the caller's netns.
+    /// The caller's namespace (callers on the Unix socket); `None` for callers over
+    /// TCP, which name their endpoint instead (`endpoint_key`).
+    ns: Option<&'a Netns>,
+    /// How the caller named its endpoint, for messages.
+    described: String,
+    /// The active endpoint living in the caller's netns, or the one it named.
     caller: Option<String>,
     now: i64,
 }
@@ -112,9 +154,9 @@ struct Event<'a> {
 impl Event<'_> {
     /// The caller's endpoint, or PERMISSION_DENIED.
     fn registered_caller(&self) -> Result<String> {
-        self.caller.clone().ok_or_else(|| {
-            Error::denied(format!("{} is no registered endpoint", self.ns.described))
-        })
+        self.caller
+            .clone()
+            .ok_or_else(|| Error::denied(format!("{} is no registered endpoint", self.described)))
     }
 }
 
@@ -163,9 +205,26 @@ fn is_designated_target(st: &State, m: &MigrationRec, key: &str) -> bool {
         .is_some_and(|e| e.restore_of_ip.is_some() && e.restore_of_ip == m.source_ip)
 }
 
-/// PERMISSION_DENIED unless `key` is migration `i`'s designated target.
+/// PERMISSION_DENIED unless `key` is migration `i`'s designated target (on the source's
+/// node or the migration's target node).
 fn require_designated_target(st: &State, i: usize, key: &str, phase: &str) -> Result<()> {
     let m = &st.migrations[i];
+    if let Some(e) = st.endpoints.get(key) {
+        if e.node != m.source_node && e.node != m.target_node {
+            return Err(Error::denied(format!(
+                "endpoint {key} of node {} may not send {phase} for migration {}: its source \
+                 is on node {} and it names {} as target node",
+                e.node,
+                m.id,
+                m.source_node,
+                if m.target_node.is_empty() {
+                    "no other node"
+                } else {
+                    m.target_node.as_str()
+                }
+            )));
+        }
+    }
     if is_designated_target(st, m, key) {
         return Ok(());
     }
@@ -187,11 +246,22 @@ fn require_designated_target(st: &State, i: usize, key: &str, phase: &str) -> Re
 }
 
 impl Controller {
-    fn verify_endpoint(&self, st: &State, ns: &Netns, key: &str) -> Result<()> {
+    /// The caller is endpoint `key`: its namespace is the endpoint's (local callers), or
+    /// it named `key` (callers over TCP, whose node was checked when it named it).
+    fn verify_endpoint(&self, st: &State, ev: &Event, key: &str) -> Result<()> {
         let e = st
             .endpoints
             .get(key)
             .ok_or_else(|| Error::not_found(format!("no endpoint {key}")))?;
+        let Some(ns) = ev.ns else {
+            if ev.caller.as_deref() == Some(key) {
+                return Ok(());
+            }
+            return Err(Error::denied(format!(
+                "{} is not endpoint {key}, which this event is about",
+                ev.described
+            )));
+        };
         // A migration target may carry the source's address instead of its own.
         let ok_ip = ns
             .addrs
@@ -255,24 +325,60 @@ impl Controller {
         ))
     }
 
+    /// MigrationEvent from a caller on the controller's own host.
+    pub async fn migration_event(&self, r: api::MigrationEventRequest) -> Result<MigrationRec> {
+        self.migration_event_as(&Caller::InProcess, r).await
+    }
+
     /// MigrationEvent: finds the migration, checks the transition, runs the event's
     /// handler and commits the result.
-    pub async fn migration_event(&self, r: api::MigrationEventRequest) -> Result<MigrationRec> {
+    pub async fn migration_event_as(
+        &self,
+        caller: &Caller,
+        r: api::MigrationEventRequest,
+    ) -> Result<MigrationRec> {
         let received = Instant::now();
         let phase = parse_phase(r.phase)?;
-        let ns = identity::resolve(r.identity.as_ref(), self.cfg.identity.check_addresses)?;
+        if !r.target_node.is_empty() {
+            crate::nodes::check_node_name("target_node", &r.target_node)?;
+        }
+        let ns = if caller.is_local() {
+            if !r.endpoint_key.is_empty() {
+                return Err(Error::invalid(
+                    "endpoint_key is for callers over TCP; a local caller proves its endpoint \
+                     with identity",
+                ));
+            }
+            Some(identity::resolve(
+                r.identity.as_ref(),
+                self.cfg.identity.check_addresses,
+            )?)
+        } else {
+            None
+        };
         let mut g = self.inner.lock().await;
         let mut st = g.state.clone();
+        let (described, endpoint) = match &ns {
+            Some(ns) => (ns.described.clone(), endpoint_in(&st, ns)),
+            None => (
+                format!("endpoint_key {:?}", r.endpoint_key),
+                self.named_endpoint(&st, caller, &r.endpoint_key)?,
+            ),
+        };
         let ev = Event {
             r: &r,
-            ns: &ns,
-            caller: endpoint_in(&st, &ns),
+            ns: ns.as_ref(),
+            described,
+            caller: endpoint,
             now: now_us(),
         };
         let (idx, fx) = if phase == MigrationPhase::Lock {
-            self.on_lock(&mut st, &ev)?
+            let (i, fx) = self.on_lock(&mut st, &ev)?;
+            self.set_target_node(&mut st, i, caller, &r.target_node, MigrationState::Locked)?;
+            (i, fx)
         } else {
             let i = self.find_migration(&st, &r, ev.caller.as_deref())?;
+            let before = st.migrations[i].state;
             let next = next_state(&st.migrations[i].id, st.migrations[i].state, phase)?;
             let fx = match phase {
                 MigrationPhase::Checkpointed => self.on_checkpointed(&mut st, i, &ev)?,
@@ -283,6 +389,7 @@ impl Controller {
                 _ => self.on_end(&mut st, i, &ev, phase == MigrationPhase::Abort)?,
             };
             st.migrations[i].state = next;
+            self.set_target_node(&mut st, i, caller, &r.target_node, before)?;
             (i, fx)
         };
         self.commit_event(&mut g, st, idx, fx, received).await?;
@@ -312,6 +419,55 @@ impl Controller {
             rec.state.as_str().to_string(),
         );
         Ok(rec)
+    }
+
+    /// The endpoint a caller over TCP named (`endpoint_key`): `None` when it names none,
+    /// or one that is not registered or not active; PERMISSION_DENIED when a node names
+    /// an endpoint of another node.
+    fn named_endpoint(&self, st: &State, caller: &Caller, key: &str) -> Result<Option<String>> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let Some(e) = st.endpoints.get(key) else {
+            return Ok(None);
+        };
+        caller.require_own(&format!("endpoint {key}"), &e.node)?;
+        Ok(e.active().then(|| key.to_string()))
+    }
+
+    /// Records `target_node` on migration `i` (nothing when empty): from the source's
+    /// node, an admin or a local caller, while the migration was `locked` before this
+    /// event; afterwards only the value it has already.
+    fn set_target_node(
+        &self,
+        st: &mut State,
+        i: usize,
+        caller: &Caller,
+        target: &str,
+        before: MigrationState,
+    ) -> Result<()> {
+        let m = &mut st.migrations[i];
+        if target.is_empty() || m.target_node == target {
+            return Ok(());
+        }
+        if let Some(n) = caller.restricted_to() {
+            if n != m.source_node {
+                return Err(Error::denied(format!(
+                    "node {n} may not set the target node of migration {}: only its source's \
+                     node {} (or an admin) may",
+                    m.id, m.source_node
+                )));
+            }
+        }
+        if before != MigrationState::Locked {
+            return Err(Error::precondition(format!(
+                "migration {} is {before}: its target node is set before it is checkpointed \
+                 (it is {:?})",
+                m.id, m.target_node
+            )));
+        }
+        m.target_node = target.to_string();
+        Ok(())
     }
 
     /// Commits the state an event produced; records the switchover when the
@@ -354,9 +510,9 @@ impl Controller {
     /// traffic (unless the caller runs without p4lb's lock).
     fn on_lock(&self, st: &mut State, ev: &Event) -> Result<(usize, Effects)> {
         let key = ev.caller.clone().ok_or_else(|| {
-            Error::not_found(format!("no endpoint is registered for {}", ev.ns.described))
+            Error::not_found(format!("no endpoint is registered for {}", ev.described))
         })?;
-        self.verify_endpoint(st, ev.ns, &key)?;
+        self.verify_endpoint(st, ev, &key)?;
         if let Some(m) = st
             .migrations
             .iter()
@@ -384,6 +540,7 @@ impl Controller {
         let m = MigrationRec {
             id: format!("mig-{}", st.next_migration),
             source_key: key.clone(),
+            source_node: ep.node.clone(),
             source_ip: Some(ep.ip),
             state: MigrationState::Locked,
             backend_id: ep.backend_id,
@@ -406,7 +563,7 @@ impl Controller {
     fn on_checkpointed(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
         let src = st.migrations[i].source_key.clone();
         if st.endpoints.contains_key(&src) {
-            self.verify_endpoint(st, ev.ns, &src)?;
+            self.verify_endpoint(st, ev, &src)?;
         }
         st.migrations[i].checkpointed_unix_us = ev.now;
         Ok(Effects::default())
@@ -417,7 +574,7 @@ impl Controller {
     fn on_restore_started(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
         let mut fx = Effects::default();
         if let Some(key) = ev.caller.as_deref() {
-            self.verify_endpoint(st, ev.ns, key)?;
+            self.verify_endpoint(st, ev, key)?;
             require_designated_target(st, i, key, "RESTORE_STARTED")?;
             if key != st.migrations[i].source_key {
                 if let Some(t) = st.endpoints.get_mut(key) {
@@ -448,10 +605,10 @@ impl Controller {
         let key = ev.caller.clone().ok_or_else(|| {
             Error::not_found(format!(
                 "no endpoint is registered for {} (register the target first)",
-                ev.ns.described
+                ev.described
             ))
         })?;
-        self.verify_endpoint(st, ev.ns, &key)?;
+        self.verify_endpoint(st, ev, &key)?;
         require_designated_target(st, i, &key, "RESTORED_AT")?;
         self.repoint(st, i, &key)?;
         st.migrations[i].restored_unix_us = ev.now;
@@ -467,7 +624,7 @@ impl Controller {
     /// never sent RESTORED_AT takes over the backend first.
     fn on_unlock(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
         let key = ev.registered_caller()?;
-        self.verify_endpoint(st, ev.ns, &key)?;
+        self.verify_endpoint(st, ev, &key)?;
         require_designated_target(st, i, &key, "UNLOCK")?;
         let m = st.migrations[i].clone();
         let mut repointed = false;
@@ -505,7 +662,7 @@ impl Controller {
                 m.id
             )));
         }
-        self.verify_endpoint(st, ev.ns, &key)?;
+        self.verify_endpoint(st, ev, &key)?;
         let holder = if m.state == MigrationState::Restored {
             m.target_key.clone()
         } else {
@@ -715,6 +872,32 @@ mod tests {
                     (w, g) => panic!("{state} + {phase:?}: want {w:?}, got {g:?}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn another_node_restores_only_a_checkpointed_migration_naming_it() {
+        let mut m = MigrationRec {
+            id: "mig-1".into(),
+            source_key: "a1/eth0".into(),
+            source_node: "node-a".into(),
+            ..Default::default()
+        };
+        for state in MigrationState::ALL {
+            m.state = state;
+            assert!(
+                cross_node_restore(&m, "node-a").is_ok(),
+                "the source's node"
+            );
+            assert!(cross_node_restore(&m, "node-b").is_err(), "no target node");
+        }
+        m.target_node = "node-b".into();
+        for state in MigrationState::ALL {
+            m.state = state;
+            let ok = matches!(state, S::Checkpointed | S::Restoring);
+            assert_eq!(cross_node_restore(&m, "node-b").is_ok(), ok, "{state}");
+            let e = cross_node_restore(&m, "node-c").unwrap_err();
+            assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
         }
     }
 

@@ -1,5 +1,6 @@
-//! Listeners: the API on its Unix socket (0600, or 0660 with a group), optional TCP,
-//! optional Prometheus HTTP (hyper's HTTP/1.1 server, `GET /metrics` only, with
+//! Listeners: the API on its Unix socket (0600, or 0660 with a group), optional TCP
+//! with mutual TLS (`p4lb_api::tls`; callers named by their certificates, see
+//! [`crate::caller`]), optional Prometheus HTTP (hyper's HTTP/1.1 server, `GET /metrics` only, with
 //! bounded connections and time). Readiness goes to systemd ([`crate::readiness`]).
 
 use std::convert::Infallible;
@@ -66,14 +67,51 @@ pub fn bind_socket(path: &Path, gid: Option<u32>) -> anyhow::Result<UnixListener
     Ok(l)
 }
 
+/// The TLS config of the API's TCP listener; errors name the `api.*` key of the file.
+pub fn api_tls(
+    cfg: &crate::config::ApiConfig,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use p4lb_api::tls::PemFile;
+    p4lb_api::tls::server_config(&cfg.tls_client_ca, &cfg.tls_cert, &cfg.tls_key).map_err(|e| {
+        let key = match e.file() {
+            PemFile::Ca => "tls_client_ca",
+            PemFile::Cert => "tls_cert",
+            PemFile::Key => "tls_key",
+        };
+        anyhow::anyhow!("api.{key} = {e}")
+    })
+}
+
 /// Serves the API (and the optional listeners) until `shutdown` turns true.
 pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let cfg = ctl.cfg.api.clone();
+    // Files first: a key others can read stops the controller before it serves.
+    let tls = if cfg.tcp.is_empty() {
+        None
+    } else {
+        if [&cfg.tls_cert, &cfg.tls_key, &cfg.tls_client_ca]
+            .iter()
+            .any(|p| p.as_os_str().is_empty())
+        {
+            anyhow::bail!(
+                "refusing to serve the API on TCP {} without TLS: set api.tls_cert, \
+                 api.tls_key and api.tls_client_ca",
+                cfg.tcp
+            );
+        }
+        Some(api_tls(&cfg)?)
+    };
     let gid = resolve_group(&cfg.group)?;
     let uds = bind_socket(&cfg.socket, gid)?;
     tracing::info!(socket = %cfg.socket.display(), group = ?gid, "API listening");
     crate::readiness::announce(ctl.clone(), &cfg.socket);
-    let api = Api::new(ctl.clone(), Access { group: gid });
+    let api = Api::new(
+        ctl.clone(),
+        Access {
+            group: gid,
+            admins: cfg.admins.clone(),
+        },
+    );
     let wait = |mut rx: watch::Receiver<bool>| async move {
         while !*rx.borrow() {
             if rx.changed().await.is_err() {
@@ -93,15 +131,19 @@ pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> any
                 .context("API server (unix)")
         });
     }
-    if !cfg.tcp.is_empty() {
+    if let Some(tls) = tls {
         let l = TcpListener::bind(&cfg.tcp)
             .await
             .with_context(|| format!("binding API TCP {}", cfg.tcp))?;
-        tracing::warn!(addr = %cfg.tcp, "API also listening on TCP (configured)");
+        let bound = l.local_addr().context("API TCP listener address")?;
+        let _ = ctl.api_tcp_addr.set(bound);
+        tracing::info!(addr = %bound, admins = ?cfg.admins, node = %ctl.node_name, "API also listening on TCP with mutual TLS");
         let api = api.clone();
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
+                .tls_config(tls)
+                .context("API TLS config")?
                 .add_service(api.into_server())
                 .serve_with_incoming_shutdown(TcpListenerStream::new(l), wait(rx))
                 .await

@@ -20,6 +20,28 @@ pub struct State {
     pub services: BTreeMap<String, ServiceRec>,
     pub migrations: Vec<MigrationRec>,
     pub next_migration: u64,
+    /// Nodes that registered (RegisterNode), by name.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeRec>,
+}
+
+/// A node that registered with RegisterNode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRec {
+    pub name: String,
+    /// Where its agent serves (https://HOST:PORT).
+    pub agent_address: String,
+    pub registered_unix_ms: i64,
+}
+
+impl NodeRec {
+    pub fn to_api(&self) -> api::Node {
+        api::Node {
+            name: self.name.clone(),
+            agent_address: self.agent_address.clone(),
+            registered_unix_ms: self.registered_unix_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +161,11 @@ pub struct EndpointRec {
     /// `switchNetns`) the interface is never visible to the controller.
     #[serde(default)]
     pub host_if_local: bool,
+    /// The node the endpoint lives on (the node that registered it). Empty only in a
+    /// state file written before nodes existed: the controller's own node at load
+    /// ([`State::adopt_unnamed`]).
+    #[serde(default)]
+    pub node: String,
 }
 
 impl EndpointRec {
@@ -186,6 +213,7 @@ impl EndpointRec {
                 .restore_of_ip
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
+            node: self.node.clone(),
         }
     }
 }
@@ -265,6 +293,13 @@ pub struct MigrationRec {
     /// Run without p4lb's lock: the source's traffic was never held.
     #[serde(default)]
     pub no_lock: bool,
+    /// The source endpoint's node.
+    #[serde(default)]
+    pub source_node: String,
+    /// The node the restore may run on besides the source's (`target_node` of the
+    /// events; empty = the source's node only).
+    #[serde(default)]
+    pub target_node: String,
 }
 
 impl MigrationRec {
@@ -292,6 +327,8 @@ impl MigrationRec {
             error: self.error.clone(),
             image_dir: self.image_dir.clone(),
             no_lock: self.no_lock,
+            source_node: self.source_node.clone(),
+            target_node: self.target_node.clone(),
         }
     }
 }
@@ -301,6 +338,21 @@ impl State {
         State {
             version: STATE_VERSION,
             ..Default::default()
+        }
+    }
+
+    /// Records written before endpoints carried their node (empty `node`) belong to
+    /// `local`, the controller's own node; so does the source of such a migration.
+    pub fn adopt_unnamed(&mut self, local: &str) {
+        for e in self.endpoints.values_mut() {
+            if e.node.is_empty() {
+                e.node = local.to_string();
+            }
+        }
+        for m in &mut self.migrations {
+            if m.source_node.is_empty() {
+                m.source_node = local.to_string();
+            }
         }
     }
 

@@ -103,6 +103,9 @@ impl<'a> Run<'a> {
             leave_running,
             source_ip: source_ip.to_owned(),
             no_lock: phase == MigrationPhase::Lock && !self.cfg.lock,
+            // Local callers prove their endpoint with identity.
+            endpoint_key: String::new(),
+            target_node: String::new(),
         };
         let m = self.controller().await?.migration_event(req).await?;
         tracing::info!(

@@ -149,6 +149,12 @@ impl Controller for Svc {
     async fn watch(&self, _: Request<WatchRequest>) -> R<Self::WatchStream> {
         no()
     }
+    async fn register_node(&self, _: Request<RegisterNodeRequest>) -> R<Node> {
+        no()
+    }
+    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> R<ListNodesResponse> {
+        no()
+    }
 }
 
 struct Server {

@@ -169,6 +169,12 @@ impl Controller for Fake {
     async fn watch(&self, _: Request<WatchRequest>) -> R<Self::WatchStream> {
         Err(Status::unimplemented("fake"))
     }
+    async fn register_node(&self, _: Request<RegisterNodeRequest>) -> R<Node> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> R<ListNodesResponse> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves a fake on `socket` from a background thread; returns its state.

@@ -25,7 +25,8 @@ struct Args {
     /// Group allowed on the API socket (mode 0660).
     #[arg(long)]
     group: Option<String>,
-    /// Also serve the API on this TCP address (off by default).
+    /// Also serve the API on this TCP address with mutual TLS (off by default; needs
+    /// api.tls_cert, api.tls_key and api.tls_client_ca in the configuration file).
     #[arg(long)]
     tcp: Option<String>,
     /// Switch kind: software or bmv2.

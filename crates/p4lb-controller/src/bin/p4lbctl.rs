@@ -1,4 +1,5 @@
-//! p4lbctl: inspect and drive the p4lb controller over its Unix socket.
+//! p4lbctl: inspect and drive the p4lb controller over its Unix socket, or over TCP
+//! with mutual TLS (`--controller https://HOST:PORT` and a client certificate).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,20 @@ struct Args {
     /// Controller API socket.
     #[arg(long, global = true, env = "P4LB_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// A controller over TCP (https://HOST:PORT) instead of the socket; needs
+    /// --tls-ca, --tls-cert and --tls-key.
+    #[arg(long, global = true, env = "P4LB_CONTROLLER")]
+    controller: Option<String>,
+    /// The CA of the controller's certificate (PEM).
+    #[arg(long, global = true, env = "P4LB_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This caller's certificate (PEM): its first DNS name is the admin or node name
+    /// the controller sees.
+    #[arg(long, global = true, env = "P4LB_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM, mode 0600).
+    #[arg(long, global = true, env = "P4LB_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -49,12 +64,20 @@ enum Cmd {
     Switch(SwitchCmd),
     /// Prometheus metrics text.
     Metrics,
+    /// Nodes registered with the controller (their agents' addresses).
+    #[command(subcommand)]
+    Nodes(NodesCmd),
     /// Certificates for the mutual TLS of the API over TCP, switches and node agents
     /// (local files only; does not contact the controller).
     #[command(subcommand)]
     Cert(CertCmd),
     /// Moves a container to another node through the nodes' agents.
     Migrate(migrate::MigrateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesCmd {
+    Ls,
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +333,7 @@ fn endpoint_fields(out: &mut String, e: &api::Endpoint) {
         out,
         &[
             ("key", e.key.clone()),
+            ("node", or_dash(&e.node)),
             ("state", endpoint_state(e)),
             ("locked", e.locked.to_string()),
             ("ip", format!("{}/{}", e.ip, e.prefix_len)),
@@ -369,6 +393,18 @@ fn migration_fields(out: &mut String, m: &api::Migration) {
                 "target",
                 format!("{} ({})", or_dash(&m.target_key), or_dash(&m.target_ip)),
             ),
+            (
+                "nodes",
+                format!(
+                    "{} -> {}",
+                    or_dash(&m.source_node),
+                    if m.target_node.is_empty() {
+                        or_dash(&m.source_node)
+                    } else {
+                        m.target_node.clone()
+                    }
+                ),
+            ),
             ("switchover", ms(m.switchover_us)),
             ("stall", ms(m.stall_us)),
             ("connections carried", m.connections_carried.to_string()),
@@ -409,17 +445,46 @@ async fn main() -> Result<()> {
     emit(&out)
 }
 
+/// The controller's client: over TCP with mutual TLS when `--controller` is given,
+/// otherwise on the Unix socket.
+async fn connect(args: &Args) -> Result<Client> {
+    let Some(address) = &args.controller else {
+        anyhow::ensure!(
+            args.tls_ca.is_none() && args.tls_cert.is_none() && args.tls_key.is_none(),
+            "--tls-ca/--tls-cert/--tls-key are used with --controller https://HOST:PORT only"
+        );
+        return Ok(Client::connect(&args.socket, CONNECT_TIMEOUT, CALL_TIMEOUT).await?);
+    };
+    let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) else {
+        anyhow::bail!(
+            "--controller {address} needs --tls-ca, --tls-cert and --tls-key \
+             (or P4LB_TLS_CA, P4LB_TLS_CERT, P4LB_TLS_KEY): the API over TCP is mutual TLS only"
+        );
+    };
+    let tls = p4lb_api::tls::client_config(ca, cert, key).map_err(|e| {
+        let flag = match e.file() {
+            p4lb_api::tls::PemFile::Ca => "--tls-ca",
+            p4lb_api::tls::PemFile::Cert => "--tls-cert",
+            p4lb_api::tls::PemFile::Key => "--tls-key",
+        };
+        anyhow::anyhow!("{flag}: {e}")
+    })?;
+    Ok(Client::connect_tls(address, &tls, CONNECT_TIMEOUT, CALL_TIMEOUT).await?)
+}
+
 async fn run(args: Args, out: &mut String) -> Result<()> {
     use std::fmt::Write;
-    let cmd = match args.cmd {
-        Cmd::Cert(c) => return cert(c, out),
-        Cmd::Migrate(m) => return migrate::run(m, &args.socket, args.json, out).await,
-        cmd => cmd,
+    if let Cmd::Migrate(m) = &args.cmd {
+        return migrate::run(m, connect(&args).await, args.json, out).await;
+    }
+    let c = match args.cmd {
+        Cmd::Cert(cmd) => return cert(cmd, out),
+        _ => connect(&args).await?,
     };
-    let c = Client::connect(&args.socket, CONNECT_TIMEOUT, CALL_TIMEOUT).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
-    match cmd {
-        Cmd::Cert(_) => unreachable!("handled above"),
+    match args.cmd {
+        // Handled above, without a controller.
+        Cmd::Cert(_) => {}
         Cmd::Status => {
             let s = c.status().await?;
             if args.json {
@@ -672,7 +737,27 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
         Cmd::Metrics => {
             out.push_str(&c.metrics().await?);
         }
-        Cmd::Migrate(_) => anyhow::bail!("migrate is handled before connecting"),
+        // Handled above, with its own connections.
+        Cmd::Migrate(_) => {}
+        Cmd::Nodes(NodesCmd::Ls) => {
+            let nodes = c.list_nodes().await?;
+            if args.json {
+                return json_into(out, &nodes);
+            }
+            let mut t = Table::new(&[
+                ("NAME", false),
+                ("AGENT", false),
+                ("REGISTERED (UNIX MS)", true),
+            ]);
+            for n in nodes {
+                t.row(vec![
+                    n.name,
+                    n.agent_address,
+                    n.registered_unix_ms.to_string(),
+                ]);
+            }
+            t.render(out);
+        }
     }
     Ok(())
 }

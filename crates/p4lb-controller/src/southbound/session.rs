@@ -467,15 +467,9 @@ pub async fn connect_channel_tls(
                 "{address}: an https:// switch address needs a TLS configuration"
             ));
         };
-        return Endpoint::from_shared(address.to_string())
-            .map_err(|e| format!("bad switch address {address:?}: {e}"))?
-            .tls_config(tls.clone())
-            .map_err(|e| format!("TLS for {address}: {e}"))?
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect()
+        return p4lb_api::client::tls_channel(address, tls, timeout, None)
             .await
-            .map_err(|e| format!("connect {address}: {e:?}"));
+            .map_err(|e| format!("connect {address}: {e}"));
     }
     if let Some(path) = address.strip_prefix("unix:") {
         return p4lb_api::connect_unix(std::path::Path::new(path), timeout)
