@@ -18,6 +18,10 @@
 //! command = "podman"
 //! global_args = ["--root", "/var/lib/containers/storage"]
 //! ignore_static_ip = true
+//!
+//! [controller]                    # optional: register with the controller over TCP
+//! address = "https://controller.example:50061"
+//! advertise = "https://node-a.example:7443" # this agent, as others reach it
 //! ```
 
 use std::net::SocketAddr;
@@ -71,6 +75,17 @@ impl From<&PodmanConfig> for Podman {
     }
 }
 
+/// The controller the agent registers its node with (RegisterNode), over TCP with
+/// mutual TLS and the node's certificate.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// The controller's TCP API (`https://HOST:PORT`).
+    pub address: String,
+    /// This agent's address as the other nodes and the admins reach it (`https://HOST:PORT`).
+    pub advertise: String,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -87,6 +102,8 @@ pub struct Config {
     pub tls: TlsFiles,
     #[serde(default)]
     pub podman: PodmanConfig,
+    #[serde(default)]
+    pub controller: Option<ControllerConfig>,
 }
 
 fn default_work_dir() -> PathBuf {
@@ -140,6 +157,15 @@ impl Config {
         if c.max_archive_bytes == 0 {
             return Err(invalid("max_archive_bytes must be above 0".into()));
         }
+        if let Some(ctl) = &c.controller {
+            for (k, v) in [("address", &ctl.address), ("advertise", &ctl.advertise)] {
+                if !v.starts_with("https://") {
+                    return Err(invalid(format!(
+                        "controller.{k} = {v:?} is not https://HOST:PORT"
+                    )));
+                }
+            }
+        }
         if c.podman.command.is_empty() {
             return Err(invalid("podman.command is empty".into()));
         }
@@ -189,6 +215,10 @@ key = "/n.key"
         assert_eq!(c.node, "node-a");
         assert_eq!(c.peers, ["node-b"]);
         assert_eq!(c.podman.global_args.len(), 2);
+        assert_eq!(
+            c.controller.map(|c| c.advertise),
+            Some("https://node-a.example:7443".to_string())
+        );
     }
 
     #[test]
@@ -208,6 +238,13 @@ key = "/n.key"
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse(
+            "t",
+            &format!("{MIN}\n[controller]\naddress = \"https://c:1\"\nadvertise = \"n:1\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("controller.advertise"), "{e}");
         let e = Config::parse("t", &format!("max_archive_bytes = 0\n{MIN}"))
             .unwrap_err()
             .to_string();

@@ -15,7 +15,8 @@
 //!   ([`runtime::Podman`], global options per node) and the in-memory fake for tests.
 //! - [`client`]: connecting to an agent (TLS server name = node name, keep-alive).
 //! - [`config`]: the TOML configuration (`/etc/p4lb/agent.toml`).
-//! - [`serve`]: the TCP listener with mutual TLS; `main.rs`: the binary.
+//! - [`serve`]: the TCP listener with mutual TLS; [`register_forever`]: the node's
+//!   registration with the controller (RegisterNode over TCP); `main.rs`: the binary.
 //! - Tests: `tests/migrate.rs` (two agents with the fake runtime over real TLS on
 //!   127.0.0.1); end to end with Podman: `crates/p4lb-e2e/tests/multi_node.rs`.
 //! - The API: `crates/p4lb-proto/proto/p4lb/v1/agent.proto`; the model and a
@@ -92,6 +93,39 @@ pub async fn serve<R: Runtime>(
         )
         .await?;
     Ok(())
+}
+
+/// How often the agent registers its node again once registered (the controller keeps
+/// the latest address), and how soon it retries while the controller is unreachable.
+pub const REGISTER_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub const REGISTER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Registers this node's agent (`c.advertise`) with the controller at `c.address` over
+/// mutual TLS (`tls`: the node's certificate names the node), until it is reachable,
+/// then again every [`REGISTER_EVERY`]. Runs until dropped.
+pub async fn register_forever(c: config::ControllerConfig, tls: ClientTlsConfig) {
+    let timeout = std::time::Duration::from_secs(5);
+    let mut registered = false;
+    loop {
+        let r = match p4lb_api::Client::connect_tls(&c.address, &tls, timeout, timeout).await {
+            Ok(client) => client.register_node(&c.advertise).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(n) => {
+                if !registered {
+                    tracing::info!(node = %n.name, controller = %c.address, agent = %n.agent_address, "registered with the controller");
+                }
+                registered = true;
+                tokio::time::sleep(REGISTER_EVERY).await;
+            }
+            Err(e) => {
+                tracing::warn!(controller = %c.address, "registering with the controller: {e}; retrying");
+                registered = false;
+                tokio::time::sleep(REGISTER_RETRY).await;
+            }
+        }
+    }
 }
 
 /// The settings and runtime of an agent from its configuration.

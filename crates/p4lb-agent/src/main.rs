@@ -37,6 +37,9 @@ async fn main() -> Result<()> {
     };
     p4lb_agent::prepare_work_dir(&config.work_dir)?;
     let (server_tls, client_tls) = p4lb_agent::tls_configs(&config)?;
+    if let Some(c) = config.controller.clone() {
+        tokio::spawn(p4lb_agent::register_forever(c, client_tls.clone()));
+    }
     let (settings, runtime) = p4lb_agent::from_config(&config, client_tls, faults);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
