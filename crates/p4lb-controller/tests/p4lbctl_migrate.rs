@@ -1,7 +1,10 @@
 //! `p4lbctl migrate` against two node agents on 127.0.0.1 (in-memory runtime, real
 //! mutual TLS with certificates made by `p4lbctl cert`): each phase printed, `--json`
 //! the agent's answer, and a failed migration's error (the container restored on its
-//! node) on stderr with a failing exit status.
+//! node) on stderr with a failing exit status; with a controller whose node registry the
+//! agents joined over TCP, `p4lbctl migrate NAME --to NODE` finds both agents itself.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -142,4 +145,118 @@ async fn migrate_prints_each_phase_and_a_failure_says_where_the_container_is() {
     assert!(err.contains("aborted"), "{err}");
     assert!(err.contains("web was restored on node-a"), "{err}");
     assert_eq!(ra.state_of("web").as_deref(), Some("running"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_finds_the_agents_through_the_controllers_node_registry() {
+    let (_d, dir) = common::tempdir();
+    let p = dir.join("pki");
+    pki(&p);
+    // The controller's certificate for 127.0.0.1, of the nodes' CA.
+    let out = p4lbctl(&[
+        "cert",
+        "issue",
+        "--ca",
+        p.to_str().unwrap(),
+        "--name",
+        "p4lb-controller",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ssock = dir.join("switch.sock");
+    let _sw = common::start_switch(&ssock).await;
+    let mut cfg = common::config(&dir, &ssock);
+    let (_, cert, key) = files(&p, "p4lb-controller");
+    cfg.api.tcp = "127.0.0.1:0".into();
+    cfg.api.tls_cert = cert;
+    cfg.api.tls_key = key;
+    cfg.api.tls_client_ca = p.join("ca.pem");
+    cfg.api.admins = vec!["admin".into()];
+    let socket = cfg.api.socket.clone();
+    let ctl = common::Ctl::start(cfg).await;
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || async {
+            ctl.ctl.api_tcp_addr.get().is_some()
+        })
+        .await
+    );
+    let controller = format!("https://{}", ctl.ctl.api_tcp_addr.get().unwrap());
+
+    let (wa, wb) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&wa).unwrap();
+    std::fs::create_dir_all(&wb).unwrap();
+    let (a, ra) = agent(&p, "node-a", "node-b", &wa).await;
+    let (b, rb) = agent(&p, "node-b", "node-a", &wb).await;
+    for (name, advertise) in [("node-a", &a), ("node-b", &b)] {
+        let (ca, cert, key) = files(&p, name);
+        let tls = p4lb_api::tls::client_config(&ca, &cert, &key).unwrap();
+        let c = p4lb_agent::config::ControllerConfig {
+            address: controller.clone(),
+            advertise: advertise.clone(),
+        };
+        tokio::spawn(p4lb_agent::register_forever(c, tls));
+    }
+    let local = p4lb_api::Client::connect(
+        &socket,
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || async {
+            let nodes = local.list_nodes().await.unwrap_or_default();
+            ["node-a", "node-b"].iter().all(|n| {
+                nodes
+                    .iter()
+                    .any(|x| x.name == *n && !x.agent_address.is_empty())
+            })
+        })
+        .await,
+        "both agents registered: {:?}",
+        local.list_nodes().await
+    );
+    ra.run("web");
+    let (ca, cert, key) = files(&p, "admin");
+    let migrate = |container: &str| {
+        let v: Vec<String> = [
+            "--socket",
+            socket.to_str().unwrap(),
+            "migrate",
+            container,
+            "--to",
+            "node-b",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        tokio::task::spawn_blocking(move || {
+            p4lbctl(&v.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let out = migrate("web").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.starts_with("migrated web from node-a to node-b"),
+        "{text}"
+    );
+    assert_eq!(rb.state_of("web").as_deref(), Some("running"));
+    // Nobody else runs it now.
+    let out = migrate("web").await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no registered node other than node-b runs web"),
+        "{err}"
+    );
+    ctl.stop().await;
 }
