@@ -134,7 +134,14 @@ pub struct Received {
 /// Reads a header and the archive's bytes from `parts` into a new private file in
 /// `dir`, refusing a header over `max` bytes, more or fewer bytes than the header says,
 /// and a digest that does not match. Nothing of a refused archive stays on disk.
-pub async fn receive<S, E>(mut parts: S, dir: &Path, max: u64) -> Result<Received, ArchiveError>
+/// `on_header` sees the header once it is checked, before the bytes arrive (the
+/// receiver starts its own checks while they do).
+pub async fn receive<S, E>(
+    mut parts: S,
+    dir: &Path,
+    max: u64,
+    on_header: impl FnOnce(&ArchiveHeader),
+) -> Result<Received, ArchiveError>
 where
     S: Stream<Item = Result<ArchivePart, E>> + Unpin,
     E: std::fmt::Display,
@@ -162,6 +169,7 @@ where
             max,
         });
     }
+    on_header(&header);
     let io = |what: &str| {
         let what = what.to_string();
         move |source| ArchiveError::Io { what, source }
@@ -240,7 +248,7 @@ mod tests {
     /// the directory.
     async fn run(p: Vec<Result<ArchivePart, String>>, max: u64) -> Outcome {
         let d = tempfile::tempdir().unwrap();
-        let r = receive(tokio_stream::iter(p), d.path(), max).await;
+        let r = receive(tokio_stream::iter(p), d.path(), max, |_| {}).await;
         let left = std::fs::read_dir(d.path()).unwrap().count();
         (r, left, d)
     }
@@ -319,7 +327,11 @@ mod tests {
         };
         let (s, all_sent) = send_stream(src, h);
         let s = s.map(Ok::<_, String>);
-        let r = receive(Box::pin(s), d.path(), u64::MAX).await.unwrap();
+        let mut seen = None;
+        let r = receive(Box::pin(s), d.path(), u64::MAX, |h| seen = Some(h.size))
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(data.len() as u64));
         assert_eq!(std::fs::read(&r.file).unwrap(), data);
         assert!(all_sent.load(Ordering::SeqCst));
     }

@@ -482,7 +482,14 @@ impl<R: Runtime> Inner<R> {
             ))
         })?;
         let parts = request.into_inner();
-        let got = archive::receive(parts, &self.s.work_dir, self.s.max_archive_bytes)
+        // Whether the node already has a container of that name: asked while the
+        // archive arrives.
+        let mut exists = None;
+        let on_header = |h: &ArchiveHeader| {
+            let (rt, c) = (self.runtime.clone(), h.container.clone());
+            exists = Some(tokio::task::spawn_blocking(move || rt.inspect(&c)));
+        };
+        let got = archive::receive(parts, &self.s.work_dir, self.s.max_archive_bytes, on_header)
             .await
             .map_err(|e| {
                 tracing::warn!(from = %who, "archive refused: {e}");
@@ -496,8 +503,13 @@ impl<R: Runtime> Inner<R> {
             })?;
         let size = got.header.size;
         let container = got.header.container.clone();
-        let c = container.clone();
-        match self.blocking(move |r| r.inspect(&c)).await {
+        let exists = match exists {
+            Some(h) => h
+                .await
+                .map_err(|e| Status::internal(format!("inspect: {e}")))?,
+            None => return Err(Status::internal("no header seen")),
+        };
+        match exists {
             Err(RuntimeError::NotFound(_)) => {}
             Ok(_) => {
                 return Err(Status::already_exists(format!(
