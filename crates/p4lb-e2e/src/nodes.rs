@@ -13,6 +13,8 @@ use std::time::Instant;
 use p4lb_api::api;
 use serde::Deserialize;
 
+use p4lb_testbed::wait;
+
 use crate::error::{Error, Result};
 use crate::scenario::{bin, inside, World, SOCKET};
 
@@ -33,6 +35,8 @@ pub const NODES: [Node; 2] = [
 
 /// Where the CA and the certificates are inside the testbed.
 pub const PKI: &str = "/etc/p4lb/pki";
+/// The controller's API over TCP (mutual TLS), where the agents register their nodes.
+pub const CONTROLLER_TCP: &str = "127.0.0.1:50061";
 
 /// One simulated node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +89,9 @@ pub struct Nodes<'w> {
 }
 
 impl<'w> Nodes<'w> {
-    /// Node B's storage with the test image, certificates for both nodes and an admin,
-    /// and both agents started.
+    /// Node B's storage with the test image, certificates for both nodes, an admin and
+    /// the controller, the controller restarted with its API also on TCP, and both agents
+    /// started and registered with it.
     pub fn start(w: &'w World) -> Result<Nodes<'w>> {
         let n = Nodes {
             w,
@@ -102,12 +107,30 @@ impl<'w> Nodes<'w> {
         w.sh(&format!(
             "set -e; {c} cert ca --out {PKI} --cn p4lb-nodes >/dev/null; \
              for n in node-a node-b admin; do \
-             {c} cert issue --ca {PKI} --name $n --out {PKI} >/dev/null; done",
+             {c} cert issue --ca {PKI} --name $n --out {PKI} >/dev/null; done; \
+             {c} cert issue --ca {PKI} --name p4lb-controller --ip 127.0.0.1 --out {PKI} \
+             >/dev/null; \
+             cat > /etc/p4lb/controller.toml <<'EOF'\n\
+             [api]\ntcp = \"{CONTROLLER_TCP}\"\ntls_cert = \"{PKI}/p4lb-controller.pem\"\n\
+             tls_key = \"{PKI}/p4lb-controller-key.pem\"\ntls_client_ca = \"{PKI}/ca.pem\"\n\
+             admins = [\"admin\"]\nEOF\n",
             c = w.ctl
         ))?;
+        w.stop_controller()?;
+        w.start_controller()?;
         for node in NODES {
             n.start_agent(node, "")?;
         }
+        wait::until(20, "both agents to register with the controller", || {
+            w.ctl_json::<Vec<api::Node>>("nodes ls")
+                .map(|ns| {
+                    NODES.iter().all(|n| {
+                        ns.iter()
+                            .any(|x| x.name == n.name && x.agent_address == n.agent_url())
+                    })
+                })
+                .unwrap_or(false)
+        })?;
         Ok(n)
     }
 
@@ -128,10 +151,12 @@ impl<'w> Nodes<'w> {
              work_dir = \"/var/lib/p4lb-agent-{name}\"\nadmins = [\"admin\"]\n\
              peers = [\"{peer}\"]\n\n[tls]\nca = \"{PKI}/ca.pem\"\n\
              cert = \"{PKI}/{name}.pem\"\nkey = \"{PKI}/{name}-key.pem\"\n\n\
-             [podman]\nglobal_args = [{args}]\n",
+             [podman]\nglobal_args = [{args}]\n\n\
+             [controller]\naddress = \"https://{CONTROLLER_TCP}\"\nadvertise = \"{url}\"\n",
             name = node.name,
             port = node.port,
-            args = args.join(", ")
+            args = args.join(", "),
+            url = node.agent_url()
         );
         self.stop_agent(node)?;
         self.w.sh(&format!(
@@ -162,24 +187,21 @@ impl<'w> Nodes<'w> {
         Ok(())
     }
 
-    /// The command line of `p4lbctl migrate` of `container` from `from` to `to`.
-    pub fn migrate_command(&self, container: &str, from: Node, to: Node) -> String {
+    /// The command line of `p4lbctl migrate` of `container` to `to`, as an admin types
+    /// it: the source node and both agents come from the controller's node registry.
+    pub fn migrate_command(&self, container: &str, to: Node) -> String {
         format!(
-            "{c} --socket {SOCKET} --json migrate {container} --from {f} --from-agent {fu} \
-             --to {t} --to-agent {tu} --ca {PKI}/ca.pem --cert {PKI}/admin.pem \
-             --key {PKI}/admin-key.pem",
+            "{c} --socket {SOCKET} --json migrate {container} --to {t} --ca {PKI}/ca.pem \
+             --cert {PKI}/admin.pem --key {PKI}/admin-key.pem",
             c = self.w.ctl,
-            f = from.name,
-            fu = from.agent_url(),
             t = to.name,
-            tu = to.agent_url(),
         )
     }
 
     /// `p4lbctl migrate`; an error carries its output and the agents' logs.
     pub fn migrate(&self, container: &str, from: Node, to: Node) -> Result<Migrated> {
         let t = Instant::now();
-        let (ok, out, err) = self.w.try_sh(&self.migrate_command(container, from, to))?;
+        let (ok, out, err) = self.w.try_sh(&self.migrate_command(container, to))?;
         let command_ms = t.elapsed().as_millis();
         if !ok {
             return Err(Error::Scenario(format!(

@@ -22,15 +22,22 @@ fn ms(us: i64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// The server `web` on node A behind the VIP, both agents running.
-fn web_on_node_a() -> (Serial, World) {
+/// A testbed for two nodes (the guard keeps other tests out; dropped after the world).
+fn testbed() -> (Serial, World) {
     let s = serial();
     let w = World::start();
+    (s, w)
+}
+
+/// Both nodes (agents registered with the controller), then the server `web` on node A
+/// behind the VIP.
+fn web_on_node_a(w: &World) -> Nodes<'_> {
+    let nodes = Nodes::start(w).unwrap_or_else(|e| panic!("FAILED: {e}"));
     w.pod_netns("cli", "cli", "clients", "");
     w.create_network(NET, SUBNET);
     w.add_service();
     w.run_server_on_network("web", NET);
-    (s, w)
+    nodes
 }
 
 fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize) -> (u64, u64) {
@@ -52,8 +59,8 @@ fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize) -> 
 
 #[test]
 fn a_server_moves_between_two_nodes_keeping_every_connection() {
-    let (_s, w) = web_on_node_a();
-    let nodes = Nodes::start(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    let (_s, w) = testbed();
+    let nodes = web_on_node_a(&w);
     let conns = 200;
     let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -103,6 +110,10 @@ fn a_server_moves_between_two_nodes_keeping_every_connection() {
         assert_eq!(eps.len(), 1, "one endpoint after the move: {eps:?}");
         assert_eq!(eps[0].ip, r.target_address);
         assert!(!eps[0].locked && eps[0].state == "ready", "{eps:?}");
+        assert_eq!(
+            eps[0].labels.get("podman.name").map(String::as_str),
+            Some("web")
+        );
         let t = r.times.unwrap_or_default();
         summary.push_str(&format!(
             "  {} -> {} ({} -> {}): checkpoint {:.1} ms, transfer {:.1} ms ({:.1} MiB), \
@@ -170,8 +181,8 @@ fn migration_of_ip(w: &World, ip: &str) -> p4lb_api::api::Migration {
 
 #[test]
 fn a_tampered_archive_is_refused_and_the_server_restored_on_its_node() {
-    let (_s, w) = web_on_node_a();
-    let nodes = Nodes::start(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    let (_s, w) = testbed();
+    let nodes = web_on_node_a(&w);
     // Node A's agent corrupts every archive after taking its digest.
     nodes
         .start_agent(NODES[0], "--inject-fault corrupt-archive")
@@ -182,7 +193,7 @@ fn a_tampered_archive_is_refused_and_the_server_restored_on_its_node() {
     std::thread::sleep(Duration::from_secs(3));
     client.mark().unwrap();
 
-    let (ok, o, e) = w.try_sh(&nodes.migrate_command("web", NODES[0], NODES[1]));
+    let (ok, o, e) = w.try_sh(&nodes.migrate_command("web", NODES[1]));
     assert!(!ok, "a tampered archive was accepted: {o}");
     for want in [
         "node node-b refused the archive from node-a (nothing restored)",
