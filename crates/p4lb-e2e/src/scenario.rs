@@ -16,7 +16,7 @@
 //! The p4lb binaries are used from `target/debug` (mounted read-only inside the
 //! testbed); build them first:
 //! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action
-//! -p p4lb-oci-hook`. The netavark plugin is copied to `/usr/libexec/netavark/p4lb`
+//! -p p4lb-oci-hook -p p4lb-agent`. The netavark plugin is copied to `/usr/libexec/netavark/p4lb`
 //! (where packaging/install.sh puts it), so `podman network create -d p4lb` works
 //! inside.
 
@@ -50,7 +50,7 @@ pub(crate) fn bin(name: &str) -> Result<PathBuf> {
     if !p.is_file() {
         return Err(Error::Missing(format!(
             "{} is missing; build it first: cargo build -p p4lb-controller -p p4lb-cni \
-             -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook",
+             -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-agent",
             p.display()
         )));
     }
