@@ -16,6 +16,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Largest certificate, key or CA file read (PEM).
 pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+/// Longest TLS handshake a server built from [`server_config`] waits for: a client that
+/// connects and sends nothing is dropped after it.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which of the three files of one side of mutual TLS an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +99,16 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientTlsConf
 }
 
 /// The server side of mutual TLS: presents `cert`/`key` and requires every client to
-/// present a certificate that chains to `ca` (rustls refuses the handshake otherwise).
+/// present a certificate that chains to `ca` (rustls refuses the handshake otherwise);
+/// a handshake takes at most [`HANDSHAKE_TIMEOUT`].
 pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> {
     let ca = read_pem(PemFile::Ca, ca)?;
     let cert = read_pem(PemFile::Cert, cert)?;
     let key = read_pem(PemFile::Key, key)?;
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(cert, key))
-        .client_ca_root(Certificate::from_pem(ca)))
+        .client_ca_root(Certificate::from_pem(ca))
+        .timeout(HANDSHAKE_TIMEOUT))
 }
 
 /// The identity of the peer of a request served over mutual TLS: the first DNS subject

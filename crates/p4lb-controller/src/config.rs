@@ -25,6 +25,10 @@ pub const MAX_WRITE_BATCH: usize = 1 << 20;
 pub const DEFAULT_BMV2_QUEUE_DEPTH: u32 = 1024;
 /// Largest `switch.bmv2_queue_depth`.
 pub const MAX_BMV2_QUEUE_DEPTH: u32 = 1 << 16;
+/// Default `api.tcp_max_connections`.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 256;
+/// Largest `api.tcp_max_connections`.
+pub const MAX_TCP_MAX_CONNECTIONS: usize = 65536;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +69,8 @@ pub struct ApiConfig {
     /// Certificate names (first DNS name) with the whole API over TCP; every other
     /// certificate of the client CA is a node, with the rights of a node.
     pub admins: Vec<String>,
+    /// TCP connections served at once (TLS handshakes included); more are closed at once.
+    pub tcp_max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +213,7 @@ impl Default for ApiConfig {
             tls_key: PathBuf::new(),
             tls_client_ca: PathBuf::new(),
             admins: Vec::new(),
+            tcp_max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
         }
     }
 }
@@ -416,6 +423,12 @@ impl Config {
         if api_tls > 0 && self.api.tcp.is_empty() {
             return Err(ConfigError::Invalid(String::from(
                 "api.tls_cert/tls_key/tls_client_ca are used with api.tcp only (it is empty)",
+            )));
+        }
+        if !(1..=MAX_TCP_MAX_CONNECTIONS).contains(&self.api.tcp_max_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "api.tcp_max_connections = {} is out of range (1..={MAX_TCP_MAX_CONNECTIONS})",
+                self.api.tcp_max_connections
             )));
         }
         for a in &self.api.admins {

@@ -421,17 +421,33 @@ impl Controller {
         Ok(rec)
     }
 
-    /// The endpoint a caller over TCP named (`endpoint_key`): `None` when it names none,
-    /// or one that is not registered or not active; PERMISSION_DENIED when a node names
-    /// an endpoint of another node.
+    /// The endpoint a caller over TCP named (`endpoint_key`). An admin may name none, or
+    /// one that is not registered or not active (`None`: the event's handler decides). A
+    /// node must name an active endpoint of its own: every event of a node is about one of
+    /// its endpoints (INVALID_ARGUMENT, NOT_FOUND or PERMISSION_DENIED otherwise).
     fn named_endpoint(&self, st: &State, caller: &Caller, key: &str) -> Result<Option<String>> {
+        let node = caller.restricted_to();
         if key.is_empty() {
+            if let Some(n) = node {
+                return Err(Error::invalid(format!(
+                    "node {n}: a migration event over TCP names its endpoint (endpoint_key)"
+                )));
+            }
             return Ok(None);
         }
         let Some(e) = st.endpoints.get(key) else {
+            if node.is_some() {
+                return Err(Error::not_found(format!("no endpoint {key}")));
+            }
             return Ok(None);
         };
         caller.require_own(&format!("endpoint {key}"), &e.node)?;
+        if !e.active() && node.is_some() {
+            return Err(Error::precondition(format!(
+                "endpoint {key} is {}: it sends no migration events",
+                e.state.as_str()
+            )));
+        }
         Ok(e.active().then(|| key.to_string()))
     }
 

@@ -7,7 +7,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,9 +17,11 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::api::{Access, Api};
 use crate::controller::Controller;
@@ -140,12 +144,13 @@ pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> any
         tracing::info!(addr = %bound, admins = ?cfg.admins, node = %ctl.node_name, "API also listening on TCP with mutual TLS");
         let api = api.clone();
         let rx = shutdown.clone();
+        let max = cfg.tcp_max_connections;
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .tls_config(tls)
                 .context("API TLS config")?
                 .add_service(api.into_server())
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), wait(rx))
+                .serve_with_incoming_shutdown(bounded_incoming(l, max), wait(rx))
                 .await
                 .context("API server (tcp)")
         });
@@ -174,6 +179,93 @@ pub async fn serve(ctl: Arc<Controller>, shutdown: watch::Receiver<bool>) -> any
     }
     let _ = std::fs::remove_file(&cfg.socket);
     Ok(())
+}
+
+/// A TCP connection of the API that holds one of the listener's slots until it closes.
+pub struct SlotStream {
+    io: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for SlotStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl AsyncRead for SlotStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SlotStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// The connections of the API's TCP listener, at most `max` at once (`api.tcp_max_connections`,
+/// handshakes in progress included): one more is closed at once, so that clients that
+/// connect and stall cannot take the controller's descriptors or memory.
+pub fn bounded_incoming(
+    l: TcpListener,
+    max: usize,
+) -> impl futures::Stream<Item = std::io::Result<SlotStream>> {
+    let slots = Arc::new(Semaphore::new(max));
+    futures::stream::unfold((l, slots), |(l, slots)| async move {
+        loop {
+            match l.accept().await {
+                Ok((io, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let _ = io.set_nodelay(true);
+                        return Some((Ok(SlotStream { io, _slot: slot }), (l, slots)));
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "API over TCP: too many connections, closing one");
+                    }
+                },
+                Err(e) => {
+                    // Out of descriptors or similar: do not spin.
+                    tracing::warn!(error = %e, "API over TCP: accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
 }
 
 /// Bounds of the metrics listener: a scraper that stalls or floods is cut off.

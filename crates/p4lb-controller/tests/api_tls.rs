@@ -182,6 +182,19 @@ async fn tcp_callers_without_a_certificate_of_the_client_ca_never_reach_the_api(
             .await;
         assert!(r.is_err(), "plain TCP: {r:?}");
     }
+    // A client that connects and never starts the handshake is dropped
+    // (p4lb_api::tls::HANDSHAKE_TIMEOUT); the outer bound only keeps a failure from hanging.
+    let mut silent = tokio::net::TcpStream::connect(ctl.ctl.api_tcp_addr.get().unwrap())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        p4lb_api::tls::HANDSHAKE_TIMEOUT * 3,
+        tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the server closes a connection without a handshake");
+    assert!(buf.is_empty(), "{read:?} {buf:?}");
     // None of them reached a handler.
     assert_eq!(ctl.ctl.metrics.api_calls.get(), calls);
 
@@ -279,6 +292,7 @@ async fn a_node_changes_only_its_own_endpoints() {
         msg.contains("may not restore endpoint b1/eth0 of node node-b"),
         "{msg}"
     );
+    assert_eq!(snapshot(&a).await, before, "nothing changed");
     let mut same_key = reg("b1", "10.88.9.2", "02:00:00:00:09:02");
     same_key.locked = true;
     // B's runtime deletes the checkpointed container: its record stays, detached.
@@ -394,17 +408,24 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         (m.source_node.as_str(), m.target_node.as_str()),
         ("node-a", "node-b")
     );
-    // Only the source's node (or an admin) names the target.
-    let mut steal = event(MigrationPhase::RestoreStarted, "", &m.id);
+    // Only the source's node (or an admin) names the target; a node's events are about
+    // one of its endpoints.
+    let ec = c
+        .register_endpoint(reg("c0", "10.88.9.9", "02:00:00:00:09:09"))
+        .await
+        .unwrap();
+    let mut steal = event(MigrationPhase::RestoreStarted, &ec.key, &m.id);
     steal.target_node = "node-c".into();
-    let msg = refused(
-        c.migration_event(steal).await,
+    refused(
+        c.migration_event(steal.clone()).await,
         Code::PermissionDenied,
         "C names itself as target",
     );
-    assert!(
-        msg.contains("node node-c may not set the target node"),
-        "{msg}"
+    steal.endpoint_key.clear();
+    refused(
+        c.migration_event(steal).await,
+        Code::InvalidArgument,
+        "C sends an event about no endpoint",
     );
     // Before the checkpoint finished, not even B restores it.
     let before = snapshot(&a).await;
@@ -442,6 +463,17 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         .expect("B restores A's endpoint");
     assert_eq!((t.node.as_str(), t.locked), ("node-b", true));
     assert_eq!(t.restore_of_ip, ea.ip);
+    let mut retarget = event(MigrationPhase::RestoreStarted, &t.key, &m.id);
+    retarget.target_node = "node-c".into();
+    let msg = refused(
+        b.migration_event(retarget).await,
+        Code::PermissionDenied,
+        "B changes the target node",
+    );
+    assert!(
+        msg.contains("node node-b may not set the target node"),
+        "{msg}"
+    );
     b.migration_event(event(MigrationPhase::RestoreStarted, &t.key, &m.id))
         .await
         .unwrap();
@@ -625,4 +657,63 @@ async fn tcp_without_tls_and_readable_keys_do_not_start() {
     );
     assert!(!sock.exists(), "nothing was served");
     ctl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_beyond_the_limit_are_closed() {
+    let (_d, dir) = tempdir();
+    let pki = Pki::new(&dir);
+    let ssock = dir.join("switch.sock");
+    let _sw = start_switch(&ssock).await;
+    let mut cfg = config(&dir, &ssock);
+    pki.configure(&mut cfg);
+    cfg.api.tcp_max_connections = 2;
+    let ctl = Ctl::start(cfg).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            ctl.ctl.api_tcp_addr.get().is_some()
+        })
+        .await
+    );
+    let sock = *ctl.ctl.api_tcp_addr.get().unwrap();
+    // Two clients that connect and stall hold both slots.
+    let held = [
+        tokio::net::TcpStream::connect(sock).await.unwrap(),
+        tokio::net::TcpStream::connect(sock).await.unwrap(),
+    ];
+    // A third is closed at once, while the two are still open.
+    let mut third = tokio::net::TcpStream::connect(sock).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        p4lb_api::tls::HANDSHAKE_TIMEOUT * 3,
+        tokio::io::AsyncReadExt::read_to_end(&mut third, &mut buf),
+    )
+    .await
+    .expect("the third connection is closed")
+    .ok();
+    assert!(buf.is_empty());
+    for h in &held {
+        let mut b = [0u8; 1];
+        match h.try_read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a held connection was closed: {other:?}"),
+        }
+    }
+    // Their slots come back when they go.
+    drop(held);
+    let addr = format!("https://{sock}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (addr, tls) = (addr.clone(), pki.tls("node-a"));
+            async move {
+                match Client::connect_tls(&addr, &tls, CONNECT, CALL).await {
+                    Ok(c) => c.status().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await,
+        "a client gets through once the stalled ones are gone"
+    );
+    ctl.stop().await;
 }
