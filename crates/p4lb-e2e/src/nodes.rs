@@ -136,6 +136,12 @@ impl<'w> Nodes<'w> {
 
     /// Writes `node`'s configuration and (re)starts its agent with `extra` arguments.
     pub fn start_agent(&self, node: Node, extra: &str) -> Result<()> {
+        self.start_agent_with(node, extra, "podman")
+    }
+
+    /// [`Nodes::start_agent`] with `podman` as the agent's Podman command (a wrapper that
+    /// fails some commands, for a fault test).
+    pub fn start_agent_with(&self, node: Node, extra: &str, podman: &str) -> Result<()> {
         let peer = NODES
             .iter()
             .find(|p| p.name != node.name)
@@ -151,7 +157,7 @@ impl<'w> Nodes<'w> {
              work_dir = \"/var/lib/p4lb-agent-{name}\"\nadmins = [\"admin\"]\n\
              peers = [\"{peer}\"]\n\n[tls]\nca = \"{PKI}/ca.pem\"\n\
              cert = \"{PKI}/{name}.pem\"\nkey = \"{PKI}/{name}-key.pem\"\n\n\
-             [podman]\nglobal_args = [{args}]\n\n\
+             [podman]\ncommand = \"{podman}\"\nglobal_args = [{args}]\n\n\
              [controller]\naddress = \"https://{CONTROLLER_TCP}\"\nadvertise = \"{url}\"\n",
             name = node.name,
             port = node.port,

@@ -226,3 +226,56 @@ fn a_tampered_archive_is_refused_and_the_server_restored_on_its_node() {
         ms(m.stall_us)
     ));
 }
+
+/// Node B's Podman fails every restore (a wrapper as its agent's Podman command): the
+/// server is restored on node A and its clients keep their connections.
+#[test]
+fn the_targets_restore_fails_and_the_server_is_restored_on_its_node() {
+    let (_s, w) = testbed();
+    let nodes = web_on_node_a(&w);
+    w.sh(
+        "cat > /usr/local/bin/podman-no-restore <<'EOF'\n#!/bin/sh\n\
+         for a in \"$@\"; do [ \"$a\" = restore ] && { echo 'injected: no restore here' >&2; \
+         exit 125; }; done\nexec podman \"$@\"\nEOF\n\
+         chmod 0755 /usr/local/bin/podman-no-restore",
+    );
+    nodes
+        .start_agent_with(NODES[1], "", "/usr/local/bin/podman-no-restore")
+        .unwrap();
+    let ip = w.address("web", NET);
+    let conns = 50;
+    let client = w.start_client(conns, 5.0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    client.mark().unwrap();
+
+    let (ok, o, e) = w.try_sh(&nodes.migrate_command("web", NODES[1]));
+    assert!(!ok, "the restore on node-b cannot have worked: {o}");
+    for want in [
+        "restore of web on node node-b failed",
+        "injected: no restore here",
+        "web was restored on node-a",
+    ] {
+        assert!(e.contains(want), "{e:?} lacks {want:?}\n{}", nodes.diag());
+    }
+    assert_eq!(
+        nodes.state_on("web", NODES[0]).unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        nodes.state_on("web", NODES[1]).unwrap(),
+        None,
+        "nothing left on B"
+    );
+    let m = migration_of_ip(&w, &ip);
+    assert_eq!(m.state, "done", "{m:?}\n{}", nodes.diag());
+    std::thread::sleep(
+        Duration::from_secs(2).max(2 * Duration::from_micros(m.stall_us.max(0) as u64)),
+    );
+    let out = client.finish().unwrap();
+    let (survived, _) = assert_clients_kept(&out, conns);
+    record(&format!(
+        "two nodes, node-b's restore fails: restored on node-a, {survived}/{conns} connections \
+         kept, lock -> unlock {:.1} ms",
+        ms(m.stall_us)
+    ));
+}
