@@ -222,6 +222,16 @@ key = "/n.key"
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/p4lb/agent.toml.example");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.node, "node-a");
+        assert_eq!(c.peers, ["node-b"]);
+        assert!(c.controller.is_some());
+    }
+
+    #[test]
     fn defaults_and_refusals() {
         let c = Config::parse("t", MIN).unwrap();
         assert_eq!(c.max_archive_bytes, DEFAULT_MAX_ARCHIVE);
