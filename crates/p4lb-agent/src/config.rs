@@ -6,6 +6,7 @@
 //! listen = "0.0.0.0:7443"
 //! work_dir = "/var/lib/p4lb-agent" # archives in transit (0700)
 //! max_archive_bytes = 4294967296   # larger archives are refused, sent or received
+//! transfer_timeout_secs = 600      # sending an archive and its restore on the target
 //! admins = ["admin"]               # certificate names that may call Migrate
 //! peers = ["node-b"]               # nodes that may send this node an archive
 //!
@@ -95,6 +96,9 @@ pub struct Config {
     pub work_dir: PathBuf,
     #[serde(default = "default_max_archive")]
     pub max_archive_bytes: u64,
+    /// How long sending an archive and the target's restore of it may take.
+    #[serde(default = "default_transfer_timeout")]
+    pub transfer_timeout_secs: u64,
     #[serde(default)]
     pub admins: Vec<String>,
     #[serde(default)]
@@ -112,6 +116,13 @@ fn default_work_dir() -> PathBuf {
 
 fn default_max_archive() -> u64 {
     DEFAULT_MAX_ARCHIVE
+}
+
+/// Default [`Config::transfer_timeout_secs`]: 4 GiB at 100 Mbit/s, and a restore.
+pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
+
+fn default_transfer_timeout() -> u64 {
+    DEFAULT_TRANSFER_TIMEOUT_SECS
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +167,9 @@ impl Config {
         }
         if c.max_archive_bytes == 0 {
             return Err(invalid("max_archive_bytes must be above 0".into()));
+        }
+        if c.transfer_timeout_secs == 0 {
+            return Err(invalid("transfer_timeout_secs must be above 0".into()));
         }
         if let Some(ctl) = &c.controller {
             for (k, v) in [("address", &ctl.address), ("advertise", &ctl.advertise)] {

@@ -139,6 +139,7 @@ pub fn from_config(
             node: c.node.clone(),
             work_dir: c.work_dir.clone(),
             max_archive_bytes: c.max_archive_bytes,
+            transfer_timeout: std::time::Duration::from_secs(c.transfer_timeout_secs),
             admins: c.admins.clone(),
             peers: c.peers.clone(),
             client_tls,

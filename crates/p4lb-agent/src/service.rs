@@ -57,6 +57,9 @@ pub struct Settings {
     pub node: String,
     pub work_dir: PathBuf,
     pub max_archive_bytes: u64,
+    /// How long sending an archive and the target's restore may take; past it the call
+    /// is dropped (and treated as broken).
+    pub transfer_timeout: Duration,
     pub admins: Vec<String>,
     pub peers: Vec<String>,
     /// Client side of mutual TLS to other agents (the server name is set per target).
@@ -205,9 +208,13 @@ impl<R: Runtime> Inner<R> {
             })
         })?;
         let (parts, all_sent) = archive::send_stream(path.to_path_buf(), header);
-        let e = match client.receive(parts).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(e) => e,
+        let e = match tokio::time::timeout(self.s.transfer_timeout, client.receive(parts)).await {
+            Ok(Ok(r)) => return Ok(r.into_inner()),
+            Ok(Err(e)) => e,
+            Err(_) => Status::deadline_exceeded(format!(
+                "no answer within {} s (transfer_timeout_secs)",
+                self.s.transfer_timeout.as_secs_f64()
+            )),
         };
         let status = Status::new(
             e.code(),

@@ -88,6 +88,7 @@ struct Node {
 
 struct Opts {
     max_archive_bytes: u64,
+    transfer_timeout: std::time::Duration,
     faults: Faults,
 }
 
@@ -95,6 +96,7 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             max_archive_bytes: 1 << 30,
+            transfer_timeout: std::time::Duration::from_secs(60),
             faults: Faults::default(),
         }
     }
@@ -108,6 +110,7 @@ async fn start(pki: &Pki, name: &str, peers: &[&str], o: Opts) -> Node {
         node: name.into(),
         work_dir: work.path().to_path_buf(),
         max_archive_bytes: o.max_archive_bytes,
+        transfer_timeout: o.transfer_timeout,
         admins: vec!["admin".into()],
         peers: peers.iter().map(|s| s.to_string()).collect(),
         client_tls: client_tls(&id),
@@ -626,4 +629,28 @@ async fn an_admin_finds_which_node_runs_a_container() {
     assert_eq!(ask(&b, &admin).await.unwrap_err().code(), Code::NotFound);
     let e = ask(&a, &pki.issue("node-b")).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_target_that_does_not_answer_in_time_leaves_the_source_alone_and_says_how_to_decide() {
+    let pki = Pki::new("nodes");
+    let impatient = Opts {
+        transfer_timeout: std::time::Duration::from_millis(300),
+        ..Opts::default()
+    };
+    let (a, b) = two_nodes(&pki, impatient, Opts::default()).await;
+    b.runtime.fail(Failures {
+        restore_delay: std::time::Duration::from_secs(2),
+        ..Default::default()
+    });
+    let e = migrate(&pki, &a, to(&b)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "{e:?}");
+    let m = e.message();
+    assert!(m.contains("no answer within 0.3 s"), "{m}");
+    assert!(
+        m.contains("node-b may have restored it, so it was not restored on node-a"),
+        "{m}"
+    );
+    assert_eq!(a.runtime.state_of("web").as_deref(), Some("exited"));
+    assert_eq!(a.runtime.calls(), ["checkpoint web"]);
 }

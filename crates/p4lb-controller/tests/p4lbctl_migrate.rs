@@ -49,6 +49,7 @@ async fn agent(pki: &Path, name: &str, peer: &str, work: &Path) -> (String, Arc<
         node: name.into(),
         work_dir: work.to_path_buf(),
         max_archive_bytes: 1 << 20,
+        transfer_timeout: std::time::Duration::from_secs(60),
         admins: vec!["admin".into()],
         peers: vec![peer.into()],
         client_tls: p4lb_api::tls::client_config(&ca, &cert, &key).unwrap(),
