@@ -47,11 +47,12 @@ and unlock the backend around checkpoint and restore."
 
 # Man pages of the commands in /usr/bin, generated from their --help.
 mkdir -p "$from/man"
-for b in p4lb-controller p4lbctl p4lb-switch; do
+for b in p4lb-controller p4lbctl p4lb-switch p4lb-agent; do
     case "$b" in
         p4lb-controller) what="p4lb controller: endpoints, services, migrations; programs the P4 switch" ;;
         p4lbctl) what="command-line client of the p4lb controller" ;;
         p4lb-switch) what="p4lb software switch, a P4Runtime target" ;;
+        p4lb-agent) what="p4lb node agent: moves containers between nodes" ;;
     esac
     help2man --no-info --no-discard-stderr --section 1 --name "$what" \
         --version-string "$version" "$from/$b" | gzip -9n >"$from/man/$b.1.gz"

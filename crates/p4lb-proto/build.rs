@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/p4/v1/p4runtime.proto",
     "proto/p4lb/v1/controller.proto",
     "proto/p4lb/v1/switch.proto",
+    "proto/p4lb/v1/agent.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

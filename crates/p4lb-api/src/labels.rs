@@ -7,6 +7,7 @@
 //! | container annotation | [`ANNOTATION_PREFIX`] `p4lb.io/…` | copied to the endpoint's labels by the OCI hook |
 //! | CRI pod annotation | [`LABEL_ANNOTATION_PREFIX`] `labels.p4lb.io/<k>` | endpoint label `<k>` (CNI plugin), unless `<k>` is an identity label ([`is_runtime_label`]) |
 //! | CRI pod annotation | [`RESTORE_FROM_ANNOTATION`], [`RESTORE_FROM_MAC_ANNOTATION`] | restore hint for the CNI plugin |
+//! | endpoint label | [`PODMAN_NAME_LABEL`] `podman.name` | the Podman container's name (netavark plugin); `p4lbctl migrate` finds a container's node by it |
 
 use std::str::FromStr;
 
@@ -26,6 +27,10 @@ pub const LABEL_ANNOTATION_PREFIX: &str = "labels.p4lb.io/";
 pub const RESTORE_FROM_ANNOTATION: &str = "p4lb.io/restore-from";
 /// CRI pod annotation: the old MAC address of a pod that is a restore.
 pub const RESTORE_FROM_MAC_ANNOTATION: &str = "p4lb.io/restore-from-mac";
+
+/// Endpoint label: the name of the Podman container the endpoint belongs to, set by the
+/// netavark plugin (an identity label, [`is_runtime_label`]).
+pub const PODMAN_NAME_LABEL: &str = "podman.name";
 
 /// Label names that carry a workload's identity as the runtime or the configuration
 /// set it (`k8s.namespace`, `k8s.pod`, `io.kubernetes.*`, `container.id`,

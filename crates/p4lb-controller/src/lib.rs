@@ -50,6 +50,8 @@
 //! - [`cert`]: `p4lbctl cert`, a CA and the certificates of nodes and admins for the
 //!   TCP surfaces' mutual TLS (which is `p4lb_api::tls`; the switch client's use of it is
 //!   [`southbound::tls`]).
+//! - `src/bin/p4lbctl/migrate.rs`: `p4lbctl migrate`, a client of the node agents
+//!   (`p4lb_agent`), not of this library.
 
 pub mod addr;
 pub mod api;

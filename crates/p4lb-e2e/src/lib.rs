@@ -6,6 +6,8 @@
 //!   script, OCI hook, a VIP service), a server container and a client holding connections;
 //!   its Podman-native steps (network create, run, address, checkpoint → rm → restore)
 //!   are the one source for the tests and `make demo`,
+//! - [`nodes`]: two nodes in one testbed (a second Podman storage), each with its
+//!   own `p4lb-agent` and certificate, and `p4lbctl migrate` between them,
 //! - [`bmv2`]: BMv2 as the scenario's switch (`P4LB_P4_PREFIX`; the host's
 //!   `simple_switch_grpc` in the testbed's network namespace),
 //! - [`judge`]: which client connections survived a checkpoint/restore,
@@ -30,7 +32,8 @@
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
 //! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
-//! of p4lb on the node), `walkthroughs` (the guide's walkthroughs run as written:
+//! of p4lb on the node), `multi_node` (a server moved between two nodes with `p4lbctl migrate`, a tampered
+//! archive refused), `walkthroughs` (the guide's walkthroughs run as written:
 //! docs/podman.md with the source install and uninstall, the recovery of a failed restore
 //! in docs/migration.md, the package install and purge of docs/install.md). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static
@@ -42,6 +45,7 @@ pub mod error;
 pub mod files_list;
 pub mod judge;
 pub mod manifests;
+pub mod nodes;
 pub mod scenario;
 pub mod walkthrough;
 

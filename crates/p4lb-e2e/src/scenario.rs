@@ -16,7 +16,7 @@
 //! The p4lb binaries are used from `target/debug` (mounted read-only inside the
 //! testbed); build them first:
 //! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action
-//! -p p4lb-oci-hook`. The netavark plugin is copied to `/usr/libexec/netavark/p4lb`
+//! -p p4lb-oci-hook -p p4lb-agent`. The netavark plugin is copied to `/usr/libexec/netavark/p4lb`
 //! (where packaging/install.sh puts it), so `podman network create -d p4lb` works
 //! inside.
 
@@ -45,12 +45,12 @@ pub const POD_NETNS: &str = "/run/netns/srv";
 pub const CLIENT_NETNS: &str = "/run/netns/cli";
 
 /// Host path of a p4lb binary in target/debug; an error says how to build it.
-fn bin(name: &str) -> Result<PathBuf> {
+pub(crate) fn bin(name: &str) -> Result<PathBuf> {
     let p = paths::target_dir().join("debug").join(name);
     if !p.is_file() {
         return Err(Error::Missing(format!(
             "{} is missing; build it first: cargo build -p p4lb-controller -p p4lb-cni \
-             -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook",
+             -p p4lb-netavark -p p4lb-criu-action -p p4lb-oci-hook -p p4lb-agent",
             p.display()
         )));
     }
@@ -58,7 +58,7 @@ fn bin(name: &str) -> Result<PathBuf> {
 }
 
 /// Where a host path under the target directory appears inside the testbed.
-fn inside(host: &Path) -> Result<String> {
+pub(crate) fn inside(host: &Path) -> Result<String> {
     paths::inside_target(host)
         .map(|p| p.display().to_string())
         .ok_or_else(|| {

@@ -170,6 +170,7 @@ fn the_node_installer_writes_only_through_the_declared_host_paths() {
         "p4lb-controller",
         "p4lbctl",
         "p4lb-switch",
+        "p4lb-agent",
         "p4lb",
         "p4lb-criu-action",
         "p4lb-oci-hook",

@@ -164,7 +164,7 @@ fn deb_installs_upgrades_removes_and_purges_in_a_fresh_trixie() {
     for e in list.iter().filter(|e| e.in_set("host")) {
         check_installed(&tb, e, &deb_paths);
     }
-    for man in ["p4lb-controller", "p4lbctl", "p4lb-switch"] {
+    for man in ["p4lb-controller", "p4lbctl", "p4lb-switch", "p4lb-agent"] {
         sh(&tb, &format!("test -s /usr/share/man/man1/{man}.1.gz"));
     }
     // The CRIU block: once per file, the action script in default.conf only.
@@ -188,6 +188,7 @@ fn deb_installs_upgrades_removes_and_purges_in_a_fresh_trixie() {
         "/usr/bin/p4lb-controller --help",
         "/usr/bin/p4lbctl --help",
         "/usr/bin/p4lb-switch --help",
+        "/usr/bin/p4lb-agent --help",
         "/opt/cni/bin/p4lb",
     ] {
         sh(&tb, &format!("{cmd} >/dev/null 2>&1"));

@@ -274,6 +274,22 @@ pub fn restore_hint(
     }))
 }
 
+/// The endpoint's labels: the network's ([`NetOptions::endpoint_labels`]) and the
+/// container's name ([`p4lb_api::labels::PODMAN_NAME_LABEL`], when podman gives one).
+pub fn endpoint_labels(
+    opts: &NetOptions,
+    exec: &PluginExec,
+) -> std::collections::HashMap<String, String> {
+    let mut l = opts.endpoint_labels();
+    if !exec.container_name.is_empty() {
+        l.insert(
+            p4lb_api::labels::PODMAN_NAME_LABEL.to_string(),
+            exec.container_name.clone(),
+        );
+    }
+    l
+}
+
 /// `setup <netns>`: wires the container and registers it (locked, as a restore,
 /// when [`restore_of`] finds the migration it belongs to). A failure leaves nothing
 /// behind ([`p4lb_cni::attach`]); an unreachable controller fails it before anything
@@ -301,7 +317,7 @@ pub async fn setup(netns: &str, input: &[u8]) -> Result<StatusBlock, Error> {
     };
     let registration = Registration {
         controller: ctl,
-        labels: opts.endpoint_labels(),
+        labels: endpoint_labels(&opts, &exec),
         restore,
         router_mac: opts.router_mac,
     };
@@ -522,6 +538,13 @@ mod tests {
         assert!(e.to_string().contains("absolute path"), "{e}");
         let e = parse_teardown("/run/netns/x", b"{").unwrap_err();
         assert!(e.to_string().contains("teardown input"), "{e}");
+        // The endpoint's labels: the network's and the container's name.
+        let l = endpoint_labels(&r.request.opts, &r.request.exec);
+        assert_eq!(l.get("app").map(String::as_str), Some("web"));
+        assert_eq!(l.get("podman.name").map(String::as_str), Some("w"));
+        let mut nameless = r.request.exec.clone();
+        nameless.container_name.clear();
+        assert!(!endpoint_labels(&r.request.opts, &nameless).contains_key("podman.name"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - [`p4::v1`] and [`p4::config::v1`]: the subset of P4Runtime v1 that p4lb's
 //!   controller and software switch speak, with the specification's field numbers.
 //! - [`google::rpc`]: the status model P4Runtime carries write errors in.
-//! - [`p4lb::v1`]: p4lb's own controller API (endpoints, services, migrations).
+//! - [`p4lb::v1`]: p4lb's own controller API (endpoints, services, migrations) and
+//!   the node agent's API (`Agent`: migrate a container to another node, receive a
+//!   checkpoint archive).
 //!   Its messages derive `serde::Serialize`/`Deserialize` (see build.rs): the one
 //!   JSON form of them, with the proto field names.
 //!

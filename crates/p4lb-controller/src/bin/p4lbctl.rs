@@ -11,6 +11,9 @@ use serde_json::json;
 
 use p4lb_api::{api, Client, DEFAULT_SOCKET};
 
+#[path = "p4lbctl/migrate.rs"]
+mod migrate;
+
 /// How long connecting to the controller may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take (a table dump of a large switch is the slowest).
@@ -68,6 +71,8 @@ enum Cmd {
     /// (local files only; does not contact the controller).
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Moves a container to another node through the nodes' agents.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -469,6 +474,9 @@ async fn connect(args: &Args) -> Result<Client> {
 
 async fn run(args: Args, out: &mut String) -> Result<()> {
     use std::fmt::Write;
+    if let Cmd::Migrate(m) = &args.cmd {
+        return migrate::run(m, connect(&args).await, args.json, out).await;
+    }
     let c = match args.cmd {
         Cmd::Cert(cmd) => return cert(cmd, out),
         _ => connect(&args).await?,
@@ -729,6 +737,8 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
         Cmd::Metrics => {
             out.push_str(&c.metrics().await?);
         }
+        // Handled above, with its own connections.
+        Cmd::Migrate(_) => {}
         Cmd::Nodes(NodesCmd::Ls) => {
             let nodes = c.list_nodes().await?;
             if args.json {

@@ -5,7 +5,7 @@
 //! The p4lb binaries are used from `target/debug`, the testbed's helper is
 //! `target/debug/p4lb-testbed`; build them first:
 //! `cargo build -p p4lb-controller -p p4lb-cni -p p4lb-netavark -p p4lb-criu-action
-//! -p p4lb-oci-hook -p p4lb-testbed`. Missing binaries or testbed make the tests FAIL with what
+//! -p p4lb-oci-hook -p p4lb-agent -p p4lb-testbed`. Missing binaries or testbed make the tests FAIL with what
 //! is missing.
 
 #![allow(dead_code)]

@@ -1,0 +1,150 @@
+//! The p4lb node agent: one per node, it moves containers between nodes. An
+//! administrator asks the source node's agent to migrate a container
+//! (`p4lbctl migrate`); the source checkpoints it, streams the archive with its size
+//! and SHA-256 to the target node's agent over mutual TLS, the target checks it and
+//! restores it, and a failure after the checkpoint restores the container on the
+//! source. Every phase is timed.
+//!
+//! # Where to look
+//!
+//! - [`service`]: the `Agent` gRPC service (`Migrate`, `Receive`, `NodeInfo`), who may
+//!   call what, the migration's steps and what happens on each failure.
+//! - [`archive`]: the archive on the wire: digest, the stream a source sends, the
+//!   receiving side's checks (size limit, truncation, digest) into a private file.
+//! - [`runtime`]: the [`runtime::Runtime`] trait, Podman's commands behind it
+//!   ([`runtime::Podman`], global options per node) and the in-memory fake for tests.
+//! - [`client`]: connecting to an agent (TLS server name = node name, keep-alive).
+//! - [`config`]: the TOML configuration (`/etc/p4lb/agent.toml`).
+//! - [`serve`]: the TCP listener with mutual TLS; [`register_forever`]: the node's
+//!   registration with the controller (RegisterNode over TCP); `main.rs`: the binary.
+//! - Tests: `tests/migrate.rs` (two agents with the fake runtime over real TLS on
+//!   127.0.0.1); end to end with Podman: `crates/p4lb-e2e/tests/multi_node.rs`.
+//! - The API: `crates/p4lb-proto/proto/p4lb/v1/agent.proto`; the model and a
+//!   walkthrough: docs/multi-node.md.
+
+pub mod archive;
+pub mod client;
+pub mod config;
+pub mod runtime;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::transport::{ClientTlsConfig, Server, ServerTlsConfig};
+
+pub use config::Config;
+pub use runtime::Runtime;
+pub use service::{AgentService, Faults, Settings};
+
+/// Why the agent could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("work directory {path}: {source}")]
+    WorkDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Both sides of the node's mutual TLS from its configured files (key mode checked).
+pub fn tls_configs(c: &Config) -> Result<(ServerTlsConfig, ClientTlsConfig), ServeError> {
+    let t = &c.tls;
+    let server = p4lb_api::tls::server_config(&t.ca, &t.cert, &t.key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let client = p4lb_api::tls::client_config(&t.ca, &t.cert, &t.key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    Ok((server, client))
+}
+
+/// Creates the work directory 0700 (archives in transit are the containers' memory).
+pub fn prepare_work_dir(dir: &std::path::Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| ServeError::WorkDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Serves `service` on `listener` with mutual TLS `tls` until `shutdown` completes.
+pub async fn serve<R: Runtime>(
+    listener: TcpListener,
+    tls: ServerTlsConfig,
+    service: AgentService<R>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    Server::builder()
+        .tls_config(tls)?
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+/// How often the agent registers its node again once registered (the controller keeps
+/// the latest address), and how soon it retries while the controller is unreachable.
+pub const REGISTER_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub const REGISTER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Registers this node's agent (`c.advertise`) with the controller at `c.address` over
+/// mutual TLS (`tls`: the node's certificate names the node), until it is reachable,
+/// then again every [`REGISTER_EVERY`]. Runs until dropped.
+pub async fn register_forever(c: config::ControllerConfig, tls: ClientTlsConfig) {
+    let timeout = std::time::Duration::from_secs(5);
+    let mut registered = false;
+    loop {
+        let r = match p4lb_api::Client::connect_tls(&c.address, &tls, timeout, timeout).await {
+            Ok(client) => client.register_node(&c.advertise).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(n) => {
+                if !registered {
+                    tracing::info!(node = %n.name, controller = %c.address, agent = %n.agent_address, "registered with the controller");
+                }
+                registered = true;
+                tokio::time::sleep(REGISTER_EVERY).await;
+            }
+            Err(e) => {
+                tracing::warn!(controller = %c.address, "registering with the controller: {e}; retrying");
+                registered = false;
+                tokio::time::sleep(REGISTER_RETRY).await;
+            }
+        }
+    }
+}
+
+/// The settings and runtime of an agent from its configuration.
+pub fn from_config(
+    c: &Config,
+    client_tls: ClientTlsConfig,
+    faults: Faults,
+) -> (Settings, Arc<runtime::Podman>) {
+    (
+        Settings {
+            node: c.node.clone(),
+            work_dir: c.work_dir.clone(),
+            max_archive_bytes: c.max_archive_bytes,
+            transfer_timeout: std::time::Duration::from_secs(c.transfer_timeout_secs),
+            admins: c.admins.clone(),
+            peers: c.peers.clone(),
+            client_tls,
+            faults,
+        },
+        Arc::new((&c.podman).into()),
+    )
+}
