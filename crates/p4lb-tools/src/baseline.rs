@@ -1,6 +1,8 @@
 //! `p4lb-tools bench-baseline`: the Podman checkpoint/restore scenario, same
 //! IP, no lock: the baseline p4lb improves on. It measures; `make test` does
-//! not run it.
+//! not run it. With [`BaselineOptions::in_place`] it is the runtime's own
+//! checkpoint and restore instead (same container, same namespace, CRIU's own
+//! network lock), which `bench-migration` measures beside p4lb's migration.
 //!
 //! A `p4lb-testapp server` container joins a network namespace wired by a
 //! [`Topology`]; a `p4lb-testapp client` in another namespace holds long-lived
@@ -31,6 +33,10 @@ pub struct BaselineOptions {
     /// How long the address is up in the recreated namespace before the
     /// restore starts (real orchestration wires the new pod first).
     pub ip_up_before_restore: Duration,
+    /// Checkpoint and restore the container where it is (no export, no removal,
+    /// the namespace kept, CRIU's own network lock): what the runtime does
+    /// without p4lb when nothing moves.
+    pub in_place: bool,
 }
 
 impl Default for BaselineOptions {
@@ -41,6 +47,7 @@ impl Default for BaselineOptions {
             rate: 20.0,
             settle: Duration::from_millis(1500),
             ip_up_before_restore: Duration::ZERO,
+            in_place: false,
         }
     }
 }
@@ -66,6 +73,7 @@ pub struct TryResult {
 #[derive(Debug, Clone)]
 pub struct BaselineResult {
     pub ip_up_before_restore: Duration,
+    pub in_place: bool,
     pub tries: Vec<TryResult>,
 }
 
@@ -124,11 +132,17 @@ impl BaselineResult {
     /// A human summary.
     pub fn summary(&self) -> String {
         let (s, n) = self.conns_survived();
+        let mode = if self.in_place {
+            String::from("in place, CRIU's own network lock")
+        } else {
+            format!(
+                "exported and imported, no lock, address up {} ms before restore",
+                self.ip_up_before_restore.as_millis()
+            )
+        };
         let mut out = format!(
-            "baseline (podman checkpoint/restore, same IP, no lock, address up {} ms before \
-             restore): {}/{} tries kept every connection; {s}/{n} connections survived; \
-             {} restores failed\n",
-            self.ip_up_before_restore.as_millis(),
+            "baseline (podman checkpoint/restore, same IP, {mode}): {}/{} tries kept every \
+             connection; {s}/{n} connections survived; {} restores failed\n",
             self.tries_all_survived(),
             self.tries.len(),
             self.restores_failed()
@@ -180,6 +194,7 @@ pub fn run_baseline(tb: &Testbed, opts: &BaselineOptions) -> Result<BaselineResu
     drop(topo);
     Ok(BaselineResult {
         ip_up_before_restore: opts.ip_up_before_restore,
+        in_place: opts.in_place,
         tries,
     })
 }
@@ -239,25 +254,24 @@ fn one_try(
     std::thread::sleep(Duration::from_millis(200));
 
     let t = Instant::now();
-    tb.run(&[
-        "podman",
-        "container",
-        "checkpoint",
-        "--tcp-established",
-        "--export",
-        &archive,
-        &name,
-    ])
-    .map_err(|e| with_criu_log(tb, e, "dump.log"))?;
+    let mut checkpoint = vec!["podman", "container", "checkpoint", "--tcp-established"];
+    if !opts.in_place {
+        checkpoint.extend(["--export", &archive]);
+    }
+    checkpoint.push(&name);
+    tb.run(&checkpoint)
+        .map_err(|e| with_criu_log(tb, e, "dump.log"))?;
     let checkpoint_ms = t.elapsed().as_millis() as u64;
-    tb.run(&["podman", "rm", "-f", &name])?;
-
-    // Same path, same address, no lock: what a plain restore elsewhere does.
     let t = Instant::now();
-    topo.recreate_node("pod", true)?;
-    std::thread::sleep(opts.ip_up_before_restore);
-    let restored = tb
-        .run(&[
+    let restored = if opts.in_place {
+        // Where it was: the namespace and its address stay, CRIU locks and unlocks.
+        tb.run(&["podman", "container", "restore", "--tcp-established", &name])
+    } else {
+        tb.run(&["podman", "rm", "-f", &name])?;
+        // Same path, same address, no lock: what a plain restore elsewhere does.
+        topo.recreate_node("pod", true)?;
+        std::thread::sleep(opts.ip_up_before_restore);
+        tb.run(&[
             "podman",
             "container",
             "restore",
@@ -265,7 +279,8 @@ fn one_try(
             &archive,
             "--tcp-established",
         ])
-        .map_err(|e| with_criu_log(tb, e, "restore.log"));
+    }
+    .map_err(|e| with_criu_log(tb, e, "restore.log"));
     let restore_ms = t.elapsed().as_millis() as u64;
     // A failed restore is a result of the try (its connections are lost),
     // reported with CRIU's error; the caller decides what it tolerates.
@@ -362,13 +377,21 @@ mod tests {
             requests_after: 1,
             restore_error: None,
         };
-        let r = BaselineResult {
+        let mut r = BaselineResult {
             ip_up_before_restore: Duration::ZERO,
+            in_place: false,
             tries: vec![t(2), t(0), t(1)],
         };
         assert_eq!(r.tries_all_survived(), 1);
         assert_eq!(r.conns_survived(), (3, 6));
         assert!(r.summary().contains("1/3 tries"));
+        assert!(r.summary().contains("no lock"), "{}", r.summary());
+        r.in_place = true;
+        assert!(
+            r.summary().contains("CRIU's own network lock"),
+            "{}",
+            r.summary()
+        );
     }
 
     #[test]
@@ -392,6 +415,7 @@ mod tests {
         };
         let r = |tries| BaselineResult {
             ip_up_before_restore: Duration::ZERO,
+            in_place: false,
             tries,
         };
         r(vec![t(0, 2, None), t(0, 2, Some("CRIU failed"))])

@@ -558,6 +558,42 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     if after.totals.reset != 0 || after.totals.failed != 0 || survived != CONNS as u64 {
         bail!("connections were lost: {}", done.stderr);
     }
+
+    // The runtime's own checkpoint and restore of the same server, without p4lb: in place
+    // (same namespace, same address, CRIU's network lock), same connections and rate.
+    let base = crate::baseline::run_baseline(
+        &w.tb,
+        &crate::baseline::BaselineOptions {
+            tries: 1,
+            conns: CONNS,
+            rate: RATE,
+            in_place: true,
+            ..Default::default()
+        },
+    )
+    .context("the runtime's own checkpoint/restore (in place, without p4lb)")?;
+    print!("{}", base.summary());
+    let own = base.tries.first().context("the baseline ran no try")?;
+    if let Some(e) = &own.restore_error {
+        bail!("the runtime's own restore failed: {e}");
+    }
+    println!(
+        "the runtime's own checkpoint + restore, without p4lb (in place, same address, CRIU's \
+         lock): checkpoint {} ms + restore {} ms = {} ms; client longest stall {} ms",
+        own.checkpoint_ms,
+        own.restore_ms,
+        own.checkpoint_ms + own.restore_ms,
+        own.longest_stall_ms
+    );
+    println!(
+        "p4lb's migration to a new address (export, new pod, import) against it, same run: \
+         client longest stall {client_stall:.0} ms = {:.2} x the runtime's own stall; podman \
+         checkpoint + restore wall clock {} ms = {:.2} x",
+        client_stall / (own.longest_stall_ms.max(1) as f64),
+        checkpoint_wall.as_millis() + restore_wall.as_millis(),
+        (checkpoint_wall + restore_wall).as_millis() as f64
+            / ((own.checkpoint_ms + own.restore_ms).max(1) as f64)
+    );
     if dump_times.actions.is_empty() || restore_times.actions.is_empty() {
         bail!(
             "CRIU's logs show no run of {} (is it the action script in /etc/criu/*.conf?)",
