@@ -9,7 +9,9 @@
 //!   (`restore_migration`); a metadata update never changes an identity label
 //!   (`merge_labels` in [`endpoints`]); [`lock_watch`] unlocks endpoints no live migration holds.
 //! - [`desired`]: the table entries a state implies (pure function), built with
-//!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4); [`entries`]: which tables
+//!   `p4lb_p4::entries` (the pipeline contract lives in p4lb-p4), and `DesiredIndex`, the
+//!   same kept part by part so that a commit compares only the keys it touched (used by
+//!   `southbound::programmer`); [`entries`]: which tables
 //!   the controller derives from its state, and entries rendered as text.
 //! - [`liveness`]: endpoints whose host interface or network namespace is gone are
 //!   withdrawn from services and kept `stale` (checked at start and periodically).
