@@ -14,6 +14,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// interval + timeout.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 flow-control windows of both ends (per stream, per connection): an archive
+/// of hundreds of MiB is one stream, and HTTP/2's default 64 KiB makes the sender wait
+/// for the receiver every 64 KiB.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -48,7 +53,10 @@ pub async fn connect(
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     let channel = endpoint
         .connect()
         .await

@@ -84,13 +84,22 @@ pub async fn serve<R: Runtime>(
     service: AgentService<R>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    use tokio_stream::StreamExt;
+    // tonic sets TCP_NODELAY only on sockets of its own listener: set it here, so that
+    // small HTTP/2 frames (the receiver's WINDOW_UPDATEs) are not held back by Nagle.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!("setting TCP_NODELAY: {e}");
+            }
+        })
+    });
     Server::builder()
         .tls_config(tls)?
+        .initial_stream_window_size(client::STREAM_WINDOW)
+        .initial_connection_window_size(client::CONNECTION_WINDOW)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -281,6 +281,7 @@ mod tests {
             ServerOptions {
                 listen: addr,
                 stateful,
+                touch_mib: 0,
             },
             std::future::pending(),
         ));

@@ -27,6 +27,10 @@ enum Mode {
         /// Carry a process-wide counter in every reply (must survive checkpoint/restore).
         #[arg(long)]
         stateful: bool,
+        /// Write to this many MiB of memory before listening and keep it (so that a
+        /// checkpoint carries it).
+        #[arg(long, default_value_t = 0)]
+        touch_mib: usize,
     },
     /// Stream numbered requests over many connections and check every reply.
     ///
@@ -119,7 +123,11 @@ fn secs(name: &str, v: f64) -> Result<Duration> {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.mode {
-        Mode::Server { listen, stateful } => {
+        Mode::Server {
+            listen,
+            stateful,
+            touch_mib,
+        } => {
             let shutdown = async {
                 let mut term = match signal(SignalKind::terminate()) {
                     Ok(s) => s,
@@ -130,7 +138,15 @@ async fn main() -> Result<()> {
                     _ = tokio::signal::ctrl_c() => {}
                 }
             };
-            server::run(server::ServerOptions { listen, stateful }, shutdown).await
+            server::run(
+                server::ServerOptions {
+                    listen,
+                    stateful,
+                    touch_mib,
+                },
+                shutdown,
+            )
+            .await
         }
         Mode::Client {
             target,
