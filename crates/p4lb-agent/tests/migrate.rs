@@ -247,6 +247,7 @@ async fn a_tampered_archive_is_refused_and_the_source_restored() {
     let a_opts = Opts {
         faults: Faults {
             corrupt_archive: true,
+            ..Faults::default()
         },
         ..Opts::default()
     };
