@@ -32,8 +32,9 @@
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
 //! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
-//! of p4lb on the node), `multi_node` (a server moved between two nodes with `p4lbctl migrate`, a tampered
-//! archive refused), `walkthroughs` (the guide's walkthroughs run as written:
+//! of p4lb on the node), `multi_node` (a server moved between two nodes with `p4lbctl migrate`; a tampered
+//! archive, a failed restore, the target killed mid-transfer, the controller restarted, foreign
+//! and node certificates), `walkthroughs` (the guide's walkthroughs run as written:
 //! docs/podman.md with the source install and uninstall, the recovery of a failed restore
 //! in docs/migration.md, the package install and purge of docs/install.md). They need root and the p4lb
 //! binaries built first (`cargo build --workspace --bins` and the static

@@ -1,9 +1,12 @@
 //! Two nodes, one switch ([`p4lb_e2e::nodes`]): a stateful server with client
 //! connections through the VIP moved between node A and node B with `p4lbctl migrate`
 //! (each node's agent checkpoints, streams the archive over mutual TLS with its
-//! SHA-256, restores), and a tampered archive refused on the target while the source
-//! is restored in place. The clients' connections must all be kept, with no byte lost
-//! or duplicated and the server's state kept.
+//! SHA-256, restores), and the failures docs/multi-node.md lists: a tampered archive
+//! refused on the target, the target's restore failing, the target's agent killed
+//! mid-transfer (the source restored in place each time), the controller killed and
+//! restarted mid-migration (the migration completes), and certificates of another CA or
+//! of a node refused. The clients' connections must all be kept, with no byte lost or
+//! duplicated and the server's state kept.
 
 mod migration_common;
 
