@@ -220,13 +220,21 @@ impl<R: Runtime> Inner<R> {
                 self.s.transfer_timeout.as_secs_f64()
             )),
         };
-        let status = Status::new(
-            e.code(),
-            format!("target node {}: {}", req.target_node, e.message()),
-        );
         // The target restores only a whole archive, and says so when it restored
         // nothing; a broken call after the whole archive left leaves it unknown.
-        if target_restored_nothing(&e) || !all_sent.load(Ordering::SeqCst) {
+        let (nothing, all) = (target_restored_nothing(&e), all_sent.load(Ordering::SeqCst));
+        let status = Status::new(
+            e.code(),
+            match (nothing, all) {
+                (false, false) => format!(
+                    "target node {}: the call broke before the whole archive was sent: {}",
+                    req.target_node,
+                    e.message()
+                ),
+                _ => format!("target node {}: {}", req.target_node, e.message()),
+            },
+        );
+        if nothing || !all {
             Err(Failed::NothingRestored(status))
         } else {
             Err(Failed::Unknown(status))
