@@ -15,6 +15,26 @@ use tokio_stream::{Stream, StreamExt};
 
 /// Bytes per chunk on the wire.
 pub const CHUNK: usize = 256 << 10;
+/// How the files of archives being received start.
+pub const INCOMING_PREFIX: &str = "incoming-";
+
+/// Removes the archives that were being received when an earlier run of the agent was
+/// killed (nothing was restored from them: a receive restores only a whole archive,
+/// from a file it no longer needs afterwards); returns how many. Outgoing archives
+/// stay: a failed migration's error may name one for a restore by hand.
+pub fn remove_stale_incoming(dir: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(INCOMING_PREFIX) && name.ends_with(".tar") && e.file_type()?.is_file() {
+            std::fs::remove_file(e.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
 
 /// Why an archive is refused or could not be sent or stored.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +196,7 @@ where
     };
     // tempfile creates the file 0600 with O_EXCL, in the agent's 0700 directory.
     let tmp = tempfile::Builder::new()
-        .prefix("incoming-")
+        .prefix(INCOMING_PREFIX)
         .suffix(".tar")
         .tempfile_in(dir)
         .map_err(io(&format!("creating a file in {}", dir.display())))?;
@@ -225,6 +245,33 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_incoming_archives_are_removed_and_outgoing_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "incoming-a1B2c3.tar",
+            "outgoing-web-1.tar",
+            "incoming-notes.txt",
+        ] {
+            std::fs::write(d.path().join(f), b"x").unwrap();
+        }
+        std::fs::create_dir(d.path().join("incoming-dir.tar")).unwrap();
+        assert_eq!(remove_stale_incoming(d.path()).unwrap(), 1);
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "incoming-dir.tar",
+                "incoming-notes.txt",
+                "outgoing-web-1.tar"
+            ]
+        );
+    }
 
     fn header(data: &[u8]) -> ArchiveHeader {
         ArchiveHeader {

@@ -62,7 +62,8 @@ pub fn tls_configs(c: &Config) -> Result<(ServerTlsConfig, ClientTlsConfig), Ser
     Ok((server, client))
 }
 
-/// Creates the work directory 0700 (archives in transit are the containers' memory).
+/// Creates the work directory 0700 (archives in transit are the containers' memory)
+/// and removes the incoming archives an earlier run left ([`archive::remove_stale_incoming`]).
 pub fn prepare_work_dir(dir: &std::path::Path) -> Result<(), ServeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |source| ServeError::WorkDir {
@@ -74,7 +75,12 @@ pub fn prepare_work_dir(dir: &std::path::Path) -> Result<(), ServeError> {
         .mode(0o700)
         .create(dir)
         .map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    let n = archive::remove_stale_incoming(dir).map_err(err)?;
+    if n > 0 {
+        tracing::info!(dir = %dir.display(), "removed {n} incoming archive(s) an earlier run left");
+    }
+    Ok(())
 }
 
 /// Serves `service` on `listener` with mutual TLS `tls` until `shutdown` completes.

@@ -18,7 +18,9 @@ struct Args {
     #[arg(long, env = "P4LB_AGENT_CONFIG", default_value = p4lb_agent::config::DEFAULT_CONFIG)]
     config: PathBuf,
     /// Fault injection for tests: `corrupt-archive` flips a byte of every outgoing
-    /// archive after its digest is taken (the target must refuse it).
+    /// archive after its digest is taken (the target must refuse it);
+    /// `pause-receive` stops this agent (SIGSTOP) when an incoming archive's header
+    /// arrives.
     #[arg(long, hide = true)]
     inject_fault: Option<String>,
 }
@@ -32,8 +34,15 @@ async fn main() -> Result<()> {
         None => Faults::default(),
         Some("corrupt-archive") => Faults {
             corrupt_archive: true,
+            ..Faults::default()
         },
-        Some(f) => anyhow::bail!("unknown fault {f:?} (known: corrupt-archive)"),
+        Some("pause-receive") => Faults {
+            pause_receive: true,
+            ..Faults::default()
+        },
+        Some(f) => {
+            anyhow::bail!("unknown fault {f:?} (known: corrupt-archive, pause-receive)")
+        }
     };
     p4lb_agent::prepare_work_dir(&config.work_dir)?;
     let (server_tls, client_tls) = p4lb_agent::tls_configs(&config)?;

@@ -49,6 +49,10 @@ pub struct Faults {
     /// Flip one byte of the archive after its digest was taken (a tampered archive on
     /// the source's disk): the target must refuse it.
     pub corrupt_archive: bool,
+    /// Stop this agent (SIGSTOP to itself) as soon as an incoming archive's header
+    /// arrives, the rest of the stream unread: a test then kills it (the link to the
+    /// target dropping mid-transfer) or continues it (SIGCONT) after other faults.
+    pub pause_receive: bool,
 }
 
 /// What the service needs besides its runtime.
@@ -216,13 +220,21 @@ impl<R: Runtime> Inner<R> {
                 self.s.transfer_timeout.as_secs_f64()
             )),
         };
-        let status = Status::new(
-            e.code(),
-            format!("target node {}: {}", req.target_node, e.message()),
-        );
         // The target restores only a whole archive, and says so when it restored
         // nothing; a broken call after the whole archive left leaves it unknown.
-        if target_restored_nothing(&e) || !all_sent.load(Ordering::SeqCst) {
+        let (nothing, all) = (target_restored_nothing(&e), all_sent.load(Ordering::SeqCst));
+        let status = Status::new(
+            e.code(),
+            match (nothing, all) {
+                (false, false) => format!(
+                    "target node {}: the call broke before the whole archive was sent: {}",
+                    req.target_node,
+                    e.message()
+                ),
+                _ => format!("target node {}: {}", req.target_node, e.message()),
+            },
+        );
+        if nothing || !all {
             Err(Failed::NothingRestored(status))
         } else {
             Err(Failed::Unknown(status))
@@ -495,6 +507,12 @@ impl<R: Runtime> Inner<R> {
         let on_header = |h: &ArchiveHeader| {
             let (rt, c) = (self.runtime.clone(), h.container.clone());
             exists = Some(tokio::task::spawn_blocking(move || rt.inspect(&c)));
+            if self.s.faults.pause_receive {
+                tracing::warn!(container = %h.container, "fault injection: stopping this agent mid-transfer");
+                if let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP) {
+                    tracing::warn!("fault injection: SIGSTOP: {e}");
+                }
+            }
         };
         let got = archive::receive(parts, &self.s.work_dir, self.s.max_archive_bytes, on_header)
             .await

@@ -247,6 +247,7 @@ async fn a_tampered_archive_is_refused_and_the_source_restored() {
     let a_opts = Opts {
         faults: Faults {
             corrupt_archive: true,
+            ..Faults::default()
         },
         ..Opts::default()
     };
@@ -363,7 +364,12 @@ async fn the_link_drops_mid_transfer_and_the_source_is_restored() {
         ..to(&b)
     };
     let e = migrate(&pki, &a, req).await.unwrap_err();
-    restored_on_a(&a, &b, &e, "target node node-b");
+    restored_on_a(
+        &a,
+        &b,
+        &e,
+        "target node node-b: the call broke before the whole archive was sent",
+    );
     // B saw a broken stream and restored nothing; its file is gone once it noticed.
     nothing_left_on(&b).await;
     assert!(b.runtime.calls().is_empty());

@@ -4,6 +4,11 @@
 //! reads the PEM files with bounds and a key-mode check, builds both sides' configs, and
 //! names the peer of a server-side request from its certificate (x509-parser).
 //!
+//! With TLS 1.3 a client finishes its handshake before the server checks the client's
+//! certificate, so a refused client sees only a closed connection on its first call;
+//! [`refusal`] runs a handshake of its own (tokio-rustls, the library under tonic's) and
+//! reads the server's alert, for callers to say why.
+//!
 //! A server built from [`server_config`] requires a client certificate that chains to
 //! its client CA: a client without one, or with one of another CA, is refused during the
 //! handshake and never reaches a handler.
@@ -136,6 +141,67 @@ pub fn cert_name(der: &[u8]) -> Option<String> {
         x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
         _ => None,
     })
+}
+
+/// Why the server at `address` (`https://HOST:PORT`, its certificate naming
+/// `server_name`) refuses a mutual-TLS connection with `cert`/`key` (trusting `ca` for
+/// the server), if it does: a handshake of its own followed by one read, which gets the
+/// server's alert (e.g. "received fatal alert: UnknownCA": the server does not trust the
+/// client certificate's CA) when the server refused the client's certificate. `None`
+/// when the server took the handshake, did not answer within `within`, or could not be
+/// reached at all (the caller's own error says that).
+pub async fn refusal(
+    address: &str,
+    server_name: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    within: std::time::Duration,
+) -> Option<String> {
+    use pki_types::pem::PemObject;
+    use tokio::io::AsyncReadExt;
+    use tokio_rustls::rustls::{self, pki_types};
+
+    let authority = address
+        .strip_prefix("https://")?
+        .split('/')
+        .next()?
+        .to_string();
+    let ca = read_pem(PemFile::Ca, ca).ok()?;
+    let cert = read_pem(PemFile::Cert, cert).ok()?;
+    let key = read_pem(PemFile::Key, key).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.ok()?).ok()?;
+    }
+    let chain: Vec<_> = pki_types::CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let key = pki_types::PrivateKeyDer::from_pem_slice(&key).ok()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    let name = pki_types::ServerName::try_from(server_name.to_string()).ok()?;
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(&authority).await.ok()?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let mut tls = match connector.connect(name, tcp).await {
+            Ok(t) => t,
+            Err(e) => return Some(format!("the TLS handshake with {authority} failed: {e}")),
+        };
+        let mut b = [0u8; 1];
+        match tls.read(&mut b).await {
+            Err(e) => Some(format!(
+                "{authority} refused this client's certificate in the TLS handshake: {e}"
+            )),
+            Ok(_) => None,
+        }
+    };
+    tokio::time::timeout(within, probe).await.ok().flatten()
 }
 
 #[cfg(test)]

@@ -195,6 +195,29 @@ async fn tcp_callers_without_a_certificate_of_the_client_ca_never_reach_the_api(
     .await
     .expect("the server closes a connection without a handshake");
     assert!(buf.is_empty(), "{read:?} {buf:?}");
+    // Why, as p4lbctl says it: the server's alert after the client's handshake; a
+    // certificate of the client CA is not refused.
+    let probe = |cert: PathBuf, key: PathBuf| {
+        let (addr, ca) = (addr.clone(), pki.ca.clone());
+        async move {
+            p4lb_api::tls::refusal(&addr, "127.0.0.1", &ca, &cert, &key, Duration::from_secs(2))
+                .await
+        }
+    };
+    let why = probe(
+        pki.rogue_ca.join("node-a.pem"),
+        pki.rogue_ca.join("node-a-key.pem"),
+    )
+    .await
+    .expect("another CA's certificate is refused");
+    assert!(
+        why.contains(
+            "refused this client's certificate in the TLS handshake: received fatal alert"
+        ),
+        "{why}"
+    );
+    let (c, k) = pki.cert("node-a");
+    assert_eq!(probe(c, k).await, None);
     // None of them reached a handler.
     assert_eq!(ctl.ctl.metrics.api_calls.get(), calls);
 

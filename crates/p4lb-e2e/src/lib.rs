@@ -32,8 +32,9 @@
 //! (deploy/kubernetes parsed into typed objects; the node installer run with the
 //! DaemonSet's hostPath mounts), `kubernetes_node` (the image's installer and controller
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
-//! of p4lb on the node), `multi_node` (a server moved between two nodes with `p4lbctl migrate`, a tampered
-//! archive refused), `multi_node_bench` (an `#[ignore]`d benchmark: a 256 MiB server
+//! of p4lb on the node), `multi_node` (a server moved between two nodes with `p4lbctl migrate`; a tampered
+//! archive, a failed restore, the target killed mid-transfer, the controller restarted, foreign
+//! and node certificates), `multi_node_bench` (an `#[ignore]`d benchmark: a 256 MiB server
 //! moved on one node and across nodes, per phase, with the client-observed stall),
 //! `walkthroughs` (the guide's walkthroughs run as written:
 //! docs/podman.md with the source install and uninstall, the recovery of a failed restore

@@ -37,6 +37,8 @@ pub const NODES: [Node; 2] = [
 pub const PKI: &str = "/etc/p4lb/pki";
 /// The controller's API over TCP (mutual TLS), where the agents register their nodes.
 pub const CONTROLLER_TCP: &str = "127.0.0.1:50061";
+/// Where a background `p4lbctl migrate` keeps its script, output and exit code.
+const BG: &str = "/tmp/migrate-bg";
 
 /// One simulated node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,12 +198,88 @@ impl<'w> Nodes<'w> {
     /// The command line of `p4lbctl migrate` of `container` to `to`, as an admin types
     /// it: the source node and both agents come from the controller's node registry.
     pub fn migrate_command(&self, container: &str, to: Node) -> String {
+        self.migrate_command_as(container, to, &format!("{PKI}/admin"))
+    }
+
+    /// [`Nodes::migrate_command`] with the identity `{who}.pem` / `{who}-key.pem`.
+    pub fn migrate_command_as(&self, container: &str, to: Node, who: &str) -> String {
         format!(
             "{c} --socket {SOCKET} --json migrate {container} --to {t} --ca {PKI}/ca.pem \
-             --cert {PKI}/admin.pem --key {PKI}/admin-key.pem",
+             --cert {who}.pem --key {who}-key.pem",
             c = self.w.ctl,
             t = to.name,
         )
+    }
+
+    /// `p4lbctl` over the controller's TCP API (mutual TLS) with the identity
+    /// `{who}.pem` / `{who}-key.pem`, running `args`.
+    pub fn ctl_tcp_as(&self, who: &str, args: &str) -> String {
+        format!(
+            "{c} --controller https://{CONTROLLER_TCP} --tls-ca {PKI}/ca.pem \
+             --tls-cert {who}.pem --tls-key {who}-key.pem {args}",
+            c = self.w.ctl,
+        )
+    }
+
+    /// The pid of `node`'s agent.
+    fn agent_pid(&self, node: Node) -> Result<u32> {
+        let p = self.w.sh(&format!("cat {}", node.pid_file()))?;
+        p.trim()
+            .parse()
+            .map_err(|e| Error::Scenario(format!("{}: pid {p:?}: {e}", node.pid_file())))
+    }
+
+    /// Waits until `node`'s agent is stopped (state `T`): with `--inject-fault
+    /// pause-receive` it stops itself when an archive's header arrives, so the source
+    /// has checkpointed and is streaming the rest.
+    pub fn wait_agent_stopped(&self, node: Node) -> Result<()> {
+        let pid = self.agent_pid(node)?;
+        wait::until(120, &format!("{}'s agent to stop", node.name), || {
+            self.w
+                .sh(&format!("cut -d' ' -f3 /proc/{pid}/stat"))
+                .is_ok_and(|s| s.trim() == "T")
+        })?;
+        Ok(())
+    }
+
+    /// Sends `node`'s agent signal `sig` (`KILL`, `CONT`); after `KILL`, waits until it
+    /// is gone.
+    pub fn signal_agent(&self, node: Node, sig: &str) -> Result<()> {
+        let pid = self.agent_pid(node)?;
+        self.w.sh(&format!("kill -{sig} {pid}"))?;
+        if sig == "KILL" {
+            wait::until(10, &format!("{}'s agent to die", node.name), || {
+                self.w
+                    .try_sh(&format!("test -d /proc/{pid}"))
+                    .is_ok_and(|(ok, _, _)| !ok)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts [`Nodes::migrate_command`] in the background; [`Nodes::migrate_finished`]
+    /// waits for it.
+    pub fn migrate_in_background(&self, container: &str, to: Node) -> Result<()> {
+        self.w.sh(&format!(
+            "rm -f {BG}.out {BG}.err {BG}.rc; cat > {BG}.sh <<'EOF'\n\
+             {cmd} >{BG}.out 2>{BG}.err; echo $? > {BG}.rc.tmp; mv {BG}.rc.tmp {BG}.rc\nEOF\n\
+             setsid sh {BG}.sh </dev/null >/dev/null 2>&1 &",
+            cmd = self.migrate_command(container, to)
+        ))?;
+        Ok(())
+    }
+
+    /// The background `p4lbctl migrate`'s (success, stdout, stderr) once it exits.
+    pub fn migrate_finished(&self) -> Result<(bool, String, String)> {
+        wait::until(300, "the background p4lbctl migrate to exit", || {
+            self.w
+                .try_sh(&format!("test -f {BG}.rc"))
+                .is_ok_and(|(ok, _, _)| ok)
+        })?;
+        let rc = self.w.sh(&format!("cat {BG}.rc"))?;
+        let out = self.w.sh(&format!("cat {BG}.out"))?;
+        let err = self.w.sh(&format!("cat {BG}.err"))?;
+        Ok((rc.trim() == "0", out, err))
     }
 
     /// `p4lbctl migrate`; an error carries its output and the agents' logs.

@@ -440,10 +440,42 @@ fn emit(out: &str) -> Result<()> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let probe = match (
+        &args.controller,
+        &args.tls_ca,
+        &args.tls_cert,
+        &args.tls_key,
+    ) {
+        (Some(a), Some(ca), Some(cert), Some(key)) => {
+            Some((a.clone(), ca.clone(), cert.clone(), key.clone()))
+        }
+        _ => None,
+    };
     let mut out = String::new();
-    run(args, &mut out).await?;
+    if let Err(e) = run(args, &mut out).await {
+        // A controller that refused this caller's certificate only closed the
+        // connection: say why.
+        if let Some((address, ca, cert, key)) = probe {
+            let host = address
+                .trim_start_matches("https://")
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default();
+            if let Some(why) =
+                p4lb_api::tls::refusal(&address, &host, &ca, &cert, &key, TLS_PROBE).await
+            {
+                return Err(e.context(format!(
+                    "{why} (is --tls-cert issued by the CA the controller trusts?)"
+                )));
+            }
+        }
+        return Err(e);
+    }
     emit(&out)
 }
+
+/// How long finding out why a TLS peer refused this caller may take.
+pub(crate) const TLS_PROBE: Duration = Duration::from_secs(3);
 
 /// The controller's client: over TCP with mutual TLS when `--controller` is given,
 /// otherwise on the Unix socket.

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
@@ -136,6 +136,13 @@ async fn route(
             }
             Ok(Ok(_)) => {}
             Ok(Err(s)) if s.code() == tonic::Code::NotFound => {}
+            Ok(Err(s)) if is_transport(&s) => {
+                let why = match refusal(a, &n.agent_address, &n.name).await {
+                    Some(why) => why,
+                    None => s.message().to_string(),
+                };
+                unreachable.push(format!("{}: {why}", n.name))
+            }
             Ok(Err(s)) => unreachable.push(format!("{}: {}", n.name, s.message())),
             Err(e) => unreachable.push(format!("{}: {e}", n.name)),
         }
@@ -163,6 +170,21 @@ async fn route(
     }
 }
 
+/// Whether a call failed below gRPC (the connection closed, e.g. by a TLS peer that
+/// refused this caller's certificate after the handshake).
+fn is_transport(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+        && s.message().contains("transport error")
+}
+
+/// Why node `node`'s agent at `address` refuses this caller's certificate, if it does
+/// (an agent that refuses it only closes the connection).
+async fn refusal(a: &MigrateArgs, address: &str, node: &str) -> Option<String> {
+    p4lb_api::tls::refusal(address, node, &a.ca, &a.cert, &a.key, super::TLS_PROBE)
+        .await
+        .map(|why| format!("{why} (is --cert issued by the CA node {node}'s agent trusts?)"))
+}
+
 /// `ctl`: the controller, if it was reached (for the nodes' agents and the migration's
 /// record).
 pub async fn run(
@@ -174,21 +196,40 @@ pub async fn run(
     use std::fmt::Write;
     let tls = p4lb_api::tls::client_config(&a.ca, &a.cert, &a.key)?;
     let (from, from_agent, to_agent) = route(a, &ctl, &tls).await?;
-    let mut agent = p4lb_agent::client::connect(&from_agent, &from, tls).await?;
+    let mut agent = match p4lb_agent::client::connect(&from_agent, &from, tls).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(match refusal(a, &from_agent, &from).await {
+                Some(why) => anyhow::Error::from(e).context(why),
+                None => e.into(),
+            })
+        }
+    };
     let since_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    let r = agent
+    let r = match agent
         .migrate(api::MigrateRequest {
             container: a.container.clone(),
             target_node: a.to.clone(),
             target_address: to_agent,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))
-        .with_context(|| format!("migrating {} from {from} to {}", a.container, a.to))?
-        .into_inner();
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            let e = anyhow::anyhow!("{}: {}", s.code(), s.message())
+                .context(format!("migrating {} from {from} to {}", a.container, a.to));
+            return Err(match is_transport(&s) {
+                true => match refusal(a, &from_agent, &from).await {
+                    Some(why) => e.context(why),
+                    None => e,
+                },
+                false => e,
+            });
+        }
+    };
     let m = match &ctl {
         Ok(c) => record(c, &r.source_address, since_us).await,
         Err(_) => None,
