@@ -549,14 +549,6 @@ impl Controller {
         Ok(keys)
     }
 
-    /// UpdateEndpointMetadata from a caller on the controller's own host.
-    pub async fn update_metadata(
-        &self,
-        r: api::UpdateEndpointMetadataRequest,
-    ) -> Result<EndpointRec> {
-        self.update_metadata_as(&Caller::InProcess, r).await
-    }
-
     /// UpdateEndpointMetadata: merges labels (an empty value removes a label; identity
     /// labels are set once: [`merge_labels`]); a local caller must prove it is the
     /// endpoint (its identity), a node that the endpoint is its own.
