@@ -305,7 +305,7 @@ fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
                     "the walkthrough did not show {addr}: {out}"
                 );
                 // install.md's label table: the OCI hook adds the container's id, and
-                // Podman's annotations carry no name for a `podman.name` label.
+                // the netavark plugin the container's name as `podman.name`.
                 let id = g.sh("podman inspect -f '{{.Id}}' echo");
                 let show = format!("endpoints show {}", ep.key);
                 wait::until(10, "the OCI hook's container.id label", || {
@@ -314,7 +314,11 @@ fn podman_guide_runs_as_written_and_uninstall_leaves_nothing() {
                 })
                 .unwrap_or_else(|e| panic!("{e}: {:?}", g.ctl::<api::Endpoint>(&show)));
                 let e: api::Endpoint = g.ctl(&show);
-                assert!(!e.labels.contains_key("podman.name"), "{e:?}");
+                assert_eq!(
+                    e.labels.get("podman.name").map(String::as_str),
+                    Some("echo"),
+                    "{e:?}"
+                );
             }
             "podman/client" => {
                 echoed = g.client_kept(0, "the client's first numbers");
