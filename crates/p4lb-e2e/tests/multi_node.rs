@@ -61,6 +61,38 @@ fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize) -> 
     (survived, more)
 }
 
+/// After a migration that failed past the checkpoint: the error names each of `wants`,
+/// web runs on node A again and nothing of it is on node B.
+fn assert_restored_on_node_a(nodes: &Nodes<'_>, e: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(e.contains(want), "{e:?} lacks {want:?}\n{}", nodes.diag());
+    }
+    assert_eq!(
+        nodes.state_on("web", NODES[0]).unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        nodes.state_on("web", NODES[1]).unwrap(),
+        None,
+        "nothing of web on B"
+    );
+}
+
+/// Lets the clients run on for twice the last stall (at least 2 s), stops them and
+/// asserts every connection was kept ([`assert_clients_kept`]).
+fn finish_clients(
+    client: p4lb_e2e::scenario::Client<'_>,
+    conns: usize,
+    stall_us: i64,
+) -> (p4lb_e2e::scenario::ClientOutput, u64) {
+    std::thread::sleep(
+        Duration::from_secs(2).max(2 * Duration::from_micros(stall_us.max(0) as u64)),
+    );
+    let out = client.finish().unwrap();
+    let (survived, _) = assert_clients_kept(&out, conns);
+    (out, survived)
+}
+
 #[test]
 fn a_server_moves_between_two_nodes_keeping_every_connection() {
     let (_s, w) = testbed();
@@ -199,31 +231,20 @@ fn a_tampered_archive_is_refused_and_the_server_restored_on_its_node() {
 
     let (ok, o, e) = w.try_sh(&nodes.migrate_command("web", NODES[1]));
     assert!(!ok, "a tampered archive was accepted: {o}");
-    for want in [
-        "node node-b refused the archive from node-a (nothing restored)",
-        "tampered or corrupted",
-        "web was restored on node-a",
-    ] {
-        assert!(e.contains(want), "{e:?} lacks {want:?}\n{}", nodes.diag());
-    }
-    assert_eq!(
-        nodes.state_on("web", NODES[0]).unwrap().as_deref(),
-        Some("running")
-    );
-    assert_eq!(
-        nodes.state_on("web", NODES[1]).unwrap(),
-        None,
-        "nothing restored on B"
+    assert_restored_on_node_a(
+        &nodes,
+        &e,
+        &[
+            "node node-b refused the archive from node-a (nothing restored)",
+            "tampered or corrupted",
+            "web was restored on node-a",
+        ],
     );
     let (_, left, _) = w.try_sh("ls /var/lib/p4lb-agent-node-a /var/lib/p4lb-agent-node-b");
     assert!(!left.contains(".tar"), "an archive was left: {left}");
     let m = migration_of_ip(&w, &ip);
     assert_eq!(m.state, "done", "{m:?}\n{}", nodes.diag());
-    std::thread::sleep(
-        Duration::from_secs(2).max(2 * Duration::from_micros(m.stall_us.max(0) as u64)),
-    );
-    let out = client.finish().unwrap();
-    let (survived, _) = assert_clients_kept(&out, conns);
+    let (_, survived) = finish_clients(client, conns, m.stall_us);
     record(&format!(
         "two nodes, tampered archive: refused on node-b, restored on node-a, {survived}/{conns} \
          connections kept, lock -> unlock {:.1} ms",
@@ -254,29 +275,18 @@ fn the_targets_restore_fails_and_the_server_is_restored_on_its_node() {
 
     let (ok, o, e) = w.try_sh(&nodes.migrate_command("web", NODES[1]));
     assert!(!ok, "the restore on node-b cannot have worked: {o}");
-    for want in [
-        "restore of web on node node-b failed",
-        "injected: no restore here",
-        "web was restored on node-a",
-    ] {
-        assert!(e.contains(want), "{e:?} lacks {want:?}\n{}", nodes.diag());
-    }
-    assert_eq!(
-        nodes.state_on("web", NODES[0]).unwrap().as_deref(),
-        Some("running")
-    );
-    assert_eq!(
-        nodes.state_on("web", NODES[1]).unwrap(),
-        None,
-        "nothing left on B"
+    assert_restored_on_node_a(
+        &nodes,
+        &e,
+        &[
+            "restore of web on node node-b failed",
+            "injected: no restore here",
+            "web was restored on node-a",
+        ],
     );
     let m = migration_of_ip(&w, &ip);
     assert_eq!(m.state, "done", "{m:?}\n{}", nodes.diag());
-    std::thread::sleep(
-        Duration::from_secs(2).max(2 * Duration::from_micros(m.stall_us.max(0) as u64)),
-    );
-    let out = client.finish().unwrap();
-    let (survived, _) = assert_clients_kept(&out, conns);
+    let (_, survived) = finish_clients(client, conns, m.stall_us);
     record(&format!(
         "two nodes, node-b's restore fails: restored on node-a, {survived}/{conns} connections \
          kept, lock -> unlock {:.1} ms",
@@ -338,18 +348,15 @@ fn the_link_to_the_target_drops_mid_transfer_and_the_server_is_restored_on_its_n
     let (ok, o, e) = nodes.migrate_finished().unwrap();
     assert!(!ok, "the migration cannot have worked: {o}");
     println!("p4lbctl migrate: {e}");
-    for want in [
-        "migration of web to node-b failed: target node node-b: the call broke before the \
-         whole archive was sent",
-        "web was restored on node-a",
-    ] {
-        assert!(e.contains(want), "{e:?} lacks {want:?}\n{}", nodes.diag());
-    }
-    assert_eq!(
-        nodes.state_on("web", NODES[0]).unwrap().as_deref(),
-        Some("running")
+    assert_restored_on_node_a(
+        &nodes,
+        &e,
+        &[
+            "migration of web to node-b failed: target node node-b: the call broke before the \
+             whole archive was sent",
+            "web was restored on node-a",
+        ],
     );
-    assert_eq!(nodes.state_on("web", NODES[1]).unwrap(), None);
     let m = migration_of_ip(&w, &ip);
     assert_eq!(m.state, "done", "{m:?}\n{}", nodes.diag());
 
@@ -368,11 +375,7 @@ fn the_link_to_the_target_drops_mid_transfer_and_the_server_is_restored_on_its_n
     );
     let c = again.controller.clone().expect("controller record");
     assert_eq!(c.state, "done", "{c:?}");
-    std::thread::sleep(
-        Duration::from_secs(2).max(2 * Duration::from_micros(c.stall_us.max(0) as u64)),
-    );
-    let out = client.finish().unwrap();
-    let (survived, _) = assert_clients_kept(&out, conns);
+    let (_, survived) = finish_clients(client, conns, c.stall_us);
     record(&format!(
         "two nodes, node-b's agent killed mid-transfer ({:.1} MiB archive): restored on \
          node-a, lock -> unlock {:.1} ms; then node-b's agent restarted and web moved there \
@@ -438,11 +441,7 @@ fn the_controller_restarts_mid_migration_and_the_migration_completes() {
     assert_eq!(web.len(), 1, "{web:?}");
     assert_eq!(web[0].ip, got.migration.target_address);
     assert!(!web[0].locked && web[0].state == "ready", "{web:?}");
-    std::thread::sleep(
-        Duration::from_secs(2).max(2 * Duration::from_micros(c.stall_us.max(0) as u64)),
-    );
-    let out = client.finish().unwrap();
-    let (survived, _) = assert_clients_kept(&out, conns);
+    let (out, survived) = finish_clients(client, conns, c.stall_us);
     record(&format!(
         "two nodes, controller killed and restarted ({restart_ms} ms to its socket) while the \
          archive was in flight: migration done on node-b, lock -> unlock {:.1} ms, longest \
