@@ -387,6 +387,15 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         .context("the controller recorded no migration")?;
     w.sh(&format!("rm -f {archive}"))?;
 
+    if let Some(dir) = std::env::var_os("P4LB_BENCH_LOGS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, log) in [("dump.log", &dump_log), ("restore.log", &restore_log)] {
+            let path = dir.join(name);
+            std::fs::write(&path, log).with_context(|| format!("writing {}", path.display()))?;
+        }
+        println!("CRIU's logs kept in {}", dir.display());
+    }
     if std::env::var_os("P4LB_BENCH_VERBOSE").is_some() {
         println!(
             "dump.log, p4lb's script:\n{}",
