@@ -71,10 +71,7 @@ impl CriuAction {
     /// set-up, configuration, run state or runtime), so that they cost CRIU only
     /// the exec.
     pub fn has_work(self) -> bool {
-        !matches!(
-            self,
-            Self::PostSetupNamespaces | Self::PreResume | Self::Other
-        )
+        !matches!(self, Self::PostSetupNamespaces | Self::Other)
     }
 
     pub fn side(self) -> Side {
@@ -170,7 +167,8 @@ mod tests {
                 );
             }
         }
-        assert!(!CriuAction::PreResume.has_work());
+        assert!(!CriuAction::PostSetupNamespaces.has_work());
+        assert!(CriuAction::PreResume.has_work());
         assert!(CriuAction::PostResume.has_work());
         assert!(CriuAction::NetworkUnlock.has_work());
     }

@@ -30,10 +30,15 @@ pub enum Step {
     /// post-restore: RESTORED_AT (the controller repoints the backend).
     /// `start_first` when no setup-namespaces ran (no namespaces restored).
     RestoredAt { start_first: bool },
-    /// network-unlock on the restore side: UNLOCK.
+    /// pre-resume on the restore side: UNLOCK. Not at network-unlock: CRIU lifts its
+    /// own lock there but still restores the tasks (their sockets leave repair mode)
+    /// for tens of milliseconds; a client's packet released then only waits in the
+    /// socket, and the wait after the switch's unlock is CRIU's, not the client's
+    /// gain. At pre-resume the tasks are restored and about to run.
     Unlock,
-    /// post-resume: forget the run state.
-    Finish,
+    /// post-resume: forget the run state; UNLOCK first when pre-resume did not
+    /// (its script failed: CRIU only logs a pre-resume failure and resumes).
+    Finish { unlock_first: bool },
 }
 
 /// The checkpoint mode an endpoint label asks for (None when absent or invalid):
@@ -77,9 +82,7 @@ pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
                 RunSide::Dump if s.checkpointed => Step::LeaveRunning { mode: s.mode },
                 RunSide::Dump if s.locked => Step::Abort,
                 RunSide::Dump => Step::Nothing("dump failed before the lock"),
-                RunSide::Restore if s.unlocked => Step::Nothing("already unlocked"),
-                RunSide::Restore if s.restore_started => Step::Unlock,
-                RunSide::Restore => Step::Nothing("restore never started"),
+                RunSide::Restore => Step::Nothing("the restore side unlocks at pre-resume"),
             },
         },
         A::PreRestore => Step::ReadRecord,
@@ -98,8 +101,22 @@ pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
             Some(s) if s.managed && s.restored => Step::Nothing("already restored"),
             _ => Step::Nothing("no p4lb record in the images"),
         },
-        A::PostResume => Step::Finish,
-        A::PostSetupNamespaces | A::PreResume => Step::Nothing("no p4lb work at this action"),
+        A::PreResume => match st {
+            Some(s) if s.side == RunSide::Restore && s.managed && s.restore_started => {
+                if s.unlocked {
+                    Step::Nothing("already unlocked")
+                } else {
+                    Step::Unlock
+                }
+            }
+            _ => Step::Nothing("no p4lb restore in this CRIU run"),
+        },
+        A::PostResume => Step::Finish {
+            unlock_first: st.is_some_and(|s| {
+                s.side == RunSide::Restore && s.managed && s.restore_started && !s.unlocked
+            }),
+        },
+        A::PostSetupNamespaces => Step::Nothing("no p4lb work at this action"),
         A::Other => Step::Nothing("action not used by p4lb"),
     }
 }
@@ -210,15 +227,54 @@ mod tests {
             decide(CriuAction::PostRestore, Some(&restore(true, false, false))),
             Step::RestoredAt { start_first: false }
         );
-        assert_eq!(
+        // CRIU's network-unlock comes before its tasks are restored: nothing yet.
+        assert!(matches!(
             decide(CriuAction::NetworkUnlock, Some(&restore(true, true, false))),
+            Step::Nothing(_)
+        ));
+        assert_eq!(
+            decide(CriuAction::PreResume, Some(&restore(true, true, false))),
             Step::Unlock
         );
         assert!(matches!(
-            decide(CriuAction::NetworkUnlock, Some(&restore(true, true, true))),
+            decide(CriuAction::PreResume, Some(&restore(true, true, true))),
             Step::Nothing(_)
         ));
-        assert_eq!(decide(CriuAction::PostResume, None), Step::Finish);
+        assert_eq!(
+            decide(CriuAction::PostResume, Some(&restore(true, true, true))),
+            Step::Finish {
+                unlock_first: false
+            }
+        );
+        assert_eq!(
+            decide(CriuAction::PostResume, None),
+            Step::Finish {
+                unlock_first: false
+            }
+        );
+    }
+
+    #[test]
+    fn post_resume_unlocks_when_pre_resume_did_not() {
+        assert_eq!(
+            decide(CriuAction::PostResume, Some(&restore(true, true, false))),
+            Step::Finish { unlock_first: true }
+        );
+        // Nothing to unlock for a restore that never started or is no p4lb endpoint's.
+        assert_eq!(
+            decide(CriuAction::PostResume, Some(&restore(false, false, false))),
+            Step::Finish {
+                unlock_first: false
+            }
+        );
+        assert!(matches!(
+            decide(CriuAction::PreResume, Some(&restore(false, false, false))),
+            Step::Nothing(_)
+        ));
+        assert!(matches!(
+            decide(CriuAction::PreResume, None),
+            Step::Nothing(_)
+        ));
     }
 
     #[test]

@@ -159,9 +159,9 @@ pub async fn restored_at(
     ))
 }
 
-/// network-unlock on the restore side: UNLOCK.
+/// pre-resume (or post-resume, when pre-resume failed) on the restore side: UNLOCK.
 pub async fn unlock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
-    let mut st = st.ok_or_else(|| ActionError::Input("network-unlock: no run state".into()))?;
+    let mut st = st.ok_or_else(|| ActionError::Input("unlock: no run state".into()))?;
     let source_ip = recorded_source_ip(&st);
     let m = run
         .event(

@@ -143,9 +143,17 @@ pub async fn run(env: &ActionEnv, cfg: &Config) -> Result<String, ActionError> {
             crate::restore::restored_at(&mut run, st, start_first).await
         }
         Step::Unlock => crate::restore::unlock(&mut run, st).await,
-        Step::Finish => {
+        Step::Finish { unlock_first } => {
+            let unlocked = if unlock_first {
+                Some(crate::restore::unlock(&mut run, st).await?)
+            } else {
+                None
+            };
             run.state_file.remove();
-            Ok("run finished".into())
+            Ok(match unlocked {
+                Some(done) => format!("{done}; run finished"),
+                None => "run finished".into(),
+            })
         }
     }
 }

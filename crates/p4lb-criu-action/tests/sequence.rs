@@ -445,9 +445,12 @@ fn checkpoint_then_restore_into_a_namespace_with_another_address() {
     w.ok(&restore, "post-setup-namespaces", Some(dst.pid()));
     w.ok(&restore, "post-restore", Some(dst.pid()));
     assert_eq!(w.server().calls(), ["RESTORED_AT"]);
+    // CRIU lifts its own lock at network-unlock, before its tasks are restored: the
+    // switch keeps holding until pre-resume.
     w.ok(&restore, "network-unlock", Some(dst.pid()));
-    assert_eq!(w.server().calls(), ["UNLOCK"]);
+    assert!(w.server().calls().is_empty());
     w.ok(&restore, "pre-resume", Some(dst.pid()));
+    assert_eq!(w.server().calls(), ["UNLOCK"]);
     w.ok(&restore, "post-resume", Some(dst.pid()));
     assert!(w.server().calls().is_empty());
     let s = w.server().state.lock().unwrap();
@@ -460,6 +463,43 @@ fn checkpoint_then_restore_into_a_namespace_with_another_address() {
         .unwrap()
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// CRIU only logs a failed pre-resume script and resumes the tasks: the UNLOCK it
+/// could not send is sent at post-resume, so the switch never keeps holding a
+/// running container.
+#[test]
+fn post_resume_unlocks_when_pre_resume_could_not() {
+    let mut w = World::new();
+    let src = Netns::new("10.97.0.5/24");
+    w.add_endpoint(&src, "a/eth0", "10.97.0.5", &[], &[]);
+    let dump = Criu::new(&w.images());
+    for a in ["pre-dump", "network-lock", "post-dump"] {
+        w.ok(&dump, a, Some(src.pid()));
+    }
+    drop(dump);
+    let dst = Netns::new("10.97.0.6/24");
+    w.add_endpoint(&dst, "b/eth0", "10.97.0.6", &[], &[]);
+    let restore = Criu::new(&w.images());
+    w.ok(&restore, "pre-restore", None);
+    for a in ["setup-namespaces", "post-restore", "network-unlock"] {
+        w.ok(&restore, a, Some(dst.pid()));
+    }
+    w.server().calls();
+    // The controller is away at pre-resume.
+    w.server = None;
+    let socket = w.dir.path().join("ctl.sock");
+    let _ = std::fs::remove_file(&socket);
+    let (code, err) = w.act(&restore, "pre-resume", Some(dst.pid()), &[]);
+    assert_eq!(code, 1, "pre-resume without a controller must fail: {err}");
+    // It is back for post-resume.
+    w.server = Some(Server::start(&socket));
+    w.ok(&restore, "post-resume", Some(dst.pid()));
+    assert_eq!(w.server().calls(), ["UNLOCK"]);
+    let left: Vec<_> = std::fs::read_dir(w.dir.path().join("state"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "the run state is gone: {left:?}");
 }
 
 #[test]
