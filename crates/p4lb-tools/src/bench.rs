@@ -103,12 +103,12 @@ impl ScriptTimes {
     }
 
     /// Time of the actions that run while the controller holds the lock
-    /// (from network-lock to network-unlock; pre-dump runs before the
-    /// freeze, pre-resume/post-resume after the unlock).
+    /// (from network-lock to pre-resume, where the restore side unlocks; pre-dump
+    /// runs before the freeze, post-resume after the unlock).
     fn in_lock_ms(&self) -> f64 {
         self.actions
             .iter()
-            .filter(|a| !matches!(a.action.as_str(), "pre-dump" | "pre-resume" | "post-resume"))
+            .filter(|a| !matches!(a.action.as_str(), "pre-dump" | "post-resume"))
             .map(|a| a.ms)
             .sum()
     }
@@ -269,26 +269,33 @@ fn print_side(side: &str, t: &ScriptTimes) {
 }
 
 /// Which build of the action script and the controller runs
-/// (`P4LB_BENCH_PROFILE`: `debug`, the default, as in the tests, or
-/// `release`). The profile's binaries replace the debug ones in
+/// (`P4LB_BENCH_PROFILE`: `debug`, the default, as in the tests; `release`; or
+/// `static`, the statically linked release build the packages ship, from `make
+/// release-static`). The profile's binaries replace the debug ones in
 /// /etc/criu/*.conf and as the controller, before anything is registered.
 fn use_profile(w: &mut World) -> Result<String> {
     let profile = std::env::var("P4LB_BENCH_PROFILE").unwrap_or_else(|_| "debug".into());
-    if profile == "debug" {
-        return Ok(profile);
-    }
-    if profile != "release" {
-        bail!("P4LB_BENCH_PROFILE must be debug or release, not {profile:?}");
-    }
-    let dir = p4lb_testbed::paths::target_dir().join(&profile);
+    let target = p4lb_testbed::paths::target_dir();
+    let (dir, build) = match profile.as_str() {
+        "debug" => return Ok(profile),
+        "release" => (
+            target.join("release"),
+            "cargo build --release -p p4lb-criu-action -p p4lb-controller",
+        ),
+        "static" => (
+            target
+                .join(p4lb_testbed::testapp::STATIC_TARGET)
+                .join("release"),
+            "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target \
+             x86_64-unknown-linux-gnu -p p4lb-criu-action -p p4lb-controller (or make \
+             release-static)",
+        ),
+        _ => bail!("P4LB_BENCH_PROFILE must be debug, release or static, not {profile:?}"),
+    };
     let inside = |name: &str| -> Result<String> {
         let host = dir.join(name);
         if !host.is_file() {
-            bail!(
-                "{} is missing; build it first: cargo build --release -p p4lb-criu-action \
-                 -p p4lb-controller",
-                host.display()
-            );
+            bail!("{} is missing; build it first: {build}", host.display());
         }
         p4lb_testbed::paths::inside_target(&host)
             .map(|p| p.display().to_string())
@@ -568,6 +575,15 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         bail!("connections were lost: {}", done.stderr);
     }
 
+    // The same move on one host without the archive: the p4lb netavark network,
+    // `podman container checkpoint` then `restore --ignore-static-ip` of the same
+    // container (a new address, no export, `rm` or import).
+    w.sh("podman rm -f -t 0 web >/dev/null")?;
+    w.cni("DEL", "srv1", POD_NETNS, "pods", "")?;
+    w.sh("ip netns del srv")?;
+    let native = in_place_p4lb(&w).context("p4lb's migration in place (the netavark plugin)")?;
+    native.print();
+
     // The runtime's own checkpoint and restore of the same server, without p4lb: in place
     // (same namespace, same address, CRIU's network lock), same connections and rate.
     let base = crate::baseline::run_baseline(
@@ -603,6 +619,16 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         (checkpoint_wall + restore_wall).as_millis() as f64
             / ((own.checkpoint_ms + own.restore_ms).max(1) as f64)
     );
+    println!(
+        "p4lb's migration in place to a new address (checkpoint, restore --ignore-static-ip) \
+         against it, same run: client longest stall {} ms = {:.2} x the runtime's own stall; \
+         podman checkpoint + restore wall clock {} ms = {:.2} x",
+        native.client_stall_ms,
+        native.client_stall_ms as f64 / (own.longest_stall_ms.max(1) as f64),
+        native.checkpoint_ms + native.restore_ms,
+        (native.checkpoint_ms + native.restore_ms) as f64
+            / ((own.checkpoint_ms + own.restore_ms).max(1) as f64)
+    );
     if dump_times.actions.is_empty() || restore_times.actions.is_empty() {
         bail!(
             "CRIU's logs show no run of {} (is it the action script in /etc/criu/*.conf?)",
@@ -610,6 +636,97 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The p4lb network the in-place move runs on (`podman network create -d p4lb`).
+const NATIVE_NET: &str = "p4bench";
+const NATIVE_SUBNET: &str = "10.89.0.0/24";
+
+/// What [`in_place_p4lb`] measured.
+struct InPlace {
+    old_ip: String,
+    new_ip: String,
+    checkpoint_ms: u128,
+    restore_ms: u128,
+    lock_unlock_ms: f64,
+    switchover_ms: f64,
+    client_stall_ms: u64,
+    waits: Vec<i64>,
+    survived: u64,
+}
+
+impl InPlace {
+    fn print(&self) {
+        println!(
+            "p4lb's migration in place ({} -> {}, the netavark plugin, `podman container \
+             checkpoint` then `podman container restore --ignore-static-ip`: no export, rm or \
+             import), {CONNS} connections at {RATE}/s each:",
+            self.old_ip, self.new_ip
+        );
+        println!(
+            "  podman checkpoint {} ms, podman restore {} ms; switchover {:.1} ms; p4lb lock -> \
+             unlock {:.1} ms; client longest stall {} ms",
+            self.checkpoint_ms,
+            self.restore_ms,
+            self.switchover_ms,
+            self.lock_unlock_ms,
+            self.client_stall_ms
+        );
+        println!(
+            "  wait after unlock (unlock -> the reply to each connection's slowest request): {}",
+            p4lb_testapp::report::waits_after_unlock_line(&self.waits)
+        );
+        println!("  connections: {}/{CONNS} survived", self.survived);
+    }
+}
+
+/// One migration of a fresh server on a p4lb network, in place with a new address
+/// ([`World::migrate_podman_in_place`]), the same clients and rate as the main run.
+fn in_place_p4lb(w: &World) -> Result<InPlace> {
+    w.create_network(NATIVE_NET, NATIVE_SUBNET)?;
+    w.run_server_on_network("web", NATIVE_NET)?;
+    let client = w.start_client(CONNS, RATE)?;
+    std::thread::sleep(Duration::from_secs(3));
+    client.mark()?;
+    let moved = w.migrate_podman_in_place("web", NATIVE_NET, 1, true)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let done = client.finish()?;
+    let before = done
+        .interim
+        .first()
+        .context("the client printed no interim report")?;
+    let after = &done.last;
+    let (survived, _) = judge(before, after)?;
+    if after.totals.reset != 0 || after.totals.failed != 0 || survived != CONNS as u64 {
+        bail!(
+            "connections were lost in the in-place migration: {survived}/{CONNS} survived, {} \
+             reset, {} failed: {}",
+            after.totals.reset,
+            after.totals.failed,
+            done.stderr
+        );
+    }
+    let m = w
+        .migrations()?
+        .into_iter()
+        .rev()
+        .find(|m| m.source_ip == moved.old_ip)
+        .with_context(|| format!("the controller recorded no migration of {}", moved.old_ip))?;
+    let waits = p4lb_testapp::report::waits_after_unlock(
+        &after.connections,
+        &[(m.locked_unix_us, m.unlocked_unix_us)],
+    );
+    Ok(InPlace {
+        old_ip: moved.old_ip,
+        new_ip: moved.new_ip,
+        checkpoint_ms: moved.checkpoint_ms,
+        restore_ms: moved.restore_ms,
+        lock_unlock_ms: m.stall_us as f64 / 1000.0,
+        switchover_ms: m.switchover_us as f64 / 1000.0,
+        client_stall_ms: after.totals.longest_stall_ms,
+        waits,
+        survived,
+    })
 }
 
 #[cfg(test)]
