@@ -271,8 +271,10 @@ fn print_side(side: &str, t: &ScriptTimes) {
 /// Which build of the action script and the controller runs
 /// (`P4LB_BENCH_PROFILE`: `debug`, the default, as in the tests; `release`; or
 /// `static`, the statically linked release build the packages ship, from `make
-/// release-static`). The profile's binaries replace the debug ones in
-/// /etc/criu/*.conf and as the controller, before anything is registered.
+/// release-static`). The profile's action script, controller, CNI plugin and
+/// netavark plugin replace the debug ones (in /etc/criu/*.conf, as the controller,
+/// as the plugin the bench runs, in /usr/libexec/netavark), before anything is
+/// registered.
 fn use_profile(w: &mut World) -> Result<String> {
     let profile = std::env::var("P4LB_BENCH_PROFILE").unwrap_or_else(|_| "debug".into());
     let target = p4lb_testbed::paths::target_dir();
@@ -280,15 +282,16 @@ fn use_profile(w: &mut World) -> Result<String> {
         "debug" => return Ok(profile),
         "release" => (
             target.join("release"),
-            "cargo build --release -p p4lb-criu-action -p p4lb-controller",
+            "cargo build --release -p p4lb-criu-action -p p4lb-controller -p p4lb-cni -p \
+             p4lb-netavark",
         ),
         "static" => (
             target
                 .join(p4lb_testbed::testapp::STATIC_TARGET)
                 .join("release"),
             "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target \
-             x86_64-unknown-linux-gnu -p p4lb-criu-action -p p4lb-controller (or make \
-             release-static)",
+             x86_64-unknown-linux-gnu -p p4lb-criu-action -p p4lb-controller -p p4lb-cni -p \
+             p4lb-netavark (or make release-static)",
         ),
         _ => bail!("P4LB_BENCH_PROFILE must be debug, release or static, not {profile:?}"),
     };
@@ -303,14 +306,18 @@ fn use_profile(w: &mut World) -> Result<String> {
     };
     let action = inside("p4lb-criu-action")?;
     let controller = inside("p4lb-controller")?;
+    let cni = inside("p4lb")?;
+    let netavark = inside("p4lb-netavark")?;
     w.stop_controller()?;
     w.sh(&format!(
         "for f in runc.conf crun.conf default.conf; do \
-         sed -i 's|{old}|{action}|g' /etc/criu/$f; done; grep -h action-script /etc/criu/*.conf",
+         sed -i 's|{old}|{action}|g' /etc/criu/$f; done; grep -h action-script /etc/criu/*.conf; \
+         install -m 0755 {netavark} /usr/libexec/netavark/p4lb",
         old = w.action
     ))?;
     w.action = action;
     w.controller = controller;
+    w.cni = cni;
     w.start_controller()?;
     Ok(profile)
 }
@@ -444,8 +451,8 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     );
 
     println!(
-        "p4lb's action script inside CRIU ({}, {profile} build; controller {profile} build), \
-         from CRIU's log timestamps (start of the script -> CRIU's next line; each action runs \
+        "p4lb's action script inside CRIU ({}, {profile} build; controller, CNI and netavark \
+         plugins {profile} builds), from CRIU's log timestamps (start of the script -> CRIU's next line; each action runs \
          the script once per CRIU config file that names it):",
         w.action
     );
@@ -575,59 +582,104 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         bail!("connections were lost: {}", done.stderr);
     }
 
-    // The same move on one host without the archive: the p4lb netavark network,
+    // The same move on one host without the archive (the p4lb netavark network,
     // `podman container checkpoint` then `restore --ignore-static-ip` of the same
-    // container (a new address, no export, `rm` or import).
+    // container: a new address, no export, `rm` or import), and the runtime's own
+    // checkpoint and restore of the same server without p4lb (in place: same
+    // namespace, same address, CRIU's network lock), same connections and rate;
+    // alternating, `rounds` times each, so that both see the same machine.
     w.sh("podman rm -f -t 0 web >/dev/null")?;
     w.cni("DEL", "srv1", POD_NETNS, "pods", "")?;
     w.sh("ip netns del srv")?;
-    let native = in_place_p4lb(&w).context("p4lb's migration in place (the netavark plugin)")?;
-    native.print();
-
-    // The runtime's own checkpoint and restore of the same server, without p4lb: in place
-    // (same namespace, same address, CRIU's network lock), same connections and rate.
-    let base = crate::baseline::run_baseline(
-        &w.tb,
-        &crate::baseline::BaselineOptions {
-            tries: 1,
-            conns: CONNS,
-            rate: RATE,
-            in_place: true,
-            ..Default::default()
-        },
-    )
-    .context("the runtime's own checkpoint/restore (in place, without p4lb)")?;
-    print!("{}", base.summary());
-    let own = base.tries.first().context("the baseline ran no try")?;
-    if let Some(e) = &own.restore_error {
-        bail!("the runtime's own restore failed: {e}");
+    w.create_network(NATIVE_NET, NATIVE_SUBNET)?;
+    w.run_server_on_network("web", NATIVE_NET)?;
+    let rounds = rounds()?;
+    let mut natives = Vec::new();
+    let mut owns = Vec::new();
+    for r in 1..=rounds {
+        let native = in_place_p4lb(&w, r).with_context(|| {
+            format!("p4lb's migration in place (the netavark plugin), round {r}")
+        })?;
+        native.print(r);
+        let base = crate::baseline::run_baseline(
+            &w.tb,
+            &crate::baseline::BaselineOptions {
+                tries: 1,
+                conns: CONNS,
+                rate: RATE,
+                in_place: true,
+                ..Default::default()
+            },
+        )
+        .with_context(|| {
+            format!("the runtime's own checkpoint/restore (in place, without p4lb), round {r}")
+        })?;
+        let own = base
+            .tries
+            .into_iter()
+            .next()
+            .context("the baseline ran no try")?;
+        if let Some(e) = &own.restore_error {
+            bail!("the runtime's own restore failed: {e}");
+        }
+        if own.survived != own.conns {
+            bail!(
+                "the runtime's own checkpoint/restore kept {}/{} connections ({} reset, {} failed)",
+                own.survived,
+                own.conns,
+                own.reset,
+                own.failed
+            );
+        }
+        println!(
+            "round {r}, the runtime's own checkpoint + restore without p4lb (in place, same \
+             address, CRIU's lock): checkpoint {} ms, restore {} ms; client longest stall {} \
+             ms; {}/{} connections kept",
+            own.checkpoint_ms, own.restore_ms, own.longest_stall_ms, own.survived, own.conns
+        );
+        natives.push(native);
+        owns.push(own);
     }
-    println!(
-        "the runtime's own checkpoint + restore, without p4lb (in place, same address, CRIU's \
-         lock): checkpoint {} ms + restore {} ms = {} ms; client longest stall {} ms",
-        own.checkpoint_ms,
-        own.restore_ms,
-        own.checkpoint_ms + own.restore_ms,
-        own.longest_stall_ms
+    let own_stall = median(owns.iter().map(|o| o.longest_stall_ms as f64));
+    let own_wall = median(owns.iter().map(|o| (o.checkpoint_ms + o.restore_ms) as f64));
+    let native_stall = median(natives.iter().map(|n| n.client_stall_ms as f64));
+    let native_wall = median(
+        natives
+            .iter()
+            .map(|n| (n.checkpoint_ms + n.restore_ms) as f64),
     );
+    let mut waits: Vec<i64> = natives.iter().flat_map(|n| n.waits.clone()).collect();
+    waits.sort_unstable();
     println!(
-        "p4lb's migration to a new address (export, new pod, import) against it, same run: \
-         client longest stall {client_stall:.0} ms = {:.2} x the runtime's own stall; podman \
-         checkpoint + restore wall clock {} ms = {:.2} x",
-        client_stall / (own.longest_stall_ms.max(1) as f64),
-        checkpoint_wall.as_millis() + restore_wall.as_millis(),
-        (checkpoint_wall + restore_wall).as_millis() as f64
-            / ((own.checkpoint_ms + own.restore_ms).max(1) as f64)
+        "over {rounds} rounds (medians): the runtime's own client longest stall {own_stall:.0} \
+         ms, podman checkpoint + restore {own_wall:.0} ms; p4lb in place: client longest stall \
+         {native_stall:.0} ms, podman checkpoint + restore {native_wall:.0} ms; p4lb in place, \
+         wait after unlock: {}",
+        p4lb_testapp::report::waits_after_unlock_line(&waits)
     );
     println!(
         "p4lb's migration in place to a new address (checkpoint, restore --ignore-static-ip) \
-         against it, same run: client longest stall {} ms = {:.2} x the runtime's own stall; \
+         against the runtime's own, same run: client longest stall {:.2} x (median over \
+         {rounds} rounds; per round {}); podman checkpoint + restore wall clock {:.2} x",
+        native_stall / own_stall.max(1.0),
+        natives
+            .iter()
+            .zip(&owns)
+            .map(|(n, o)| format!(
+                "{:.2}",
+                n.client_stall_ms as f64 / (o.longest_stall_ms.max(1) as f64)
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        native_wall / own_wall.max(1.0)
+    );
+    println!(
+        "p4lb's migration to a new address (export, new pod, import, one run) against it: \
+         client longest stall {client_stall:.0} ms = {:.2} x the runtime's own median stall; \
          podman checkpoint + restore wall clock {} ms = {:.2} x",
-        native.client_stall_ms,
-        native.client_stall_ms as f64 / (own.longest_stall_ms.max(1) as f64),
-        native.checkpoint_ms + native.restore_ms,
-        (native.checkpoint_ms + native.restore_ms) as f64
-            / ((own.checkpoint_ms + own.restore_ms).max(1) as f64)
+        client_stall / own_stall.max(1.0),
+        checkpoint_wall.as_millis() + restore_wall.as_millis(),
+        (checkpoint_wall + restore_wall).as_millis() as f64 / own_wall.max(1.0)
     );
     if dump_times.actions.is_empty() || restore_times.actions.is_empty() {
         bail!(
@@ -641,6 +693,30 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
 /// The p4lb network the in-place move runs on (`podman network create -d p4lb`).
 const NATIVE_NET: &str = "p4bench";
 const NATIVE_SUBNET: &str = "10.89.0.0/24";
+
+/// How many times the in-place comparison runs (`P4LB_BENCH_ROUNDS`, 1–20,
+/// default 3).
+fn rounds() -> Result<usize> {
+    match std::env::var("P4LB_BENCH_ROUNDS") {
+        Err(_) => Ok(3),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=20).contains(&n) => Ok(n),
+            _ => bail!("P4LB_BENCH_ROUNDS must be a number from 1 to 20, not {v:?}"),
+        },
+    }
+}
+
+/// The median of `values` (the mean of the two middle ones for an even count; 0
+/// for none).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
 
 /// What [`in_place_p4lb`] measured.
 struct InPlace {
@@ -656,11 +732,11 @@ struct InPlace {
 }
 
 impl InPlace {
-    fn print(&self) {
+    fn print(&self, round: usize) {
         println!(
-            "p4lb's migration in place ({} -> {}, the netavark plugin, `podman container \
-             checkpoint` then `podman container restore --ignore-static-ip`: no export, rm or \
-             import), {CONNS} connections at {RATE}/s each:",
+            "round {round}, p4lb's migration in place ({} -> {}, the netavark plugin, `podman \
+             container checkpoint` then `podman container restore --ignore-static-ip`: no \
+             export, rm or import), {CONNS} connections at {RATE}/s each:",
             self.old_ip, self.new_ip
         );
         println!(
@@ -680,15 +756,14 @@ impl InPlace {
     }
 }
 
-/// One migration of a fresh server on a p4lb network, in place with a new address
-/// ([`World::migrate_podman_in_place`]), the same clients and rate as the main run.
-fn in_place_p4lb(w: &World) -> Result<InPlace> {
-    w.create_network(NATIVE_NET, NATIVE_SUBNET)?;
-    w.run_server_on_network("web", NATIVE_NET)?;
+/// One migration of the server on the p4lb network, in place with a new address
+/// ([`World::migrate_podman_in_place`]), with new clients at the main run's number
+/// and rate.
+fn in_place_p4lb(w: &World, round: usize) -> Result<InPlace> {
     let client = w.start_client(CONNS, RATE)?;
     std::thread::sleep(Duration::from_secs(3));
     client.mark()?;
-    let moved = w.migrate_podman_in_place("web", NATIVE_NET, 1, true)?;
+    let moved = w.migrate_podman_in_place("web", NATIVE_NET, round, true)?;
     std::thread::sleep(Duration::from_secs(3));
     let done = client.finish()?;
     let before = done
@@ -732,6 +807,13 @@ fn in_place_p4lb(w: &World) -> Result<InPlace> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
 
     const LOG: &str = "(00.000010) Version: 4.2.1
 (00.010000) Running network-lock scripts
