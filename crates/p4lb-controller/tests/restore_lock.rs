@@ -313,8 +313,18 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
         "RESTORE_STARTED was never saved"
     );
 
-    // A crash between the answer and the save: the file holds the state before.
+    // A clean stop leaves the whole state in state.json (the journal holds only its
+    // begin marker).
     c.stop().await;
+    let on_stop: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state").join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_stop, persisted_json(&dir));
+    assert_eq!(
+        saved_migration_state(&dir, &id).as_deref(),
+        Some("restoring")
+    );
+    // A crash between the answer and the save: the file holds the state before.
     std::fs::write(dir.join("state").join("state.json"), &before_restore).unwrap();
     let mut c = Ctl::start(config(&dir, &ssock)).await;
     let ms = c.migrations().await;
