@@ -35,7 +35,10 @@
 //! Compaction writes `state.json`, then a begin marker at offset 0 (one `pwrite` and
 //! `fdatasync`): a crash between the two leaves the journal as it was, whose last
 //! record is the state before the one being saved (not answered yet), or the same
-//! state (at start and stop). A save is durable, and answered, only once the marker is.
+//! state (at start and stop); a crash that tears the marker leaves no record, and so
+//! the new `state.json` (the journal then starts again at offset 0, numbered above
+//! every whole header left in the file). A save is durable, and answered, only once
+//! the marker is.
 //!
 //! An older controller reads only `state.json`: it holds the current state after this
 //! controller stopped, not after it crashed (start and stop this version once first).
@@ -203,11 +206,27 @@ fn scan(path: &Path, buf: &[u8]) -> Result<Scan> {
         out.next = off as u64;
     }
     if prev.is_none() {
-        // No record at all (a journal being created when a crash came).
+        // No record at all: a compaction's marker torn by a crash. The records left
+        // from before it must stay behind the next one: its number is above theirs.
         out.next = 0;
-        out.seq = 1;
+        out.seq = highest_seq(buf).map_or(1, |s| s.wrapping_add(1));
     }
     Ok(out)
+}
+
+/// The highest sequence number of any whole header in `buf`, wherever it is.
+fn highest_seq(buf: &[u8]) -> Option<u64> {
+    let mut best = None;
+    let mut off = 0;
+    while off + HEADER <= buf.len() {
+        if buf[off] == MAGIC[0] {
+            if let Some(Ok((seq, _))) = header_at(buf, off) {
+                best = best.max(Some(seq));
+            }
+        }
+        off += 1;
+    }
+    best
 }
 
 fn parse(path: &Path, text: &[u8]) -> Result<State> {
@@ -781,7 +800,15 @@ mod tests {
         let mut torn = buf.clone();
         torn[..16].copy_from_slice(&journal_before[..16]);
         std::fs::write(store.journal_path(), &torn).unwrap();
-        assert_eq!(Store::open(dir.path()).unwrap().load().unwrap(), state(3));
+        let after_torn = Store::open(dir.path()).unwrap();
+        assert_eq!(after_torn.load().unwrap(), state(3));
+        // The next record starts the journal again, numbered above every record
+        // left from before (which must never be taken for its successors).
+        after_torn.save(&state(30)).unwrap();
+        let recs = records(&after_torn);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert!(recs[0].1 > 3 && recs[0].0 == 0, "{recs:?}");
+        assert_eq!(Store::open(dir.path()).unwrap().load().unwrap(), state(30));
         std::fs::write(store.journal_path(), &buf).unwrap();
 
         // Saves after the compaction follow the marker, not the old records.
