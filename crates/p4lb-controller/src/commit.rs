@@ -358,6 +358,19 @@ impl Controller {
         Ok(())
     }
 
+    /// Writes the current state to `state.json` and empties the journal
+    /// ([`Store::compact`]), at shutdown.
+    pub(crate) async fn compact(&self) -> Result<()> {
+        let mut g = self.inner.lock().await;
+        let data = Store::encode(&g.state, &self.store.path())?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.compact(&data))
+            .await
+            .map_err(|e| Error::Internal(format!("state compaction task: {e}")))??;
+        g.unsaved = false;
+        Ok(())
+    }
+
     /// Queues a change that `prepare` builds against the state current at its turn
     /// (`None`: nothing to change) and waits until it is durable. Requests queued
     /// together share one save. `prepare` must not have side effects: it may run

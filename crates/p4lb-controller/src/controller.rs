@@ -89,6 +89,11 @@ impl Controller {
         let node_name = cfg.local_node()?;
         let store = Store::open(&cfg.state_dir)?;
         let mut state = store.load().context("loading persisted state")?;
+        // state.json holds the loaded state from here on, and the journal only what
+        // follows (store.rs).
+        store
+            .compact_state(&state)
+            .context("writing the loaded state to state.json")?;
         state.adopt_unnamed(&node_name);
         let conns = match conn_store::load(&cfg.state_dir, &state) {
             Ok((t, dropped)) => {
@@ -233,11 +238,15 @@ impl Controller {
         Ok(ctl)
     }
 
-    /// Stops talking to the switch (and stops the embedded switch), after a last
-    /// snapshot of the learned connections.
+    /// Stops talking to the switch (and stops the embedded switch), after the state
+    /// was written to `state.json` (a compaction of the journal, [`crate::store`]) and a
+    /// last snapshot of the learned connections.
     pub async fn shutdown(&self) {
         if let Err(e) = self.save_deferred().await {
             tracing::warn!(error = %e, "saving a change answered before its save, at shutdown");
+        }
+        if let Err(e) = self.compact().await {
+            tracing::warn!(error = %e, "writing the state to state.json at shutdown");
         }
         if let Err(e) = self.persist_conns(None).await {
             tracing::warn!(error = %e, "saving learned connections at shutdown");

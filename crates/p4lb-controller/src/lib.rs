@@ -31,8 +31,9 @@
 //!   on disk, for a switch that restarts with the controller.
 //! - [`commit`]: how a change reaches the switch and the disk (group commit; the
 //!   deferred save of a change answered before its save).
-//! - [`store`]: crash-safe persistence (the atomic write is `p4lb_api::write_atomic`,
-//!   loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
+//! - [`store`]: crash-safe persistence (each save a record of the state journal, one
+//!   `fdatasync`; `state.json` written with `p4lb_api::write_atomic` at start, stop and
+//!   when the journal is full; loads go through `p4lb_api::read_bounded`); [`lock`]: one controller per state
 //!   directory (the daemon takes it before anything else).
 //! - [`limits`]: every limit on API inputs, list replies and state files; `fuzzing`
 //!   (hidden): the entry point of the `api_messages` fuzz target (`fuzz/`), which runs

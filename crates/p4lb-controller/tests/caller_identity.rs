@@ -9,7 +9,7 @@ use common::*;
 use p4lb_proto::api;
 
 fn persisted(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
+    persisted_json(dir)
 }
 
 /// Environment of the `api_caller_process` helper: the API socket, and the

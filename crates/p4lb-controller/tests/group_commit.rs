@@ -249,9 +249,8 @@ async fn a_failed_save_undoes_the_whole_group() {
         .await
         .expect("first endpoint");
     let before = read_all(&ssock).await;
-    // The save's temporary file cannot be created: every save fails.
-    let blocker = dir.join("state").join(".state.json.tmp");
-    std::fs::create_dir(&blocker).unwrap();
+    // Every save fails.
+    c.ctl.store.fail_saves(true);
     let replies = as_one_group(&c, vec![req(1, 9, &va.host), req(2, 9, "")]).await;
     for r in &replies {
         let e = r.as_ref().unwrap_err();
@@ -288,7 +287,7 @@ async fn a_failed_save_undoes_the_whole_group() {
     assert_eq!(persisted(&dir).endpoints.len(), 1);
 
     // Once saves work again, the same registrations succeed.
-    std::fs::remove_dir(&blocker).unwrap();
+    c.ctl.store.fail_saves(false);
     let replies = as_one_group(&c, vec![req(1, 9, &va.host), req(2, 9, "")]).await;
     for r in &replies {
         assert!(r.is_ok(), "{r:?}");

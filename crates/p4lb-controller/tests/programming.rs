@@ -251,7 +251,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .await
         .unwrap();
     let tables = read_all(&ssock).await;
-    let state = std::fs::read(dir.join("state/state.json")).unwrap();
+    let state = persisted_json(&dir);
     use tonic::Code;
     let cases: Vec<(api::RegisterEndpointRequest, Code)> = vec![
         (
@@ -475,10 +475,11 @@ async fn bad_requests_are_refused_and_change_nothing() {
         tables,
         "a refused call changed the switch"
     );
-    let after: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap();
-    let before: serde_json::Value = serde_json::from_slice(&state).unwrap();
-    assert_eq!(after, before, "a refused call changed the persisted state");
+    assert_eq!(
+        persisted_json(&dir),
+        state,
+        "a refused call changed the persisted state"
+    );
     c.stop().await;
     sw.shutdown().await;
 }

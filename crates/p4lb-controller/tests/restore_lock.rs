@@ -256,10 +256,9 @@ async fn a_restore_lock_older_than_the_timeout_is_released() {
     sw.shutdown().await;
 }
 
-/// The migration's state as `state.json` in `dir` holds it.
+/// The migration's state as the persisted state in `dir` holds it.
 fn saved_migration_state(dir: &std::path::Path, id: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("state").join("state.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let v = persisted_json(dir);
     v["migrations"]
         .as_array()?
         .iter()
@@ -293,7 +292,7 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
         saved_migration_state(&dir, &id).as_deref(),
         Some("checkpointed")
     );
-    let before_restore = std::fs::read(dir.join("state").join("state.json")).unwrap();
+    let before_restore = serde_json::to_vec(&persisted_json(&dir)).unwrap();
 
     let m = c
         .client
@@ -314,8 +313,18 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
         "RESTORE_STARTED was never saved"
     );
 
-    // A crash between the answer and the save: the file holds the state before.
+    // A clean stop leaves the whole state in state.json (the journal holds only its
+    // begin marker).
     c.stop().await;
+    let on_stop: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state").join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_stop, persisted_json(&dir));
+    assert_eq!(
+        saved_migration_state(&dir, &id).as_deref(),
+        Some("restoring")
+    );
+    // A crash between the answer and the save: the file holds the state before.
     std::fs::write(dir.join("state").join("state.json"), &before_restore).unwrap();
     let mut c = Ctl::start(config(&dir, &ssock)).await;
     let ms = c.migrations().await;
@@ -353,8 +362,7 @@ async fn a_restore_started_lost_in_a_crash_is_recovered_from_checkpointed() {
     assert_eq!(saved_migration_state(&dir, &id).as_deref(), Some("done"));
     // The switchover time, recorded after the switch acknowledged RESTORED_AT, is
     // in the file with UNLOCK's save.
-    let text = std::fs::read_to_string(dir.join("state").join("state.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = persisted_json(&dir);
     let saved = v["migrations"]
         .as_array()
         .unwrap()

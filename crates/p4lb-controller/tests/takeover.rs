@@ -22,7 +22,7 @@ fn event(
 }
 
 fn persisted(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
+    persisted_json(dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

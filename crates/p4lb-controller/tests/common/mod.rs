@@ -356,3 +356,13 @@ pub fn exit_of(mut child: std::process::Child, what: &str) -> (std::process::Exi
     }
     (status, err)
 }
+
+/// The state persisted in `dir/state` (`state.json` and the journal's last record),
+/// as a new controller would load it, in the JSON form of `state.json`.
+pub fn persisted_json(dir: &Path) -> serde_json::Value {
+    let state = p4lb_controller::store::Store::open(&dir.join("state"))
+        .expect("state dir")
+        .load()
+        .expect("the persisted state loads");
+    serde_json::to_value(&state).expect("the state encodes")
+}
