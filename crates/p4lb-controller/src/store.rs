@@ -733,20 +733,19 @@ mod tests {
         let mut buf = std::fs::read(store.journal_path()).unwrap();
         // A whole header (its CRC right) claiming more than a state may hold.
         let next = off + HEADER + len;
-        let mut h = header(seq + 1, &[]);
-        h[16..20].copy_from_slice(&(MAX_STATE_FILE_BYTES as u32 + 1).to_le_bytes());
-        let hc = crc32c::crc32c(&h[..24]);
-        h[24..28].copy_from_slice(&hc.to_le_bytes());
-        buf[next..next + HEADER].copy_from_slice(&h);
+        let claiming = |len: u32| {
+            let mut h = header(seq + 1, &[]);
+            h[16..20].copy_from_slice(&len.to_le_bytes());
+            let hc = crc32c::crc32c(&h[..24]);
+            h[24..28].copy_from_slice(&hc.to_le_bytes());
+            h
+        };
+        buf[next..next + HEADER].copy_from_slice(&claiming(MAX_STATE_FILE_BYTES as u32 + 1));
         std::fs::write(store.journal_path(), &buf).unwrap();
         let e = Store::open(dir.path()).unwrap().load().unwrap_err();
         assert!(e.to_string().contains("over the limit"), "{e}");
         // One claiming more than the journal holds.
-        let mut h = header(seq + 1, &[]);
-        h[16..20].copy_from_slice(&(JOURNAL_BYTES as u32).to_le_bytes());
-        let hc = crc32c::crc32c(&h[..24]);
-        h[24..28].copy_from_slice(&hc.to_le_bytes());
-        buf[next..next + HEADER].copy_from_slice(&h);
+        buf[next..next + HEADER].copy_from_slice(&claiming(JOURNAL_BYTES as u32));
         std::fs::write(store.journal_path(), &buf).unwrap();
         let e = Store::open(dir.path()).unwrap().load().unwrap_err();
         assert!(e.to_string().contains("past the end"), "{e}");

@@ -388,13 +388,8 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     let restore_times =
         script_times(&restore_log, &w.action).context("reading CRIU's restore.log")?;
     std::thread::sleep(Duration::from_secs(3));
-    let done = client.finish()?;
-    let before = done
-        .interim
-        .first()
-        .context("the client printed no interim report")?;
+    let (done, survived) = finished(client)?;
     let after = &done.last;
-    let (survived, _) = judge(before, after)?;
     let migs = w.migrations()?;
     let m = migs
         .last()
@@ -694,6 +689,18 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
 const NATIVE_NET: &str = "p4bench";
 const NATIVE_SUBNET: &str = "10.89.0.0/24";
 
+/// Stops the client; its output and how many connections survived the migration
+/// (open at the mark, answered after it).
+fn finished(client: scenario::Client<'_>) -> Result<(scenario::ClientOutput, u64)> {
+    let done = client.finish()?;
+    let before = done
+        .interim
+        .first()
+        .context("the client printed no interim report")?;
+    let (survived, _) = judge(before, &done.last)?;
+    Ok((done, survived))
+}
+
 /// How many times the in-place comparison runs (`P4LB_BENCH_ROUNDS`, 1–20,
 /// default 3).
 fn rounds() -> Result<usize> {
@@ -765,13 +772,8 @@ fn in_place_p4lb(w: &World, round: usize) -> Result<InPlace> {
     client.mark()?;
     let moved = w.migrate_podman_in_place("web", NATIVE_NET, round, true)?;
     std::thread::sleep(Duration::from_secs(3));
-    let done = client.finish()?;
-    let before = done
-        .interim
-        .first()
-        .context("the client printed no interim report")?;
+    let (done, survived) = finished(client)?;
     let after = &done.last;
-    let (survived, _) = judge(before, after)?;
     if after.totals.reset != 0 || after.totals.failed != 0 || survived != CONNS as u64 {
         bail!(
             "connections were lost in the in-place migration: {survived}/{CONNS} survived, {} \
