@@ -77,6 +77,7 @@ pub struct CriSpec {
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
     pub container_name: String,
+    pub container_attempt: u32,
     pub container_labels: BTreeMap<String, String>,
     pub container_annotations: BTreeMap<String, String>,
 }
@@ -149,12 +150,13 @@ impl CriSpec {
         c
     }
 
-    /// The container config of the restored container: its image is the archive.
-    pub fn container_config(&self, archive: &Path) -> pb::ContainerConfig {
+    /// The container config of the restored container (`attempt` as given): its image
+    /// is the archive.
+    pub fn container_config(&self, archive: &Path, attempt: u32) -> pb::ContainerConfig {
         pb::ContainerConfig {
             metadata: Some(pb::ContainerMetadata {
                 name: self.container_name.clone(),
-                attempt: 0,
+                attempt,
             }),
             image: Some(pb::ImageSpec {
                 image: archive.display().to_string(),
@@ -355,20 +357,23 @@ impl CriRuntime {
             .map_err(|e| self.err("RemovePodSandbox", e))
     }
 
-    /// A new pod from `spec` with `attempt`, its container restored from `archive`.
+    /// A new pod from `spec`, its container restored from `archive`; `bump` is added to
+    /// the pod's and the container's `attempt` (containerd reserves the names
+    /// `POD_NAMESPACE_UID_ATTEMPT` and `CONTAINER_POD_NAMESPACE_UID_ATTEMPT` while the
+    /// old ones exist: a restore beside the checkpointed source needs new ones).
     fn restore(
         &self,
         c: &mut Cri,
         archive: &Path,
         spec: &CriSpec,
-        attempt: u32,
+        bump: u32,
     ) -> Result<ContainerInfo, RuntimeError> {
-        let pod_cfg = spec.pod_config(attempt);
+        let pod_cfg = spec.pod_config(spec.pod_attempt.saturating_add(bump));
         let pod = c
             .run_pod_sandbox(pod_cfg.clone())
             .map_err(|e| self.err("RunPodSandbox", e))?;
         let r = (|| {
-            let cfg = spec.container_config(archive);
+            let cfg = spec.container_config(archive, spec.container_attempt.saturating_add(bump));
             let id = c
                 .create_container(&pod, cfg, pod_cfg.clone())
                 .map_err(|e| self.err("CreateContainer (restore from the archive)", e))?;
@@ -416,7 +421,7 @@ fn crictl_pod_json(c: &pb::PodSandboxConfig) -> serde_json::Value {
 fn crictl_container_json(c: &pb::ContainerConfig) -> serde_json::Value {
     let m = c.metadata.clone().unwrap_or_default();
     serde_json::json!({
-        "metadata": {"name": m.name},
+        "metadata": {"name": m.name, "attempt": m.attempt},
         "image": {"image": c.image.clone().unwrap_or_default().image},
         "labels": to_btree(&c.labels),
         "annotations": to_btree(&c.annotations),
@@ -468,6 +473,12 @@ impl Runtime for CriRuntime {
                 .as_ref()
                 .map(|m| m.name.clone())
                 .unwrap_or_default(),
+            container_attempt: f
+                .container
+                .metadata
+                .as_ref()
+                .map(|m| m.attempt)
+                .unwrap_or_default(),
             container_labels: to_btree(&st.labels),
             container_annotations: to_btree(&st.annotations),
         };
@@ -485,7 +496,7 @@ impl Runtime for CriRuntime {
     fn restore_archive(&self, archive: &Path, spec: &[u8]) -> Result<ContainerInfo, RuntimeError> {
         let spec = CriSpec::parse(spec)?;
         let mut c = self.connect()?;
-        self.restore(&mut c, archive, &spec, spec.pod_attempt)
+        self.restore(&mut c, archive, &spec, 0)
     }
 
     fn restore_in_place(
@@ -501,7 +512,7 @@ impl Runtime for CriRuntime {
             Err(RuntimeError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        self.restore(&mut c, archive, &spec, spec.pod_attempt.saturating_add(1))?;
+        self.restore(&mut c, archive, &spec, 1)?;
         if let Some(old) = old {
             self.remove_pod(&mut c, &old)?;
         }
@@ -540,7 +551,7 @@ impl Runtime for CriRuntime {
             );
         };
         let pod = spec.pod_config(spec.pod_attempt.saturating_add(1));
-        let ctr = spec.container_config(archive);
+        let ctr = spec.container_config(archive, spec.container_attempt.saturating_add(1));
         let (p, cj) = (crictl_pod_json(&pod), crictl_container_json(&ctr));
         let crictl = self.crictl();
         format!(
@@ -604,6 +615,7 @@ mod tests {
             ]
             .into(),
             container_name: "server".into(),
+            container_attempt: 0,
             container_labels: Default::default(),
             container_annotations: [("a".to_string(), "b".to_string())].into(),
         }
@@ -706,9 +718,10 @@ mod tests {
             Some("migrate"),
             "the restored pod can be moved on"
         );
-        let c = s.container_config(Path::new("/w/in.tar"));
+        let c = s.container_config(Path::new("/w/in.tar"), 1);
         assert_eq!(c.image.unwrap().image, "/w/in.tar");
-        assert_eq!(c.metadata.unwrap().name, "server");
+        let m = c.metadata.unwrap();
+        assert_eq!((m.name.as_str(), m.attempt), ("server", 1));
         assert_eq!(c.annotations.get("a").map(String::as_str), Some("b"));
     }
 

@@ -371,6 +371,8 @@ pub mod fake {
     /// Which call fails.
     #[derive(Debug, Default, Clone)]
     pub struct Failures {
+        /// Every inspect fails (the runtime does not answer).
+        pub inspect: bool,
         pub checkpoint: bool,
         pub restore_archive: bool,
         pub restore_in_place: bool,
@@ -459,6 +461,9 @@ pub mod fake {
         }
 
         fn inspect(&self, container: &str) -> Result<ContainerInfo, RuntimeError> {
+            if self.state().fail.inspect {
+                return Err(Self::failed("inspect"));
+            }
             self.state()
                 .containers
                 .get(container)

@@ -578,7 +578,13 @@ impl<R: Runtime> Inner<R> {
                     self.s.node
                 )))
             }
-            Err(e) => return Err(Status::internal(e.to_string())),
+            Err(e) => {
+                return Err(Status::failed_precondition(format!(
+                    "node {} could not tell whether it already has a container {container} \
+                     (nothing restored): {e}",
+                    self.s.node
+                )))
+            }
         }
         tracing::info!(from = %who, %container, size, "archive received, restoring");
         let t = Instant::now();

@@ -468,6 +468,28 @@ async fn a_target_that_already_has_the_container_refuses_it_and_the_source_is_re
 }
 
 #[tokio::test]
+async fn a_target_whose_runtime_does_not_answer_restores_nothing_and_the_source_is_restored() {
+    let pki = Pki::new("nodes");
+    let (a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
+    b.runtime.fail(Failures {
+        inspect: true,
+        ..Default::default()
+    });
+    let e = migrate(&pki, &a, to(&b)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    let m = e.message();
+    assert!(
+        m.contains(
+            "node node-b could not tell whether it already has a container web (nothing restored)"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("web was restored on node-a"), "{m}");
+    assert_eq!(a.runtime.state_of("web").as_deref(), Some("running"));
+    assert!(b.runtime.calls().is_empty(), "nothing restored on B");
+}
+
+#[tokio::test]
 async fn when_even_the_source_restore_fails_the_error_says_how_to_do_it_by_hand() {
     let pki = Pki::new("nodes");
     let (a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
