@@ -10,6 +10,22 @@ use p4lb_testbed::session::Testbed;
 pub use p4lb_agent::cri::{container_linux, pb, Cri, CriError};
 
 use crate::error::{Error, Result};
+use crate::scenario::{World, SOCKET};
+
+/// containerd's CNI configuration in the testbed: the p4lb plugin (with the pod
+/// annotations capability, so a pod's `p4lb.io/restore-from` reaches it), host-local
+/// IPAM on 10.88.0.0/24, every endpoint labelled `app=web`.
+pub fn use_p4lb_cni(w: &World) -> Result<()> {
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
+    );
+    w.sh(&format!(
+        "rm -f /etc/cni/net.d/*; mkdir -p /opt/cni/bin; cp {} /opt/cni/bin/p4lb; \
+         cat > /etc/cni/net.d/10-p4lb.conflist <<'EOF'\n{conf}\nEOF\n",
+        w.cni
+    ))?;
+    Ok(())
+}
 
 impl From<CriError> for Error {
     fn from(e: CriError) -> Error {
