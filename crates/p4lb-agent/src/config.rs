@@ -304,6 +304,8 @@ key = "/n.key"
         assert_eq!(c.node, "node-a");
         assert_eq!(c.peers, ["node-b"]);
         assert!(c.controller.is_some());
+        assert_eq!(c.runtime, RuntimeKind::Podman);
+        assert_eq!(c.cri, CriConfig::default());
     }
 
     #[test]
