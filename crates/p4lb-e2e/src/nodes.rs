@@ -100,6 +100,26 @@ impl Node {
         }
     }
 
+    /// The directory of this node's containerd registry hosts (`hosts.toml` per
+    /// registry; node B's own copy of the testbed's).
+    pub fn registry_hosts(&self) -> String {
+        if self.default_containerd() {
+            "/etc/containerd/certs.d".into()
+        } else {
+            format!("/etc/containerd/certs-{}.d", self.name)
+        }
+    }
+
+    /// The runc this node's containerd runs: the testbed's for node A; for the others a
+    /// wrapper (`exec runc "$@"`) that a fault test can replace.
+    pub fn runc(&self) -> String {
+        if self.default_containerd() {
+            "runc".into()
+        } else {
+            format!("/usr/local/bin/runc-{}", self.name)
+        }
+    }
+
     /// This node's containerd log.
     pub fn containerd_log(&self) -> String {
         if self.default_containerd() {
@@ -198,9 +218,18 @@ impl<'w> Nodes<'w> {
                 "set -e; sed -e \"s|^root = .*|root = '/var/lib/containerd/{n}'|\" \
                  -e \"s|^state = .*|state = '{dir}'|\" \
                  -e \"s|^  address = .*|  address = '{sock}'|\" \
-                 /etc/containerd/config.toml > {config}; grep -q '{sock}' {config}",
+                 -e \"s|config_path = .*|config_path = '{hosts}'|\" \
+                 -e \"s|SystemdCgroup = false|SystemdCgroup = false\\n          \
+                 BinaryName = '{runc}'|\" \
+                 /etc/containerd/config.toml > {config}; grep -q '{sock}' {config}; \
+                 grep -q 'BinaryName' {config}; \
+                 rm -rf {hosts}; cp -r /etc/containerd/certs.d {hosts}; \
+                 printf '#!/bin/sh\\nexec %s \"$@\"\\n' \"$(command -v runc)\" > {runc}; \
+                 chmod 755 {runc}",
                 n = node.name,
                 sock = node.cri_socket,
+                hosts = node.registry_hosts(),
+                runc = node.runc(),
             ))?;
         }
         p4lb_testbed::containerd::start_config(

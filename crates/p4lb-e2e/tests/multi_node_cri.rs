@@ -143,7 +143,55 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
 /// restores nothing, node A's agent restores the checkpointed pod from its archive into
 /// a new pod on node A and removes the old one, and the clients keep their connections.
 #[test]
-fn the_targets_containerd_fails_and_the_pod_is_restored_on_its_node() {
+fn the_targets_containerd_is_down_and_the_pod_is_restored_on_its_node() {
+    restored_on_node_a_when(
+        "node B's containerd down",
+        |nodes| {
+            nodes
+                .start_agent_on_socket(NODES[1], "", "/run/containerd-node-b/down.sock")
+                .unwrap()
+        },
+        &[
+            "/run/containerd-node-b/down.sock",
+            "nothing restored",
+            "web was restored on node-a",
+        ],
+    );
+}
+
+/// Node B's containerd fails the restore after it ran the new pod (the CNI plugin
+/// registered it as the migration's target) and created the container: its runc
+/// refuses `runc restore` (a wrapper). B removes that pod and restores nothing; node A
+/// restores the pod in a new pod of its own and the clients keep their connections.
+#[test]
+fn the_targets_restore_fails_after_its_pod_ran_and_the_pod_is_restored_on_its_node() {
+    restored_on_node_a_when(
+        "node B's runc fails the restore",
+        |nodes| {
+            nodes
+                .w
+                .sh(&format!(
+                    "r={runc}; real=$(sed -n 's/^exec \\([^ ]*\\) .*/\\1/p' $r); \
+                     printf '#!/bin/sh\\nfor a in \"$@\"; do [ \"$a\" = restore ] && \
+                     {{ echo runc restore refused on node-b >&2; exit 1; }}; done\\n\
+                     exec %s \"$@\"\\n' \"$real\" > $r.new; chmod 755 $r.new; mv $r.new $r; \
+                     grep -q refused $r",
+                    runc = NODES[1].runc()
+                ))
+                .unwrap();
+        },
+        &[
+            "restore of web on node node-b failed",
+            "StartContainer",
+            "web was restored on node-a",
+        ],
+    );
+}
+
+/// A migration of `web` (50 clients) from node A to node B after `break_b` broke node B:
+/// it fails naming each of `wants`, the pod runs again on node A in a new pod, nothing of
+/// it is on node B, the controller's migration is done and every connection is kept.
+fn restored_on_node_a_when(what: &str, break_b: impl Fn(&Nodes<'_>), wants: &[&str]) {
     let _s = serial();
     let w = World::start();
     let nodes = Nodes::start_cri(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
@@ -157,9 +205,7 @@ fn the_targets_containerd_fails_and_the_pod_is_restored_on_its_node() {
         &[("labels.p4lb.io/checkpoint", "migrate")],
         &nodes.image,
     );
-    nodes
-        .start_agent_on_socket(NODES[1], "", "/run/containerd-node-b/down.sock")
-        .unwrap();
+    break_b(&nodes);
     p4lb_testbed::wait::until(20, "the pod's server to answer", || {
         w.try_sh(&format!(
             "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
@@ -174,15 +220,8 @@ fn the_targets_containerd_fails_and_the_pod_is_restored_on_its_node() {
     client.mark().unwrap();
 
     let (ok, o, e) = w.try_sh(&nodes.migrate_command("web", NODES[1]));
-    assert!(
-        !ok,
-        "the migration succeeded without node B's containerd: {o}"
-    );
-    for want in [
-        "/run/containerd-node-b/down.sock",
-        "nothing restored",
-        "web was restored on node-a",
-    ] {
+    assert!(!ok, "the migration succeeded ({what}): {o}");
+    for want in wants {
         assert!(e.contains(want), "{e:?} lacks {want:?}\n{}", nodes.diag());
     }
     assert_eq!(
@@ -190,6 +229,11 @@ fn the_targets_containerd_fails_and_the_pod_is_restored_on_its_node() {
         Some("running"),
         "{}",
         nodes.diag()
+    );
+    assert_eq!(
+        nodes.state_on("web", NODES[1]).unwrap(),
+        None,
+        "nothing of web on B"
     );
     let pods = c.list_pod_sandboxes().unwrap();
     assert!(
@@ -216,9 +260,9 @@ fn the_targets_containerd_fails_and_the_pod_is_restored_on_its_node() {
     let out = client.finish().unwrap();
     let (survived, _) = assert_clients_kept(&out, conns);
     record(&format!(
-        "two containerd nodes, node B's containerd down: nothing restored on node-b, the pod \
-         restored on node-a into a new pod ({ip} -> {}), {survived}/{conns} connections kept, \
-         lock -> unlock {:.1} ms",
+        "two containerd nodes, {what}: nothing restored on node-b, the pod restored on \
+         node-a into a new pod ({ip} -> {}), {survived}/{conns} connections kept, lock -> \
+         unlock {:.1} ms",
         eps[0].ip,
         ms(m.stall_us)
     ));
