@@ -4,7 +4,8 @@
 //! (each node's agent with `runtime = "cri"`: CheckpointContainer, the archive over
 //! mutual TLS with its SHA-256, a new pod with the source pod's metadata restored from
 //! it). Every connection must be kept, with no byte lost or duplicated and the
-//! server's state kept.
+//! server's state kept; a pod without the annotation is refused. When node B's
+//! containerd does not answer or fails the restore, the pod is restored on node A.
 
 mod migration_common;
 
@@ -124,6 +125,24 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
     std::thread::sleep(Duration::from_secs(2).max(2 * longest));
     let out = client.finish().unwrap();
     let (survived, more) = assert_clients_kept(&out, conns);
+
+    // A pod without the migrate annotation is refused before anything is checkpointed.
+    let mut c = nodes.cri(NODES[0]).unwrap();
+    pod_from(&w, &mut c, "plain", &[], &nodes.image);
+    let (ok, o, e) = w.try_sh(&nodes.migrate_command("plain", NODES[1]));
+    assert!(!ok, "a pod without the annotation was moved: {o}");
+    for want in [
+        "lacks the annotation labels.p4lb.io/checkpoint: migrate",
+        "nothing was moved",
+    ] {
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+    assert_eq!(
+        nodes.state_on("plain", NODES[0]).unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(nodes.state_on("plain", NODES[1]).unwrap(), None);
+
     record(&format!(
         "two containerd nodes, {MOVES} moves of a CRI pod with p4lbctl migrate, {conns} \
          connections: {survived} kept, {} reset, {} lost bytes, {} duplicated, {more} requests \
