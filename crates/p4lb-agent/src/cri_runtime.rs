@@ -507,11 +507,14 @@ impl Runtime for CriRuntime {
     ) -> Result<(), RuntimeError> {
         let spec = CriSpec::parse(spec)?;
         let mut c = self.connect()?;
-        let old = match self.find(&mut c, container) {
-            Ok(f) => Some(f.pod.id),
-            Err(RuntimeError::NotFound(_)) => None,
-            Err(e) => return Err(e),
-        };
+        // The checkpointed pod, whether its container still runs (containerd leaves it
+        // running) or has stopped since: it goes once the new one runs.
+        let pods = c
+            .list_pod_sandboxes()
+            .map_err(|e| self.err("ListPodSandbox", e))?;
+        let old = select_pod(&pods, &self.namespace, container)
+            .map_err(|e| self.output("ListPodSandbox", e))?
+            .map(|p| p.id.clone());
         self.restore(&mut c, archive, &spec, 1)?;
         if let Some(old) = old {
             self.remove_pod(&mut c, &old)?;
