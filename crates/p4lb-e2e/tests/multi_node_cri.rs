@@ -9,9 +9,11 @@
 
 mod migration_common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use migration_common::*;
+use p4lb_agent::runtime::{CriRuntime, Runtime};
 use p4lb_e2e::nodes::{Node, Nodes, NODES};
 
 /// Cross-node moves: A → B → A → B → A → B.
@@ -53,11 +55,39 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
     std::thread::sleep(Duration::from_secs(3));
     client.mark().unwrap();
 
+    // The same-node baseline of this run: node A's CRI runtime (the agent's code, driven
+    // directly) checkpoints web and restores it into a new pod on node A.
+    let rt = CriRuntime {
+        socket: w.tb.host_path(NODES[0].cri_socket),
+        namespace: "default".into(),
+    };
+    let archive = Path::new("/tmp/same-node.tar");
+    let t = Instant::now();
+    let spec = rt
+        .checkpoint("web", archive)
+        .unwrap_or_else(|e| panic!("same-node checkpoint: {e}\n{}", nodes.diag()));
+    let same_checkpoint = t.elapsed();
+    let t = Instant::now();
+    rt.restore_in_place("web", archive, &spec)
+        .unwrap_or_else(|e| panic!("same-node restore: {e}\n{}", nodes.diag()));
+    let same_restore = t.elapsed();
+    let same = w
+        .migrations()
+        .into_iter()
+        .rev()
+        .find(|m| m.source_ip == ip)
+        .unwrap_or_else(|| panic!("no migration of {ip}\n{}", nodes.diag()));
+    assert_eq!(same.state, "done", "{same:?}\n{}", nodes.diag());
+    let ip = rt.inspect("web").unwrap().address;
+    assert_eq!(same.target_ip, ip, "{same:?}");
+    std::thread::sleep(Duration::from_secs(2));
+
     let t1 = Instant::now();
     let mut summary = String::new();
     let mut here = NODES[0];
     let mut last_ip = ip;
-    let mut longest = Duration::ZERO;
+    let mut longest = Duration::from_micros(same.stall_us.max(0) as u64);
+    let mut cross_stall_ms = 0.0;
     for i in 0..MOVES {
         let there: Node = NODES[(i + 1) % 2];
         let m = nodes
@@ -117,6 +147,7 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
             m.command_ms
         ));
         longest = longest.max(Duration::from_micros(ctl.stall_us.max(0) as u64));
+        cross_stall_ms += ms(ctl.stall_us) / MOVES as f64;
         last_ip = r.target_address.clone();
         here = there;
         std::thread::sleep(Duration::from_secs(2));
@@ -146,12 +177,19 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
     record(&format!(
         "two containerd nodes, {MOVES} moves of a CRI pod with p4lbctl migrate, {conns} \
          connections: {survived} kept, {} reset, {} lost bytes, {} duplicated, {more} requests \
-         after, longest client stall {} ms\n{summary}  e2e phases: setup (testbed, two \
-         containerds, registry, agents, pod) {:.1} s, {MOVES} moves {:.1} s, whole test {:.1} s",
+         after, longest client stall {} ms\n{summary}  same-node baseline on node A (same run): \
+         CheckpointContainer {:.1} ms, restore into a new pod + remove the old {:.1} ms, lock -> \
+         unlock {:.1} ms\n  mean lock -> unlock across nodes {cross_stall_ms:.1} ms; across \
+         nodes / same node: {:.2}\n  e2e phases: setup (testbed, two containerds, registry, \
+         agents, pod) {:.1} s, {MOVES} moves {:.1} s, whole test {:.1} s",
         out.last.totals.reset,
         out.last.totals.lost_bytes,
         out.last.totals.duplicated_bytes,
         out.last.totals.longest_stall_ms,
+        same_checkpoint.as_secs_f64() * 1000.0,
+        same_restore.as_secs_f64() * 1000.0,
+        ms(same.stall_us),
+        cross_stall_ms / ms(same.stall_us).max(f64::MIN_POSITIVE),
         setup.as_secs_f64(),
         moving.as_secs_f64(),
         t0.elapsed().as_secs_f64()
