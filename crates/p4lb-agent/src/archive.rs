@@ -278,6 +278,7 @@ mod tests {
             container: "web".into(),
             size: data.len() as u64,
             sha256: Sha256::digest(data).to_vec(),
+            ..Default::default()
         }
     }
 
@@ -371,6 +372,7 @@ mod tests {
             container: "web".into(),
             size,
             sha256: sha.to_vec(),
+            ..Default::default()
         };
         let (s, all_sent) = send_stream(src, h);
         let s = s.map(Ok::<_, String>);

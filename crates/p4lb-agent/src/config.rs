@@ -9,6 +9,7 @@
 //! transfer_timeout_secs = 600      # sending an archive and its restore on the target
 //! admins = ["admin"]               # certificate names that may call Migrate
 //! peers = ["node-b"]               # nodes that may send this node an archive
+//! runtime = "podman"               # or "cri": containerd over its CRI socket ([cri])
 //!
 //! [tls]
 //! ca = "/etc/p4lb/agent/ca.pem"
@@ -20,6 +21,10 @@
 //! global_args = ["--root", "/var/lib/containers/storage"]
 //! ignore_static_ip = true
 //!
+//! [cri]                           # read when runtime = "cri"
+//! socket = "/run/containerd/containerd.sock"
+//! namespace = "default"           # the pods `p4lbctl migrate POD` names
+//!
 //! [controller]                    # optional: register with the controller over TCP
 //! address = "https://controller.example:50061"
 //! advertise = "https://node-a.example:7443" # this agent, as others reach it
@@ -30,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::runtime::Podman;
+use crate::runtime::{CriRuntime, NodeRuntime, Podman};
 
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/p4lb/agent.toml";
@@ -76,6 +81,33 @@ impl From<&PodmanConfig> for Podman {
     }
 }
 
+/// Which runtime the agent drives.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    #[default]
+    Podman,
+    Cri,
+}
+
+/// containerd's CRI socket and the namespace of the pods moved by name.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriConfig {
+    pub socket: PathBuf,
+    pub namespace: String,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        let c = CriRuntime::default();
+        CriConfig {
+            socket: c.socket,
+            namespace: c.namespace,
+        }
+    }
+}
+
 /// The controller the agent registers its node with (RegisterNode), over TCP with
 /// mutual TLS and the node's certificate.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -105,7 +137,11 @@ pub struct Config {
     pub peers: Vec<String>,
     pub tls: TlsFiles,
     #[serde(default)]
+    pub runtime: RuntimeKind,
+    #[serde(default)]
     pub podman: PodmanConfig,
+    #[serde(default)]
+    pub cri: CriConfig,
     #[serde(default)]
     pub controller: Option<ControllerConfig>,
 }
@@ -183,7 +219,30 @@ impl Config {
         if c.podman.command.is_empty() {
             return Err(invalid("podman.command is empty".into()));
         }
+        if !c.cri.socket.is_absolute() {
+            return Err(invalid(format!(
+                "cri.socket = {:?} is not an absolute path",
+                c.cri.socket
+            )));
+        }
+        if !valid_name(&c.cri.namespace) {
+            return Err(invalid(format!(
+                "cri.namespace = {:?} is not a valid namespace",
+                c.cri.namespace
+            )));
+        }
         Ok(c)
+    }
+
+    /// The runtime this configuration names.
+    pub fn node_runtime(&self) -> NodeRuntime {
+        match self.runtime {
+            RuntimeKind::Podman => NodeRuntime::Podman((&self.podman).into()),
+            RuntimeKind::Cri => NodeRuntime::Cri(CriRuntime {
+                socket: self.cri.socket.clone(),
+                namespace: self.cri.namespace.clone(),
+            }),
+        }
     }
 
     /// Reads and checks the configuration file at `path`.
@@ -229,6 +288,8 @@ key = "/n.key"
         assert_eq!(c.node, "node-a");
         assert_eq!(c.peers, ["node-b"]);
         assert_eq!(c.podman.global_args.len(), 2);
+        assert_eq!(c.runtime, RuntimeKind::Podman);
+        assert_eq!(c.cri.socket, Path::new("/run/containerd/containerd.sock"));
         assert_eq!(
             c.controller.map(|c| c.advertise),
             Some("https://node-a.example:7443".to_string())
@@ -243,6 +304,8 @@ key = "/n.key"
         assert_eq!(c.node, "node-a");
         assert_eq!(c.peers, ["node-b"]);
         assert!(c.controller.is_some());
+        assert_eq!(c.runtime, RuntimeKind::Podman);
+        assert_eq!(c.cri, CriConfig::default());
     }
 
     #[test]
@@ -273,6 +336,35 @@ key = "/n.key"
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_archive_bytes"), "{e}");
+    }
+
+    #[test]
+    fn runtime_cri_selects_containerd_over_its_socket() {
+        let c = Config::parse(
+            "t",
+            &format!("runtime = \"cri\"\n{MIN}\n[cri]\nsocket = \"/run/b/containerd.sock\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.runtime, RuntimeKind::Cri);
+        match c.node_runtime() {
+            NodeRuntime::Cri(r) => {
+                assert_eq!(r.socket, Path::new("/run/b/containerd.sock"));
+                assert_eq!(r.namespace, "default");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Config::parse("t", MIN).unwrap().node_runtime(),
+            NodeRuntime::Podman(_)
+        ));
+        for bad in ["runtime = \"docker\"\n", ""] {
+            let text = if bad.is_empty() {
+                format!("{MIN}\n[cri]\nsocket = \"relative.sock\"\n")
+            } else {
+                format!("{bad}{MIN}")
+            };
+            assert!(Config::parse("t", &text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -12,19 +12,27 @@
 //! - [`archive`]: the archive on the wire: digest, the stream a source sends, the
 //!   receiving side's checks (size limit, truncation, digest) into a private file.
 //! - [`runtime`]: the [`runtime::Runtime`] trait, Podman's commands behind it
-//!   ([`runtime::Podman`], global options per node) and the in-memory fake for tests.
+//!   ([`runtime::Podman`], global options per node), the configured one
+//!   ([`runtime::NodeRuntime`]) and the in-memory fake for tests.
+//! - [`cri_runtime`]: containerd over its CRI socket ([`runtime::CriRuntime`]): pods
+//!   moved by name, the restore spec carried in the archive's header.
+//! - [`cri`]: the CRI v1 client (`proto/cri.proto`, a subset written for p4lb), also
+//!   used by the testbed's scenarios in p4lb-e2e.
 //! - [`client`]: connecting to an agent (TLS server name = node name, keep-alive).
 //! - [`config`]: the TOML configuration (`/etc/p4lb/agent.toml`).
 //! - [`serve`]: the TCP listener with mutual TLS; [`register_forever`]: the node's
 //!   registration with the controller (RegisterNode over TCP); `main.rs`: the binary.
 //! - Tests: `tests/migrate.rs` (two agents with the fake runtime over real TLS on
-//!   127.0.0.1); end to end with Podman: `crates/p4lb-e2e/tests/multi_node.rs`.
+//!   127.0.0.1); end to end with Podman: `crates/p4lb-e2e/tests/multi_node.rs`, with
+//!   containerd: `crates/p4lb-e2e/tests/multi_node_cri.rs`.
 //! - The API: `crates/p4lb-proto/proto/p4lb/v1/agent.proto`; the model and a
 //!   walkthrough: docs/multi-node.md.
 
 pub mod archive;
 pub mod client;
 pub mod config;
+pub mod cri;
+pub mod cri_runtime;
 pub mod runtime;
 pub mod service;
 
@@ -148,7 +156,7 @@ pub fn from_config(
     c: &Config,
     client_tls: ClientTlsConfig,
     faults: Faults,
-) -> (Settings, Arc<runtime::Podman>) {
+) -> (Settings, Arc<runtime::NodeRuntime>) {
     (
         Settings {
             node: c.node.clone(),
@@ -160,6 +168,6 @@ pub fn from_config(
             client_tls,
             faults,
         },
-        Arc::new((&c.podman).into()),
+        Arc::new(c.node_runtime()),
     )
 }

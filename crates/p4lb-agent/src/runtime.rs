@@ -1,7 +1,9 @@
 //! The container runtime as the agent uses it: [`Runtime`] (checkpoint to an archive,
 //! restore from an archive, restore in place, remove, inspect), [`Podman`] (Podman's own
-//! commands, with the node's global options from the agent's configuration) and
-//! [`fake::FakeRuntime`] (in memory, for tests).
+//! commands, with the node's global options from the agent's configuration),
+//! [`CriRuntime`] (containerd over its CRI socket, in [`crate::cri_runtime`]),
+//! [`NodeRuntime`] (the one the configuration names) and [`fake::FakeRuntime`] (in
+//! memory, for tests).
 //!
 //! The calls are blocking (a runtime command takes hundreds of milliseconds); the
 //! service runs them on tokio's blocking pool.
@@ -17,6 +19,11 @@ use serde::Deserialize;
 pub const MAX_STDOUT: u64 = 1 << 20;
 /// Most bytes of a runtime command's stderr kept for an error message.
 pub const MAX_STDERR: u64 = 64 << 10;
+/// Most bytes of a restore spec ([`Runtime::checkpoint`]'s answer, carried in the
+/// archive's header): the sender refuses to send a larger one, the receiver to accept it.
+pub const MAX_RESTORE_SPEC: usize = 64 << 10;
+
+pub use crate::cri_runtime::CriRuntime;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,18 +60,27 @@ pub trait Runtime: Send + Sync + 'static {
     fn inspect(&self, container: &str) -> Result<ContainerInfo, RuntimeError>;
     /// Checkpoints the running `container` (its TCP connections included) to `archive`;
     /// the container stays checkpointed here, so that [`Runtime::restore_in_place`]
-    /// can bring it back.
-    fn checkpoint(&self, container: &str, archive: &Path) -> Result<(), RuntimeError>;
-    /// Restores the container held in `archive` (a new container on this node, with
-    /// the address the runtime gives it).
-    fn restore_archive(&self, archive: &Path) -> Result<ContainerInfo, RuntimeError>;
-    /// Restores the checkpointed `container` where it was checkpointed.
-    fn restore_in_place(&self, container: &str) -> Result<(), RuntimeError>;
+    /// can bring it back. Answers the restore spec: what a target's runtime needs
+    /// besides the archive (at most [`MAX_RESTORE_SPEC`] bytes; empty for Podman).
+    fn checkpoint(&self, container: &str, archive: &Path) -> Result<Vec<u8>, RuntimeError>;
+    /// Restores the container held in `archive` with the `spec` its checkpoint answered
+    /// (a new container on this node, with the address the runtime gives it).
+    fn restore_archive(&self, archive: &Path, spec: &[u8]) -> Result<ContainerInfo, RuntimeError>;
+    /// Restores the checkpointed `container` on this node, after a failed migration
+    /// (`archive` and `spec`: what its checkpoint wrote and answered).
+    fn restore_in_place(
+        &self,
+        container: &str,
+        archive: &Path,
+        spec: &[u8],
+    ) -> Result<(), RuntimeError>;
     /// Removes the (checkpointed) `container`.
     fn remove(&self, container: &str) -> Result<(), RuntimeError>;
     /// The shell command that restores `container` by hand, for a message to a person
     /// when the agent could not.
-    fn restore_in_place_command(&self, container: &str) -> String;
+    fn restore_in_place_command(&self, container: &str, archive: &Path, spec: &[u8]) -> String;
+    /// The shell command that lists this node's containers (for a message to a person).
+    fn list_command(&self) -> String;
 }
 
 /// Podman, run as `COMMAND GLOBAL_ARGS… container …`: the global arguments (`--root`,
@@ -211,7 +227,7 @@ impl Podman {
 }
 
 /// `s` quoted for a POSIX shell when it needs to be.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
@@ -238,7 +254,7 @@ impl Runtime for Podman {
         }
     }
 
-    fn checkpoint(&self, container: &str, archive: &Path) -> Result<(), RuntimeError> {
+    fn checkpoint(&self, container: &str, archive: &Path) -> Result<Vec<u8>, RuntimeError> {
         let archive = archive.display().to_string();
         self.run(&[
             "container",
@@ -251,10 +267,10 @@ impl Runtime for Podman {
             &archive,
             container,
         ])
-        .map(|_| ())
+        .map(|_| Vec::new())
     }
 
-    fn restore_archive(&self, archive: &Path) -> Result<ContainerInfo, RuntimeError> {
+    fn restore_archive(&self, archive: &Path, _spec: &[u8]) -> Result<ContainerInfo, RuntimeError> {
         let archive = archive.display().to_string();
         let mut rest = vec![
             "container",
@@ -276,7 +292,7 @@ impl Runtime for Podman {
         self.inspect(id)
     }
 
-    fn restore_in_place(&self, container: &str) -> Result<(), RuntimeError> {
+    fn restore_in_place(&self, container: &str, _: &Path, _: &[u8]) -> Result<(), RuntimeError> {
         self.run(&["container", "restore", "--tcp-established", container])
             .map(|_| ())
     }
@@ -285,8 +301,61 @@ impl Runtime for Podman {
         self.run(&["rm", container]).map(|_| ())
     }
 
-    fn restore_in_place_command(&self, container: &str) -> String {
+    fn restore_in_place_command(&self, container: &str, _: &Path, _: &[u8]) -> String {
         self.command_line(&["container", "restore", "--tcp-established", container])
+    }
+
+    fn list_command(&self) -> String {
+        self.command_line(&["ps", "--all"])
+    }
+}
+
+/// The runtime an agent's configuration names (`runtime = "podman"` or `"cri"`).
+#[derive(Debug, Clone)]
+pub enum NodeRuntime {
+    Podman(Podman),
+    Cri(CriRuntime),
+}
+
+impl NodeRuntime {
+    fn get(&self) -> &dyn Runtime {
+        match self {
+            NodeRuntime::Podman(p) => p,
+            NodeRuntime::Cri(c) => c,
+        }
+    }
+}
+
+impl Runtime for NodeRuntime {
+    fn name(&self) -> &str {
+        self.get().name()
+    }
+    fn inspect(&self, container: &str) -> Result<ContainerInfo, RuntimeError> {
+        self.get().inspect(container)
+    }
+    fn checkpoint(&self, container: &str, archive: &Path) -> Result<Vec<u8>, RuntimeError> {
+        self.get().checkpoint(container, archive)
+    }
+    fn restore_archive(&self, archive: &Path, spec: &[u8]) -> Result<ContainerInfo, RuntimeError> {
+        self.get().restore_archive(archive, spec)
+    }
+    fn restore_in_place(
+        &self,
+        container: &str,
+        archive: &Path,
+        spec: &[u8],
+    ) -> Result<(), RuntimeError> {
+        self.get().restore_in_place(container, archive, spec)
+    }
+    fn remove(&self, container: &str) -> Result<(), RuntimeError> {
+        self.get().remove(container)
+    }
+    fn restore_in_place_command(&self, container: &str, archive: &Path, spec: &[u8]) -> String {
+        self.get()
+            .restore_in_place_command(container, archive, spec)
+    }
+    fn list_command(&self) -> String {
+        self.get().list_command()
     }
 }
 
@@ -302,6 +371,8 @@ pub mod fake {
     /// Which call fails.
     #[derive(Debug, Default, Clone)]
     pub struct Failures {
+        /// Every inspect fails (the runtime does not answer).
+        pub inspect: bool,
         pub checkpoint: bool,
         pub restore_archive: bool,
         pub restore_in_place: bool,
@@ -390,6 +461,9 @@ pub mod fake {
         }
 
         fn inspect(&self, container: &str) -> Result<ContainerInfo, RuntimeError> {
+            if self.state().fail.inspect {
+                return Err(Self::failed("inspect"));
+            }
             self.state()
                 .containers
                 .get(container)
@@ -397,7 +471,7 @@ pub mod fake {
                 .ok_or_else(|| RuntimeError::NotFound(container.to_string()))
         }
 
-        fn checkpoint(&self, container: &str, archive: &Path) -> Result<(), RuntimeError> {
+        fn checkpoint(&self, container: &str, archive: &Path) -> Result<Vec<u8>, RuntimeError> {
             let mut s = self.state();
             s.calls.push(format!("checkpoint {container}"));
             if s.fail.checkpoint {
@@ -415,17 +489,25 @@ pub mod fake {
             std::fs::write(archive, data).map_err(|source| RuntimeError::Spawn {
                 command: "fake checkpoint".into(),
                 source,
-            })
+            })?;
+            Ok(format!("spec {container}").into_bytes())
         }
 
-        fn restore_archive(&self, archive: &Path) -> Result<ContainerInfo, RuntimeError> {
+        fn restore_archive(
+            &self,
+            archive: &Path,
+            spec: &[u8],
+        ) -> Result<ContainerInfo, RuntimeError> {
             let data = std::fs::read(archive).map_err(|source| RuntimeError::Spawn {
                 command: "fake restore".into(),
                 source,
             })?;
             let delay = {
                 let mut s = self.state();
-                s.calls.push("restore-archive".into());
+                s.calls.push(format!(
+                    "restore-archive ({})",
+                    String::from_utf8_lossy(spec)
+                ));
                 s.fail.restore_delay
             };
             std::thread::sleep(delay);
@@ -454,7 +536,12 @@ pub mod fake {
             Ok(c)
         }
 
-        fn restore_in_place(&self, container: &str) -> Result<(), RuntimeError> {
+        fn restore_in_place(
+            &self,
+            container: &str,
+            _: &Path,
+            _: &[u8],
+        ) -> Result<(), RuntimeError> {
             let mut s = self.state();
             s.calls.push(format!("restore-in-place {container}"));
             if s.fail.restore_in_place {
@@ -477,8 +564,12 @@ pub mod fake {
                 .ok_or_else(|| RuntimeError::NotFound(container.to_string()))
         }
 
-        fn restore_in_place_command(&self, container: &str) -> String {
+        fn restore_in_place_command(&self, container: &str, _: &Path, _: &[u8]) -> String {
             format!("fake container restore {container}")
+        }
+
+        fn list_command(&self) -> String {
+            "fake ps".into()
         }
     }
 }
@@ -516,7 +607,7 @@ mod tests {
             ignore_static_ip: true,
         };
         assert_eq!(
-            p.restore_in_place_command("web"),
+            p.restore_in_place_command("web", Path::new("/x.tar"), b""),
             "podman --root '/var/lib/node b' container restore --tcp-established web"
         );
     }

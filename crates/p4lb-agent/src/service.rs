@@ -7,8 +7,9 @@
 //! peer nodes.
 //!
 //! A migration: inspect → checkpoint (`--keep`: the images stay on the source) →
-//! digest → stream to the target, which checks size and digest and restores → remove
-//! the checkpointed source. A failure after the checkpoint restores the container on
+//! digest → stream to the target (the header carries the source's runtime and its
+//! restore spec), which checks size and digest and restores → remove the checkpointed
+//! source. A failure after the checkpoint restores the container on
 //! the source in place; the error says that it did, or, if that failed too, which
 //! command restores it by hand (and keeps the archive). The target marks every error
 //! it answers with [`NOTHING_RESTORED`] (a failed restore's leftovers are removed, and
@@ -36,7 +37,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::archive::{self, ArchiveError};
 use crate::client::ConnectError;
 use crate::config::valid_name;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeError, MAX_RESTORE_SPEC};
 
 /// Largest gRPC message the agent decodes (a chunk plus framing).
 pub const MAX_MESSAGE: usize = archive::CHUNK + (64 << 10);
@@ -246,6 +247,7 @@ impl<R: Runtime> Inner<R> {
         &self,
         req: &MigrateRequest,
         path: &std::path::Path,
+        spec: &[u8],
     ) -> Result<(ReceiveResponse, u64, [u8; 32], Duration), Failed> {
         let t = Instant::now();
         let p = path.to_path_buf();
@@ -265,10 +267,18 @@ impl<R: Runtime> Inner<R> {
         if self.s.faults.corrupt_archive {
             corrupt_one_byte(path).map_err(|e| local(format!("fault injection: {e}")))?;
         }
+        if spec.len() > MAX_RESTORE_SPEC {
+            return Err(local(format!(
+                "the restore spec has {} bytes, over the limit of {MAX_RESTORE_SPEC}",
+                spec.len()
+            )));
+        }
         let header = ArchiveHeader {
             container: req.container.clone(),
             size,
             sha256: sha.to_vec(),
+            runtime: self.runtime.name().to_string(),
+            restore_spec: spec.to_vec(),
         };
         let r = self.send(req, path, header).await?;
         Ok((r, size, sha, t.elapsed()))
@@ -446,20 +456,28 @@ impl<R: Runtime> Inner<R> {
         let path = self.outgoing(&source.name);
         let t = Instant::now();
         let (c, p) = (source.name.clone(), path.clone());
-        if let Err(e) = self.blocking(move |r| r.checkpoint(&c, &p)).await {
-            let _ = std::fs::remove_file(&path);
-            return Err(Status::failed_precondition(format!(
-                "checkpoint of {} on node {} failed (nothing was moved): {e}",
-                source.name, self.s.node
-            )));
-        }
+        let spec = match self.blocking(move |r| r.checkpoint(&c, &p)).await {
+            Ok(spec) => spec,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(Status::failed_precondition(format!(
+                    "checkpoint of {} on node {} failed (nothing was moved): {e}",
+                    source.name, self.s.node
+                )));
+            }
+        };
         let checkpoint = t.elapsed();
-        let (got, size, sha, transfer_and_restore) = match self.move_archive(&req, &path).await {
+        let moved = self.move_archive(&req, &path, &spec).await;
+        let (got, size, sha, transfer_and_restore) = match moved {
             Ok(x) => x,
             Err(Failed::NothingRestored(e)) => {
-                return Err(self.restore_on_source(&source.name, &path, &req, e).await)
+                return Err(self
+                    .restore_on_source(&source.name, &path, spec, &req, e)
+                    .await)
             }
-            Err(Failed::Unknown(e)) => return Err(self.unknown(&source.name, &path, &req, e)),
+            Err(Failed::Unknown(e)) => {
+                return Err(self.unknown(&source.name, &path, &spec, &req, e))
+            }
         };
         let _ = std::fs::remove_file(&path);
         let t = Instant::now();
@@ -528,6 +546,24 @@ impl<R: Runtime> Inner<R> {
             })?;
         let size = got.header.size;
         let container = got.header.container.clone();
+        let sender = match got.header.runtime.as_str() {
+            "" => "podman",
+            r => r,
+        };
+        if sender != self.runtime.name() {
+            return Err(Status::failed_precondition(format!(
+                "node {} runs {}, the archive of {container} is a {sender} checkpoint                  (nothing restored)",
+                self.s.node,
+                self.runtime.name()
+            )));
+        }
+        if got.header.restore_spec.len() > MAX_RESTORE_SPEC {
+            return Err(Status::invalid_argument(format!(
+                "the restore spec of {container} has {} bytes, over the limit of                  {MAX_RESTORE_SPEC} (nothing restored)",
+                got.header.restore_spec.len()
+            )));
+        }
+        let spec = got.header.restore_spec.clone();
         let exists = match exists {
             Some(h) => h
                 .await
@@ -542,7 +578,13 @@ impl<R: Runtime> Inner<R> {
                     self.s.node
                 )))
             }
-            Err(e) => return Err(Status::internal(e.to_string())),
+            Err(e) => {
+                return Err(Status::failed_precondition(format!(
+                    "node {} could not tell whether it already has a container {container} \
+                     (nothing restored): {e}",
+                    self.s.node
+                )))
+            }
         }
         tracing::info!(from = %who, %container, size, "archive received, restoring");
         let t = Instant::now();
@@ -550,7 +592,7 @@ impl<R: Runtime> Inner<R> {
         let restored = self
             .blocking(move |r| {
                 let file = got.file;
-                let res = r.restore_archive(&file);
+                let res = r.restore_archive(&file, &spec);
                 if res.is_err() {
                     // Whatever a failed restore left of the container (there was none
                     // of that name before).
@@ -584,13 +626,17 @@ impl<R: Runtime> Inner<R> {
         &self,
         container: &str,
         archive: &std::path::Path,
+        spec: Vec<u8>,
         req: &MigrateRequest,
         why: Status,
     ) -> Status {
         tracing::warn!(%container, target = %req.target_node, "migration failed, restoring on this node: {}", why.message());
-        let c = container.to_string();
+        let (c, a, sp) = (container.to_string(), archive.to_path_buf(), spec.clone());
         let t = Instant::now();
-        match self.blocking(move |r| r.restore_in_place(&c)).await {
+        match self
+            .blocking(move |r| r.restore_in_place(&c, &a, &sp))
+            .await
+        {
             Ok(()) => {
                 let _ = std::fs::remove_file(archive);
                 Status::aborted(format!(
@@ -608,7 +654,8 @@ impl<R: Runtime> Inner<R> {
                 why.message(),
                 self.s.node,
                 self.s.node,
-                self.runtime.restore_in_place_command(container),
+                self.runtime
+                    .restore_in_place_command(container, archive, &spec),
                 archive.display()
             )),
         }
@@ -620,19 +667,23 @@ impl<R: Runtime> Inner<R> {
         &self,
         container: &str,
         archive: &std::path::Path,
+        spec: &[u8],
         req: &MigrateRequest,
         why: Status,
     ) -> Status {
         tracing::warn!(%container, target = %req.target_node, "migration outcome unknown: {}", why.message());
         Status::unknown(format!(
             "migration of {container} to {t}: {w}; the whole archive was sent and {t} may have \
-             restored it, so it was not restored on {s}: look on {t} (`podman ps`); if \
+             restored it, so it was not restored on {s}: look on {t} (`{ls}` there); if \
              {container} does not run there, restore it on {s}: `{cmd}` (its archive is kept \
              at {a})",
             t = req.target_node,
             w = why.message(),
             s = self.s.node,
-            cmd = self.runtime.restore_in_place_command(container),
+            ls = self.runtime.list_command(),
+            cmd = self
+                .runtime
+                .restore_in_place_command(container, archive, spec),
             a = archive.display()
         ))
     }

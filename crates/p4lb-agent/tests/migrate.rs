@@ -430,7 +430,7 @@ async fn a_link_that_drops_during_the_targets_restore_leaves_the_source_alone_an
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(b.runtime.calls(), ["restore-archive"]);
+    assert_eq!(b.runtime.calls(), ["restore-archive (spec web)"]);
     cut.notify_waiters();
     let e = call.await.unwrap().unwrap_err();
     assert_eq!(e.code(), Code::Unknown, "{e:?}");
@@ -465,6 +465,28 @@ async fn a_target_that_already_has_the_container_refuses_it_and_the_source_is_re
         &e,
         "node node-b already has a container web (nothing restored)",
     );
+}
+
+#[tokio::test]
+async fn a_target_whose_runtime_does_not_answer_restores_nothing_and_the_source_is_restored() {
+    let pki = Pki::new("nodes");
+    let (a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
+    b.runtime.fail(Failures {
+        inspect: true,
+        ..Default::default()
+    });
+    let e = migrate(&pki, &a, to(&b)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    let m = e.message();
+    assert!(
+        m.contains(
+            "node node-b could not tell whether it already has a container web (nothing restored)"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("web was restored on node-a"), "{m}");
+    assert_eq!(a.runtime.state_of("web").as_deref(), Some("running"));
+    assert!(b.runtime.calls().is_empty(), "nothing restored on B");
 }
 
 #[tokio::test]
@@ -507,10 +529,17 @@ async fn send_parts(
 }
 
 fn header_and(data: &[u8], sent: &[u8]) -> Vec<ArchivePart> {
+    header_and_with(data, sent, "fake", b"")
+}
+
+/// [`header_and`] with the header's runtime and restore spec.
+fn header_and_with(data: &[u8], sent: &[u8], runtime: &str, spec: &[u8]) -> Vec<ArchivePart> {
     let h = ArchiveHeader {
         container: "web".into(),
         size: data.len() as u64,
         sha256: sha2::Sha256::digest(data).to_vec(),
+        runtime: runtime.into(),
+        restore_spec: spec.to_vec(),
     };
     vec![
         ArchivePart {
@@ -546,7 +575,35 @@ async fn a_truncated_or_tampered_archive_from_a_peer_is_refused_and_nothing_rest
         .await
         .unwrap();
     assert_eq!((r.node.as_str(), r.container.as_str()), ("node-b", "web"));
-    assert_eq!(b.runtime.calls(), ["restore-archive"]);
+    assert_eq!(b.runtime.calls(), ["restore-archive ()"]);
+}
+
+#[tokio::test]
+async fn an_archive_of_another_runtime_or_with_an_oversized_spec_is_refused() {
+    let pki = Pki::new("nodes");
+    let (_a, b) = two_nodes(&pki, Opts::default(), Opts::default()).await;
+    let peer = pki.issue("node-a");
+    let data = b"fake-archive web\nsome state".to_vec();
+    for runtime in ["cri", ""] {
+        let e = send_parts(&peer, &b, header_and_with(&data, &data, runtime, b""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("node node-b runs fake"), "{e:?}");
+        assert!(e.message().contains("nothing restored"), "{e:?}");
+    }
+    let big = vec![b'x'; p4lb_agent::runtime::MAX_RESTORE_SPEC + 1];
+    let e = send_parts(&peer, &b, header_and_with(&data, &data, "fake", &big))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(b.runtime.calls().is_empty());
+    assert!(files_in(b.work.path()).is_empty());
+    // The spec reaches the target's runtime.
+    send_parts(&peer, &b, header_and_with(&data, &data, "fake", b"pod web"))
+        .await
+        .unwrap();
+    assert_eq!(b.runtime.calls(), ["restore-archive (pod web)"]);
 }
 
 #[tokio::test]

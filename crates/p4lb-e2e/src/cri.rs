@@ -1,303 +1,63 @@
-//! A minimal CRI (runtime.v1) client over containerd's Unix socket, with a
-//! blocking API for tests. The socket is dialled with `p4lb_api::connect_unix_bounded`.
-//!
-//! Why the messages come from a vendored subset of the CRI API
-//! (`proto/cri.proto`, compiled by `build.rs` with protox) and not from the
-//! `k8s-cri` crate: `k8s-cri` 0.11 is on the same tonic/prost line (0.14), but
-//! its build script runs prost-build, which needs a system `protoc`; p4lb
-//! builds without one (p4lb-proto compiles its protos with protox too). The
-//! generated types sit in [`pb`] under the same names `k8s_cri::v1` uses, so
-//! moving to the crate is replacing that module with `pub use k8s_cri::v1 as
-//! pb;`.
+//! CRI in the testbed: the client is p4lb-agent's ([`p4lb_agent::cri`], one source for
+//! the agent's CRI runtime and the scenarios); here are starting containerd in a
+//! testbed and the pod and container settings the scenarios use.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use p4lb_testbed::containerd;
 use p4lb_testbed::session::Testbed;
 
-use tonic::transport::Channel;
+pub use p4lb_agent::cri::{container_linux, pb, Cri, CriError};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
+use crate::scenario::{World, SOCKET};
 
-/// Generated CRI v1 messages and clients (see `proto/cri.proto`).
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("runtime.v1");
+/// containerd's CNI configuration in the testbed: the p4lb plugin (with the pod
+/// annotations capability, so a pod's `p4lb.io/restore-from` reaches it), host-local
+/// IPAM on 10.88.0.0/24, every endpoint labelled `app=web`.
+pub fn use_p4lb_cni(w: &World) -> Result<()> {
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
+    );
+    w.sh(&format!(
+        "rm -f /etc/cni/net.d/*; mkdir -p /opt/cni/bin; cp {} /opt/cni/bin/p4lb; \
+         cat > /etc/cni/net.d/10-p4lb.conflist <<'EOF'\n{conf}\nEOF\n",
+        w.cni
+    ))?;
+    Ok(())
 }
 
-use pb::image_service_client::ImageServiceClient;
-use pb::runtime_service_client::RuntimeServiceClient;
-
-/// A connected CRI client.
-pub struct Cri {
-    rt: tokio::runtime::Runtime,
-    runtime: RuntimeServiceClient<Channel>,
-    images: ImageServiceClient<Channel>,
-}
-
-fn cri_err(call: &str) -> impl FnOnce(tonic::Status) -> Error + '_ {
-    move |s| Error::Cri {
-        call: call.to_string(),
-        message: format!("{:?}: {}", s.code(), s.message()),
-    }
-}
-
-impl Cri {
-    /// Connects to the CRI socket at `socket` (a host path).
-    pub fn connect(socket: &Path) -> Result<Cri> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ctx(|| "creating a tokio runtime".into())?;
-        let channel = rt.block_on(p4lb_api::connect_unix_bounded(
-            socket,
-            Duration::from_secs(5),
-            Duration::from_secs(120),
-        ));
-        let channel = channel.map_err(|e| Error::Cri {
-            call: "connect".into(),
-            message: format!("{}: {e}", socket.display()),
-        })?;
-        Ok(Cri {
-            rt,
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
-        })
-    }
-
-    /// Runtime name, version and CRI API version.
-    pub fn version(&mut self) -> Result<pb::VersionResponse> {
-        let req = pb::VersionRequest {
-            version: "v1".into(),
+impl From<CriError> for Error {
+    fn from(e: CriError) -> Error {
+        let call = match &e {
+            CriError::Call { call, .. } => call.to_string(),
+            CriError::Connect { .. } => "connect".into(),
+            CriError::Local(_) => "client".into(),
         };
-        self.rt
-            .block_on(self.runtime.version(req))
-            .map(|r| r.into_inner())
-            .map_err(cri_err("Version"))
-    }
-
-    /// Runtime conditions (RuntimeReady, NetworkReady).
-    pub fn status(&mut self) -> Result<pb::StatusResponse> {
-        self.rt
-            .block_on(self.runtime.status(pb::StatusRequest { verbose: false }))
-            .map(|r| r.into_inner())
-            .map_err(cri_err("Status"))
-    }
-
-    /// Starts a pod sandbox; returns its id.
-    pub fn run_pod_sandbox(&mut self, config: pb::PodSandboxConfig) -> Result<String> {
-        let req = pb::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        };
-        self.rt
-            .block_on(self.runtime.run_pod_sandbox(req))
-            .map(|r| r.into_inner().pod_sandbox_id)
-            .map_err(cri_err("RunPodSandbox"))
-    }
-
-    /// Status of a pod sandbox (state, IP).
-    pub fn pod_sandbox_status(&mut self, id: &str) -> Result<pb::PodSandboxStatus> {
-        let req = pb::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: false,
-        };
-        self.rt
-            .block_on(self.runtime.pod_sandbox_status(req))
-            .map_err(cri_err("PodSandboxStatus"))?
-            .into_inner()
-            .status
-            .ok_or_else(|| Error::Cri {
-                call: "PodSandboxStatus".into(),
-                message: "reply without status".into(),
-            })
-    }
-
-    /// Stops a pod sandbox (its containers and network).
-    pub fn stop_pod_sandbox(&mut self, id: &str) -> Result<()> {
-        let req = pb::StopPodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        };
-        self.rt
-            .block_on(self.runtime.stop_pod_sandbox(req))
-            .map(|_| ())
-            .map_err(cri_err("StopPodSandbox"))
-    }
-
-    /// Removes a stopped pod sandbox.
-    pub fn remove_pod_sandbox(&mut self, id: &str) -> Result<()> {
-        let req = pb::RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        };
-        self.rt
-            .block_on(self.runtime.remove_pod_sandbox(req))
-            .map(|_| ())
-            .map_err(cri_err("RemovePodSandbox"))
-    }
-
-    /// Creates a container in a pod sandbox; returns its id.
-    pub fn create_container(
-        &mut self,
-        pod_sandbox_id: &str,
-        config: pb::ContainerConfig,
-        sandbox_config: pb::PodSandboxConfig,
-    ) -> Result<String> {
-        let req = pb::CreateContainerRequest {
-            pod_sandbox_id: pod_sandbox_id.into(),
-            config: Some(config),
-            sandbox_config: Some(sandbox_config),
-        };
-        self.rt
-            .block_on(self.runtime.create_container(req))
-            .map(|r| r.into_inner().container_id)
-            .map_err(cri_err("CreateContainer"))
-    }
-
-    /// Starts a created container.
-    pub fn start_container(&mut self, id: &str) -> Result<()> {
-        let req = pb::StartContainerRequest {
-            container_id: id.into(),
-        };
-        self.rt
-            .block_on(self.runtime.start_container(req))
-            .map(|_| ())
-            .map_err(cri_err("StartContainer"))
-    }
-
-    /// Stops a container (SIGTERM, then SIGKILL after `timeout` seconds).
-    pub fn stop_container(&mut self, id: &str, timeout: i64) -> Result<()> {
-        let req = pb::StopContainerRequest {
-            container_id: id.into(),
-            timeout,
-        };
-        self.rt
-            .block_on(self.runtime.stop_container(req))
-            .map(|_| ())
-            .map_err(cri_err("StopContainer"))
-    }
-
-    /// Removes a container.
-    pub fn remove_container(&mut self, id: &str) -> Result<()> {
-        let req = pb::RemoveContainerRequest {
-            container_id: id.into(),
-        };
-        self.rt
-            .block_on(self.runtime.remove_container(req))
-            .map(|_| ())
-            .map_err(cri_err("RemoveContainer"))
-    }
-
-    /// Status of a container.
-    pub fn container_status(&mut self, id: &str) -> Result<pb::ContainerStatus> {
-        let req = pb::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        };
-        self.rt
-            .block_on(self.runtime.container_status(req))
-            .map_err(cri_err("ContainerStatus"))?
-            .into_inner()
-            .status
-            .ok_or_else(|| Error::Cri {
-                call: "ContainerStatus".into(),
-                message: "reply without status".into(),
-            })
-    }
-
-    /// Checkpoints a container into the archive `location` (inside the testbed).
-    pub fn checkpoint_container(&mut self, id: &str, location: &str, timeout: i64) -> Result<()> {
-        let req = pb::CheckpointContainerRequest {
-            container_id: id.into(),
-            location: location.into(),
-            timeout,
-        };
-        self.rt
-            .block_on(self.runtime.checkpoint_container(req))
-            .map(|_| ())
-            .map_err(cri_err("CheckpointContainer"))
-    }
-
-    /// Pulls `image` (from a registry); returns the image reference.
-    pub fn pull_image(&mut self, image: &str) -> Result<String> {
-        let req = pb::PullImageRequest {
-            image: Some(pb::ImageSpec {
-                image: image.into(),
-                annotations: Default::default(),
-            }),
-            sandbox_config: None,
-        };
-        self.rt
-            .block_on(self.images.pull_image(req))
-            .map(|r| r.into_inner().image_ref)
-            .map_err(cri_err("PullImage"))
-    }
-
-    /// Images known to the runtime.
-    pub fn list_images(&mut self) -> Result<Vec<pb::Image>> {
-        self.rt
-            .block_on(
-                self.images
-                    .list_images(pb::ListImagesRequest { filter: None }),
-            )
-            .map(|r| r.into_inner().images)
-            .map_err(cri_err("ListImages"))
+        Error::Cri {
+            call,
+            message: e.to_string(),
+        }
     }
 }
 
 /// Starts containerd in `tb` and waits until its CRI service answers
 /// `Version`. Returns the socket's host path.
 pub fn start_containerd(tb: &Testbed) -> Result<PathBuf> {
-    let socket = containerd::start_with(tb, |socket| {
-        Cri::connect(socket)
-            .and_then(|mut c| c.version())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })?;
+    let socket = containerd::start_with(tb, ready)?;
     Ok(socket)
 }
 
-/// What kubelet sets for a container unless the pod shares its process
-/// namespace: its own PID namespace, the pod's network and IPC. (A container
-/// without it would join the sandbox's PID namespace, where a restore can find
-/// the PID it must recreate already taken.)
-pub fn container_linux() -> Option<pb::LinuxContainerConfig> {
-    Some(pb::LinuxContainerConfig {
-        security_context: Some(pb::LinuxContainerSecurityContext {
-            namespace_options: Some(pb::NamespaceOption {
-                network: pb::NamespaceMode::Pod as i32,
-                pid: pb::NamespaceMode::Container as i32,
-                ipc: pb::NamespaceMode::Pod as i32,
-                target_id: String::new(),
-            }),
-        }),
-    })
+/// Does the CRI service at `socket` answer `Version`?
+pub fn ready(socket: &Path) -> std::result::Result<(), String> {
+    Cri::connect(socket)
+        .and_then(|mut c| c.version())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
-/// A pod sandbox config with the defaults the testbed uses: host PID/IPC
-/// namespaces off, pod network on (CNI).
+/// A pod sandbox config with the defaults the testbed uses: namespace `default`,
+/// host PID/IPC namespaces off, pod network on (CNI).
 pub fn pod_config(name: &str, uid: &str) -> pb::PodSandboxConfig {
-    pb::PodSandboxConfig {
-        metadata: Some(pb::PodSandboxMetadata {
-            name: name.into(),
-            uid: uid.into(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: format!("/var/log/pods/{uid}"),
-        linux: Some(pb::LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
-            security_context: Some(pb::LinuxSandboxSecurityContext {
-                namespace_options: Some(pb::NamespaceOption {
-                    network: pb::NamespaceMode::Pod as i32,
-                    pid: pb::NamespaceMode::Container as i32,
-                    ipc: pb::NamespaceMode::Pod as i32,
-                    target_id: String::new(),
-                }),
-            }),
-            sysctls: Default::default(),
-        }),
-        ..Default::default()
-    }
+    p4lb_agent::cri::pod_config_in("default", name, uid)
 }

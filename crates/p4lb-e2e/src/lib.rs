@@ -6,13 +6,14 @@
 //!   script, OCI hook, a VIP service), a server container and a client holding connections;
 //!   its Podman-native steps (network create, run, address, checkpoint → rm → restore)
 //!   are the one source for the tests and `make demo`,
-//! - [`nodes`]: two nodes in one testbed (a second Podman storage), each with its
-//!   own `p4lb-agent` and certificate, and `p4lbctl migrate` between them,
+//! - [`nodes`]: two nodes in one testbed (a second Podman storage, or a second
+//!   containerd), each with its own `p4lb-agent` and certificate, and `p4lbctl
+//!   migrate` between them,
 //! - [`bmv2`]: BMv2 as the scenario's switch (`P4LB_P4_PREFIX`; the host's
 //!   `simple_switch_grpc` in the testbed's network namespace),
 //! - [`judge`]: which client connections survived a checkpoint/restore,
-//! - [`cri`]: a minimal blocking CRI client for the containerd tests (its
-//!   module doc says why it is not the `k8s-cri` crate),
+//! - [`cri`]: containerd in the testbed (start, the p4lb CNI configuration, pod
+//!   settings); the CRI client itself is p4lb-agent's `cri` module,
 //! - [`files_list`]: `packaging/files.list`, what p4lb installs (the package and
 //!   node-installer tests check installed trees against it),
 //! - [`manifests`]: deploy/kubernetes parsed into typed objects (unknown fields
@@ -34,7 +35,9 @@
 //! run by Podman as the DaemonSet declares them, then a CRI migration with nothing else
 //! of p4lb on the node), `multi_node` (a server moved between two nodes with `p4lbctl migrate`; a tampered
 //! archive, a failed restore, the target killed mid-transfer, the controller restarted, foreign
-//! and node certificates), `multi_node_bench` (an `#[ignore]`d benchmark: a 256 MiB server
+//! and node certificates), `multi_node_cri` (a CRI pod moved between two containerd nodes
+//! with `p4lbctl migrate`; node B's containerd down, and failing the restore after its pod
+//! ran), `multi_node_bench` (an `#[ignore]`d benchmark: a 256 MiB server
 //! moved on one node and across nodes, per phase, with the client-observed stall),
 //! `walkthroughs` (the guide's walkthroughs run as written:
 //! docs/podman.md with the source install and uninstall, the recovery of a failed restore

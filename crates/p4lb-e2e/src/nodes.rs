@@ -1,37 +1,58 @@
-//! Two nodes in one testbed: node A is Podman's default storage (the one
-//! [`World`] uses), node B a second storage (`--root`, `--runroot`, `--tmpdir` of its
-//! own), each with its own `p4lb-agent` and certificate (made with `p4lbctl cert`),
-//! both on the one p4lb netavark network, the one controller and the one switch.
+//! Two nodes in one testbed, each with its own `p4lb-agent` and certificate (made with
+//! `p4lbctl cert`), the one controller and the one switch. Each node runs Podman or
+//! containerd ([`NodeRuntime`]):
+//!
+//! - Podman: node A is Podman's default storage (the one [`World`] uses), node B a
+//!   second storage (`--root`, `--runroot`, `--tmpdir` of its own), both on the one p4lb
+//!   netavark network.
+//! - containerd (CRI): node A is the testbed's containerd, node B a second containerd
+//!   with its own root, state and socket ([`Node::containerd_config`]); both use the p4lb
+//!   CNI plugin ([`crate::cri::use_p4lb_cni`]) and pull the test image from the
+//!   testbed's local registry (containerd restores only an image it can pull by name).
 //!
 //! The shortcut: the nodes share the testbed's kernel, so both nodes' pods sit on ports
-//! of the one switch and Podman's address allocation (`/run/containers/networks`) is
-//! shared; docs/multi-node.md says what real nodes need instead. The agents listen on
-//! the testbed's loopback, each known by its certificate's name.
+//! of the one switch and the address allocation (Podman's `/run/containers/networks`,
+//! host-local's `/var/lib/cni/pods`) is shared; docs/multi-node.md says what real nodes
+//! need instead. The agents listen on the testbed's loopback, each known by its
+//! certificate's name.
 
 use std::time::Instant;
+
+use p4lb_testbed::images;
 
 use p4lb_api::api;
 use serde::Deserialize;
 
 use p4lb_testbed::wait;
 
+use crate::cri::{self, Cri};
 use crate::error::{Error, Result};
 use crate::scenario::{bin, inside, World, SOCKET};
 
-/// The nodes' names, agent addresses and Podman global options.
+/// The nodes' names, agent addresses, Podman global options and containerd sockets.
 pub const NODES: [Node; 2] = [
     Node {
         name: "node-a",
         port: 7441,
         podman_args: "",
+        cri_socket: p4lb_testbed::containerd::SOCKET,
     },
     Node {
         name: "node-b",
         port: 7442,
         podman_args: "--root /var/lib/containers/node-b --runroot /run/containers/node-b \
                       --tmpdir /run/libpod-node-b",
+        cri_socket: "/run/containerd-node-b/containerd.sock",
     },
 ];
+
+/// The runtime the simulated nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRuntime {
+    Podman,
+    /// containerd over CRI; the pods' image as the local registry serves it.
+    Cri,
+}
 
 /// Where the CA and the certificates are inside the testbed.
 pub const PKI: &str = "/etc/p4lb/pki";
@@ -47,6 +68,8 @@ pub struct Node {
     pub port: u16,
     /// Podman's global options for this node's storage.
     pub podman_args: &'static str,
+    /// This node's containerd socket (inside the testbed).
+    pub cri_socket: &'static str,
 }
 
 impl Node {
@@ -59,6 +82,51 @@ impl Node {
         format!("podman {}", self.podman_args)
             .trim_end()
             .to_string()
+    }
+
+    /// Whether this node's containerd is the testbed's own (node A).
+    fn default_containerd(&self) -> bool {
+        self.cri_socket == p4lb_testbed::containerd::SOCKET
+    }
+
+    /// This node's containerd configuration file: the testbed's for node A; for the
+    /// others a copy with its own root (under /var/lib/containerd, which the testbed
+    /// keeps on the host's disk: overlayfs snapshots need that), state and address.
+    pub fn containerd_config(&self) -> String {
+        if self.default_containerd() {
+            "/etc/containerd/config.toml".into()
+        } else {
+            format!("/etc/containerd/{}.toml", self.name)
+        }
+    }
+
+    /// The directory of this node's containerd registry hosts (`hosts.toml` per
+    /// registry; node B's own copy of the testbed's).
+    pub fn registry_hosts(&self) -> String {
+        if self.default_containerd() {
+            "/etc/containerd/certs.d".into()
+        } else {
+            format!("/etc/containerd/certs-{}.d", self.name)
+        }
+    }
+
+    /// The runc this node's containerd runs: the testbed's for node A; for the others a
+    /// wrapper (`exec runc "$@"`) that a fault test can replace.
+    pub fn runc(&self) -> String {
+        if self.default_containerd() {
+            "runc".into()
+        } else {
+            format!("/usr/local/bin/runc-{}", self.name)
+        }
+    }
+
+    /// This node's containerd log.
+    pub fn containerd_log(&self) -> String {
+        if self.default_containerd() {
+            p4lb_testbed::containerd::LOG.into()
+        } else {
+            format!("/tmp/containerd-{}.log", self.name)
+        }
     }
 
     fn config_path(&self) -> String {
@@ -88,6 +156,9 @@ pub struct Migrated {
 pub struct Nodes<'w> {
     pub w: &'w World,
     pub agent: String,
+    pub runtime: NodeRuntime,
+    /// With [`NodeRuntime::Cri`]: the test image's name in the local registry.
+    pub image: String,
 }
 
 impl<'w> Nodes<'w> {
@@ -98,6 +169,8 @@ impl<'w> Nodes<'w> {
         let n = Nodes {
             w,
             agent: inside(&bin("p4lb-agent")?)?,
+            runtime: NodeRuntime::Podman,
+            image: images::TEST_IMAGE.into(),
         };
         let b = NODES[1];
         w.sh(&format!(
@@ -106,6 +179,80 @@ impl<'w> Nodes<'w> {
             img = p4lb_testbed::images::TEST_IMAGE,
             b = b.podman()
         ))?;
+        n.start_agents()?;
+        Ok(n)
+    }
+
+    /// [`Nodes::start`] with containerd on both nodes: the p4lb CNI plugin for pods,
+    /// the local registry with the test image, node A's and node B's containerd (each
+    /// with the pause image and the test image pulled), then certificates, controller
+    /// and agents (`runtime = "cri"`).
+    pub fn start_cri(w: &'w World) -> Result<Nodes<'w>> {
+        cri::use_p4lb_cni(w)?;
+        images::start_registry(&w.tb)?;
+        let image = images::push_to_registry(&w.tb, images::TEST_IMAGE)?;
+        let n = Nodes {
+            w,
+            agent: inside(&bin("p4lb-agent")?)?,
+            runtime: NodeRuntime::Cri,
+            image,
+        };
+        for node in NODES {
+            n.start_containerd(node)?;
+        }
+        n.start_agents()?;
+        Ok(n)
+    }
+
+    /// Starts `node`'s containerd (node B's with a configuration of its own), loads the
+    /// pause and test images and pulls the test image from the registry.
+    fn start_containerd(&self, node: Node) -> Result<()> {
+        let config = node.containerd_config();
+        if !node.default_containerd() {
+            let dir = node
+                .cri_socket
+                .rsplit_once('/')
+                .map(|(d, _)| d)
+                .unwrap_or("/run");
+            self.w.sh(&format!(
+                "set -e; sed -e \"s|^root = .*|root = '/var/lib/containerd/{n}'|\" \
+                 -e \"s|^state = .*|state = '{dir}'|\" \
+                 -e \"s|^  address = .*|  address = '{sock}'|\" \
+                 -e \"s|config_path = .*|config_path = '{hosts}'|\" \
+                 -e \"s|SystemdCgroup = false|SystemdCgroup = false\\n          \
+                 BinaryName = '{runc}'|\" \
+                 /etc/containerd/config.toml > {config}; grep -q '{sock}' {config}; \
+                 grep -q 'BinaryName' {config}; \
+                 rm -rf {hosts}; cp -r /etc/containerd/certs.d {hosts}; \
+                 printf '#!/bin/sh\\nexec %s \"$@\"\\n' \"$(command -v runc)\" > {runc}; \
+                 chmod 755 {runc}",
+                n = node.name,
+                sock = node.cri_socket,
+                hosts = node.registry_hosts(),
+                runc = node.runc(),
+            ))?;
+        }
+        p4lb_testbed::containerd::start_config(
+            &self.w.tb,
+            &config,
+            node.cri_socket,
+            &node.containerd_log(),
+            cri::ready,
+        )?;
+        images::load_into_containerd_at(&self.w.tb, node.cri_socket)?;
+        self.cri(node)?.pull_image(&self.image)?;
+        Ok(())
+    }
+
+    /// A CRI client of `node`'s containerd.
+    pub fn cri(&self, node: Node) -> Result<Cri> {
+        Ok(Cri::connect(&self.w.tb.host_path(node.cri_socket))?)
+    }
+
+    /// Certificates for both nodes, an admin and the controller, the controller
+    /// restarted with its API also on TCP, both agents started and registered.
+    fn start_agents(&self) -> Result<()> {
+        let w = self.w;
         w.sh(&format!(
             "set -e; {c} cert ca --out {PKI} --cn p4lb-nodes >/dev/null; \
              for n in node-a node-b admin; do \
@@ -121,7 +268,7 @@ impl<'w> Nodes<'w> {
         w.stop_controller()?;
         w.start_controller()?;
         for node in NODES {
-            n.start_agent(node, "")?;
+            self.start_agent(node, "")?;
         }
         wait::until(20, "both agents to register with the controller", || {
             w.ctl_json::<Vec<api::Node>>("nodes ls")
@@ -133,7 +280,7 @@ impl<'w> Nodes<'w> {
                 })
                 .unwrap_or(false)
         })?;
-        Ok(n)
+        Ok(())
     }
 
     /// Writes `node`'s configuration and (re)starts its agent with `extra` arguments.
@@ -144,6 +291,22 @@ impl<'w> Nodes<'w> {
     /// [`Nodes::start_agent`] with `podman` as the agent's Podman command (a wrapper that
     /// fails some commands, for a fault test).
     pub fn start_agent_with(&self, node: Node, extra: &str, podman: &str) -> Result<()> {
+        self.start_agent_full(node, extra, podman, node.cri_socket)
+    }
+
+    /// [`Nodes::start_agent`] with `cri_socket` as the agent's containerd socket (one
+    /// where no containerd answers, for a fault test).
+    pub fn start_agent_on_socket(&self, node: Node, extra: &str, cri_socket: &str) -> Result<()> {
+        self.start_agent_full(node, extra, "podman", cri_socket)
+    }
+
+    fn start_agent_full(
+        &self,
+        node: Node,
+        extra: &str,
+        podman: &str,
+        cri_socket: &str,
+    ) -> Result<()> {
         let peer = NODES
             .iter()
             .find(|p| p.name != node.name)
@@ -154,16 +317,22 @@ impl<'w> Nodes<'w> {
             .split_whitespace()
             .map(|a| format!("{a:?}"))
             .collect();
+        let runtime = match self.runtime {
+            NodeRuntime::Podman => "podman",
+            NodeRuntime::Cri => "cri",
+        };
         let config = format!(
             "node = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\
              work_dir = \"/var/lib/p4lb-agent-{name}\"\nadmins = [\"admin\"]\n\
-             peers = [\"{peer}\"]\n\n[tls]\nca = \"{PKI}/ca.pem\"\n\
+             peers = [\"{peer}\"]\nruntime = \"{runtime}\"\n\n[tls]\nca = \"{PKI}/ca.pem\"\n\
              cert = \"{PKI}/{name}.pem\"\nkey = \"{PKI}/{name}-key.pem\"\n\n\
              [podman]\ncommand = \"{podman}\"\nglobal_args = [{args}]\n\n\
+             [cri]\nsocket = \"{sock}\"\n\n\
              [controller]\naddress = \"https://{CONTROLLER_TCP}\"\nadvertise = \"{url}\"\n",
             name = node.name,
             port = node.port,
             args = args.join(", "),
+            sock = cri_socket,
             url = node.agent_url()
         );
         self.stop_agent(node)?;
@@ -298,17 +467,44 @@ impl<'w> Nodes<'w> {
         let mut m: Migrated = serde_json::from_str(&out)
             .map_err(|e| Error::Scenario(format!("p4lbctl migrate printed {out:?}: {e}")))?;
         m.command_ms = command_ms;
-        if let Ok(id) = self.w.sh(&format!(
-            "{} inspect -f '{{{{.Id}}}}' {container}",
-            to.podman()
-        )) {
-            p4lb_testbed::cgroups::prune_restore_copies(id.trim());
+        if self.runtime == NodeRuntime::Podman {
+            if let Ok(id) = self.w.sh(&format!(
+                "{} inspect -f '{{{{.Id}}}}' {container}",
+                to.podman()
+            )) {
+                p4lb_testbed::cgroups::prune_restore_copies(id.trim());
+            }
         }
         Ok(m)
     }
 
-    /// The state of `container` on `node` ("running", "exited", …), or None.
+    /// The state of `container` on `node` ("running", "exited", …), or None. Under
+    /// CRI `container` names a pod: the state of its one container, None without a
+    /// pod of that name (in any state).
     pub fn state_on(&self, container: &str, node: Node) -> Result<Option<String>> {
+        if self.runtime == NodeRuntime::Cri {
+            let mut c = self.cri(node)?;
+            let pods: Vec<_> = c
+                .list_pod_sandboxes()?
+                .into_iter()
+                .filter(|p| p.metadata.as_ref().is_some_and(|m| m.name == container))
+                .collect();
+            let Some(pod) = pods.first() else {
+                return Ok(None);
+            };
+            if pods.len() > 1 {
+                return Ok(Some(format!("{} pods named {container}", pods.len())));
+            }
+            let cs = c.list_containers(&pod.id)?;
+            return Ok(Some(match cs.as_slice() {
+                [one] => match cri::pb::ContainerState::try_from(one.state) {
+                    Ok(cri::pb::ContainerState::ContainerRunning) => "running".into(),
+                    Ok(s) => format!("{s:?}"),
+                    Err(_) => "unknown".into(),
+                },
+                many => format!("{} containers", many.len()),
+            }));
+        }
         let (ok, out, _) = self.w.try_sh(&format!(
             "{} inspect -f '{{{{.State.Status}}}}' {container}",
             node.podman()
@@ -320,7 +516,18 @@ impl<'w> Nodes<'w> {
     pub fn diag(&self) -> String {
         let script: String = NODES
             .iter()
-            .map(|n| format!("echo '== {}'; tail -n 20 {}; ", n.name, n.log()))
+            .map(|n| {
+                let containerd = if self.runtime == NodeRuntime::Cri {
+                    format!(
+                        "echo '== containerd of {}'; tail -n 20 {}; ",
+                        n.name,
+                        n.containerd_log()
+                    )
+                } else {
+                    String::new()
+                };
+                format!("echo '== {}'; tail -n 20 {}; {containerd}", n.name, n.log())
+            })
             .collect();
         let agents = self
             .w

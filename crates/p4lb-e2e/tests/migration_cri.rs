@@ -17,14 +17,7 @@ use p4lb_e2e::scenario::parse_record;
 use p4lb_testbed::images;
 
 fn use_p4lb_cni_for_containerd(w: &World) {
-    let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
-    );
-    w.sh(&format!(
-        "rm -f /etc/cni/net.d/*; mkdir -p /opt/cni/bin; cp {} /opt/cni/bin/p4lb; \
-         cat > /etc/cni/net.d/10-p4lb.conflist <<'EOF'\n{conf}\nEOF\n",
-        w.cni
-    ));
+    cri::use_p4lb_cni(w).unwrap();
 }
 
 fn pod(

@@ -13,7 +13,6 @@ mod migration_common;
 use std::time::Duration;
 
 use migration_common::*;
-use p4lb_e2e::judge::judge;
 use p4lb_e2e::nodes::{Node, Nodes, NODES, PKI};
 use p4lb_e2e::scenario::SOCKET;
 
@@ -42,23 +41,6 @@ fn web_on_node_a(w: &World) -> Nodes<'_> {
     w.add_service();
     w.run_server_on_network("web", NET);
     nodes
-}
-
-fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize) -> (u64, u64) {
-    let before = out.interim.first().expect("interim report");
-    let after = &out.last;
-    let (survived, more) = judge(before, after).unwrap();
-    let t = &after.totals;
-    assert_eq!(t.connections, conns as u64);
-    assert_eq!(t.reset, 0, "resets: {}", out.stderr);
-    assert_eq!(t.failed, 0, "{}", out.stderr);
-    assert_eq!(t.lost_bytes, 0);
-    assert_eq!(t.duplicated_bytes, 0);
-    assert_eq!(t.state_regressions, 0, "the server lost its state");
-    assert_eq!(t.server_count_mismatches, 0, "the server lost its state");
-    assert_eq!(survived, conns as u64, "{}", out.stderr);
-    assert!(more > 0);
-    (survived, more)
 }
 
 /// After a migration that failed past the checkpoint: the error names each of `wants`,

@@ -26,12 +26,25 @@ pub fn start(tb: &Testbed) -> Result<PathBuf> {
 /// the timeout's message. Returns the socket's host path.
 pub fn start_with(
     tb: &Testbed,
+    ready: impl FnMut(&Path) -> std::result::Result<(), String>,
+) -> Result<PathBuf> {
+    start_config(tb, "/etc/containerd/config.toml", SOCKET, LOG, ready)
+}
+
+/// [`start_with`] for a containerd of its own: its configuration file `config` (its
+/// own root, state and address), its socket `socket` and its log `log` (all inside the
+/// testbed), as a second node beside the default one.
+pub fn start_config(
+    tb: &Testbed,
+    config: &str,
+    socket: &str,
+    log: &str,
     mut ready: impl FnMut(&Path) -> std::result::Result<(), String>,
 ) -> Result<PathBuf> {
     tb.sh(&format!(
-        "setsid containerd --config /etc/containerd/config.toml >{LOG} 2>&1 &"
+        "setsid containerd --config {config} >{log} 2>&1 &"
     ))?;
-    let socket = tb.host_path(SOCKET);
+    let socket = tb.host_path(socket);
     let mut last = String::new();
     let ok = crate::wait::until(30, "containerd's CRI socket", || {
         if !socket.exists() {
@@ -46,7 +59,7 @@ pub fn start_with(
         }
     });
     if let Err(e) = ok {
-        let log = tb.sh(&format!("tail -n 30 {LOG}")).unwrap_or_default();
+        let log = tb.sh(&format!("tail -n 30 {log}")).unwrap_or_default();
         return Err(Error::Testbed(format!(
             "{e} (last error: {last}); containerd log:\n{log}"
         )));

@@ -46,11 +46,17 @@ rm -rf "$d" "$d.tar"
 
 /// Loads the pause and test images into containerd's CRI namespace (k8s.io).
 pub fn load_into_containerd(tb: &Testbed) -> Result<()> {
+    load_into_containerd_at(tb, crate::containerd::SOCKET)
+}
+
+/// [`load_into_containerd`] for the containerd at `socket` (inside the testbed).
+pub fn load_into_containerd_at(tb: &Testbed, socket: &str) -> Result<()> {
     for image in [PAUSE_IMAGE, TEST_IMAGE] {
         tb.sh(&format!(
             "set -e; f=$(mktemp /tmp/p4lb-oci.XXXXXX); \
              podman save --quiet --format oci-archive -o $f {image}; \
-             ctr -n k8s.io images import --index-name {image} $f >/dev/null; rm -f $f"
+             ctr --address {socket} -n k8s.io images import --index-name {image} $f \
+             >/dev/null; rm -f $f"
         ))?;
     }
     Ok(())

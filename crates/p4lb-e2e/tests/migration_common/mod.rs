@@ -420,3 +420,23 @@ pub fn cri_migration_in(w: &World, labels: &[(&str, &str)], lock: bool) -> CriMi
         stderr: out.stderr,
     }
 }
+
+/// Asserts that every one of `conns` connections was kept through the migrations
+/// between `out`'s first interim report and its end: none reset or failed, no byte lost
+/// or duplicated, the server's state kept, requests answered after. (survived, more)
+pub fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize) -> (u64, u64) {
+    let before = out.interim.first().expect("interim report");
+    let after = &out.last;
+    let (survived, more) = judge(before, after).unwrap();
+    let t = &after.totals;
+    assert_eq!(t.connections, conns as u64);
+    assert_eq!(t.reset, 0, "resets: {}", out.stderr);
+    assert_eq!(t.failed, 0, "{}", out.stderr);
+    assert_eq!(t.lost_bytes, 0);
+    assert_eq!(t.duplicated_bytes, 0);
+    assert_eq!(t.state_regressions, 0, "the server lost its state");
+    assert_eq!(t.server_count_mismatches, 0, "the server lost its state");
+    assert_eq!(survived, conns as u64, "{}", out.stderr);
+    assert!(more > 0);
+    (survived, more)
+}

@@ -22,7 +22,8 @@ const RECORD_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The container (name or ID).
+    /// The container (name or ID; on a node whose agent runs containerd, the pod's name
+    /// or the pod's or container's ID).
     pub container: String,
     /// The target node's name (the DNS name in its agent's certificate).
     #[arg(long)]
