@@ -18,6 +18,8 @@ pub struct Run<'a> {
     pub cfg: &'a Config,
     pub state_file: StateFile,
     controller: Option<Client>,
+    /// How long connecting to the controller took, for the log (µs).
+    connect_us: u64,
 }
 
 impl<'a> Run<'a> {
@@ -28,17 +30,20 @@ impl<'a> Run<'a> {
             cfg,
             state_file: StateFile::for_run(&cfg.state_dir, criu_pid),
             controller: None,
+            connect_us: 0,
         }
     }
 
     pub async fn controller(&mut self) -> Result<&Client, ActionError> {
         if self.controller.is_none() {
+            let t = std::time::Instant::now();
             let c = Client::connect(
                 &self.cfg.controller_socket,
                 self.cfg.connect_timeout,
                 self.cfg.call_timeout,
             )
             .await?;
+            self.connect_us = t.elapsed().as_micros() as u64;
             self.controller = Some(c);
         }
         match self.controller.as_ref() {
@@ -107,12 +112,15 @@ impl<'a> Run<'a> {
             endpoint_key: String::new(),
             target_node: String::new(),
         };
+        let t = std::time::Instant::now();
         let m = self.controller().await?.migration_event(req).await?;
         tracing::info!(
             action = %self.env.action,
             phase = phase.as_str_name(),
             migration = %m.id,
             state = %m.state,
+            call_us = t.elapsed().as_micros() as u64,
+            connect_us = self.connect_us,
             "controller acknowledged"
         );
         Ok(m)
