@@ -298,6 +298,7 @@ impl Controller {
             .await;
         let t_desired = applied.as_ref().map(|p| p.desired).unwrap_or_default();
         let t_write = t.elapsed().saturating_sub(t_desired);
+        let entries = applied.as_ref().map(|p| p.writes).unwrap_or_default();
         let acked_at = Instant::now();
         let saved = self.finish_save(save, 1).await;
         if let Err(e) = applied {
@@ -329,6 +330,12 @@ impl Controller {
         let phases = &self.metrics.commit;
         CommitPhases::add(&phases.desired_us, t_desired);
         CommitPhases::add(&phases.write_us, t_write);
+        tracing::debug!(
+            desired_us = t_desired.as_micros() as u64,
+            write_us = t_write.as_micros() as u64,
+            entries,
+            "change written to the switch while saving"
+        );
         let on_ack = change.on_ack.take();
         let staged = make_current(g, change, Vec::new(), true, acked_at);
         // The save covered any change answered before its own save.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::controller::{Change, Controller};
 use crate::error::Result;
 use crate::services::refresh_services;
-use crate::state::{now_ms, EndpointRec, EndpointState, MigrationRec, State};
+use crate::state::{now_ms, EndpointRec, EndpointState, MigrationRec, MigrationState, State};
 
 /// Whether migration `m` is the one holding endpoint `e`'s lock.
 fn holds(m: &MigrationRec, e: &EndpointRec) -> bool {
@@ -44,7 +44,12 @@ pub fn stale_locks(st: &State, now_unix_ms: i64, timeout_ms: u64) -> Vec<StaleLo
         .filter(|e| e.locked && e.active())
         .filter_map(|e| {
             let held = st.migrations.iter().any(|m| holds(m, e));
-            let restore = e.state == EndpointState::Restoring;
+            // A target that took over its source's backend stays locked until UNLOCK:
+            // bounded like a restore.
+            let restore = e.state == EndpointState::Restoring
+                || st.migrations.iter().any(|m| {
+                    m.active() && m.state == MigrationState::Restored && m.target_key == e.key
+                });
             let age = now_unix_ms.saturating_sub(e.created_unix_ms);
             let orphaned = !held && (restore_named(e) || e.state == EndpointState::Locked);
             let why = if orphaned {

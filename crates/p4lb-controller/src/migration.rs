@@ -757,9 +757,17 @@ impl Controller {
             .ok_or_else(|| Error::not_found(format!("no endpoint {target_key}")))?;
         t.backend_id = backend_id;
         t.backend_ip = backend_ip;
-        // Its sockets exist now: forward to it at once.
-        t.locked = false;
-        t.state = EndpointState::Ready;
+        // The switch keeps holding the backend's packets until UNLOCK, which the
+        // restore side sends once CRIU has restored the tasks (their sockets out of
+        // repair mode), just before they run. A migration without p4lb's lock
+        // (`lock = false`) holds nothing.
+        if m.no_lock {
+            t.locked = false;
+            t.state = EndpointState::Ready;
+        } else {
+            t.locked = true;
+            t.state = EndpointState::Locked;
+        }
         for ip in moving {
             if ip != t.ip && !t.migrated_ips.contains(&ip) {
                 t.migrated_ips.push(ip);

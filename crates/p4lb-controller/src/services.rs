@@ -10,7 +10,7 @@ use crate::addr::parse_ipv4;
 use crate::controller::{Change, Controller};
 use crate::error::{Error, Result};
 use crate::maglev;
-use crate::state::{EndpointRec, ServiceRec, State};
+use crate::state::{EndpointRec, EndpointState, ServiceRec, State};
 
 /// Labels that carry a pod or container name, in order of preference.
 pub const NAME_LABELS: &[&str] = &["k8s.pod", "io.kubernetes.pod.name", "podman.name", "name"];
@@ -74,7 +74,10 @@ fn resolve_among(svc: &ServiceRec, endpoints: &BTreeMap<String, EndpointRec>) ->
     let selector = parse_selector(&svc.selector).unwrap_or_default();
     let mut keys = BTreeSet::new();
     for e in endpoints.values() {
-        if !e.active() || e.backend_id == 0 {
+        // A restore target joins its services when it takes over its source's backend
+        // (the switchover): before, it would only take slots from the source and give
+        // them back at the switchover, two rewrites of the service's slots for nothing.
+        if !e.active() || e.backend_id == 0 || e.state == EndpointState::Restoring {
             continue;
         }
         let explicit = svc.backends.contains(&e.key);
@@ -306,6 +309,81 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint(key: &str, backend_id: u16, state: EndpointState) -> EndpointRec {
+        let ip = std::net::Ipv4Addr::new(10, 88, 0, backend_id as u8);
+        EndpointRec {
+            key: key.into(),
+            container_id: key.into(),
+            ifname: "eth0".into(),
+            netns_path: String::new(),
+            netns_inode: 0,
+            ip,
+            prefix_len: 24,
+            mac: [2, 0, 0, 0, 0, backend_id as u8],
+            gateway: None,
+            host_ifname: String::new(),
+            switch_port: u32::from(backend_id),
+            backend_id,
+            backend_ip: ip,
+            locked: state != EndpointState::Ready,
+            state,
+            labels: [("app".to_string(), "web".to_string())].into(),
+            network: "p4lb".into(),
+            migrated_ips: Vec::new(),
+            restore_of_ip: None,
+            created_unix_ms: 0,
+            detached: false,
+            host_if_local: false,
+            node: String::from("n1"),
+        }
+    }
+
+    /// A restore target registered locked joins no service: the service's slots stay
+    /// as they are from its registration through the switchover, where it takes the
+    /// source's backend id.
+    #[test]
+    fn a_restore_target_joins_its_services_at_the_switchover() {
+        let mut st = State::new();
+        st.endpoints
+            .insert("src".into(), endpoint("src", 2, EndpointState::Locked));
+        st.services.insert(
+            "web".into(),
+            ServiceRec {
+                name: "web".into(),
+                vip: std::net::Ipv4Addr::new(10, 99, 0, 1),
+                protocol: 6,
+                port: 80,
+                target_port: 0,
+                backends: Vec::new(),
+                selector: "app=web".into(),
+                name_pattern: String::new(),
+                service_id: 1,
+                slot_count: 13,
+                resolved: Vec::new(),
+                slots: Vec::new(),
+            },
+        );
+        refresh_services(&mut st);
+        let before = st.services["web"].slots.clone();
+        assert!(before.iter().all(|b| *b == 2), "{before:?}");
+        // The target registers locked for the restore, with a backend id of its own.
+        st.endpoints
+            .insert("tgt".into(), endpoint("tgt", 3, EndpointState::Restoring));
+        refresh_services(&mut st);
+        assert_eq!(st.services["web"].resolved, vec!["src".to_string()]);
+        assert_eq!(st.services["web"].slots, before);
+        // The switchover: the target takes the source's backend id, still locked.
+        let src = st.endpoints.get_mut("src").unwrap();
+        src.backend_id = 0;
+        src.state = EndpointState::Migrated;
+        let tgt = st.endpoints.get_mut("tgt").unwrap();
+        tgt.backend_id = 2;
+        tgt.state = EndpointState::Locked;
+        refresh_services(&mut st);
+        assert_eq!(st.services["web"].resolved, vec!["tgt".to_string()]);
+        assert_eq!(st.services["web"].slots, before);
+    }
 
     #[test]
     fn globs() {

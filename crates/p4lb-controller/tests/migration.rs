@@ -252,6 +252,28 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
         "switchover {} us, {} connections carried",
         restored.switchover_us, restored.connections_carried
     );
+    // Repointed, still held: the switch forwards to the target only at UNLOCK.
+    let t = read_all(&ssock).await;
+    assert_eq!(
+        mine(&t),
+        vec![format!("backend_id={} -> backend_locked()", src.backend_id)]
+    );
+    assert!(
+        rows(&t["ipv4_routes"]).contains(&"dst_addr=10.88.2.21/32 -> route_locked()".to_string())
+    );
+    let done = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Unlock as i32,
+            identity: dst_ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state, "done");
+    assert!(done.stall_us >= restored.switchover_us);
     let t = read_all(&ssock).await;
     let port = tgt.switch_port;
     assert_eq!(
@@ -281,19 +303,6 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
     assert!(conn_rows(&t)
         .iter()
         .all(|(_, b)| u32::from(*b) == src.backend_id));
-    let done = c
-        .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Unlock as i32,
-            identity: dst_ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(done.state, "done");
-    assert!(done.stall_us >= restored.switchover_us);
     let eps = c
         .client
         .list_endpoints(api::ListEndpointsRequest {})
