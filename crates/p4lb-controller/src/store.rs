@@ -562,6 +562,16 @@ mod tests {
         s
     }
 
+    /// The error of loading the store after its journal was replaced by `buf`.
+    fn load_after_writing(store: &Store, buf: &[u8]) -> String {
+        std::fs::write(store.journal_path(), buf).unwrap();
+        Store::open(store.dir())
+            .unwrap()
+            .load()
+            .unwrap_err()
+            .to_string()
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -718,9 +728,8 @@ mod tests {
         let (off, _, _) = records(&store)[2];
         let mut buf = std::fs::read(store.journal_path()).unwrap();
         buf[off + HEADER + 3] ^= 0x20;
-        std::fs::write(store.journal_path(), &buf).unwrap();
-        let e = Store::open(dir.path()).unwrap().load().unwrap_err();
-        assert!(e.to_string().contains("damaged"), "{e}");
+        let e = load_after_writing(&store, &buf);
+        assert!(e.contains("damaged"), "{e}");
     }
 
     #[test]
@@ -741,19 +750,16 @@ mod tests {
             h
         };
         buf[next..next + HEADER].copy_from_slice(&claiming(MAX_STATE_FILE_BYTES as u32 + 1));
-        std::fs::write(store.journal_path(), &buf).unwrap();
-        let e = Store::open(dir.path()).unwrap().load().unwrap_err();
-        assert!(e.to_string().contains("over the limit"), "{e}");
+        let e = load_after_writing(&store, &buf);
+        assert!(e.contains("over the limit"), "{e}");
         // One claiming more than the journal holds.
         buf[next..next + HEADER].copy_from_slice(&claiming(JOURNAL_BYTES as u32));
-        std::fs::write(store.journal_path(), &buf).unwrap();
-        let e = Store::open(dir.path()).unwrap().load().unwrap_err();
-        assert!(e.to_string().contains("past the end"), "{e}");
+        let e = load_after_writing(&store, &buf);
+        assert!(e.contains("past the end"), "{e}");
         // A journal file larger than its limit.
         buf.resize(JOURNAL_BYTES as usize + 1, 0);
-        std::fs::write(store.journal_path(), &buf).unwrap();
-        let e = Store::open(dir.path()).unwrap().load().unwrap_err();
-        assert!(e.to_string().contains("over the limit"), "{e}");
+        let e = load_after_writing(&store, &buf);
+        assert!(e.contains("over the limit"), "{e}");
     }
 
     #[test]

@@ -227,15 +227,7 @@ fn migrations_keep_every_connection_at(
     for v in &migs {
         assert_eq!(v.state, "done", "{v:?}");
     }
-    assert_eq!(t.connections, conns as u64);
-    assert_eq!(t.reset, 0, "resets: {}", out.stderr);
-    assert_eq!(t.failed, 0);
-    assert_eq!(t.lost_bytes, 0);
-    assert_eq!(t.duplicated_bytes, 0);
-    assert_eq!(t.state_regressions, 0, "the server lost its state");
-    assert_eq!(t.server_count_mismatches, 0, "the server lost its state");
-    assert_eq!(survived, conns as u64, "{}", out.stderr);
-    assert!(more > 0);
+    assert_clients_kept(&out, conns);
 }
 
 #[test]

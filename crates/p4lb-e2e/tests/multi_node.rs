@@ -97,60 +97,16 @@ fn a_server_moves_between_two_nodes_keeping_every_connection() {
         let m = nodes
             .migrate("web", here, there)
             .unwrap_or_else(|e| panic!("move {i}: {e}"));
-        let r = &m.migration;
-        assert_eq!(
-            (r.source_node.as_str(), r.target_node.as_str()),
-            (here.name, there.name)
-        );
-        assert_ne!(
-            r.target_address, r.source_address,
-            "a new address on the new node"
-        );
-        assert_eq!(
-            nodes.state_on("web", there).unwrap().as_deref(),
-            Some("running")
-        );
-        assert_eq!(
-            nodes.state_on("web", here).unwrap(),
-            None,
-            "the source is removed"
-        );
-        let c = m
-            .controller
-            .clone()
-            .unwrap_or_else(|| panic!("move {i}: no controller record\n{}", nodes.diag()));
-        assert_eq!(c.state, "done", "{c:?}\n{}", nodes.diag());
-        let eps: Vec<_> = w
+        summary.push_str(&check_move(&nodes, &m, i, (here, there), NET));
+        let ep = w
             .endpoints()
             .into_iter()
-            .filter(|e| e.network == NET)
-            .collect();
-        assert_eq!(eps.len(), 1, "one endpoint after the move: {eps:?}");
-        assert_eq!(eps[0].ip, r.target_address);
-        assert!(!eps[0].locked && eps[0].state == "ready", "{eps:?}");
+            .find(|e| e.network == NET)
+            .unwrap_or_else(|| panic!("move {i}: no endpoint on {NET}"));
         assert_eq!(
-            eps[0].labels.get("podman.name").map(String::as_str),
+            ep.labels.get("podman.name").map(String::as_str),
             Some("web")
         );
-        let t = r.times.unwrap_or_default();
-        summary.push_str(&format!(
-            "  {} -> {} ({} -> {}): checkpoint {:.1} ms, transfer {:.1} ms ({:.1} MiB), \
-             restore {:.1} ms, clean-up {:.1} ms, agent total {:.1} ms; switchover {:.1} ms, \
-             lock -> unlock {:.1} ms; p4lbctl {} ms\n",
-            here.name,
-            there.name,
-            r.source_address,
-            r.target_address,
-            ms(t.checkpoint_us),
-            ms(t.transfer_us),
-            r.archive_bytes as f64 / (1 << 20) as f64,
-            ms(t.restore_us),
-            ms(t.cleanup_us),
-            ms(t.total_us),
-            ms(c.switchover_us),
-            ms(c.stall_us),
-            m.command_ms
-        ));
         moves.push(m);
         here = there;
         std::thread::sleep(Duration::from_secs(2));

@@ -421,6 +421,74 @@ pub fn cri_migration_in(w: &World, labels: &[(&str, &str)], lock: bool) -> CriMi
     }
 }
 
+/// Checks one `p4lbctl migrate` move (number `i`) of `web` on network `net` from `here`
+/// to `there`: the agent's answer names both nodes and a new address, `web` runs on
+/// `there` and is gone from `here`, the controller's record is `done`, and the one
+/// endpoint on `net` is at the new address, ready. Returns the move's summary line.
+pub fn check_move(
+    nodes: &p4lb_e2e::nodes::Nodes,
+    m: &p4lb_e2e::nodes::Migrated,
+    i: usize,
+    (here, there): (p4lb_e2e::nodes::Node, p4lb_e2e::nodes::Node),
+    net: &str,
+) -> String {
+    let ms = |us: i64| us as f64 / 1000.0;
+    let r = &m.migration;
+    assert_eq!(
+        (r.source_node.as_str(), r.target_node.as_str()),
+        (here.name, there.name)
+    );
+    assert_ne!(
+        r.target_address, r.source_address,
+        "a new address on the new node"
+    );
+    assert_eq!(
+        nodes.state_on("web", there).unwrap().as_deref(),
+        Some("running"),
+        "{}",
+        nodes.diag()
+    );
+    assert_eq!(
+        nodes.state_on("web", here).unwrap(),
+        None,
+        "the source is removed"
+    );
+    let c = m
+        .controller
+        .clone()
+        .unwrap_or_else(|| panic!("move {i}: no controller record\n{}", nodes.diag()));
+    assert_eq!(c.state, "done", "{c:?}\n{}", nodes.diag());
+    let eps: Vec<_> = nodes
+        .w
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.network == net)
+        .collect();
+    assert_eq!(eps.len(), 1, "one endpoint after the move: {eps:?}");
+    assert_eq!(eps[0].ip, r.target_address);
+    assert!(!eps[0].locked && eps[0].state == "ready", "{eps:?}");
+    let t = r.times.unwrap_or_default();
+    format!(
+        "  {} -> {} ({} -> {}): checkpoint {:.1} ms, transfer {:.1} ms ({:.1} MiB), \
+         restore {:.1} ms, clean-up {:.1} ms, agent total {:.1} ms; switchover {:.1} ms, \
+         lock -> unlock {:.1} ms; p4lbctl {} ms\n",
+        here.name,
+        there.name,
+        r.source_address,
+        r.target_address,
+        ms(t.checkpoint_us),
+        ms(t.transfer_us),
+        r.archive_bytes as f64 / (1 << 20) as f64,
+        ms(t.restore_us),
+        ms(t.cleanup_us),
+        ms(t.total_us),
+        ms(c.switchover_us),
+        ms(c.stall_us),
+        m.command_ms
+    )
+}
+
 /// Asserts that every one of `conns` connections was kept through the migrations
 /// between `out`'s first interim report and its end: none reset or failed, no byte lost
 /// or duplicated, the server's state kept, requests answered after. (survived, more)
