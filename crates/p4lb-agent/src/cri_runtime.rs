@@ -43,8 +43,6 @@ use crate::runtime::{shell_word, ContainerInfo, Runtime, RuntimeError, MAX_RESTO
 
 /// How long containerd may take for a checkpoint (seconds, CheckpointContainer's timeout).
 pub const CHECKPOINT_TIMEOUT_SECS: i64 = 300;
-/// How long a stopped container gets before SIGKILL when its pod is removed (seconds).
-pub const STOP_TIMEOUT_SECS: i64 = 10;
 
 /// containerd over its CRI socket.
 #[derive(Debug, Clone)]
