@@ -5,7 +5,8 @@
 //!
 //! 1. Batched table writes per second against p4lb's software switch (conn_table
 //!    inserts over P4Runtime, in batches).
-//! 2. Switchover latency of migrations: RESTORED_AT received → table write
+//! 2. Switchover latency of migrations: UNLOCK received (as the CRIU action script sends it:
+//!    the repoint and the release in one commit, no RESTORED_AT) → table write
 //!    acknowledged (as the controller records it), and the caller's round trip, for
 //!    each number of services selecting the migrating backend (`--services`) and of
 //!    connections learned on it before the switchover (`--learned`, through the
@@ -241,9 +242,9 @@ async fn main() -> Result<()> {
         }
     }
     println!(
-        "switchover = RESTORED_AT received -> write acked (us); desired, write = mean per commit of \
-         the row, registrations and removals included (us); rtt = RESTORED_AT at the caller, with \
-         the durable save (us)"
+        "switchover = UNLOCK (with the repoint) received -> write acked (us); desired, write = \
+         mean per commit of the row, registrations and removals included (us); rtt = UNLOCK at \
+         the caller, with the durable save (us)"
     );
     println!(
         "{:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
@@ -336,7 +337,7 @@ fn client_tuple(seq: usize, i: u32) -> FiveTuple {
 }
 
 /// One migration driven as the action script and the CNI plugin drive it (LOCK,
-/// CHECKPOINTED, the restore registered, RESTORED_AT, UNLOCK), with `learned`
+/// CHECKPOINTED, the restore registered, RESTORE_STARTED, UNLOCK), with `learned`
 /// connections learned on the source's backend first (digests, as the switch sends
 /// them); both endpoints are removed afterwards.
 async fn migrate(
@@ -426,10 +427,19 @@ async fn migrate(
         ..Default::default()
     })
     .await?;
+    c.migration_event(api::MigrationEventRequest {
+        phase: api::MigrationPhase::RestoreStarted as i32,
+        identity: ident(&ns.b),
+        migration_id: m.id.clone(),
+        ..Default::default()
+    })
+    .await?;
+    // The switchover as the CRIU action script makes it: UNLOCK without a RESTORED_AT,
+    // the repoint and the release in one commit.
     let t0 = Instant::now();
     let r = c
         .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::RestoredAt as i32,
+            phase: api::MigrationPhase::Unlock as i32,
             identity: ident(&ns.b),
             migration_id: m.id.clone(),
             ..Default::default()
@@ -437,13 +447,6 @@ async fn migrate(
         .await?
         .into_inner();
     let rtt_us = t0.elapsed().as_secs_f64() * 1e6;
-    c.migration_event(api::MigrationEventRequest {
-        phase: api::MigrationPhase::Unlock as i32,
-        identity: ident(&ns.b),
-        migration_id: m.id.clone(),
-        ..Default::default()
-    })
-    .await?;
     for cid in [src, tgt] {
         c.deregister_endpoint(api::DeregisterEndpointRequest {
             container_id: cid,

@@ -326,7 +326,13 @@ impl controller_server::Controller for Api {
         self.check("MigrationEvent", Checked::MigrationEvent(req.get_ref()))?;
         self.check_identity(&req, req.get_ref().identity.as_ref(), "MigrationEvent")?;
         let r = self.ctl.migration_event_as(&caller, req.into_inner()).await;
-        self.reply("MigrationEvent", r.map(|m| m.to_api()))
+        self.reply(
+            "MigrationEvent",
+            r.map(|a| api::Migration {
+                endpoint: a.endpoint.as_ref().map(|e| self.endpoint_api(e)),
+                ..a.migration.to_api()
+            }),
+        )
     }
 
     async fn list_migrations(

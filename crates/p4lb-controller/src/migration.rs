@@ -73,7 +73,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, Netns};
 use crate::metrics::Metrics;
 use crate::services::refresh_services;
-use crate::state::{now_us, EndpointState, MigrationRec, MigrationState, State};
+use crate::state::{now_us, EndpointRec, EndpointState, MigrationRec, MigrationState, State};
 
 /// PERMISSION_DENIED unless node `node` may restore migration `m`'s source: the
 /// source's own node, or the node `m` names as its target once the source's checkpoint
@@ -136,6 +136,15 @@ pub fn next_state(
             )))
         }
     })
+}
+
+/// What a migration event answers: the migration after it, and the caller's
+/// endpoint after it (`None` when the caller has none), which the action script
+/// would otherwise need a second call for.
+#[derive(Debug, Clone)]
+pub struct EventAnswer {
+    pub migration: MigrationRec,
+    pub endpoint: Option<EndpointRec>,
 }
 
 /// One migration event as the handlers see it.
@@ -327,7 +336,9 @@ impl Controller {
 
     /// MigrationEvent from a caller on the controller's own host.
     pub async fn migration_event(&self, r: api::MigrationEventRequest) -> Result<MigrationRec> {
-        self.migration_event_as(&Caller::InProcess, r).await
+        self.migration_event_as(&Caller::InProcess, r)
+            .await
+            .map(|a| a.migration)
     }
 
     /// MigrationEvent: finds the migration, checks the transition, runs the event's
@@ -336,7 +347,7 @@ impl Controller {
         &self,
         caller: &Caller,
         r: api::MigrationEventRequest,
-    ) -> Result<MigrationRec> {
+    ) -> Result<EventAnswer> {
         let received = Instant::now();
         let phase = parse_phase(r.phase)?;
         if !r.target_node.is_empty() {
@@ -356,7 +367,9 @@ impl Controller {
         } else {
             None
         };
+        let resolved = received.elapsed();
         let mut g = self.inner.lock().await;
+        let locked = received.elapsed();
         let mut st = g.state.clone();
         let (described, endpoint) = match &ns {
             Some(ns) => (ns.described.clone(), endpoint_in(&st, ns)),
@@ -392,8 +405,20 @@ impl Controller {
             self.set_target_node(&mut st, i, caller, &r.target_node, before)?;
             (i, fx)
         };
+        let caller_key = ev.caller.clone();
+        let handled = received.elapsed();
         self.commit_event(&mut g, st, idx, fx, received).await?;
+        // Where an event's time goes, for a slow switchover or action script.
+        tracing::debug!(
+            phase = phase.as_str_name(),
+            identity_us = resolved.as_micros() as u64,
+            wait_us = (locked - resolved).as_micros() as u64,
+            handler_us = (handled - locked).as_micros() as u64,
+            commit_us = (received.elapsed() - handled).as_micros() as u64,
+            "migration event timings"
+        );
         let rec = g.state.migrations[idx].clone();
+        let endpoint = caller_key.and_then(|k| g.state.endpoints.get(&k).cloned());
         drop(g);
         match phase {
             MigrationPhase::Lock => Metrics::inc(&self.metrics.migrations_started),
@@ -418,7 +443,10 @@ impl Controller {
             &rec.id,
             rec.state.as_str().to_string(),
         );
-        Ok(rec)
+        Ok(EventAnswer {
+            migration: rec,
+            endpoint,
+        })
     }
 
     /// The endpoint a caller over TCP named (`endpoint_key`). An admin may name none, or
@@ -496,7 +524,12 @@ impl Controller {
         fx: Effects,
         received: Instant,
     ) -> Result<()> {
+        let t = Instant::now();
         refresh_services(&mut st);
+        tracing::debug!(
+            refresh_us = t.elapsed().as_micros() as u64,
+            "services refreshed"
+        );
         let switchover = fx.repointed;
         let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
         let mut change = Change::new(st);
@@ -582,6 +615,10 @@ impl Controller {
             self.verify_endpoint(st, ev, &src)?;
         }
         st.migrations[i].checkpointed_unix_us = ev.now;
+        // Saved before the answer although the switch does not change: lost in a
+        // crash, the migration would be `locked` again, and the CNI plugin would
+        // register the restore target as a fresh start (only a checkpointed migration
+        // makes a restore hint count), unlocked and in its services before CRIU ran.
         Ok(Effects::default())
     }
 
@@ -589,6 +626,15 @@ impl Controller {
     /// locked until the migration unlocks it.
     fn on_restore_started(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
         let mut fx = Effects::default();
+        if ev.caller.is_none() && ev.ns.is_some() {
+            // A local caller restores into its own namespace, which must be a
+            // registered endpoint: refused before anything changes.
+            return Err(Error::not_found(format!(
+                "no endpoint is registered for {}: the CNI plugin registers the restore \
+                 target (locked) before the restore",
+                ev.described
+            )));
+        }
         if let Some(key) = ev.caller.as_deref() {
             self.verify_endpoint(st, ev, key)?;
             require_designated_target(st, i, key, "RESTORE_STARTED")?;

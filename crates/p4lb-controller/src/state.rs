@@ -329,6 +329,7 @@ impl MigrationRec {
             no_lock: self.no_lock,
             source_node: self.source_node.clone(),
             target_node: self.target_node.clone(),
+            endpoint: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Connection learning from real packets and a full migration (LOCK → RESTORED_AT →
-//! UNLOCK) against p4lb's software switch, with identities checked against real
+//! Connection learning from real packets and full migrations (LOCK → RESTORED_AT →
+//! UNLOCK, and the action script's LOCK → RESTORE_STARTED → UNLOCK) against p4lb's
+//! software switch, with identities checked against real
 //! network namespaces.
 
 mod common;
@@ -500,6 +501,146 @@ async fn snapshot_and_abort_unlock_the_source() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
     assert_eq!(e.message(), format!("migration {} is already done", m.id));
+    c.stop().await;
+    sw.shutdown().await;
+}
+
+/// The action script's calls: LOCK's and RESTORE_STARTED's answers name the caller's
+/// endpoint (no GetEndpoint needed), LOCK and RESTORE_STARTED from a namespace without
+/// an endpoint are NOT_FOUND and change nothing, and UNLOCK without a RESTORED_AT repoints the backend and releases it
+/// in one commit, recording the switchover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_scripts_calls_switch_over_at_unlock() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let src_ns = Netns::new("p4lbt-as-src", &["10.88.8.21"]);
+    let dst_ns = Netns::new("p4lbt-as-dst", &["10.88.8.22", "10.88.8.21"]);
+    let stranger = Netns::new("p4lbt-as-none", &["10.88.8.99"]);
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    let mut src = register_req("src", "10.88.8.21", "02:00:00:00:08:21", "");
+    src.netns_path = src_ns.path();
+    let src = c.client.register_endpoint(src).await.unwrap().into_inner();
+
+    let e = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Lock as i32,
+            identity: stranger.id(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+    let m = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Lock as i32,
+            identity: src_ns.id(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ep = m
+        .endpoint
+        .clone()
+        .expect("LOCK names the caller's endpoint");
+    assert_eq!(ep.key, src.key);
+    assert_eq!(ep.ip, "10.88.8.21");
+    assert_eq!(ep.mac, "02:00:00:00:08:21");
+    assert!(ep.locked, "{ep:?}");
+    let chk = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Checkpointed as i32,
+            identity: src_ns.id(),
+            migration_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chk.state, "checkpointed");
+    c.client
+        .deregister_endpoint(api::DeregisterEndpointRequest {
+            container_id: "src".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap();
+    // A restore into a namespace without an endpoint is refused and changes nothing.
+    let e = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::RestoreStarted as i32,
+            identity: stranger.id(),
+            migration_id: m.id.clone(),
+            source_ip: "10.88.8.21".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+    assert!(
+        e.message().contains("no endpoint is registered for"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(c.migrations().await[0].state, "checkpointed");
+    let mut tgt = register_req("tgt", "10.88.8.22", "02:00:00:00:08:22", "");
+    tgt.netns_path = dst_ns.path();
+    tgt.restore_of_ip = "10.88.8.21".into();
+    let tgt = c.client.register_endpoint(tgt).await.unwrap().into_inner();
+    let started = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::RestoreStarted as i32,
+            identity: dst_ns.id(),
+            migration_id: m.id.clone(),
+            source_ip: "10.88.8.21".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ep = started
+        .endpoint
+        .expect("RESTORE_STARTED names the caller's endpoint");
+    assert_eq!(ep.key, tgt.key);
+    assert_eq!(ep.ip, "10.88.8.22");
+    let held = format!("backend_id={} -> backend_locked()", src.backend_id);
+    assert!(rows(&read_all(&ssock).await["backends"]).contains(&held));
+
+    let done = c
+        .client
+        .migration_event(api::MigrationEventRequest {
+            phase: api::MigrationPhase::Unlock as i32,
+            identity: dst_ns.id(),
+            migration_id: m.id.clone(),
+            source_ip: "10.88.8.21".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state, "done");
+    assert_eq!(done.target_key, tgt.key);
+    assert!(done.switchover_us > 0, "{done:?}");
+    assert!(done.restored_unix_us > 0, "{done:?}");
+    let ep = done.endpoint.expect("UNLOCK names the caller's endpoint");
+    assert!(!ep.locked, "{ep:?}");
+    assert_eq!(ep.backend_id, src.backend_id);
+    let t = read_all(&ssock).await;
+    assert_eq!(
+        rows(&t["backends"]),
+        vec![format!(
+            "backend_id={} -> backend_forward(ip=10.88.8.21, dmac=02:00:00:00:08:22, port={})",
+            src.backend_id, tgt.switch_port
+        )]
+    );
+    // Listings carry no endpoint: it belongs to an event's answer.
+    assert!(c.migrations().await.iter().all(|m| m.endpoint.is_none()));
     c.stop().await;
     sw.shutdown().await;
 }

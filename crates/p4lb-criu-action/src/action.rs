@@ -71,7 +71,10 @@ impl CriuAction {
     /// set-up, configuration, run state or runtime), so that they cost CRIU only
     /// the exec.
     pub fn has_work(self) -> bool {
-        !matches!(self, Self::PostSetupNamespaces | Self::Other)
+        !matches!(
+            self,
+            Self::PreDump | Self::PostSetupNamespaces | Self::PostRestore | Self::Other
+        )
     }
 
     pub fn side(self) -> Side {
@@ -132,14 +135,13 @@ mod tests {
         let mut states = vec![None];
         for side in [RunSide::Dump, RunSide::Restore] {
             for managed in [false, true] {
-                for flags in 0..32u8 {
+                for flags in 0..16u8 {
                     let mut s = RunState::unmanaged(side);
                     s.managed = managed;
                     s.locked = flags & 1 != 0;
                     s.checkpointed = flags & 2 != 0;
                     s.restore_started = flags & 4 != 0;
-                    s.restored = flags & 8 != 0;
-                    s.unlocked = flags & 16 != 0;
+                    s.unlocked = flags & 8 != 0;
                     states.push(Some(s));
                 }
             }
@@ -168,6 +170,8 @@ mod tests {
             }
         }
         assert!(!CriuAction::PostSetupNamespaces.has_work());
+        assert!(!CriuAction::PreDump.has_work());
+        assert!(!CriuAction::PostRestore.has_work());
         assert!(CriuAction::PreResume.has_work());
         assert!(CriuAction::PostResume.has_work());
         assert!(CriuAction::NetworkUnlock.has_work());

@@ -11,9 +11,8 @@ pub enum Step {
     /// Nothing to do (with the reason, for the log).
     Nothing(&'static str),
     // Dump side.
-    /// pre-dump: find the endpoint of CRTOOLS_INIT_PID, start the run state.
-    Identify,
-    /// network-lock: LOCK at the controller, write the record.
+    /// network-lock: LOCK at the controller, whose answer names the caller's
+    /// endpoint (a container that is none is left alone); write the record.
     Lock,
     /// post-dump: CHECKPOINTED (LOCK first when no network-lock ran: a task that
     /// shares CRIU's network namespace).
@@ -25,17 +24,17 @@ pub enum Step {
     // Restore side.
     /// pre-restore: read the record from the images.
     ReadRecord,
-    /// setup-namespaces: RESTORE_STARTED, then the addresses into the target netns.
+    /// setup-namespaces: RESTORE_STARTED (its answer names the target endpoint),
+    /// then the addresses into the target netns.
     RestoreStarted,
-    /// post-restore: RESTORED_AT (the controller repoints the backend).
-    /// `start_first` when no setup-namespaces ran (no namespaces restored).
-    RestoredAt { start_first: bool },
-    /// pre-resume on the restore side: UNLOCK. Not at network-unlock: CRIU lifts its
-    /// own lock there but still restores the tasks (their sockets leave repair mode)
-    /// for tens of milliseconds; a client's packet released then only waits in the
-    /// socket, and the wait after the switch's unlock is CRIU's, not the client's
-    /// gain. At pre-resume the tasks are restored and about to run.
-    Unlock,
+    /// pre-resume on the restore side: UNLOCK, with which the controller also
+    /// repoints the backend to the target (`start_first`: RESTORE_STARTED first,
+    /// when no setup-namespaces ran because no namespaces were restored). Not
+    /// earlier: CRIU lifts its own lock at network-unlock but still restores the
+    /// tasks (their sockets leave repair mode) for tens of milliseconds; a client's
+    /// packet released then only waits in the socket. At pre-resume the tasks are
+    /// restored and about to run, so one call does the switchover and the release.
+    Unlock { start_first: bool },
     /// post-resume: forget the run state; UNLOCK first when pre-resume did not
     /// (its script failed: CRIU only logs a pre-resume failure and resumes).
     Finish { unlock_first: bool },
@@ -55,11 +54,8 @@ pub fn mode_from_label(
 
 pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
     use CriuAction as A;
-    let managed = st.is_some_and(|s| s.managed);
     match action {
-        A::PreDump => Step::Identify,
         A::NetworkLock => match st {
-            // pre-dump always runs first; without its state, identify now.
             None => Step::Lock,
             Some(s) if s.side != RunSide::Dump => Step::Nothing("network-lock outside a dump"),
             Some(s) if !s.managed => Step::Nothing("not a p4lb endpoint"),
@@ -67,6 +63,8 @@ pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
             Some(_) => Step::Lock,
         },
         A::PostDump => match st {
+            // No network-lock ran (the task shares CRIU's network namespace).
+            None => Step::Checkpointed { lock_first: true },
             Some(s) if s.side == RunSide::Dump && s.managed && !s.checkpointed => {
                 Step::Checkpointed {
                     lock_first: !s.locked,
@@ -94,21 +92,11 @@ pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
             Some(s) if s.managed && s.restore_started => Step::Nothing("already started"),
             _ => Step::Nothing("no p4lb record in the images"),
         },
-        A::PostRestore => match st {
-            Some(s) if s.side == RunSide::Restore && managed && !s.restored => Step::RestoredAt {
+        A::PreResume => match st {
+            Some(s) if s.side == RunSide::Restore && s.managed && !s.unlocked => Step::Unlock {
                 start_first: !s.restore_started,
             },
-            Some(s) if s.managed && s.restored => Step::Nothing("already restored"),
-            _ => Step::Nothing("no p4lb record in the images"),
-        },
-        A::PreResume => match st {
-            Some(s) if s.side == RunSide::Restore && s.managed && s.restore_started => {
-                if s.unlocked {
-                    Step::Nothing("already unlocked")
-                } else {
-                    Step::Unlock
-                }
-            }
+            Some(s) if s.managed && s.unlocked => Step::Nothing("already unlocked"),
             _ => Step::Nothing("no p4lb restore in this CRIU run"),
         },
         A::PostResume => Step::Finish {
@@ -116,7 +104,9 @@ pub fn decide(action: CriuAction, st: Option<&RunState>) -> Step {
                 s.side == RunSide::Restore && s.managed && s.restore_started && !s.unlocked
             }),
         },
-        A::PostSetupNamespaces => Step::Nothing("no p4lb work at this action"),
+        A::PreDump | A::PostSetupNamespaces | A::PostRestore => {
+            Step::Nothing("no p4lb work at this action")
+        }
         A::Other => Step::Nothing("action not used by p4lb"),
     }
 }
@@ -134,11 +124,10 @@ mod tests {
         s
     }
 
-    fn restore(started: bool, restored: bool, unlocked: bool) -> RunState {
+    fn restore(started: bool, unlocked: bool) -> RunState {
         let mut s = RunState::unmanaged(RunSide::Restore);
         s.managed = true;
         s.restore_started = started;
-        s.restored = restored;
         s.unlocked = unlocked;
         s
     }
@@ -146,11 +135,12 @@ mod tests {
     #[test]
     fn dump_sequence_stopping_the_task() {
         use CheckpointMode::Migrate as M;
-        assert_eq!(decide(CriuAction::PreDump, None), Step::Identify);
-        assert_eq!(
-            decide(CriuAction::NetworkLock, Some(&dump(false, false, M))),
-            Step::Lock
-        );
+        // pre-dump has nothing to do: LOCK's answer names the endpoint.
+        assert!(matches!(
+            decide(CriuAction::PreDump, None),
+            Step::Nothing(_)
+        ));
+        assert_eq!(decide(CriuAction::NetworkLock, None), Step::Lock);
         assert_eq!(
             decide(CriuAction::PostDump, Some(&dump(true, false, M))),
             Step::Checkpointed { lock_first: false }
@@ -159,6 +149,10 @@ mod tests {
 
     #[test]
     fn dump_without_network_lock_locks_at_post_dump() {
+        assert_eq!(
+            decide(CriuAction::PostDump, None),
+            Step::Checkpointed { lock_first: true }
+        );
         let s = dump(false, false, CheckpointMode::Migrate);
         assert_eq!(
             decide(CriuAction::PostDump, Some(&s)),
@@ -217,31 +211,29 @@ mod tests {
     fn restore_sequence() {
         assert_eq!(decide(CriuAction::PreRestore, None), Step::ReadRecord);
         assert_eq!(
-            decide(
-                CriuAction::SetupNamespaces,
-                Some(&restore(false, false, false))
-            ),
+            decide(CriuAction::SetupNamespaces, Some(&restore(false, false))),
             Step::RestoreStarted
         );
-        assert_eq!(
-            decide(CriuAction::PostRestore, Some(&restore(true, false, false))),
-            Step::RestoredAt { start_first: false }
-        );
+        // The switchover waits for pre-resume, with the unlock.
+        assert!(matches!(
+            decide(CriuAction::PostRestore, Some(&restore(true, false))),
+            Step::Nothing(_)
+        ));
         // CRIU's network-unlock comes before its tasks are restored: nothing yet.
         assert!(matches!(
-            decide(CriuAction::NetworkUnlock, Some(&restore(true, true, false))),
+            decide(CriuAction::NetworkUnlock, Some(&restore(true, false))),
             Step::Nothing(_)
         ));
         assert_eq!(
-            decide(CriuAction::PreResume, Some(&restore(true, true, false))),
-            Step::Unlock
+            decide(CriuAction::PreResume, Some(&restore(true, false))),
+            Step::Unlock { start_first: false }
         );
         assert!(matches!(
-            decide(CriuAction::PreResume, Some(&restore(true, true, true))),
+            decide(CriuAction::PreResume, Some(&restore(true, true))),
             Step::Nothing(_)
         ));
         assert_eq!(
-            decide(CriuAction::PostResume, Some(&restore(true, true, true))),
+            decide(CriuAction::PostResume, Some(&restore(true, true))),
             Step::Finish {
                 unlock_first: false
             }
@@ -257,18 +249,21 @@ mod tests {
     #[test]
     fn post_resume_unlocks_when_pre_resume_did_not() {
         assert_eq!(
-            decide(CriuAction::PostResume, Some(&restore(true, true, false))),
+            decide(CriuAction::PostResume, Some(&restore(true, false))),
             Step::Finish { unlock_first: true }
         );
         // Nothing to unlock for a restore that never started or is no p4lb endpoint's.
         assert_eq!(
-            decide(CriuAction::PostResume, Some(&restore(false, false, false))),
+            decide(CriuAction::PostResume, Some(&restore(false, false))),
             Step::Finish {
                 unlock_first: false
             }
         );
         assert!(matches!(
-            decide(CriuAction::PreResume, Some(&restore(false, false, false))),
+            decide(
+                CriuAction::PreResume,
+                Some(&RunState::unmanaged(RunSide::Restore))
+            ),
             Step::Nothing(_)
         ));
         assert!(matches!(
@@ -278,10 +273,10 @@ mod tests {
     }
 
     #[test]
-    fn restore_without_namespaces_starts_at_post_restore() {
+    fn restore_without_namespaces_starts_at_pre_resume() {
         assert_eq!(
-            decide(CriuAction::PostRestore, Some(&restore(false, false, false))),
-            Step::RestoredAt { start_first: true }
+            decide(CriuAction::PreResume, Some(&restore(false, false))),
+            Step::Unlock { start_first: true }
         );
     }
 

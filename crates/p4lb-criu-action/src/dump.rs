@@ -1,5 +1,6 @@
-//! What happens at checkpoint: identify the endpoint, lock it at the switch,
-//! record the migration in the images, report CHECKPOINTED; for a checkpoint that
+//! What happens at checkpoint: lock the endpoint at the switch (LOCK's answer names
+//! it; a container that is none is left alone), record the migration in the images,
+//! report CHECKPOINTED; for a checkpoint that
 //! leaves the task running, either unlock (snapshot) or keep it locked (migration).
 
 use std::net::Ipv4Addr;
@@ -50,31 +51,12 @@ fn source_of(ep: &Endpoint) -> Result<(SourceEndpoint, Vec<Ipv4Addr>), ActionErr
     ))
 }
 
-/// pre-dump: which endpoint (if any) is being checkpointed.
-pub async fn identify(run: &mut Run<'_>) -> Result<String, ActionError> {
-    let st = identify_state(run).await?;
-    run.save(&st)?;
-    Ok(if st.managed {
-        format!(
-            "checkpoint of endpoint {} (mode {:?})",
-            st.endpoint_key, st.mode
-        )
-    } else {
-        "not a p4lb endpoint".into()
-    })
-}
-
-async fn identify_state(run: &mut Run<'_>) -> Result<RunState, ActionError> {
-    let pid = run.init_pid()?;
-    let ep = run.controller().await?.endpoint_of_pid(pid).await?;
-    let Some(ep) = ep else {
-        return Ok(RunState::unmanaged(RunSide::Dump));
-    };
-    let (source, addresses) = source_of(&ep)?;
+/// The dump side's run state for `ep`, the endpoint LOCK's answer named.
+fn dump_state(run: &Run<'_>, ep: &Endpoint) -> Result<RunState, ActionError> {
+    let (source, addresses) = source_of(ep)?;
     let mut st = RunState::unmanaged(RunSide::Dump);
     st.managed = true;
     st.endpoint_key = ep.key.clone();
-    // Used only if the task keeps running after the dump.
     st.mode = mode_from_label(&ep.labels).unwrap_or(run.cfg.leave_running_default);
     st.source = Some(source);
     st.addresses = addresses;
@@ -105,21 +87,30 @@ fn record_of(
 }
 
 /// network-lock: LOCK, then the record into the image directory.
-pub async fn lock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
-    let mut st = match st {
-        Some(s) => s,
-        None => identify_state(run).await?,
+/// network-lock (or post-dump, when no network-lock ran): LOCK. The controller
+/// finds the endpoint from the task's network namespace and names it in its answer;
+/// NOT_FOUND means the container is no p4lb endpoint, which is left alone.
+pub async fn lock(run: &mut Run<'_>) -> Result<String, ActionError> {
+    let m = match run.event(MigrationPhase::Lock, "", "", false).await {
+        Ok(m) => m,
+        Err(ActionError::Controller(e)) if e.is_not_found() => {
+            run.save(&RunState::unmanaged(RunSide::Dump))?;
+            return Ok(format!("not a p4lb endpoint ({e})"));
+        }
+        Err(e) => return Err(e),
     };
-    if !st.managed {
-        run.save(&st)?;
-        return Ok("not a p4lb endpoint".into());
-    }
-    let m = run.event(MigrationPhase::Lock, "", "", false).await?;
     if m.id.is_empty() {
         return Err(ActionError::Input(
             "controller answered LOCK without a migration id".into(),
         ));
     }
+    let ep = m.endpoint.as_ref().ok_or_else(|| {
+        ActionError::Input(format!(
+            "controller answered LOCK of migration {} without the locked endpoint",
+            m.id
+        ))
+    })?;
+    let mut st = dump_state(run, ep)?;
     st.migration_id = m.id.clone();
     st.locked = true;
     if !run.cfg.lock {
@@ -129,32 +120,30 @@ pub async fn lock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, Act
              the checkpoint; clients may see resets"
         );
     }
-    // Save first: if writing the record fails, network-unlock still knows to ABORT.
     run.save(&st)?;
     let dir = run.image_dir()?;
     let rec = record_of(&st, RecordState::Locked, &m.state)?;
     let path = rec.write_to(&dir)?;
     Ok(format!(
-        "locked endpoint {} (migration {}), record {}",
+        "locked endpoint {} (migration {}, mode {:?}), record {}",
         st.endpoint_key,
         m.id,
+        st.mode,
         path.display()
     ))
 }
 
-/// post-dump: CHECKPOINTED.
-pub async fn checkpointed(
-    run: &mut Run<'_>,
-    st: Option<RunState>,
-    lock_first: bool,
-) -> Result<String, ActionError> {
+pub async fn checkpointed(run: &mut Run<'_>, lock_first: bool) -> Result<String, ActionError> {
     if lock_first {
         tracing::info!("no network-lock ran (task shares CRIU's network namespace): locking now");
-        lock(run, st).await?;
+        lock(run).await?;
     }
     let mut st = run
         .load()?
         .ok_or_else(|| ActionError::Input("post-dump: run state vanished".into()))?;
+    if !st.managed {
+        return Ok("not a p4lb endpoint".into());
+    }
     let m = run
         .event(
             MigrationPhase::Checkpointed,

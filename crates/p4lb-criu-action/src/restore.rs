@@ -1,7 +1,8 @@
 //! What happens at restore: read the record that came with the images, tell the
 //! controller the restore started in the target endpoint, move the container's
 //! addresses into the target network namespace (CRIU binds the restored sockets to
-//! them), report RESTORED_AT (the controller repoints the backend) and UNLOCK.
+//! them), and at pre-resume send UNLOCK, with which the controller repoints the
+//! backend to the target and releases it (one call: no RESTORED_AT).
 
 use p4lb_api::CheckpointMode;
 
@@ -74,17 +75,25 @@ pub async fn restore_started(
         return Ok("no p4lb record in the images".into());
     };
     let pid = run.init_pid()?;
-    let target = async {
-        match run.controller().await {
-            Ok(c) => c.endpoint_of_pid(pid).await.map_err(ActionError::from),
-            Err(e) => Err(e),
+    let source_ip = rec.source.ip.to_string();
+    let m = match run
+        .event(
+            MigrationPhase::RestoreStarted,
+            &rec.migration_id,
+            &source_ip,
+            false,
+        )
+        .await
+    {
+        Ok(m) => m,
+        // The controller's refusal of a caller without an endpoint (migration.rs,
+        // on_restore_started): a failure whatever the policy.
+        Err(ActionError::Controller(e))
+            if e.is_not_found() && e.to_string().contains("no endpoint is registered for") =>
+        {
+            return Err(not_an_endpoint(pid, &rec.migration_id));
         }
-    }
-    .await;
-    let target = match target {
-        Ok(t) => t,
         Err(e) if e.is_controller() && run.cfg.policy == Policy::IgnoreController => {
-            // The sockets must still bind: move the addresses, tell nobody.
             let change = ensure_addresses(pid, &rec.source.ifname, &rec.addresses)?;
             run.save(&st)?;
             tracing::warn!(
@@ -97,23 +106,11 @@ pub async fn restore_started(
         }
         Err(e) => return Err(e),
     };
-    let target = target.ok_or_else(|| {
-        ActionError::Input(format!(
-            "the restore target (network namespace of pid {pid}) is not a p4lb endpoint: \
-             the CNI plugin registers it (locked) before the restore; migration {} cannot \
-             continue",
-            rec.migration_id
-        ))
-    })?;
-    let source_ip = rec.source.ip.to_string();
-    let m = run
-        .event(
-            MigrationPhase::RestoreStarted,
-            &rec.migration_id,
-            &source_ip,
-            false,
-        )
-        .await?;
+    // The controller names the caller's endpoint in its answer: the restore target.
+    let target = m
+        .endpoint
+        .clone()
+        .ok_or_else(|| not_an_endpoint(pid, &rec.migration_id))?;
     let ifname = if target.ifname.is_empty() {
         rec.source.ifname.clone()
     } else {
@@ -129,39 +126,26 @@ pub async fn restore_started(
     ))
 }
 
-/// post-restore: RESTORED_AT.
-pub async fn restored_at(
+/// pre-resume (or post-resume, when pre-resume failed) on the restore side: UNLOCK.
+/// The controller repoints the backend to the target and releases it in one
+/// commit (the switchover); `start_first` when no setup-namespaces ran (no
+/// namespaces restored).
+pub async fn unlock(
     run: &mut Run<'_>,
     st: Option<RunState>,
     start_first: bool,
 ) -> Result<String, ActionError> {
-    if start_first {
+    let st = if start_first {
         tracing::info!("no setup-namespaces ran (no namespaces restored): starting now");
         restore_started(run, st).await?;
-    }
-    let mut st = run
-        .load()?
-        .ok_or_else(|| ActionError::Input("post-restore: run state vanished".into()))?;
-    let source_ip = recorded_source_ip(&st);
-    let m = run
-        .event(
-            MigrationPhase::RestoredAt,
-            &st.migration_id.clone(),
-            &source_ip,
-            false,
-        )
-        .await?;
-    st.restored = true;
-    run.save(&st)?;
-    Ok(format!(
-        "migration {} restored at {} (switchover {} us)",
-        m.id, st.endpoint_key, m.switchover_us
-    ))
-}
-
-/// pre-resume (or post-resume, when pre-resume failed) on the restore side: UNLOCK.
-pub async fn unlock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, ActionError> {
+        run.load()?
+    } else {
+        st
+    };
     let mut st = st.ok_or_else(|| ActionError::Input("unlock: no run state".into()))?;
+    if !st.restore_started {
+        return Ok("the restore did not start at the controller: nothing to unlock".into());
+    }
     let source_ip = recorded_source_ip(&st);
     let m = run
         .event(
@@ -174,8 +158,18 @@ pub async fn unlock(run: &mut Run<'_>, st: Option<RunState>) -> Result<String, A
     st.unlocked = true;
     run.save(&st)?;
     Ok(format!(
-        "migration {} unlocked at {} (stall {} us)",
-        m.id, st.endpoint_key, m.stall_us
+        "migration {} switched over and unlocked at {} (switchover {} us, stall {} us)",
+        m.id, st.endpoint_key, m.switchover_us, m.stall_us
+    ))
+}
+
+/// The restore target is no p4lb endpoint: a failure whatever the policy (the
+/// controller could be reached; nothing of the migration was changed).
+fn not_an_endpoint(pid: u32, migration_id: &str) -> ActionError {
+    ActionError::Input(format!(
+        "the restore target (network namespace of pid {pid}) is not a p4lb endpoint: the CNI \
+         plugin registers it (locked) before the restore; migration {migration_id} cannot \
+         continue"
     ))
 }
 

@@ -44,10 +44,8 @@ pub struct RunState {
     #[serde(default)]
     pub restore_started: bool,
     #[serde(default)]
-    pub restored: bool,
-    #[serde(default)]
     pub unlocked: bool,
-    /// Dump side: the endpoint found at pre-dump and the addresses that move.
+    /// Dump side: the endpoint LOCK's answer named and the addresses that move.
     #[serde(default)]
     pub source: Option<SourceEndpoint>,
     #[serde(default)]
@@ -68,7 +66,6 @@ impl RunState {
             locked: false,
             checkpointed: false,
             restore_started: false,
-            restored: false,
             unlocked: false,
             source: None,
             addresses: Vec::new(),

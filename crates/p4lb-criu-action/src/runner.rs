@@ -132,28 +132,23 @@ pub async fn run(env: &ActionEnv, cfg: &Config) -> Result<String, ActionError> {
     let mut run = Run::new(env, cfg);
     let st = run.load()?;
     let step = decide(env.action, st.as_ref());
-    if matches!(env.action, CriuAction::PreDump | CriuAction::PreRestore) {
+    // The first action of a run with work clears what crashed runs left.
+    if st.is_none() && matches!(env.action, CriuAction::NetworkLock | CriuAction::PreRestore) {
         remove_stale(&cfg.state_dir);
     }
     tracing::debug!(action = %env.action_name, ?step, state = %run.state_file.path().display(), "decided");
     match step {
         Step::Nothing(why) => Ok(format!("nothing to do ({why})")),
-        Step::Identify => crate::dump::identify(&mut run).await,
-        Step::Lock => crate::dump::lock(&mut run, st).await,
-        Step::Checkpointed { lock_first } => {
-            crate::dump::checkpointed(&mut run, st, lock_first).await
-        }
+        Step::Lock => crate::dump::lock(&mut run).await,
+        Step::Checkpointed { lock_first } => crate::dump::checkpointed(&mut run, lock_first).await,
         Step::LeaveRunning { mode } => crate::dump::leave_running(&mut run, st, mode).await,
         Step::Abort => crate::dump::abort(&mut run, st).await,
         Step::ReadRecord => crate::restore::read_record(&mut run).await,
         Step::RestoreStarted => crate::restore::restore_started(&mut run, st).await,
-        Step::RestoredAt { start_first } => {
-            crate::restore::restored_at(&mut run, st, start_first).await
-        }
-        Step::Unlock => crate::restore::unlock(&mut run, st).await,
+        Step::Unlock { start_first } => crate::restore::unlock(&mut run, st, start_first).await,
         Step::Finish { unlock_first } => {
             let unlocked = if unlock_first {
-                Some(crate::restore::unlock(&mut run, st).await?)
+                Some(crate::restore::unlock(&mut run, st, false).await?)
             } else {
                 None
             };

@@ -98,9 +98,21 @@ impl Controller for Svc {
     async fn migration_event(&self, r: Request<MigrationEventRequest>) -> R<Migration> {
         let r = r.into_inner();
         let phase = MigrationPhase::try_from(r.phase).unwrap_or(MigrationPhase::Unspecified);
+        let pid = r.identity.as_ref().map(|i| i.pid).unwrap_or(0);
+        let ino = inode_of_pid(pid)?;
         let mut f = self.0.lock().unwrap();
         f.calls.push(phase.as_str_name().to_string());
         f.events.push(r.clone());
+        // Like the controller: the caller's endpoint comes with the answer, and LOCK or
+        // RESTORE_STARTED from a namespace without one is NOT_FOUND.
+        let endpoint = f.endpoints.get(&ino).cloned();
+        if matches!(phase, MigrationPhase::Lock | MigrationPhase::RestoreStarted)
+            && endpoint.is_none()
+        {
+            return Err(Status::not_found(format!(
+                "no endpoint is registered for pid {pid}"
+            )));
+        }
         if phase != MigrationPhase::Lock && r.migration_id != "mig-7" {
             return Err(Status::not_found(format!(
                 "no migration {:?}",
@@ -118,6 +130,7 @@ impl Controller for Svc {
         Ok(Response::new(Migration {
             id: "mig-7".into(),
             state: state.into(),
+            endpoint,
             ..Default::default()
         }))
     }
@@ -397,12 +410,17 @@ fn checkpoint_then_restore_into_a_namespace_with_another_address() {
     w.add_endpoint(&src, "a/eth0", "10.88.0.5", &["10.88.0.9"], &[]);
 
     let dump = Criu::new(&w.images());
+    // pre-dump costs CRIU only the exec: LOCK's answer names the endpoint.
     w.ok(&dump, "pre-dump", Some(src.pid()));
-    assert_eq!(w.server().calls(), ["GetEndpoint"]);
+    assert!(
+        w.server().calls().is_empty(),
+        "pre-dump needs no controller"
+    );
     w.ok(&dump, "network-lock", Some(src.pid()));
     assert_eq!(w.server().calls(), ["LOCK"]);
     let rec = w.record();
     assert_eq!(rec["state"], "locked");
+    assert_eq!(rec["source"]["key"], "a/eth0");
     w.ok(&dump, "post-dump", Some(src.pid()));
     assert_eq!(w.server().calls(), ["CHECKPOINTED"]);
     let rec = w.record();
@@ -437,14 +455,18 @@ fn checkpoint_then_restore_into_a_namespace_with_another_address() {
         "pre-restore needs no controller"
     );
     w.ok(&restore, "setup-namespaces", Some(dst.pid()));
-    assert_eq!(w.server().calls(), ["GetEndpoint", "RESTORE_STARTED"]);
+    assert_eq!(w.server().calls(), ["RESTORE_STARTED"]);
     let addrs = dst.addrs();
     for a in ["10.88.0.6", "10.88.0.5", "10.88.0.9"] {
         assert!(addrs.contains(&a.parse().unwrap()), "{a} not in {addrs:?}");
     }
     w.ok(&restore, "post-setup-namespaces", Some(dst.pid()));
+    // The switchover waits for pre-resume: UNLOCK repoints and releases at once.
     w.ok(&restore, "post-restore", Some(dst.pid()));
-    assert_eq!(w.server().calls(), ["RESTORED_AT"]);
+    assert!(
+        w.server().calls().is_empty(),
+        "post-restore needs no controller"
+    );
     // CRIU lifts its own lock at network-unlock, before its tasks are restored: the
     // switch keeps holding until pre-resume.
     w.ok(&restore, "network-unlock", Some(dst.pid()));
@@ -458,6 +480,10 @@ fn checkpoint_then_restore_into_a_namespace_with_another_address() {
     assert_eq!(started.migration_id, "mig-7");
     assert_eq!(started.source_ip, "10.88.0.5");
     assert_eq!(started.identity.as_ref().unwrap().pid, dst.pid());
+    let unlock = &s.events[3];
+    assert_eq!(unlock.phase, MigrationPhase::Unlock as i32);
+    assert_eq!(unlock.source_ip, "10.88.0.5");
+    assert_eq!(unlock.identity.as_ref().unwrap().pid, dst.pid());
     // The run state is gone after post-resume.
     let left: Vec<_> = std::fs::read_dir(w.dir.path().join("state"))
         .unwrap()
@@ -500,6 +526,46 @@ fn post_resume_unlocks_when_pre_resume_could_not() {
         .unwrap()
         .collect();
     assert!(left.is_empty(), "the run state is gone: {left:?}");
+}
+
+/// A task that shares CRIU's network namespace: CRIU runs no network-lock at the
+/// dump and no setup-namespaces at the restore. post-dump locks first, pre-resume
+/// starts the restore first, and the calls are the same as in any other run.
+#[test]
+fn runs_without_network_lock_or_setup_namespaces_still_lock_and_switch_over() {
+    let w = World::new();
+    let src = Netns::new("10.98.0.5/24");
+    w.add_endpoint(&src, "a/eth0", "10.98.0.5", &[], &[]);
+    let dump = Criu::new(&w.images());
+    w.ok(&dump, "pre-dump", Some(src.pid()));
+    w.ok(&dump, "post-dump", Some(src.pid()));
+    assert_eq!(w.server().calls(), ["LOCK", "CHECKPOINTED"]);
+    assert_eq!(w.record()["state"], "checkpointed");
+    drop(dump);
+    let dst = Netns::new("10.98.0.6/24");
+    w.add_endpoint(&dst, "b/eth0", "10.98.0.6", &[], &[]);
+    let restore = Criu::new(&w.images());
+    w.ok(&restore, "pre-restore", None);
+    for a in [
+        "post-restore",
+        "network-unlock",
+        "pre-resume",
+        "post-resume",
+    ] {
+        w.ok(&restore, a, Some(dst.pid()));
+    }
+    assert_eq!(w.server().calls(), ["RESTORE_STARTED", "UNLOCK"]);
+    assert!(dst.addrs().contains(&"10.98.0.5".parse().unwrap()));
+
+    // A container that is no endpoint, dumped the same way: one refused LOCK.
+    let other = Netns::new("10.98.1.5/24");
+    let w = World::new();
+    let dump = Criu::new(&w.images());
+    for a in ["pre-dump", "post-dump", "network-unlock"] {
+        w.ok(&dump, a, Some(other.pid()));
+    }
+    assert_eq!(w.server().calls(), ["LOCK"]);
+    assert!(!w.images().join("p4lb-migration.json").exists());
 }
 
 #[test]
@@ -597,7 +663,8 @@ fn containers_that_are_not_endpoints_are_left_alone() {
     for a in ["pre-dump", "network-lock", "post-dump", "network-unlock"] {
         w.ok(&dump, a, Some(ns.pid()));
     }
-    assert_eq!(w.server().calls(), ["GetEndpoint"]);
+    // One LOCK, refused with NOT_FOUND: the container is left alone after it.
+    assert_eq!(w.server().calls(), ["LOCK"]);
     assert!(!w.images().join("p4lb-migration.json").exists());
     // Images without a record restore without the controller.
     let restore = Criu::new(&w.images());
@@ -619,14 +686,17 @@ fn controller_down_fails_loudly_unless_ignored() {
     let ns = Netns::new("10.93.0.5/24");
     w.server = None; // stop the controller
     let dump = Criu::new(&w.images());
-    let t = std::time::Instant::now();
+    // pre-dump has no work: it needs no controller.
     let (code, err) = w.act(&dump, "pre-dump", Some(ns.pid()), &[]);
+    assert_eq!(code, 0, "{err}");
+    let t = std::time::Instant::now();
+    let (code, err) = w.act(&dump, "network-lock", Some(ns.pid()), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("unavailable"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     let (code, err) = w.act(
         &dump,
-        "pre-dump",
+        "network-lock",
         Some(ns.pid()),
         &[("P4LB_ACTION_POLICY", "ignore-controller")],
     );
@@ -674,6 +744,12 @@ fn target_without_an_endpoint_fails_the_restore() {
     let restore = Criu::new(&w.images());
     w.ok(&restore, "pre-restore", None);
     let (code, err) = w.act(&restore, "setup-namespaces", Some(dst.pid()), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a p4lb endpoint"), "{err}");
+    assert!(err.contains("mig-7"), "{err}");
+    // Not excused by the policy: the controller answered.
+    let ignore = [("P4LB_ACTION_POLICY", "ignore-controller")];
+    let (code, err) = w.act(&restore, "setup-namespaces", Some(dst.pid()), &ignore);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("is not a p4lb endpoint"), "{err}");
     assert!(!dst.addrs().contains(&"10.94.0.5".parse().unwrap()));
@@ -737,10 +813,7 @@ fn every_action_twice_has_the_effect_of_once() {
         w.ok(&dump, a, Some(src.pid()));
         w.ok(&dump, a, Some(src.pid()));
     }
-    assert_eq!(
-        w.server().calls(),
-        ["GetEndpoint", "GetEndpoint", "LOCK", "CHECKPOINTED"]
-    );
+    assert_eq!(w.server().calls(), ["LOCK", "CHECKPOINTED"]);
     drop(dump);
     let dst = Netns::new("10.96.0.6/24");
     w.add_endpoint(&dst, "b/eth0", "10.96.0.6", &[], &[]);
@@ -758,9 +831,6 @@ fn every_action_twice_has_the_effect_of_once() {
         w.ok(&restore, a, pid);
         w.ok(&restore, a, pid);
     }
-    assert_eq!(
-        w.server().calls(),
-        ["GetEndpoint", "RESTORE_STARTED", "RESTORED_AT", "UNLOCK"]
-    );
+    assert_eq!(w.server().calls(), ["RESTORE_STARTED", "UNLOCK"]);
     assert!(dst.addrs().contains(&"10.96.0.5".parse().unwrap()));
 }

@@ -235,8 +235,19 @@ impl World {
                 crate::bmv2::THRIFT
             ),
         };
+        // The controller's log filter (RUST_LOG) comes from P4LB_CONTROLLER_LOG on the
+        // host, so that a bench or test run can keep a debug log; default info.
+        let filter = std::env::var("P4LB_CONTROLLER_LOG")
+            .ok()
+            .filter(|f| {
+                !f.is_empty()
+                    && f.len() <= 200
+                    && f.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_=,:.".contains(c))
+            })
+            .unwrap_or_else(|| "info".into());
         self.sh(&format!(
-            "rm -f {SOCKET}; setsid {} --state-dir /var/lib/p4lb --socket {SOCKET}{switch} \
+            "rm -f {SOCKET}; RUST_LOG={filter} setsid {} --state-dir /var/lib/p4lb --socket {SOCKET}{switch} \
              </dev/null >>/tmp/controller.log 2>&1 & echo $! > /tmp/controller.pid; \
              for i in $(seq 100); do [ -S {SOCKET} ] && exit 0; sleep 0.1; done; \
              echo controller did not start; cat /tmp/controller.log; exit 1",

@@ -12,7 +12,7 @@
 //!   `(seconds) [<script path>]` when it starts the script and its next
 //!   timestamped line comes after the script exited (the script's own output
 //!   lines in between carry no CRIU timestamp);
-//! - the controller's switchover (RESTORED_AT → switch ack) and its lock →
+//! - the controller's switchover (UNLOCK with the repoint → switch ack) and its lock →
 //!   unlock stall;
 //! - the wait after unlock: from the controller's unlock to the reply to each
 //!   connection's slowest request (p50, p99, max over the connections);
@@ -289,9 +289,7 @@ fn use_profile(w: &mut World) -> Result<String> {
             target
                 .join(p4lb_testbed::testapp::STATIC_TARGET)
                 .join("release"),
-            "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target \
-             x86_64-unknown-linux-gnu -p p4lb-criu-action -p p4lb-controller -p p4lb-cni -p \
-             p4lb-netavark (or make release-static)",
+            "make release-static (the helpers are linked without PIE: see the Makefile)",
         ),
         _ => bail!("P4LB_BENCH_PROFILE must be debug, release or static, not {profile:?}"),
     };
@@ -399,11 +397,16 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     if let Some(dir) = std::env::var_os("P4LB_BENCH_LOGS") {
         let dir = std::path::PathBuf::from(dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (name, log) in [("dump.log", &dump_log), ("restore.log", &restore_log)] {
+        let controller_log = w.sh("cat /tmp/controller.log")?;
+        for (name, log) in [
+            ("dump.log", &dump_log),
+            ("restore.log", &restore_log),
+            ("controller.log", &controller_log),
+        ] {
             let path = dir.join(name);
             std::fs::write(&path, log).with_context(|| format!("writing {}", path.display()))?;
         }
-        println!("CRIU's logs kept in {}", dir.display());
+        println!("CRIU's and the controller's logs kept in {}", dir.display());
     }
     if std::env::var_os("P4LB_BENCH_VERBOSE").is_some() {
         println!(
@@ -490,7 +493,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         100.0 * p4lb_lock / criu
     );
     println!(
-        "  controller switchover (RESTORED_AT -> switch ack, inside post-restore): \
+        "  controller switchover (UNLOCK with the repoint -> switch ack, inside pre-resume): \
          {switchover:.2} ms"
     );
     println!(
@@ -544,7 +547,8 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     );
     println!(
         "  controller's view: lock -> checkpointed {:.1} ms, checkpointed -> restore started \
-         {:.1} ms, restore started -> restored {:.1} ms, restored -> unlocked {:.1} ms",
+         {:.1} ms, restore started -> repointed {:.1} ms, repointed -> unlocked {:.1} ms (the \
+         action script's UNLOCK repoints and unlocks at once)",
         span(m.locked_unix_us, m.checkpointed_unix_us),
         span(m.checkpointed_unix_us, m.restore_started_unix_us),
         span(m.restore_started_unix_us, m.restored_unix_us),
