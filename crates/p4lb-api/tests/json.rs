@@ -123,6 +123,7 @@ fn field_names_are_the_proto_names() {
             "no_lock",
             "source_node",
             "target_node",
+            "endpoint",
         ])
     );
     let v = serde_json::to_value(api::StatusResponse::default()).unwrap();
