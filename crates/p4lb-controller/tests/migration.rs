@@ -507,8 +507,8 @@ async fn snapshot_and_abort_unlock_the_source() {
 
 /// The action script's calls: LOCK's and RESTORE_STARTED's answers name the caller's
 /// endpoint (no GetEndpoint needed), LOCK and RESTORE_STARTED from a namespace without
-/// an endpoint are NOT_FOUND and change nothing, and UNLOCK without a RESTORED_AT repoints the backend and releases it
-/// in one commit, recording the switchover.
+/// an endpoint are NOT_FOUND and change nothing, and UNLOCK without a RESTORED_AT
+/// repoints the backend and releases it in one commit, recording the switchover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_action_scripts_calls_switch_over_at_unlock() {
     let (_d, dir) = tempdir();
@@ -524,21 +524,13 @@ async fn the_action_scripts_calls_switch_over_at_unlock() {
 
     let e = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Lock as i32,
-            identity: stranger.id(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Lock, &stranger, "", ""))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
     let m = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Lock as i32,
-            identity: src_ns.id(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Lock, &src_ns, "", ""))
         .await
         .unwrap()
         .into_inner();
@@ -552,12 +544,7 @@ async fn the_action_scripts_calls_switch_over_at_unlock() {
     assert!(ep.locked, "{ep:?}");
     let chk = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Checkpointed as i32,
-            identity: src_ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Checkpointed, &src_ns, &m.id, ""))
         .await
         .unwrap()
         .into_inner();
@@ -572,13 +559,12 @@ async fn the_action_scripts_calls_switch_over_at_unlock() {
     // A restore into a namespace without an endpoint is refused and changes nothing.
     let e = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::RestoreStarted as i32,
-            identity: stranger.id(),
-            migration_id: m.id.clone(),
-            source_ip: "10.88.8.21".into(),
-            ..Default::default()
-        })
+        .migration_event(event(
+            api::MigrationPhase::RestoreStarted,
+            &stranger,
+            &m.id,
+            "10.88.8.21",
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
@@ -594,13 +580,12 @@ async fn the_action_scripts_calls_switch_over_at_unlock() {
     let tgt = c.client.register_endpoint(tgt).await.unwrap().into_inner();
     let started = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::RestoreStarted as i32,
-            identity: dst_ns.id(),
-            migration_id: m.id.clone(),
-            source_ip: "10.88.8.21".into(),
-            ..Default::default()
-        })
+        .migration_event(event(
+            api::MigrationPhase::RestoreStarted,
+            &dst_ns,
+            &m.id,
+            "10.88.8.21",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -614,13 +599,12 @@ async fn the_action_scripts_calls_switch_over_at_unlock() {
 
     let done = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Unlock as i32,
-            identity: dst_ns.id(),
-            migration_id: m.id.clone(),
-            source_ip: "10.88.8.21".into(),
-            ..Default::default()
-        })
+        .migration_event(event(
+            api::MigrationPhase::Unlock,
+            &dst_ns,
+            &m.id,
+            "10.88.8.21",
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -6,21 +6,6 @@ use common::*;
 use p4lb_proto::api;
 use tonic::Code;
 
-fn event(
-    phase: api::MigrationPhase,
-    ns: &Netns,
-    id: &str,
-    source_ip: &str,
-) -> api::MigrationEventRequest {
-    api::MigrationEventRequest {
-        phase: phase as i32,
-        identity: ns.id(),
-        migration_id: id.to_string(),
-        source_ip: source_ip.to_string(),
-        ..Default::default()
-    }
-}
-
 fn persisted(dir: &std::path::Path) -> serde_json::Value {
     persisted_json(dir)
 }

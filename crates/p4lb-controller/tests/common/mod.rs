@@ -335,6 +335,23 @@ impl Netns {
     }
 }
 
+/// A migration event sent from `ns`, naming migration `id` and the source address
+/// `source_ip` (either may be empty).
+pub fn event(
+    phase: api::MigrationPhase,
+    ns: &Netns,
+    id: &str,
+    source_ip: &str,
+) -> api::MigrationEventRequest {
+    api::MigrationEventRequest {
+        phase: phase as i32,
+        identity: ns.id(),
+        migration_id: id.to_string(),
+        source_ip: source_ip.to_string(),
+        ..Default::default()
+    }
+}
+
 /// Waits up to 20 s for `child` to exit and returns its status and stderr; `what`
 /// names the failure when it keeps running (it is then killed).
 pub fn exit_of(mut child: std::process::Child, what: &str) -> (std::process::ExitStatus, String) {
