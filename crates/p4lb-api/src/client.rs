@@ -40,9 +40,20 @@ pub enum ApiError {
     },
 }
 
+/// How the controller's NOT_FOUND for a migration event begins when the caller's
+/// network namespace holds no registered endpoint ([`ApiError::is_no_endpoint`]).
+pub const NO_ENDPOINT_FOR_CALLER: &str = "no endpoint is registered for";
+
 impl ApiError {
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(tonic::Code::NotFound)
+    }
+
+    /// The controller refused a migration event because the caller's network namespace
+    /// holds no registered endpoint (not because of an unknown migration or pid).
+    pub fn is_no_endpoint(&self) -> bool {
+        matches!(self, Self::Refused { code: tonic::Code::NotFound, message, .. }
+            if message.contains(NO_ENDPOINT_FOR_CALLER))
     }
 
     /// The controller's status code of a refusal; `None` when it was unavailable.
@@ -397,6 +408,24 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_not_found_for_a_caller_without_endpoint_is_no_endpoint() {
+        let refused = |code, message: &str| ApiError::Refused {
+            call: "MigrationEvent",
+            code,
+            message: message.into(),
+        };
+        let no_ep = format!("{NO_ENDPOINT_FOR_CALLER} pid 7");
+        assert!(refused(tonic::Code::NotFound, &no_ep).is_no_endpoint());
+        assert!(!refused(tonic::Code::NotFound, "no migration \"mig-1\"").is_no_endpoint());
+        assert!(!refused(tonic::Code::PermissionDenied, &no_ep).is_no_endpoint());
+        let down = ApiError::Unavailable {
+            socket: PathBuf::from("/run/p4lb/controller.sock"),
+            detail: no_ep,
+        };
+        assert!(!down.is_no_endpoint());
+    }
     use std::time::Instant;
 
     #[tokio::test]

@@ -29,7 +29,7 @@ pub mod log;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use client::{endpoint_key, ApiError, Client};
+pub use client::{endpoint_key, ApiError, Client, NO_ENDPOINT_FOR_CALLER};
 pub use connect::{connect_unix, connect_unix_bounded, ConnectError};
 pub use fs::{read_bounded, replace_atomic, write_atomic};
 pub use labels::{CheckpointMode, ParseCheckpointModeError, CHECKPOINT_LABEL};

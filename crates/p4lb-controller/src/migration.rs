@@ -64,6 +64,7 @@
 
 use std::time::Instant;
 
+use p4lb_api::NO_ENDPOINT_FOR_CALLER;
 use p4lb_proto::api::{self, MigrationPhase};
 
 use crate::addr::parse_opt_ipv4;
@@ -524,12 +525,7 @@ impl Controller {
         fx: Effects,
         received: Instant,
     ) -> Result<()> {
-        let t = Instant::now();
         refresh_services(&mut st);
-        tracing::debug!(
-            refresh_us = t.elapsed().as_micros() as u64,
-            "services refreshed"
-        );
         let switchover = fx.repointed;
         let carried = g.conns.count_backend(st.migrations[idx].backend_id) as u32;
         let mut change = Change::new(st);
@@ -559,7 +555,7 @@ impl Controller {
     /// traffic (unless the caller runs without p4lb's lock).
     fn on_lock(&self, st: &mut State, ev: &Event) -> Result<(usize, Effects)> {
         let key = ev.caller.clone().ok_or_else(|| {
-            Error::not_found(format!("no endpoint is registered for {}", ev.described))
+            Error::not_found(format!("{NO_ENDPOINT_FOR_CALLER} {}", ev.described))
         })?;
         self.verify_endpoint(st, ev, &key)?;
         if let Some(m) = st
@@ -630,8 +626,8 @@ impl Controller {
             // A local caller restores into its own namespace, which must be a
             // registered endpoint: refused before anything changes.
             return Err(Error::not_found(format!(
-                "no endpoint is registered for {}: the CNI plugin registers the restore \
-                 target (locked) before the restore",
+                "{NO_ENDPOINT_FOR_CALLER} {}: the CNI plugin registers the restore target \
+                 (locked) before the restore",
                 ev.described
             )));
         }
@@ -666,7 +662,7 @@ impl Controller {
     fn on_restored_at(&self, st: &mut State, i: usize, ev: &Event) -> Result<Effects> {
         let key = ev.caller.clone().ok_or_else(|| {
             Error::not_found(format!(
-                "no endpoint is registered for {} (register the target first)",
+                "{NO_ENDPOINT_FOR_CALLER} {} (register the target first)",
                 ev.described
             ))
         })?;

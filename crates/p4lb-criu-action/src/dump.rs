@@ -57,6 +57,7 @@ fn dump_state(run: &Run<'_>, ep: &Endpoint) -> Result<RunState, ActionError> {
     let mut st = RunState::unmanaged(RunSide::Dump);
     st.managed = true;
     st.endpoint_key = ep.key.clone();
+    // Used only if the task keeps running after the dump.
     st.mode = mode_from_label(&ep.labels).unwrap_or(run.cfg.leave_running_default);
     st.source = Some(source);
     st.addresses = addresses;
@@ -86,10 +87,10 @@ fn record_of(
     })
 }
 
-/// network-lock: LOCK, then the record into the image directory.
-/// network-lock (or post-dump, when no network-lock ran): LOCK. The controller
-/// finds the endpoint from the task's network namespace and names it in its answer;
-/// NOT_FOUND means the container is no p4lb endpoint, which is left alone.
+/// network-lock (or post-dump, when no network-lock ran): LOCK, then the record into
+/// the image directory. The controller finds the endpoint from the task's network
+/// namespace and names it in its answer; NOT_FOUND means the container is no p4lb
+/// endpoint, which is left alone.
 pub async fn lock(run: &mut Run<'_>) -> Result<String, ActionError> {
     let m = match run.event(MigrationPhase::Lock, "", "", false).await {
         Ok(m) => m,
@@ -120,6 +121,7 @@ pub async fn lock(run: &mut Run<'_>) -> Result<String, ActionError> {
              the checkpoint; clients may see resets"
         );
     }
+    // Save first: if writing the record fails, network-unlock still knows to ABORT.
     run.save(&st)?;
     let dir = run.image_dir()?;
     let rec = record_of(&st, RecordState::Locked, &m.state)?;
@@ -133,6 +135,7 @@ pub async fn lock(run: &mut Run<'_>) -> Result<String, ActionError> {
     ))
 }
 
+/// post-dump: CHECKPOINTED.
 pub async fn checkpointed(run: &mut Run<'_>, lock_first: bool) -> Result<String, ActionError> {
     if lock_first {
         tracing::info!("no network-lock ran (task shares CRIU's network namespace): locking now");

@@ -86,14 +86,13 @@ pub async fn restore_started(
         .await
     {
         Ok(m) => m,
-        // The controller's refusal of a caller without an endpoint (migration.rs,
-        // on_restore_started): a failure whatever the policy.
-        Err(ActionError::Controller(e))
-            if e.is_not_found() && e.to_string().contains("no endpoint is registered for") =>
-        {
+        // The controller's refusal of a caller without an endpoint: a failure whatever
+        // the policy.
+        Err(ActionError::Controller(e)) if e.is_no_endpoint() => {
             return Err(not_an_endpoint(pid, &rec.migration_id));
         }
         Err(e) if e.is_controller() && run.cfg.policy == Policy::IgnoreController => {
+            // The sockets must still bind: move the addresses, tell nobody.
             let change = ensure_addresses(pid, &rec.source.ifname, &rec.addresses)?;
             run.save(&st)?;
             tracing::warn!(

@@ -110,7 +110,8 @@ impl Controller for Svc {
             && endpoint.is_none()
         {
             return Err(Status::not_found(format!(
-                "no endpoint is registered for pid {pid}"
+                "{} pid {pid}",
+                p4lb_api::NO_ENDPOINT_FOR_CALLER
             )));
         }
         if phase != MigrationPhase::Lock && r.migration_id != "mig-7" {
