@@ -175,32 +175,25 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
             .filter(|r| r.starts_with(&format!("backend_id={} ", src.backend_id)))
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        mine(&t),
-        vec![format!("backend_id={} -> backend_locked()", src.backend_id)]
-    );
-    assert!(
-        rows(&t["ipv4_routes"]).contains(&"dst_addr=10.88.2.21/32 -> route_locked()".to_string())
-    );
+    // The backend row and the source address's route hold its packets.
+    let held = |t: &std::collections::BTreeMap<&str, Vec<p4lb_proto::p4runtime::TableEntry>>| {
+        assert_eq!(
+            mine(t),
+            vec![format!("backend_id={} -> backend_locked()", src.backend_id)]
+        );
+        assert!(rows(&t["ipv4_routes"])
+            .contains(&"dst_addr=10.88.2.21/32 -> route_locked()".to_string()));
+    };
+    held(&t);
     // The wrong namespace may not act for the migration.
     let e = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Checkpointed as i32,
-            identity: dst_ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Checkpointed, &dst_ns, &m.id, ""))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
     c.client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Checkpointed as i32,
-            identity: src_ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Checkpointed, &src_ns, &m.id, ""))
         .await
         .unwrap();
     // The runtime deletes the checkpointed container: its backend is kept.
@@ -226,22 +219,22 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
         rows(&t["ipv4_routes"]).contains(&"dst_addr=10.88.2.22/32 -> route_locked()".to_string())
     );
     c.client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::RestoreStarted as i32,
-            identity: dst_ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
+        .migration_event(event(
+            api::MigrationPhase::RestoreStarted,
+            &dst_ns,
+            &m.id,
+            "",
+        ))
         .await
         .unwrap();
     let restored = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::RestoredAt as i32,
-            identity: dst_ns.id(),
-            source_ip: "10.88.2.21".into(),
-            ..Default::default()
-        })
+        .migration_event(event(
+            api::MigrationPhase::RestoredAt,
+            &dst_ns,
+            "",
+            "10.88.2.21",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -255,21 +248,10 @@ async fn learned_connections_stay_pinned_and_follow_a_migration() {
     );
     // Repointed, still held: the switch forwards to the target only at UNLOCK.
     let t = read_all(&ssock).await;
-    assert_eq!(
-        mine(&t),
-        vec![format!("backend_id={} -> backend_locked()", src.backend_id)]
-    );
-    assert!(
-        rows(&t["ipv4_routes"]).contains(&"dst_addr=10.88.2.21/32 -> route_locked()".to_string())
-    );
+    held(&t);
     let done = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Unlock as i32,
-            identity: dst_ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Unlock, &dst_ns, &m.id, ""))
         .await
         .unwrap()
         .into_inner();
@@ -678,22 +660,13 @@ async fn lock_off_tracks_the_migration_without_holding_traffic() {
     // ends like any other.
     let again = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Lock as i32,
-            identity: ns.id(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Lock, &ns, "", ""))
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     let ab = c
         .client
-        .migration_event(api::MigrationEventRequest {
-            phase: api::MigrationPhase::Abort as i32,
-            identity: ns.id(),
-            migration_id: m.id.clone(),
-            ..Default::default()
-        })
+        .migration_event(event(api::MigrationPhase::Abort, &ns, &m.id, ""))
         .await
         .unwrap()
         .into_inner();
