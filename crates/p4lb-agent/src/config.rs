@@ -28,6 +28,11 @@
 //! [controller]                    # optional: register with the controller over TCP
 //! address = "https://controller.example:50061"
 //! advertise = "https://node-a.example:7443" # this agent, as others reach it
+//!
+//! [relay]                         # optional, needs [controller]: the controller API
+//! socket = "/run/p4lb/controller.sock" # for this node's plugins, relayed over TLS
+//! group = ""                      # empty: root only (0600); a group: 0660
+//! check_addresses = true          # an endpoint's address must be in the caller's netns
 //! ```
 
 use std::net::SocketAddr;
@@ -119,6 +124,27 @@ pub struct ControllerConfig {
     pub advertise: String,
 }
 
+/// The node's controller API for its own plugins ([`crate::relay`]): served on `socket`
+/// (where the plugins look for the controller) and relayed to `[controller].address`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    pub socket: PathBuf,
+    /// A group whose members may call too (socket mode 0660); empty: root only (0600).
+    pub group: String,
+    pub check_addresses: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            socket: PathBuf::from(p4lb_api::DEFAULT_SOCKET),
+            group: String::new(),
+            check_addresses: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -144,6 +170,8 @@ pub struct Config {
     pub cri: CriConfig,
     #[serde(default)]
     pub controller: Option<ControllerConfig>,
+    #[serde(default)]
+    pub relay: Option<RelayConfig>,
 }
 
 fn default_work_dir() -> PathBuf {
@@ -214,6 +242,19 @@ impl Config {
                         "controller.{k} = {v:?} is not https://HOST:PORT"
                     )));
                 }
+            }
+        }
+        if let Some(r) = &c.relay {
+            if c.controller.is_none() {
+                return Err(invalid(
+                    "[relay] needs [controller]: the relay forwards to controller.address".into(),
+                ));
+            }
+            if !r.socket.is_absolute() {
+                return Err(invalid(format!(
+                    "relay.socket = {:?} is not an absolute path",
+                    r.socket
+                )));
             }
         }
         if c.podman.command.is_empty() {
@@ -294,6 +335,22 @@ key = "/n.key"
             c.controller.map(|c| c.advertise),
             Some("https://node-a.example:7443".to_string())
         );
+        assert_eq!(c.relay, Some(RelayConfig::default()));
+    }
+
+    #[test]
+    fn the_relay_needs_a_controller_and_an_absolute_socket() {
+        const CTL: &str = "[controller]\naddress = \"https://c:1\"\nadvertise = \"https://a:2\"\n";
+        let c = Config::parse("t", &format!("{MIN}{CTL}[relay]\n")).unwrap();
+        let r = c.relay.unwrap();
+        assert_eq!(r.socket, Path::new(p4lb_api::DEFAULT_SOCKET));
+        assert!(r.group.is_empty() && r.check_addresses);
+        assert!(Config::parse("t", MIN).unwrap().relay.is_none());
+        let e = Config::parse("t", &format!("{MIN}[relay]\n")).unwrap_err();
+        assert!(e.to_string().contains("needs [controller]"), "{e}");
+        let e =
+            Config::parse("t", &format!("{MIN}{CTL}[relay]\nsocket = \"x.sock\"\n")).unwrap_err();
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
     }
 
     #[test]

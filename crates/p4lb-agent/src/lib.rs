@@ -18,6 +18,10 @@
 //!   moved by name, the restore spec carried in the archive's header.
 //! - [`cri`]: the CRI v1 client (`proto/cri.proto`, a subset written for p4lb), also
 //!   used by the testbed's scenarios in p4lb-e2e.
+//! - [`relay`]: the node's controller API for its own plugins (CNI and netavark
+//!   plugins, CRIU action script, OCI hook) on its local socket, relayed to a controller
+//!   on another host over mutual TLS: callers identified by this node's kernel,
+//!   identities turned into endpoint keys, the migration's target node named.
 //! - [`client`]: connecting to an agent (TLS server name = node name, keep-alive).
 //! - [`config`]: the TOML configuration (`/etc/p4lb/agent.toml`).
 //! - [`serve`]: the TCP listener with mutual TLS; [`register_forever`]: the node's
@@ -33,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod cri;
 pub mod cri_runtime;
+pub mod relay;
 pub mod runtime;
 pub mod service;
 
@@ -58,6 +63,8 @@ pub enum ServeError {
     },
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("relay socket: {0}")]
+    RelaySocket(String),
 }
 
 /// Both sides of the node's mutual TLS from its configured files (key mode checked).
@@ -118,6 +125,36 @@ pub async fn serve<R: Runtime>(
     Ok(())
 }
 
+/// Binds the relay's socket ([`p4lb_api::unix::bind_socket`]), unless something already
+/// answers there: on the controller's own host that is the controller, whose socket the
+/// relay must not take over.
+pub fn bind_relay_socket(
+    path: &std::path::Path,
+    gid: Option<u32>,
+) -> Result<tokio::net::UnixListener, ServeError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ServeError::RelaySocket(format!(
+            "{} is served already (a controller on this host, or another agent): a node \
+             with a controller needs no [relay]",
+            path.display()
+        )));
+    }
+    p4lb_api::unix::bind_socket(path, gid).map_err(|e| ServeError::RelaySocket(e.to_string()))
+}
+
+/// Serves the node's relay ([`relay::Relay`]) on `listener` (bound with
+/// [`bind_relay_socket`]) until the process ends.
+pub async fn serve_relay(
+    relay: relay::Relay,
+    listener: tokio::net::UnixListener,
+) -> Result<(), ServeError> {
+    Server::builder()
+        .add_service(relay.into_server())
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+        .await?;
+    Ok(())
+}
+
 /// How often the agent registers its node again once registered (the controller keeps
 /// the latest address), and how soon it retries while the controller is unreachable.
 pub const REGISTER_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -170,4 +207,21 @@ pub fn from_config(
         },
         Arc::new(c.node_runtime()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_relay_never_takes_over_a_socket_that_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.sock");
+        let live = bind_relay_socket(&path, None).unwrap();
+        let e = bind_relay_socket(&path, None).unwrap_err();
+        assert!(e.to_string().contains("is served already"), "{e}");
+        // Once nothing answers, the stale socket is replaced.
+        drop(live);
+        drop(bind_relay_socket(&path, None).unwrap());
+    }
 }

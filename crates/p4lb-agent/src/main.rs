@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use p4lb_agent::relay::{Relay, RelaySettings};
 use p4lb_agent::{AgentService, Config, Faults};
 
 #[derive(Debug, Parser)]
@@ -49,7 +50,28 @@ async fn main() -> Result<()> {
     if let Some(c) = config.controller.clone() {
         tokio::spawn(p4lb_agent::register_forever(c, client_tls.clone()));
     }
-    let (settings, runtime) = p4lb_agent::from_config(&config, client_tls, faults);
+    let (settings, runtime) = p4lb_agent::from_config(&config, client_tls.clone(), faults);
+    let service = AgentService::new(settings, runtime);
+    if let (Some(r), Some(c)) = (&config.relay, &config.controller) {
+        let gid = p4lb_api::unix::resolve_group(&r.group).context("relay.group")?;
+        let socket = p4lb_agent::bind_relay_socket(&r.socket, gid)?;
+        let relay = Relay::new(
+            RelaySettings {
+                node: config.node.clone(),
+                controller: c.address.clone(),
+                tls: client_tls,
+                group: gid,
+                check_addresses: r.check_addresses,
+            },
+            service.outgoing(),
+        );
+        tracing::info!(socket = %r.socket.display(), controller = %c.address, "relaying this node's controller API");
+        tokio::spawn(async move {
+            if let Err(e) = p4lb_agent::serve_relay(relay, socket).await {
+                tracing::error!("the node's relay stopped: {e}");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -63,12 +85,6 @@ async fn main() -> Result<()> {
         }
         tracing::info!("stopping");
     };
-    p4lb_agent::serve(
-        listener,
-        server_tls,
-        AgentService::new(settings, runtime),
-        shutdown,
-    )
-    .await?;
+    p4lb_agent::serve(listener, server_tls, service, shutdown).await?;
     Ok(())
 }

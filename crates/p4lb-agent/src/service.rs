@@ -20,10 +20,9 @@
 //! decide. The migration runs on a task of its own, so an interrupted caller does not
 //! leave it half done.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p4lb_proto::api::agent_server::Agent;
@@ -37,6 +36,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::archive::{self, ArchiveError};
 use crate::client::ConnectError;
 use crate::config::valid_name;
+use crate::relay::Outgoing;
 use crate::runtime::{Runtime, RuntimeError, MAX_RESTORE_SPEC};
 
 /// Largest gRPC message the agent decodes (a chunk plus framing).
@@ -81,8 +81,9 @@ pub struct AgentService<R: Runtime> {
 struct Inner<R: Runtime> {
     s: Arc<Settings>,
     runtime: Arc<R>,
-    /// Containers being migrated from this node.
-    busy: Arc<Mutex<BTreeSet<String>>>,
+    /// Containers being migrated from this node, with their target node (shared with
+    /// the node's relay, which names the target to the controller).
+    busy: Outgoing,
     receives: Arc<tokio::sync::Semaphore>,
 }
 
@@ -92,10 +93,16 @@ impl<R: Runtime> AgentService<R> {
             inner: Arc::new(Inner {
                 s: Arc::new(settings),
                 runtime,
-                busy: Arc::default(),
+                busy: Outgoing::default(),
                 receives: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RECEIVES)),
             }),
         }
+    }
+
+    /// The containers this agent is migrating away, for the node's relay
+    /// ([`crate::relay::Relay`]).
+    pub fn outgoing(&self) -> Outgoing {
+        self.inner.busy.clone()
     }
 
     /// A server for this service with the message size bounded.
@@ -168,16 +175,13 @@ fn archive_status(e: &ArchiveError) -> Code {
 
 /// Removes a container from the busy set when dropped.
 struct BusyGuard {
-    set: Arc<Mutex<BTreeSet<String>>>,
+    set: Outgoing,
     name: String,
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.name);
+        self.set.remove(&self.name);
     }
 }
 
@@ -439,8 +443,7 @@ impl<R: Runtime> Inner<R> {
             )));
         }
         let _busy = {
-            let mut set = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            if !set.insert(source.name.clone()) {
+            if !self.busy.insert(&source.name, &req.target_node) {
                 return Err(Status::aborted(format!(
                     "a migration of {} is already running",
                     source.name

@@ -16,6 +16,8 @@
 //! - `tls` (cargo feature `tls`): mutual TLS for every TCP surface: bounded PEM reads
 //!   with the key-mode check, `client_config`, `server_config`, and `peer_name` (the
 //!   identity of a TCP caller, from its certificate).
+//! - [`unix`]: serving the API on a Unix socket (0600 or a group's 0660, callers by
+//!   their peer credentials), for the controller and the node agent's relay alike.
 //! - [`log`]: the stderr logging of the helpers the runtimes start (`P4LB_LOG`).
 //! - [`DEFAULT_SOCKET`]: where the controller serves the API.
 //! - [`api`]: the generated API types (from p4lb-proto); they derive serde, which is
@@ -28,6 +30,7 @@ pub mod labels;
 pub mod log;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod unix;
 
 pub use client::{endpoint_key, ApiError, Client, NO_ENDPOINT_FOR_CALLER};
 pub use connect::{connect_unix, connect_unix_bounded, ConnectError};

@@ -86,25 +86,22 @@ impl Api {
     /// a certificate of the client CA).
     fn authorize<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
         Metrics::inc(&self.ctl.metrics.api_calls);
-        let info = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>();
-        if info.is_none() {
+        let Some(peer) = p4lb_api::unix::peer(req) else {
             return self.tcp_caller(req, call);
-        }
-        let Some(cred) = info.and_then(|i| i.peer_cred) else {
+        };
+        let Some(cred) = peer else {
             tracing::debug!(call, "API call on the Unix socket without peer credentials");
             return Ok(Caller::Local);
         };
-        tracing::debug!(call, uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "API call");
-        let allowed = cred.uid() == 0 || self.access.group.is_some();
-        if !allowed {
+        tracing::debug!(call, uid = cred.uid, gid = cred.gid, pid = ?cred.pid, "API call");
+        if let Err(e) = p4lb_api::unix::admit(
+            &cred,
+            self.access.group.is_some(),
+            "the p4lb controller API",
+        ) {
             Metrics::inc(&self.ctl.metrics.api_errors);
-            tracing::warn!(call, uid = cred.uid(), pid = ?cred.pid(), "refused API call from non-root caller");
-            return Err(Status::permission_denied(format!(
-                "uid {} may not use the p4lb controller API (root only)",
-                cred.uid()
-            )));
+            tracing::warn!(call, uid = cred.uid, pid = ?cred.pid, "refused API call from non-root caller");
+            return Err(e);
         }
         Ok(Caller::Local)
     }
@@ -152,19 +149,15 @@ impl Api {
         id: Option<&Identity>,
         call: &str,
     ) -> Result<(), Status> {
-        let Some(cred) = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
-        else {
+        let Some(Some(cred)) = p4lb_api::unix::peer(req) else {
             return Ok(());
         };
         let Ok(ns) = identity::resolve(id, false) else {
             return Ok(());
         };
         let peer = identity::Peer {
-            uid: cred.uid(),
-            pid: cred.pid(),
+            uid: cred.uid,
+            pid: cred.pid,
         };
         identity::check_claim(peer, &ns).map_err(|e| {
             Metrics::inc(&self.ctl.metrics.api_errors);

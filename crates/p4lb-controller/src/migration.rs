@@ -273,16 +273,13 @@ impl Controller {
             )));
         };
         // A migration target may carry the source's address instead of its own.
-        let ok_ip = ns
-            .addrs
-            .as_ref()
-            .and_then(|a| {
-                std::iter::once(e.ip)
-                    .chain(e.migrated_ips.iter().copied())
-                    .chain(e.restore_of_ip)
-                    .find(|ip| a.contains(ip))
-            })
-            .unwrap_or(e.ip);
+        let others: Vec<_> = e
+            .migrated_ips
+            .iter()
+            .copied()
+            .chain(e.restore_of_ip)
+            .collect();
+        let ok_ip = identity::configured_ip(ns, e.ip, &others);
         identity::verify(
             ns,
             e.netns_inode,

@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,48 +26,14 @@ use crate::api::{Access, Api};
 use crate::controller::Controller;
 use crate::metrics::CONTENT_TYPE;
 
-/// Resolves a group name or numeric gid.
+/// Resolves a group name or numeric gid ([`p4lb_api::unix::resolve_group`]).
 pub fn resolve_group(group: &str) -> anyhow::Result<Option<u32>> {
-    if group.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(gid) = group.parse::<u32>() {
-        return Ok(Some(gid));
-    }
-    let g = nix::unistd::Group::from_name(group)
-        .with_context(|| format!("looking up group {group}"))?
-        .with_context(|| format!("group {group} does not exist"))?;
-    Ok(Some(g.gid.as_raw()))
+    Ok(p4lb_api::unix::resolve_group(group)?)
 }
 
-/// Binds the API socket with the right owner and mode.
+/// Binds the API socket with the right owner and mode ([`p4lb_api::unix::bind_socket`]).
 pub fn bind_socket(path: &Path, gid: Option<u32>) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
-        }
-        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
-        Err(_) => {}
-    }
-    // Create the socket with no access for anyone, then open it up as configured.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let l = UnixListener::bind(path);
-    nix::sys::stat::umask(old);
-    let l = l.with_context(|| format!("binding {}", path.display()))?;
-    let mode = if let Some(gid) = gid {
-        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
-            .with_context(|| format!("chown {}", path.display()))?;
-        0o660
-    } else {
-        0o600
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", path.display()))?;
-    Ok(l)
+    Ok(p4lb_api::unix::bind_socket(path, gid)?)
 }
 
 /// The TLS config of the API's TCP listener; errors name the `api.*` key of the file.

@@ -8,6 +8,8 @@
 //!   rtnetlink bound inside a namespace; [`NetNs::ipv4_addrs`] and [`ipv4_addrs`] list its
 //!   IPv4 addresses.
 //! - [`Error`]: what can go wrong; missing path and "not a network namespace" are distinct.
+//! - [`identity`]: which namespace an API caller's pid or path stands for and whether the
+//!   caller may speak for it (the controller and the node agent's relay apply it alike).
 //!
 //! # One strategy: a dedicated thread
 //!
@@ -30,6 +32,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+
+pub mod identity;
 
 use futures::TryStreamExt;
 use nix::sched::CloneFlags;

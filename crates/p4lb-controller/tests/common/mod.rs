@@ -6,6 +6,7 @@
 pub mod bmv2;
 pub mod fake_thrift;
 pub mod packet;
+pub mod pki;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
