@@ -166,46 +166,40 @@ impl Relay {
         Ok(c)
     }
 
-    /// The caller, admitted by its peer credentials; `None` when the request did not
-    /// come over a Unix socket (only in-process, in tests).
-    fn admit<T>(&self, req: &Request<T>, call: &str) -> Result<Option<UnixPeer>, Status> {
-        let peer = match unix::peer(req) {
-            None => return Ok(None),
-            Some(None) => {
-                return Err(Status::permission_denied(
-                    "the kernel did not report who is calling: refused",
-                ))
-            }
-            Some(Some(p)) => p,
+    /// The caller, admitted by its peer credentials. The relay serves its node's Unix
+    /// socket only: a request without peer credentials is refused.
+    fn admit<T>(&self, req: &Request<T>, call: &str) -> Result<UnixPeer, Status> {
+        let Some(Some(peer)) = unix::peer(req) else {
+            tracing::warn!(call, "refused relay call without peer credentials");
+            return Err(Status::permission_denied(
+                "the kernel did not report who is calling (the relay serves its node's Unix \
+                 socket only): refused",
+            ));
         };
         unix::admit(&peer, self.s.group.is_some(), "the p4lb API of this node").inspect_err(
             |_| tracing::warn!(call, uid = peer.uid, pid = ?peer.pid, "refused relay call from non-root caller"),
         )?;
         tracing::debug!(call, uid = peer.uid, pid = ?peer.pid, "relaying");
-        Ok(Some(peer))
+        Ok(peer)
     }
 
     /// Resolves a claimed identity and checks the caller may speak for it.
     fn claim(
         &self,
-        peer: Option<UnixPeer>,
+        peer: UnixPeer,
         id: Option<&api::Identity>,
         read_addrs: bool,
     ) -> Result<Netns, Status> {
         let id =
             id.ok_or_else(|| Status::invalid_argument("identity is required (pid or netns_path)"))?;
         let ns = identity::resolve(id.pid, &id.netns_path, read_addrs).map_err(status_of)?;
-        if let Some(p) = peer {
-            identity::check_claim(
-                Peer {
-                    uid: p.uid,
-                    pid: p.pid,
-                },
-                &ns,
-            )
+        let p = Peer {
+            uid: peer.uid,
+            pid: peer.pid,
+        };
+        identity::check_claim(p, &ns)
             .inspect_err(|e| tracing::warn!(?p, error = %e, "refused identity claim"))
             .map_err(status_of)?;
-        }
         Ok(ns)
     }
 
@@ -489,6 +483,31 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_did_not_come_over_the_unix_socket_is_refused() {
+        use controller_server::Controller;
+        let relay = Relay::new(
+            RelaySettings {
+                node: "node-a".into(),
+                controller: "https://127.0.0.1:1".into(),
+                tls: ClientTlsConfig::new(),
+                group: None,
+                check_addresses: true,
+            },
+            Outgoing::default(),
+        );
+        let e = relay
+            .status(Request::new(api::StatusRequest {}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        let e = relay
+            .migration_event(Request::new(api::MigrationEventRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     }
 
     #[test]
