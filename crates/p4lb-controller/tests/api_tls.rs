@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::pki::{client, start, Pki, CALL, CONNECT};
+use common::pki::{client, refused, start, Pki, CALL, CONNECT};
 use common::*;
 use p4lb_api::{ApiError, Client};
 use p4lb_proto::api::{self, MigrationPhase};
@@ -30,16 +30,6 @@ fn event(phase: MigrationPhase, key: &str, id: &str) -> api::MigrationEventReque
         endpoint_key: key.to_string(),
         migration_id: id.to_string(),
         ..Default::default()
-    }
-}
-
-/// A refusal with `code`.
-fn refused<T: std::fmt::Debug>(r: Result<T, ApiError>, code: Code, what: &str) -> String {
-    match r {
-        Err(ApiError::Refused {
-            code: c, message, ..
-        }) if c == code => message,
-        other => panic!("{what}: want {code:?}, got {other:?}"),
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::pki::{client, start, Pki, CALL, CONNECT};
+use common::pki::{client, refused, start, Pki, CALL, CONNECT};
 use common::*;
 use p4lb_agent::relay::{Outgoing, Relay, RelaySettings};
 use p4lb_api::{ApiError, Client};
@@ -50,12 +50,33 @@ fn reg(cid: &str, ip: &str, ns: &Netns) -> api::RegisterEndpointRequest {
     r
 }
 
-fn refused<T: std::fmt::Debug>(r: Result<T, ApiError>, code: Code, what: &str) -> String {
-    match r {
-        Err(ApiError::Refused {
-            code: c, message, ..
-        }) if c == code => message,
-        other => panic!("{what}: want {code:?}, got {other:?}"),
+/// One controller on TCP, an administrator's client, nodes A and B with their relays,
+/// and a pod namespace on each node.
+struct TwoNodes {
+    _d: tempfile::TempDir,
+    _sw: p4lb_switch::SwitchHandle,
+    _ctl: Ctl,
+    admin: Client,
+    a: Node,
+    b: Node,
+    pod_a: Netns,
+    pod_b: Netns,
+}
+
+async fn two_nodes() -> TwoNodes {
+    p4lb_testutil::require_root();
+    let (d, dir) = tempdir();
+    let pki = Pki::new(&dir);
+    let (sw, ctl, addr) = start(&dir, &pki).await;
+    TwoNodes {
+        admin: client(&addr, &pki, "ops").await,
+        a: node(&dir, &pki, "node-a", &addr).await,
+        b: node(&dir, &pki, "node-b", &addr).await,
+        pod_a: Netns::new("rla", &["10.88.0.5"]),
+        pod_b: Netns::new("rlb", &["10.88.0.9"]),
+        _d: d,
+        _sw: sw,
+        _ctl: ctl,
     }
 }
 
@@ -92,25 +113,18 @@ async fn relay_caller_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
-    p4lb_testutil::require_root();
-    let (_d, dir) = tempdir();
-    let pki = Pki::new(&dir);
-    let (_sw, _ctl, addr) = start(&dir, &pki).await;
-    let admin = client(&addr, &pki, "ops").await;
-    let a = node(&dir, &pki, "node-a", &addr).await;
-    let b = node(&dir, &pki, "node-b", &addr).await;
-    let pod_a = Netns::new("rla", &["10.88.0.5"]);
-    let pod_b = Netns::new("rlb", &["10.88.0.9"]);
+    let w = two_nodes().await;
+    let (admin, a, b, pod_a, pod_b) = (&w.admin, &w.a, &w.b, &w.pod_a, &w.pod_b);
 
     // The CNI plugin on node A registers its pod: the endpoint is node A's.
     let web =
-        a.c.register_endpoint(reg("web-a", "10.88.0.5", &pod_a))
+        a.c.register_endpoint(reg("web-a", "10.88.0.5", pod_a))
             .await
             .unwrap();
     assert_eq!(web.node, "node-a");
     assert_eq!(web.key, "web-a/eth0");
     // A netns path that names nothing on the node is refused there; nothing registered.
-    let mut bad = reg("ghost", "10.88.0.6", &pod_a);
+    let mut bad = reg("ghost", "10.88.0.6", pod_a);
     bad.netns_path = "/run/netns/p4lb-no-such-ns".into();
     let msg = refused(
         a.c.register_endpoint(bad).await,
@@ -125,15 +139,15 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
         identity: ns.id(),
         ..Default::default()
     };
-    let found = a.c.raw().get_endpoint(by_id(&pod_a)).await.unwrap();
+    let found = a.c.raw().get_endpoint(by_id(pod_a)).await.unwrap();
     assert_eq!(found.into_inner().key, "web-a/eth0");
-    let miss = b.c.raw().get_endpoint(by_id(&pod_a)).await.unwrap_err();
+    let miss = b.c.raw().get_endpoint(by_id(pod_a)).await.unwrap_err();
     assert_eq!(miss.code(), Code::NotFound, "{miss:?}");
 
     // Node B can neither lock nor remove node A's endpoint: its relay finds no endpoint
     // of node B there, and the controller refuses node B the key.
     let lock_from_b =
-        b.c.migration_event(event(MigrationPhase::Lock, &pod_a, "", ""))
+        b.c.migration_event(event(MigrationPhase::Lock, pod_a, "", ""))
             .await;
     let msg = refused(lock_from_b, Code::NotFound, "node B locks A's pod");
     assert!(
@@ -188,7 +202,7 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
     // node B as the target node.
     assert!(a.outgoing.insert("web", "node-b"));
     let m =
-        a.c.migration_event(event(MigrationPhase::Lock, &pod_a, "", ""))
+        a.c.migration_event(event(MigrationPhase::Lock, pod_a, "", ""))
             .await
             .unwrap();
     assert_eq!(m.state, "locked");
@@ -201,14 +215,14 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
         Some("web-a/eth0")
     );
     let m =
-        a.c.migration_event(event(MigrationPhase::Checkpointed, &pod_a, &m.id, ""))
+        a.c.migration_event(event(MigrationPhase::Checkpointed, pod_a, &m.id, ""))
             .await
             .unwrap();
     assert_eq!(m.state, "checkpointed");
 
     // Node B's CNI plugin registers the restore (locked, with the source's address as
     // the hint): taken as the migration's target because the migration names node B.
-    let mut target = reg("web-b", "10.88.0.9", &pod_b);
+    let mut target = reg("web-b", "10.88.0.9", pod_b);
     target.locked = true;
     target.restore_of_ip = "10.88.0.5".into();
     let t = b.c.register_endpoint(target).await.unwrap();
@@ -220,7 +234,7 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
 
     // Node A cannot take the restore over: its relay has no endpoint in B's pod.
     refused(
-        a.c.migration_event(event(MigrationPhase::RestoreStarted, &pod_b, &m.id, ""))
+        a.c.migration_event(event(MigrationPhase::RestoreStarted, pod_b, &m.id, ""))
             .await,
         Code::NotFound,
         "node A restores in node B's pod",
@@ -229,7 +243,7 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
     // The action script on node B: RESTORE_STARTED at setup-namespaces, UNLOCK at
     // pre-resume (the switchover).
     let m =
-        b.c.migration_event(event(MigrationPhase::RestoreStarted, &pod_b, &m.id, ""))
+        b.c.migration_event(event(MigrationPhase::RestoreStarted, pod_b, &m.id, ""))
             .await
             .unwrap();
     assert_eq!(m.state, "restoring");
@@ -238,7 +252,7 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
         Some("web-b/eth0")
     );
     let m =
-        b.c.migration_event(event(MigrationPhase::Unlock, &pod_b, &m.id, ""))
+        b.c.migration_event(event(MigrationPhase::Unlock, pod_b, &m.id, ""))
             .await
             .unwrap();
     assert_eq!(m.state, "done");
@@ -254,32 +268,25 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_agents_migration_node_b_cannot_restore_node_as_endpoint() {
-    p4lb_testutil::require_root();
-    let (_d, dir) = tempdir();
-    let pki = Pki::new(&dir);
-    let (_sw, _ctl, addr) = start(&dir, &pki).await;
-    let admin = client(&addr, &pki, "ops").await;
-    let a = node(&dir, &pki, "node-a", &addr).await;
-    let b = node(&dir, &pki, "node-b", &addr).await;
-    let pod_a = Netns::new("rla", &["10.88.0.5"]);
-    let pod_b = Netns::new("rlb", &["10.88.0.9"]);
-    a.c.register_endpoint(reg("web-a", "10.88.0.5", &pod_a))
+    let w = two_nodes().await;
+    let (admin, a, b, pod_a, pod_b) = (&w.admin, &w.a, &w.b, &w.pod_a, &w.pod_b);
+    a.c.register_endpoint(reg("web-a", "10.88.0.5", pod_a))
         .await
         .unwrap();
 
     // A checkpoint on node A that its agent did not start (no target node): the
     // migration stays node A's.
     let m =
-        a.c.migration_event(event(MigrationPhase::Lock, &pod_a, "", ""))
+        a.c.migration_event(event(MigrationPhase::Lock, pod_a, "", ""))
             .await
             .unwrap();
     assert!(m.target_node.is_empty(), "{m:?}");
-    a.c.migration_event(event(MigrationPhase::Checkpointed, &pod_a, &m.id, ""))
+    a.c.migration_event(event(MigrationPhase::Checkpointed, pod_a, &m.id, ""))
         .await
         .unwrap();
 
     // Node B may not register a restore of it, nor restore it.
-    let mut target = reg("web-b", "10.88.0.9", &pod_b);
+    let mut target = reg("web-b", "10.88.0.9", pod_b);
     target.locked = true;
     target.restore_of_ip = "10.88.0.5".into();
     let msg = refused(
@@ -290,7 +297,7 @@ async fn without_the_agents_migration_node_b_cannot_restore_node_as_endpoint() {
     assert!(msg.contains("names no target node"), "{msg}");
     assert!(admin.get_endpoint("web-b/eth0").await.unwrap().is_none());
     refused(
-        b.c.migration_event(event(MigrationPhase::RestoreStarted, &pod_b, &m.id, ""))
+        b.c.migration_event(event(MigrationPhase::RestoreStarted, pod_b, &m.id, ""))
             .await,
         Code::NotFound,
         "node B restores without an endpoint",

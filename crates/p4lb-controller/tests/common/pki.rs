@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use p4lb_api::Client;
+use p4lb_api::{ApiError, Client};
 use p4lb_controller::cert::{self, Names};
 use p4lb_controller::config::Config;
+use tonic::Code;
 
 use super::{config, eventually, start_switch, Ctl};
 
@@ -91,4 +92,14 @@ pub async fn client(addr: &str, pki: &Pki, name: &str) -> Client {
     Client::connect_tls(addr, &pki.tls(name), CONNECT, CALL)
         .await
         .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+}
+
+/// A refusal with `code`.
+pub fn refused<T: std::fmt::Debug>(r: Result<T, ApiError>, code: Code, what: &str) -> String {
+    match r {
+        Err(ApiError::Refused {
+            code: c, message, ..
+        }) if c == code => message,
+        other => panic!("{what}: want {code:?}, got {other:?}"),
+    }
 }
