@@ -42,6 +42,18 @@ async fn node(dir: &Path, pki: &Pki, name: &str, controller: &str) -> Node {
     Node { sock, c, outgoing }
 }
 
+impl Node {
+    /// A migration event as the action script in `ns` sends it (`id` may be empty).
+    async fn event(
+        &self,
+        phase: MigrationPhase,
+        ns: &Netns,
+        id: &str,
+    ) -> Result<api::Migration, ApiError> {
+        self.c.migration_event(event(phase, ns, id, "")).await
+    }
+}
+
 /// The registration the CNI or netavark plugin sends for a pod in `ns`.
 fn reg(cid: &str, ip: &str, ns: &Netns) -> api::RegisterEndpointRequest {
     let mut r = register_req(cid, ip, "02:00:00:00:00:05", "");
@@ -146,9 +158,7 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
 
     // Node B can neither lock nor remove node A's endpoint: its relay finds no endpoint
     // of node B there, and the controller refuses node B the key.
-    let lock_from_b =
-        b.c.migration_event(event(MigrationPhase::Lock, pod_a, "", ""))
-            .await;
+    let lock_from_b = b.event(MigrationPhase::Lock, pod_a, "").await;
     let msg = refused(lock_from_b, Code::NotFound, "node B locks A's pod");
     assert!(
         ApiError::Refused {
@@ -201,10 +211,7 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
     // Node A's agent migrates "web" to node B: the action script's LOCK on A carries
     // node B as the target node.
     assert!(a.outgoing.insert("web", "node-b"));
-    let m =
-        a.c.migration_event(event(MigrationPhase::Lock, pod_a, "", ""))
-            .await
-            .unwrap();
+    let m = a.event(MigrationPhase::Lock, pod_a, "").await.unwrap();
     assert_eq!(m.state, "locked");
     assert_eq!(
         (m.source_node.as_str(), m.target_node.as_str()),
@@ -214,10 +221,10 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
         m.endpoint.as_ref().map(|e| e.key.as_str()),
         Some("web-a/eth0")
     );
-    let m =
-        a.c.migration_event(event(MigrationPhase::Checkpointed, pod_a, &m.id, ""))
-            .await
-            .unwrap();
+    let m = a
+        .event(MigrationPhase::Checkpointed, pod_a, &m.id)
+        .await
+        .unwrap();
     assert_eq!(m.state, "checkpointed");
 
     // Node B's CNI plugin registers the restore (locked, with the source's address as
@@ -234,27 +241,23 @@ async fn a_migration_from_node_a_to_node_b_through_the_nodes_relays() {
 
     // Node A cannot take the restore over: its relay has no endpoint in B's pod.
     refused(
-        a.c.migration_event(event(MigrationPhase::RestoreStarted, pod_b, &m.id, ""))
-            .await,
+        a.event(MigrationPhase::RestoreStarted, pod_b, &m.id).await,
         Code::NotFound,
         "node A restores in node B's pod",
     );
 
     // The action script on node B: RESTORE_STARTED at setup-namespaces, UNLOCK at
     // pre-resume (the switchover).
-    let m =
-        b.c.migration_event(event(MigrationPhase::RestoreStarted, pod_b, &m.id, ""))
-            .await
-            .unwrap();
+    let m = b
+        .event(MigrationPhase::RestoreStarted, pod_b, &m.id)
+        .await
+        .unwrap();
     assert_eq!(m.state, "restoring");
     assert_eq!(
         m.endpoint.as_ref().map(|e| e.key.as_str()),
         Some("web-b/eth0")
     );
-    let m =
-        b.c.migration_event(event(MigrationPhase::Unlock, pod_b, &m.id, ""))
-            .await
-            .unwrap();
+    let m = b.event(MigrationPhase::Unlock, pod_b, &m.id).await.unwrap();
     assert_eq!(m.state, "done");
     assert_eq!(m.target_key, "web-b/eth0");
     let moved = admin.get_endpoint("web-b/eth0").await.unwrap().unwrap();
@@ -276,12 +279,9 @@ async fn without_the_agents_migration_node_b_cannot_restore_node_as_endpoint() {
 
     // A checkpoint on node A that its agent did not start (no target node): the
     // migration stays node A's.
-    let m =
-        a.c.migration_event(event(MigrationPhase::Lock, pod_a, "", ""))
-            .await
-            .unwrap();
+    let m = a.event(MigrationPhase::Lock, pod_a, "").await.unwrap();
     assert!(m.target_node.is_empty(), "{m:?}");
-    a.c.migration_event(event(MigrationPhase::Checkpointed, pod_a, &m.id, ""))
+    a.event(MigrationPhase::Checkpointed, pod_a, &m.id)
         .await
         .unwrap();
 
@@ -297,8 +297,7 @@ async fn without_the_agents_migration_node_b_cannot_restore_node_as_endpoint() {
     assert!(msg.contains("names no target node"), "{msg}");
     assert!(admin.get_endpoint("web-b/eth0").await.unwrap().is_none());
     refused(
-        b.c.migration_event(event(MigrationPhase::RestoreStarted, pod_b, &m.id, ""))
-            .await,
+        b.event(MigrationPhase::RestoreStarted, pod_b, &m.id).await,
         Code::NotFound,
         "node B restores without an endpoint",
     );
