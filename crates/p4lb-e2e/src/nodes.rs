@@ -159,6 +159,9 @@ pub struct Nodes<'w> {
     pub runtime: NodeRuntime,
     /// With [`NodeRuntime::Cri`]: the test image's name in the local registry.
     pub image: String,
+    /// Each node's plugins and action script reach the controller through their own
+    /// agent's relay ([`Nodes::start_relayed`]) instead of the controller's socket.
+    pub relayed: bool,
 }
 
 impl<'w> Nodes<'w> {
@@ -171,6 +174,7 @@ impl<'w> Nodes<'w> {
             agent: inside(&bin("p4lb-agent")?)?,
             runtime: NodeRuntime::Podman,
             image: images::TEST_IMAGE.into(),
+            relayed: false,
         };
         let b = NODES[1];
         w.sh(&format!(
@@ -181,6 +185,53 @@ impl<'w> Nodes<'w> {
         ))?;
         n.start_agents()?;
         Ok(n)
+    }
+
+    /// [`Nodes::start`] with each node as a node whose controller runs elsewhere: its
+    /// agent serves the controller API to the node's plugins on the default socket and
+    /// relays their calls over mutual TLS as that node. Each agent runs in a mount
+    /// namespace of its node's own, where `/run/p4lb` is the node's directory
+    /// ([`Nodes::relay_dir`]), so everything the node's Podman starts (netavark and its
+    /// p4lb plugin, conmon, crun, CRIU and p4lb's action script) finds the node's relay
+    /// at `/run/p4lb/controller.sock` as on a real node; the pods' netns mounts stay in
+    /// the node's namespace (propagation from the host only). Test commands run the
+    /// node's Podman there through [`Nodes::podman`].
+    pub fn start_relayed(w: &'w World) -> Result<Nodes<'w>> {
+        let mut n = Nodes::start(w)?;
+        n.relayed = true;
+        for node in NODES {
+            w.sh(&format!(
+                "set -e; mkdir -p {dir}\n\
+                 cat > {wrapper} <<'EOF'\n#!/bin/sh\n\
+                 exec nsenter --mount=/proc/$(cat {pid})/ns/mnt {podman} \"$@\"\nEOF\n\
+                 chmod 0755 {wrapper}",
+                dir = Nodes::relay_dir(node),
+                wrapper = Nodes::podman_wrapper(node),
+                pid = node.pid_file(),
+                podman = node.podman(),
+            ))?;
+            n.start_agent(node, "")?;
+        }
+        Ok(n)
+    }
+
+    /// The directory that is `/run/p4lb` in a relayed node's mount namespace.
+    pub fn relay_dir(node: Node) -> String {
+        format!("/run/p4lb-nodes/{}", node.name)
+    }
+
+    fn podman_wrapper(node: Node) -> String {
+        format!("/usr/local/bin/podman-{}", node.name)
+    }
+
+    /// `podman` as `node` runs it: with its global options, and in the node's mount
+    /// namespace when the nodes are relayed.
+    pub fn podman(&self, node: Node) -> String {
+        if self.relayed {
+            Nodes::podman_wrapper(node)
+        } else {
+            node.podman()
+        }
     }
 
     /// [`Nodes::start`] with containerd on both nodes: the p4lb CNI plugin for pods,
@@ -196,6 +247,7 @@ impl<'w> Nodes<'w> {
             agent: inside(&bin("p4lb-agent")?)?,
             runtime: NodeRuntime::Cri,
             image,
+            relayed: false,
         };
         for node in NODES {
             n.start_containerd(node)?;
@@ -285,6 +337,14 @@ impl<'w> Nodes<'w> {
 
     /// Writes `node`'s configuration and (re)starts its agent with `extra` arguments.
     pub fn start_agent(&self, node: Node, extra: &str) -> Result<()> {
+        if self.relayed {
+            return self.start_agent_full(
+                node,
+                extra,
+                &Nodes::podman_wrapper(node),
+                node.cri_socket,
+            );
+        }
         self.start_agent_with(node, extra, "podman")
     }
 
@@ -328,22 +388,35 @@ impl<'w> Nodes<'w> {
              cert = \"{PKI}/{name}.pem\"\nkey = \"{PKI}/{name}-key.pem\"\n\n\
              [podman]\ncommand = \"{podman}\"\nglobal_args = [{args}]\n\n\
              [cri]\nsocket = \"{sock}\"\n\n\
-             [controller]\naddress = \"https://{CONTROLLER_TCP}\"\nadvertise = \"{url}\"\n",
+             [controller]\naddress = \"https://{CONTROLLER_TCP}\"\nadvertise = \"{url}\"\n{relay}",
             name = node.name,
             port = node.port,
             args = args.join(", "),
             sock = cri_socket,
-            url = node.agent_url()
+            url = node.agent_url(),
+            relay = if self.relayed { "\n[relay]\n" } else { "" },
         );
+        // A relayed node's agent: in a mount namespace of its own with the node's
+        // directory as /run/p4lb (the pid file names the agent itself: each step execs).
+        let launch = if self.relayed {
+            format!(
+                "unshare -m --propagation slave sh -c 'mount --bind {dir} /run/p4lb && \
+                 exec {agent} --config {path} {extra}'",
+                dir = Nodes::relay_dir(node),
+                agent = self.agent,
+                path = node.config_path(),
+            )
+        } else {
+            format!("{} --config {} {extra}", self.agent, node.config_path())
+        };
         self.stop_agent(node)?;
         self.w.sh(&format!(
             "cat > {path} <<'EOF'\n{config}EOF\n\
-             setsid {agent} --config {path} {extra} </dev/null >>{log} 2>&1 & echo $! > {pid}; \
+             setsid {launch} </dev/null >>{log} 2>&1 & echo $! > {pid}; \
              for i in $(seq 100); do grep -q 'p4lb-agent serving' {log} && exit 0; \
              kill -0 $(cat {pid}) 2>/dev/null || break; sleep 0.1; done; \
              echo agent {name} did not start; cat {log}; exit 1",
             path = node.config_path(),
-            agent = self.agent,
             log = node.log(),
             pid = node.pid_file(),
             name = node.name,
@@ -470,7 +543,7 @@ impl<'w> Nodes<'w> {
         if self.runtime == NodeRuntime::Podman {
             if let Ok(id) = self.w.sh(&format!(
                 "{} inspect -f '{{{{.Id}}}}' {container}",
-                to.podman()
+                self.podman(to)
             )) {
                 p4lb_testbed::cgroups::prune_restore_copies(id.trim());
             }
@@ -507,7 +580,7 @@ impl<'w> Nodes<'w> {
         }
         let (ok, out, _) = self.w.try_sh(&format!(
             "{} inspect -f '{{{{.State.Status}}}}' {container}",
-            node.podman()
+            self.podman(node)
         ))?;
         Ok(ok.then(|| out.trim().to_string()))
     }

@@ -363,14 +363,18 @@ impl World {
     /// `podman run -d --name NAME{options}` of the stateful test server listening on
     /// PORT; returns once it listens.
     fn start_test_server(&self, name: &str, options: &str) -> Result<()> {
+        self.start_test_server_as("podman", name, options)
+    }
+
+    fn start_test_server_as(&self, podman: &str, name: &str, options: &str) -> Result<()> {
         self.sh(&format!(
-            "podman run -d --name {name}{options} {} {} server --listen 0.0.0.0:{PORT} \
+            "{podman} run -d --name {name}{options} {} {} server --listen 0.0.0.0:{PORT} \
              --stateful",
             images::TEST_IMAGE,
             images::TESTAPP_IN_IMAGE
         ))?;
         wait::until(20, "the server container to listen", || {
-            self.try_sh(&format!("podman logs {name} 2>&1 | grep -q listening"))
+            self.try_sh(&format!("{podman} logs {name} 2>&1 | grep -q listening"))
                 .map(|(ok, _, _)| ok)
                 .unwrap_or(false)
         })?;
@@ -530,6 +534,11 @@ impl World {
     /// returns once it listens.
     pub fn run_server_on_network(&self, name: &str, net: &str) -> Result<()> {
         self.start_test_server(name, &format!(" --network {net}"))
+    }
+
+    /// [`World::run_server_on_network`] with `podman` as the command (a node's).
+    pub fn run_server_on_network_as(&self, podman: &str, name: &str, net: &str) -> Result<()> {
+        self.start_test_server_as(podman, name, &format!(" --network {net}"))
     }
 
     /// The container's address on network `net`, as `podman inspect` reports it.

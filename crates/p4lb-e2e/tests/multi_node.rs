@@ -144,6 +144,65 @@ fn a_server_moves_between_two_nodes_keeping_every_connection() {
     ));
 }
 
+/// Each node's plugins and CRIU action script reach the controller through their own
+/// agent's relay on the default socket, as on nodes whose controller runs on another
+/// host ([`Nodes::start_relayed`]): the endpoints are registered by their node, A's
+/// agent names node B as the migration's target at LOCK, and B's restore goes through
+/// B's relay. A → B → A → B → A → B with 200 connections, every one kept.
+#[test]
+fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
+    let (_s, w) = testbed();
+    let nodes = Nodes::start_relayed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    w.pod_netns("cli", "cli", "clients", "");
+    w.create_network(NET, SUBNET);
+    w.add_service();
+    w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", NET)
+        .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
+    let on = |node: &str| {
+        let eps: Vec<_> = w
+            .endpoints()
+            .into_iter()
+            .filter(|e| e.network == NET && e.state == "ready")
+            .collect();
+        assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
+        assert_eq!(eps[0].node, node, "{:?}\n{}", eps[0], nodes.diag());
+    };
+    on(NODES[0].name);
+    let conns = 200;
+    let client = w.start_client(conns, 5.0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    client.mark().unwrap();
+    let mut summary = String::new();
+    let mut stall_us = 0;
+    for i in 0..MOVES {
+        let (here, there) = (NODES[i % 2], NODES[(i + 1) % 2]);
+        let m = nodes
+            .migrate("web", here, there)
+            .unwrap_or_else(|e| panic!("move {i}: {e}"));
+        summary.push_str(&check_move(&nodes, &m, i, (here, there), NET));
+        let c = m.controller.clone().unwrap_or_default();
+        assert_eq!(
+            (c.source_node.as_str(), c.target_node.as_str()),
+            (here.name, there.name),
+            "the relay of {} named the target node: {c:?}",
+            here.name
+        );
+        on(there.name);
+        stall_us = stall_us.max(c.stall_us);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (out, survived) = finish_clients(client, conns, stall_us);
+    record(&format!(
+        "two nodes through their agents' relays, {MOVES} moves with p4lbctl migrate, {conns} \
+         connections: {survived} kept, {} reset, {} lost bytes, {} duplicated, longest client \
+         stall {} ms\n{summary}",
+        out.last.totals.reset,
+        out.last.totals.lost_bytes,
+        out.last.totals.duplicated_bytes,
+        out.last.totals.longest_stall_ms,
+    ));
+}
+
 /// The newest migration record of source address `ip`.
 fn migration_of_ip(w: &World, ip: &str) -> p4lb_api::api::Migration {
     w.migrations()
