@@ -122,7 +122,7 @@ set -e
 # On removal (not on upgrade): stop the services, take the CRIU block and the link out.
 if [ "$1" = remove ] || [ "$1" = deconfigure ]; then
     if [ -d /run/systemd/system ]; then
-        systemctl disable --now p4lb-controller.service p4lb-switch.service >/dev/null 2>&1 || true
+        systemctl disable --now p4lb-agent.service p4lb-controller.service p4lb-switch.service >/dev/null 2>&1 || true
     fi
     /usr/libexec/p4lb/p4lb-setup unconfigure
 fi
@@ -179,7 +179,7 @@ spec="$top/SPECS/p4lb.spec"
     echo "%preun"
     echo "# \$1 = 0: removal, not an upgrade."
     echo "if [ \$1 -eq 0 ]; then"
-    echo "    if [ -d /run/systemd/system ]; then systemctl disable --now p4lb-controller.service p4lb-switch.service >/dev/null 2>&1 || :; fi"
+    echo "    if [ -d /run/systemd/system ]; then systemctl disable --now p4lb-agent.service p4lb-controller.service p4lb-switch.service >/dev/null 2>&1 || :; fi"
     echo "    /usr/libexec/p4lb/p4lb-setup unconfigure"
     echo "fi"
     echo "%postun"

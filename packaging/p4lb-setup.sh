@@ -224,6 +224,7 @@ unconfigure() {
 
 remove() {
     if systemd_here; then
+        systemctl disable --now p4lb-agent 2>/dev/null || true
         systemctl disable --now p4lb-controller 2>/dev/null || true
         systemctl disable --now p4lb-switch 2>/dev/null || true
     fi

@@ -80,6 +80,7 @@ fn install_then_uninstall_into_a_scratch_root() {
         ("var/lib/p4lb", 0o700),
         ("usr/lib/systemd/system/p4lb-controller.service", 0o644),
         ("usr/lib/systemd/system/p4lb-switch.service", 0o644),
+        ("usr/lib/systemd/system/p4lb-agent.service", 0o644),
         ("etc/criu/runc.conf", 0o644),
         ("etc/criu/crun.conf", 0o644),
         ("etc/criu/default.conf", 0o644),
@@ -253,25 +254,30 @@ fn unit_section(text: &str, section: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_controller_unit_keeps_the_runtime_directory_across_restarts() {
-    let unit =
-        std::fs::read_to_string(repo().join("packaging/systemd/p4lb-controller.service")).unwrap();
-    let service = unit_section(&unit, "Service");
-    let get = |k: &str| {
-        service
-            .iter()
-            .filter(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-    };
-    // The action script keeps its run state under /run/p4lb (criu-action/).
+fn the_controller_and_agent_units_keep_the_runtime_directory_across_restarts() {
+    // The action script keeps its run state under /run/p4lb (criu-action/), and the
+    // socket it calls is there: the controller's, or on a node without one the agent's
+    // relay.
     assert!(p4lb_criu_action::config::DEFAULT_STATE_DIR.starts_with("/run/p4lb/"));
-    assert_eq!(get("RuntimeDirectory"), vec!["p4lb"]);
-    assert_eq!(
-        get("RuntimeDirectoryPreserve"),
-        vec!["yes"],
-        "a restart of the controller would delete /run/p4lb: {unit}"
-    );
+    for name in ["p4lb-controller.service", "p4lb-agent.service"] {
+        let unit = std::fs::read_to_string(repo().join("packaging/systemd").join(name)).unwrap();
+        let service = unit_section(&unit, "Service");
+        let get = |k: &str| {
+            service
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("RuntimeDirectory"), vec!["p4lb"], "{name}");
+        assert_eq!(get("RuntimeDirectoryMode"), vec!["0700"], "{name}");
+        assert_eq!(
+            get("RuntimeDirectoryPreserve"),
+            vec!["yes"],
+            "a restart of {name} would delete /run/p4lb: {unit}"
+        );
+        assert_eq!(get("UMask"), vec!["0077"], "{name}");
+    }
 }
 
 /// Values of `key` in one section of a unit (space-separated lists split).
