@@ -169,22 +169,7 @@ impl<'w> Nodes<'w> {
     /// the controller, the controller restarted with its API also on TCP, and both agents
     /// started and registered with it.
     pub fn start(w: &'w World) -> Result<Nodes<'w>> {
-        let n = Nodes {
-            w,
-            agent: inside(&bin("p4lb-agent")?)?,
-            runtime: NodeRuntime::Podman,
-            image: images::TEST_IMAGE.into(),
-            relayed: false,
-        };
-        let b = NODES[1];
-        w.sh(&format!(
-            "set -e; mkdir -p /var/lib/containers/node-b; \
-             podman save {img} | {b} load >/dev/null",
-            img = p4lb_testbed::images::TEST_IMAGE,
-            b = b.podman()
-        ))?;
-        n.start_agents()?;
-        Ok(n)
+        Nodes::start_podman(w, false)
     }
 
     /// [`Nodes::start`] with each node as a node whose controller runs elsewhere: its
@@ -197,22 +182,53 @@ impl<'w> Nodes<'w> {
     /// the node's namespace (propagation from the host only). Test commands run the
     /// node's Podman there through [`Nodes::podman`].
     pub fn start_relayed(w: &'w World) -> Result<Nodes<'w>> {
-        let mut n = Nodes::start(w)?;
-        n.relayed = true;
+        Nodes::start_podman(w, true)
+    }
+
+    fn start_podman(w: &'w World, relayed: bool) -> Result<Nodes<'w>> {
+        let n = Nodes {
+            w,
+            agent: inside(&bin("p4lb-agent")?)?,
+            runtime: NodeRuntime::Podman,
+            image: images::TEST_IMAGE.into(),
+            relayed,
+        };
+        let b = NODES[1];
+        w.sh(&format!(
+            "set -e; mkdir -p /var/lib/containers/node-b; \
+             podman save {img} | {b} load >/dev/null",
+            img = p4lb_testbed::images::TEST_IMAGE,
+            b = b.podman()
+        ))?;
+        n.prepare_relays()?;
+        n.start_agents()?;
+        Ok(n)
+    }
+
+    /// For relayed nodes: each node's directory for `/run/p4lb` and its Podman wrapper
+    /// (`nsenter` into its agent's mount namespace).
+    fn prepare_relays(&self) -> Result<()> {
+        if !self.relayed {
+            return Ok(());
+        }
         for node in NODES {
-            w.sh(&format!(
+            self.w.sh(&format!(
                 "set -e; mkdir -p {dir}\n\
                  cat > {wrapper} <<'EOF'\n#!/bin/sh\n\
-                 exec nsenter --mount=/proc/$(cat {pid})/ns/mnt {podman} \"$@\"\nEOF\n\
+                 exec {enter} {podman} \"$@\"\nEOF\n\
                  chmod 0755 {wrapper}",
                 dir = Nodes::relay_dir(node),
                 wrapper = Nodes::podman_wrapper(node),
-                pid = node.pid_file(),
+                enter = Nodes::enter(node),
                 podman = node.podman(),
             ))?;
-            n.start_agent(node, "")?;
         }
-        Ok(n)
+        Ok(())
+    }
+
+    /// The command prefix that runs a command in a relayed node's mount namespace.
+    fn enter(node: Node) -> String {
+        format!("nsenter --mount=/proc/$(cat {})/ns/mnt", node.pid_file())
     }
 
     /// The directory that is `/run/p4lb` in a relayed node's mount namespace.
@@ -239,6 +255,17 @@ impl<'w> Nodes<'w> {
     /// with the pause image and the test image pulled), then certificates, controller
     /// and agents (`runtime = "cri"`).
     pub fn start_cri(w: &'w World) -> Result<Nodes<'w>> {
+        Nodes::start_containerd_nodes(w, false)
+    }
+
+    /// [`Nodes::start_cri`] with relayed nodes ([`Nodes::start_relayed`]): each node's
+    /// containerd runs in its agent's mount namespace, so the p4lb CNI plugin and the
+    /// CRIU action script that containerd and runc start find the node's relay.
+    pub fn start_cri_relayed(w: &'w World) -> Result<Nodes<'w>> {
+        Nodes::start_containerd_nodes(w, true)
+    }
+
+    fn start_containerd_nodes(w: &'w World, relayed: bool) -> Result<Nodes<'w>> {
         cri::use_p4lb_cni(w)?;
         images::start_registry(&w.tb)?;
         let image = images::push_to_registry(&w.tb, images::TEST_IMAGE)?;
@@ -247,12 +274,21 @@ impl<'w> Nodes<'w> {
             agent: inside(&bin("p4lb-agent")?)?,
             runtime: NodeRuntime::Cri,
             image,
-            relayed: false,
+            relayed,
         };
-        for node in NODES {
-            n.start_containerd(node)?;
+        if relayed {
+            // The agents first: containerd starts in their namespaces.
+            n.prepare_relays()?;
+            n.start_agents()?;
+            for node in NODES {
+                n.start_containerd(node)?;
+            }
+        } else {
+            for node in NODES {
+                n.start_containerd(node)?;
+            }
+            n.start_agents()?;
         }
-        n.start_agents()?;
         Ok(n)
     }
 
@@ -284,8 +320,14 @@ impl<'w> Nodes<'w> {
                 runc = node.runc(),
             ))?;
         }
-        p4lb_testbed::containerd::start_config(
+        let launcher = if self.relayed {
+            Nodes::enter(node)
+        } else {
+            String::new()
+        };
+        p4lb_testbed::containerd::start_config_via(
             &self.w.tb,
+            &launcher,
             &config,
             node.cri_socket,
             &node.containerd_log(),

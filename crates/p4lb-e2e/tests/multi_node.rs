@@ -158,16 +158,7 @@ fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
     w.add_service();
     w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", NET)
         .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
-    let on = |node: &str| {
-        let eps: Vec<_> = w
-            .endpoints()
-            .into_iter()
-            .filter(|e| e.network == NET && e.state == "ready")
-            .collect();
-        assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
-        assert_eq!(eps[0].node, node, "{:?}\n{}", eps[0], nodes.diag());
-    };
-    on(NODES[0].name);
+    assert_endpoint_on(&nodes, NET, NODES[0].name);
     let conns = 200;
     let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -180,15 +171,8 @@ fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
             .migrate("web", here, there)
             .unwrap_or_else(|e| panic!("move {i}: {e}"));
         summary.push_str(&check_move(&nodes, &m, i, (here, there), NET));
-        let c = m.controller.clone().unwrap_or_default();
-        assert_eq!(
-            (c.source_node.as_str(), c.target_node.as_str()),
-            (here.name, there.name),
-            "the relay of {} named the target node: {c:?}",
-            here.name
-        );
-        on(there.name);
-        stall_us = stall_us.max(c.stall_us);
+        stall_us = stall_us.max(assert_moved_through_relays(&m, (here, there)));
+        assert_endpoint_on(&nodes, NET, there.name);
         std::thread::sleep(Duration::from_secs(2));
     }
     let (out, survived) = finish_clients(client, conns, stall_us);

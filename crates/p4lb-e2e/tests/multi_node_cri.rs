@@ -25,6 +25,18 @@ fn ms(us: i64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// Waits until the pod's server answers a client through the VIP.
+fn wait_for_the_server(w: &World) {
+    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
+        w.try_sh(&format!(
+            "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
+            w.testapp
+        ))
+        .0
+    })
+    .unwrap();
+}
+
 #[test]
 fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
     let _s = serial();
@@ -41,14 +53,7 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
         &[("labels.p4lb.io/checkpoint", "migrate")],
         &nodes.image,
     );
-    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
-        w.try_sh(&format!(
-            "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
-            w.testapp
-        ))
-        .0
-    })
-    .unwrap();
+    wait_for_the_server(&w);
     let setup = t0.elapsed();
     let conns = 200;
     let client = w.start_client(conns, 5.0).unwrap();
@@ -147,6 +152,59 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
     ));
 }
 
+/// The same through each node's own relay ([`Nodes::start_cri_relayed`]): each node's
+/// containerd, its p4lb CNI plugin and the CRIU action script runc starts call the node's
+/// agent on the default socket, and the agent relays them to the controller as that
+/// node. A → B → A → B → A → B with 200 connections, every one kept.
+#[test]
+fn a_cri_pod_moves_between_nodes_whose_plugins_call_their_own_agents() {
+    let _s = serial();
+    let w = World::start();
+    let nodes = Nodes::start_cri_relayed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    w.pod_netns("cli", "cli", "clients", "");
+    w.add_service();
+    let mut c = nodes.cri(NODES[0]).unwrap();
+    pod_from(
+        &w,
+        &mut c,
+        "web",
+        &[("labels.p4lb.io/checkpoint", "migrate")],
+        &nodes.image,
+    );
+    wait_for_the_server(&w);
+    assert_endpoint_on(&nodes, NET, NODES[0].name);
+    let conns = 200;
+    let client = w.start_client(conns, 5.0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    client.mark().unwrap();
+    let mut summary = String::new();
+    let mut longest = 0;
+    for i in 0..MOVES {
+        let (here, there) = (NODES[i % 2], NODES[(i + 1) % 2]);
+        let m = nodes
+            .migrate("web", here, there)
+            .unwrap_or_else(|e| panic!("move {i}: {e}"));
+        summary.push_str(&check_move(&nodes, &m, i, (here, there), NET));
+        longest = longest.max(assert_moved_through_relays(&m, (here, there)));
+        assert_endpoint_on(&nodes, NET, there.name);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(
+        Duration::from_secs(2).max(2 * Duration::from_micros(longest.max(0) as u64)),
+    );
+    let out = client.finish().unwrap();
+    let (survived, more) = assert_clients_kept(&out, conns);
+    record(&format!(
+        "two containerd nodes through their agents' relays, {MOVES} moves of a CRI pod with \
+         p4lbctl migrate, {conns} connections: {survived} kept, {} reset, {} lost bytes, {} \
+         duplicated, {more} requests after, longest client stall {} ms\n{summary}",
+        out.last.totals.reset,
+        out.last.totals.lost_bytes,
+        out.last.totals.duplicated_bytes,
+        out.last.totals.longest_stall_ms,
+    ));
+}
+
 /// Node B's containerd does not answer (its agent's `cri.socket` leads nowhere): B
 /// restores nothing, node A's agent restores the checkpointed pod from its archive into
 /// a new pod on node A and removes the old one, and the clients keep their connections.
@@ -214,14 +272,7 @@ fn restored_on_node_a_when(what: &str, break_b: impl Fn(&Nodes<'_>), wants: &[&s
         &nodes.image,
     );
     break_b(&nodes);
-    p4lb_testbed::wait::until(20, "the pod's server to answer", || {
-        w.try_sh(&format!(
-            "ip netns exec cli {} client --target {VIP}:{PORT} --conns 1 --duration 0.5 --strict",
-            w.testapp
-        ))
-        .0
-    })
-    .unwrap();
+    wait_for_the_server(&w);
     let conns = 50;
     let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(3));

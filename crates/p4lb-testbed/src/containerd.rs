@@ -39,10 +39,23 @@ pub fn start_config(
     config: &str,
     socket: &str,
     log: &str,
+    ready: impl FnMut(&Path) -> std::result::Result<(), String>,
+) -> Result<PathBuf> {
+    start_config_via(tb, "", config, socket, log, ready)
+}
+
+/// [`start_config`] with containerd started through `launcher` (a command prefix, e.g.
+/// `nsenter --mount=…` to run it in a node's mount namespace; empty: none).
+pub fn start_config_via(
+    tb: &Testbed,
+    launcher: &str,
+    config: &str,
+    socket: &str,
+    log: &str,
     mut ready: impl FnMut(&Path) -> std::result::Result<(), String>,
 ) -> Result<PathBuf> {
     tb.sh(&format!(
-        "setsid containerd --config {config} >{log} 2>&1 &"
+        "{launcher} setsid containerd --config {config} >{log} 2>&1 &"
     ))?;
     let socket = tb.host_path(socket);
     let mut last = String::new();

@@ -508,3 +508,33 @@ pub fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize)
     assert!(more > 0);
     (survived, more)
 }
+
+/// The one ready endpoint on network `net` is on node `node` (the node that registered
+/// it: through its agent's relay when the nodes are relayed).
+pub fn assert_endpoint_on(nodes: &p4lb_e2e::nodes::Nodes, net: &str, node: &str) {
+    let eps: Vec<_> = nodes
+        .w
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.network == net && e.state == "ready")
+        .collect();
+    assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
+    assert_eq!(eps[0].node, node, "{:?}\n{}", eps[0], nodes.diag());
+}
+
+/// After a move through relayed nodes: the controller's record names the source's node
+/// and the target node the source's agent gave it.
+pub fn assert_moved_through_relays(
+    m: &p4lb_e2e::nodes::Migrated,
+    (here, there): (p4lb_e2e::nodes::Node, p4lb_e2e::nodes::Node),
+) -> i64 {
+    let c = m.controller.clone().unwrap_or_default();
+    assert_eq!(
+        (c.source_node.as_str(), c.target_node.as_str()),
+        (here.name, there.name),
+        "the relay of {} named the target node: {c:?}",
+        here.name
+    );
+    c.stall_us
+}
