@@ -158,24 +158,8 @@ fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
     w.add_service();
     w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", NET)
         .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
-    assert_endpoint_on(&nodes, NET, NODES[0].name);
     let conns = 200;
-    let client = w.start_client(conns, 5.0).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    client.mark().unwrap();
-    let mut summary = String::new();
-    let mut stall_us = 0;
-    for i in 0..MOVES {
-        let (here, there) = (NODES[i % 2], NODES[(i + 1) % 2]);
-        let m = nodes
-            .migrate("web", here, there)
-            .unwrap_or_else(|e| panic!("move {i}: {e}"));
-        summary.push_str(&check_move(&nodes, &m, i, (here, there), NET));
-        stall_us = stall_us.max(assert_moved_through_relays(&m, (here, there)));
-        assert_endpoint_on(&nodes, NET, there.name);
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let (out, survived) = finish_clients(client, conns, stall_us);
+    let (out, survived, _, summary) = moves_through_relays(&w, &nodes, NET, MOVES, conns);
     record(&format!(
         "two nodes through their agents' relays, {MOVES} moves with p4lbctl migrate, {conns} \
          connections: {survived} kept, {} reset, {} lost bytes, {} duplicated, longest client \

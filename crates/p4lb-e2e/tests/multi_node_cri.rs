@@ -172,28 +172,8 @@ fn a_cri_pod_moves_between_nodes_whose_plugins_call_their_own_agents() {
         &nodes.image,
     );
     wait_for_the_server(&w);
-    assert_endpoint_on(&nodes, NET, NODES[0].name);
     let conns = 200;
-    let client = w.start_client(conns, 5.0).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    client.mark().unwrap();
-    let mut summary = String::new();
-    let mut longest = 0;
-    for i in 0..MOVES {
-        let (here, there) = (NODES[i % 2], NODES[(i + 1) % 2]);
-        let m = nodes
-            .migrate("web", here, there)
-            .unwrap_or_else(|e| panic!("move {i}: {e}"));
-        summary.push_str(&check_move(&nodes, &m, i, (here, there), NET));
-        longest = longest.max(assert_moved_through_relays(&m, (here, there)));
-        assert_endpoint_on(&nodes, NET, there.name);
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    std::thread::sleep(
-        Duration::from_secs(2).max(2 * Duration::from_micros(longest.max(0) as u64)),
-    );
-    let out = client.finish().unwrap();
-    let (survived, more) = assert_clients_kept(&out, conns);
+    let (out, survived, more, summary) = moves_through_relays(&w, &nodes, NET, MOVES, conns);
     record(&format!(
         "two containerd nodes through their agents' relays, {MOVES} moves of a CRI pod with \
          p4lbctl migrate, {conns} connections: {survived} kept, {} reset, {} lost bytes, {} \

@@ -523,18 +523,48 @@ pub fn assert_endpoint_on(nodes: &p4lb_e2e::nodes::Nodes, net: &str, node: &str)
     assert_eq!(eps[0].node, node, "{:?}\n{}", eps[0], nodes.diag());
 }
 
-/// After a move through relayed nodes: the controller's record names the source's node
-/// and the target node the source's agent gave it.
-pub fn assert_moved_through_relays(
-    m: &p4lb_e2e::nodes::Migrated,
-    (here, there): (p4lb_e2e::nodes::Node, p4lb_e2e::nodes::Node),
-) -> i64 {
-    let c = m.controller.clone().unwrap_or_default();
-    assert_eq!(
-        (c.source_node.as_str(), c.target_node.as_str()),
-        (here.name, there.name),
-        "the relay of {} named the target node: {c:?}",
-        here.name
+/// With `web` on node A of relayed nodes ([`p4lb_e2e::nodes::Nodes::start_relayed`]):
+/// `conns` clients through the VIP while `web` moves A → B → A … `moves` times with
+/// `p4lbctl migrate`; each move is checked ([`check_move`]), its record names the source's
+/// node and the target node the source's agent gave it, and its endpoint is the target
+/// node's. Asserts every connection kept; returns the clients' output, the connections
+/// kept, the requests after the moves and the moves' summary.
+pub fn moves_through_relays(
+    w: &p4lb_e2e::scenario::World,
+    nodes: &p4lb_e2e::nodes::Nodes,
+    net: &str,
+    moves: usize,
+    conns: usize,
+) -> (p4lb_e2e::scenario::ClientOutput, u64, u64, String) {
+    use p4lb_e2e::nodes::NODES;
+    assert_endpoint_on(nodes, net, NODES[0].name);
+    let client = w.start_client(conns, 5.0).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    client.mark().unwrap();
+    let mut summary = String::new();
+    let mut longest = 0;
+    for i in 0..moves {
+        let (here, there) = (NODES[i % 2], NODES[(i + 1) % 2]);
+        let m = nodes
+            .migrate("web", here, there)
+            .unwrap_or_else(|e| panic!("move {i}: {e}"));
+        summary.push_str(&check_move(nodes, &m, i, (here, there), net));
+        let c = m.controller.clone().unwrap_or_default();
+        assert_eq!(
+            (c.source_node.as_str(), c.target_node.as_str()),
+            (here.name, there.name),
+            "the relay of {} named the target node: {c:?}",
+            here.name
+        );
+        longest = longest.max(c.stall_us);
+        assert_endpoint_on(nodes, net, there.name);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    std::thread::sleep(
+        std::time::Duration::from_secs(2)
+            .max(2 * std::time::Duration::from_micros(longest.max(0) as u64)),
     );
-    c.stall_us
+    let out = client.finish().unwrap();
+    let (survived, more) = assert_clients_kept(&out, conns);
+    (out, survived, more, summary)
 }
