@@ -203,61 +203,89 @@ impl Relay {
         Ok(ns)
     }
 
-    /// The active endpoint of this node registered in namespace `ns` (another node's
-    /// netns paths name namespaces of another kernel, so only this node's are resolved;
-    /// preferring one
-    /// whose address is configured there), checked like the controller checks its
-    /// local callers.
+    /// The active endpoint of this node registered in namespace `ns`
+    /// ([`endpoint_of`]), from the controller's list of endpoints.
     async fn endpoint_in(&self, ns: &Netns) -> Result<api::Endpoint, Status> {
         let mut up = self.upstream().await?;
-        let all = up
-            .list_endpoints(api::ListEndpointsRequest {})
-            .await?
-            .into_inner()
-            .endpoints;
-        let mut candidates: Vec<api::Endpoint> = all
-            .into_iter()
-            .filter(|e| e.node == self.s.node && !matches!(e.state.as_str(), "migrated" | "stale"))
-            .filter(|e| {
-                !e.netns_path.is_empty()
-                    && identity::netns_inode(Path::new(&e.netns_path)).ok() == Some(ns.inode)
-            })
-            .collect();
-        if let Some(addrs) = &ns.addrs {
-            candidates.sort_by_key(|e| !ipv4(&e.ip).is_some_and(|ip| addrs.contains(&ip)));
-        }
-        let Some(e) = candidates.into_iter().next() else {
-            return Err(Status::not_found(format!(
-                "{} {} on this node",
-                p4lb_api::NO_ENDPOINT_FOR_CALLER,
+        let reply = up.list_endpoints(api::ListEndpointsRequest {}).await?;
+        let cut = reply
+            .metadata()
+            .get(p4lb_api::TRUNCATED_HEADER)
+            .map(|v| v.to_str().unwrap_or("some").to_string());
+        endpoint_of(
+            reply.into_inner().endpoints,
+            ns,
+            &self.s.node,
+            |path| identity::netns_inode(Path::new(path)).ok(),
+            self.s.check_addresses,
+            cut.as_deref(),
+        )
+    }
+}
+
+/// Which of `all` is node `node`'s active endpoint registered in namespace `ns`
+/// (`inode_of` resolves a recorded netns path here), preferring one whose address is
+/// configured there, checked like the controller checks its local callers: one of its
+/// addresses must be configured in `ns` when `check_addresses`. Only `node`'s endpoints
+/// are compared: another node's netns paths name namespaces of another kernel.
+///
+/// None found: NOT_FOUND in the controller's words ([`p4lb_api::NO_ENDPOINT_FOR_CALLER`]),
+/// or RESOURCE_EXHAUSTED when the list was cut (`cut`: the controller's
+/// [`p4lb_api::TRUNCATED_HEADER`]), since the endpoint may be among those left out.
+fn endpoint_of(
+    all: Vec<api::Endpoint>,
+    ns: &Netns,
+    node: &str,
+    inode_of: impl Fn(&str) -> Option<u64>,
+    check_addresses: bool,
+    cut: Option<&str>,
+) -> Result<api::Endpoint, Status> {
+    let mut candidates: Vec<api::Endpoint> = all
+        .into_iter()
+        .filter(|e| e.node == node && !matches!(e.state.as_str(), "migrated" | "stale"))
+        .filter(|e| !e.netns_path.is_empty() && inode_of(&e.netns_path) == Some(ns.inode))
+        .collect();
+    if let Some(addrs) = &ns.addrs {
+        candidates.sort_by_key(|e| !ipv4(&e.ip).is_some_and(|ip| addrs.contains(&ip)));
+    }
+    let Some(e) = candidates.into_iter().next() else {
+        if let Some(cut) = cut {
+            return Err(Status::resource_exhausted(format!(
+                "the controller's list of endpoints was cut to its size limit ({cut}): \
+                 the endpoint of {} cannot be looked up through this node's relay",
                 ns.described
             )));
-        };
-        let ip = ipv4(&e.ip).ok_or_else(|| {
-            Status::internal(format!(
-                "endpoint {} has no IPv4 address ({:?})",
-                e.key, e.ip
-            ))
-        })?;
-        let others: Vec<Ipv4Addr> = e
-            .migrated_ips
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(e.restore_of_ip.as_str()))
-            .filter_map(ipv4)
-            .collect();
-        let ok_ip = identity::configured_ip(ns, ip, &others);
-        // The namespace itself matched above; this checks the address.
-        identity::verify(
-            ns,
-            ns.inode,
-            ok_ip,
-            &format!("endpoint {}", e.key),
-            self.s.check_addresses,
-        )
-        .map_err(status_of)?;
-        Ok(e)
-    }
+        }
+        return Err(Status::not_found(format!(
+            "{} {} on this node",
+            p4lb_api::NO_ENDPOINT_FOR_CALLER,
+            ns.described
+        )));
+    };
+    let ip = ipv4(&e.ip).ok_or_else(|| {
+        Status::internal(format!(
+            "endpoint {} has no IPv4 address ({:?})",
+            e.key, e.ip
+        ))
+    })?;
+    let others: Vec<Ipv4Addr> = e
+        .migrated_ips
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(e.restore_of_ip.as_str()))
+        .filter_map(ipv4)
+        .collect();
+    let ok_ip = identity::configured_ip(ns, ip, &others);
+    // The namespace itself matched above; this checks the address.
+    identity::verify(
+        ns,
+        ns.inode,
+        ok_ip,
+        &format!("endpoint {}", e.key),
+        check_addresses,
+    )
+    .map_err(status_of)?;
+    Ok(e)
 }
 
 type WatchStream =
@@ -483,6 +511,78 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    fn ep(key: &str, node: &str, ip: &str, netns: &str, state: &str) -> api::Endpoint {
+        api::Endpoint {
+            key: key.into(),
+            node: node.into(),
+            ip: ip.into(),
+            netns_path: netns.into(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_namespace_is_matched_to_this_nodes_active_endpoint_registered_in_it() {
+        let inode_of = |p: &str| match p {
+            "/run/netns/a" => Some(7),
+            "/run/netns/b" => Some(8),
+            _ => None,
+        };
+        let ns = Netns {
+            inode: 7,
+            addrs: Some(vec!["10.0.0.6".parse().unwrap()]),
+            described: "pid 42".into(),
+        };
+        let all = vec![
+            // Another node's path that happens to name this namespace here.
+            ep("other/eth0", "node-b", "10.0.0.6", "/run/netns/a", "ready"),
+            ep(
+                "gone/eth0",
+                "node-a",
+                "10.0.0.6",
+                "/run/netns/a",
+                "migrated",
+            ),
+            ep("side/eth0", "node-a", "10.0.0.5", "/run/netns/a", "ready"),
+            ep("web/eth0", "node-a", "10.0.0.6", "/run/netns/a", "locked"),
+            ep(
+                "elsewhere/eth0",
+                "node-a",
+                "10.0.0.6",
+                "/run/netns/b",
+                "ready",
+            ),
+        ];
+        let e = endpoint_of(all.clone(), &ns, "node-a", inode_of, true, None).unwrap();
+        assert_eq!(
+            e.key, "web/eth0",
+            "the endpoint whose address is configured there"
+        );
+
+        // Its address is not configured there: refused when checking, as the controller.
+        let bare = Netns {
+            addrs: Some(vec![]),
+            ..ns.clone()
+        };
+        let only = vec![all[2].clone()];
+        let e = endpoint_of(only.clone(), &bare, "node-a", inode_of, true, None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(endpoint_of(only, &bare, "node-a", inode_of, false, None).is_ok());
+
+        // None: the controller's words, or the list was cut.
+        let e = endpoint_of(all.clone(), &ns, "node-c", inode_of, true, None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(
+            e.message().starts_with(p4lb_api::NO_ENDPOINT_FOR_CALLER),
+            "{}",
+            e.message()
+        );
+        let e = endpoint_of(all, &ns, "node-c", inode_of, true, Some("10 of 20")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("10 of 20"), "{}", e.message());
     }
 
     #[tokio::test]

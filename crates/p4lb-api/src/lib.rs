@@ -38,6 +38,10 @@ pub use fs::{read_bounded, replace_atomic, write_atomic};
 pub use labels::{CheckpointMode, ParseCheckpointModeError, CHECKPOINT_LABEL};
 pub use p4lb_proto::api;
 
+/// Response metadata on a list reply the controller cut to its size limit:
+/// "<returned> of <total>".
+pub const TRUNCATED_HEADER: &str = "p4lb-truncated";
+
 /// The controller API's Unix socket when nothing else is configured.
 pub const DEFAULT_SOCKET: &str = "/run/p4lb/controller.sock";
 

@@ -15,8 +15,8 @@ use p4lb_proto::api;
 use crate::error::{Error, Result};
 
 /// Response metadata on a list reply that was cut to [`MAX_LIST_REPLY_BYTES`]:
-/// "<returned> of <total>".
-pub const TRUNCATED_HEADER: &str = "p4lb-truncated";
+/// "<returned> of <total>" (the name is shared with the API's clients).
+pub use p4lb_api::TRUNCATED_HEADER;
 /// Largest request the API server decodes (bytes).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Largest list reply the API sends (bytes): below gRPC clients' default 4 MiB.
