@@ -174,13 +174,14 @@ impl<'w> Nodes<'w> {
 
     /// [`Nodes::start`] with each node as a node whose controller runs elsewhere: its
     /// agent serves the controller API to the node's plugins on the default socket and
-    /// relays their calls over mutual TLS as that node. Each agent runs in a mount
-    /// namespace of its node's own, where `/run/p4lb` is the node's directory
-    /// ([`Nodes::relay_dir`]), so everything the node's Podman starts (netavark and its
-    /// p4lb plugin, conmon, crun, CRIU and p4lb's action script) finds the node's relay
-    /// at `/run/p4lb/controller.sock` as on a real node; the pods' netns mounts stay in
-    /// the node's namespace (propagation from the host only). Test commands run the
-    /// node's Podman there through [`Nodes::podman`].
+    /// relays their calls over mutual TLS as that node. Each node has a mount namespace
+    /// of its own (held by a process of its own, so that it outlives a restarted agent),
+    /// where `/run/p4lb` is the node's directory ([`Nodes::relay_dir`]); its agent runs
+    /// there, so everything the node's Podman starts (netavark and its p4lb plugin,
+    /// conmon, crun, CRIU and p4lb's action script) finds the node's relay at
+    /// `/run/p4lb/controller.sock` as on a real node; the pods' netns mounts stay in the
+    /// node's namespace (propagation from the host only). Test commands run the node's
+    /// Podman there through [`Nodes::podman`].
     pub fn start_relayed(w: &'w World) -> Result<Nodes<'w>> {
         Nodes::start_podman(w, true)
     }
@@ -206,18 +207,27 @@ impl<'w> Nodes<'w> {
     }
 
     /// For relayed nodes: each node's directory for `/run/p4lb` and its Podman wrapper
-    /// (`nsenter` into its agent's mount namespace).
+    /// (`nsenter` into the node's mount namespace).
     fn prepare_relays(&self) -> Result<()> {
         if !self.relayed {
             return Ok(());
         }
         for node in NODES {
+            // The node's mount namespace outlives its agent (a test restarts agents), as a
+            // host's does: a process of its own holds it.
             self.w.sh(&format!(
                 "set -e; mkdir -p {dir}\n\
+                 setsid unshare -m --propagation slave sh -c \
+                 'mount --bind {dir} /run/p4lb && exec sleep infinity' \
+                 </dev/null >/dev/null 2>&1 & echo $! > {holder}\n\
+                 for i in $(seq 100); do \
+                 {enter} mountpoint -q /run/p4lb 2>/dev/null && break; sleep 0.05; done\n\
+                 {enter} mountpoint -q /run/p4lb\n\
                  cat > {wrapper} <<'EOF'\n#!/bin/sh\n\
                  exec {enter} {podman} \"$@\"\nEOF\n\
                  chmod 0755 {wrapper}",
                 dir = Nodes::relay_dir(node),
+                holder = Nodes::holder_pid_file(node),
                 wrapper = Nodes::podman_wrapper(node),
                 enter = Nodes::enter(node),
                 podman = node.podman(),
@@ -226,9 +236,16 @@ impl<'w> Nodes<'w> {
         Ok(())
     }
 
+    fn holder_pid_file(node: Node) -> String {
+        format!("/tmp/node-{}-mnt.pid", node.name)
+    }
+
     /// The command prefix that runs a command in a relayed node's mount namespace.
     fn enter(node: Node) -> String {
-        format!("nsenter --mount=/proc/$(cat {})/ns/mnt", node.pid_file())
+        format!(
+            "nsenter --mount=/proc/$(cat {})/ns/mnt",
+            Nodes::holder_pid_file(node)
+        )
     }
 
     /// The directory that is `/run/p4lb` in a relayed node's mount namespace.
@@ -259,7 +276,7 @@ impl<'w> Nodes<'w> {
     }
 
     /// [`Nodes::start_cri`] with relayed nodes ([`Nodes::start_relayed`]): each node's
-    /// containerd runs in its agent's mount namespace, so the p4lb CNI plugin and the
+    /// containerd runs in the node's mount namespace, so the p4lb CNI plugin and the
     /// CRIU action script that containerd and runc start find the node's relay.
     pub fn start_cri_relayed(w: &'w World) -> Result<Nodes<'w>> {
         Nodes::start_containerd_nodes(w, true)
@@ -438,18 +455,14 @@ impl<'w> Nodes<'w> {
             url = node.agent_url(),
             relay = if self.relayed { "\n[relay]\n" } else { "" },
         );
-        // A relayed node's agent: in a mount namespace of its own with the node's
-        // directory as /run/p4lb (the pid file names the agent itself: each step execs).
+        // A relayed node's agent runs in the node's mount namespace, where /run/p4lb is
+        // the node's directory.
+        let launch = format!("{} --config {} {extra}", self.agent, node.config_path());
         let launch = if self.relayed {
-            format!(
-                "unshare -m --propagation slave sh -c 'mount --bind {dir} /run/p4lb && \
-                 exec {agent} --config {path} {extra}'",
-                dir = Nodes::relay_dir(node),
-                agent = self.agent,
-                path = node.config_path(),
-            )
+            // nsenter execs the agent: the pid file still names the agent.
+            format!("{} {launch}", Nodes::enter(node))
         } else {
-            format!("{} --config {} {extra}", self.agent, node.config_path())
+            launch
         };
         self.stop_agent(node)?;
         self.w.sh(&format!(

@@ -43,6 +43,18 @@ fn web_on_node_a(w: &World) -> Nodes<'_> {
     nodes
 }
 
+/// [`web_on_node_a`] with relayed nodes ([`Nodes::start_relayed`]): the server is started
+/// with node A's Podman, in node A's mount namespace.
+fn web_on_relayed_node_a(w: &World) -> Nodes<'_> {
+    let nodes = Nodes::start_relayed(w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    w.pod_netns("cli", "cli", "clients", "");
+    w.create_network(NET, SUBNET);
+    w.add_service();
+    w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", NET)
+        .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
+    nodes
+}
+
 /// After a migration that failed past the checkpoint: the error names each of `wants`,
 /// web runs on node A again and nothing of it is on node B.
 fn assert_restored_on_node_a(nodes: &Nodes<'_>, e: &str, wants: &[&str]) {
@@ -152,12 +164,7 @@ fn a_server_moves_between_two_nodes_keeping_every_connection() {
 #[test]
 fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
     let (_s, w) = testbed();
-    let nodes = Nodes::start_relayed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
-    w.pod_netns("cli", "cli", "clients", "");
-    w.create_network(NET, SUBNET);
-    w.add_service();
-    w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", NET)
-        .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
+    let nodes = web_on_relayed_node_a(&w);
     let conns = 200;
     let (out, survived, _, summary) = moves_through_relays(&w, &nodes, NET, MOVES, conns);
     record(&format!(
@@ -182,8 +189,23 @@ fn migration_of_ip(w: &World, ip: &str) -> p4lb_api::api::Migration {
 
 #[test]
 fn a_tampered_archive_is_refused_and_the_server_restored_on_its_node() {
+    tampered_archive(false);
+}
+
+/// The same with relayed nodes: node A's restore in place goes through node A's relay,
+/// and the migration that named node B as its target ends on node A.
+#[test]
+fn a_tampered_archive_between_relayed_nodes_is_refused_and_the_server_restored_on_its_node() {
+    tampered_archive(true);
+}
+
+fn tampered_archive(relayed: bool) {
     let (_s, w) = testbed();
-    let nodes = web_on_node_a(&w);
+    let nodes = if relayed {
+        web_on_relayed_node_a(&w)
+    } else {
+        web_on_node_a(&w)
+    };
     // Node A's agent corrupts every archive after taking its digest.
     nodes
         .start_agent(NODES[0], "--inject-fault corrupt-archive")
@@ -209,10 +231,19 @@ fn a_tampered_archive_is_refused_and_the_server_restored_on_its_node() {
     assert!(!left.contains(".tar"), "an archive was left: {left}");
     let m = migration_of_ip(&w, &ip);
     assert_eq!(m.state, "done", "{m:?}\n{}", nodes.diag());
+    if relayed {
+        assert_eq!(m.target_node, NODES[1].name, "{m:?}");
+        assert_endpoint_on(&nodes, NET, NODES[0].name);
+    }
     let (_, survived) = finish_clients(client, conns, m.stall_us);
     record(&format!(
-        "two nodes, tampered archive: refused on node-b, restored on node-a, {survived}/{conns} \
-         connections kept, lock -> unlock {:.1} ms",
+        "two nodes{}, tampered archive: refused on node-b, restored on node-a, \
+         {survived}/{conns} connections kept, lock -> unlock {:.1} ms",
+        if relayed {
+            " through their agents' relays"
+        } else {
+            ""
+        },
         ms(m.stall_us)
     ));
 }
@@ -358,9 +389,24 @@ fn the_link_to_the_target_drops_mid_transfer_and_the_server_is_restored_on_its_n
 /// done, no endpoint is lost and every client connection is kept.
 #[test]
 fn the_controller_restarts_mid_migration_and_the_migration_completes() {
+    controller_restarts_mid_migration(false);
+}
+
+/// The same with relayed nodes: the relays' connections to the controller come back
+/// after its restart (node B's restore and node A's clean-up go through them).
+#[test]
+fn the_controller_restarts_mid_migration_between_relayed_nodes_and_the_migration_completes() {
+    controller_restarts_mid_migration(true);
+}
+
+fn controller_restarts_mid_migration(relayed: bool) {
     let (_s, w) = testbed();
     let t0 = std::time::Instant::now();
-    let nodes = web_on_node_a(&w);
+    let nodes = if relayed {
+        web_on_relayed_node_a(&w)
+    } else {
+        web_on_node_a(&w)
+    };
     nodes
         .start_agent(NODES[1], "--inject-fault pause-receive")
         .unwrap();
@@ -407,10 +453,23 @@ fn the_controller_restarts_mid_migration_and_the_migration_completes() {
     assert_eq!(web[0].ip, got.migration.target_address);
     assert!(!web[0].locked && web[0].state == "ready", "{web:?}");
     let (out, survived) = finish_clients(client, conns, c.stall_us);
+    if relayed {
+        assert_eq!(
+            (c.source_node.as_str(), c.target_node.as_str()),
+            (NODES[0].name, NODES[1].name),
+            "{c:?}"
+        );
+        assert_eq!(web[0].node, NODES[1].name, "{web:?}");
+    }
     record(&format!(
-        "two nodes, controller killed and restarted ({restart_ms} ms to its socket) while the \
-         archive was in flight: migration done on node-b, lock -> unlock {:.1} ms, longest \
+        "two nodes{}, controller killed and restarted ({restart_ms} ms to its socket) while \
+         the archive was in flight: migration done on node-b, lock -> unlock {:.1} ms, longest \
          client stall {} ms, {survived}/{conns} connections kept; test {:.1} s",
+        if relayed {
+            " through their agents' relays"
+        } else {
+            ""
+        },
         ms(c.stall_us),
         out.last.totals.longest_stall_ms,
         t0.elapsed().as_secs_f64()
