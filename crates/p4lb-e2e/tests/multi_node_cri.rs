@@ -25,6 +25,23 @@ fn ms(us: i64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// The clients' namespace, the VIP's service and the pod `web` (annotated for migration)
+/// on node A, its server answering through the VIP; the pod's sandbox id and address.
+fn web_pod_on_node_a(w: &World, nodes: &Nodes<'_>) -> (String, String) {
+    w.pod_netns("cli", "cli", "clients", "");
+    w.add_service();
+    let mut c = nodes.cri(NODES[0]).unwrap();
+    let (sb, _ctr, ip) = pod_from(
+        w,
+        &mut c,
+        "web",
+        &[("labels.p4lb.io/checkpoint", "migrate")],
+        &nodes.image,
+    );
+    wait_for_the_server(w);
+    (sb, ip)
+}
+
 /// Waits until the pod's server answers a client through the VIP.
 fn wait_for_the_server(w: &World) {
     p4lb_testbed::wait::until(20, "the pod's server to answer", || {
@@ -43,17 +60,7 @@ fn a_cri_pod_moves_between_two_nodes_keeping_every_connection() {
     let t0 = Instant::now();
     let w = World::start();
     let nodes = Nodes::start_cri(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
-    w.pod_netns("cli", "cli", "clients", "");
-    w.add_service();
-    let mut c = nodes.cri(NODES[0]).unwrap();
-    let (_sb, _ctr, ip) = pod_from(
-        &w,
-        &mut c,
-        "web",
-        &[("labels.p4lb.io/checkpoint", "migrate")],
-        &nodes.image,
-    );
-    wait_for_the_server(&w);
+    let (_sb, ip) = web_pod_on_node_a(&w, &nodes);
     let setup = t0.elapsed();
     let conns = 200;
     let client = w.start_client(conns, 5.0).unwrap();
@@ -161,17 +168,7 @@ fn a_cri_pod_moves_between_nodes_whose_plugins_call_their_own_agents() {
     let _s = serial();
     let w = World::start();
     let nodes = Nodes::start_cri_relayed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
-    w.pod_netns("cli", "cli", "clients", "");
-    w.add_service();
-    let mut c = nodes.cri(NODES[0]).unwrap();
-    pod_from(
-        &w,
-        &mut c,
-        "web",
-        &[("labels.p4lb.io/checkpoint", "migrate")],
-        &nodes.image,
-    );
-    wait_for_the_server(&w);
+    web_pod_on_node_a(&w, &nodes);
     let conns = 200;
     let (out, survived, more, summary) = moves_through_relays(&w, &nodes, NET, MOVES, conns);
     record(&format!(
@@ -241,18 +238,8 @@ fn restored_on_node_a_when(what: &str, break_b: impl Fn(&Nodes<'_>), wants: &[&s
     let _s = serial();
     let w = World::start();
     let nodes = Nodes::start_cri(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
-    w.pod_netns("cli", "cli", "clients", "");
-    w.add_service();
-    let mut c = nodes.cri(NODES[0]).unwrap();
-    let (sb, _ctr, ip) = pod_from(
-        &w,
-        &mut c,
-        "web",
-        &[("labels.p4lb.io/checkpoint", "migrate")],
-        &nodes.image,
-    );
+    let (sb, ip) = web_pod_on_node_a(&w, &nodes);
     break_b(&nodes);
-    wait_for_the_server(&w);
     let conns = 50;
     let client = w.start_client(conns, 5.0).unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -274,7 +261,7 @@ fn restored_on_node_a_when(what: &str, break_b: impl Fn(&Nodes<'_>), wants: &[&s
         None,
         "nothing of web on B"
     );
-    let pods = c.list_pod_sandboxes().unwrap();
+    let pods = nodes.cri(NODES[0]).unwrap().list_pod_sandboxes().unwrap();
     assert!(
         pods.iter().all(|p| p.id != sb),
         "the checkpointed pod is removed"
