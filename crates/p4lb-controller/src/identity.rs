@@ -35,12 +35,6 @@ pub fn resolve(id: Option<&Identity>, read_addrs: bool) -> Result<Netns> {
     Ok(rules::resolve(id.pid, &id.netns_path, read_addrs)?)
 }
 
-/// The IPv4 addresses configured in the network namespace at `path`.
-#[cfg(test)]
-pub fn addrs_in_netns(path: &std::path::Path) -> Result<Vec<Ipv4Addr>, p4lb_netns::Error> {
-    p4lb_netns::NetNs::open(path)?.ipv4_addrs()
-}
-
 /// Checks that `ns` is the namespace recorded for an endpoint, and (when the
 /// addresses are known and checking is on) that `ip` is configured in it.
 pub fn verify(ns: &Netns, inode: u64, ip: Ipv4Addr, what: &str, check_addrs: bool) -> Result<()> {
@@ -50,6 +44,11 @@ pub fn verify(ns: &Netns, inode: u64, ip: Ipv4Addr, what: &str, check_addrs: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The IPv4 addresses configured in the network namespace at `path`.
+    fn addrs_in_netns(path: &std::path::Path) -> Result<Vec<Ipv4Addr>, p4lb_netns::Error> {
+        p4lb_netns::NetNs::open(path)?.ipv4_addrs()
+    }
 
     #[test]
     fn reads_the_addresses_configured_in_a_namespace_by_path_and_pid() {
