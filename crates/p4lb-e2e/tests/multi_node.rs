@@ -290,15 +290,30 @@ fn the_targets_restore_fails_and_the_server_is_restored_on_its_node() {
     ));
 }
 
-/// 8 MiB of random bytes in `web`'s root file system: the archive (which carries the
-/// container's file changes, compressed) then outgrows what HTTP/2's flow-control
-/// windows let a source send before the target reads, so a target that stops reading
-/// after the header has, deterministically, not been sent the whole archive.
+/// Random bytes in `web`'s root file system, more than a source can have handed to
+/// the connection while the target reads nothing: the HTTP/2 stream window the agents
+/// grant, one archive part, and the largest send and receive buffers the kernel gives
+/// a TCP socket (`tcp_wmem`, `tcp_rmem`). A target that stops reading after the header
+/// has then, whatever the timing, not been sent the whole archive. (8 MiB was not
+/// enough: on a kernel whose `tcp_rmem` allows 32 MiB, a stopped target was once sent
+/// all of an 8.4 MiB archive.)
 fn ballast(w: &World) {
-    w.sh(
-        "set -e; head -c 8M /dev/urandom > /tmp/ballast; podman cp /tmp/ballast web:/ballast; \
-         rm /tmp/ballast",
-    );
+    let max_of = |sysctl: &str| -> u64 {
+        let v = w.sh(&format!("cat /proc/sys/net/ipv4/{sysctl}"));
+        v.split_whitespace()
+            .last()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("{sysctl}: {v:?}"))
+    };
+    let in_flight = u64::from(p4lb_agent::client::STREAM_WINDOW)
+        + p4lb_agent::archive::CHUNK as u64
+        + max_of("tcp_wmem")
+        + max_of("tcp_rmem");
+    let mib = in_flight.div_ceil(1 << 20) + 4;
+    w.sh(&format!(
+        "set -e; head -c {mib}M /dev/urandom > /tmp/ballast; podman cp /tmp/ballast web:/ballast; \
+         rm /tmp/ballast"
+    ));
 }
 
 /// The endpoints of the test network and of the clients, by key, with their address,
