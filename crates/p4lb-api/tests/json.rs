@@ -42,12 +42,14 @@ fn an_endpoint_round_trips() {
         router_mac: "02:00:00:00:00:01".into(),
         restore_of_ip: "10.88.0.4".into(),
         node: "node-a".into(),
+        behind_node: true,
     };
     let v = serde_json::to_value(&e).unwrap();
     assert_eq!(v["ip"], "10.88.0.5");
     assert_eq!(v["labels"], json!({"app": "web"}));
     assert_eq!(v["migrated_ips"], json!(["10.88.0.9"]));
     assert_eq!(v["locked"], true);
+    assert_eq!(v["behind_node"], true);
     assert_eq!(v["netns_inode"], 4026532000u64);
     let back: api::Endpoint = serde_json::from_value(v).unwrap();
     assert_eq!(back, e);
@@ -80,6 +82,7 @@ fn field_names_are_the_proto_names() {
             "router_mac",
             "restore_of_ip",
             "node",
+            "behind_node",
         ])
     );
     let v = serde_json::to_value(api::Service::default()).unwrap();

@@ -97,6 +97,8 @@ fn state_of(endpoints: usize, migrations: usize) -> State {
                 detached: false,
                 host_if_local: true,
                 node: "node-a".into(),
+                behind_node: false,
+                next_hop_mac: None,
             },
         );
         keys.push(key);

@@ -1,5 +1,22 @@
 //! The controller's configuration: one TOML file (default /etc/p4lb/controller.toml,
 //! optional) whose every field has a default; command-line flags override it.
+//!
+//! Pods on other hosts can be routed behind their node: the node has one uplink on a
+//! switch port, outside `[ports]` (which the controller assigns to pods' own
+//! interfaces), and the switch sends such a pod's traffic to that port with the node's
+//! uplink MAC as destination. One `[[uplinks]]` table per node:
+//!
+//! ```toml
+//! [ports]
+//! first = 1
+//! last = 254
+//!
+//! [[uplinks]]
+//! node = "node-b"              # the node's name (its certificate's name)
+//! port = 300                   # its switch port: 1..=509, outside [ports]
+//! mac = "02:00:00:00:0b:01"    # the MAC of its uplink interface
+//! interface = "p4lbup-b"       # switch-side interface attached as `port`; "" = already wired
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +65,35 @@ pub struct Config {
     /// The node this controller runs on: the node of callers on the Unix socket (and
     /// of admins over TCP). Empty: the host name (/proc/sys/kernel/hostname).
     pub node_name: String,
+    /// Nodes whose pods are routed behind them: each node's uplink port and MAC
+    /// (`[[uplinks]]`, see the module documentation).
+    pub uplinks: Vec<UplinkConfig>,
+}
+
+/// One `[[uplinks]]` entry: the switch port a node's uplink is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The node's name (as its certificate names it, or `node_name` for this host).
+    pub node: String,
+    /// The switch port of its uplink: 1..=509 and outside `[ports]`.
+    pub port: u32,
+    /// The MAC address of the node's uplink interface ("aa:bb:cc:dd:ee:ff").
+    pub mac: String,
+    /// The switch-side interface the controller attaches as `port` (software switch,
+    /// BMv2 over Thrift). Empty: the port is wired already and is left alone.
+    #[serde(default)]
+    pub interface: String,
+}
+
+/// A node's uplink, checked and parsed ([`Config::uplinks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub node: String,
+    pub port: u32,
+    pub mac: [u8; 6],
+    /// Empty: not attached by the controller.
+    pub interface: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +245,7 @@ impl Default for Config {
             migration: MigrationConfig::default(),
             maglev_slots: crate::maglev::DEFAULT_SLOTS,
             node_name: String::new(),
+            uplinks: Vec::new(),
         }
     }
 }
@@ -530,7 +577,72 @@ impl Config {
                 self.conn.digest_max_list_size
             )));
         }
+        self.uplinks()?;
         Ok(())
+    }
+
+    /// The `[[uplinks]]` entries, checked and parsed: a valid node name, unique; a port
+    /// in 1..=509, outside `[ports]` and unique; a unicast MAC; an interface name of at
+    /// most 15 bytes or empty. Errors name the entry (`uplinks[i]`) and its field.
+    pub fn uplinks(&self) -> Result<Vec<Uplink>, ConfigError> {
+        let max = u32::from(p4lb_p4::MAX_DATA_PORT);
+        let (first, last) = (self.ports.first, self.ports.last);
+        let mut out: Vec<Uplink> = Vec::with_capacity(self.uplinks.len());
+        for (i, u) in self.uplinks.iter().enumerate() {
+            let at = format!("uplinks[{i}]");
+            crate::nodes::check_node_name(&format!("{at}.node"), &u.node)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if let Some(j) = out.iter().position(|o| o.node == u.node) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}.node = {:?}: node {:?} already has an uplink (uplinks[{j}])",
+                    u.node, u.node
+                )));
+            }
+            if !(1..=max).contains(&u.port) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}.port = {} is out of range (1..={max})",
+                    u.port
+                )));
+            }
+            if (first..=last).contains(&u.port) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}.port = {} is inside ports.first..=last ({first}..={last}), which the \
+                     controller assigns to pods: an uplink port must be outside that range",
+                    u.port
+                )));
+            }
+            if let Some(o) = out.iter().find(|o| o.port == u.port) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}.port = {} is already the uplink port of node {:?}",
+                    u.port, o.node
+                )));
+            }
+            let mac = crate::addr::parse_mac(&format!("{at}.mac"), &u.mac)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if mac[0] & 1 == 1 || mac == [0; 6] {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}.mac = {:?} is not a unicast address",
+                    u.mac
+                )));
+            }
+            let iface = &u.interface;
+            if iface.len() > 15
+                || iface.contains('/')
+                || iface.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}.interface = {iface:?} is not an interface name (at most 15 bytes, no \
+                     '/', spaces or control characters; empty: the port is wired already)"
+                )));
+            }
+            out.push(Uplink {
+                node: u.node.clone(),
+                port: u.port,
+                mac,
+                interface: iface.clone(),
+            });
+        }
+        Ok(out)
     }
 
     /// `conn.idle_timeout_ms` in nanoseconds (saturating; [`Config::validate`]
@@ -725,5 +837,128 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.digest_max_timeout_ns(), 500_000);
         assert_eq!(c.digest_timeout_note(), None);
+    }
+
+    const UPLINKS: &str = r#"
+[ports]
+first = 1
+last = 254
+
+[[uplinks]]
+node = "node-b"
+port = 300
+mac = "02:00:00:00:0B:01"
+interface = "p4lbup-b"
+
+[[uplinks]]
+node = "node-c"
+port = 301
+mac = "02:00:00:00:0c:01"
+"#;
+
+    #[test]
+    fn uplinks_are_parsed_at_load() {
+        let c = Config::parse(UPLINKS).unwrap();
+        assert_eq!(
+            c.uplinks().unwrap(),
+            [
+                Uplink {
+                    node: "node-b".into(),
+                    port: 300,
+                    mac: [2, 0, 0, 0, 0x0b, 1],
+                    interface: "p4lbup-b".into(),
+                },
+                Uplink {
+                    node: "node-c".into(),
+                    port: 301,
+                    mac: [2, 0, 0, 0, 0x0c, 1],
+                    interface: String::new(),
+                },
+            ]
+        );
+        assert!(Config::parse("").unwrap().uplinks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_uplinks_are_refused_by_entry_and_field() {
+        let one = |fields: &str| format!("[ports]\nfirst = 1\nlast = 254\n[[uplinks]]\n{fields}\n");
+        for (fields, want) in [
+            (
+                "node = \"a b\"\nport = 300\nmac = \"02:00:00:00:00:01\"",
+                "uplinks[0].node \"a b\" is not valid",
+            ),
+            (
+                "node = \"\"\nport = 300\nmac = \"02:00:00:00:00:01\"",
+                "uplinks[0].node \"\" is not valid: empty",
+            ),
+            (
+                "node = \"n\"\nport = 0\nmac = \"02:00:00:00:00:01\"",
+                "uplinks[0].port = 0 is out of range (1..=509)",
+            ),
+            (
+                "node = \"n\"\nport = 510\nmac = \"02:00:00:00:00:01\"",
+                "uplinks[0].port = 510 is out of range (1..=509)",
+            ),
+            (
+                "node = \"n\"\nport = 254\nmac = \"02:00:00:00:00:01\"",
+                "uplinks[0].port = 254 is inside ports.first..=last (1..=254)",
+            ),
+            (
+                "node = \"n\"\nport = 300\nmac = \"nope\"",
+                "uplinks[0].mac: \"nope\" is not a MAC address",
+            ),
+            (
+                "node = \"n\"\nport = 300\nmac = \"01:00:5e:00:00:01\"",
+                "uplinks[0].mac = \"01:00:5e:00:00:01\" is not a unicast address",
+            ),
+            (
+                "node = \"n\"\nport = 300\nmac = \"02:00:00:00:00:01\"\ninterface = \"a/b\"",
+                "uplinks[0].interface = \"a/b\" is not an interface name",
+            ),
+            (
+                "node = \"n\"\nport = 300\nmac = \"02:00:00:00:00:01\"\ninterface = \"sixteen-bytes-xx\"",
+                "uplinks[0].interface = \"sixteen-bytes-xx\" is not an interface name",
+            ),
+        ] {
+            let text = one(fields);
+            let e = Config::parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        // Missing and unknown fields are parse errors naming the field.
+        for (fields, want) in [
+            ("node = \"n\"\nmac = \"02:00:00:00:00:01\"", "port"),
+            ("node = \"n\"\nport = 300", "mac"),
+            ("port = 300\nmac = \"02:00:00:00:00:01\"", "node"),
+            (
+                "node = \"n\"\nport = 300\nmac = \"02:00:00:00:00:01\"\nmtu = 1500",
+                "mtu",
+            ),
+        ] {
+            let text = one(fields);
+            let e = Config::parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        // Two uplinks of one node, or on one port.
+        let twice = UPLINKS.replace("node-c", "node-b");
+        let e = Config::parse(&twice).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "uplinks[1].node = \"node-b\": node \"node-b\" already has an uplink (uplinks[0])"
+            ),
+            "{e}"
+        );
+        let same_port = UPLINKS.replace("port = 301", "port = 300");
+        let e = Config::parse(&same_port).unwrap_err().to_string();
+        assert!(
+            e.contains("uplinks[1].port = 300 is already the uplink port of node \"node-b\""),
+            "{e}"
+        );
+        // The range check follows [ports].
+        let wider = UPLINKS.replace("last = 254", "last = 300");
+        let e = Config::parse(&wider).unwrap_err().to_string();
+        assert!(
+            e.contains("uplinks[0].port = 300 is inside ports.first..=last (1..=300)"),
+            "{e}"
+        );
     }
 }

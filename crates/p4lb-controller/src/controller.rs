@@ -21,7 +21,7 @@ use p4lb_proto::p4runtime::{update::Type, DigestList, IdleTimeoutNotification};
 
 use crate::commit::{self, QueueTx};
 pub use crate::commit::{Change, Committed, OnAck};
-use crate::config::{Config, SwitchKind};
+use crate::config::{Config, SwitchKind, Uplink};
 use crate::conn::{self, CloseKind, CloseOutcome, ConnTable};
 use crate::conn_store;
 use crate::desired::Shape;
@@ -62,6 +62,9 @@ pub struct Controller {
     /// The node this controller runs on ([`Config::local_node`]): the node of callers on
     /// the Unix socket.
     pub node_name: String,
+    /// The nodes' uplinks (`[[uplinks]]`), parsed: the ports and MACs of endpoints
+    /// routed behind their node.
+    pub uplinks: Vec<Uplink>,
     /// The address the API's TCP listener is bound to, once it is.
     pub api_tcp_addr: std::sync::OnceLock<std::net::SocketAddr>,
     embedded: Mutex<Option<EmbeddedSwitch>>,
@@ -87,6 +90,7 @@ impl Controller {
             tracing::info!("{note}");
         }
         let node_name = cfg.local_node()?;
+        let uplinks = cfg.uplinks()?;
         let store = Store::open(&cfg.state_dir)?;
         let mut state = store.load().context("loading persisted state")?;
         // state.json holds the loaded state from here on, and the journal only what
@@ -195,6 +199,7 @@ impl Controller {
             digest_id: ids.conn_learn_digest,
             idle_timeout_ns: cfg.idle_timeout_ns(),
             node_name,
+            uplinks,
             api_tcp_addr: std::sync::OnceLock::new(),
             cfg,
             embedded: Mutex::new(embedded),
@@ -326,16 +331,13 @@ impl Controller {
     }
 
     async fn reconcile_ports(&self, state: &State) -> Result<()> {
-        let want: BTreeMap<u32, String> = state
-            .endpoints
-            .values()
-            .filter(|e| !e.host_ifname.is_empty())
-            .map(|e| (e.switch_port, e.host_ifname.clone()))
-            .collect();
+        let want = wanted_ports(state, &self.uplinks);
         self.ports.prepare().await;
         let have = self.ports.list().await?;
         let (first, last) = (self.cfg.ports.first, self.cfg.ports.last);
         for (port, iface) in &have {
+            // Only ports of the range are the controller's to remove; uplink ports are
+            // outside it (config.rs) and stay.
             let owned = (first..=last).contains(port);
             if owned && want.get(port) != Some(iface) {
                 self.ports.remove(*port).await?;
@@ -344,7 +346,12 @@ impl Controller {
         for (port, iface) in &want {
             if have.get(port) != Some(iface) {
                 if let Err(e) = self.ports.add(*port, iface).await {
-                    tracing::warn!(port, iface = %iface, error = %e, "re-attaching an endpoint's port");
+                    let what = if (first..=last).contains(port) {
+                        "re-attaching an endpoint's port"
+                    } else {
+                        "attaching a node's uplink port"
+                    };
+                    tracing::warn!(port, iface = %iface, error = %e, "{what}");
                 }
             }
         }
@@ -700,6 +707,21 @@ impl Controller {
     }
 }
 
+/// The ports the switch should have (number → interface): the attached interface of
+/// every endpoint with a port of its own ([`crate::state::EndpointRec::attached_port`]),
+/// and every configured uplink with an interface to attach.
+pub fn wanted_ports(state: &State, uplinks: &[Uplink]) -> BTreeMap<u32, String> {
+    let mut want: BTreeMap<u32, String> = state
+        .endpoints
+        .values()
+        .filter_map(|e| Some((e.attached_port()?, e.host_ifname.clone())))
+        .collect();
+    for u in uplinks.iter().filter(|u| !u.interface.is_empty()) {
+        want.insert(u.port, u.interface.clone());
+    }
+    want
+}
+
 /// Attempts of one reconciliation whose table writes the switch refused, after
 /// which the pipeline is pushed again (once per switch session).
 const REPUSH_AFTER_FAILURES: u32 = 3;
@@ -833,5 +855,76 @@ async fn sweep_loop(ctl: std::sync::Weak<Controller>, every: Duration) {
         if let Err(e) = ctl.sweep().await {
             tracing::debug!(error = %e, "idle sweep");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{EndpointRec, EndpointState};
+
+    fn ep(key: &str, port: u32, host_if: &str, behind_node: bool) -> EndpointRec {
+        let ip = std::net::Ipv4Addr::new(10, 88, 0, port as u8);
+        EndpointRec {
+            key: key.into(),
+            container_id: key.into(),
+            ifname: "eth0".into(),
+            netns_path: String::new(),
+            netns_inode: 0,
+            ip,
+            prefix_len: 24,
+            mac: [2, 0, 0, 0, 0, port as u8],
+            gateway: None,
+            host_ifname: host_if.into(),
+            switch_port: port,
+            backend_id: port as u16,
+            backend_ip: ip,
+            locked: false,
+            state: EndpointState::Ready,
+            labels: Default::default(),
+            network: "p4lb".into(),
+            migrated_ips: Vec::new(),
+            restore_of_ip: None,
+            created_unix_ms: 0,
+            detached: false,
+            host_if_local: false,
+            node: "n1".into(),
+            behind_node,
+            next_hop_mac: behind_node.then_some([2, 0, 0, 0, 0x0b, 1]),
+        }
+    }
+
+    /// The switch should have the pods' own interfaces and the uplinks the controller
+    /// attaches; an endpoint routed behind its node adds no port of its own.
+    #[test]
+    fn wanted_ports_are_the_pods_own_and_the_configured_uplinks() {
+        let mut st = State::new();
+        for e in [
+            ep("a", 1, "veth-a", false),
+            ep("b", 300, "veth-b", true),
+            ep("c", 301, "veth-c", true),
+            ep("d", 2, "", false),
+        ] {
+            st.endpoints.insert(e.key.clone(), e);
+        }
+        let uplinks = [
+            Uplink {
+                node: "node-b".into(),
+                port: 300,
+                mac: [2, 0, 0, 0, 0x0b, 1],
+                interface: "p4lbup-b".into(),
+            },
+            Uplink {
+                node: "node-c".into(),
+                port: 301,
+                mac: [2, 0, 0, 0, 0x0c, 1],
+                interface: String::new(),
+            },
+        ];
+        let want = wanted_ports(&st, &uplinks);
+        assert_eq!(
+            want,
+            BTreeMap::from([(1, "veth-a".to_string()), (300, "p4lbup-b".to_string())])
+        );
     }
 }

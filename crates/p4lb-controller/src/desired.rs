@@ -63,13 +63,17 @@ fn global_entries(shape: Shape) -> Vec<TableEntry> {
 }
 
 /// The entries of one endpoint: its port's source MAC; when active, its routes, its
-/// backend row and the proxy ARP of its addresses and gateway.
+/// backend row and the proxy ARP of its addresses and gateway. An endpoint routed
+/// behind its node is reached through the node's uplink: its port is the uplink's and
+/// the destination MAC the node's uplink MAC ([`EndpointRec::dmac`]). The endpoints of
+/// one uplink all give the same `port_smac` entry, which [`DesiredIndex`] keeps while
+/// any of them does.
 fn endpoint_entries(ep: &EndpointRec, shape: Shape) -> Vec<TableEntry> {
     let mut out = vec![p::port_smac(ep.switch_port, shape.router_mac)];
     if !ep.active() {
         return out;
     }
-    let mac = crate::addr::mac_u64(&ep.mac);
+    let mac = crate::addr::mac_u64(&ep.dmac());
     let routed = ep.routed_ips();
     for ip in &routed {
         if ep.locked {
@@ -414,6 +418,8 @@ mod tests {
             detached: false,
             host_if_local: false,
             node: String::from("n1"),
+            behind_node: rng.below(3) == 0,
+            next_hop_mac: (rng.below(2) == 0).then_some([2, 0, 0, 0, 0x0b, rng.below(2) as u8]),
         }
     }
 
@@ -569,5 +575,94 @@ mod tests {
         let touched = index.sync(&state, SHAPE);
         assert_eq!(touched.len(), endpoint_entries(&e, SHAPE).len());
         assert_eq!(index.to_map(), desired(&state, SHAPE));
+    }
+
+    const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
+    const UPLINK_PORT: u32 = 300;
+
+    /// A ready endpoint routed behind a node whose uplink is port 300.
+    fn routed(i: u8, backend_id: u16) -> EndpointRec {
+        let ip = Ipv4Addr::new(10, 88, 1, i);
+        EndpointRec {
+            key: format!("r{i}/eth0"),
+            container_id: format!("r{i}"),
+            ifname: "eth0".into(),
+            netns_path: String::new(),
+            netns_inode: 0,
+            ip,
+            prefix_len: 24,
+            mac: [2, 0, 0, 0, 1, i],
+            gateway: None,
+            host_ifname: format!("veth{i}"),
+            switch_port: UPLINK_PORT,
+            backend_id,
+            backend_ip: ip,
+            locked: false,
+            state: EndpointState::Ready,
+            labels: Default::default(),
+            network: "p4lb".into(),
+            migrated_ips: Vec::new(),
+            restore_of_ip: None,
+            created_unix_ms: 0,
+            detached: false,
+            host_if_local: false,
+            node: String::from("node-b"),
+            behind_node: true,
+            next_hop_mac: Some(UPLINK_MAC),
+        }
+    }
+
+    #[test]
+    fn a_routed_endpoint_is_forwarded_to_its_nodes_uplink_port_and_mac() {
+        let e = routed(5, 7);
+        let uplink_mac = crate::addr::mac_u64(&UPLINK_MAC);
+        let got = endpoint_entries(&e, SHAPE);
+        assert!(got.contains(&p::route_to_port(e.ip, 32, UPLINK_PORT, uplink_mac)));
+        assert!(got.contains(&p::backend_forward(7, e.ip, uplink_mac, UPLINK_PORT)));
+        assert!(got.contains(&p::port_smac(UPLINK_PORT, SHAPE.router_mac)));
+        // The pod's own MAC is no destination: the node routes to the pod.
+        let pod_mac = crate::addr::mac_u64(&e.mac);
+        assert!(!got
+            .iter()
+            .any(|x| *x == p::route_to_port(e.ip, 32, UPLINK_PORT, pod_mac)));
+        // A pod of its own keeps its MAC.
+        let mut own = e.clone();
+        own.behind_node = false;
+        own.next_hop_mac = None;
+        own.switch_port = 4;
+        let got = endpoint_entries(&own, SHAPE);
+        assert!(got.contains(&p::route_to_port(e.ip, 32, 4, pod_mac)));
+        assert!(got.contains(&p::backend_forward(7, e.ip, pod_mac, 4)));
+    }
+
+    /// Two endpoints behind one uplink give the same `port_smac` entry: both are kept,
+    /// neither conflicts, and the entry stays until the last of them goes.
+    #[test]
+    fn routed_endpoints_share_their_uplinks_port_entry() {
+        let (a, b) = (routed(5, 7), routed(6, 8));
+        let mut state = State::default();
+        state.endpoints.insert(a.key.clone(), a.clone());
+        state.endpoints.insert(b.key.clone(), b.clone());
+        let mut index = DesiredIndex::default();
+        index.sync(&state, SHAPE);
+        let want = desired(&state, SHAPE);
+        assert_eq!(index.to_map(), want);
+        let smac = p::port_smac(UPLINK_PORT, SHAPE.router_mac);
+        let smac_key = entry_key(&smac);
+        assert_eq!(want.get(&smac_key), Some(&smac));
+        let uplink_mac = crate::addr::mac_u64(&UPLINK_MAC);
+        for e in [&a, &b] {
+            let r = p::route_to_port(e.ip, 32, UPLINK_PORT, uplink_mac);
+            assert_eq!(want.get(&entry_key(&r)), Some(&r));
+            let f = p::backend_forward(e.backend_id, e.ip, uplink_mac, UPLINK_PORT);
+            assert_eq!(want.get(&entry_key(&f)), Some(&f));
+        }
+        state.endpoints.remove(&a.key);
+        index.sync(&state, SHAPE);
+        assert_eq!(index.to_map(), desired(&state, SHAPE));
+        assert_eq!(index.get(&smac_key), Some(&smac), "b still uses the uplink");
+        state.endpoints.remove(&b.key);
+        index.sync(&state, SHAPE);
+        assert!(index.is_empty(), "{:?}", index.to_map());
     }
 }

@@ -10,6 +10,7 @@ use p4lb_proto::api;
 
 use crate::addr::{parse_ipv4, parse_mac, parse_opt_ipv4};
 use crate::caller::Caller;
+use crate::config::Uplink;
 use crate::controller::{Change, Controller};
 use crate::error::{Error, Result};
 use crate::identity;
@@ -118,6 +119,8 @@ pub(crate) struct Registration {
     /// Its namespace and host interface are in the controller's kernel (a caller on
     /// the Unix socket); a node's are not, and are recorded as given.
     local: bool,
+    /// Routed behind its node: forwarded to the node's uplink, no port of its own.
+    behind_node: bool,
 }
 
 /// Checks every field of a RegisterEndpoint request; no file or state is looked at
@@ -171,17 +174,27 @@ pub(crate) fn validate_registration(r: api::RegisterEndpointRequest) -> Result<R
         restore_of_ip,
         node: String::new(),
         local: true,
+        behind_node: r.behind_node,
     })
 }
 
+/// The message of a registration routed behind a node that has no uplink configured.
+pub(crate) fn no_uplink_message(node: &str) -> String {
+    format!(
+        "node {node} has no uplink in the controller's configuration ([[uplinks]]): a pod \
+         routed behind its node needs one"
+    )
+}
+
 /// The change that registers `r` on top of `state`: checks against the other
-/// endpoints and services, picks the switch port (in `ports`, none of `retired`) and
-/// backend id.
+/// endpoints and services, picks the switch port (in `ports`, none of `retired`; for
+/// an endpoint routed behind its node, the node's entry of `uplinks`) and backend id.
 pub(crate) fn plan_registration(
     state: &State,
     r: Registration,
     ports: (u32, u32),
     retired: &std::collections::BTreeSet<u32>,
+    uplinks: &[Uplink],
 ) -> Result<(Change, EndpointRec)> {
     let key = r.key;
     let ip = r.ip;
@@ -280,20 +293,45 @@ pub(crate) fn plan_registration(
         }
     }
     if !r.host_ifname.is_empty() {
-        if let Some(other) = st
-            .endpoints
-            .values()
-            .find(|e| e.host_ifname == r.host_ifname)
-        {
+        // A pod's own interface is attached to the switch: it is unique among attached
+        // interfaces. A routed pod's interface is on its node: unique on that node.
+        let clash = |e: &&EndpointRec| {
+            e.host_ifname == r.host_ifname
+                && e.behind_node == r.behind_node
+                && (!r.behind_node || e.node == r.node)
+        };
+        if let Some(other) = st.endpoints.values().find(clash) {
+            let what = if r.behind_node {
+                format!("is already used on node {} by", r.node)
+            } else {
+                String::from("is already attached for")
+            };
             return Err(Error::exists(format!(
-                "host interface {} is already attached for endpoint {}",
+                "host interface {} {what} endpoint {}",
                 r.host_ifname, other.key
             )));
         }
     }
-    let port = st
-        .free_port(ports.0, ports.1, retired)
-        .ok_or_else(|| Error::precondition("no free switch port"))?;
+    // A routed pod uses its node's uplink port and MAC; a pod of its own gets a free
+    // port of the range.
+    let (port, next_hop_mac) = if r.behind_node {
+        let up = uplinks
+            .iter()
+            .find(|u| u.node == r.node)
+            .ok_or_else(|| Error::precondition(no_uplink_message(&r.node)))?;
+        let routed = st.endpoints.values().filter(|e| e.behind_node).count();
+        crate::limits::check_count(
+            "endpoints routed behind their node",
+            routed + 1,
+            crate::limits::MAX_ROUTED_ENDPOINTS,
+        )?;
+        (up.port, Some(up.mac))
+    } else {
+        let port = st
+            .free_port(ports.0, ports.1, retired)
+            .ok_or_else(|| Error::precondition("no free switch port"))?;
+        (port, None)
+    };
     let backend_id = match &inherited {
         Some(old) => old.backend_id,
         None => st
@@ -327,9 +365,12 @@ pub(crate) fn plan_registration(
         created_unix_ms: now_ms(),
         detached: false,
         host_if_local: r.local
+            && !r.behind_node
             && !r.host_ifname.is_empty()
             && crate::liveness::interface_exists(&r.host_ifname),
         node: r.node,
+        behind_node: r.behind_node,
+        next_hop_mac,
     };
     if let Some(old) = inherited {
         rec.backend_ip = old.backend_ip;
@@ -346,7 +387,7 @@ pub(crate) fn plan_registration(
     st.endpoints.insert(key, rec.clone());
     refresh_services(&mut st);
     let mut change = Change::new(st);
-    if !r.host_ifname.is_empty() {
+    if let Some(port) = rec.attached_port() {
         change.port_adds.push((port, r.host_ifname));
     }
     Ok((change, rec))
@@ -383,9 +424,7 @@ pub(crate) fn plan_deregistration(state: &State, key: &str) -> (Option<Change>, 
     }
     refresh_services(&mut st);
     let mut change = Change::new(st);
-    if !rec.host_ifname.is_empty() {
-        change.port_removes.push(rec.switch_port);
-    }
+    change.port_removes.extend(rec.attached_port());
     if rec.backend_id != 0 && !migrating {
         change.drop_backends.push(rec.backend_id);
     }
@@ -415,9 +454,10 @@ impl Controller {
         let (key, ip, restore_of_ip) = (reg.key.clone(), reg.ip, reg.restore_of_ip);
         let ports = (self.cfg.ports.first, self.cfg.ports.last);
         let retired = self.ports.retired();
+        let uplinks = self.uplinks.clone();
         let (rec, _) = self
             .commit_queued(move |st: &State| {
-                let (change, rec) = plan_registration(st, reg.clone(), ports, &retired)?;
+                let (change, rec) = plan_registration(st, reg.clone(), ports, &retired, &uplinks)?;
                 Ok((Some(change), rec))
             })
             .await?;
@@ -429,13 +469,13 @@ impl Controller {
                 "restore hint ignored, starting fresh: no checkpointed migration of {old} is known"
             );
         }
-        tracing::info!(key = %key, %ip, port = rec.switch_port, backend_id = rec.backend_id, locked = rec.locked, node = %rec.node, "endpoint registered");
-        self.emit(
-            "endpoint",
-            "added",
-            &key,
-            format!("ip={ip} port={}", rec.switch_port),
-        );
+        tracing::info!(key = %key, %ip, port = rec.switch_port, backend_id = rec.backend_id, locked = rec.locked, node = %rec.node, behind_node = rec.behind_node, "endpoint registered");
+        let detail = if rec.behind_node {
+            format!("ip={ip} port={} behind_node={}", rec.switch_port, rec.node)
+        } else {
+            format!("ip={ip} port={}", rec.switch_port)
+        };
+        self.emit("endpoint", "added", &key, detail);
         Ok(rec)
     }
 
@@ -528,9 +568,7 @@ impl Controller {
             for svc in st.services.values_mut() {
                 svc.backends.retain(|b| b != &e.key);
             }
-            if !e.host_ifname.is_empty() {
-                change_ports.push(e.switch_port);
-            }
+            change_ports.extend(e.attached_port());
             if e.backend_id != 0 {
                 drop_backends.push(e.backend_id);
             }
@@ -652,5 +690,189 @@ impl Controller {
                 .ok_or_else(|| Error::not_found(format!("no endpoint in {}", ns.described)));
         }
         Err(Error::invalid("give a key, an ip or an identity"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::state::MigrationRec;
+
+    const PORTS: (u32, u32) = (1, 10);
+    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
+    const MAC_C: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
+
+    fn uplinks() -> Vec<Uplink> {
+        vec![
+            Uplink {
+                node: "node-b".into(),
+                port: 300,
+                mac: MAC_B,
+                interface: String::new(),
+            },
+            Uplink {
+                node: "node-c".into(),
+                port: 301,
+                mac: MAC_C,
+                interface: "p4lbup-c".into(),
+            },
+        ]
+    }
+
+    fn reg(node: &str, cid: &str, ip: &str, host_if: &str, behind_node: bool) -> Registration {
+        let mut r = validate_registration(api::RegisterEndpointRequest {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            ip: ip.into(),
+            prefix_len: 24,
+            mac: "02:00:00:00:01:01".into(),
+            host_ifname: host_if.into(),
+            network: "p4lb".into(),
+            behind_node,
+            ..Default::default()
+        })
+        .expect("a valid registration");
+        r.node = node.into();
+        // As a node registers: nothing of it is in the controller's kernel.
+        r.local = false;
+        r
+    }
+
+    fn plan(st: &State, r: Registration) -> Result<(Change, EndpointRec)> {
+        plan_registration(st, r, PORTS, &BTreeSet::new(), &uplinks())
+    }
+
+    fn refused(r: Result<(Change, EndpointRec)>) -> Error {
+        match r {
+            Ok((_, rec)) => panic!("registered {rec:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_routed_pod_uses_its_nodes_uplink_and_attaches_no_port() {
+        let st = State::new();
+        let (c, own) = plan(&st, reg("node-a", "a", "10.88.0.2", "veth-a", false)).unwrap();
+        assert_eq!((own.switch_port, own.behind_node), (1, false));
+        assert_eq!(c.port_adds, [(1, String::from("veth-a"))]);
+        let st = c.state;
+
+        let (c, r1) = plan(&st, reg("node-b", "b1", "10.88.0.3", "veth-b1", true)).unwrap();
+        assert!(r1.behind_node);
+        assert_eq!(r1.switch_port, 300);
+        assert_eq!(r1.next_hop_mac, Some(MAC_B));
+        assert_eq!(r1.mac, [2, 0, 0, 0, 1, 1], "the pod keeps its own MAC");
+        assert_eq!(r1.dmac(), MAC_B);
+        assert!(!r1.host_if_local);
+        assert!(c.port_adds.is_empty(), "{:?}", c.port_adds);
+        assert!(r1.to_api().behind_node);
+        let st = c.state;
+
+        // A second pod behind the same node shares the uplink; a pod of its own still
+        // gets the next free port of the range.
+        let (c, r2) = plan(&st, reg("node-b", "b2", "10.88.0.4", "veth-b2", true)).unwrap();
+        assert_eq!((r2.switch_port, r2.next_hop_mac), (300, Some(MAC_B)));
+        assert_ne!(r2.backend_id, r1.backend_id);
+        assert!(c.port_adds.is_empty());
+        let st = c.state;
+        let (c, own2) = plan(&st, reg("node-a", "a2", "10.88.0.5", "veth-a2", false)).unwrap();
+        assert_eq!(own2.switch_port, 2);
+        assert_eq!(c.port_adds, [(2, String::from("veth-a2"))]);
+    }
+
+    #[test]
+    fn a_routed_pod_of_a_node_without_an_uplink_is_refused() {
+        let st = State::new();
+        let e = plan(&st, reg("node-z", "z", "10.88.0.2", "veth-z", true));
+        let e = refused(e);
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "node node-z has no uplink in the controller's configuration ([[uplinks]]): a \
+             pod routed behind its node needs one"
+        );
+        // Without the flag the same node gets a port of its own.
+        plan(&st, reg("node-z", "z", "10.88.0.2", "veth-z", false)).unwrap();
+    }
+
+    #[test]
+    fn host_interface_names_clash_only_where_they_live() {
+        let st = State::new();
+        let (c, _) = plan(&st, reg("node-b", "b1", "10.88.0.2", "veth0", true)).unwrap();
+        let st = c.state;
+        // The same name attached to the switch, and on another node: no clash.
+        let (c, _) = plan(&st, reg("node-a", "a1", "10.88.0.3", "veth0", false)).unwrap();
+        let (c, _) = plan(&c.state, reg("node-c", "c1", "10.88.0.4", "veth0", true)).unwrap();
+        // On the same node it is one interface.
+        let e = plan(&c.state, reg("node-b", "b2", "10.88.0.5", "veth0", true));
+        let e = refused(e);
+        assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}");
+        assert!(e.to_string().contains("on node node-b"), "{e}");
+        let e = plan(&c.state, reg("node-a", "a2", "10.88.0.6", "veth0", false));
+        let e = refused(e);
+        assert!(e.to_string().contains("already attached"), "{e}");
+    }
+
+    #[test]
+    fn removing_or_replacing_a_routed_pod_never_detaches_the_uplink() {
+        let st = State::new();
+        let (c, r) = plan(&st, reg("node-b", "b1", "10.88.0.2", "veth-b1", true)).unwrap();
+        let st = c.state;
+        let (c, removed) = plan_deregistration(&st, &r.key);
+        assert!(removed);
+        let c = c.expect("a change");
+        assert!(c.port_removes.is_empty(), "{:?}", c.port_removes);
+        assert_eq!(c.drop_backends, [r.backend_id]);
+
+        // A stale routed record gives way to a new registration of its key, of either
+        // kind, and no port is detached for it.
+        let mut stale = st.clone();
+        if let Some(e) = stale.endpoints.get_mut(&r.key) {
+            e.state = EndpointState::Stale;
+            e.host_ifname.clear();
+            e.backend_id = 0;
+        }
+        let (c, again) = plan(&stale, reg("node-b", "b1", "10.88.0.2", "veth-b1", true)).unwrap();
+        assert!(c.port_adds.is_empty() && c.port_removes.is_empty());
+        assert_eq!((again.switch_port, again.behind_node), (300, true));
+        let (c, own) = plan(&stale, reg("node-b", "b1", "10.88.0.2", "veth-b1", false)).unwrap();
+        assert!(c.port_removes.is_empty());
+        assert_eq!(c.port_adds, [(own.switch_port, String::from("veth-b1"))]);
+        assert!(!own.behind_node && own.next_hop_mac.is_none());
+    }
+
+    /// The planning of a migration between nodes: a routed pod of node B checkpointed
+    /// for node C is restored there behind node C's uplink, locked, with the address
+    /// it had on node B (the repoint then moves the backend: tests/routed_endpoints.rs).
+    #[test]
+    fn a_restore_on_another_node_is_routed_behind_that_node() {
+        let st = State::new();
+        let (c, src) = plan(&st, reg("node-b", "src", "10.88.0.2", "veth-s", true)).unwrap();
+        let mut st = c.state;
+        if let Some(e) = st.endpoints.get_mut(&src.key) {
+            e.locked = true;
+            e.state = EndpointState::Locked;
+        }
+        st.migrations.push(MigrationRec {
+            id: "m1".into(),
+            source_key: src.key.clone(),
+            source_ip: Some(src.ip),
+            state: MigrationState::Checkpointed,
+            backend_id: src.backend_id,
+            source_node: "node-b".into(),
+            target_node: "node-c".into(),
+            ..Default::default()
+        });
+        let mut r = reg("node-c", "tgt", "10.88.0.9", "veth-t", true);
+        r.restore_of_ip = Some(src.ip);
+        r.locked = true;
+        let (c, tgt) = plan(&st, r).unwrap();
+        assert!(c.port_adds.is_empty());
+        assert_eq!(tgt.restore_of_ip, Some(src.ip));
+        assert!(tgt.locked);
+        assert_eq!((tgt.switch_port, tgt.next_hop_mac), (301, Some(MAC_C)));
+        assert_eq!(tgt.node, "node-c");
     }
 }

@@ -8,6 +8,7 @@ use prost::Message;
 
 use p4lb_proto::api;
 
+use crate::config::Uplink;
 use crate::endpoints::{
     check_labels, check_name, endpoint_key, merge_labels, plan_deregistration, plan_registration,
     validate_registration,
@@ -19,6 +20,21 @@ use crate::state::{MigrationRec, MigrationState, ServiceRec, State};
 
 /// Switch ports the planning uses (the default configuration's range).
 const PORTS: (u32, u32) = (1, p4lb_p4::MAX_DATA_PORT as u32);
+/// The uplink of the node the planned registrations are on (the empty node name, as
+/// [`validate_registration`] leaves it), so that registrations routed behind their node
+/// are planned too.
+fn uplinks() -> &'static [Uplink] {
+    static UPLINKS: OnceLock<Vec<Uplink>> = OnceLock::new();
+    UPLINKS.get_or_init(|| {
+        vec![Uplink {
+            node: String::new(),
+            port: u32::from(p4lb_p4::MAX_DATA_PORT),
+            mac: [2, 0, 0, 0, 0x0b, 1],
+            interface: String::new(),
+        }]
+    })
+}
+
 /// Maglev slots of a service that names none (a small prime keeps runs fast).
 const SLOTS: u16 = 251;
 
@@ -62,7 +78,7 @@ pub fn seed_state() -> &'static State {
         ] {
             let reg = validate_registration(seed_registration(cid, ip, labels))
                 .expect("seed registration is valid");
-            st = plan_registration(&st, reg, PORTS, &Default::default())
+            st = plan_registration(&st, reg, PORTS, &Default::default(), &[])
                 .expect("seed registration plans")
                 .0
                 .state;
@@ -127,7 +143,9 @@ pub fn api_request(data: &[u8]) {
                 return;
             }
             if let Ok(reg) = validate_registration(r) {
-                if let Ok((change, rec)) = plan_registration(st, reg, PORTS, &Default::default()) {
+                if let Ok((change, rec)) =
+                    plan_registration(st, reg, PORTS, &Default::default(), uplinks())
+                {
                     assert!(change.state.endpoints.contains_key(&rec.key));
                     let _ = rec.to_api();
                 }

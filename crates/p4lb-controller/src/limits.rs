@@ -2,7 +2,8 @@
 //! checks each request with [`check_request`] before anything else (refusal:
 //! INVALID_ARGUMENT naming the limit), the gRPC server takes its decode limit
 //! [`MAX_REQUEST_BYTES`] from here, the calls that add to the state check the
-//! counts ([`MAX_SERVICES`]; endpoints are bounded by the port range), and the
+//! counts ([`MAX_SERVICES`], [`MAX_ROUTED_ENDPOINTS`]; endpoints with a port of their
+//! own are bounded by the port range), and the
 //! state loads read at most [`MAX_STATE_FILE_BYTES`] / [`MAX_CONNS_FILE_BYTES`].
 //!
 //! They keep one caller from growing the state file, the commit time or a list
@@ -42,6 +43,9 @@ pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_KEY_LEN: usize = MAX_CONTAINER_ID_LEN + 1 + MAX_IFNAME_LEN;
 /// Services in the state (endpoints are bounded by the port range, at most 509).
 pub const MAX_SERVICES: usize = 256;
+/// Endpoints routed behind their node in the state, whatever their state (the backend
+/// id space: they take no port of the range, which bounds the other endpoints).
+pub const MAX_ROUTED_ENDPOINTS: usize = 4095;
 /// Nodes in the state (RegisterNode).
 pub const MAX_NODES: usize = 1024;
 /// Length of a node name (a DNS name).

@@ -15,7 +15,9 @@
 //! registration of the same key. Keeping the record lets the runtime's late DEL
 //! still find what it registered, and shows the operator what was withdrawn.
 //! Endpoints that take part in a live migration are never withdrawn: their
-//! interface may legitimately be in flux.
+//! interface may legitimately be in flux. Only endpoints of the controller's own node
+//! are checked: another node's namespace paths and interfaces name things of another
+//! kernel, which the controller cannot see.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -97,11 +99,18 @@ pub fn gone(e: &EndpointRec) -> Option<Gone> {
     None
 }
 
-/// Endpoints of `st` that are gone and may be withdrawn, with the reason.
-pub fn stale_endpoints(st: &State) -> Vec<(String, Gone)> {
+/// Whether `e` lives on `local_node`, the controller's own node, and so can be checked
+/// here (an empty node is a record written before nodes existed: the controller's).
+pub fn checked_here(e: &EndpointRec, local_node: &str) -> bool {
+    e.node.is_empty() || e.node == local_node
+}
+
+/// Endpoints of `st` on `local_node` (the controller's own node) that are gone and may
+/// be withdrawn, with the reason.
+pub fn stale_endpoints(st: &State, local_node: &str) -> Vec<(String, Gone)> {
     st.endpoints
         .values()
-        .filter(|e| !in_live_migration(st, e))
+        .filter(|e| checked_here(e, local_node) && !in_live_migration(st, e))
         .filter_map(|e| gone(e).map(|why| (e.key.clone(), why)))
         .collect()
 }
@@ -111,7 +120,8 @@ pub fn stale_endpoints(st: &State) -> Vec<(String, Gone)> {
 fn plan_withdrawal(st: &State, key: &str) -> Option<Change> {
     let mut st = st.clone();
     let e = st.endpoints.get_mut(key)?;
-    let port = (!e.host_ifname.is_empty()).then_some(e.switch_port);
+    // An endpoint routed behind its node leaves the node's uplink port attached.
+    let port = e.attached_port();
     let backend = e.backend_id;
     e.state = EndpointState::Stale;
     e.locked = false;
@@ -130,17 +140,18 @@ impl Controller {
     /// Withdraws every endpoint whose interface or namespace is gone (see the
     /// module documentation); returns the keys withdrawn.
     pub async fn withdraw_stale(&self) -> Result<Vec<String>> {
-        let candidates = stale_endpoints(&self.inner.lock().await.state);
+        let local = self.node_name.clone();
+        let candidates = stale_endpoints(&self.inner.lock().await.state, &local);
         let mut withdrawn = Vec::new();
         for (key, why) in candidates {
             let k = key.clone();
+            let local = local.clone();
             // Re-checked against the state current at the commit's turn.
             let (removed, _) = self
                 .commit_queued(move |st: &State| {
-                    let live = st
-                        .endpoints
-                        .get(&k)
-                        .is_some_and(|e| !in_live_migration(st, e) && gone(e).is_some());
+                    let live = st.endpoints.get(&k).is_some_and(|e| {
+                        checked_here(e, &local) && !in_live_migration(st, e) && gone(e).is_some()
+                    });
                     if !live {
                         return Ok((None, false));
                     }
@@ -214,6 +225,8 @@ mod tests {
             detached: false,
             host_if_local: true,
             node: String::from("n1"),
+            behind_node: false,
+            next_hop_mac: None,
         }
     }
 
@@ -275,5 +288,59 @@ mod tests {
         assert!(!in_live_migration(&st, &other));
         st.migrations[0].state = MigrationState::Done;
         assert!(!in_live_migration(&st, &src));
+    }
+
+    #[test]
+    fn only_endpoints_of_the_controllers_own_node_are_checked() {
+        let mut st = State::new();
+        // Three endpoints whose namespace path does not exist on this host: one of this
+        // node, one of a record without a node (an old state file), one of another node.
+        for (key, node, ip) in [
+            ("here", "n1", [10, 0, 0, 2]),
+            ("old", "", [10, 0, 0, 3]),
+            ("there", "n2", [10, 0, 0, 4]),
+        ] {
+            let mut e = ep(key, ip);
+            e.node = node.to_string();
+            e.netns_path = format!("/run/netns/p4lb-no-such-netns-{key}");
+            e.netns_inode = 4026531992;
+            st.endpoints.insert(e.key.clone(), e);
+        }
+        let mut keys: Vec<String> = stale_endpoints(&st, "n1")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["here", "old"]);
+        // Seen from the other node's controller, its own endpoint and the unnamed one.
+        let mut keys: Vec<String> = stale_endpoints(&st, "n2")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["old", "there"]);
+    }
+
+    #[test]
+    fn withdrawing_a_routed_endpoint_detaches_no_port() {
+        let mut st = State::new();
+        let mut pod = ep("pod", [10, 0, 0, 2]);
+        pod.host_ifname = String::from("veth-pod");
+        pod.switch_port = 3;
+        let mut routed = ep("routed", [10, 0, 0, 3]);
+        routed.host_ifname = String::from("veth-routed");
+        routed.switch_port = 300;
+        routed.backend_id = 2;
+        routed.behind_node = true;
+        routed.next_hop_mac = Some([2, 0, 0, 0, 0x0b, 1]);
+        for e in [&pod, &routed] {
+            st.endpoints.insert(e.key.clone(), e.clone());
+        }
+        let c = plan_withdrawal(&st, "pod").expect("a change");
+        assert_eq!(c.port_removes, [3]);
+        let c = plan_withdrawal(&st, "routed").expect("a change");
+        assert!(c.port_removes.is_empty(), "{:?}", c.port_removes);
+        assert_eq!(c.drop_backends, [2]);
+        assert_eq!(c.state.endpoints["routed"].state, EndpointState::Stale);
     }
 }

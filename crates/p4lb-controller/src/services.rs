@@ -336,6 +336,8 @@ mod tests {
             detached: false,
             host_if_local: false,
             node: String::from("n1"),
+            behind_node: false,
+            next_hop_mac: None,
         }
     }
 

@@ -166,9 +166,34 @@ pub struct EndpointRec {
     /// ([`State::adopt_unnamed`]).
     #[serde(default)]
     pub node: String,
+    /// Routed behind its node: `switch_port` is the node's uplink port (configured,
+    /// never attached or detached for this endpoint) and the switch forwards to
+    /// `next_hop_mac`; `host_ifname` is the pod's interface on the node.
+    #[serde(default)]
+    pub behind_node: bool,
+    /// The node's uplink MAC, recorded at registration: the destination MAC of the
+    /// endpoint's traffic when it is routed behind its node.
+    #[serde(default)]
+    pub next_hop_mac: Option<[u8; 6]>,
 }
 
 impl EndpointRec {
+    /// The switch port attached for this endpoint's own interface, which goes when the
+    /// endpoint goes: none for an endpoint routed behind its node (its port is the
+    /// node's uplink, shared and configured) or without a host interface.
+    pub fn attached_port(&self) -> Option<u32> {
+        (!self.behind_node && !self.host_ifname.is_empty()).then_some(self.switch_port)
+    }
+
+    /// The destination MAC of the endpoint's traffic: its node's uplink MAC when it is
+    /// routed behind its node, its own otherwise.
+    pub fn dmac(&self) -> [u8; 6] {
+        match (self.behind_node, self.next_hop_mac) {
+            (true, Some(m)) => m,
+            _ => self.mac,
+        }
+    }
+
     /// Whether the endpoint carries traffic (is selectable and routed).
     pub fn active(&self) -> bool {
         !matches!(self.state, EndpointState::Migrated | EndpointState::Stale)
@@ -214,6 +239,7 @@ impl EndpointRec {
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
             node: self.node.clone(),
+            behind_node: self.behind_node,
         }
     }
 }
@@ -517,5 +543,50 @@ mod tests {
         let bad = OLD_STATE_JSON.replace("\"state\": \"restored\"", "\"state\": \"moving\"");
         assert_ne!(bad, OLD_STATE_JSON);
         assert!(serde_json::from_str::<State>(&bad).is_err());
+    }
+
+    /// An endpoint as versions before endpoints routed behind their node wrote it.
+    const OLD_ENDPOINT_JSON: &str = r#"{
+  "version": 1,
+  "endpoints": {
+    "a/eth0": {"key": "a/eth0", "container_id": "a", "ifname": "eth0",
+     "netns_path": "/run/netns/a", "netns_inode": 4026532000, "ip": "10.88.0.5",
+     "prefix_len": 24, "mac": [2, 0, 0, 0, 0, 5], "gateway": "10.88.0.1",
+     "host_ifname": "veth-a", "switch_port": 3, "backend_id": 1,
+     "backend_ip": "10.88.0.5", "locked": false, "state": "ready", "labels": {},
+     "network": "p4lb", "migrated_ips": [], "restore_of_ip": null,
+     "created_unix_ms": 1, "detached": false, "host_if_local": true, "node": "n1"}
+  },
+  "services": {},
+  "migrations": [],
+  "next_migration": 0
+}"#;
+
+    #[test]
+    fn an_endpoint_without_the_routed_fields_loads_as_a_pod_with_its_own_port() {
+        let st: State = serde_json::from_str(OLD_ENDPOINT_JSON).expect("old state.json loads");
+        let e = &st.endpoints["a/eth0"];
+        assert!(!e.behind_node);
+        assert_eq!(e.next_hop_mac, None);
+        assert_eq!(e.attached_port(), Some(3));
+        assert_eq!(e.dmac(), e.mac);
+        assert!(!e.to_api().behind_node);
+        // A routed endpoint is written with its fields and read back the same.
+        let mut st = st.clone();
+        if let Some(e) = st.endpoints.get_mut("a/eth0") {
+            e.behind_node = true;
+            e.next_hop_mac = Some([2, 0, 0, 0, 0x0b, 1]);
+            e.switch_port = 300;
+        }
+        let back: State = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        assert_eq!(back, st);
+        let e = &back.endpoints["a/eth0"];
+        assert_eq!(
+            e.attached_port(),
+            None,
+            "the uplink port is no port of its own"
+        );
+        assert_eq!(e.dmac(), [2, 0, 0, 0, 0x0b, 1]);
+        assert!(e.to_api().behind_node);
     }
 }

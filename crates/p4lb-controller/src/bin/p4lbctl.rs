@@ -326,6 +326,16 @@ fn endpoint_state(e: &api::Endpoint) -> String {
     }
 }
 
+/// The PORT cell of `endpoints ls`: the endpoint's own switch port, or `up:N` for an
+/// endpoint routed behind its node (N: the node's uplink port).
+fn port_cell(e: &api::Endpoint) -> String {
+    if e.behind_node {
+        format!("up:{}", e.switch_port)
+    } else {
+        e.switch_port.to_string()
+    }
+}
+
 fn endpoint_fields(out: &mut String, e: &api::Endpoint) {
     let mut labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     labels.sort();
@@ -339,7 +349,17 @@ fn endpoint_fields(out: &mut String, e: &api::Endpoint) {
             ("ip", format!("{}/{}", e.ip, e.prefix_len)),
             ("mac", or_dash(&e.mac)),
             ("gateway", or_dash(&e.gateway)),
-            ("switch port", e.switch_port.to_string()),
+            (
+                "switch port",
+                if e.behind_node {
+                    format!(
+                        "{} (uplink of node {}: routed behind it)",
+                        e.switch_port, e.node
+                    )
+                } else {
+                    e.switch_port.to_string()
+                },
+            ),
             ("backend id", e.backend_id.to_string()),
             ("migrated ips", or_dash(&e.migrated_ips.join(","))),
             ("network", or_dash(&e.network)),
@@ -554,11 +574,12 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
             ]);
             for e in endpoints {
                 let state = endpoint_state(&e);
+                let port = port_cell(&e);
                 t.row(vec![
                     e.key,
                     e.ip,
                     e.mac,
-                    e.switch_port.to_string(),
+                    port,
                     e.backend_id.to_string(),
                     state,
                     e.migrated_ips.join(","),
@@ -795,4 +816,22 @@ async fn run(args: Args, out: &mut String) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routed_endpoint_shows_its_nodes_uplink_port() {
+        let mut e = api::Endpoint {
+            switch_port: 3,
+            node: "node-b".into(),
+            ..Default::default()
+        };
+        assert_eq!(port_cell(&e), "3");
+        e.switch_port = 300;
+        e.behind_node = true;
+        assert_eq!(port_cell(&e), "up:300");
+    }
 }
