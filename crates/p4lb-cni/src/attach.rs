@@ -15,6 +15,16 @@
 //!    MAC pinned. Anything that fails undoes what came before, in reverse order
 //!    (registration, veth), so a failed attach leaves no veth, address or endpoint.
 //!
+//! Two kinds of attachment ([`Target::routed`]):
+//!
+//! - **on a switch port** (the default): the host end of the veth goes where the
+//!   switch reads its ports, and the controller attaches it as a port of its own;
+//! - **routed behind the node** (a node whose uplink is on a switch port,
+//!   docs/multi-node.md): the host end stays in the node's namespace with proxy ARP,
+//!   the node routes each of the pod's addresses (/32) to it, the pod's gateway is
+//!   pinned to the host end's MAC, and the controller sends the pod's traffic to the
+//!   node's uplink.
+//!
 //! [`detach`] undoes an attachment: deregistration and the veth (only p4lb's own,
 //! recognised by its alias). [`remove_own_veth`] is the veth half alone.
 
@@ -60,6 +70,8 @@ pub struct Target {
     pub network: String,
     /// Namespace of the switch's ports; `None`: the caller's.
     pub switch_netns: Option<PathBuf>,
+    /// Routed behind the node instead of on a switch port (see the module doc).
+    pub routed: bool,
 }
 
 impl Target {
@@ -113,9 +125,38 @@ impl Target {
         }
     }
 
+    /// What a routed attachment needs of the node: no switch namespace (the host end
+    /// stays in the node's), and IPv4 forwarding on.
+    fn check_routed(&self) -> Result<(), CniError> {
+        if !self.routed {
+            return Ok(());
+        }
+        if let Some(p) = &self.switch_netns {
+            return Err(CniError::new(
+                Code::InvalidNetworkConfig,
+                "a pod routed behind its node has no switch namespace",
+            )
+            .details(format!(
+                "the network sets both routed and the switch's namespace ({}): the host end \
+                 of a routed pod's veth stays in the node's namespace",
+                p.display()
+            )));
+        }
+        if !crate::net::sysctl::ipv4_forwarding()? {
+            return Err(
+                CniError::new(Code::Netlink, "the node does not forward IPv4").details(
+                    "a pod routed behind its node needs net.ipv4.ip_forward = 1 on the node \
+                 (sysctl -w net.ipv4.ip_forward=1, and a file in /etc/sysctl.d to keep it)",
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Step 1: checks and opens everything, creates nothing.
     pub async fn prepare(self) -> Result<Prepared, CniError> {
         self.check_lengths("container ID")?;
+        self.check_routed()?;
         let ns = NetNs::open(&self.netns)?;
         let (host, host_ns) = self.host_netlink()?;
         let pod = Netlink::in_ns(&ns)?;
@@ -316,6 +357,15 @@ impl Prepared {
             Some(hns) => hns.run(set_host_csum)??,
             None => set_host_csum()?,
         }
+        if t.routed {
+            // The node answers the pod's ARP and routes the pod's addresses to it.
+            crate::net::sysctl::enable_proxy_arp(host_name)?;
+            for ip in w.addresses.iter().map(|a| a.addr).filter(IpAddr::is_ipv4) {
+                let net = IpNet::new(ip, 32).map_err(|e| CniError::new(Code::Netlink, e))?;
+                host.add_route(host_link.index, &Route::to(net, None))
+                    .await?;
+            }
+        }
 
         // 4. The controller. A restore is registered locked; the controller checks it.
         let mac = pod_link.mac.map(|m| mac_to_string(&m)).unwrap_or_default();
@@ -334,6 +384,7 @@ impl Prepared {
             locked: hint.is_some(),
             restore_of_ip: hint.map(|h| h.old_ip.to_string()).unwrap_or_default(),
             restore_of_mac: hint.and_then(|h| h.old_mac.clone()).unwrap_or_default(),
+            behind_node: t.routed,
         };
         let c = controller.insert(r.controller.connect().await?);
         // Marked before the call: a registration that times out here may still be
@@ -352,10 +403,21 @@ impl Prepared {
             if let Some(old) = restored_ip {
                 pod.remove_address(pod_link.index, old).await?;
             }
+        } else if let Some(old) = restored_ip.filter(|_| t.routed) {
+            // A confirmed restore: the node routes the old address to the pod too.
+            let net = IpNet::new(old, 32).map_err(|e| CniError::new(Code::Netlink, e))?;
+            host.add_route(host_link.index, &Route::to(net, None))
+                .await?;
         }
 
         // 5. The gateway's MAC, when known: pinned so the container never waits for ARP.
-        if let Some(router) = parse_mac(&endpoint.router_mac).or(r.router_mac) {
+        // Behind the node, the gateway is the node, which answers with the host end's MAC.
+        let gateway_mac = if t.routed {
+            host_link.mac
+        } else {
+            parse_mac(&endpoint.router_mac).or(r.router_mac)
+        };
+        if let Some(router) = gateway_mac {
             pod.add_permanent_neighbour(pod_link.index, gateway, router)
                 .await?;
         }
@@ -459,6 +521,7 @@ mod tests {
             netns: "/nonexistent".into(),
             network: "n".into(),
             switch_netns: None,
+            routed: false,
         };
         assert!(t
             .check_lengths("container ID")

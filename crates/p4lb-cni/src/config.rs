@@ -26,6 +26,7 @@ struct Wire {
     lock_on_restore: Option<bool>,
     keep_ip_on_restore: Option<bool>,
     add_restored_ip: Option<bool>,
+    routed: Option<bool>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -55,6 +56,9 @@ pub struct P4lbConf {
     pub keep_ip_on_restore: bool,
     /// Also put the old address (/32) on the new interface so restored sockets can bind.
     pub add_restored_ip: bool,
+    /// Route the pod behind this node (its uplink on a switch port) instead of
+    /// putting it on a switch port of its own.
+    pub routed: bool,
     /// Static labels for every endpoint of this network.
     pub labels: BTreeMap<String, String>,
 }
@@ -111,6 +115,22 @@ impl P4lbConf {
                 "must be an absolute path",
             ));
         }
+        let routed = wire.routed.unwrap_or(false);
+        if routed
+            && wire
+                .switch_netns
+                .as_ref()
+                .is_some_and(|p| !p.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "switchNetns",
+                wire.switch_netns
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                "a routed pod's veth stays in the node's namespace: drop switchNetns or routed",
+            ));
+        }
         let state_dir = wire
             .state_dir
             .filter(|p| !p.as_os_str().is_empty())
@@ -134,6 +154,7 @@ impl P4lbConf {
             lock_on_restore: wire.lock_on_restore.unwrap_or(true),
             keep_ip_on_restore: wire.keep_ip_on_restore.unwrap_or(false),
             add_restored_ip: wire.add_restored_ip.unwrap_or(true),
+            routed,
             labels: wire.labels,
         })
     }
@@ -156,6 +177,20 @@ mod tests {
         assert!(!c.keep_ip_on_restore);
         assert!(c.add_restored_ip);
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn routed_has_no_switch_namespace() {
+        assert!(!conf(json!({})).unwrap().routed);
+        assert!(conf(json!({"routed": true})).unwrap().routed);
+        let e = conf(json!({"routed": true, "switchNetns": "/run/netns/sw"})).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.details.contains("drop switchNetns or routed"),
+            "{}",
+            e.details
+        );
+        assert_eq!(conf(json!({"routed": "yes"})).unwrap_err().code, 7);
     }
 
     #[test]

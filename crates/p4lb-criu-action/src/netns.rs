@@ -5,7 +5,8 @@
 //! the target namespace before CRIU opens the sockets (after `setup-namespaces`).
 //! The work runs through `p4lb-netns` on a thread of its own inside
 //! /proc/<pid>/ns/net, with a netlink socket opened there: each missing address
-//! is added as a /32 on the endpoint's interface.
+//! is added as a /32 on the endpoint's interface. For a target routed behind its
+//! node, [`route_to_pod`] also routes those addresses to the pod on the node.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -105,6 +106,60 @@ async fn link_index(
             detail: e.to_string(),
         }),
     }
+}
+
+/// For a restore target routed behind this node (its veth's host end `host_ifname` in
+/// the namespace the action runs in, the node's): routes each of `addrs` (/32) to
+/// the pod through `host_ifname`, replacing a route the address had (to a pod that
+/// left). Only a veth p4lb made (its alias starts with `p4lb:`) is routed to.
+pub fn route_to_pod(host_ifname: &str, addrs: &[Ipv4Addr]) -> Result<(), NetnsError> {
+    let ns = NetNs::current()?;
+    let path = ns.path().to_path_buf();
+    ns.with_netlink(|handle| async move {
+        let nl = |detail: String| NetnsError::Netlink {
+            path: path.clone(),
+            detail,
+        };
+        let link = handle
+            .link()
+            .get()
+            .match_name(host_ifname.to_owned())
+            .execute()
+            .try_next()
+            .await;
+        let link = match link {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
+                return Err(NetnsError::NoInterface {
+                    path: path.clone(),
+                    ifname: host_ifname.to_owned(),
+                })
+            }
+            Err(e) => return Err(nl(e.to_string())),
+        };
+        let ours = link.attributes.iter().any(|a| {
+            matches!(a, rtnetlink::packet_route::link::LinkAttribute::IfAlias(x) if x.starts_with("p4lb:"))
+        });
+        if !ours {
+            return Err(nl(format!(
+                "{host_ifname} is not a veth p4lb made (no p4lb: alias): not routing to it"
+            )));
+        }
+        for a in addrs {
+            let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(*a, 32)
+                .output_interface(link.header.index)
+                .build();
+            handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| nl(format!("routing {a}/32 to {host_ifname}: {e}")))?;
+        }
+        Ok(())
+    })?
 }
 
 /// Takes `ifname` down in the network namespace of `pid`: the source of a

@@ -8,7 +8,7 @@ use p4lb_api::CheckpointMode;
 
 use crate::config::Policy;
 use crate::error::ActionError;
-use crate::netns::ensure_addresses;
+use crate::netns::{ensure_addresses, route_to_pod};
 use crate::record::{MigrationRecord, RecordState};
 use crate::run_state::{RunSide, RunState};
 use crate::runner::Run;
@@ -116,6 +116,10 @@ pub async fn restore_started(
         target.ifname.clone()
     };
     let change = ensure_addresses(pid, &ifname, &rec.addresses)?;
+    if target.behind_node {
+        // The switch sends the old addresses to this node: the node routes them on.
+        route_to_pod(&target.host_ifname, &rec.addresses)?;
+    }
     st.restore_started = true;
     st.endpoint_key = target.key.clone();
     run.save(&st)?;

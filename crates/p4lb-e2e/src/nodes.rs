@@ -14,7 +14,9 @@
 //! of the one switch and the address allocation (Podman's `/run/containers/networks`,
 //! host-local's `/var/lib/cni/pods`) is shared; docs/multi-node.md says what real nodes
 //! need instead. The agents listen on the testbed's loopback, each known by its
-//! certificate's name.
+//! certificate's name. [`Nodes::start_routed`] takes the shortcut away for the network:
+//! each node is then a host of its own (network namespace, management link, uplink on a
+//! switch port) with its pods routed behind it.
 
 use std::time::Instant;
 
@@ -58,6 +60,10 @@ pub enum NodeRuntime {
 pub const PKI: &str = "/etc/p4lb/pki";
 /// The controller's API over TCP (mutual TLS), where the agents register their nodes.
 pub const CONTROLLER_TCP: &str = "127.0.0.1:50061";
+/// The controller's side of the management network of routed nodes
+/// ([`Nodes::start_routed`]): a bridge with this address (/24).
+pub const MGMT_GATEWAY: &str = "10.250.0.1";
+const MGMT_BRIDGE: &str = "p4lbmgmt";
 /// Where a background `p4lbctl migrate` keeps its script, output and exit code.
 const BG: &str = "/tmp/migrate-bg";
 
@@ -162,6 +168,9 @@ pub struct Nodes<'w> {
     /// Each node's plugins and action script reach the controller through their own
     /// agent's relay ([`Nodes::start_relayed`]) instead of the controller's socket.
     pub relayed: bool,
+    /// Each node is a host of its own on the network: its own network namespace with
+    /// an uplink on a switch port and its pods routed behind it ([`Nodes::start_routed`]).
+    pub routed: bool,
 }
 
 impl<'w> Nodes<'w> {
@@ -169,7 +178,7 @@ impl<'w> Nodes<'w> {
     /// the controller, the controller restarted with its API also on TCP, and both agents
     /// started and registered with it.
     pub fn start(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_podman(w, false)
+        Nodes::start_podman(w, false, false)
     }
 
     /// [`Nodes::start`] with each node as a node whose controller runs elsewhere: its
@@ -183,16 +192,29 @@ impl<'w> Nodes<'w> {
     /// node's namespace (propagation from the host only). Test commands run the node's
     /// Podman there through [`Nodes::podman`].
     pub fn start_relayed(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_podman(w, true)
+        Nodes::start_podman(w, true, false)
     }
 
-    fn start_podman(w: &'w World, relayed: bool) -> Result<Nodes<'w>> {
+    /// [`Nodes::start_relayed`] with each node also in a network namespace of its own,
+    /// as a separate host: a management link to the controller's side (a bridge,
+    /// [`MGMT_GATEWAY`]/24, the node at [`Nodes::node_ip`]) that carries the API and the
+    /// archives, and an uplink (`uplink0`, MAC [`Nodes::uplink_mac`]) whose other end is
+    /// a port of the switch ([`Nodes::uplink_port`], in the controller's `[[uplinks]]`).
+    /// The node forwards IPv4 and its default route is the uplink, where the switch
+    /// answers every ARP request. Pods on a network with `-o routed=true` are routed
+    /// behind their node (docs/multi-node.md).
+    pub fn start_routed(w: &'w World) -> Result<Nodes<'w>> {
+        Nodes::start_podman(w, true, true)
+    }
+
+    fn start_podman(w: &'w World, relayed: bool, routed: bool) -> Result<Nodes<'w>> {
         let n = Nodes {
             w,
             agent: inside(&bin("p4lb-agent")?)?,
             runtime: NodeRuntime::Podman,
             image: images::TEST_IMAGE.into(),
-            relayed,
+            relayed: relayed || routed,
+            routed,
         };
         let b = NODES[1];
         w.sh(&format!(
@@ -212,12 +234,18 @@ impl<'w> Nodes<'w> {
         if !self.relayed {
             return Ok(());
         }
+        if self.routed {
+            self.w.sh(&format!(
+                "set -e; ip link add {MGMT_BRIDGE} type bridge; \
+                 ip addr add {MGMT_GATEWAY}/24 dev {MGMT_BRIDGE}; ip link set {MGMT_BRIDGE} up"
+            ))?;
+        }
         for node in NODES {
-            // The node's mount namespace outlives its agent (a test restarts agents), as a
-            // host's does: a process of its own holds it.
+            // The node's namespaces outlive its agent (a test restarts agents), as a
+            // host's do: a process of its own holds them.
             self.w.sh(&format!(
                 "set -e; mkdir -p {dir}\n\
-                 setsid unshare -m --propagation slave sh -c \
+                 setsid unshare -m {net} --propagation slave sh -c \
                  'mount --bind {dir} /run/p4lb && exec sleep infinity' \
                  </dev/null >/dev/null 2>&1 & echo $! > {holder}\n\
                  for i in $(seq 100); do \
@@ -227,25 +255,97 @@ impl<'w> Nodes<'w> {
                  exec {enter} {podman} \"$@\"\nEOF\n\
                  chmod 0755 {wrapper}",
                 dir = Nodes::relay_dir(node),
+                net = if self.routed { "-n" } else { "" },
                 holder = Nodes::holder_pid_file(node),
                 wrapper = Nodes::podman_wrapper(node),
-                enter = Nodes::enter(node),
+                enter = self.enter(node),
                 podman = node.podman(),
             ))?;
+            if self.routed {
+                self.wire_host(node)?;
+            }
         }
         Ok(())
+    }
+
+    /// A routed node's links: the management veth into the bridge, the uplink veth
+    /// whose other end the switch takes as a port, forwarding on, the default route
+    /// out of the uplink.
+    fn wire_host(&self, node: Node) -> Result<()> {
+        let i = Nodes::index(node);
+        self.w.sh(&format!(
+            "set -e; p=$(cat {holder}); \
+             ip link add {mg} type veth peer name mgmt0 netns $p; \
+             ip link set {mg} master {MGMT_BRIDGE} up; \
+             ip link add {up} type veth peer name uplink0 netns $p; ip link set {up} up; \
+             nsenter --net=/proc/$p/ns/net sh -ec '\
+             ip link set lo up; \
+             ip addr add {ip}/24 dev mgmt0; ip link set mgmt0 up; \
+             ip link set uplink0 address {mac}; ip link set uplink0 up; \
+             ip route add default dev uplink0; \
+             echo 1 > /proc/sys/net/ipv4/ip_forward; \
+             echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter; \
+             echo 0 > /proc/sys/net/ipv4/conf/default/rp_filter'",
+            holder = Nodes::holder_pid_file(node),
+            mg = format!("p4lbmg{i}"),
+            up = Nodes::uplink_interface(node),
+            ip = Nodes::node_ip(node),
+            mac = Nodes::uplink_mac(node),
+        ))?;
+        Ok(())
+    }
+
+    fn index(node: Node) -> usize {
+        NODES.iter().position(|n| n.name == node.name).unwrap_or(0)
+    }
+
+    /// A routed node's address on the management network.
+    pub fn node_ip(node: Node) -> String {
+        format!("10.250.0.{}", 11 + Nodes::index(node))
+    }
+
+    /// The MAC of a routed node's uplink.
+    pub fn uplink_mac(node: Node) -> String {
+        format!("02:00:0a:fa:00:{:02x}", 1 + Nodes::index(node))
+    }
+
+    /// The switch port of a routed node's uplink.
+    pub fn uplink_port(node: Node) -> u32 {
+        300 + Nodes::index(node) as u32
+    }
+
+    /// The switch's end of a routed node's uplink (in the controller's namespace).
+    pub fn uplink_interface(node: Node) -> String {
+        format!("p4lbup{}", Nodes::index(node))
+    }
+
+    /// Where `node`'s agent serves: its management address when routed, else loopback.
+    pub fn agent_url(&self, node: Node) -> String {
+        if self.routed {
+            format!("https://{}:{}", Nodes::node_ip(node), node.port)
+        } else {
+            node.agent_url()
+        }
+    }
+
+    /// `cmd` (a shell command without single quotes) run in `node`'s namespaces.
+    pub fn on_host(&self, node: Node, cmd: &str) -> Result<String> {
+        self.w.sh(&format!("{} sh -c '{cmd}'", self.enter(node)))
     }
 
     fn holder_pid_file(node: Node) -> String {
         format!("/tmp/node-{}-mnt.pid", node.name)
     }
 
-    /// The command prefix that runs a command in a relayed node's mount namespace.
-    fn enter(node: Node) -> String {
-        format!(
-            "nsenter --mount=/proc/$(cat {})/ns/mnt",
-            Nodes::holder_pid_file(node)
-        )
+    /// The command prefix that runs a command in a relayed node's mount namespace (and
+    /// its network namespace when routed).
+    fn enter(&self, node: Node) -> String {
+        let holder = format!("/proc/$(cat {})/ns", Nodes::holder_pid_file(node));
+        if self.routed {
+            format!("nsenter --mount={holder}/mnt --net={holder}/net")
+        } else {
+            format!("nsenter --mount={holder}/mnt")
+        }
     }
 
     /// The directory that is `/run/p4lb` in a relayed node's mount namespace.
@@ -292,6 +392,7 @@ impl<'w> Nodes<'w> {
             runtime: NodeRuntime::Cri,
             image,
             relayed,
+            routed: false,
         };
         if relayed {
             // The agents first: containerd starts in their namespaces.
@@ -338,7 +439,7 @@ impl<'w> Nodes<'w> {
             ))?;
         }
         let launcher = if self.relayed {
-            Nodes::enter(node)
+            self.enter(node)
         } else {
             String::new()
         };
@@ -368,13 +469,28 @@ impl<'w> Nodes<'w> {
             "set -e; {c} cert ca --out {PKI} --cn p4lb-nodes >/dev/null; \
              for n in node-a node-b admin; do \
              {c} cert issue --ca {PKI} --name $n --out {PKI} >/dev/null; done; \
-             {c} cert issue --ca {PKI} --name p4lb-controller --ip 127.0.0.1 --out {PKI} \
-             >/dev/null; \
+             {c} cert issue --ca {PKI} --name p4lb-controller --ip 127.0.0.1 {mgmt_ip} \
+             --out {PKI} >/dev/null; \
              cat > /etc/p4lb/controller.toml <<'EOF'\n\
-             [api]\ntcp = \"{CONTROLLER_TCP}\"\ntls_cert = \"{PKI}/p4lb-controller.pem\"\n\
+             [api]\ntcp = \"{tcp}\"\ntls_cert = \"{PKI}/p4lb-controller.pem\"\n\
              tls_key = \"{PKI}/p4lb-controller-key.pem\"\ntls_client_ca = \"{PKI}/ca.pem\"\n\
-             admins = [\"admin\"]\nEOF\n",
-            c = w.ctl
+             admins = [\"admin\"]\n{uplinks}EOF\n",
+            c = w.ctl,
+            mgmt_ip = if self.routed {
+                format!("--ip {MGMT_GATEWAY}")
+            } else {
+                String::new()
+            },
+            tcp = if self.routed {
+                "0.0.0.0:50061"
+            } else {
+                CONTROLLER_TCP
+            },
+            uplinks = if self.routed {
+                self.uplinks()
+            } else {
+                String::new()
+            },
         ))?;
         w.stop_controller()?;
         w.start_controller()?;
@@ -386,12 +502,29 @@ impl<'w> Nodes<'w> {
                 .map(|ns| {
                     NODES.iter().all(|n| {
                         ns.iter()
-                            .any(|x| x.name == n.name && x.agent_address == n.agent_url())
+                            .any(|x| x.name == n.name && x.agent_address == self.agent_url(*n))
                     })
                 })
                 .unwrap_or(false)
         })?;
         Ok(())
+    }
+
+    /// The controller's `[[uplinks]]`: each routed node's uplink port, MAC and the
+    /// switch's end of it.
+    fn uplinks(&self) -> String {
+        NODES
+            .iter()
+            .map(|n| {
+                format!(
+                    "\n[[uplinks]]\nnode = \"{}\"\nport = {}\nmac = \"{}\"\ninterface = \"{}\"\n",
+                    n.name,
+                    Nodes::uplink_port(*n),
+                    Nodes::uplink_mac(*n),
+                    Nodes::uplink_interface(*n)
+                )
+            })
+            .collect()
     }
 
     /// Writes `node`'s configuration and (re)starts its agent with `extra` arguments.
@@ -440,19 +573,29 @@ impl<'w> Nodes<'w> {
             NodeRuntime::Podman => "podman",
             NodeRuntime::Cri => "cri",
         };
+        let listen = if self.routed {
+            Nodes::node_ip(node)
+        } else {
+            "127.0.0.1".into()
+        };
+        let controller = if self.routed {
+            format!("{MGMT_GATEWAY}:50061")
+        } else {
+            CONTROLLER_TCP.into()
+        };
         let config = format!(
-            "node = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\
+            "node = \"{name}\"\nlisten = \"{listen}:{port}\"\n\
              work_dir = \"/var/lib/p4lb-agent-{name}\"\nadmins = [\"admin\"]\n\
              peers = [\"{peer}\"]\nruntime = \"{runtime}\"\n\n[tls]\nca = \"{PKI}/ca.pem\"\n\
              cert = \"{PKI}/{name}.pem\"\nkey = \"{PKI}/{name}-key.pem\"\n\n\
              [podman]\ncommand = \"{podman}\"\nglobal_args = [{args}]\n\n\
              [cri]\nsocket = \"{sock}\"\n\n\
-             [controller]\naddress = \"https://{CONTROLLER_TCP}\"\nadvertise = \"{url}\"\n{relay}",
+             [controller]\naddress = \"https://{controller}\"\nadvertise = \"{url}\"\n{relay}",
             name = node.name,
             port = node.port,
             args = args.join(", "),
             sock = cri_socket,
-            url = node.agent_url(),
+            url = self.agent_url(node),
             relay = if self.relayed { "\n[relay]\n" } else { "" },
         );
         // A relayed node's agent runs in the node's mount namespace, where /run/p4lb is
@@ -460,7 +603,7 @@ impl<'w> Nodes<'w> {
         let launch = format!("{} --config {} {extra}", self.agent, node.config_path());
         let launch = if self.relayed {
             // nsenter execs the agent: the pid file still names the agent.
-            format!("{} {launch}", Nodes::enter(node))
+            format!("{} {launch}", self.enter(node))
         } else {
             launch
         };

@@ -18,6 +18,9 @@ use p4lb_e2e::scenario::SOCKET;
 
 const NET: &str = "p4pods";
 const SUBNET: &str = "10.89.0.0/24";
+/// The network of pods routed behind their node (`-o routed=true`).
+const ROUTED_NET: &str = "p4routed";
+const ROUTED_SUBNET: &str = "10.91.0.0/24";
 /// Cross-node moves in the main test: A → B → A → B → A → B.
 const MOVES: usize = 5;
 
@@ -176,6 +179,104 @@ fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
         out.last.totals.duplicated_bytes,
         out.last.totals.longest_stall_ms,
     ));
+}
+
+/// Nodes as hosts of their own ([`Nodes::start_routed`]): each node has its own network
+/// namespace, reaches the controller and the other node's agent over a management link,
+/// and has one uplink on a switch port; `web`'s network is `-o routed=true`, so its pod
+/// is routed behind its node (a veth on the node, proxy ARP, a /32 route) and the switch
+/// sends its traffic to the node's uplink. `web` moves A → B … five times with `p4lbctl
+/// migrate` while 200 clients use the VIP and 20 more its first address directly: every
+/// connection is kept, the endpoint is on the uplink port and MAC of the node it is on,
+/// and the node it is on routes the first address to it while the other does not.
+#[test]
+fn a_server_routed_behind_its_node_moves_between_hosts_with_every_connection_kept() {
+    let (_s, w) = testbed();
+    let t0 = std::time::Instant::now();
+    let nodes = Nodes::start_routed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    w.pod_netns("cli", "cli", "clients", "");
+    w.sh(&format!(
+        "podman network create -d p4lb --subnet {ROUTED_SUBNET} -o labels=app=web \
+         -o routed=true {ROUTED_NET}"
+    ));
+    w.add_service();
+    w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", ROUTED_NET)
+        .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
+    let ip = w.address("web", ROUTED_NET);
+    assert_routed_on(&w, &nodes, NODES[0], &ip);
+
+    let direct_conns = 20;
+    let direct = w
+        .start_client_to(
+            &format!("{ip}:{}", p4lb_e2e::scenario::PORT),
+            "/tmp/client-direct.pid",
+            direct_conns,
+            5.0,
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    direct.mark().unwrap();
+    let conns = 200;
+    let (out, survived, _, summary) = moves_through_relays(&w, &nodes, ROUTED_NET, MOVES, conns);
+    let last = NODES[MOVES % 2];
+    assert_routed_on(&w, &nodes, last, &ip);
+    let (direct_out, direct_kept) = finish_clients(direct, direct_conns, 0);
+    record(&format!(
+        "two nodes as hosts (own network namespaces, uplinks on switch ports {} and {}, pods \
+         routed behind them), {MOVES} moves with p4lbctl migrate: {survived}/{conns} VIP \
+         connections and {direct_kept}/{direct_conns} to the first address kept, {} reset, \
+         {} lost bytes, {} duplicated, longest client stall {} ms (direct {} ms); test {:.1} \
+         s\n{summary}",
+        Nodes::uplink_port(NODES[0]),
+        Nodes::uplink_port(NODES[1]),
+        out.last.totals.reset + direct_out.last.totals.reset,
+        out.last.totals.lost_bytes + direct_out.last.totals.lost_bytes,
+        out.last.totals.duplicated_bytes + direct_out.last.totals.duplicated_bytes,
+        out.last.totals.longest_stall_ms,
+        direct_out.last.totals.longest_stall_ms,
+        t0.elapsed().as_secs_f64()
+    ));
+}
+
+/// `web`'s endpoint is routed behind `node`: on its uplink port with its uplink MAC as
+/// the next hop, and `node` (not the other one) routes `first_ip` to a veth p4lb made.
+fn assert_routed_on(w: &World, nodes: &Nodes<'_>, node: Node, first_ip: &str) {
+    let eps: Vec<_> = w
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.network == ROUTED_NET && e.state == "ready")
+        .collect();
+    assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
+    let e = &eps[0];
+    assert!(e.behind_node, "{e:?}");
+    assert_eq!(
+        (e.node.as_str(), e.switch_port),
+        (node.name, Nodes::uplink_port(node)),
+        "{e:?}"
+    );
+    let routes = |n: Node| {
+        nodes
+            .on_host(n, &format!("ip -4 route show {first_ip}/32"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let here = routes(node);
+    assert!(
+        here.contains(&format!("dev {}", e.host_ifname)),
+        "{} does not route {first_ip} to {}: {here:?}",
+        node.name,
+        e.host_ifname
+    );
+    let other = NODES
+        .iter()
+        .find(|n| n.name != node.name)
+        .copied()
+        .unwrap_or(node);
+    let there = routes(other);
+    assert!(
+        there.trim().is_empty(),
+        "{} still routes {first_ip}: {there:?}",
+        other.name
+    );
 }
 
 /// The newest migration record of source address `ip`.

@@ -11,6 +11,7 @@
 //! | `switch_netns` | namespace of the switch's ports (absolute path) | the host's |
 //! | `mtu` | 68..65535 | the kernel's |
 //! | `router_mac` | the switch's router MAC, when the controller does not report it | from the controller |
+//! | `routed` | `true`: pods are routed behind this node, whose uplink is on a switch port (docs/multi-node.md); `false`: each pod on a switch port of its own | `false` |
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub const KNOWN: &[&str] = &[
     "switch_netns",
     "mtu",
     "router_mac",
+    "routed",
 ];
 
 /// Longest label name and value the controller accepts.
@@ -47,6 +49,7 @@ pub struct NetOptions {
     pub switch_netns: Option<PathBuf>,
     pub mtu: Option<u32>,
     pub router_mac: Option<[u8; 6]>,
+    pub routed: bool,
 }
 
 fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Error {
@@ -118,6 +121,7 @@ impl NetOptions {
             switch_netns: None,
             mtu: None,
             router_mac: None,
+            routed: false,
         };
         for (k, v) in opts.into_iter().flatten() {
             match k.as_str() {
@@ -144,12 +148,29 @@ impl NetOptions {
                 "router_mac" => {
                     o.router_mac = Some(parse_mac(v).ok_or_else(|| bad(k, v, "not a MAC address"))?)
                 }
+                "routed" => {
+                    o.routed = match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(k, v, "must be true or false")),
+                    }
+                }
                 _ => {
                     return Err(Error::Option(format!(
                         "unknown option {k:?} (a p4lb network accepts: {})",
                         KNOWN.join(", ")
                     )))
                 }
+            }
+        }
+        if o.routed {
+            if let Some(p) = &o.switch_netns {
+                return Err(bad(
+                    "switch_netns",
+                    &p.display().to_string(),
+                    "a routed pod's veth stays in the node's namespace: drop switch_netns or \
+                     routed",
+                ));
             }
         }
         Ok(o)
@@ -202,6 +223,8 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_millis(2500));
         assert_eq!(o.mtu, Some(1400));
         assert_eq!(o.router_mac, Some([2, 0, 0, 0, 0, 0xfe]));
+        assert!(!o.routed);
+        assert!(opts(&[("routed", "true")]).unwrap().routed);
         let l = o.endpoint_labels();
         assert_eq!(l["app"], "web");
         assert_eq!(l["tier"], "gold");
@@ -227,6 +250,11 @@ mod tests {
             ),
             (&[("labels", "a=1,a=2")], "given twice"),
             (&[("switch_netns", "netns")], "absolute path"),
+            (&[("routed", "yes")], "true or false"),
+            (
+                &[("routed", "true"), ("switch_netns", "/run/netns/sw")],
+                "drop switch_netns or routed",
+            ),
         ];
         for (pairs, want) in cases {
             let e = opts(pairs).unwrap_err().to_string();

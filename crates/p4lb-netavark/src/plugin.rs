@@ -182,6 +182,7 @@ fn target(exec: &PluginExec, netns: &str, opts: &NetOptions) -> Result<Target, E
         netns: PathBuf::from(netns),
         network: exec.network.name.clone(),
         switch_netns: opts.switch_netns.clone(),
+        routed: opts.routed,
     })
 }
 

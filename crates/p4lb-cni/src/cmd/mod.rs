@@ -77,6 +77,7 @@ impl Invocation {
             netns: self.env.netns.clone().into(),
             network: self.conf.name.clone(),
             switch_netns: self.p4.switch_netns.clone(),
+            routed: self.p4.routed,
         }
     }
 

@@ -321,6 +321,21 @@ impl World {
         self.controller = start_real(cfg, true);
     }
 
+    /// Starts the real controller as node `own`, with an uplink of node `node` on
+    /// switch port `port` with MAC `mac` (`[[uplinks]]`, no interface to attach): pods
+    /// on a `routed` network of that node are routed behind it.
+    pub fn start_controller_with_uplink(&mut self, own: &str, node: &str, port: u32, mac: &str) {
+        let mut cfg = controller_config(&self.dir.path().join("state"), &self.socket, None);
+        cfg.node_name = own.to_string();
+        cfg.uplinks = vec![p4lb_controller::config::UplinkConfig {
+            node: node.to_string(),
+            port,
+            mac: mac.to_string(),
+            interface: String::new(),
+        }];
+        self.controller = start_real(cfg, true);
+    }
+
     /// Starts the real controller pointed at a switch that does not exist.
     pub fn start_controller_without_switch(&mut self) {
         let missing = format!("unix:{}", self.dir.path().join("no-switch.sock").display());
