@@ -755,8 +755,13 @@ impl Client<'_> {
 }
 
 impl Drop for Client<'_> {
+    /// A client dropped without [`Client::finish`] (a test that failed midway): its
+    /// output pipes are closed first, so that a client blocked on a full pipe while
+    /// writing its reports ends too instead of being waited for forever.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            drop(c.stdout.take());
+            drop(c.stderr.take());
             let _ = self
                 .w
                 .sh(&format!("kill -TERM $(cat {}) 2>/dev/null", self.pid_file));
