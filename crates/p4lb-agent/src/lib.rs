@@ -132,14 +132,16 @@ pub fn bind_relay_socket(
     path: &std::path::Path,
     gid: Option<u32>,
 ) -> Result<tokio::net::UnixListener, ServeError> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(ServeError::RelaySocket(format!(
-            "{} is served already (a controller on this host, or another agent): a node \
-             with a controller needs no [relay]",
-            path.display()
-        )));
-    }
-    p4lb_api::unix::bind_socket(path, gid).map_err(|e| ServeError::RelaySocket(e.to_string()))
+    p4lb_api::unix::bind_socket(path, gid).map_err(|e| {
+        ServeError::RelaySocket(match e {
+            p4lb_api::unix::SocketError::InUse(_) => format!(
+                "{} is served already (a controller on this host, or another agent): a \
+                 node with a controller needs no [relay]",
+                path.display()
+            ),
+            e => e.to_string(),
+        })
+    })
 }
 
 /// Serves the node's relay ([`relay::Relay`]) on `listener` (bound with

@@ -23,6 +23,8 @@ pub enum SocketError {
     },
     #[error("{0} exists and is not a socket")]
     NotASocket(String),
+    #[error("{0} is served already by another process (stop it first, or use another socket)")]
+    InUse(String),
     #[error("group {0}: {1}")]
     Group(String, String),
 }
@@ -51,13 +53,19 @@ pub fn resolve_group(group: &str) -> Result<Option<u32>, SocketError> {
 }
 
 /// Binds the API socket at `path`: 0600 (root only), or 0660 owned by group `gid`.
-/// A stale socket there is replaced; any other file is left alone and refused.
+/// A stale socket there (nothing answers on it) is replaced; a socket something still
+/// answers on is refused ([`SocketError::InUse`]: a second controller, or a relay beside
+/// the controller, must not take the socket away from the process that serves it), and
+/// so is any other file, which is left alone.
 pub fn bind_socket(path: &Path, gid: Option<u32>) -> Result<UnixListener, SocketError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(SocketError::InUse(path.display().to_string()));
+            }
             std::fs::remove_file(path).map_err(io_err("removing stale socket", path))?;
         }
         Ok(_) => return Err(SocketError::NotASocket(path.display().to_string())),
@@ -116,7 +124,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_socket_is_root_only_and_a_stale_one_is_replaced_but_no_other_file() {
+    async fn the_socket_is_root_only_and_a_stale_one_is_replaced_but_no_live_one_or_other_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/api.sock");
         drop(bind_socket(&path, None).unwrap());
@@ -127,6 +135,15 @@ mod tests {
         drop(bind_socket(&path, Some(gid)).unwrap());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
+        // A socket that is served: refused, and it keeps being served.
+        let live = bind_socket(&path, None).unwrap();
+        assert!(matches!(
+            bind_socket(&path, None),
+            Err(SocketError::InUse(_))
+        ));
+        let (_accepted, _client) =
+            tokio::join!(live.accept(), tokio::net::UnixStream::connect(&path));
+        drop(live);
         // Anything else: refused and kept.
         let file = dir.path().join("file");
         std::fs::write(&file, b"keep").unwrap();
