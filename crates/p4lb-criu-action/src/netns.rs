@@ -81,13 +81,13 @@ async fn add_missing(
     Ok(change)
 }
 
-/// Index of interface `ifname` in the namespace `handle` talks to (`path` names
-/// that namespace in errors).
-async fn link_index(
+/// Interface `ifname` in the namespace `handle` talks to (`path` names that namespace
+/// in errors).
+async fn find_link(
     handle: &rtnetlink::Handle,
     path: &std::path::Path,
     ifname: &str,
-) -> Result<u32, NetnsError> {
+) -> Result<rtnetlink::packet_route::link::LinkMessage, NetnsError> {
     let link = handle
         .link()
         .get()
@@ -96,7 +96,7 @@ async fn link_index(
         .try_next()
         .await;
     match link {
-        Ok(Some(l)) => Ok(l.header.index),
+        Ok(Some(l)) => Ok(l),
         Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Err(NetnsError::NoInterface {
             path: path.to_path_buf(),
             ifname: ifname.to_owned(),
@@ -108,35 +108,32 @@ async fn link_index(
     }
 }
 
+/// Index of interface `ifname` in the namespace `handle` talks to.
+async fn link_index(
+    handle: &rtnetlink::Handle,
+    path: &std::path::Path,
+    ifname: &str,
+) -> Result<u32, NetnsError> {
+    Ok(find_link(handle, path, ifname).await?.header.index)
+}
+
 /// For a restore target routed behind this node (its veth's host end `host_ifname` in
 /// the namespace the action runs in, the node's): routes each of `addrs` (/32) to
 /// the pod through `host_ifname`, replacing a route the address had (to a pod that
 /// left). Only a veth p4lb made (its alias starts with `p4lb:`) is routed to.
 pub fn route_to_pod(host_ifname: &str, addrs: &[Ipv4Addr]) -> Result<(), NetnsError> {
-    let ns = NetNs::current()?;
+    route_to_pod_in(NetNs::current()?, host_ifname, addrs)
+}
+
+/// As [`route_to_pod`], in namespace `ns` (the node's).
+pub fn route_to_pod_in(ns: NetNs, host_ifname: &str, addrs: &[Ipv4Addr]) -> Result<(), NetnsError> {
     let path = ns.path().to_path_buf();
     ns.with_netlink(|handle| async move {
         let nl = |detail: String| NetnsError::Netlink {
             path: path.clone(),
             detail,
         };
-        let link = handle
-            .link()
-            .get()
-            .match_name(host_ifname.to_owned())
-            .execute()
-            .try_next()
-            .await;
-        let link = match link {
-            Ok(Some(l)) => l,
-            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
-                return Err(NetnsError::NoInterface {
-                    path: path.clone(),
-                    ifname: host_ifname.to_owned(),
-                })
-            }
-            Err(e) => return Err(nl(e.to_string())),
-        };
+        let link = find_link(&handle, &path, host_ifname).await?;
         let ours = link.attributes.iter().any(|a| {
             matches!(a, rtnetlink::packet_route::link::LinkAttribute::IfAlias(x) if x.starts_with("p4lb:"))
         });

@@ -16,8 +16,14 @@ use crate::scenario::{World, SOCKET};
 /// annotations capability, so a pod's `p4lb.io/restore-from` reaches it), host-local
 /// IPAM on 10.88.0.0/24, every endpoint labelled `app=web`.
 pub fn use_p4lb_cni(w: &World) -> Result<()> {
+    use_p4lb_cni_with(w, false)
+}
+
+/// [`use_p4lb_cni`], with the pods routed behind their node when `routed`
+/// (`"routed": true`, for [`crate::nodes::Nodes::start_cri_routed`]).
+pub fn use_p4lb_cni_with(w: &World, routed: bool) -> Result<()> {
     let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"routed":{routed},"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
     );
     w.sh(&format!(
         "rm -f /etc/cni/net.d/*; mkdir -p /opt/cni/bin; cp {} /opt/cni/bin/p4lb; \

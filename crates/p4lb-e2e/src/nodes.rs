@@ -372,18 +372,26 @@ impl<'w> Nodes<'w> {
     /// with the pause image and the test image pulled), then certificates, controller
     /// and agents (`runtime = "cri"`).
     pub fn start_cri(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_containerd_nodes(w, false)
+        Nodes::start_containerd_nodes(w, false, false)
     }
 
     /// [`Nodes::start_cri`] with relayed nodes ([`Nodes::start_relayed`]): each node's
     /// containerd runs in the node's mount namespace, so the p4lb CNI plugin and the
     /// CRIU action script that containerd and runc start find the node's relay.
     pub fn start_cri_relayed(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_containerd_nodes(w, true)
+        Nodes::start_containerd_nodes(w, true, false)
     }
 
-    fn start_containerd_nodes(w: &'w World, relayed: bool) -> Result<Nodes<'w>> {
-        cri::use_p4lb_cni(w)?;
+    /// [`Nodes::start_cri_relayed`] with each node a host of its own
+    /// ([`Nodes::start_routed`]): containerd runs in the node's namespaces, the pods are
+    /// routed behind their node (`"routed": true`), and each node has the local
+    /// registry in its own namespaces.
+    pub fn start_cri_routed(w: &'w World) -> Result<Nodes<'w>> {
+        Nodes::start_containerd_nodes(w, true, true)
+    }
+
+    fn start_containerd_nodes(w: &'w World, relayed: bool, routed: bool) -> Result<Nodes<'w>> {
+        cri::use_p4lb_cni_with(w, routed)?;
         images::start_registry(&w.tb)?;
         let image = images::push_to_registry(&w.tb, images::TEST_IMAGE)?;
         let n = Nodes {
@@ -391,12 +399,15 @@ impl<'w> Nodes<'w> {
             agent: inside(&bin("p4lb-agent")?)?,
             runtime: NodeRuntime::Cri,
             image,
-            relayed,
-            routed: false,
+            relayed: relayed || routed,
+            routed,
         };
-        if relayed {
+        if n.relayed {
             // The agents first: containerd starts in their namespaces.
             n.prepare_relays()?;
+            if routed {
+                n.registry_on_each_node()?;
+            }
             n.start_agents()?;
             for node in NODES {
                 n.start_containerd(node)?;
@@ -408,6 +419,31 @@ impl<'w> Nodes<'w> {
             n.start_agents()?;
         }
         Ok(n)
+    }
+
+    /// For routed nodes, whose loopback is their own: the local registry served again
+    /// inside each node's namespaces (the same storage, the same address 127.0.0.1:5000),
+    /// so the image name the pods were created with resolves on every node, also when
+    /// containerd pulls a checkpoint's base image at a restore (that pull does not use
+    /// the registry hosts configuration).
+    fn registry_on_each_node(&self) -> Result<()> {
+        for node in NODES {
+            let enter = self.enter(node);
+            self.w.sh(&format!(
+                "setsid {enter} docker-registry serve /etc/docker/registry/config.yml \
+                 >/tmp/docker-registry-{name}.log 2>&1 </dev/null &",
+                name = node.name
+            ))?;
+            wait::until(20, "the registry inside a routed node", || {
+                self.w
+                    .sh(&format!(
+                        "{enter} busybox wget -q -O /dev/null http://{}/v2/",
+                        images::REGISTRY
+                    ))
+                    .is_ok()
+            })?;
+        }
+        Ok(())
     }
 
     /// Starts `node`'s containerd (node B's with a configuration of its own), loads the

@@ -203,7 +203,7 @@ fn a_server_routed_behind_its_node_moves_between_hosts_with_every_connection_kep
     w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", ROUTED_NET)
         .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
     let ip = w.address("web", ROUTED_NET);
-    assert_routed_on(&w, &nodes, NODES[0], &ip);
+    assert_routed_on(&nodes, ROUTED_NET, NODES[0], &ip);
 
     let direct_conns = 20;
     let direct = w
@@ -219,7 +219,7 @@ fn a_server_routed_behind_its_node_moves_between_hosts_with_every_connection_kep
     let conns = 200;
     let (out, survived, _, summary) = moves_through_relays(&w, &nodes, ROUTED_NET, MOVES, conns);
     let last = NODES[MOVES % 2];
-    assert_routed_on(&w, &nodes, last, &ip);
+    assert_routed_on(&nodes, ROUTED_NET, last, &ip);
     let (direct_out, direct_kept) = finish_clients(direct, direct_conns, 0);
     record(&format!(
         "two nodes as hosts (own network namespaces, uplinks on switch ports {} and {}, pods \
@@ -236,47 +236,6 @@ fn a_server_routed_behind_its_node_moves_between_hosts_with_every_connection_kep
         direct_out.last.totals.longest_stall_ms,
         t0.elapsed().as_secs_f64()
     ));
-}
-
-/// `web`'s endpoint is routed behind `node`: on its uplink port with its uplink MAC as
-/// the next hop, and `node` (not the other one) routes `first_ip` to a veth p4lb made.
-fn assert_routed_on(w: &World, nodes: &Nodes<'_>, node: Node, first_ip: &str) {
-    let eps: Vec<_> = w
-        .endpoints()
-        .into_iter()
-        .filter(|e| e.network == ROUTED_NET && e.state == "ready")
-        .collect();
-    assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
-    let e = &eps[0];
-    assert!(e.behind_node, "{e:?}");
-    assert_eq!(
-        (e.node.as_str(), e.switch_port),
-        (node.name, Nodes::uplink_port(node)),
-        "{e:?}"
-    );
-    let routes = |n: Node| {
-        nodes
-            .on_host(n, &format!("ip -4 route show {first_ip}/32"))
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let here = routes(node);
-    assert!(
-        here.contains(&format!("dev {}", e.host_ifname)),
-        "{} does not route {first_ip} to {}: {here:?}",
-        node.name,
-        e.host_ifname
-    );
-    let other = NODES
-        .iter()
-        .find(|n| n.name != node.name)
-        .copied()
-        .unwrap_or(node);
-    let there = routes(other);
-    assert!(
-        there.trim().is_empty(),
-        "{} still routes {first_ip}: {there:?}",
-        other.name
-    );
 }
 
 /// The newest migration record of source address `ip`.

@@ -568,3 +568,53 @@ pub fn moves_through_relays(
     let (survived, more) = assert_clients_kept(&out, conns);
     (out, survived, more, summary)
 }
+
+/// With routed nodes ([`p4lb_e2e::nodes::Nodes::start_routed`]): the one ready endpoint
+/// of network `net` is routed behind `node`, on its uplink port, and `node` (not the
+/// other one) routes `first_ip` to that endpoint's veth.
+pub fn assert_routed_on(
+    nodes: &p4lb_e2e::nodes::Nodes,
+    net: &str,
+    node: p4lb_e2e::nodes::Node,
+    first_ip: &str,
+) {
+    use p4lb_e2e::nodes::{Nodes, NODES};
+    let eps: Vec<_> = nodes
+        .w
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.network == net && e.state == "ready")
+        .collect();
+    assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
+    let e = &eps[0];
+    assert!(e.behind_node, "{e:?}");
+    assert_eq!(
+        (e.node.as_str(), e.switch_port),
+        (node.name, Nodes::uplink_port(node)),
+        "{e:?}"
+    );
+    let routes = |n: p4lb_e2e::nodes::Node| {
+        nodes
+            .on_host(n, &format!("ip -4 route show {first_ip}/32"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let here = routes(node);
+    assert!(
+        here.contains(&format!("dev {}", e.host_ifname)),
+        "{} does not route {first_ip} to {}: {here:?}",
+        node.name,
+        e.host_ifname
+    );
+    let other = NODES
+        .iter()
+        .find(|n| n.name != node.name)
+        .copied()
+        .unwrap_or(node);
+    let there = routes(other);
+    assert!(
+        there.trim().is_empty(),
+        "{} still routes {first_ip}: {there:?}",
+        other.name
+    );
+}
