@@ -698,6 +698,26 @@ impl Config {
     }
 }
 
+/// The two uplinks the tests share: node-b's on port 300, attached by the controller
+/// as `p4lbup-b`, and node-c's on port 301, not attached.
+#[cfg(test)]
+pub(crate) fn sample_uplinks() -> Vec<Uplink> {
+    vec![
+        Uplink {
+            node: "node-b".into(),
+            port: 300,
+            mac: [2, 0, 0, 0, 0x0b, 1],
+            interface: "p4lbup-b".into(),
+        },
+        Uplink {
+            node: "node-c".into(),
+            port: 301,
+            mac: [2, 0, 0, 0, 0x0c, 1],
+            interface: String::new(),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,23 +879,7 @@ mac = "02:00:00:00:0c:01"
     #[test]
     fn uplinks_are_parsed_at_load() {
         let c = Config::parse(UPLINKS).unwrap();
-        assert_eq!(
-            c.uplinks().unwrap(),
-            [
-                Uplink {
-                    node: "node-b".into(),
-                    port: 300,
-                    mac: [2, 0, 0, 0, 0x0b, 1],
-                    interface: "p4lbup-b".into(),
-                },
-                Uplink {
-                    node: "node-c".into(),
-                    port: 301,
-                    mac: [2, 0, 0, 0, 0x0c, 1],
-                    interface: String::new(),
-                },
-            ]
-        );
+        assert_eq!(c.uplinks().unwrap(), sample_uplinks());
         assert!(Config::parse("").unwrap().uplinks().unwrap().is_empty());
     }
 

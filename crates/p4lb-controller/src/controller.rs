@@ -861,36 +861,15 @@ async fn sweep_loop(ctl: std::sync::Weak<Controller>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{EndpointRec, EndpointState};
+    use crate::state::EndpointRec;
 
     fn ep(key: &str, port: u32, host_if: &str, behind_node: bool) -> EndpointRec {
         let ip = std::net::Ipv4Addr::new(10, 88, 0, port as u8);
         EndpointRec {
-            key: key.into(),
-            container_id: key.into(),
-            ifname: "eth0".into(),
-            netns_path: String::new(),
-            netns_inode: 0,
-            ip,
-            prefix_len: 24,
-            mac: [2, 0, 0, 0, 0, port as u8],
-            gateway: None,
             host_ifname: host_if.into(),
-            switch_port: port,
-            backend_id: port as u16,
-            backend_ip: ip,
-            locked: false,
-            state: EndpointState::Ready,
-            labels: Default::default(),
-            network: "p4lb".into(),
-            migrated_ips: Vec::new(),
-            restore_of_ip: None,
-            created_unix_ms: 0,
-            detached: false,
-            host_if_local: false,
-            node: "n1".into(),
             behind_node,
             next_hop_mac: behind_node.then_some([2, 0, 0, 0, 0x0b, 1]),
+            ..EndpointRec::sample(key, ip, port)
         }
     }
 
@@ -907,20 +886,7 @@ mod tests {
         ] {
             st.endpoints.insert(e.key.clone(), e);
         }
-        let uplinks = [
-            Uplink {
-                node: "node-b".into(),
-                port: 300,
-                mac: [2, 0, 0, 0, 0x0b, 1],
-                interface: "p4lbup-b".into(),
-            },
-            Uplink {
-                node: "node-c".into(),
-                port: 301,
-                mac: [2, 0, 0, 0, 0x0c, 1],
-                interface: String::new(),
-            },
-        ];
+        let uplinks = crate::config::sample_uplinks();
         let want = wanted_ports(&st, &uplinks);
         assert_eq!(
             want,

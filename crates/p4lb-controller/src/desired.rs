@@ -389,20 +389,12 @@ mod tests {
         let migrated_ips = (0..rng.below(3))
             .map(|_| Ipv4Addr::new(10, 88, 0, 1 + rng.below(6) as u8))
             .collect();
+        // The fields are drawn in the order written: keep it, so a seed replays.
         EndpointRec {
-            key: format!("c{i}/eth0"),
-            container_id: format!("c{i}"),
-            ifname: "eth0".into(),
-            netns_path: String::new(),
-            netns_inode: 0,
-            ip,
-            prefix_len: 24,
             mac: [2, 0, 0, 0, rng.below(3) as u8, i as u8],
             gateway: (rng.below(2) == 0).then_some(Ipv4Addr::new(10, 88, 0, 254)),
-            host_ifname: String::new(),
             switch_port: 1 + rng.below(4) as u32,
             backend_id: rng.below(4) as u16,
-            backend_ip: ip,
             locked: rng.below(3) == 0,
             state: match rng.below(5) {
                 0 => EndpointState::Migrated,
@@ -410,16 +402,10 @@ mod tests {
                 2 => EndpointState::Restoring,
                 _ => EndpointState::Ready,
             },
-            labels: Default::default(),
-            network: "p4lb".into(),
             migrated_ips,
-            restore_of_ip: None,
-            created_unix_ms: 0,
-            detached: false,
-            host_if_local: false,
-            node: String::from("n1"),
             behind_node: rng.below(3) == 0,
             next_hop_mac: (rng.below(2) == 0).then_some([2, 0, 0, 0, 0x0b, rng.below(2) as u8]),
+            ..EndpointRec::sample(&format!("c{i}/eth0"), ip, 0)
         }
     }
 
@@ -584,31 +570,13 @@ mod tests {
     fn routed(i: u8, backend_id: u16) -> EndpointRec {
         let ip = Ipv4Addr::new(10, 88, 1, i);
         EndpointRec {
-            key: format!("r{i}/eth0"),
-            container_id: format!("r{i}"),
-            ifname: "eth0".into(),
-            netns_path: String::new(),
-            netns_inode: 0,
-            ip,
-            prefix_len: 24,
             mac: [2, 0, 0, 0, 1, i],
-            gateway: None,
             host_ifname: format!("veth{i}"),
-            switch_port: UPLINK_PORT,
             backend_id,
-            backend_ip: ip,
-            locked: false,
-            state: EndpointState::Ready,
-            labels: Default::default(),
-            network: "p4lb".into(),
-            migrated_ips: Vec::new(),
-            restore_of_ip: None,
-            created_unix_ms: 0,
-            detached: false,
-            host_if_local: false,
             node: String::from("node-b"),
             behind_node: true,
             next_hop_mac: Some(UPLINK_MAC),
+            ..EndpointRec::sample(&format!("r{i}/eth0"), ip, UPLINK_PORT)
         }
     }
 

@@ -704,21 +704,12 @@ mod tests {
     const MAC_B: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
     const MAC_C: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
 
+    /// The shared uplinks, here with node-c's attached by the controller and node-b's not.
     fn uplinks() -> Vec<Uplink> {
-        vec![
-            Uplink {
-                node: "node-b".into(),
-                port: 300,
-                mac: MAC_B,
-                interface: String::new(),
-            },
-            Uplink {
-                node: "node-c".into(),
-                port: 301,
-                mac: MAC_C,
-                interface: "p4lbup-c".into(),
-            },
-        ]
+        let mut u = crate::config::sample_uplinks();
+        u[0].interface = String::new();
+        u[1].interface = "p4lbup-c".into();
+        u
     }
 
     fn reg(node: &str, cid: &str, ip: &str, host_if: &str, behind_node: bool) -> Registration {

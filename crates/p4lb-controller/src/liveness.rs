@@ -202,31 +202,9 @@ mod tests {
 
     fn ep(key: &str, ip: [u8; 4]) -> EndpointRec {
         EndpointRec {
-            key: key.to_string(),
-            container_id: key.to_string(),
-            ifname: String::from("eth0"),
-            netns_path: String::new(),
-            netns_inode: 0,
-            ip: Ipv4Addr::from(ip),
-            prefix_len: 24,
             mac: [2, 0, 0, 0, 0, ip[3]],
-            gateway: None,
-            host_ifname: String::new(),
-            switch_port: 1,
-            backend_id: 1,
-            backend_ip: Ipv4Addr::from(ip),
-            locked: false,
-            state: EndpointState::Ready,
-            labels: Default::default(),
-            network: String::from("p4lb"),
-            migrated_ips: Vec::new(),
-            restore_of_ip: None,
-            created_unix_ms: 0,
-            detached: false,
             host_if_local: true,
-            node: String::from("n1"),
-            behind_node: false,
-            next_hop_mac: None,
+            ..EndpointRec::sample(key, Ipv4Addr::from(ip), 1)
         }
     }
 

@@ -313,31 +313,10 @@ mod tests {
     fn endpoint(key: &str, backend_id: u16, state: EndpointState) -> EndpointRec {
         let ip = std::net::Ipv4Addr::new(10, 88, 0, backend_id as u8);
         EndpointRec {
-            key: key.into(),
-            container_id: key.into(),
-            ifname: "eth0".into(),
-            netns_path: String::new(),
-            netns_inode: 0,
-            ip,
-            prefix_len: 24,
-            mac: [2, 0, 0, 0, 0, backend_id as u8],
-            gateway: None,
-            host_ifname: String::new(),
-            switch_port: u32::from(backend_id),
-            backend_id,
-            backend_ip: ip,
             locked: state != EndpointState::Ready,
             state,
             labels: [("app".to_string(), "web".to_string())].into(),
-            network: "p4lb".into(),
-            migrated_ips: Vec::new(),
-            restore_of_ip: None,
-            created_unix_ms: 0,
-            detached: false,
-            host_if_local: false,
-            node: String::from("n1"),
-            behind_node: false,
-            next_hop_mac: None,
+            ..EndpointRec::sample(key, ip, u32::from(backend_id))
         }
     }
 

@@ -244,6 +244,42 @@ impl EndpointRec {
     }
 }
 
+#[cfg(test)]
+impl EndpointRec {
+    /// A ready, unlocked endpoint for tests: container `key` up to its '/', `eth0`,
+    /// a /24, MAC `02:00:00:00:00:<port>`, on switch port `port` with backend id
+    /// `port`, serving at `ip`, network `p4lb`, node `n1`; nothing else set.
+    pub(crate) fn sample(key: &str, ip: Ipv4Addr, port: u32) -> EndpointRec {
+        EndpointRec {
+            key: key.into(),
+            container_id: key.split('/').next().unwrap_or(key).into(),
+            ifname: "eth0".into(),
+            netns_path: String::new(),
+            netns_inode: 0,
+            ip,
+            prefix_len: 24,
+            mac: [2, 0, 0, 0, 0, port as u8],
+            gateway: None,
+            host_ifname: String::new(),
+            switch_port: port,
+            backend_id: port as u16,
+            backend_ip: ip,
+            locked: false,
+            state: EndpointState::Ready,
+            labels: BTreeMap::new(),
+            network: "p4lb".into(),
+            migrated_ips: Vec::new(),
+            restore_of_ip: None,
+            created_unix_ms: 0,
+            detached: false,
+            host_if_local: false,
+            node: "n1".into(),
+            behind_node: false,
+            next_hop_mac: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRec {
     pub name: String,

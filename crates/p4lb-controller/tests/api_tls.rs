@@ -24,15 +24,6 @@ fn reg(cid: &str, ip: &str, mac: &str) -> api::RegisterEndpointRequest {
     r
 }
 
-fn event(phase: MigrationPhase, key: &str, id: &str) -> api::MigrationEventRequest {
-    api::MigrationEventRequest {
-        phase: phase as i32,
-        endpoint_key: key.to_string(),
-        migration_id: id.to_string(),
-        ..Default::default()
-    }
-}
-
 async fn snapshot(c: &Client) -> (Vec<api::Endpoint>, Vec<api::Migration>) {
     (
         c.list_endpoints().await.unwrap(),
@@ -158,14 +149,14 @@ async fn a_node_changes_only_its_own_endpoints() {
     assert_eq!(eb.node, "node-b");
     // The lock and checkpoint of B's own endpoint (no target node).
     let m = b
-        .migration_event(event(MigrationPhase::Lock, &eb.key, ""))
+        .migration_event(event_for_key(MigrationPhase::Lock, &eb.key, ""))
         .await
         .unwrap();
     assert_eq!(
         (m.source_node.as_str(), m.target_node.as_str()),
         ("node-b", "")
     );
-    b.migration_event(event(MigrationPhase::Checkpointed, &eb.key, &m.id))
+    b.migration_event(event_for_key(MigrationPhase::Checkpointed, &eb.key, &m.id))
         .await
         .unwrap();
 
@@ -202,7 +193,9 @@ async fn a_node_changes_only_its_own_endpoints() {
         MigrationPhase::RestoredAt,
         MigrationPhase::Unlock,
     ] {
-        let r = a.migration_event(event(phase, &eb.key, &m.id)).await;
+        let r = a
+            .migration_event(event_for_key(phase, &eb.key, &m.id))
+            .await;
         refused(
             r,
             Code::PermissionDenied,
@@ -330,7 +323,7 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
     };
 
     // A's checkpoint starts the migration and names B as its target.
-    let mut lock = event(MigrationPhase::Lock, &ea.key, "");
+    let mut lock = event_for_key(MigrationPhase::Lock, &ea.key, "");
     lock.target_node = "node-b".into();
     let m = a.migration_event(lock).await.unwrap();
     assert_eq!(
@@ -343,7 +336,7 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         .register_endpoint(reg("c0", "10.88.9.9", "02:00:00:00:09:09"))
         .await
         .unwrap();
-    let mut steal = event(MigrationPhase::RestoreStarted, &ec.key, &m.id);
+    let mut steal = event_for_key(MigrationPhase::RestoreStarted, &ec.key, &m.id);
     steal.target_node = "node-c".into();
     refused(
         c.migration_event(steal.clone()).await,
@@ -364,11 +357,11 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         "B restores before the checkpoint",
     );
     assert_eq!(snapshot(&a).await, before);
-    a.migration_event(event(MigrationPhase::Checkpointed, &ea.key, &m.id))
+    a.migration_event(event_for_key(MigrationPhase::Checkpointed, &ea.key, &m.id))
         .await
         .unwrap();
     // Once checkpointed the target node is fixed.
-    let mut change = event(MigrationPhase::Checkpointed, &ea.key, &m.id);
+    let mut change = event_for_key(MigrationPhase::Checkpointed, &ea.key, &m.id);
     change.target_node = "node-c".into();
     refused(
         a.migration_event(change).await,
@@ -392,7 +385,7 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         .expect("B restores A's endpoint");
     assert_eq!((t.node.as_str(), t.locked), ("node-b", true));
     assert_eq!(t.restore_of_ip, ea.ip);
-    let mut retarget = event(MigrationPhase::RestoreStarted, &t.key, &m.id);
+    let mut retarget = event_for_key(MigrationPhase::RestoreStarted, &t.key, &m.id);
     retarget.target_node = "node-c".into();
     let msg = refused(
         b.migration_event(retarget).await,
@@ -403,14 +396,14 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
         msg.contains("node node-b may not set the target node"),
         "{msg}"
     );
-    b.migration_event(event(MigrationPhase::RestoreStarted, &t.key, &m.id))
+    b.migration_event(event_for_key(MigrationPhase::RestoreStarted, &t.key, &m.id))
         .await
         .unwrap();
-    b.migration_event(event(MigrationPhase::RestoredAt, &t.key, &m.id))
+    b.migration_event(event_for_key(MigrationPhase::RestoredAt, &t.key, &m.id))
         .await
         .unwrap();
     let done = b
-        .migration_event(event(MigrationPhase::Unlock, &t.key, &m.id))
+        .migration_event(event_for_key(MigrationPhase::Unlock, &t.key, &m.id))
         .await
         .unwrap();
     assert_eq!(done.state, "done");
@@ -421,10 +414,10 @@ async fn a_restore_on_another_node_needs_the_source_checkpoint_naming_it() {
 
     // A restore on the source's own node needs no target node, as on one host.
     let m2 = b
-        .migration_event(event(MigrationPhase::Lock, &t.key, ""))
+        .migration_event(event_for_key(MigrationPhase::Lock, &t.key, ""))
         .await
         .unwrap();
-    b.migration_event(event(MigrationPhase::Checkpointed, &t.key, &m2.id))
+    b.migration_event(event_for_key(MigrationPhase::Checkpointed, &t.key, &m2.id))
         .await
         .unwrap();
     let mut again = reg("b-r2", "10.88.9.6", "02:00:00:00:09:06");

@@ -42,15 +42,6 @@ fn routed(cid: &str, ip: &str, mac: &str) -> api::RegisterEndpointRequest {
     r
 }
 
-fn event(phase: MigrationPhase, key: &str, id: &str) -> api::MigrationEventRequest {
-    api::MigrationEventRequest {
-        phase: phase as i32,
-        endpoint_key: key.to_string(),
-        migration_id: id.to_string(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_between_routed_endpoints_moves_to_the_target_nodes_uplink() {
     let (_d, dir) = tempdir();
@@ -111,12 +102,15 @@ async fn a_migration_between_routed_endpoints_moves_to_the_target_nodes_uplink()
     assert!(sw.ports.list().is_empty(), "{:?}", sw.ports.list());
 
     // A checkpoints it for node B; B restores it behind its own uplink and takes over.
-    let mut lock = event(MigrationPhase::Lock, &src.key, "");
+    let mut lock = event_for_key(MigrationPhase::Lock, &src.key, "");
     lock.target_node = "node-b".into();
     let m = ctl.migration_event_as(&a, lock).await.unwrap().migration;
-    ctl.migration_event_as(&a, event(MigrationPhase::Checkpointed, &src.key, &m.id))
-        .await
-        .unwrap();
+    ctl.migration_event_as(
+        &a,
+        event_for_key(MigrationPhase::Checkpointed, &src.key, &m.id),
+    )
+    .await
+    .unwrap();
     let mut restore = routed("b1", "10.88.7.2", "02:00:00:00:07:02");
     restore.restore_of_ip = src.ip.to_string();
     restore.locked = true;
@@ -130,7 +124,7 @@ async fn a_migration_between_routed_endpoints_moves_to_the_target_nodes_uplink()
         MigrationPhase::RestoredAt,
         MigrationPhase::Unlock,
     ] {
-        ctl.migration_event_as(&b, event(phase, &tgt.key, &m.id))
+        ctl.migration_event_as(&b, event_for_key(phase, &tgt.key, &m.id))
             .await
             .unwrap_or_else(|e| panic!("{phase:?}: {e}"));
     }

@@ -226,6 +226,20 @@ impl Veth {
     }
 }
 
+/// A migration event naming its endpoint by key (as a node's calls over TCP do).
+pub fn event_for_key(
+    phase: api::MigrationPhase,
+    key: &str,
+    id: &str,
+) -> api::MigrationEventRequest {
+    api::MigrationEventRequest {
+        phase: phase as i32,
+        endpoint_key: key.to_string(),
+        migration_id: id.to_string(),
+        ..Default::default()
+    }
+}
+
 pub fn register_req(cid: &str, ip: &str, mac: &str, host_if: &str) -> api::RegisterEndpointRequest {
     api::RegisterEndpointRequest {
         container_id: cid.to_string(),
