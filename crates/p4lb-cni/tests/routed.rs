@@ -43,6 +43,35 @@ fn sh(ns: &Netns, script: &str) -> String {
     ns.exec(&["sh", "-c", script])
 }
 
+/// The real controller as node `NODE` with an uplink of `uplink_node`, a namespace that
+/// plays the node (forwarding IPv4 or not), a pod's namespace, and a `routed` network.
+fn routed_world(uplink_node: &str, forwarding: bool) -> (World, Netns, Netns, serde_json::Value) {
+    let mut w = World::without_controller();
+    w.start_controller_with_uplink(NODE, uplink_node, UPLINK_PORT, UPLINK_MAC);
+    let node = Netns::new();
+    let pod = Netns::new();
+    sh(
+        &node,
+        &format!(
+            "ip link set lo up; echo {} > /proc/sys/net/ipv4/ip_forward",
+            u8::from(forwarding)
+        ),
+    );
+    let mut c = w.conf("1.1.0");
+    c["routed"] = json!(true);
+    (w, node, pod, c)
+}
+
+/// Nothing of a refused ADD is left on the node or in the pod.
+fn assert_nothing_left(w: &World, node: &Netns, pod: &Netns) {
+    assert_eq!(pod_links(pod), vec!["lo"]);
+    assert_eq!(
+        sh(node, "ip -o link show | grep -c p4lb || true").trim(),
+        "0"
+    );
+    w.assert_clean();
+}
+
 #[test]
 fn a_routed_pod_is_routed_by_its_node_and_registered_on_the_nodes_uplink() {
     let mut w = World::without_controller();
@@ -125,13 +154,7 @@ fn a_routed_pod_is_routed_by_its_node_and_registered_on_the_nodes_uplink() {
 
 #[test]
 fn a_routed_pod_on_a_node_that_does_not_forward_is_refused_and_nothing_is_left() {
-    let mut w = World::without_controller();
-    w.start_controller_with_uplink(NODE, NODE, UPLINK_PORT, UPLINK_MAC);
-    let node = Netns::new();
-    let pod = Netns::new();
-    sh(&node, "echo 0 > /proc/sys/net/ipv4/ip_forward");
-    let mut c = w.conf("1.1.0");
-    c["routed"] = json!(true);
+    let (w, node, pod, c) = routed_world(NODE, false);
     let r = run_on(&w, &node, "ADD", "routed2", &pod, &c);
     let e = r.err(100);
     assert!(
@@ -141,23 +164,12 @@ fn a_routed_pod_on_a_node_that_does_not_forward_is_refused_and_nothing_is_left()
             .contains("net.ipv4.ip_forward = 1"),
         "{e}"
     );
-    assert_eq!(pod_links(&pod), vec!["lo"]);
-    assert_eq!(
-        sh(&node, "ip -o link show | grep -c p4lb || true").trim(),
-        "0"
-    );
-    w.assert_clean();
+    assert_nothing_left(&w, &node, &pod);
 }
 
 #[test]
 fn a_routed_pod_of_a_node_without_an_uplink_is_refused_by_the_controller_and_rolled_back() {
-    let mut w = World::without_controller();
-    w.start_controller_with_uplink(NODE, "another-node", UPLINK_PORT, UPLINK_MAC);
-    let node = Netns::new();
-    let pod = Netns::new();
-    sh(&node, "echo 1 > /proc/sys/net/ipv4/ip_forward");
-    let mut c = w.conf("1.1.0");
-    c["routed"] = json!(true);
+    let (w, node, pod, c) = routed_world("another-node", true);
     let r = run_on(&w, &node, "ADD", "routed3", &pod, &c);
     assert_ne!(r.code, 0, "{}", r.stdout);
     let e = r.json();
@@ -166,10 +178,5 @@ fn a_routed_pod_of_a_node_without_an_uplink_is_refused_by_the_controller_and_rol
         text.contains("node node-r has no uplink in the controller's configuration"),
         "{e}"
     );
-    assert_eq!(pod_links(&pod), vec!["lo"]);
-    assert_eq!(
-        sh(&node, "ip -o link show | grep -c p4lb || true").trim(),
-        "0"
-    );
-    w.assert_clean();
+    assert_nothing_left(&w, &node, &pod);
 }

@@ -203,37 +203,13 @@ fn a_server_routed_behind_its_node_moves_between_hosts_with_every_connection_kep
     w.run_server_on_network_as(&nodes.podman(NODES[0]), "web", ROUTED_NET)
         .unwrap_or_else(|e| panic!("FAILED: {e}\n{}", nodes.diag()));
     let ip = w.address("web", ROUTED_NET);
-    assert_routed_on(&nodes, ROUTED_NET, NODES[0], &ip);
-
-    let direct_conns = 20;
-    let direct = w
-        .start_client_to(
-            &format!("{ip}:{}", p4lb_e2e::scenario::PORT),
-            "/tmp/client-direct.pid",
-            direct_conns,
-            5.0,
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    direct.mark().unwrap();
-    let conns = 200;
-    let (out, survived, _, summary) = moves_through_relays(&w, &nodes, ROUTED_NET, MOVES, conns);
-    let last = NODES[MOVES % 2];
-    assert_routed_on(&nodes, ROUTED_NET, last, &ip);
-    let (direct_out, direct_kept) = finish_clients(direct, direct_conns, 0);
+    let (figures, summary) = moves_between_routed_nodes(&w, &nodes, ROUTED_NET, &ip, MOVES, 200);
     record(&format!(
         "two nodes as hosts (own network namespaces, uplinks on switch ports {} and {}, pods \
-         routed behind them), {MOVES} moves with p4lbctl migrate: {survived}/{conns} VIP \
-         connections and {direct_kept}/{direct_conns} to the first address kept, {} reset, \
-         {} lost bytes, {} duplicated, longest client stall {} ms (direct {} ms); test {:.1} \
+         routed behind them), {MOVES} moves with p4lbctl migrate: {figures}; test {:.1} \
          s\n{summary}",
         Nodes::uplink_port(NODES[0]),
         Nodes::uplink_port(NODES[1]),
-        out.last.totals.reset + direct_out.last.totals.reset,
-        out.last.totals.lost_bytes + direct_out.last.totals.lost_bytes,
-        out.last.totals.duplicated_bytes + direct_out.last.totals.duplicated_bytes,
-        out.last.totals.longest_stall_ms,
-        direct_out.last.totals.longest_stall_ms,
         t0.elapsed().as_secs_f64()
     ));
 }

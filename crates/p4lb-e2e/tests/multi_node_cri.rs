@@ -195,35 +195,11 @@ fn a_cri_pod_routed_behind_its_node_moves_between_hosts_with_every_connection_ke
     let w = World::start();
     let nodes = Nodes::start_cri_routed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
     let (_, ip) = web_pod_on_node_a(&w, &nodes);
-    assert_routed_on(&nodes, NET, NODES[0], &ip);
-    let direct_conns = 20;
-    let direct = w
-        .start_client_to(
-            &format!("{ip}:{PORT}"),
-            "/tmp/client-direct.pid",
-            direct_conns,
-            5.0,
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    direct.mark().unwrap();
-    let conns = 200;
-    let (out, survived, more, summary) = moves_through_relays(&w, &nodes, NET, MOVES, conns);
-    assert_routed_on(&nodes, NET, NODES[MOVES % 2], &ip);
-    std::thread::sleep(Duration::from_secs(2));
-    let direct_out = direct.finish().unwrap();
-    let (direct_kept, _) = assert_clients_kept(&direct_out, direct_conns);
+    let (figures, summary) = moves_between_routed_nodes(&w, &nodes, NET, &ip, MOVES, 200);
     record(&format!(
         "two containerd nodes as hosts (own network namespaces, uplinks on switch ports, \
          pods routed behind them), {MOVES} moves of a CRI pod with p4lbctl migrate: \
-         {survived}/{conns} VIP connections and {direct_kept}/{direct_conns} to the first \
-         address kept, {} reset, {} lost bytes, {} duplicated, {more} requests after, longest \
-         client stall {} ms (direct {} ms); test {:.1} s\n{summary}",
-        out.last.totals.reset + direct_out.last.totals.reset,
-        out.last.totals.lost_bytes + direct_out.last.totals.lost_bytes,
-        out.last.totals.duplicated_bytes + direct_out.last.totals.duplicated_bytes,
-        out.last.totals.longest_stall_ms,
-        direct_out.last.totals.longest_stall_ms,
+         {figures}; test {:.1} s\n{summary}",
         t0.elapsed().as_secs_f64()
     ));
 }

@@ -509,10 +509,9 @@ pub fn assert_clients_kept(out: &p4lb_e2e::scenario::ClientOutput, conns: usize)
     (survived, more)
 }
 
-/// The one ready endpoint on network `net` is on node `node` (the node that registered
-/// it: through its agent's relay when the nodes are relayed).
-pub fn assert_endpoint_on(nodes: &p4lb_e2e::nodes::Nodes, net: &str, node: &str) {
-    let eps: Vec<_> = nodes
+/// The one ready endpoint on network `net` (asserted to be the only one).
+pub fn ready_endpoint(nodes: &p4lb_e2e::nodes::Nodes, net: &str) -> api::Endpoint {
+    let mut eps: Vec<_> = nodes
         .w
         .endpoints()
         .unwrap()
@@ -520,7 +519,14 @@ pub fn assert_endpoint_on(nodes: &p4lb_e2e::nodes::Nodes, net: &str, node: &str)
         .filter(|e| e.network == net && e.state == "ready")
         .collect();
     assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
-    assert_eq!(eps[0].node, node, "{:?}\n{}", eps[0], nodes.diag());
+    eps.remove(0)
+}
+
+/// The one ready endpoint on network `net` is on node `node` (the node that registered
+/// it: through its agent's relay when the nodes are relayed).
+pub fn assert_endpoint_on(nodes: &p4lb_e2e::nodes::Nodes, net: &str, node: &str) {
+    let e = ready_endpoint(nodes, net);
+    assert_eq!(e.node, node, "{e:?}\n{}", nodes.diag());
 }
 
 /// With `web` on node A of relayed nodes ([`p4lb_e2e::nodes::Nodes::start_relayed`]):
@@ -579,15 +585,7 @@ pub fn assert_routed_on(
     first_ip: &str,
 ) {
     use p4lb_e2e::nodes::{Nodes, NODES};
-    let eps: Vec<_> = nodes
-        .w
-        .endpoints()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.network == net && e.state == "ready")
-        .collect();
-    assert_eq!(eps.len(), 1, "{eps:?}\n{}", nodes.diag());
-    let e = &eps[0];
+    let e = &ready_endpoint(nodes, net);
     assert!(e.behind_node, "{e:?}");
     assert_eq!(
         (e.node.as_str(), e.switch_port),
@@ -617,4 +615,52 @@ pub fn assert_routed_on(
         "{} still routes {first_ip}: {there:?}",
         other.name
     );
+}
+
+/// With `web` (first address `first_ip`) on node A of routed nodes
+/// ([`p4lb_e2e::nodes::Nodes::start_routed`]): 20 clients to `first_ip` and `conns`
+/// through the VIP while `web` moves `moves` times ([`moves_through_relays`]); before the
+/// first move and after the last the endpoint is routed behind the node it is on
+/// ([`assert_routed_on`]). Asserts every connection kept; returns the figures in one line
+/// and the moves' summary.
+pub fn moves_between_routed_nodes(
+    w: &p4lb_e2e::scenario::World,
+    nodes: &p4lb_e2e::nodes::Nodes,
+    net: &str,
+    first_ip: &str,
+    moves: usize,
+    conns: usize,
+) -> (String, String) {
+    use p4lb_e2e::nodes::NODES;
+    assert_routed_on(nodes, net, NODES[0], first_ip);
+    let direct_conns = 20;
+    let direct = w
+        .start_client_to(
+            &format!("{first_ip}:{}", p4lb_e2e::scenario::PORT),
+            "/tmp/client-direct.pid",
+            direct_conns,
+            5.0,
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    direct.mark().unwrap();
+    let (out, survived, more, summary) = moves_through_relays(w, nodes, net, moves, conns);
+    assert_routed_on(nodes, net, NODES[moves % 2], first_ip);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let direct_out = direct.finish().unwrap();
+    let (direct_kept, _) = assert_clients_kept(&direct_out, direct_conns);
+    let (t, d) = (&out.last.totals, &direct_out.last.totals);
+    (
+        format!(
+            "{survived}/{conns} VIP connections and {direct_kept}/{direct_conns} to the first \
+             address kept, {} reset, {} lost bytes, {} duplicated, {more} requests after, \
+             longest client stall {} ms (direct {} ms)",
+            t.reset + d.reset,
+            t.lost_bytes + d.lost_bytes,
+            t.duplicated_bytes + d.duplicated_bytes,
+            t.longest_stall_ms,
+            d.longest_stall_ms,
+        ),
+        summary,
+    )
 }
