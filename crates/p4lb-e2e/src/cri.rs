@@ -12,6 +12,9 @@ pub use p4lb_agent::cri::{container_linux, pb, Cri, CriError};
 use crate::error::{Error, Result};
 use crate::scenario::{World, SOCKET};
 
+/// The pods' network of [`use_p4lb_cni`] (host-local's range).
+pub const POD_SUBNET: &str = "10.88.0.0/24";
+
 /// containerd's CNI configuration in the testbed: the p4lb plugin (with the pod
 /// annotations capability, so a pod's `p4lb.io/restore-from` reaches it), host-local
 /// IPAM on 10.88.0.0/24, every endpoint labelled `app=web`.
@@ -23,7 +26,7 @@ pub fn use_p4lb_cni(w: &World) -> Result<()> {
 /// (`"routed": true`, for [`crate::nodes::Nodes::start_cri_routed`]).
 pub fn use_p4lb_cni_with(w: &World, routed: bool) -> Result<()> {
     let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"routed":{routed},"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"10.88.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"p4lb","controllerSocket":"{SOCKET}","addRestoredIp":false,"routed":{routed},"labels":{{"app":"web"}},"capabilities":{{"io.kubernetes.cri.pod-annotations":true}},"ipam":{{"type":"host-local","subnet":"{POD_SUBNET}","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"/var/lib/cni/pods"}}}}]}}"#
     );
     w.sh(&format!(
         "rm -f /etc/cni/net.d/*; mkdir -p /opt/cni/bin; cp {} /opt/cni/bin/p4lb; \

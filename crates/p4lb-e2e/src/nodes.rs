@@ -64,6 +64,8 @@ pub const CONTROLLER_TCP: &str = "127.0.0.1:50061";
 /// ([`Nodes::start_routed`]): a bridge with this address (/24).
 pub const MGMT_GATEWAY: &str = "10.250.0.1";
 const MGMT_BRIDGE: &str = "p4lbmgmt";
+/// The routing table of a routed node's pods (default route: the uplink).
+const POD_TABLE: u32 = 100;
 /// Where a background `p4lbctl migrate` keeps its script, output and exit code.
 const BG: &str = "/tmp/migrate-bg";
 
@@ -171,6 +173,8 @@ pub struct Nodes<'w> {
     /// Each node is a host of its own on the network: its own network namespace with
     /// an uplink on a switch port and its pods routed behind it ([`Nodes::start_routed`]).
     pub routed: bool,
+    /// With `routed`: the pods' network, whose traffic the nodes send out of their uplink.
+    pub pod_net: &'static str,
 }
 
 impl<'w> Nodes<'w> {
@@ -178,7 +182,7 @@ impl<'w> Nodes<'w> {
     /// the controller, the controller restarted with its API also on TCP, and both agents
     /// started and registered with it.
     pub fn start(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_podman(w, false, false)
+        Nodes::start_podman(w, false, None)
     }
 
     /// [`Nodes::start`] with each node as a node whose controller runs elsewhere: its
@@ -192,7 +196,7 @@ impl<'w> Nodes<'w> {
     /// node's namespace (propagation from the host only). Test commands run the node's
     /// Podman there through [`Nodes::podman`].
     pub fn start_relayed(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_podman(w, true, false)
+        Nodes::start_podman(w, true, None)
     }
 
     /// [`Nodes::start_relayed`] with each node also in a network namespace of its own,
@@ -200,21 +204,27 @@ impl<'w> Nodes<'w> {
     /// [`MGMT_GATEWAY`]/24, the node at [`Nodes::node_ip`]) that carries the API and the
     /// archives, and an uplink (`uplink0`, MAC [`Nodes::uplink_mac`]) whose other end is
     /// a port of the switch ([`Nodes::uplink_port`], in the controller's `[[uplinks]]`).
-    /// The node forwards IPv4 and its default route is the uplink, where the switch
+    /// The node forwards IPv4; its own default route is the management network, and
+    /// what its pods (on `pod_net`) send leaves through the uplink, where the switch
     /// answers every ARP request. Pods on a network with `-o routed=true` are routed
     /// behind their node (docs/multi-node.md).
-    pub fn start_routed(w: &'w World) -> Result<Nodes<'w>> {
-        Nodes::start_podman(w, true, true)
+    pub fn start_routed(w: &'w World, pod_net: &'static str) -> Result<Nodes<'w>> {
+        Nodes::start_podman(w, true, Some(pod_net))
     }
 
-    fn start_podman(w: &'w World, relayed: bool, routed: bool) -> Result<Nodes<'w>> {
+    fn start_podman(
+        w: &'w World,
+        relayed: bool,
+        routed: Option<&'static str>,
+    ) -> Result<Nodes<'w>> {
         let n = Nodes {
             w,
             agent: inside(&bin("p4lb-agent")?)?,
             runtime: NodeRuntime::Podman,
             image: images::TEST_IMAGE.into(),
-            relayed: relayed || routed,
-            routed,
+            relayed: relayed || routed.is_some(),
+            routed: routed.is_some(),
+            pod_net: routed.unwrap_or_default(),
         };
         let b = NODES[1];
         w.sh(&format!(
@@ -269,8 +279,11 @@ impl<'w> Nodes<'w> {
     }
 
     /// A routed node's links: the management veth into the bridge, the uplink veth
-    /// whose other end the switch takes as a port, forwarding on, the default route
-    /// out of the uplink.
+    /// whose other end the switch takes as a port, forwarding on. The node's own
+    /// default route is the management network; what its pods send (from the pods'
+    /// network) leaves through the uplink (a table of its own, after the main table's
+    /// more specific routes: the pods of this node), as docs/multi-node.md sets a node
+    /// up; strict reverse-path filtering, the strictest a node may have.
     fn wire_host(&self, node: Node) -> Result<()> {
         let i = Nodes::index(node);
         self.w.sh(&format!(
@@ -282,15 +295,19 @@ impl<'w> Nodes<'w> {
              ip link set lo up; \
              ip addr add {ip}/24 dev mgmt0; ip link set mgmt0 up; \
              ip link set uplink0 address {mac}; ip link set uplink0 up; \
-             ip route add default dev uplink0; \
+             ip route add default via {MGMT_GATEWAY} dev mgmt0; \
+             ip route add default dev uplink0 table {POD_TABLE}; \
+             ip rule add from {pods} lookup main suppress_prefixlength 0 priority 100; \
+             ip rule add from {pods} lookup {POD_TABLE} priority 101; \
              echo 1 > /proc/sys/net/ipv4/ip_forward; \
-             echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter; \
-             echo 0 > /proc/sys/net/ipv4/conf/default/rp_filter'",
+             echo 1 > /proc/sys/net/ipv4/conf/all/rp_filter; \
+             echo 1 > /proc/sys/net/ipv4/conf/default/rp_filter'",
             holder = Nodes::holder_pid_file(node),
             mg = format!("p4lbmg{i}"),
             up = Nodes::uplink_interface(node),
             ip = Nodes::node_ip(node),
             mac = Nodes::uplink_mac(node),
+            pods = self.pod_net,
         ))?;
         Ok(())
     }
@@ -401,6 +418,7 @@ impl<'w> Nodes<'w> {
             image,
             relayed: relayed || routed,
             routed,
+            pod_net: cri::POD_SUBNET,
         };
         if n.relayed {
             // The agents first: containerd starts in their namespaces.

@@ -193,7 +193,7 @@ fn a_server_moves_between_nodes_whose_plugins_call_their_own_agents() {
 fn a_server_routed_behind_its_node_moves_between_hosts_with_every_connection_kept() {
     let (_s, w) = testbed();
     let t0 = std::time::Instant::now();
-    let nodes = Nodes::start_routed(&w).unwrap_or_else(|e| panic!("FAILED: {e}"));
+    let nodes = Nodes::start_routed(&w, ROUTED_SUBNET).unwrap_or_else(|e| panic!("FAILED: {e}"));
     w.pod_netns("cli", "cli", "clients", "");
     w.sh(&format!(
         "podman network create -d p4lb --subnet {ROUTED_SUBNET} -o labels=app=web \
