@@ -8,8 +8,13 @@
 //! | CRI pod annotation | [`LABEL_ANNOTATION_PREFIX`] `labels.p4lb.io/<k>` | endpoint label `<k>` (CNI plugin), unless `<k>` is an identity label ([`is_runtime_label`]) |
 //! | CRI pod annotation | [`RESTORE_FROM_ANNOTATION`], [`RESTORE_FROM_MAC_ANNOTATION`] | restore hint for the CNI plugin |
 //! | endpoint label | [`PODMAN_NAME_LABEL`] `podman.name` | the Podman container's name (netavark plugin); `p4lbctl migrate` finds a container's node by it |
+//! | host interface alias | [`HOST_ALIAS_PREFIX`] `p4lb:…` | marks the host end of a veth as p4lb's (CNI and netavark plugins write it; the plugins' DEL/GC and the action script's routes touch only such links) |
 
 use std::str::FromStr;
+
+/// Prefix of the alias the plugins give the host end of each veth they make
+/// (`p4lb:<network>:<container id>/<ifname>`): a link without it is not p4lb's.
+pub const HOST_ALIAS_PREFIX: &str = "p4lb:";
 
 /// Prefix of p4lb's own container annotations and endpoint labels.
 pub const ANNOTATION_PREFIX: &str = "p4lb.io/";

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use futures::TryStreamExt;
+use p4lb_api::labels::HOST_ALIAS_PREFIX;
 use p4lb_netns::NetNs;
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +121,8 @@ async fn link_index(
 /// For a restore target routed behind this node (its veth's host end `host_ifname` in
 /// the namespace the action runs in, the node's): routes each of `addrs` (/32) to
 /// the pod through `host_ifname`, replacing a route the address had (to a pod that
-/// left). Only a veth p4lb made (its alias starts with `p4lb:`) is routed to.
+/// left). Only a veth p4lb made (its alias starts with [`HOST_ALIAS_PREFIX`]) is
+/// routed to.
 pub fn route_to_pod(host_ifname: &str, addrs: &[Ipv4Addr]) -> Result<(), NetnsError> {
     route_to_pod_in(NetNs::current()?, host_ifname, addrs)
 }
@@ -135,7 +137,7 @@ pub fn route_to_pod_in(ns: NetNs, host_ifname: &str, addrs: &[Ipv4Addr]) -> Resu
         };
         let link = find_link(&handle, &path, host_ifname).await?;
         let ours = link.attributes.iter().any(|a| {
-            matches!(a, rtnetlink::packet_route::link::LinkAttribute::IfAlias(x) if x.starts_with("p4lb:"))
+            matches!(a, rtnetlink::packet_route::link::LinkAttribute::IfAlias(x) if x.starts_with(HOST_ALIAS_PREFIX))
         });
         if !ours {
             return Err(nl(format!(

@@ -10,7 +10,7 @@ pub mod version;
 
 use std::collections::HashMap;
 
-use p4lb_api::labels::{is_runtime_label, LABEL_ANNOTATION_PREFIX};
+use p4lb_api::labels::{is_runtime_label, HOST_ALIAS_PREFIX, LABEL_ANNOTATION_PREFIX};
 use sha2::{Digest, Sha256};
 
 use crate::cni::args::CniArgs;
@@ -56,13 +56,13 @@ pub const MAX_ALIAS_LEN: usize = 255;
 /// The alias on the host end: names the attachment so GC can map links back to it,
 /// and marks the link as p4lb's (DEL deletes no host link without it).
 pub fn host_alias(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("p4lb:{network}:{container_id}/{ifname}")
+    format!("{HOST_ALIAS_PREFIX}{network}:{container_id}/{ifname}")
 }
 
 /// Parses an alias written by [`host_alias`] for `network`.
 pub fn parse_alias<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
     let rest = alias
-        .strip_prefix("p4lb:")?
+        .strip_prefix(HOST_ALIAS_PREFIX)?
         .strip_prefix(network)?
         .strip_prefix(':')?;
     rest.split_once('/')
