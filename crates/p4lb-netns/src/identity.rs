@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::NetNs;
+use crate::{AddrSockets, NetNs};
 
 /// Why an identity was refused; each kind maps to one gRPC code (invalid argument, not
 /// found, permission denied, internal).
@@ -98,12 +98,23 @@ pub fn netns_inode(path: &Path) -> std::io::Result<u64> {
 /// with its addresses when `read_addrs`; INVALID_ARGUMENT when it names nothing,
 /// NOT_FOUND when the pid or path does not exist.
 pub fn resolve(pid: u32, netns_path: &str, read_addrs: bool) -> Result<Netns, IdentityError> {
+    resolve_with(pid, netns_path, read_addrs, None)
+}
+
+/// [`resolve`], reading the addresses over the socket kept in the namespace when
+/// `sockets` has one.
+pub fn resolve_with(
+    pid: u32,
+    netns_path: &str,
+    read_addrs: bool,
+    sockets: Option<&AddrSockets>,
+) -> Result<Netns, IdentityError> {
     if pid != 0 {
         let ns = format!("/proc/{pid}/ns/net");
         let inode = netns_inode(Path::new(&ns))
             .map_err(|e| IdentityError::NotFound(format!("identity pid {pid}: {e}")))?;
         let addrs = if read_addrs {
-            NetNs::from_pid(pid).and_then(|ns| ns.ipv4_addrs()).ok()
+            read_addrs_of(inode, sockets, || NetNs::from_pid(pid))
         } else {
             None
         };
@@ -123,7 +134,7 @@ pub fn resolve(pid: u32, netns_path: &str, read_addrs: bool) -> Result<Netns, Id
         let inode = netns_inode(p)
             .map_err(|e| IdentityError::NotFound(format!("identity netns {netns_path}: {e}")))?;
         let addrs = if read_addrs {
-            NetNs::open(p).and_then(|ns| ns.ipv4_addrs()).ok()
+            read_addrs_of(inode, sockets, || NetNs::open(p))
         } else {
             None
         };
@@ -136,6 +147,22 @@ pub fn resolve(pid: u32, netns_path: &str, read_addrs: bool) -> Result<Netns, Id
     Err(IdentityError::Invalid(
         "identity is empty: give a pid or a netns_path".into(),
     ))
+}
+
+/// The addresses of the namespace whose inode is `inode` (None if they cannot be
+/// read): over the socket `sockets` keeps in it, else by opening it (`open`), which
+/// must still give the namespace `inode` named. Nothing is kept here: which
+/// namespaces deserve a kept socket is the owner's choice ([`AddrSockets::keep`]).
+fn read_addrs_of(
+    inode: u64,
+    sockets: Option<&AddrSockets>,
+    open: impl FnOnce() -> crate::Result<NetNs>,
+) -> Option<Vec<Ipv4Addr>> {
+    if let Some(kept) = sockets.and_then(|s| s.ipv4_addrs(inode)) {
+        return kept.ok();
+    }
+    let ns = open().ok().filter(|ns| ns.inode() == inode)?;
+    ns.ipv4_addrs().ok()
 }
 
 /// Checks that `ns` is the namespace recorded for an endpoint, and (when the

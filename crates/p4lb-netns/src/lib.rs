@@ -7,6 +7,8 @@
 //! - [`NetNs::netlink`] (async callers) and [`NetNs::with_netlink`] (synchronous callers):
 //!   rtnetlink bound inside a namespace; [`NetNs::ipv4_addrs`] and [`ipv4_addrs`] list its
 //!   IPv4 addresses.
+//! - [`AddrSockets`]: netlink sockets kept inside namespaces an API server checks callers
+//!   against, so that their addresses are read without a thread at each call.
 //! - [`Error`]: what can go wrong; missing path and "not a network namespace" are distinct.
 //! - [`identity`]: which namespace an API caller's pid or path stands for and whether the
 //!   caller may speak for it (the controller and the node agent's relay apply it alike).
@@ -70,6 +72,9 @@ pub enum Error {
     /// The netlink socket could not be created inside the namespace.
     #[error("netlink socket in {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
+    /// Reading a netlink dump failed (the socket, or a reply that does not decode).
+    #[error("netlink dump in {path}: {source}")]
+    Dump { path: PathBuf, source: io::Error },
     /// A netlink request failed.
     #[error("netlink in {path}: {source}")]
     Netlink {
@@ -277,13 +282,223 @@ impl NetNs {
 
     /// The IPv4 addresses configured in this namespace (on any interface, loopback
     /// included), each once, in the kernel's order.
+    ///
+    /// The controller reads them at every migration event to check a caller's identity,
+    /// so this is the short way: the namespace's thread only creates a plain netlink
+    /// socket, and the calling thread dumps the addresses over it, with no runtime and
+    /// no rtnetlink connection (`cargo bench -p p4lb-netns --bench addrs` compares the
+    /// two).
     pub fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>> {
-        self.with_netlink(|h| async move { ipv4_addrs(&h).await })?
-            .map_err(|source| Error::Netlink {
+        dump_ipv4_addrs(&self.route_socket()?, 1).map_err(|source| Error::Dump {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// A plain (blocking) rtnetlink socket created inside this namespace.
+    fn route_socket(&self) -> Result<rtnetlink::sys::Socket> {
+        self.run(|| rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE))?
+            .map_err(|source| Error::Socket {
                 path: self.path.clone(),
                 source,
             })
     }
+}
+
+/// Netlink replies larger than this are not expected for an address dump (the kernel
+/// sends at most a page's worth of messages per datagram); it bounds the buffer.
+const DUMP_BUFFER: usize = 64 * 1024;
+
+/// RTM_GETADDR (IPv4) dumped over `socket`, which talks to the namespace it was created
+/// in: the local and peer addresses of every interface, each once. Replies to another
+/// sequence number (what an earlier, failed dump left unread) are skipped.
+fn dump_ipv4_addrs(socket: &rtnetlink::sys::Socket, seq: u32) -> io::Result<Vec<Ipv4Addr>> {
+    use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+    use rtnetlink::packet_route::address::AddressMessage;
+    use rtnetlink::packet_route::AddressFamily;
+
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetAddress(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.header.sequence_number = seq;
+    req.finalize();
+    let mut out_buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut out_buf);
+    socket.send_to(&out_buf, &rtnetlink::sys::SocketAddr::new(0, 0), 0)?;
+
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; DUMP_BUFFER];
+    loop {
+        let n = socket.recv(&mut &mut buf[..], 0)?;
+        let mut data = &buf[..n.min(buf.len())];
+        while !data.is_empty() {
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(data)
+                .map_err(|e| bad(format!("undecodable address dump: {e}")))?;
+            let len = m.header.length as usize;
+            if len == 0 || len > data.len() {
+                return Err(bad(format!(
+                    "netlink message of length {len} in {} bytes",
+                    data.len()
+                )));
+            }
+            data = &data[netlink_align(len).min(data.len())..];
+            if m.header.sequence_number != seq {
+                continue;
+            }
+            match m.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return Err(match e.code {
+                        Some(code) => io::Error::from_raw_os_error(-code.get()),
+                        None => bad("address dump ended with an acknowledgement".into()),
+                    })
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+                    for attr in a.attributes {
+                        if let AddressAttribute::Local(IpAddr::V4(v4))
+                        | AddressAttribute::Address(IpAddr::V4(v4)) = attr
+                        {
+                            if !out.contains(&v4) {
+                                out.push(v4);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// How long a kept socket's dump may wait for the kernel's reply.
+const KEPT_SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Netlink sockets kept open inside the network namespaces an API server checks
+/// callers against (the controller: its own node's endpoints), so that reading a
+/// namespace's addresses at every migration event needs no thread at all: a socket
+/// keeps talking to the namespace it was made in, from any thread.
+///
+/// Keyed by the namespace's inode. A kept socket holds its namespace alive, so no other
+/// namespace can have that inode while the entry exists: the key cannot be reused under
+/// it. The owner drops the entries of namespaces it no longer needs
+/// ([`AddrSockets::retain`]); at most `capacity` are kept, beyond that callers read
+/// the slow way ([`NetNs::ipv4_addrs`]).
+#[derive(Debug)]
+pub struct AddrSockets {
+    capacity: usize,
+    kept: std::sync::Mutex<
+        std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<KeptSocket>>>,
+    >,
+}
+
+#[derive(Debug)]
+struct KeptSocket {
+    socket: rtnetlink::sys::Socket,
+    seq: u32,
+}
+
+impl AddrSockets {
+    /// Keeps up to `capacity` sockets (one file descriptor each).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            kept: Default::default(),
+        }
+    }
+
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<KeptSocket>>>,
+    > {
+        // A panic while holding the map left it whole (every change is one call).
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a socket inside `ns` (one thread, once per namespace). Returns whether
+    /// one is kept for it now: false when `capacity` sockets are kept already.
+    pub fn keep(&self, ns: &NetNs) -> Result<bool> {
+        if self.map().contains_key(&ns.inode()) {
+            return Ok(true);
+        }
+        if self.map().len() >= self.capacity {
+            return Ok(false);
+        }
+        let socket = ns.route_socket()?;
+        set_receive_timeout(&socket, KEPT_SOCKET_TIMEOUT).map_err(|source| Error::Socket {
+            path: ns.path.clone(),
+            source,
+        })?;
+        let mut map = self.map();
+        if map.len() >= self.capacity && !map.contains_key(&ns.inode()) {
+            return Ok(false);
+        }
+        map.entry(ns.inode()).or_insert_with(|| {
+            std::sync::Arc::new(std::sync::Mutex::new(KeptSocket { socket, seq: 1 }))
+        });
+        Ok(true)
+    }
+
+    /// The IPv4 addresses of the namespace with inode `inode` ([`NetNs::ipv4_addrs`]),
+    /// read over its kept socket; `None` when none is kept for it.
+    pub fn ipv4_addrs(&self, inode: u64) -> Option<io::Result<Vec<Ipv4Addr>>> {
+        let kept = self.map().get(&inode).cloned()?;
+        let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
+        k.seq = k.seq.wrapping_add(1).max(1);
+        let seq = k.seq;
+        Some(dump_ipv4_addrs(&k.socket, seq))
+    }
+
+    /// Drops the sockets of the namespaces for which `wanted` is false.
+    pub fn retain(&self, wanted: impl Fn(u64) -> bool) {
+        self.map().retain(|inode, _| wanted(*inode));
+    }
+
+    /// Whether a socket is kept in the namespace with inode `inode`.
+    pub fn has(&self, inode: u64) -> bool {
+        self.map().contains_key(&inode)
+    }
+
+    /// How many sockets are kept.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// SO_RCVTIMEO on `socket`: a receive that waits longer fails with `WouldBlock`.
+fn set_receive_timeout(socket: &rtnetlink::sys::Socket, t: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid socket and a timeval of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Netlink messages start on 4-byte boundaries.
+fn netlink_align(len: usize) -> usize {
+    (len + 3) & !3
 }
 
 impl AsFd for NetNs {
@@ -334,6 +549,138 @@ mod tests {
             tx.send(NetNs::current()).expect("send");
         });
         rx.recv().expect("thread").expect("open fresh netns")
+    }
+
+    /// `ip` inside `ns` (through the open file, so a namespace without a bind mount
+    /// works too).
+    fn ip_cmd(ns: &NetNs) -> std::process::Command {
+        let mut c = std::process::Command::new("nsenter");
+        c.arg(format!(
+            "--net=/proc/{}/fd/{}",
+            std::process::id(),
+            ns.as_raw_fd()
+        ))
+        .arg("ip");
+        c
+    }
+
+    /// Runs `ip` with `args` inside `ns`.
+    fn ip_in(ns: &NetNs, args: &[&str]) {
+        let st = ip_cmd(ns).args(args).status().expect("nsenter ip");
+        assert!(st.success(), "ip {args:?}");
+    }
+
+    #[test]
+    fn the_plain_socket_dump_reads_what_rtnetlink_reads_across_many_replies() {
+        assert!(
+            is_root(),
+            "this test creates a network namespace: run as root"
+        );
+        let ns = fresh_netns();
+        ip_in(&ns, &["link", "set", "lo", "up"]);
+        ip_in(&ns, &["addr", "add", "10.1.2.3/24", "dev", "lo"]);
+        ip_in(
+            &ns,
+            &[
+                "addr",
+                "add",
+                "10.9.9.1",
+                "peer",
+                "10.9.9.2/32",
+                "dev",
+                "lo",
+            ],
+        );
+        ip_in(&ns, &["addr", "add", "fd00::1/64", "dev", "lo"]);
+        // Enough addresses that the dump needs several datagrams.
+        let batch: String = (0..600)
+            .map(|i| format!("addr add 10.20.{}.{}/32 dev lo\n", i / 200, i % 200 + 1))
+            .collect();
+        let mut child = ip_cmd(&ns)
+            .args(["-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "ip -batch");
+
+        let plain = ns.ipv4_addrs().unwrap();
+        let via_rtnetlink = ns
+            .with_netlink(|h| async move { ipv4_addrs(&h).await })
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain, via_rtnetlink);
+        assert_eq!(plain.len(), 1 + 1 + 2 + 600, "{plain:?}");
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "10.9.9.1",
+            "10.9.9.2",
+            "10.20.2.200",
+        ] {
+            assert!(plain.contains(&a.parse().unwrap()), "{a} missing");
+        }
+    }
+
+    #[test]
+    fn a_kept_socket_reads_the_namespace_live_until_it_is_dropped() {
+        assert!(
+            is_root(),
+            "this test creates a network namespace: run as root"
+        );
+        let (a, b) = (fresh_netns(), fresh_netns());
+        ip_in(&a, &["addr", "add", "10.61.0.1/24", "dev", "lo"]);
+        let kept = AddrSockets::new(1);
+        assert!(kept.ipv4_addrs(a.inode()).is_none(), "nothing kept yet");
+        assert!(kept.keep(&a).unwrap());
+        assert!(kept.keep(&a).unwrap(), "keeping twice is keeping once");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept.ipv4_addrs(a.inode()).unwrap().unwrap(),
+            a.ipv4_addrs().unwrap()
+        );
+        // Read at each call, not remembered: a new address shows at once.
+        ip_in(&a, &["addr", "add", "10.61.0.2/32", "dev", "lo"]);
+        let now = kept.ipv4_addrs(a.inode()).unwrap().unwrap();
+        assert!(now.contains(&Ipv4Addr::new(10, 61, 0, 2)), "{now:?}");
+        // Full: another namespace is not kept, and has no reading.
+        assert!(!kept.keep(&b).unwrap());
+        assert!(kept.ipv4_addrs(b.inode()).is_none());
+        // The socket outlives every handle on the namespace it was made in.
+        let inode = a.inode();
+        drop(a);
+        assert!(kept.ipv4_addrs(inode).unwrap().unwrap().len() >= 2);
+        kept.retain(|i| i != inode);
+        assert!(kept.is_empty());
+        assert!(kept.ipv4_addrs(inode).is_none());
+        assert!(kept.keep(&b).unwrap(), "room again");
+    }
+
+    #[test]
+    fn an_identity_reads_over_the_kept_socket_and_keeps_none_itself() {
+        assert!(
+            is_root(),
+            "this test creates a network namespace: run as root"
+        );
+        let ns = fresh_netns();
+        ip_in(&ns, &["addr", "add", "10.62.0.1/24", "dev", "lo"]);
+        let path = format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd());
+        let kept = AddrSockets::new(4);
+        let slow = identity::resolve_with(0, &path, true, Some(&kept)).unwrap();
+        assert_eq!(slow.inode, ns.inode());
+        assert!(kept.is_empty(), "reading keeps nothing");
+        assert!(kept.keep(&ns).unwrap());
+        // Taken away behind the kept socket's back: the next read sees it gone.
+        ip_in(&ns, &["addr", "del", "10.62.0.1/24", "dev", "lo"]);
+        let fast = identity::resolve_with(0, &path, true, Some(&kept)).unwrap();
+        let want = Ipv4Addr::new(10, 62, 0, 1);
+        assert!(slow.addrs.unwrap().contains(&want));
+        assert!(!fast.addrs.unwrap().contains(&want));
+        // Without asking for addresses nothing is read.
+        assert!(identity::resolve_with(0, &path, false, Some(&kept))
+            .unwrap()
+            .addrs
+            .is_none());
     }
 
     #[test]
