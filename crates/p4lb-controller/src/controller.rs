@@ -72,6 +72,9 @@ pub struct Controller {
     digests: mpsc::Sender<DigestList>,
     /// Wakes the deferred save ([`commit::deferred_save_loop`]).
     pub(crate) save_soon: Arc<tokio::sync::Notify>,
+    /// Netlink sockets kept in the namespaces of this node's endpoints: a caller's
+    /// addresses are read over them at each migration event ([`crate::identity`]).
+    pub(crate) addr_sockets: Arc<p4lb_netns::AddrSockets>,
 }
 
 /// Digest lists waiting for the digest task. A list holds up to
@@ -206,6 +209,9 @@ impl Controller {
             queue,
             digests,
             save_soon: Arc::new(tokio::sync::Notify::new()),
+            addr_sockets: Arc::new(p4lb_netns::AddrSockets::new(
+                crate::limits::MAX_KEPT_NETNS_SOCKETS,
+            )),
         });
         tokio::spawn(commit::deferred_save_loop(
             Arc::downgrade(&ctl),
@@ -703,6 +709,7 @@ impl Controller {
             switch_updates: self.link.updates.load(Relaxed),
             switch_sessions: self.link.reconnects.load(Relaxed),
             commit_queue: self.queued(),
+            netns_sockets: self.addr_sockets.len(),
         }
     }
 }

@@ -452,6 +452,8 @@ impl Controller {
                 .map_err(|e| Error::invalid(format!("netns_path {}: {e}", reg.netns_path)))?;
         }
         let (key, ip, restore_of_ip) = (reg.key.clone(), reg.ip, reg.restore_of_ip);
+        let own_netns = (reg.local && !reg.netns_path.is_empty())
+            .then(|| (reg.netns_path.clone(), reg.netns_inode));
         let ports = (self.cfg.ports.first, self.cfg.ports.last);
         let retired = self.ports.retired();
         let uplinks = self.uplinks.clone();
@@ -476,7 +478,38 @@ impl Controller {
             format!("ip={ip} port={}", rec.switch_port)
         };
         self.emit("endpoint", "added", &key, detail);
+        if let Some((path, inode)) = own_netns {
+            self.keep_socket_in(&path, inode);
+        }
         Ok(rec)
+    }
+
+    /// Keeps a netlink socket in the namespace at `path` (if it is still the one with
+    /// `inode`), off the caller's answer: its migration events then read the addresses
+    /// without a thread. Only endpoints' namespaces get one (at registration, and at
+    /// the liveness check for those without, as after a restart).
+    pub(crate) fn keep_socket_in(&self, path: &str, inode: u64) {
+        let sockets = self.addr_sockets.clone();
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let kept = p4lb_netns::NetNs::open(&path).and_then(|ns| {
+                if ns.inode() == inode {
+                    sockets.keep(&ns)
+                } else {
+                    Ok(false)
+                }
+            });
+            if let Err(e) = kept {
+                tracing::debug!(netns = %path, error = %e, "no netlink socket kept in the namespace");
+            }
+        });
+    }
+
+    /// Drops the kept sockets of namespaces no endpoint of `st` is in.
+    pub(crate) fn keep_sockets_of(&self, st: &State) {
+        let inodes: std::collections::HashSet<u64> =
+            st.endpoints.values().map(|e| e.netns_inode).collect();
+        self.addr_sockets.retain(|i| inodes.contains(&i));
     }
 
     /// DeregisterEndpoint from a caller on the controller's own host.
@@ -507,6 +540,9 @@ impl Controller {
             })
             .await?;
         if removed {
+            let g = self.inner.lock().await;
+            self.keep_sockets_of(&g.state);
+            drop(g);
             tracing::info!(key = %key, "endpoint deregistered");
             self.emit("endpoint", "removed", &key, String::new());
         }
@@ -599,9 +635,10 @@ impl Controller {
             return Err(Error::invalid("key is required"));
         }
         let ns = if caller.is_local() {
-            Some(identity::resolve(
+            Some(identity::resolve_with(
                 r.identity.as_ref(),
                 self.cfg.identity.check_addresses,
+                Some(&self.addr_sockets),
             )?)
         } else {
             None

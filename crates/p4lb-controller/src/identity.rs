@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 
 use p4lb_netns::identity::{self as rules, IdentityError};
+use p4lb_netns::AddrSockets;
 use p4lb_proto::api::Identity;
 
 use crate::error::{Error, Result};
@@ -31,8 +32,23 @@ pub fn check_claim(peer: Peer, claimed: &Netns) -> Result<()> {
 /// Resolves an identity to its namespace; INVALID_ARGUMENT when it names nothing,
 /// NOT_FOUND when the pid or path does not exist.
 pub fn resolve(id: Option<&Identity>, read_addrs: bool) -> Result<Netns> {
+    resolve_with(id, read_addrs, None)
+}
+
+/// [`resolve`], reading the addresses over the socket kept in the namespace when
+/// `sockets` has one ([`AddrSockets`]: no thread per call).
+pub fn resolve_with(
+    id: Option<&Identity>,
+    read_addrs: bool,
+    sockets: Option<&AddrSockets>,
+) -> Result<Netns> {
     let id = id.ok_or_else(|| Error::invalid("identity is required (pid or netns_path)"))?;
-    Ok(rules::resolve(id.pid, &id.netns_path, read_addrs)?)
+    Ok(rules::resolve_with(
+        id.pid,
+        &id.netns_path,
+        read_addrs,
+        sockets,
+    )?)
 }
 
 /// Checks that `ns` is the namespace recorded for an endpoint, and (when the

@@ -235,6 +235,12 @@ pub fn take_within<T: prost::Message>(
     (out, total)
 }
 
+/// Network namespaces of the controller's own endpoints in which it keeps a netlink
+/// socket open to read their addresses at each migration event without a thread
+/// (`p4lb_netns::AddrSockets`; one file descriptor each). Beyond this many, the
+/// addresses of the others are read the slower way.
+pub const MAX_KEPT_NETNS_SOCKETS: usize = 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,11 @@
 //! interface may legitimately be in flux. Only endpoints of the controller's own node
 //! are checked: another node's namespace paths and interfaces name things of another
 //! kernel, which the controller cannot see.
+//!
+//! The same check keeps the controller's netlink sockets in its endpoints' namespaces
+//! (`p4lb_netns::AddrSockets`, read at each migration event) in line: dropped for an
+//! endpoint that is gone, stale or detached (a kept socket holds its namespace alive),
+//! made for a live one without (after a restart).
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -141,7 +146,33 @@ impl Controller {
     /// module documentation); returns the keys withdrawn.
     pub async fn withdraw_stale(&self) -> Result<Vec<String>> {
         let local = self.node_name.clone();
-        let candidates = stale_endpoints(&self.inner.lock().await.state, &local);
+        let candidates = {
+            let g = self.inner.lock().await;
+            // Sockets are kept only in the namespaces of this node's endpoints that are
+            // not gone (a kept socket would hold a dead pod's namespace, and its veth,
+            // alive); those without one (as after a restart) get one.
+            let live: std::collections::HashMap<u64, &str> = g
+                .state
+                .endpoints
+                .values()
+                .filter(|e| {
+                    checked_here(e, &local)
+                        && e.state != EndpointState::Stale
+                        && !e.detached
+                        && !e.netns_path.is_empty()
+                        && e.netns_inode != 0
+                        && gone(e).is_none()
+                })
+                .map(|e| (e.netns_inode, e.netns_path.as_str()))
+                .collect();
+            self.addr_sockets.retain(|i| live.contains_key(&i));
+            for (inode, path) in &live {
+                if !self.addr_sockets.has(*inode) {
+                    self.keep_socket_in(path, *inode);
+                }
+            }
+            stale_endpoints(&g.state, &local)
+        };
         let mut withdrawn = Vec::new();
         for (key, why) in candidates {
             let k = key.clone();

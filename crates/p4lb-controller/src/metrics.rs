@@ -85,6 +85,7 @@ pub struct Gauges {
     pub switch_updates: u64,
     pub switch_sessions: u64,
     pub commit_queue: usize,
+    pub netns_sockets: usize,
 }
 
 /// A sampled size as a gauge value.
@@ -229,6 +230,11 @@ impl Metrics {
                 "Learned connections installed",
                 g.conn_entries,
             ),
+            (
+                "netns_sockets_kept",
+                "Netlink sockets kept in endpoints' network namespaces to check callers' addresses",
+                g.netns_sockets,
+            ),
         ] {
             r.register(name, help, size(v));
         }
@@ -261,7 +267,7 @@ mod tests {
     use super::*;
 
     /// Every metric with its type, as the controller has always exported them.
-    const EXPORTED: [(&str, &str); 33] = [
+    const EXPORTED: [(&str, &str); 34] = [
         ("api_calls_total", "counter"),
         ("api_errors_total", "counter"),
         ("digest_lists_total", "counter"),
@@ -292,6 +298,7 @@ mod tests {
         ("active_migrations", "gauge"),
         ("table_entries", "gauge"),
         ("connection_entries", "gauge"),
+        ("netns_sockets_kept", "gauge"),
         ("switch_writes_total", "counter"),
         ("switch_updates_total", "counter"),
         ("switch_sessions_total", "counter"),

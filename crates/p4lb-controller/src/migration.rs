@@ -358,9 +358,10 @@ impl Controller {
                      with identity",
                 ));
             }
-            Some(identity::resolve(
+            Some(identity::resolve_with(
                 r.identity.as_ref(),
                 self.cfg.identity.check_addresses,
+                Some(&self.addr_sockets),
             )?)
         } else {
             None

@@ -284,6 +284,11 @@ async fn an_endpoint_whose_netns_is_gone_is_withdrawn() {
     c.client.register_endpoint(r).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(endpoint(&mut c, "lvn/eth0").await.unwrap().state, "ready");
+    assert_eq!(
+        c.ctl.gauges().await.netns_sockets,
+        1,
+        "a socket kept in the endpoint's namespace"
+    );
     drop(ns);
     let mut gone = false;
     for _ in 0..50 {
@@ -295,6 +300,35 @@ async fn an_endpoint_whose_netns_is_gone_is_withdrawn() {
     }
     assert!(gone, "the endpoint of a deleted namespace stays ready");
     assert_stale(&mut c, "lvn/eth0").await;
+    // The kept socket would hold the deleted namespace alive: it is dropped.
+    assert_eq!(c.ctl.gauges().await.netns_sockets, 0);
+    c.stop().await;
+    sw.shutdown().await;
+}
+
+/// A controller restarted on its state keeps a socket in each live endpoint's
+/// namespace again, at its first liveness check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_keeps_sockets_in_its_endpoints_namespaces_again() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let sw = start_switch(&ssock).await;
+    let ns = Netns::new("p4lbt-lvks", &["10.88.9.31"]);
+    let mut c = Ctl::start(cfg(&dir, &ssock, 200)).await;
+    let mut r = register_req("lvk", "10.88.9.31", "02:00:00:00:09:31", "");
+    r.netns_path = ns.path();
+    c.client.register_endpoint(r).await.unwrap();
+    c.stop().await;
+    let c = Ctl::start(cfg(&dir, &ssock, 200)).await;
+    let mut kept = 0;
+    for _ in 0..50 {
+        kept = c.ctl.gauges().await.netns_sockets;
+        if kept == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kept, 1, "no socket kept for the endpoint after the restart");
     c.stop().await;
     sw.shutdown().await;
 }

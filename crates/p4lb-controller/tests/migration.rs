@@ -487,6 +487,74 @@ async fn snapshot_and_abort_unlock_the_source() {
     sw.shutdown().await;
 }
 
+/// The controller keeps a netlink socket in each of its endpoints' namespaces from their
+/// registration, reads a caller's addresses over it at each migration event (live: an
+/// address taken away is missed at once) and drops it when the endpoint leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_is_kept_in_each_endpoints_namespace_until_it_leaves() {
+    let (_d, dir) = tempdir();
+    let ssock = dir.join("switch.sock");
+    let _sw = start_switch(&ssock).await;
+    let a = Netns::new("p4lbt-ks-a", &["10.88.9.21"]);
+    let b = Netns::new("p4lbt-ks-b", &["10.88.9.22"]);
+    let mut c = Ctl::start(config(&dir, &ssock)).await;
+    for (cid, ip, mac, ns) in [
+        ("a", "10.88.9.21", "02:00:00:00:09:21", &a),
+        ("b", "10.88.9.22", "02:00:00:00:09:22", &b),
+    ] {
+        let mut r = register_req(cid, ip, mac, "");
+        r.netns_path = ns.path();
+        c.client.register_endpoint(r).await.unwrap();
+    }
+    // Kept off the registration's answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.ctl.gauges().await.netns_sockets < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sockets kept for the two endpoints"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = c
+        .client
+        .migration_event(event(api::MigrationPhase::Lock, &a, "", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.endpoint.as_ref().map(|e| e.key.as_str()), Some("a/eth0"));
+    c.client
+        .migration_event(event(api::MigrationPhase::Abort, &a, &m.id, ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.ctl.gauges().await.netns_sockets,
+        2,
+        "read over the kept ones"
+    );
+    // The address check reads the namespace as it is now.
+    assert!(b.0.del_addr("lo", "10.88.9.22/32").unwrap());
+    let e = c
+        .client
+        .migration_event(event(api::MigrationPhase::Lock, &b, "", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    assert!(
+        e.message().contains("does not have 10.88.9.22 configured"),
+        "{}",
+        e.message()
+    );
+    c.client
+        .deregister_endpoint(api::DeregisterEndpointRequest {
+            container_id: "b".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.ctl.gauges().await.netns_sockets, 1, "b's socket dropped");
+    c.stop().await;
+}
+
 /// The action script's calls: LOCK's and RESTORE_STARTED's answers name the caller's
 /// endpoint (no GetEndpoint needed), LOCK and RESTORE_STARTED from a namespace without
 /// an endpoint are NOT_FOUND and change nothing, and UNLOCK without a RESTORED_AT
