@@ -82,6 +82,56 @@ async fn add_missing(
     Ok(change)
 }
 
+/// Removes from `ifname` in the network namespace of `pid` each of `addrs` that is
+/// configured there as a /32: the undoing of [`ensure_addresses`] for the addresses
+/// it added (never those that were already present). Returns the ones removed.
+pub fn remove_addresses(
+    pid: u32,
+    ifname: &str,
+    addrs: &[Ipv4Addr],
+) -> Result<Vec<Ipv4Addr>, NetnsError> {
+    if addrs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ns = NetNs::from_pid(pid)?;
+    let path = ns.path().to_path_buf();
+    ns.with_netlink(|handle| async move {
+        let nl = |detail: String| NetnsError::Netlink {
+            path: path.clone(),
+            detail,
+        };
+        let index = link_index(&handle, &path, ifname).await?;
+        let mut found = Vec::new();
+        let mut s = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = s.try_next().await.map_err(|e| nl(e.to_string()))? {
+            let local = msg.attributes.iter().find_map(|a| match a {
+                rtnetlink::packet_route::address::AddressAttribute::Local(IpAddr::V4(v)) => {
+                    Some(*v)
+                }
+                _ => None,
+            });
+            if let Some(a) = local.filter(|a| addrs.contains(a) && msg.header.prefix_len == 32) {
+                found.push((a, msg));
+            }
+        }
+        let mut removed = Vec::new();
+        for (a, msg) in found {
+            handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(|e| nl(format!("removing {a}/32 from {ifname}: {e}")))?;
+            removed.push(a);
+        }
+        Ok(removed)
+    })?
+}
+
 /// Interface `ifname` in the namespace `handle` talks to (`path` names that namespace
 /// in errors).
 async fn find_link(

@@ -1,14 +1,14 @@
 //! What happens at restore: read the record that came with the images, tell the
-//! controller the restore started in the target endpoint, move the container's
-//! addresses into the target network namespace (CRIU binds the restored sockets to
-//! them), and at pre-resume send UNLOCK, with which the controller repoints the
+//! controller the restore started in the target endpoint and, while it answers, move
+//! the container's addresses into the target network namespace (CRIU binds the
+//! restored sockets to them; a refused restore takes them out again), and at pre-resume send UNLOCK, with which the controller repoints the
 //! backend to the target and releases it (one call: no RESTORED_AT).
 
 use p4lb_api::CheckpointMode;
 
 use crate::config::Policy;
 use crate::error::ActionError;
-use crate::netns::{ensure_addresses, route_to_pod};
+use crate::netns::{ensure_addresses, remove_addresses, route_to_pod};
 use crate::record::{MigrationRecord, RecordState};
 use crate::run_state::{RunSide, RunState};
 use crate::runner::Run;
@@ -76,24 +76,36 @@ pub async fn restore_started(
     };
     let pid = run.init_pid()?;
     let source_ip = rec.source.ip.to_string();
-    let m = match run
+    // CRIU waits for both the controller's answer and the addresses: the addresses go
+    // into the target (on the source's interface name, which the target's almost
+    // always shares) while the controller answers, and are taken out again if the
+    // answer does not let the restore go on.
+    let moving = {
+        let (ifname, addrs) = (rec.source.ifname.clone(), rec.addresses.clone());
+        tokio::task::spawn_blocking(move || ensure_addresses(pid, &ifname, &addrs))
+    };
+    let answer = run
         .event(
             MigrationPhase::RestoreStarted,
             &rec.migration_id,
             &source_ip,
             false,
         )
+        .await;
+    let moved = moving
         .await
-    {
+        .map_err(|e| ActionError::Input(format!("moving the addresses: {e}")))?;
+    let m = match answer {
         Ok(m) => m,
-        // The controller's refusal of a caller without an endpoint: a failure whatever
-        // the policy.
-        Err(ActionError::Controller(e)) if e.is_no_endpoint() => {
-            return Err(not_an_endpoint(pid, &rec.migration_id));
-        }
         Err(e) if e.is_controller() && run.cfg.policy == Policy::IgnoreController => {
-            // The sockets must still bind: move the addresses, tell nobody.
-            let change = ensure_addresses(pid, &rec.source.ifname, &rec.addresses)?;
+            // The controller's refusal of a caller without an endpoint: a failure whatever
+            // the policy.
+            if matches!(&e, ActionError::Controller(c) if c.is_no_endpoint()) {
+                undo_addresses(pid, &rec.source.ifname, &moved);
+                return Err(not_an_endpoint(pid, &rec.migration_id));
+            }
+            // The sockets must still bind: keep the addresses, tell nobody.
+            let change = moved?;
             run.save(&st)?;
             tracing::warn!(
                 "{e}; policy ignore-controller: addresses moved, the switch is not repointed"
@@ -103,19 +115,33 @@ pub async fn restore_started(
                 change.added, rec.source.ifname, change.already_present
             ));
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            undo_addresses(pid, &rec.source.ifname, &moved);
+            return Err(match e {
+                ActionError::Controller(c) if c.is_no_endpoint() => {
+                    not_an_endpoint(pid, &rec.migration_id)
+                }
+                e => e,
+            });
+        }
     };
     // The controller names the caller's endpoint in its answer: the restore target.
-    let target = m
-        .endpoint
-        .clone()
-        .ok_or_else(|| not_an_endpoint(pid, &rec.migration_id))?;
+    let Some(target) = m.endpoint.clone() else {
+        undo_addresses(pid, &rec.source.ifname, &moved);
+        return Err(not_an_endpoint(pid, &rec.migration_id));
+    };
     let ifname = if target.ifname.is_empty() {
         rec.source.ifname.clone()
     } else {
         target.ifname.clone()
     };
-    let change = ensure_addresses(pid, &ifname, &rec.addresses)?;
+    let change = if ifname == rec.source.ifname {
+        moved?
+    } else {
+        // The target's interface has another name: the addresses move there instead.
+        undo_addresses(pid, &rec.source.ifname, &moved);
+        ensure_addresses(pid, &ifname, &rec.addresses)?
+    };
     if target.behind_node {
         // The switch sends the old addresses to this node: the node routes them on.
         route_to_pod(&target.host_ifname, &rec.addresses)?;
@@ -164,6 +190,21 @@ pub async fn unlock(
         "migration {} switched over and unlocked at {} (switchover {} us, stall {} us)",
         m.id, st.endpoint_key, m.switchover_us, m.stall_us
     ))
+}
+
+/// Takes out of the target what [`ensure_addresses`] added on `ifname` (nothing it
+/// found already there); a failure to do so is logged, the action fails anyway.
+fn undo_addresses(
+    pid: u32,
+    ifname: &str,
+    moved: &Result<crate::netns::AddressChange, crate::netns::NetnsError>,
+) {
+    let Ok(change) = moved else {
+        return;
+    };
+    if let Err(e) = remove_addresses(pid, ifname, &change.added) {
+        tracing::warn!(error = %e, added = ?change.added, "taking the added addresses out of the restore target");
+    }
 }
 
 /// The restore target is no p4lb endpoint: a failure whatever the policy (the

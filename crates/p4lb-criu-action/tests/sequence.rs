@@ -756,6 +756,39 @@ fn target_without_an_endpoint_fails_the_restore() {
     assert!(!dst.addrs().contains(&"10.94.0.5".parse().unwrap()));
 }
 
+/// The addresses go into the target while the controller answers, on the source's
+/// interface name; a target whose interface is named otherwise gets them there, and
+/// none stay on the other interface.
+#[test]
+fn a_target_interface_named_otherwise_gets_the_addresses_and_the_guess_is_undone() {
+    let w = World::new();
+    let src = Netns::new("10.93.0.5/24");
+    w.add_endpoint(&src, "a/eth0", "10.93.0.5", &[], &[]);
+    let dump = Criu::new(&w.images());
+    for a in ["pre-dump", "network-lock", "post-dump"] {
+        w.ok(&dump, a, Some(src.pid()));
+    }
+    let dst = Netns::new("10.93.0.6/24");
+    dst.ns
+        .add_veth("net1", "peer1", None)
+        .expect("veth net1/peer1");
+    dst.ns.link_up("net1").expect("net1 up");
+    w.add_endpoint(&dst, "b/net1", "10.93.0.6", &[], &[]);
+    w.server()
+        .state
+        .lock()
+        .unwrap()
+        .endpoints
+        .get_mut(&dst.inode())
+        .unwrap()
+        .ifname = "net1".into();
+    let restore = Criu::new(&w.images());
+    w.ok(&restore, "pre-restore", None);
+    w.ok(&restore, "setup-namespaces", Some(dst.pid()));
+    assert_eq!(dst.ns.ipv4_addrs("net1").unwrap(), vec!["10.93.0.5/32"]);
+    assert_eq!(dst.ns.ipv4_addrs("eth0").unwrap(), vec!["10.93.0.6/24"]);
+}
+
 #[test]
 fn odd_invocations() {
     let w = World::new();
