@@ -632,16 +632,29 @@ impl World {
         i: usize,
         ignore_static_ip: bool,
     ) -> Result<Moved> {
+        self.migrate_podman_in_place_with(name, net, i, ignore_static_ip, "")
+    }
+
+    /// [`World::migrate_podman_in_place`] with more options (`flags`, e.g. ` --keep`)
+    /// for both podman commands.
+    pub fn migrate_podman_in_place_with(
+        &self,
+        name: &str,
+        net: &str,
+        i: usize,
+        ignore_static_ip: bool,
+        flags: &str,
+    ) -> Result<Moved> {
         let old_ip = self.address(name, net)?;
         let t = Instant::now();
         self.step(
             &format!("checkpoint {i} (in place)"),
-            &format!("podman container checkpoint --tcp-established {name}"),
+            &format!("podman container checkpoint --tcp-established{flags} {name}"),
         )?;
         let checkpoint_ms = t.elapsed().as_millis();
         let t = Instant::now();
         self.restore_podman(
-            &format!("podman container restore --tcp-established {name}"),
+            &format!("podman container restore --tcp-established{flags} {name}"),
             name,
             i,
             ignore_static_ip,

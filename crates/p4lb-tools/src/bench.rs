@@ -508,6 +508,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         }
     );
 
+    let mut first_rows = None;
     if floor {
         let read = |log: &str, what: &str| {
             crate::criu_floor::floor_of(log)
@@ -518,6 +519,8 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
             read(&restore_log, "restore.log")?,
         );
         let (_, fl) = crate::criu_floor::print((&fd, &fr), &dump_times, &restore_times);
+        first_rows =
+            Some(crate::criu_floor::compare_migration((&fd, &fr), &dump_times, &restore_times).0);
         println!(
             "  the two do-nothing scripts around p4lb's add about 2 x {fl:.2} ms to the CRIU runs \
              above (of it in the lock about 2 x {:.2} ms); P4LB_BENCH_FLOOR=0 leaves them out",
@@ -596,7 +599,7 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
     let mut natives = Vec::new();
     let mut owns = Vec::new();
     for r in 1..=rounds {
-        let native = in_place_p4lb(&w, r).with_context(|| {
+        let native = in_place_p4lb(&w, r, floor).with_context(|| {
             format!("p4lb's migration in place (the netavark plugin), round {r}")
         })?;
         native.print(r);
@@ -638,6 +641,11 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
         );
         natives.push(native);
         owns.push(own);
+    }
+    if let Some(first) = first_rows {
+        let mut all = vec![first];
+        all.extend(natives.iter().filter_map(|n| n.floor_rows.clone()));
+        crate::criu_floor::print_over_migrations(&all);
     }
     let own_stall = median(owns.iter().map(|o| o.longest_stall_ms as f64));
     let own_wall = median(owns.iter().map(|o| (o.checkpoint_ms + o.restore_ms) as f64));
@@ -740,6 +748,9 @@ struct InPlace {
     client_stall_ms: u64,
     waits: Vec<i64>,
     survived: u64,
+    /// p4lb's action script against the floor in this move's CRIU runs (with the
+    /// floor scripts installed).
+    floor_rows: Option<Vec<crate::criu_floor::Compared>>,
 }
 
 impl InPlace {
@@ -770,11 +781,40 @@ impl InPlace {
 /// One migration of the server on the p4lb network, in place with a new address
 /// ([`World::migrate_podman_in_place`]), with new clients at the main run's number
 /// and rate.
-fn in_place_p4lb(w: &World, round: usize) -> Result<InPlace> {
+fn in_place_p4lb(w: &World, round: usize, floor: bool) -> Result<InPlace> {
     let client = w.start_client(CONNS, RATE)?;
     std::thread::sleep(Duration::from_secs(3));
     client.mark()?;
-    let moved = w.migrate_podman_in_place("web", NATIVE_NET, round, true)?;
+    // With the floor scripts, podman keeps CRIU's logs (--keep) for their timing.
+    let flags = if floor { " --keep" } else { "" };
+    let moved = w.migrate_podman_in_place_with("web", NATIVE_NET, round, true, flags)?;
+    let floor_rows = if floor {
+        let id = w.sh("podman inspect -f '{{.Id}}' web")?;
+        let id = id.trim();
+        let (dump_log, restore_log) = (
+            criu_log(w, id, "dump.log")?,
+            criu_log(w, id, "restore.log")?,
+        );
+        let times = |log: &str, what: &str| {
+            script_times(log, &w.action).with_context(|| format!("reading CRIU's {what}"))
+        };
+        let floors = |log: &str, what: &str| {
+            crate::criu_floor::floor_of(log)
+                .with_context(|| format!("reading the floor's runs in CRIU's {what}"))
+        };
+        let (fd, fr) = (
+            floors(&dump_log, "dump.log")?,
+            floors(&restore_log, "restore.log")?,
+        );
+        let (rows, _) = crate::criu_floor::compare_migration(
+            (&fd, &fr),
+            &times(&dump_log, "dump.log")?,
+            &times(&restore_log, "restore.log")?,
+        );
+        Some(rows)
+    } else {
+        None
+    };
     std::thread::sleep(Duration::from_secs(3));
     let (done, survived) = finished(client)?;
     let after = &done.last;
@@ -807,6 +847,7 @@ fn in_place_p4lb(w: &World, round: usize) -> Result<InPlace> {
         client_stall_ms: after.totals.longest_stall_ms,
         waits,
         survived,
+        floor_rows,
     })
 }
 

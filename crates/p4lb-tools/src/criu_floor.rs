@@ -168,6 +168,147 @@ pub fn compare(
     (out, unpaired)
 }
 
+/// Both sides of one migration compared ([`compare`]), dump first.
+pub fn compare_migration(
+    floor: (&ScriptTimes, &ScriptTimes),
+    p4lb_dump: &ScriptTimes,
+    p4lb_restore: &ScriptTimes,
+) -> (Vec<Compared>, Vec<String>) {
+    let (mut rows, mut unpaired) = compare("dump", p4lb_dump, floor.0);
+    let (r, u) = compare("restore", p4lb_restore, floor.1);
+    rows.extend(r);
+    unpaired.extend(u);
+    (rows, unpaired)
+}
+
+/// One action's excess over the floor across several migrations of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverMigrations {
+    pub side: &'static str,
+    pub action: String,
+    /// Excess over the floor, ms, one per migration that timed the action, sorted.
+    pub over_ms: Vec<f64>,
+}
+
+impl OverMigrations {
+    pub fn median(&self) -> f64 {
+        let v = &self.over_ms;
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    pub fn max(&self) -> f64 {
+        self.over_ms.last().copied().unwrap_or(0.0)
+    }
+
+    /// In how many migrations the action was within [`PER_ACTION_GOAL_MS`].
+    pub fn within(&self) -> usize {
+        self.over_ms
+            .iter()
+            .filter(|o| **o <= PER_ACTION_GOAL_MS)
+            .count()
+    }
+}
+
+/// Per action (in the order of the first migration), the excess over the floor in
+/// each of `migrations`; and each migration's total excess, sorted.
+pub fn over_migrations(migrations: &[Vec<Compared>]) -> (Vec<OverMigrations>, Vec<f64>) {
+    let mut per: Vec<OverMigrations> = Vec::new();
+    let mut totals = Vec::new();
+    for rows in migrations {
+        totals.push(rows.iter().map(Compared::over_ms).sum::<f64>());
+        for c in rows {
+            match per
+                .iter_mut()
+                .find(|p| p.side == c.side && p.action == c.action)
+            {
+                Some(p) => p.over_ms.push(c.over_ms()),
+                None => per.push(OverMigrations {
+                    side: c.side,
+                    action: c.action.clone(),
+                    over_ms: vec![c.over_ms()],
+                }),
+            }
+        }
+    }
+    for p in &mut per {
+        p.over_ms.sort_by(f64::total_cmp);
+    }
+    totals.sort_by(f64::total_cmp);
+    (per, totals)
+}
+
+/// Prints [`over_migrations`]: one migration's figure is one sample of a busy
+/// machine, the median over the run's migrations is the action's cost.
+pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
+    let (per, totals) = over_migrations(migrations);
+    let n = migrations.len();
+    println!(
+        "p4lb's action script against the exec floor over the {n} migrations of this run that          kept CRIU's logs (the one above and the in-place rounds; ms above the floor of the          same CRIU run):"
+    );
+    println!(
+        "  {:<8} {:<22} {:>7} {:>9} {:>9}  within {PER_ACTION_GOAL_MS} ms: median, migrations",
+        "side", "action", "timed", "median", "max"
+    );
+    for p in &per {
+        println!(
+            "  {:<8} {:<22} {:>7} {:>9.2} {:>9.2}  {:<6} {}/{}",
+            p.side,
+            p.action,
+            p.over_ms.len(),
+            p.median(),
+            p.max(),
+            if p.median() <= PER_ACTION_GOAL_MS {
+                "yes"
+            } else {
+                "NO"
+            },
+            p.within(),
+            p.over_ms.len()
+        );
+    }
+    let whole = OverMigrations {
+        side: "both",
+        action: "sum".into(),
+        over_ms: totals,
+    };
+    println!(
+        "  {:<8} {:<22} {:>7} {:>9.2} {:>9.2}  total within {TOTAL_GOAL_MS} ms: median {}, in          {}/{} migrations",
+        "both",
+        "sum",
+        whole.over_ms.len(),
+        whole.median(),
+        whole.max(),
+        if whole.median() <= TOTAL_GOAL_MS {
+            "yes"
+        } else {
+            "NO"
+        },
+        whole
+            .over_ms
+            .iter()
+            .filter(|t| **t <= TOTAL_GOAL_MS)
+            .count(),
+        whole.over_ms.len()
+    );
+    let actions_within = per
+        .iter()
+        .filter(|p| p.median() <= PER_ACTION_GOAL_MS)
+        .count();
+    println!(
+        "  every action within {PER_ACTION_GOAL_MS} ms of the floor on the median: {} ({actions_within} of {} actions)",
+        if actions_within == per.len() {
+            "yes"
+        } else {
+            "NO"
+        },
+        per.len()
+    );
+}
+
 /// Prints the comparison; returns (p4lb total, floor total) over the paired
 /// actions.
 pub fn print(
@@ -175,10 +316,7 @@ pub fn print(
     p4lb_dump: &ScriptTimes,
     p4lb_restore: &ScriptTimes,
 ) -> (f64, f64) {
-    let (mut rows, mut unpaired) = compare("dump", p4lb_dump, floor.0);
-    let (r, u) = compare("restore", p4lb_restore, floor.1);
-    rows.extend(r);
-    unpaired.extend(u);
+    let (rows, unpaired) = compare_migration(floor, p4lb_dump, p4lb_restore);
     println!(
         "p4lb's action script against the exec floor (CRIU's sh -c of a do-nothing script, \
          run by the same CRIU just before p4lb's; ms per run, exact: each run ends where CRIU \
@@ -311,5 +449,43 @@ mod tests {
             .replace("noop-x", "noop-2");
         let f2 = floor_of(&swapped).unwrap();
         assert_eq!(f2.actions, f.actions);
+    }
+
+    #[test]
+    fn each_actions_excess_is_summed_up_over_the_migrations_of_a_run() {
+        let c = |side, action: &str, p4lb_ms, floor_ms| Compared {
+            side,
+            action: action.into(),
+            p4lb_ms,
+            floor_ms,
+        };
+        let migrations = vec![
+            vec![
+                c("dump", "network-lock", 4.0, 1.0),
+                c("restore", "pre-resume", 2.5, 1.0),
+            ],
+            vec![
+                c("dump", "network-lock", 2.5, 1.0),
+                c("restore", "pre-resume", 3.0, 1.5),
+            ],
+            // A migration whose log timed only one of the two.
+            vec![c("dump", "network-lock", 2.0, 1.0)],
+        ];
+        let (per, totals) = over_migrations(&migrations);
+        assert_eq!(per.len(), 2);
+        assert_eq!(
+            (per[0].side, per[0].action.as_str()),
+            ("dump", "network-lock")
+        );
+        assert_eq!(per[0].over_ms, vec![1.0, 1.5, 3.0]);
+        assert_eq!(per[0].median(), 1.5);
+        assert_eq!(per[0].max(), 3.0);
+        assert_eq!(per[0].within(), 2);
+        assert_eq!(per[1].over_ms, vec![1.5, 1.5]);
+        assert_eq!(per[1].median(), 1.5);
+        assert_eq!(per[1].within(), 2);
+        assert_eq!(totals, vec![1.0, 3.0, 4.5]);
+        let (none, no_totals) = over_migrations(&[]);
+        assert!(none.is_empty() && no_totals.is_empty());
     }
 }
