@@ -500,7 +500,11 @@ impl Controller {
                 }
             });
             if let Err(e) = kept {
-                tracing::debug!(netns = %path, error = %e, "no netlink socket kept in the namespace");
+                tracing::debug!(
+                    netns = %path,
+                    error = %e,
+                    "no netlink socket kept in the namespace"
+                );
             }
         });
     }

@@ -1,8 +1,9 @@
 //! What happens at restore: read the record that came with the images, tell the
 //! controller the restore started in the target endpoint and, while it answers, move
 //! the container's addresses into the target network namespace (CRIU binds the
-//! restored sockets to them; a refused restore takes them out again), and at pre-resume send UNLOCK, with which the controller repoints the
-//! backend to the target and releases it (one call: no RESTORED_AT).
+//! restored sockets to them; a refused restore takes them out again), and at
+//! pre-resume send UNLOCK, with which the controller repoints the backend to the
+//! target and releases it (one call: no RESTORED_AT).
 
 use p4lb_api::CheckpointMode;
 
@@ -203,7 +204,11 @@ fn undo_addresses(
         return;
     };
     if let Err(e) = remove_addresses(pid, ifname, &change.added) {
-        tracing::warn!(error = %e, added = ?change.added, "taking the added addresses out of the restore target");
+        tracing::warn!(
+            error = %e,
+            added = ?change.added,
+            "taking the added addresses out of the restore target"
+        );
     }
 }
 

@@ -247,7 +247,9 @@ pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
     let (per, totals) = over_migrations(migrations);
     let n = migrations.len();
     println!(
-        "p4lb's action script against the exec floor over the {n} migrations of this run that          kept CRIU's logs (the one above and the in-place rounds; ms above the floor of the          same CRIU run):"
+        "p4lb's action script against the exec floor over the {n} migrations of this run that \
+         kept CRIU's logs (the one above and the in-place rounds; ms above the floor of the \
+         same CRIU run):"
     );
     println!(
         "  {:<8} {:<22} {:>7} {:>9} {:>9}  within {PER_ACTION_GOAL_MS} ms: median, migrations",
@@ -276,7 +278,8 @@ pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
         over_ms: totals,
     };
     println!(
-        "  {:<8} {:<22} {:>7} {:>9.2} {:>9.2}  total within {TOTAL_GOAL_MS} ms: median {}, in          {}/{} migrations",
+        "  {:<8} {:<22} {:>7} {:>9.2} {:>9.2}  total within {TOTAL_GOAL_MS} ms: median {}, in \
+         {}/{} migrations",
         "both",
         "sum",
         whole.over_ms.len(),
@@ -299,7 +302,8 @@ pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
         .filter(|p| p.median() <= PER_ACTION_GOAL_MS)
         .count();
     println!(
-        "  every action within {PER_ACTION_GOAL_MS} ms of the floor on the median: {} ({actions_within} of {} actions)",
+        "  every action within {PER_ACTION_GOAL_MS} ms of the floor on the median: {} \
+         ({actions_within} of {} actions)",
         if actions_within == per.len() {
             "yes"
         } else {
