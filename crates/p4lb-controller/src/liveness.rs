@@ -24,6 +24,7 @@
 //! endpoint that is gone, stale or detached (a kept socket holds its namespace alive),
 //! made for a live one without (after a restart).
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -110,14 +111,45 @@ pub fn checked_here(e: &EndpointRec, local_node: &str) -> bool {
     e.node.is_empty() || e.node == local_node
 }
 
-/// Endpoints of `st` on `local_node` (the controller's own node) that are gone and may
-/// be withdrawn, with the reason.
-pub fn stale_endpoints(st: &State, local_node: &str) -> Vec<(String, Gone)> {
-    st.endpoints
+/// What one check of the endpoints of `local_node` (the controller's own node) found,
+/// each endpoint looked at once ([`check_endpoints`]).
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Endpoints that are gone and may be withdrawn, with the reason.
+    pub stale: Vec<(String, Gone)>,
+    /// Namespace inode → path of the endpoints that are live (not gone, stale or
+    /// detached): those a netlink socket may be kept in.
+    pub live_netns: HashMap<u64, String>,
+}
+
+/// Checks every endpoint of `st` on `local_node` once.
+pub fn check_endpoints(st: &State, local_node: &str) -> Checked {
+    let mut out = Checked::default();
+    for e in st
+        .endpoints
         .values()
-        .filter(|e| checked_here(e, local_node) && !in_live_migration(st, e))
-        .filter_map(|e| gone(e).map(|why| (e.key.clone(), why)))
-        .collect()
+        .filter(|e| checked_here(e, local_node))
+    {
+        match gone(e) {
+            Some(why) => {
+                if !in_live_migration(st, e) {
+                    out.stale.push((e.key.clone(), why));
+                }
+            }
+            None => {
+                // gone() does not look at stale or detached endpoints: their namespace
+                // may be dead, and a kept socket would hold it (and its veth) alive.
+                if e.state != EndpointState::Stale
+                    && !e.detached
+                    && !e.netns_path.is_empty()
+                    && e.netns_inode != 0
+                {
+                    out.live_netns.insert(e.netns_inode, e.netns_path.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The change that withdraws endpoint `key`: out of every service, no routes,
@@ -146,35 +178,18 @@ impl Controller {
     /// module documentation); returns the keys withdrawn.
     pub async fn withdraw_stale(&self) -> Result<Vec<String>> {
         let local = self.node_name.clone();
-        let candidates = {
-            let g = self.inner.lock().await;
-            // Sockets are kept only in the namespaces of this node's endpoints that are
-            // not gone (a kept socket would hold a dead pod's namespace, and its veth,
-            // alive); those without one (as after a restart) get one.
-            let live: std::collections::HashMap<u64, &str> = g
-                .state
-                .endpoints
-                .values()
-                .filter(|e| {
-                    checked_here(e, &local)
-                        && e.state != EndpointState::Stale
-                        && !e.detached
-                        && !e.netns_path.is_empty()
-                        && e.netns_inode != 0
-                        && gone(e).is_none()
-                })
-                .map(|e| (e.netns_inode, e.netns_path.as_str()))
-                .collect();
-            self.addr_sockets.retain(|i| live.contains_key(&i));
-            for (inode, path) in &live {
-                if !self.addr_sockets.has(*inode) {
-                    self.keep_socket_in(path, *inode);
-                }
+        let checked = check_endpoints(&self.inner.lock().await.state, &local);
+        // Sockets are kept only in the namespaces of live endpoints of this node; those
+        // without one (as after a restart) get one.
+        self.addr_sockets
+            .retain(|i| checked.live_netns.contains_key(&i));
+        for (inode, path) in &checked.live_netns {
+            if !self.addr_sockets.has(*inode) {
+                self.keep_socket_in(path, *inode);
             }
-            stale_endpoints(&g.state, &local)
-        };
+        }
         let mut withdrawn = Vec::new();
-        for (key, why) in candidates {
+        for (key, why) in checked.stale {
             let k = key.clone();
             let local = local.clone();
             // Re-checked against the state current at the commit's turn.
@@ -315,19 +330,54 @@ mod tests {
             e.netns_inode = 4026531992;
             st.endpoints.insert(e.key.clone(), e);
         }
-        let mut keys: Vec<String> = stale_endpoints(&st, "n1")
+        let mut keys: Vec<String> = check_endpoints(&st, "n1")
+            .stale
             .into_iter()
             .map(|(k, _)| k)
             .collect();
         keys.sort();
         assert_eq!(keys, ["here", "old"]);
         // Seen from the other node's controller, its own endpoint and the unnamed one.
-        let mut keys: Vec<String> = stale_endpoints(&st, "n2")
+        let mut keys: Vec<String> = check_endpoints(&st, "n2")
+            .stale
             .into_iter()
             .map(|(k, _)| k)
             .collect();
         keys.sort();
         assert_eq!(keys, ["old", "there"]);
+    }
+
+    #[test]
+    fn only_live_endpoints_namespaces_may_keep_a_socket() {
+        let mut st = State::new();
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        for (key, ip) in [
+            ("live", [10, 0, 0, 2]),
+            ("stale", [10, 0, 0, 3]),
+            ("detached", [10, 0, 0, 4]),
+            ("gone", [10, 0, 0, 5]),
+        ] {
+            let mut e = ep(key, ip);
+            e.node = "n1".into();
+            e.netns_path = "/proc/self/ns/net".into();
+            e.netns_inode = own;
+            match key {
+                "stale" => e.state = EndpointState::Stale,
+                "detached" => e.detached = true,
+                "gone" => e.netns_path = "/run/netns/p4lb-no-such-netns-gone".into(),
+                _ => {}
+            }
+            st.endpoints.insert(e.key.clone(), e);
+        }
+        let checked = check_endpoints(&st, "n1");
+        assert_eq!(
+            checked.live_netns,
+            HashMap::from([(own, "/proc/self/ns/net".to_string())])
+        );
+        let stale: Vec<&str> = checked.stale.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(stale, ["gone"]);
+        // Another node's endpoints are not this controller's to keep sockets for.
+        assert!(check_endpoints(&st, "n2").live_netns.is_empty());
     }
 
     #[test]
