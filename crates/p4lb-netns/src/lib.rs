@@ -372,8 +372,8 @@ fn dump_ipv4_addrs(socket: &rtnetlink::sys::Socket, seq: u32) -> io::Result<Vec<
     }
 }
 
-/// How long a kept socket's dump may wait for the kernel's reply.
-const KEPT_SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a kept socket's dump may wait for the kernel's reply, s (SO_RCVTIMEO).
+const KEPT_SOCKET_TIMEOUT_S: i64 = 1;
 
 /// Netlink sockets kept open inside the network namespaces an API server checks
 /// callers against (the controller: its own node's endpoints), so that reading a
@@ -388,10 +388,11 @@ const KEPT_SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 #[derive(Debug)]
 pub struct AddrSockets {
     capacity: usize,
-    kept: std::sync::Mutex<
-        std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<KeptSocket>>>,
-    >,
+    kept: std::sync::Mutex<KeptSockets>,
 }
+
+/// Namespace inode → its kept socket.
+type KeptSockets = std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<KeptSocket>>>;
 
 #[derive(Debug)]
 struct KeptSocket {
@@ -408,12 +409,7 @@ impl AddrSockets {
         }
     }
 
-    fn map(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<KeptSocket>>>,
-    > {
+    fn map(&self) -> std::sync::MutexGuard<'_, KeptSockets> {
         // A panic while holding the map left it whole (every change is one call).
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -421,20 +417,29 @@ impl AddrSockets {
     /// Keeps a socket inside `ns` (one thread, once per namespace). Returns whether
     /// one is kept for it now: false when `capacity` sockets are kept already.
     pub fn keep(&self, ns: &NetNs) -> Result<bool> {
-        if self.map().contains_key(&ns.inode()) {
-            return Ok(true);
+        let room = |map: &KeptSockets| {
+            if map.contains_key(&ns.inode()) {
+                Some(true)
+            } else if map.len() >= self.capacity {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        if let Some(kept) = room(&self.map()) {
+            return Ok(kept);
         }
-        if self.map().len() >= self.capacity {
-            return Ok(false);
-        }
+        // Made without the map's lock (it takes a thread); checked again after.
         let socket = ns.route_socket()?;
-        set_receive_timeout(&socket, KEPT_SOCKET_TIMEOUT).map_err(|source| Error::Socket {
-            path: ns.path.clone(),
-            source,
-        })?;
+        let timeout = nix::sys::time::TimeVal::new(KEPT_SOCKET_TIMEOUT_S, 0);
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| Error::Socket {
+                path: ns.path.clone(),
+                source: e.into(),
+            })?;
         let mut map = self.map();
-        if map.len() >= self.capacity && !map.contains_key(&ns.inode()) {
-            return Ok(false);
+        if let Some(kept) = room(&map) {
+            return Ok(kept);
         }
         map.entry(ns.inode()).or_insert_with(|| {
             std::sync::Arc::new(std::sync::Mutex::new(KeptSocket { socket, seq: 1 }))
@@ -470,29 +475,6 @@ impl AddrSockets {
     /// Whether none is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// SO_RCVTIMEO on `socket`: a receive that waits longer fails with `WouldBlock`.
-fn set_receive_timeout(socket: &rtnetlink::sys::Socket, t: std::time::Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: a valid socket and a timeval of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
