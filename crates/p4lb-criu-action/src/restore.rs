@@ -98,13 +98,13 @@ pub async fn restore_started(
         .map_err(|e| ActionError::Input(format!("moving the addresses: {e}")))?;
     let m = match answer {
         Ok(m) => m,
+        // The controller's refusal of a caller without an endpoint: a failure whatever
+        // the policy.
+        Err(ActionError::Controller(e)) if e.is_no_endpoint() => {
+            undo_addresses(pid, &rec.source.ifname, &moved);
+            return Err(not_an_endpoint(pid, &rec.migration_id));
+        }
         Err(e) if e.is_controller() && run.cfg.policy == Policy::IgnoreController => {
-            // The controller's refusal of a caller without an endpoint: a failure whatever
-            // the policy.
-            if matches!(&e, ActionError::Controller(c) if c.is_no_endpoint()) {
-                undo_addresses(pid, &rec.source.ifname, &moved);
-                return Err(not_an_endpoint(pid, &rec.migration_id));
-            }
             // The sockets must still bind: keep the addresses, tell nobody.
             let change = moved?;
             run.save(&st)?;
@@ -118,12 +118,7 @@ pub async fn restore_started(
         }
         Err(e) => {
             undo_addresses(pid, &rec.source.ifname, &moved);
-            return Err(match e {
-                ActionError::Controller(c) if c.is_no_endpoint() => {
-                    not_an_endpoint(pid, &rec.migration_id)
-                }
-                e => e,
-            });
+            return Err(e);
         }
     };
     // The controller names the caller's endpoint in its answer: the restore target.
