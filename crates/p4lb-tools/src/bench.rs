@@ -510,17 +510,11 @@ pub fn bench_migration(switch: scenario::SwitchTarget) -> Result<()> {
 
     let mut first_rows = None;
     if floor {
-        let read = |log: &str, what: &str| {
-            crate::criu_floor::floor_of(log)
-                .with_context(|| format!("reading the floor's runs in CRIU's {what}"))
-        };
-        let (fd, fr) = (
-            read(&dump_log, "dump.log")?,
-            read(&restore_log, "restore.log")?,
-        );
-        let (_, fl) = crate::criu_floor::print((&fd, &fr), &dump_times, &restore_times);
-        first_rows =
-            Some(crate::criu_floor::compare_migration((&fd, &fr), &dump_times, &restore_times).0);
+        let (fd, fr) = crate::criu_floor::floors_of(&dump_log, &restore_log)?;
+        let (rows, unpaired) =
+            crate::criu_floor::compare_migration((&fd, &fr), &dump_times, &restore_times);
+        let (_, fl) = crate::criu_floor::print(&rows, &unpaired);
+        first_rows = Some(rows);
         println!(
             "  the two do-nothing scripts around p4lb's add about 2 x {fl:.2} ms to the CRIU runs \
              above (of it in the lock about 2 x {:.2} ms); P4LB_BENCH_FLOOR=0 leaves them out",
@@ -727,7 +721,7 @@ fn rounds() -> Result<usize> {
 
 /// The median of `values` (the mean of the two middle ones for an even count; 0
 /// for none).
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -798,14 +792,7 @@ fn in_place_p4lb(w: &World, round: usize, floor: bool) -> Result<InPlace> {
         let times = |log: &str, what: &str| {
             script_times(log, &w.action).with_context(|| format!("reading CRIU's {what}"))
         };
-        let floors = |log: &str, what: &str| {
-            crate::criu_floor::floor_of(log)
-                .with_context(|| format!("reading the floor's runs in CRIU's {what}"))
-        };
-        let (fd, fr) = (
-            floors(&dump_log, "dump.log")?,
-            floors(&restore_log, "restore.log")?,
-        );
+        let (fd, fr) = crate::criu_floor::floors_of(&dump_log, &restore_log)?;
         let (rows, _) = crate::criu_floor::compare_migration(
             (&fd, &fr),
             &times(&dump_log, "dump.log")?,

@@ -98,6 +98,17 @@ impl Commits {
     }
 }
 
+/// The floor of one migration: of its dump and of its restore ([`floor_of`]).
+pub fn floors_of(dump_log: &str, restore_log: &str) -> Result<(ScriptTimes, ScriptTimes)> {
+    let read = |log: &str, what: &str| {
+        floor_of(log).with_context(|| format!("reading the floor's runs in CRIU's {what}"))
+    };
+    Ok((
+        read(dump_log, "dump.log")?,
+        read(restore_log, "restore.log")?,
+    ))
+}
+
 /// The floor from the two do-nothing scripts' runs in one CRIU log: per action,
 /// the runs that ended exactly (at the start of the next script, p4lb's).
 pub fn floor_of(log: &str) -> Result<ScriptTimes> {
@@ -192,24 +203,16 @@ pub struct OverMigrations {
 
 impl OverMigrations {
     pub fn median(&self) -> f64 {
-        let v = &self.over_ms;
-        match v.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        crate::bench::median(self.over_ms.iter().copied())
     }
 
     pub fn max(&self) -> f64 {
         self.over_ms.last().copied().unwrap_or(0.0)
     }
 
-    /// In how many migrations the action was within [`PER_ACTION_GOAL_MS`].
-    pub fn within(&self) -> usize {
-        self.over_ms
-            .iter()
-            .filter(|o| **o <= PER_ACTION_GOAL_MS)
-            .count()
+    /// In how many migrations the excess was within `goal_ms`.
+    pub fn within(&self, goal_ms: f64) -> usize {
+        self.over_ms.iter().filter(|o| **o <= goal_ms).count()
     }
 }
 
@@ -252,10 +255,11 @@ pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
          same CRIU run):"
     );
     println!(
-        "  {:<8} {:<22} {:>7} {:>9} {:>9}  within {PER_ACTION_GOAL_MS} ms: median, migrations",
+        "  {:<8} {:<22} {:>7} {:>9} {:>9}  within {PER_ACTION_GOAL_MS} ms ({TOTAL_GOAL_MS} ms for \
+         the sum): median, migrations",
         "side", "action", "timed", "median", "max"
     );
-    for p in &per {
+    let row = |p: &OverMigrations, goal_ms: f64| {
         println!(
             "  {:<8} {:<22} {:>7} {:>9.2} {:>9.2}  {:<6} {}/{}",
             p.side,
@@ -263,39 +267,21 @@ pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
             p.over_ms.len(),
             p.median(),
             p.max(),
-            if p.median() <= PER_ACTION_GOAL_MS {
-                "yes"
-            } else {
-                "NO"
-            },
-            p.within(),
+            yes_no(p.median() <= goal_ms),
+            p.within(goal_ms),
             p.over_ms.len()
-        );
-    }
-    let whole = OverMigrations {
-        side: "both",
-        action: "sum".into(),
-        over_ms: totals,
+        )
     };
-    println!(
-        "  {:<8} {:<22} {:>7} {:>9.2} {:>9.2}  total within {TOTAL_GOAL_MS} ms: median {}, in \
-         {}/{} migrations",
-        "both",
-        "sum",
-        whole.over_ms.len(),
-        whole.median(),
-        whole.max(),
-        if whole.median() <= TOTAL_GOAL_MS {
-            "yes"
-        } else {
-            "NO"
+    for p in &per {
+        row(p, PER_ACTION_GOAL_MS);
+    }
+    row(
+        &OverMigrations {
+            side: "both",
+            action: "sum".into(),
+            over_ms: totals,
         },
-        whole
-            .over_ms
-            .iter()
-            .filter(|t| **t <= TOTAL_GOAL_MS)
-            .count(),
-        whole.over_ms.len()
+        TOTAL_GOAL_MS,
     );
     let actions_within = per
         .iter()
@@ -304,23 +290,23 @@ pub fn print_over_migrations(migrations: &[Vec<Compared>]) {
     println!(
         "  every action within {PER_ACTION_GOAL_MS} ms of the floor on the median: {} \
          ({actions_within} of {} actions)",
-        if actions_within == per.len() {
-            "yes"
-        } else {
-            "NO"
-        },
+        yes_no(actions_within == per.len()),
         per.len()
     );
 }
 
-/// Prints the comparison; returns (p4lb total, floor total) over the paired
-/// actions.
-pub fn print(
-    floor: (&ScriptTimes, &ScriptTimes),
-    p4lb_dump: &ScriptTimes,
-    p4lb_restore: &ScriptTimes,
-) -> (f64, f64) {
-    let (rows, unpaired) = compare_migration(floor, p4lb_dump, p4lb_restore);
+/// "yes" or "NO", as the tables print whether a goal holds.
+fn yes_no(holds: bool) -> &'static str {
+    if holds {
+        "yes"
+    } else {
+        "NO"
+    }
+}
+
+/// Prints one migration's comparison ([`compare_migration`]: the paired rows and
+/// what was left unpaired); returns (p4lb total, floor total) over the rows.
+pub fn print(rows: &[Compared], unpaired: &[String]) -> (f64, f64) {
     println!(
         "p4lb's action script against the exec floor (CRIU's sh -c of a do-nothing script, \
          run by the same CRIU just before p4lb's; ms per run, exact: each run ends where CRIU \
@@ -330,7 +316,7 @@ pub fn print(
         "  {:<8} {:<22} {:>9} {:>9} {:>9} {:>7}  within {PER_ACTION_GOAL_MS} ms of the floor",
         "side", "action", "p4lb", "floor", "p4lb-fl", "ratio"
     );
-    for c in &rows {
+    for c in rows {
         println!(
             "  {:<8} {:<22} {:>9.2} {:>9.2} {:>9.2} {:>7.2}  {}",
             c.side,
@@ -339,11 +325,7 @@ pub fn print(
             c.floor_ms,
             c.over_ms(),
             c.p4lb_ms / c.floor_ms,
-            if c.over_ms() <= PER_ACTION_GOAL_MS {
-                "yes"
-            } else {
-                "NO"
-            }
+            yes_no(c.over_ms() <= PER_ACTION_GOAL_MS)
         );
     }
     let p4lb: f64 = rows.iter().map(|c| c.p4lb_ms).sum();
@@ -358,11 +340,7 @@ pub fn print(
         "sum",
         p4lb - fl,
         p4lb / fl,
-        if p4lb - fl <= TOTAL_GOAL_MS {
-            "yes"
-        } else {
-            "NO"
-        }
+        yes_no(p4lb - fl <= TOTAL_GOAL_MS)
     );
     if let Some(w) = worst {
         println!(
@@ -484,10 +462,10 @@ mod tests {
         assert_eq!(per[0].over_ms, vec![1.0, 1.5, 3.0]);
         assert_eq!(per[0].median(), 1.5);
         assert_eq!(per[0].max(), 3.0);
-        assert_eq!(per[0].within(), 2);
+        assert_eq!(per[0].within(PER_ACTION_GOAL_MS), 2);
         assert_eq!(per[1].over_ms, vec![1.5, 1.5]);
         assert_eq!(per[1].median(), 1.5);
-        assert_eq!(per[1].within(), 2);
+        assert_eq!(per[1].within(PER_ACTION_GOAL_MS), 2);
         assert_eq!(totals, vec![1.0, 3.0, 4.5]);
         let (none, no_totals) = over_migrations(&[]);
         assert!(none.is_empty() && no_totals.is_empty());
