@@ -74,16 +74,7 @@ fn assert_nothing_left(w: &World, node: &Netns, pod: &Netns) {
 
 #[test]
 fn a_routed_pod_is_routed_by_its_node_and_registered_on_the_nodes_uplink() {
-    let mut w = World::without_controller();
-    w.start_controller_with_uplink(NODE, NODE, UPLINK_PORT, UPLINK_MAC);
-    let node = Netns::new();
-    let pod = Netns::new();
-    sh(
-        &node,
-        "ip link set lo up; echo 1 > /proc/sys/net/ipv4/ip_forward",
-    );
-    let mut c = w.conf("1.1.0");
-    c["routed"] = json!(true);
+    let (w, node, pod, c) = routed_world(NODE, true);
 
     let r = run_on(&w, &node, "ADD", "routed1", &pod, &c);
     r.ok();
