@@ -12,7 +12,10 @@
 //!    connections learned on it before the switchover (`--learned`, through the
 //!    digest path as the switch reports them).
 //!
-//! Runs the software switch in-process on a Unix socket in a temporary directory.
+//! Runs each part twice (`--switch`): with p4lb's software switch served on a Unix socket in
+//! a temporary directory, which the controller connects to as to a switch process of its
+//! own, and with the controller's embedded switch, which it calls in process; then prints
+//! the in-process rows against the socket's.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -50,9 +53,34 @@ struct Args {
     /// group of rows per value, ascending.
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
     services: Vec<usize>,
+    /// How the controller reaches the switch, one pass each: `listener` (the switch's Unix
+    /// socket, as a switch process of its own), `embedded` (the controller's own switch,
+    /// called in process).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "listener,embedded"
+    )]
+    switch: Vec<Via>,
     /// Passed by `cargo bench` to every bench target; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    Listener,
+    Embedded,
+}
+
+impl Via {
+    fn describe(self) -> &'static str {
+        match self {
+            Via::Listener => "over its Unix socket (listener)",
+            Via::Embedded => "in process (embedded)",
+        }
+    }
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -67,19 +95,64 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let mut runs = Vec::new();
+    for &via in &args.switch {
+        println!("== the controller reaches the switch {}", via.describe());
+        runs.push((via, run(&args, via).await?));
+    }
+    // The same rows through both ways, in this run: the in-process calls against the socket.
+    let of = |v: Via| runs.iter().find(|(w, _)| *w == v).map(|(_, r)| r);
+    if let (Some(base), Some(emb)) = (of(Via::Listener), of(Via::Embedded)) {
+        println!("embedded (in process) against listener (socket), same rows, this run:");
+        for (b, e) in base.iter().zip(emb) {
+            println!(
+                "  {:>2} services, {:>5} learned: switchover p50 {:.0} vs {:.0} us ({:.2} x), \
+                 p99 {:.0} vs {:.0} us ({:.2} x); write per commit {:.0} vs {:.0} us; UNLOCK \
+                 round trip p50 {:.0} vs {:.0} us ({:.2} x)",
+                b.services,
+                b.learned,
+                e.p50,
+                b.p50,
+                e.p50 / b.p50.max(1.0),
+                e.p99,
+                b.p99,
+                e.p99 / b.p99.max(1.0),
+                e.write,
+                b.write,
+                e.rtt_p50,
+                b.rtt_p50,
+                e.rtt_p50 / b.rtt_p50.max(1.0),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One pass of the whole bench with the switch reached `via`.
+async fn run(args: &Args, via: Via) -> Result<Vec<Row>> {
     let dir = tempfile_dir()?;
-    let ssock = dir.join("switch.sock");
-    let sw = p4lb_switch::serve(p4lb_switch::SwitchConfig {
-        grpc_addr: p4lb_switch::GrpcAddr::Unix(ssock.clone()),
-        ..Default::default()
-    })
-    .await?;
     let mut cfg = Config {
         state_dir: dir.join("state"),
         ..Default::default()
     };
+    // Listener: p4lb's software switch in this process too, served on a Unix socket the
+    // controller connects to, as to a switch of its own. Embedded: no address, so the
+    // controller starts the switch and calls it in process.
+    let sw = match via {
+        Via::Listener => {
+            let ssock = dir.join("switch.sock");
+            cfg.switch.address = format!("unix:{}", ssock.display());
+            Some(
+                p4lb_switch::serve(p4lb_switch::SwitchConfig {
+                    grpc_addr: p4lb_switch::GrpcAddr::Unix(ssock),
+                    ..Default::default()
+                })
+                .await?,
+            )
+        }
+        Via::Embedded => None,
+    };
     cfg.api.socket = dir.join("api.sock");
-    cfg.switch.address = format!("unix:{}", ssock.display());
     cfg.identity.check_addresses = false;
     cfg.conn.idle_timeout_ms = 0;
     let ctl = Controller::start(cfg.clone()).await?;
@@ -292,9 +365,11 @@ async fn main() -> Result<()> {
     let _ = stop.send(true);
     let _ = srv.await;
     ctl.shutdown().await;
-    sw.shutdown().await;
+    if let Some(sw) = sw {
+        sw.shutdown().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(rows)
 }
 
 /// The namespaces of a migration's source and target.

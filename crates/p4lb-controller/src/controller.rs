@@ -140,9 +140,11 @@ impl Controller {
             SwitchKind::Software => Vec::new(),
         };
         let mut embedded = None;
+        let mut in_process = None;
         let address = if cfg.switch.address.is_empty() && cfg.switch.kind == SwitchKind::Software {
             let e = EmbeddedSwitch::start(&cfg).await?;
             let a = e.address.clone();
+            in_process = Some(e.in_process.clone());
             embedded = Some(e);
             a
         } else {
@@ -173,6 +175,7 @@ impl Controller {
             } else {
                 None
             },
+            in_process,
         };
         let (link, rx) = SwitchSession::spawn(target);
         let ports = match cfg.switch.kind {

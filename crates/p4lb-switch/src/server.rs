@@ -1,6 +1,8 @@
 //! Running the switch: the gRPC server (P4Runtime + SwitchPorts) and the data plane, either
 //! from the `p4lb-switch` binary or embedded in another process ([`serve`]). Who may connect
-//! is [`crate::access`]'s; how large a message may be, [`crate::limits`]'.
+//! is [`crate::access`]'s; how large a message may be, [`crate::limits`]'. The process that
+//! embeds the switch may also call the same services without the listener
+//! ([`SwitchHandle::in_process`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +132,7 @@ pub struct SwitchHandle {
     pub addr: GrpcAddr,
     pub device: Arc<Device>,
     pub ports: Arc<PortManager>,
+    routes: tonic::service::Routes,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -142,6 +145,15 @@ impl SwitchHandle {
             GrpcAddr::Tcp(a) => format!("http://{a}"),
             GrpcAddr::Unix(p) => format!("unix:{}", p.display()),
         }
+    }
+
+    /// The switch's gRPC services (P4Runtime and SwitchPorts) for the process that runs
+    /// it, as a tower service: a client built on it sends the same messages as over the
+    /// listener, with the same size limits, but no socket, HTTP/2 framing or connection
+    /// task carries them, and the listener's access check (the caller's uid) does not
+    /// apply, the caller being this process.
+    pub fn in_process(&self) -> tonic::service::Routes {
+        self.routes.clone()
     }
 
     /// Stops serving and the data plane.
@@ -196,6 +208,7 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let routes = tonic::service::Routes::new(p4rt).add_service(sp).prepare();
     let mut builder = tonic::transport::Server::builder();
     if let GrpcAddr::Tcp(a) = &config.grpc_addr {
         match &config.tls {
@@ -224,8 +237,7 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
     }
     let router = builder
         .layer(tonic::service::InterceptorLayer::new(access::root_only))
-        .add_service(p4rt)
-        .add_service(sp);
+        .add_routes(routes.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = async move {
         let _ = stop_rx.await;
@@ -273,6 +285,7 @@ pub async fn serve(config: SwitchConfig) -> Result<SwitchHandle, ServeError> {
         addr,
         device,
         ports,
+        routes,
         shutdown: Some(stop_tx),
         task: Some(task),
     })

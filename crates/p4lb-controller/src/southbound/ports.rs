@@ -10,6 +10,7 @@ use p4lb_proto::api::{
 };
 
 use crate::error::{Error, Result};
+use crate::southbound::channel::SwitchChannel;
 use crate::southbound::session::SwitchSession;
 use crate::southbound::thrift::Bmv2Thrift;
 
@@ -72,7 +73,7 @@ impl PortAttacher {
         }
     }
 
-    fn soft(link: &SwitchSession) -> Result<SwitchPortsClient<tonic::transport::Channel>> {
+    fn soft(link: &SwitchSession) -> Result<SwitchPortsClient<SwitchChannel>> {
         Ok(SwitchPortsClient::new(link.channel()?))
     }
 

@@ -27,6 +27,7 @@ use p4lb_proto::p4runtime::{
 };
 
 use crate::error::Error;
+use crate::southbound::channel::SwitchChannel;
 
 /// Static parameters of the switch connection.
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub struct Target {
     pub reconnect_max: Duration,
     /// Mutual TLS (an `https://` address).
     pub tls: Option<ClientTlsConfig>,
+    /// The embedded switch's services in this process: used instead of connecting to
+    /// `address` (which then only names the switch in logs and errors).
+    pub in_process: Option<SwitchChannel>,
 }
 
 /// What the session reports to the controller.
@@ -62,8 +66,8 @@ pub enum SwitchEvent {
 
 #[derive(Clone)]
 struct Live {
-    client: P4RuntimeClient<Channel>,
-    channel: Channel,
+    client: P4RuntimeClient<SwitchChannel>,
+    channel: SwitchChannel,
     stream: mpsc::Sender<StreamMessageRequest>,
 }
 
@@ -210,7 +214,7 @@ impl SwitchSession {
     }
 
     /// The gRPC channel of the current session (for the PortAttacher service).
-    pub fn channel(&self) -> Result<Channel, Error> {
+    pub fn channel(&self) -> Result<SwitchChannel, Error> {
         self.live().map(|l| l.channel)
     }
 
@@ -317,9 +321,10 @@ pub fn election_id(v: u128) -> Uint128 {
     }
 }
 
-/// A P4Runtime client on `channel`, with message limits large enough for full table reads.
-pub fn client(channel: Channel) -> P4RuntimeClient<Channel> {
-    P4RuntimeClient::new(channel)
+/// A P4Runtime client on `channel` (a connection, or the embedded switch in process), with
+/// message limits large enough for full table reads.
+pub fn client(channel: impl Into<SwitchChannel>) -> P4RuntimeClient<SwitchChannel> {
+    P4RuntimeClient::new(channel.into())
         .max_decoding_message_size(512 * 1024 * 1024)
         .max_encoding_message_size(512 * 1024 * 1024)
 }
@@ -345,7 +350,7 @@ pub type Inbound = tonic::Streaming<p4rt::StreamMessageResponse>;
 /// switch's answer (whatever its status: the caller decides whether a backup role will do).
 /// Returns the sender for further stream messages, the inbound stream and the answer.
 pub async fn arbitrate(
-    client: &mut P4RuntimeClient<Channel>,
+    client: &mut P4RuntimeClient<SwitchChannel>,
     device_id: u64,
     election: u128,
     timeout: Duration,
@@ -414,7 +419,7 @@ pub fn write_request(device_id: u64, election: u128, updates: Vec<Update>) -> Wr
 
 /// Reads `entities` (wildcards allowed) and collects every streamed response.
 pub async fn read_entities(
-    client: &mut P4RuntimeClient<Channel>,
+    client: &mut P4RuntimeClient<SwitchChannel>,
     device_id: u64,
     entities: Vec<Entity>,
 ) -> Result<Vec<Entity>, tonic::Status> {
@@ -505,7 +510,7 @@ async fn run(link: Arc<SwitchSession>, events: mpsc::Sender<SwitchEvent>) {
                 }
                 link.connected.store(true, Ordering::SeqCst);
                 link.reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(address = %link.target.address, generation, fresh, "switch session up (primary)");
+                tracing::info!(address = %link.target.address, in_process = link.target.in_process.is_some(), generation, fresh, "switch session up (primary)");
                 if events
                     .send(SwitchEvent::Up { generation, fresh })
                     .await
@@ -573,7 +578,12 @@ async fn run(link: Arc<SwitchSession>, events: mpsc::Sender<SwitchEvent>) {
 
 async fn establish(link: &SwitchSession) -> Result<(Live, Inbound, bool), String> {
     let t = &link.target;
-    let channel = connect_channel_tls(&t.address, Duration::from_secs(1), t.tls.as_ref()).await?;
+    let channel = match &t.in_process {
+        Some(ch) => ch.clone(),
+        None => connect_channel_tls(&t.address, Duration::from_secs(1), t.tls.as_ref())
+            .await?
+            .into(),
+    };
     let mut client = client(channel.clone());
     let (tx, inbound, answer) = arbitrate(
         &mut client,
@@ -638,7 +648,7 @@ fn must_push_pipeline(have: Result<Option<u64>, tonic::Status>, want: u64) -> Re
 /// Pushes the pipeline (VERIFY_AND_COMMIT): the switch starts over with empty tables.
 async fn push_pipeline(
     link: &SwitchSession,
-    client: &mut P4RuntimeClient<Channel>,
+    client: &mut P4RuntimeClient<SwitchChannel>,
 ) -> Result<(), String> {
     let t = &link.target;
     client
@@ -656,7 +666,7 @@ async fn push_pipeline(
 /// Digest delivery for conn_learn: insert, or modify when it survived.
 async fn configure_digest(
     link: &SwitchSession,
-    client: &mut P4RuntimeClient<Channel>,
+    client: &mut P4RuntimeClient<SwitchChannel>,
 ) -> Result<(), String> {
     let t = &link.target;
     let digest = |ty: update::Type| Update {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use p4lb_controller::southbound::channel::SwitchChannel;
 use p4lb_controller::southbound::forwarding::pipeline_config;
 use p4lb_controller::southbound::session::{
     self as client, arbitrate, per_update_errors, read_entities, set_pipeline_request,
@@ -38,7 +39,7 @@ pub async fn channel(address: &str) -> Channel {
 
 /// One controller session: client + arbitration stream.
 pub struct Session {
-    pub client: P4RuntimeClient<Channel>,
+    pub client: P4RuntimeClient<SwitchChannel>,
     pub device_id: u64,
     pub election_id: u128,
     pub tx: mpsc::Sender<p4::StreamMessageRequest>,
@@ -56,7 +57,11 @@ pub fn arbitration(device_id: u64, election_id: u128) -> p4::StreamMessageReques
 impl Session {
     /// Opens a stream and sends the arbitration update; returns the session and the first
     /// arbitration answer's status code.
-    pub async fn open(channel: Channel, device_id: u64, election_id: u128) -> (Session, i32) {
+    pub async fn open(
+        channel: impl Into<SwitchChannel>,
+        device_id: u64,
+        election_id: u128,
+    ) -> (Session, i32) {
         let mut client = client::client(channel);
         let (tx, rx, answer) =
             arbitrate(&mut client, device_id, election_id, Duration::from_secs(5))
