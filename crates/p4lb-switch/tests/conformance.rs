@@ -94,6 +94,7 @@ fn arbitration_answer(u: Resp) -> Option<(i32, Option<u128>)> {
 #[tokio::test]
 async fn unimplemented_entity_kinds_read_empty_and_write_unimplemented() {
     for via in VIAS {
+        eprintln!("reaching the switch: {via:?}");
         let h = start().await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
@@ -127,6 +128,7 @@ async fn unimplemented_entity_kinds_read_empty_and_write_unimplemented() {
 #[tokio::test]
 async fn malformed_values_get_the_codes_the_spec_gives() {
     for via in VIAS {
+        eprintln!("reaching the switch: {via:?}");
         let h = start().await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
@@ -193,6 +195,7 @@ async fn malformed_values_get_the_codes_the_spec_gives() {
 #[tokio::test]
 async fn one_digest_list_never_carries_a_message_twice() {
     for via in VIAS {
+        eprintln!("reaching the switch: {via:?}");
         let h = start().await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
@@ -300,6 +303,7 @@ async fn next_arbitration(
 #[tokio::test]
 async fn a_backup_never_inherits_the_primary_role_with_a_lower_id() {
     for via in VIAS {
+        eprintln!("reaching the switch: {via:?}");
         let h = start().await;
         // A stream without an election id, alone: a backup, and there is no primary.
         let (anon_tx, mut anon) = stream_without_election_id(&h, via).await;
@@ -361,6 +365,7 @@ async fn a_backup_never_inherits_the_primary_role_with_a_lower_id() {
 #[tokio::test]
 async fn commit_replays_the_writes_made_since_verify_and_save() {
     for via in VIAS {
+        eprintln!("reaching the switch: {via:?}");
         let h = start().await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
