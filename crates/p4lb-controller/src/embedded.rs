@@ -74,16 +74,21 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn the_embedded_switch_listens_on_a_root_only_socket() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A configuration whose state directory is as the controller's store leaves it.
+    fn config_in(dir: &tempfile::TempDir) -> Config {
         let cfg = Config {
             state_dir: dir.path().join("state"),
             ..Config::default()
         };
-        // The state directory as the controller's store leaves it.
         std::fs::create_dir(&cfg.state_dir).unwrap();
         std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        cfg
+    }
+
+    #[tokio::test]
+    async fn the_embedded_switch_listens_on_a_root_only_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_in(&dir);
         let mut sw = EmbeddedSwitch::start(&cfg).await.expect("embedded switch");
         let sock = cfg.state_dir.join("switch.sock");
         assert_eq!(sw.address, format!("unix:{}", sock.display()));
@@ -102,12 +107,7 @@ mod tests {
         use p4lb_proto::p4runtime::{entity, update, Entity, Update};
 
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            state_dir: dir.path().join("state"),
-            ..Config::default()
-        };
-        std::fs::create_dir(&cfg.state_dir).unwrap();
-        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let cfg = config_in(&dir);
         let mut sw = EmbeddedSwitch::start(&cfg).await.expect("embedded switch");
         assert!(sw.in_process.is_in_process());
         let (info, ids) =
