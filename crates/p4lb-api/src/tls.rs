@@ -147,7 +147,8 @@ pub fn cert_name(der: &[u8]) -> Option<String> {
 /// `server_name`) refuses a mutual-TLS connection with `cert`/`key` (trusting `ca` for
 /// the server), if it does: a handshake of its own followed by one read, which gets the
 /// server's alert (e.g. "received fatal alert: UnknownCA": the server does not trust the
-/// client certificate's CA) when the server refused the client's certificate. `None`
+/// client certificate's CA) when the server refused the client's certificate, or the end
+/// of the connection when the server closed it before its alert left. `None`
 /// when the server took the handshake, did not answer within `within`, or could not be
 /// reached at all (the caller's own error says that).
 pub async fn refusal(
@@ -197,6 +198,13 @@ pub async fn refusal(
         match tls.read(&mut b).await {
             Err(e) => Some(format!(
                 "{authority} refused this client's certificate in the TLS handshake: {e}"
+            )),
+            // A gRPC server sends its HTTP/2 settings first; one that closes before any
+            // byte dropped the connection after checking the certificate, sometimes
+            // before its alert left.
+            Ok(0) => Some(format!(
+                "{authority} refused this client's certificate in the TLS handshake: it \
+                 closed the connection without a reply"
             )),
             Ok(_) => None,
         }
