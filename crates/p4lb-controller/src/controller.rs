@@ -144,7 +144,7 @@ impl Controller {
         let address = if cfg.switch.address.is_empty() && cfg.switch.kind == SwitchKind::Software {
             let e = EmbeddedSwitch::start(&cfg).await?;
             let a = e.address.clone();
-            in_process = Some(e.in_process.clone());
+            in_process = e.in_process();
             embedded = Some(e);
             a
         } else {

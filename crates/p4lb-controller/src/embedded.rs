@@ -14,8 +14,6 @@ use crate::southbound::channel::SwitchChannel;
 pub struct EmbeddedSwitch {
     /// P4Runtime address ("unix:/path" or "host:port").
     pub address: String,
-    /// The switch's services, called in this process (the controller's session uses it).
-    pub in_process: SwitchChannel,
     #[cfg(feature = "embedded-switch")]
     handle: Option<p4lb_switch::SwitchHandle>,
 }
@@ -54,9 +52,18 @@ impl EmbeddedSwitch {
         tracing::info!(%address, "embedded software switch started");
         Ok(EmbeddedSwitch {
             address,
-            in_process: SwitchChannel::in_process(handle.in_process()),
             handle: Some(handle),
         })
+    }
+
+    /// The switch's services, called in this process (the controller's session uses them);
+    /// `None` once the switch has stopped.
+    pub fn in_process(&self) -> Option<SwitchChannel> {
+        #[cfg(feature = "embedded-switch")]
+        if let Some(h) = &self.handle {
+            return Some(SwitchChannel::in_process(h.in_process()));
+        }
+        None
     }
 
     /// Stops the embedded switch.
@@ -109,7 +116,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config_in(&dir);
         let mut sw = EmbeddedSwitch::start(&cfg).await.expect("embedded switch");
-        assert!(sw.in_process.is_in_process());
+        let in_process = sw.in_process().expect("a running switch");
+        assert!(in_process.is_in_process());
         let (info, ids) =
             forwarding::load_text(p4lb_p4::P4INFO_TXTPB, "built-in P4Info").expect("P4Info");
         let (link, mut events) = SwitchSession::spawn(Target {
@@ -121,7 +129,7 @@ mod tests {
             digest_config: Default::default(),
             reconnect_max: std::time::Duration::from_millis(100),
             tls: None,
-            in_process: Some(sw.in_process.clone()),
+            in_process: Some(in_process),
         });
         let up = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
             .await

@@ -27,7 +27,9 @@ use tonic::Code;
 const VIP: u32 = 0x0a60_0001;
 const CLIENT: u32 = 0x0a00_0001;
 
-async fn start() -> SwitchHandle {
+/// A switch for a test that reaches it `via` (printed, so that a failure says which way).
+async fn start(via: Via) -> SwitchHandle {
+    eprintln!("reaching the switch: {via:?}");
     serve(SwitchConfig {
         grpc_addr: GrpcAddr::Tcp("127.0.0.1:0".parse().unwrap()),
         device_id: 3,
@@ -94,8 +96,7 @@ fn arbitration_answer(u: Resp) -> Option<(i32, Option<u128>)> {
 #[tokio::test]
 async fn unimplemented_entity_kinds_read_empty_and_write_unimplemented() {
     for via in VIAS {
-        eprintln!("reaching the switch: {via:?}");
-        let h = start().await;
+        let h = start(via).await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
         s.insert(vec![entries::backend_locked(1)]).await;
@@ -128,8 +129,7 @@ async fn unimplemented_entity_kinds_read_empty_and_write_unimplemented() {
 #[tokio::test]
 async fn malformed_values_get_the_codes_the_spec_gives() {
     for via in VIAS {
-        eprintln!("reaching the switch: {via:?}");
-        let h = start().await;
+        let h = start(via).await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
         let ins = |e: p4::TableEntry| p4rt::update(Type::Insert, p4rt::table_entity(e));
@@ -195,8 +195,7 @@ async fn malformed_values_get_the_codes_the_spec_gives() {
 #[tokio::test]
 async fn one_digest_list_never_carries_a_message_twice() {
     for via in VIAS {
-        eprintln!("reaching the switch: {via:?}");
-        let h = start().await;
+        let h = start(via).await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
         s.program_vip_on_backend_4(Ipv4Addr::from(VIP)).await;
@@ -303,8 +302,7 @@ async fn next_arbitration(
 #[tokio::test]
 async fn a_backup_never_inherits_the_primary_role_with_a_lower_id() {
     for via in VIAS {
-        eprintln!("reaching the switch: {via:?}");
-        let h = start().await;
+        let h = start(via).await;
         // A stream without an election id, alone: a backup, and there is no primary.
         let (anon_tx, mut anon) = stream_without_election_id(&h, via).await;
         assert_eq!(
@@ -365,8 +363,7 @@ async fn a_backup_never_inherits_the_primary_role_with_a_lower_id() {
 #[tokio::test]
 async fn commit_replays_the_writes_made_since_verify_and_save() {
     for via in VIAS {
-        eprintln!("reaching the switch: {via:?}");
-        let h = start().await;
+        let h = start(via).await;
         let (mut s, _) = session(&h, via, 1).await;
         s.set_pipeline(Vec::new()).await.unwrap();
         s.insert(vec![entries::backend_locked(1)]).await;
